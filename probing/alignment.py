@@ -1,0 +1,148 @@
+"""From character spans to word pieces, and from piece-level to word-level attention.
+
+Conventions (Clark et al. 2019, `bpe_utils.py`):
+- a *word* is a group of pieces with the same `word_ids()`; special tokens ([CLS], [SEP], BOS) belong to none;
+- a character span selects every word that has a piece overlapping it, and all of those words' pieces;
+- word-level attention from unit S to unit T = mean over S's pieces of the sum over T's pieces.
+
+Everything here is a small pure function over arrays, so it can be tested on hand-made tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class AlignmentError(ValueError):
+    """A span that maps to no piece of the tokenised text (for example, cut off by truncation)."""
+
+
+def word_index(word_ids: list[int | None], offsets: list[tuple[int, int]], text: str) -> np.ndarray:
+    """Word number of each piece, -1 for special and padding pieces; renumbered 0..W-1 in text order."""
+    raw = [-1 if (w is None or e <= s) else w for w, (s, e) in zip(word_ids, offsets)]
+    if sum(r >= 0 for r in raw) and len({r for r in raw if r >= 0}) == 1 and len(text.split()) > 1:
+        # Some tokenizers (sentencepiece without a pre-tokenizer) report one word for the whole text:
+        # fall back to white-space words, read from the character offsets.
+        raw = _whitespace_words(offsets, text, raw)
+    mapping: dict[int, int] = {}
+    out = np.full(len(raw), -1, dtype=np.int64)
+    for i, w in enumerate(raw):
+        if w >= 0:
+            out[i] = mapping.setdefault(w, len(mapping))
+    return out
+
+
+def _whitespace_words(offsets, text, raw) -> list[int]:
+    """A new word starts at a piece whose text begins with, or follows, white space."""
+    words, current = [], -1
+    for (s, e), r in zip(offsets, raw):
+        if r < 0:
+            words.append(-1)
+            continue
+        if current < 0 or text[s:e][:1].isspace() or (s > 0 and text[s - 1].isspace()):
+            current += 1
+        words.append(current)
+    return words
+
+
+def span_words(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
+    """The words with at least one piece overlapping the character span [start, end)."""
+    start, end = span
+    return sorted({int(w) for (s, e), w in zip(offsets, words) if w >= 0 and s < end and start < e})
+
+
+def word_pieces(words: np.ndarray, selected: list[int]) -> np.ndarray:
+    """Indices of the pieces that belong to any of the selected words."""
+    return np.flatnonzero(np.isin(words, selected))
+
+
+@dataclass
+class Layout:
+    """Where one example's source, candidates and word pairs sit among its pieces."""
+    n_pieces: int
+    words: np.ndarray            # (T,) word number per piece, -1 for specials/padding
+    source: np.ndarray           # piece indices of the source unit
+    units: list[np.ndarray]      # piece indices of each candidate unit; units[target] is the gold one
+    target: int
+    nearest: int                 # the candidate unit closest to the source (a positional baseline)
+    first: int                   # the candidate unit that comes first in the text
+    source_words: list[int]
+    target_words: list[int]
+
+
+def make_layout(text, source_span, target_span, candidate_spans, offsets, word_ids) -> Layout:
+    """Map an example's spans onto its pieces; raise AlignmentError when a span falls outside them."""
+    words = word_index(word_ids, offsets, text)
+    source_words = span_words(source_span, offsets, words)
+    target_words = span_words(target_span, offsets, words)
+    if not source_words:
+        raise AlignmentError(f"source span {list(source_span)} maps to no token (text truncated?)")
+    if not target_words:
+        raise AlignmentError(f"target span {list(target_span)} maps to no token (text truncated?)")
+    if set(source_words) & set(target_words):
+        raise AlignmentError("source and target fall in the same word")
+    if candidate_spans:
+        unit_words = [span_words(c, offsets, words) for c in candidate_spans]
+        if any(not u for u in unit_words):
+            raise AlignmentError("a candidate span maps to no token (text truncated?)")
+        if any(set(u) & set(source_words) for u in unit_words):
+            raise AlignmentError("a candidate shares a word with the source")
+        target = list(candidate_spans).index(tuple(target_span))
+    else:
+        # Every word but the source's is a candidate; the target's words form one unit.
+        others = [w for w in range(int(words.max()) + 1) if w not in source_words and w not in target_words]
+        unit_words = [target_words] + [[w] for w in others]
+        target = 0
+    units = [word_pieces(words, u) for u in unit_words]
+    source = word_pieces(words, source_words)
+    gaps = [_gap(source, u) for u in units]
+    starts = [int(u.min()) for u in units]
+    return Layout(n_pieces=len(words), words=words, source=source, units=units, target=target,
+                  nearest=int(np.argmin(gaps)), first=int(np.argmin(starts)),
+                  source_words=source_words,
+                  target_words=target_words)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> int:
+    """Pieces between two units (0 when adjacent); ties go to the earlier unit through argmin."""
+    return int(max(b.min() - a.max(), a.min() - b.max()))
+
+
+# ---- Word-level attention on tensors -------------------------------------------------------------
+
+def drop_special_columns(attention: torch.Tensor, is_word: torch.Tensor) -> torch.Tensor:
+    """Zero attention to special/padding pieces and renormalise each row to sum to 1."""
+    kept = attention * is_word[..., None, None, :].to(attention.dtype)
+    return kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def unit_attention(attention: torch.Tensor, from_weights: torch.Tensor, to_matrix: torch.Tensor) -> torch.Tensor:
+    """Mean over attending pieces (from_weights rows sum to 1), sum over attended-to pieces (0/1 matrix).
+
+    attention (B, H, T, T), from_weights (B, T), to_matrix (B, T, C) -> (B, H, C).
+    """
+    rows = torch.einsum("bt,bhtu->bhu", from_weights, attention)
+    return torch.einsum("bhu,buc->bhc", rows, to_matrix)
+
+
+def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as (B, H, W-1).
+
+    Entry w holds the pair (w, w+1) in both directions. Mean over attending pieces, sum over attended-to
+    pieces; pairs that do not exist are 0.
+    """
+    n_words = int(words.max()) + 1 if words.numel() else 0
+    if n_words < 2:
+        return attention.new_zeros(attention.shape[0], attention.shape[1], 0)
+    step = -1 if reverse else 1
+    # to_next[b, t, u] = 1 when piece u is in the word after (before, if reverse) piece t's word.
+    valid = (words[:, :, None] >= 0) & (words[:, None, :] >= 0)
+    to_next = (valid & (words[:, None, :] == words[:, :, None] + step)).to(attention.dtype)
+    per_piece = (attention * to_next[:, None]).sum(-1)                      # (B, H, T)
+    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(attention.dtype)
+    one_hot = one_hot * (words >= 0)[..., None].to(attention.dtype)        # (B, T, W)
+    per_word = torch.einsum("bht,btw->bhw", per_piece, one_hot) / one_hot.sum(1).clamp_min(1)[:, None]
+    # For w -> w+1 the attending word is w (entries 0..W-2); for w+1 -> w it is w+1 (entries 1..W-1).
+    return per_word[..., 1:] if reverse else per_word[..., :-1]

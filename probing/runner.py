@@ -1,0 +1,94 @@
+"""Tokenising examples and running the model in length-sorted batches that return attention.
+
+`encode` tokenises every text once (fast tokenizer, with offsets); `length_batches` groups the encodings
+by length so that padding stays small; `forward_attentions` runs one batch under `inference_mode`.
+`run_with_attention` is the single-sentence path the demo uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probing.models import LoadedModel
+
+
+@dataclass
+class Encoded:
+    """One tokenised text: piece ids, their character offsets and word ids."""
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+    truncated: bool
+
+
+def encode(loaded: LoadedModel, texts: list[str]) -> list[Encoded]:
+    """Tokenise all texts in one call, truncated to the model's limit, with offsets and word ids."""
+    batch = loaded.tokenizer(texts, truncation=True, max_length=loaded.max_length,
+                             return_offsets_mapping=True, return_overflowing_tokens=False,
+                             return_length=True)
+    out = []
+    for i, text in enumerate(texts):
+        offsets = [tuple(o) for o in batch["offset_mapping"][i]]
+        last_end = max((e for s, e in offsets), default=0)
+        out.append(Encoded(input_ids=batch["input_ids"][i], offsets=offsets, word_ids=batch.word_ids(i),
+                           truncated=bool(text[last_end:].strip())))
+    return out
+
+
+def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), each at most batch_tokens padded pieces."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]  # the first is the longest
+        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_ids(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad piece ids into (B, T) input_ids and attention_mask tensors."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
+def forward_attentions(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Per-layer attention weights, a tuple of (B, H, T, T) tensors; raises if the model returns none."""
+    device = next(loaded.model.parameters()).device
+    with torch.inference_mode():
+        out = loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                           output_attentions=True)
+    attentions = getattr(out, "attentions", None)
+    if not attentions or attentions[0] is None:
+        raise RuntimeError(f"model {loaded.name!r} returned no attentions; load it with attn_implementation='eager'")
+    return attentions
+
+
+@dataclass
+class SentenceAttention:
+    """One sentence's pieces and full attention, as plain arrays (the demo's view of a forward pass)."""
+    text: str
+    tokens: list[str]
+    encoded: Encoded
+    attention: np.ndarray  # (layers, heads, pieces, pieces), float32
+
+
+def run_with_attention(loaded: LoadedModel, text: str) -> SentenceAttention:
+    """Tokenise one text and return its tokens and its attention for every layer and head."""
+    encoded = encode(loaded, [text])[0]
+    ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
+    attentions = forward_attentions(loaded, ids, mask)
+    stacked = torch.stack([a[0] for a in attentions]).float().cpu().numpy()
+    tokens = loaded.tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    return SentenceAttention(text=text, tokens=tokens, encoded=encoded, attention=stacked)
