@@ -204,3 +204,27 @@ def find_span(text: str, word: str, start: int = 0) -> tuple[int, int]:
     if match is None:
         raise ExampleError(f"{word!r} does not occur as a word in {text!r}")
     return match.span()
+
+
+def load_examples(name_or_path: str, data_root: str | os.PathLike | None = None, skip_bad: bool = False,
+                  limit: int | None = None) -> tuple[list[Example], LoadReport]:
+    """Examples from a built-in set name, a JSONL path, or a real dataset's name (read under data_root)."""
+    if name_or_path in BUILTIN_SETS:
+        examples, report = read_jsonl(BUILTIN_SETS[name_or_path], skip_bad=skip_bad)
+        report.source = name_or_path
+    elif name_or_path.endswith(".jsonl") or Path(name_or_path).is_file():
+        examples, report = read_jsonl(name_or_path, skip_bad=skip_bad)
+    else:
+        from probing.examples.loaders import load_dataset
+        return load_dataset(name_or_path, data_root=data_root, skip_bad=skip_bad, limit=limit)
+    if limit is not None:
+        examples = _limit_keeping_pairs(examples, limit)
+        report.n_records = len(examples)
+    return examples, report
+
+
+def _limit_keeping_pairs(examples: list[Example], limit: int) -> list[Example]:
+    """The first `limit` non-control examples, plus the controls paired with them."""
+    main = [e for e in examples if not e.is_control][:limit]
+    pairs = {e.meta.get("pair") for e in main if e.meta.get("pair")}
+    return main + [e for e in examples if e.is_control and e.meta.get("pair") in pairs]

@@ -1,0 +1,1 @@
+"""Command-line entry points that write reports: `python -m analysis {heads,...} --help`."""

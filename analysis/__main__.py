@@ -1,0 +1,40 @@
+"""`python -m analysis COMMAND ...`: the command-line entry points.
+
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`. Expected
+failures (bad data, a model that cannot load, results already present) print one line in words and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "heads": ("analysis.heads", "score every head on a dataset"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        modules[name] = importlib.import_module(module_name)
+        modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    from analysis.outputs import OutputExistsError, sigterm_as_interrupt
+    from probing.examples import ExampleError
+    from probing.models import ModelLoadError
+    sigterm_as_interrupt()
+    try:
+        return modules[args.command].run(args)
+    except (ExampleError, ModelLoadError, OutputExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no partial result file was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Statistics helpers against cases with known answers."""
+import numpy as np
+import pytest
+
+from probing.stats import bootstrap_ci, holm, sign_flip_pvalue
+
+
+def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.5, 1, (50, 1)), rng.normal(0.5, 1, (5000, 1))
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s[0] < small.mean() < hi_s[0]
+    assert (hi_l - lo_l)[0] < (hi_s - lo_s)[0] / 5
+    assert lo_l[0] < 0.5 < hi_l[0]
+
+
+def test_bootstrap_ci_constant_column_is_a_point():
+    lo, hi = bootstrap_ci(np.ones((20, 2)))
+    assert lo.tolist() == [1, 1] and hi.tolist() == [1, 1]
+
+
+def test_sign_flip_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(2)
+    diffs = np.column_stack([rng.normal(0.5, 1, 200), rng.normal(0, 1, 200)])
+    p = sign_flip_pvalue(diffs, n_perm=4000)
+    assert p[0] < 0.001
+    assert p[1] > 0.05
+
+
+def test_sign_flip_exact_small_case():
+    # All 8 sign patterns of (1, 1, 1): only all-plus reaches the observed sum 3, so p -> 1/8 for many flips.
+    p = sign_flip_pvalue(np.ones((3, 1)), n_perm=20000, seed=3)
+    assert p[0] == pytest.approx(1 / 8, abs=0.01)
+
+
+def test_holm_matches_hand_computation():
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    # sorted: 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> monotone 0.09, 0.5*1=0.5
+    assert holm(p).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_bad_shapes_are_explained():
+    with pytest.raises(ValueError, match="examples, heads"):
+        bootstrap_ci(np.ones(5))
