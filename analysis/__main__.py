@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = importlib.import_module(module_name)
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    from analysis.outputs import OutputExistsError, sigterm_as_interrupt
+    from probing.outputs import OutputExistsError, sigterm_as_interrupt
     from probing.examples import ExampleError
     from probing.models import ModelLoadError
     sigterm_as_interrupt()

@@ -156,3 +156,31 @@ def loaded_model_names() -> list[str]:
     """Names of the models held in memory, least recently used first."""
     with _lock:
         return list(_cache)
+
+
+# ---- Which models a public demo may load -----------------------------------------------------------
+HUB_ALLOW_LIST = ("bert-base-uncased", "roberta-base", "distilbert-base-uncased", "gpt2")
+ALLOW_ANY_ENV = "PROBING_ALLOW_ANY_MODEL"      # "1" on a private machine: any hub id or local path
+ALLOWED_ENV = "PROBING_ALLOWED_MODELS"         # comma-separated list replacing the default allow-list
+
+
+def installed_short_names() -> list[str]:
+    """Short names whose offline copies are present (MiniLM always is: it is a requirement)."""
+    from probing.install_models import local_model_path
+    return [DEFAULT_MODEL] + [n for n in SHORT_NAMES if n != DEFAULT_MODEL and local_model_path(n) is not None]
+
+
+def allowed_models() -> list[str]:
+    """The demo's model choices: installed offline models, then the hub allow-list (or $PROBING_ALLOWED_MODELS)."""
+    configured = os.environ.get(ALLOWED_ENV)
+    extra = [m.strip() for m in configured.split(",") if m.strip()] if configured is not None else list(HUB_ALLOW_LIST)
+    return list(dict.fromkeys(installed_short_names() + extra))
+
+
+def check_model_allowed(name: str | None) -> str:
+    """The model name to load, or ModelLoadError naming it when the demo may not load it."""
+    name = (name or "").strip() or DEFAULT_MODEL
+    if os.environ.get(ALLOW_ANY_ENV) == "1" or name in allowed_models():
+        return name
+    raise ModelLoadError(f"model {name!r} is not on this demo's allow-list ({', '.join(allowed_models())}); "
+                         f"a local run can allow any model with {ALLOW_ANY_ENV}=1")
