@@ -5,6 +5,8 @@ Every user-facing failure is raised as `DemoError` with a message in words.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +14,15 @@ import numpy as np
 import pandas as pd
 
 from probing.examples import BUILTIN_SETS, Example, read_jsonl
-from probing.explore import (InputError, SentenceScores, find_negation_cues, find_pronouns, make_example,
+from probing.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, find_negation_cues, find_pronouns, make_example,
                              score_sentence, words_with_spans)
 from probing.models import ModelLoadError, check_model_allowed, load_model
 
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "selectivity")
+CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
+ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
 
 
 class DemoError(ValueError):
@@ -82,10 +86,49 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
                     best_layer=int(best_layer), best_head=int(best_head), notes=notes)
 
 
+def report_dir(model_name: str) -> Path:
+    """Where a model's dataset-level results live: committed under reports/, else the on-disk cache."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name).strip("._") or "model"
+    committed = REPORTS_DIR / safe
+    return committed if committed.exists() else CACHE_DIR / safe
+
+
 def dataset_table(model_name: str, relation: str) -> pd.DataFrame | None:
-    """The committed `analysis heads` table on the built-in set for this model, or None if there is none."""
-    path = REPORTS_DIR / model_name / "heads" / DATASET_FOR[relation] / "heads.csv"
+    """The `analysis heads` table on the built-in set for this model, or None if it was not computed yet."""
+    path = report_dir(model_name) / "heads" / DATASET_FOR[relation] / "heads.csv"
     return pd.read_csv(path) if path.exists() else None
+
+
+@dataclass
+class ReportFiles:
+    coref_heatmap: str
+    negation_heatmap: str
+    markdown: str
+    downloads: list[str]
+
+
+def report_files(model: str | None, progress=None) -> ReportFiles:
+    """The dataset-level report for a model; computed once (and cached on disk) when it is missing."""
+    from probing.reporting import run_heads
+    loaded = get_model(model)
+    folder = report_dir(loaded.name)
+    for step, (relation, data) in enumerate(DATASET_FOR.items()):
+        out = folder / "heads" / data
+        if not (out / "heads.csv").exists():
+            if progress is not None:
+                progress((step, len(DATASET_FOR)), desc=f"scoring every head of {loaded.name} on {data}")
+            run_heads(data, loaded.name, out)
+    parts = []
+    full = folder / "report.md"
+    if full.exists():
+        parts.append(full.read_text(encoding="utf-8"))
+    for data in DATASET_FOR.values():
+        text = (folder / "heads" / data / "report.md").read_text(encoding="utf-8")
+        parts.append(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text))   # the heatmaps are shown beside it
+    downloads = sorted(str(p) for p in folder.rglob("*") if p.suffix in (".csv", ".json"))
+    return ReportFiles(coref_heatmap=str(folder / "heads" / "builtin-coref" / "heatmap.png"),
+                       negation_heatmap=str(folder / "heads" / "builtin-negation" / "heatmap.png"),
+                       markdown="\n\n---\n\n".join(parts), downloads=downloads)
 
 
 def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataFrame:

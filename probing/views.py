@@ -1,0 +1,360 @@
+"""bertviz head and model views as self-contained, offline HTML for Gradio.
+
+bertviz's own HTML loads require.js, d3 and jQuery from a CDN and relies on
+the notebook running its <script> tags. The demo must work with no internet,
+and Gradio's ``gr.HTML`` does not run scripts. So this module builds one
+standalone page that inlines the vendored libraries from ``probing/static/``
+(jQuery, then d3, then require.js, then named ``define()`` shims so require.js
+never asks for a URL), followed by bertviz's own view script read at run time
+from the installed bertviz package, and puts that page in the ``srcdoc`` of an
+``<iframe sandbox="allow-scripts">``, which browsers run without giving it
+access to the parent page.
+
+Tokens are user text. They travel only inside the JSON given to bertviz's
+script, with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\\uXXXX``
+escapes (and ``/`` as ``\\/``), so no token can close the <script> tag or put
+a raw URL in the page. bertviz draws tokens with d3's ``.text()``, which never
+parses HTML. The whole page is attribute-escaped into ``srcdoc``.
+
+To keep the page free of ``http://`` and ``https://`` strings, whole-line
+``//`` comments that hold URLs are dropped, bertviz's CDN ``require.config``
+and header comment are removed, and any other ``http://`` left (XML namespace
+names such as d3's SVG namespace, a link in a require.js error message and in
+its licence header) is written as ``http:\\/\\/``, which is the same string to
+JavaScript. Nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import operator
+import re
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+LIBRARY_FILES = ("jquery-2.2.4.min.js", "d3-5.7.0.min.js", "require-2.3.6.js")
+AMD_SHIMS = (
+    "define('jquery', [], function () { return window.jQuery; });\n"
+    "define('d3', [], function () { return window.d3; });"
+)
+
+# Geometry from bertviz's head_view.js / model_view.js, used to size the iframe.
+HEAD_ROW_PX = 22.5  # BOXHEIGHT: one token row
+HEAD_TOP_PX = 30  # TEXT_TOP: head colour boxes above the tokens
+HEAD_CONTROLS_PX = 50  # the "Layer:" select line plus page margins
+MODEL_AXIS_PX = 38  # HEADING_TEXT_SIZE + HEADING_PADDING + TEXT_SIZE + TEXT_PADDING
+MODEL_DETAIL_ROW_PX = 18  # DETAIL_BOX_HEIGHT
+MODEL_DETAIL_EXTRA_PX = 55  # 2 * DETAIL_PADDING + DETAIL_HEADING_HEIGHT
+MODEL_CONTROLS_PX = 40  # page margins and the empty control line
+
+_URL_LINE_COMMENT = re.compile(r"^[ \t]*//[^\n]*https?://[^\n]*\n?", re.M)
+_URL_SCHEME = re.compile(r"(https?:)//")
+_HEADER_COMMENT = re.compile(r"\A\s*/\*.*?\*/\s*", re.S)
+_REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\);\s*", re.S)
+_PARAMS_MARKER = "const params = PYTHON_PARAMS;"
+_JSON_ESCAPES = {"/": "\\/", "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    """A rendered view: the iframe for gr.HTML plus the page inside it."""
+
+    html: str
+    document: str
+    n_tokens_shown: int
+    n_tokens_total: int
+    truncated: bool
+    note: str
+
+
+def head_view_html(
+    tokens: list[str],
+    attention,
+    layer: int | None = None,
+    head: int | None = None,
+    max_tokens: int = 60,
+    decimals: int = 3,
+    sentence_b_start=None,
+) -> ViewResult:
+    """Render bertviz's head view, opening on `layer` with only `head` selected."""
+    tokens, attn = _validated(tokens, attention, max_tokens, decimals)
+    n_layers, n_heads = attn.shape[:2]
+    layer = _checked_index("layer", layer, n_layers, "layers")
+    head = _checked_index("head", head, n_heads, "heads")
+    sentence_b_start = _checked_split(sentence_b_start, len(tokens))
+    shown_tokens, shown_attn, note = _truncated(tokens, attn, max_tokens)
+    if sentence_b_start is not None and sentence_b_start >= len(shown_tokens):
+        sentence_b_start = None
+        note += " Sentence B starts after the cut, so the sentence A/B filter is off."
+    weights = _rounded(shown_attn, decimals)
+    attn_data = _head_attn_data(_prettified(shown_tokens), weights, sentence_b_start)
+    root_id = _root_id()
+    params = {
+        "attention": attn_data,
+        "default_filter": "0",
+        "root_div_id": root_id,
+        "layer": layer,
+        "heads": None if head is None else [head],
+        "include_layers": list(range(n_layers)),
+    }
+    body = _head_body(root_id, [d["name"] for d in attn_data] if len(attn_data) > 1 else [])
+    document = _document(body, _bertviz_js("head_view.js", params), "bertviz head view")
+    height = _head_height(len(shown_tokens))
+    return _result(document, height, "Attention head view", len(shown_tokens), len(tokens), note)
+
+
+def model_view_html(
+    tokens: list[str],
+    attention,
+    layers: list[int] | None = None,
+    max_tokens: int = 40,
+    decimals: int = 3,
+) -> ViewResult:
+    """Render bertviz's model view (all heads of the chosen layers)."""
+    tokens, attn = _validated(tokens, attention, max_tokens, decimals)
+    n_layers, n_heads = attn.shape[:2]
+    layers = _checked_layers(layers, n_layers)
+    shown_tokens, shown_attn, note = _truncated(tokens, attn[layers], max_tokens)
+    shown = _prettified(shown_tokens)
+    root_id = _root_id()
+    params = {
+        "attention": [{"name": None, "attn": _rounded(shown_attn, decimals), "left_text": shown, "right_text": shown}],
+        "default_filter": "0",
+        "display_mode": "light",
+        "root_div_id": root_id,
+        "include_layers": layers,
+        "include_heads": list(range(n_heads)),
+        "total_heads": n_heads,
+    }
+    document = _document(_model_body(root_id), _bertviz_js("model_view.js", params), "bertviz model view")
+    height = _model_height(len(shown_tokens), len(layers), n_heads)
+    return _result(document, height, "Attention model view", len(shown_tokens), len(tokens), note)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _as_array(attention) -> np.ndarray:
+    """Turn a numpy array or (possibly GPU, grad-tracking) torch tensor into a float64 array."""
+    if hasattr(attention, "detach"):
+        attention = attention.detach().cpu().float().numpy()
+    return np.asarray(attention, dtype=np.float64)
+
+
+def _validated(tokens, attention, max_tokens: int, decimals: int) -> tuple[list[str], np.ndarray]:
+    """Check tokens, attention shape, values and options; return tokens and the array."""
+    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+        raise ValueError("tokens must be a list of strings")
+    tokens = list(tokens)
+    attn = _as_array(attention)
+    if attn.ndim != 4:
+        raise ValueError(
+            f"attention must have shape (layers, heads, tokens, tokens) for one sentence; got shape {attn.shape}"
+        )
+    if min(attn.shape) == 0:
+        raise ValueError(f"attention is empty: shape {attn.shape}")
+    if attn.shape[2] != attn.shape[3]:
+        raise ValueError(f"attention must be square over tokens; got {attn.shape[2]} x {attn.shape[3]}")
+    if attn.shape[2] != len(tokens):
+        raise ValueError(f"attention covers {attn.shape[2]} tokens but {len(tokens)} tokens were given")
+    if not np.isfinite(attn).all():
+        raise ValueError("attention contains NaN or infinite values")
+    if _as_int("max_tokens", max_tokens) < 1:
+        raise ValueError(f"max_tokens must be at least 1; got {max_tokens}")
+    if _as_int("decimals", decimals) < 0:
+        raise ValueError(f"decimals must be 0 or more; got {decimals}")
+    return tokens, attn
+
+
+def _as_int(name: str, value) -> int:
+    """Return value as an int, refusing bools, floats and other non-integers."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer; got {value!r}") from None
+
+
+def _checked_index(name: str, value, count: int, plural: str) -> int | None:
+    """Check that an optional layer/head index lies in range(count)."""
+    if value is None:
+        return None
+    value = _as_int(name, value)
+    if not 0 <= value < count:
+        raise ValueError(f"{name} {value} is out of range: this model has {count} {plural} (0-{count - 1})")
+    return value
+
+
+def _checked_layers(layers, n_layers: int) -> list[int]:
+    """Check a layer subset; return it sorted without duplicates (all layers if None)."""
+    if layers is None:
+        return list(range(n_layers))
+    checked = [_checked_index("layer", layer, n_layers, "layers") for layer in layers]
+    if not checked:
+        raise ValueError("layers is empty: give at least one layer, or None for all layers")
+    return sorted(set(checked))
+
+
+def _checked_split(sentence_b_start, n_tokens: int) -> int | None:
+    """Check that sentence B starts strictly inside the token list."""
+    if sentence_b_start is None:
+        return None
+    start = _as_int("sentence_b_start", sentence_b_start)
+    if not 0 < start < n_tokens:
+        raise ValueError(f"sentence_b_start {start} is out of range: it must be between 1 and {n_tokens - 1}")
+    return start
+
+
+# -------------------------------------------------------------- data prep
+
+
+def _truncated(tokens: list[str], attn: np.ndarray, max_tokens: int) -> tuple[list[str], np.ndarray, str]:
+    """Keep the first max_tokens tokens and their attention; explain any cut in a note."""
+    if len(tokens) <= max_tokens:
+        return tokens, attn, ""
+    note = (
+        f"Showing the first {max_tokens} of {len(tokens)} tokens; the weights shown are "
+        "attention among those tokens only (not renormalised)."
+    )
+    return tokens[:max_tokens], attn[:, :, :max_tokens, :max_tokens], note
+
+
+def _rounded(attn: np.ndarray, decimals: int) -> list:
+    """Round weights to `decimals` places and return nested lists for JSON."""
+    return np.round(attn, decimals).tolist()
+
+
+def _prettified(tokens: list[str]) -> list[str]:
+    """Remove BPE/SentencePiece markers as bertviz's prettify_tokens does."""
+    return [t.replace("Ġ", " ").replace("▁", " ").replace("</w>", "") for t in tokens]
+
+
+def _head_attn_data(tokens: list[str], attn: list, split: int | None) -> list[dict]:
+    """Build bertviz's head-view attention list, with A/B filters when there is a split."""
+    full = {"name": None if split is None else "All", "attn": attn, "left_text": tokens, "right_text": tokens}
+    if split is None:
+        return [full]
+    parts = {"A": slice(0, split), "B": slice(split, len(tokens))}
+    data = [full]
+    for left, right in (("A", "A"), ("B", "B"), ("A", "B"), ("B", "A")):
+        rows, cols = parts[left], parts[right]
+        data.append(
+            {
+                "name": f"Sentence {left} -> Sentence {right}",
+                "attn": [[[row[cols] for row in head[rows]] for head in layer] for layer in attn],
+                "left_text": tokens[rows],
+                "right_text": tokens[cols],
+            }
+        )
+    return data
+
+
+# ------------------------------------------------------------------- HTML
+
+
+def _root_id() -> str:
+    """Return a fresh id for bertviz's root div."""
+    return f"bertviz-{uuid.uuid4().hex}"
+
+
+def _head_body(root_id: str, filter_names: list[str]) -> str:
+    """Return the head view's markup, as bertviz's head_view.py writes it."""
+    options = "".join(f'<option value="{i}">{html.escape(name)}</option>' for i, name in enumerate(filter_names))
+    select = f'Attention: <select id="filter">{options}</select>' if filter_names else ""
+    return (
+        f'<div id="{root_id}" style="font-family:\'Helvetica Neue\', Helvetica, Arial, sans-serif;">'
+        f'<span style="user-select:none">Layer: <select id="layer"></select> {select}</span>'
+        "<div id='vis'></div></div>"
+    )
+
+
+def _model_body(root_id: str) -> str:
+    """Return the model view's markup, as bertviz's model_view.py writes it."""
+    return (
+        f'<div id="{root_id}" style="font-family:\'Helvetica Neue\', Helvetica, Arial, sans-serif;">'
+        "<span style=\"user-select:none\"></span><div id='vis'></div></div>"
+    )
+
+
+def script_json(value) -> str:
+    """Serialise value as JSON safe inside <script> (no '<', '>', '&', '/', U+2028/9 left raw)."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    for char, escape in _JSON_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text
+
+
+def _offline_js(js: str) -> str:
+    """Drop URL-bearing line comments and write remaining http(s):// as http(s):\\/\\/."""
+    js = _URL_SCHEME.sub(r"\1\\/\\/", _URL_LINE_COMMENT.sub("", js))
+    if "</script" in js.lower():
+        raise RuntimeError("a script to inline contains '</script', which would end its <script> element")
+    return js
+
+
+@lru_cache(maxsize=None)
+def _libraries_js() -> tuple[str, ...]:
+    """Read the vendored jQuery, d3 and require.js, ready to inline (in that order)."""
+    return tuple(_offline_js((STATIC_DIR / name).read_text(encoding="utf-8")) for name in LIBRARY_FILES)
+
+
+@lru_cache(maxsize=None)
+def _bertviz_template(name: str) -> str:
+    """Read a bertviz view script from the installed package, minus its CDN config."""
+    js = resources.files("bertviz").joinpath(name).read_text(encoding="utf-8")
+    js, n_configs = _REQUIRE_CONFIG.subn("", _HEADER_COMMENT.sub("", js, count=1))
+    if n_configs != 1 or _PARAMS_MARKER not in js:
+        raise RuntimeError(f"bertviz/{name} is not laid out as bertviz 1.4.1's; cannot adapt it")
+    return _offline_js(js)
+
+
+def _bertviz_js(name: str, params: dict) -> str:
+    """Return bertviz's view script with the params filled in as script-safe JSON."""
+    return _bertviz_template(name).replace(_PARAMS_MARKER, f"const params = {script_json(params)};", 1)
+
+
+def _document(body: str, view_js: str, title: str) -> str:
+    """Assemble the standalone page: libraries, define() shims, markup, bertviz script."""
+    libraries = "\n".join(f"<script>\n{js}\n</script>" for js in _libraries_js())
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title></head>\n"
+        '<body style="margin:8px;background:#fff;color:#000">\n'
+        f"{libraries}\n<script>\n{AMD_SHIMS}\n</script>\n"
+        f"{body}\n<script>\n{view_js}\n</script>\n</body></html>\n"
+    )
+
+
+def _head_height(n_tokens: int) -> int:
+    """Return the head view's iframe height in px for n_tokens rows."""
+    return math.ceil(HEAD_CONTROLS_PX + HEAD_TOP_PX + HEAD_ROW_PX * n_tokens)
+
+
+def _model_height(n_tokens: int, n_layers: int, n_heads: int) -> int:
+    """Return the model view's iframe height in px (bertviz's divHeight plus margins)."""
+    row = 7 * 12 / n_heads  # thumbnailBoxHeight
+    thumbnails = n_layers * (n_tokens * row + 10) + MODEL_AXIS_PX
+    detail = n_tokens * MODEL_DETAIL_ROW_PX + MODEL_DETAIL_EXTRA_PX
+    return math.ceil(max(thumbnails, detail) + MODEL_CONTROLS_PX)
+
+
+def _iframe(document: str, height: int, title: str) -> str:
+    """Wrap the page in a script-only sandboxed iframe (no same-origin access)."""
+    return (
+        f'<iframe sandbox="allow-scripts" title="{html.escape(title)}" referrerpolicy="no-referrer" '
+        f'style="width:100%;height:{height}px;border:0" srcdoc="{html.escape(document, quote=True)}"></iframe>'
+    )
+
+
+def _result(document: str, height: int, title: str, shown: int, total: int, note: str) -> ViewResult:
+    """Package a page as a ViewResult."""
+    return ViewResult(_iframe(document, height, title), document, shown, total, shown < total, note)
