@@ -3,6 +3,7 @@ and report.md to the output folder."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from probing.outputs import prepare_out_dir
 from probing.reporting import HEAD_FILES, run_heads, summary_text
@@ -26,14 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     parser.add_argument("--n-perm", type=int, default=10000, help="sign flips for the paired test")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="model weights' dtype (default float32; bfloat16 on a GPU halves memory)")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, HEAD_FILES, args.force)
+    # Under `accelerate launch` (WORLD_SIZE > 1) the examples are split across the processes.
+    parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
     summary = run_heads(args.data, args.model, out, relation=args.relation, data_root=args.data_root,
                         skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
-                        batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True)
-    print(summary_text(summary))
-    print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES)}")
+                        batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
+                        device=args.device, dtype=args.dtype, parallel=parallel)
+    if not parallel or int(os.environ.get("RANK", "0")) == 0:
+        print(summary_text(summary))
+        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES)}")
     return 0

@@ -253,10 +253,18 @@ def _add_control_columns(table, main: ExampleScores, controls: ExampleScores, fl
 
 def score_heads(model: str | LoadedModel | None, examples: list[Example], relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
-                n_perm: int = 10000, seed: int = 0, progress: bool = False) -> HeadScores:
-    """Score every head on examples of one relation; controls (meta role "control") feed the control columns."""
+                n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False) -> HeadScores:
+    """Score every head on examples of one relation; controls (meta role "control") feed the control columns.
+
+    parallel=True splits the examples across the processes of an `accelerate launch` run; every process
+    gets the same, exactly combined result.
+    """
     from probing.models import load_model
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if parallel:
+        from probing.parallel import score_examples_parallel as score
+    else:
+        score = score_examples
     if relation is not None:
         examples = [e for e in examples if e.relation == relation]
         if not examples:
@@ -266,10 +274,10 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], relati
     control_examples = [e for e in examples if e.is_control]
     if not main_examples:
         raise ValueError("every example is a control; nothing to score")
-    main, skipped = score_examples(loaded, main_examples, batch_tokens, renormalize, progress)
+    main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress)
     controls = None
     if control_examples:
-        controls, control_skipped = score_examples(loaded, control_examples, batch_tokens, renormalize, progress)
+        controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress)
         skipped += control_skipped
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed)
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),

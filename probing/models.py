@@ -81,13 +81,32 @@ def _text_config(config):
     return getattr(config, "text_config", None) or config
 
 
-def _load_uncached(name: str) -> LoadedModel:
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_device(device: str | None, dtype: str | None) -> tuple[str, str]:
+    """Validate --device / --dtype up front; a CUDA request on a machine without a GPU is explained."""
+    import torch
+    device = (device or "cpu").strip()
+    dtype = (dtype or "float32").strip()
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for, but this machine has no CUDA GPU "
+                             f"(torch {torch.__version__}); use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda") and device != "mps":
+        raise ModelLoadError(f"device {device!r} is not understood: use cpu, cuda or cuda:N")
+    return device, dtype
+
+
+def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     path = resolve_path(name)
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+        model = AutoModel.from_pretrained(path, attn_implementation="eager", dtype=getattr(torch, dtype))
     except ModelLoadError:
         raise
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load this name"
@@ -97,7 +116,7 @@ def _load_uncached(name: str) -> LoadedModel:
                              f"{str(err).splitlines()[0] if str(err) else ''}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"model {name!r} has no fast tokenizer; character offsets need one")
-    model.eval()
+    model.to(device).eval()
     text_config = _text_config(config)
     is_causal = is_causal_config(config)
     if tokenizer.pad_token is None:
@@ -120,7 +139,7 @@ def _load_uncached(name: str) -> LoadedModel:
 def _check_attentions(loaded: LoadedModel) -> None:
     """Fail loudly when the model returns no attention weights (e.g. an SDPA-only architecture)."""
     import torch
-    batch = loaded.tokenizer(["The test is not empty."], return_tensors="pt")
+    batch = loaded.tokenizer(["The test is not empty."], return_tensors="pt").to(loaded.model.device)
     with torch.inference_mode():
         out = loaded.model(**batch, output_attentions=True)
     attentions = getattr(out, "attentions", None)
@@ -136,17 +155,19 @@ _cache: OrderedDict[str, LoadedModel] = OrderedDict()
 _lock = threading.Lock()
 
 
-def load_model(name_or_path: str | None = None) -> LoadedModel:
+def load_model(name_or_path: str | None = None, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load (or fetch from the in-process LRU cache) a model by short name, hub id or local path."""
     name = (name_or_path or DEFAULT_MODEL).strip()
+    device, dtype = check_device(device, dtype)
+    key = name if (device, dtype) == ("cpu", "float32") else f"{name}@{device}/{dtype}"
     with _lock:
-        if name in _cache:
-            _cache.move_to_end(name)
-            return _cache[name]
-    loaded = _load_uncached(name)  # outside the lock: a slow load must not block cached models
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    loaded = _load_uncached(name, device, dtype)  # outside the lock: a slow load must not block cached models
     with _lock:
-        _cache[name] = loaded
-        _cache.move_to_end(name)
+        _cache[key] = loaded
+        _cache.move_to_end(key)
         while len(_cache) > MAX_LOADED:
             _cache.popitem(last=False)
     return loaded

@@ -16,8 +16,12 @@ CAVEAT = ("Attention weights show where a head looks, not why the model decides 
 
 def run_heads(data: str, model: str | None, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
-              batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False) -> dict:
-    """Load the data, score every head, write the four head files to `out`; return the summary."""
+              batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
+              device: str | None = None, dtype: str | None = None, parallel: bool = False) -> dict:
+    """Load the data, score every head, write the four head files to `out`; return the summary.
+
+    parallel=True (inside `accelerate launch`) shards the scoring; only the main process writes files.
+    """
     import sys
     from probing.examples import load_examples
     from probing.heads import score_heads
@@ -25,11 +29,16 @@ def run_heads(data: str, model: str | None, out: Path, relation: str | None = No
     examples, load_report = load_examples(data, data_root=data_root, skip_bad=skip_bad, limit=limit)
     if progress:
         print(load_report.summary(), file=sys.stderr)
-    scores = score_heads(load_model(model), examples, relation=relation, batch_tokens=batch_tokens,
-                         renormalize=renormalize, n_boot=n_boot, n_perm=n_perm, progress=progress)
+    if parallel:
+        from probing.parallel import is_main_process, process_device
+        device = device or str(process_device())
+    scores = score_heads(load_model(model, device=device, dtype=dtype), examples, relation=relation,
+                         batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
+                         progress=progress, parallel=parallel)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_outputs(Path(out), scores, summary)
+    if not parallel or is_main_process():
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_outputs(Path(out), scores, summary)
     return summary
 
 
