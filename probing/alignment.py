@@ -118,31 +118,43 @@ def drop_special_columns(attention: torch.Tensor, is_word: torch.Tensor) -> torc
     return kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def unit_attention(attention: torch.Tensor, from_weights: torch.Tensor, to_matrix: torch.Tensor) -> torch.Tensor:
-    """Mean over attending pieces (from_weights rows sum to 1), sum over attended-to pieces (0/1 matrix).
+def unit_attention(attention: torch.Tensor, from_index: torch.Tensor, from_weights: torch.Tensor,
+                   to_matrix: torch.Tensor) -> torch.Tensor:
+    """Mean over attending pieces, sum over attended-to pieces (a 0/1 matrix), for one source unit per row.
 
-    attention (B, H, T, T), from_weights (B, T), to_matrix (B, T, C) -> (B, H, C).
+    attention (B, H, T, T); from_index (B, S) the source pieces, padded with any index; from_weights (B, S)
+    1/|source| for real entries and 0 for padding; to_matrix (B, T, C) -> (B, H, C).
+    Only the source rows are read, so the cost is B*H*S*T rather than B*H*T*T.
     """
-    rows = torch.einsum("bt,bhtu->bhu", from_weights, attention)
-    return torch.einsum("bhu,buc->bhc", rows, to_matrix)
+    batch, heads, n_pieces, _ = attention.shape
+    index = from_index[:, None, :, None].expand(batch, heads, from_index.shape[1], n_pieces)
+    rows = (attention.gather(2, index) * from_weights[:, None, :, None]).sum(2)       # (B, H, T)
+    return torch.bmm(rows, to_matrix)
 
 
 def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as (B, H, W-1).
 
     Entry w holds the pair (w, w+1) in both directions. Mean over attending pieces, sum over attended-to
-    pieces; pairs that do not exist are 0.
+    pieces; pairs that do not exist are 0. Words are runs of pieces, so the next word's pieces lie within a
+    narrow band beside each piece: only that band of the attention matrix is read.
     """
     n_words = int(words.max()) + 1 if words.numel() else 0
+    batch, heads, n_pieces, _ = attention.shape
     if n_words < 2:
-        return attention.new_zeros(attention.shape[0], attention.shape[1], 0)
+        return attention.new_zeros(batch, heads, 0)
     step = -1 if reverse else 1
-    # to_next[b, t, u] = 1 when piece u is in the word after (before, if reverse) piece t's word.
-    valid = (words[:, :, None] >= 0) & (words[:, None, :] >= 0)
-    to_next = (valid & (words[:, None, :] == words[:, :, None] + step)).to(attention.dtype)
-    per_piece = (attention * to_next[:, None]).sum(-1)                      # (B, H, T)
     one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(attention.dtype)
-    one_hot = one_hot * (words >= 0)[..., None].to(attention.dtype)        # (B, T, W)
-    per_word = torch.einsum("bht,btw->bhw", per_piece, one_hot) / one_hot.sum(1).clamp_min(1)[:, None]
+    one_hot = one_hot * (words >= 0)[..., None].to(attention.dtype)                  # (B, T, W)
+    pieces_per_word = one_hot.sum(1)                                                  # (B, W)
+    band = int(2 * pieces_per_word.max())               # a word plus its neighbour, at most
+    columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, band + 1, device=words.device)
+    inside = (columns >= 0) & (columns < n_pieces)                                    # (T, D)
+    columns = columns.clamp(0, n_pieces - 1)
+    column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, band)
+    in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)   # (B, T, D)
+    values = attention.gather(3, columns.view(1, 1, n_pieces, band).expand(batch, heads, n_pieces, band))
+    per_piece = (values * in_next[:, None].to(attention.dtype)).sum(-1)             # (B, H, T)
+    per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
     # For w -> w+1 the attending word is w (entries 0..W-2); for w+1 -> w it is w+1 (entries 1..W-1).
     return per_word[..., 1:] if reverse else per_word[..., :-1]

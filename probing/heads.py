@@ -100,14 +100,17 @@ def oriented(example: Example, is_causal: bool) -> Example:
 def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
     """Index tensors for one batch: source weights, candidate matrix, targets, words and pair masks."""
     n_units = max(len(l.units) for l in layouts)
-    from_weights = torch.zeros(len(layouts), width)
+    n_source = max(len(l.source) for l in layouts)
+    from_index = torch.zeros(len(layouts), n_source, dtype=torch.long)
+    from_weights = torch.zeros(len(layouts), n_source)
     to_matrix = torch.zeros(len(layouts), width, n_units)
     unit_mask = torch.zeros(len(layouts), n_units, dtype=torch.bool)
     words = torch.full((len(layouts), width), -1, dtype=torch.long)
     n_words = max(int(l.words.max()) + 1 for l in layouts)
     pair_mask = torch.zeros(len(layouts), max(n_words - 1, 0))
     for row, layout in enumerate(layouts):
-        from_weights[row, layout.source] = 1.0 / len(layout.source)
+        from_index[row, :len(layout.source)] = torch.from_numpy(layout.source)
+        from_weights[row, :len(layout.source)] = 1.0 / len(layout.source)
         for c, pieces in enumerate(layout.units):
             to_matrix[row, pieces, c] = 1.0
             unit_mask[row, c] = True
@@ -118,25 +121,23 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
             if w not in cue:
                 pair_mask[row, w] = 1.0
     targets = torch.tensor([l.target for l in layouts])
-    return from_weights, to_matrix, unit_mask, targets, words, pair_mask
+    return from_index, from_weights, to_matrix, unit_mask, targets, words, pair_mask
 
 
 def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize) -> dict[str, np.ndarray]:
     """Forward one batch and reduce it to per-example, per-head numbers."""
     reverse = relation == "negation" and loaded.is_causal
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
-    from_w, to_m, unit_mask, targets, words, pair_mask = _batch_tensors(layouts, ids.shape[1], reverse)
+    tensors = _batch_tensors(layouts, ids.shape[1], reverse)
     attentions = forward_attentions(loaded, ids, mask)
-    device = attentions[0].device
-    from_w, to_m, unit_mask, targets, words, pair_mask = (
-        t.to(device) for t in (from_w, to_m, unit_mask, targets, words, pair_mask))
+    from_i, from_w, to_m, unit_mask, targets, words, pair_mask = (t.to(attentions[0].device) for t in tensors)
     n_pairs = pair_mask.sum(-1)
     att, hit, nxt = [], [], []
     for layer_att in attentions:
         layer_att = layer_att.float()
         if renormalize:
             layer_att = drop_special_columns(layer_att, words >= 0)
-        per_unit = unit_attention(layer_att, from_w, to_m)                   # (B, H, C)
+        per_unit = unit_attention(layer_att, from_i, from_w, to_m)           # (B, H, C)
         per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
         on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
         others = per_unit.scatter(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1), float("-inf"))

@@ -57,12 +57,12 @@ def _attention():
 
 def test_unit_attention_is_mean_over_sources_of_sum_over_targets():
     a = _attention()
-    from_weights = torch.zeros(1, 8, dtype=torch.float64)
-    from_weights[0, [2, 3]] = 0.5                               # source "lawyer"
+    from_index = torch.tensor([[2, 3, 0]])                      # source "lawyer", padded to 3 entries
+    from_weights = torch.tensor([[0.5, 0.5, 0.0]], dtype=torch.float64)
     to = torch.zeros(1, 8, 2, dtype=torch.float64)
     to[0, [5, 6], 0] = 1                                        # unit "not sign"
     to[0, [1], 1] = 1                                           # unit "the"
-    got = unit_attention(a, from_weights, to)[0, 0]
+    got = unit_attention(a, from_index, from_weights, to)[0, 0]
     m = a[0, 0].numpy()
     expected_0 = ((m[2, 5] + m[2, 6]) + (m[3, 5] + m[3, 6])) / 2
     expected_1 = (m[2, 1] + m[3, 1]) / 2
