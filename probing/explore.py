@@ -10,13 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probing.examples import Example, ExampleError
-from probing.heads import direction_for, score_examples
+from probing.examples import Example
+from probing.alignment import AlignmentError, make_layout
+from probing.heads import direction_for, oriented, score_examples
 from probing.models import LoadedModel
 
 PRONOUNS = ("he", "she", "it", "they", "him", "her", "them", "his", "hers", "its", "their", "theirs",
             "himself", "herself", "itself", "themselves")
 MAX_TEXT_CHARS = 5000     # longer input is refused in words before it reaches the tokenizer
+EMPTY_MESSAGE = "The sentence is empty: type a sentence or pick an example."
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 _CUE = re.compile(r"(?i)(?<!\w)not(?!\w)|n't(?!\w)|(?<=\w)n’t(?!\w)")
 
@@ -25,15 +27,32 @@ class InputError(ValueError):
     """Input the demo or API cannot use; the message says what is wrong in words."""
 
 
+def control_characters(text: str) -> int:
+    """How many control characters (NUL included; tab and newline excepted) the text holds."""
+    return sum(1 for c in text if _is_control(c))
+
+
+def _is_control(char: str) -> bool:
+    return (ord(char) < 32 and char not in "\t\n") or 127 <= ord(char) < 160
+
+
 def clean_text(text: str | None) -> str:
-    """Refuse empty or oversized text; replace control characters (NUL included) with spaces."""
-    if text is None or not str(text).strip():
-        raise InputError("The sentence is empty: type a sentence or pick an example.")
-    text = str(text)
+    """Refuse empty or oversized text; replace control characters (NUL included) with spaces.
+
+    The replacement keeps the length, so character offsets the user gave stay valid; text that is only
+    white space and control characters counts as empty.
+    """
+    if text is None:
+        raise InputError(EMPTY_MESSAGE)
+    if not isinstance(text, str):
+        raise InputError(f"The text must be a string, got {type(text).__name__}.")
     if len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"The text has {len(text):,} characters; the limit here is {MAX_TEXT_CHARS:,}.")
-    # Same length, so character offsets the user gave stay valid.
-    return "".join(" " if (ord(c) < 32 and c not in "\t\n") or ord(c) == 127 else c for c in text)
+        raise InputError(f"The text has {len(text):,} characters; the limit here is {MAX_TEXT_CHARS:,}. "
+                         "It was refused, not cut: shorten it and try again.")
+    cleaned = "".join(" " if _is_control(c) else c for c in text)
+    if not cleaned.strip():
+        raise InputError(EMPTY_MESSAGE)
+    return cleaned
 
 
 def words_with_spans(text: str) -> list[tuple[str, tuple[int, int]]]:
@@ -60,10 +79,17 @@ def next_word_span(text: str, cue_span: tuple[int, int]) -> tuple[int, int]:
 
 
 def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
-    """A word given as text (must occur exactly once) or as `start:end` offsets, as a span."""
+    """A word given as text (must occur exactly once), as `start:end` offsets, or as `word (start:end)`."""
     word = (word or "").strip()
     if not word:
         raise InputError(f"No {role} word was given.")
+    labelled = re.fullmatch(r"(.+?)\s*\((-?\d+)\s*:\s*(-?\d+)\)", word, flags=re.S)
+    if labelled:   # "she (32:35)", as the demo's dropdowns write it: the word must still be there
+        span = resolve_word(text, f"{labelled.group(2)}:{labelled.group(3)}", role)
+        if text[span[0]:span[1]] != labelled.group(1):
+            raise InputError(f"The {role} {labelled.group(1)!r} is not at {span[0]}:{span[1]} in this sentence "
+                             f"(that is {text[span[0]:span[1]]!r}); the text changed. Pick the word again.")
+        return span
     offsets = re.fullmatch(r"(-?\d+)\s*:\s*(-?\d+)", word)
     if offsets:
         start, end = int(offsets.group(1)), int(offsets.group(2))
@@ -109,6 +135,9 @@ def make_example(text: str, relation: str, source: str | None, target: str | Non
                                  "\"The doctor called the nurse because she was late.\"")
             raise InputError("Pick the pronoun: " + ", ".join(f"{w} ({s}:{e})" for w, (s, e) in pronouns))
         source_span = resolve_word(text, source, "source")
+        if not (target or "").strip():
+            raise InputError("No antecedent was given: pick the word the pronoun refers to "
+                             "(or give it as start:end).")
         target_span = resolve_word(text, target, "target")
     if source_span[0] < target_span[1] and target_span[0] < source_span[1]:
         raise InputError("The source and target words overlap; pick two different words.")
@@ -145,13 +174,26 @@ class SentenceScores:
 
 def score_sentence(loaded: LoadedModel, example: Example) -> SentenceScores:
     """Score every head on one example with the dataset scorer; a span lost to truncation is an InputError."""
+    from probing.runner import encode
+    encoded = encode(loaded, [example.text])[0]
+    read_up_to = max((e for s, e in encoded.offsets), default=0)
+    for role, (start, end) in (("source", example.source_span), ("target", example.target_span)):
+        if start >= read_up_to:
+            raise InputError(f"The {role} word {example.text[start:end]!r} at {start}:{end} lies beyond the first "
+                             f"{loaded.max_length} tokens that {loaded.name} reads, so the text was truncated "
+                             "before it. Shorten the text or move the words closer to its start.")
+    measured = oriented(example, loaded.is_causal)
+    try:
+        make_layout(measured.text, measured.source_span, measured.target_span, measured.candidate_spans,
+                    encoded.offsets, encoded.word_ids)
+    except AlignmentError as err:
+        raise InputError(f"{loaded.name}'s tokenizer cannot separate these words: {err}. "
+                         "Pick two words further apart.") from None
     try:
         scores, skipped = score_examples(loaded, [example])
     except ValueError as err:
         raise InputError(f"Cannot score this sentence with {loaded.name}: {err}") from None
-    from probing.runner import encode
-    truncated = encode(loaded, [example.text])[0].truncated
     return SentenceScores(model=loaded.name, relation=example.relation,
                           direction=direction_for(example.relation, loaded.is_causal),
                           source=example.source, target=example.target, attention=scores.attention[0],
-                          is_argmax=scores.hit[0], next_word=scores.next_word[0], truncated=truncated)
+                          is_argmax=scores.hit[0], next_word=scores.next_word[0], truncated=encoded.truncated)

@@ -1,0 +1,210 @@
+"""The real app in a subprocess, driven through gradio_client: the API contract, its numbers against the
+library's, every kind of bad input answered in words, and the server still serving afterwards."""
+import html
+import json
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+
+from analysis.loadtest import AppServer
+from probing.examples import Example, find_span
+from probing.heads import score_examples
+
+gradio_client = pytest.importorskip("gradio_client")
+
+COREF = "The doctor called the nurse because she was late."
+NEGATION = "The lawyer did not sign the contract."
+EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
+
+
+@pytest.fixture(scope="module")
+def broken_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("broken-model")
+    (folder / "config.json").write_text("{ not json")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_causal_path, broken_model):
+    """app.py on a free port, allowing the installed models plus a tiny causal model and a broken folder."""
+    env = {"PROBING_ALLOWED_MODELS": f"{tiny_causal_path},{broken_model}", "PROBING_ALLOW_ANY_MODEL": "0"}
+    with AppServer(env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return gradio_client.Client(server.url, verbose=False)
+
+
+def library(minilm, text, relation, source_span, target_span):
+    example = Example(text=text, relation=relation, source_span=source_span, target_span=target_span)
+    scores, skipped = score_examples(minilm, [example])
+    assert not skipped
+    return scores
+
+
+def assert_serving(client):
+    answer = client.predict(COREF, "coreference", "she", "nurse", "", api_name="/score_heads")
+    assert answer["model"] == "minilm" and len(answer["heads"]) == 72
+
+
+def test_only_the_two_api_endpoints_are_public(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == \
+        {"/score_heads", "/head_view"}
+
+
+def test_page_can_be_embedded_in_an_iframe(server):
+    with urllib.request.urlopen(server.url, timeout=30) as response:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        body = response.read().decode()
+    assert response.status == 200 and "gradio" in body.lower()
+    assert "x-frame-options" not in headers
+    assert "frame-ancestors" not in headers.get("content-security-policy", "")
+
+
+def test_score_heads_numbers_equal_the_library(client, minilm):
+    answer = client.predict(COREF, "coreference", "she", "nurse", "", api_name="/score_heads")
+    assert {"model", "direction", "tokens", "heads"} <= answer.keys()
+    assert (answer["model"], answer["direction"]) == ("minilm", "pronoun->antecedent")
+    source, target = find_span(COREF, "she"), find_span(COREF, "nurse")
+    assert (tuple(answer["source_span"]), tuple(answer["target_span"])) == (source, target)
+    assert answer["tokens"] == minilm.tokenizer.convert_ids_to_tokens(minilm.tokenizer(COREF)["input_ids"])
+    scores = library(minilm, COREF, "coreference", source, target)
+    got = np.array([[h["attention"] for h in answer["heads"] if h["layer"] == l] for l in range(6)])
+    hits = np.array([[h["is_argmax"] for h in answer["heads"] if h["layer"] == l] for l in range(6)])
+    assert [(h["layer"], h["head"]) for h in answer["heads"]] == [(l, h) for l in range(6) for h in range(12)]
+    # The API rounds to 6 decimals: equal to the library within 1e-6, on numbers that spread over [0, 1].
+    np.testing.assert_allclose(got, scores.attention[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(hits, scores.hit[0])
+    assert scores.attention[0].std() > 0.01 and np.abs(got - scores.attention[0][::-1]).max() > 0.01
+
+
+def test_score_heads_negation_by_offsets_equals_the_library(client, minilm):
+    cue = find_span(NEGATION, "not")
+    answer = client.predict(NEGATION, "negation", f"{cue[0]}:{cue[1]}", "", "", api_name="/score_heads")
+    assert answer["direction"] == "cue->next_word" and answer["target"] == "sign"
+    scores = library(minilm, NEGATION, "negation", cue, find_span(NEGATION, "sign"))
+    for row in answer["heads"]:
+        layer, head = row["layer"], row["head"]
+        assert abs(row["attention"] - scores.attention[0, layer, head]) <= 1e-6
+        assert abs(row["next_word_baseline"] - scores.next_word[0, layer, head]) <= 1e-6
+        assert abs(row["selectivity"] - (scores.attention[0, layer, head] - scores.next_word[0, layer, head])) <= 2e-6
+
+
+def test_score_heads_with_a_causal_model_reads_negation_backwards(client, tiny_causal_path):
+    answer = client.predict(NEGATION, "negation", "not", "", tiny_causal_path, api_name="/score_heads")
+    assert answer["direction"] == "next_word->cue" and len(answer["heads"]) == 4
+    assert any("causal" in note for note in answer["notes"])
+
+
+def test_head_view_is_a_sandboxed_iframe_on_the_asked_head(client):
+    view = client.predict(COREF, "", 2, 4, api_name="/head_view")
+    assert view.startswith('<iframe sandbox="allow-scripts" ') and "allow-same-origin" not in view
+    assert "&quot;layer&quot;:2," in view and "&quot;heads&quot;:[4]" in view
+    default = client.predict(COREF, api_name="/head_view")
+    assert default.startswith('<iframe sandbox="allow-scripts" ') and "&quot;layer&quot;:null" in default
+
+
+def test_html_in_the_text_is_data_not_markup(client):
+    answer = client.predict(EVIL + " She said it.", "coreference", "She", "img", "", api_name="/score_heads")
+    assert "<script>alert(2)</script>" in "".join(answer["tokens"]) and answer["target"] == "img"
+    view = client.predict(EVIL + " She said it.", "", 0, 0, api_name="/head_view")
+    srcdoc = re.fullmatch(r'<iframe [^>]*srcdoc="([^"]*)"></iframe>', view).group(1)
+    assert "<" not in srcdoc and "<script>alert(2)" not in html.unescape(srcdoc)
+
+
+BAD_SCORE_HEADS = [
+    ("empty", ("", "coreference", "she", "nurse", ""), r"^The sentence is empty"),
+    ("white space", (" \n\t ", "coreference", "she", "nurse", ""), r"^The sentence is empty"),
+    ("100,000 characters", ("x" * 100_000, "coreference", "she", "nurse", ""),
+     r"^The text has 100,000 characters; the limit here is 5,000\. It was refused, not cut"),
+    ("Chinese, no pronoun", ("他说明天会下雨。", "coreference", "", "", ""), r"has no pronoun .* Try an example such as"),
+    ("Arabic, no pronoun", ("قال إن الطقس سيكون جميلا غدا", "coreference", "", "", ""), r"has no pronoun"),
+    ("no negation", ("The lawyer signed it.", "negation", "", "", ""), r"has no 'not' or 'n't'\. Try an example"),
+    ("NUL only", ("\x00\x00\x01", "coreference", "", "", ""), r"^The sentence is empty"),
+    ("no antecedent", (COREF, "coreference", "she", "", ""), r"No antecedent was given"),
+    ("missing word", (COREF, "coreference", "surgeon", "nurse", ""), r"The source word 'surgeon' does not occur"),
+    ("word twice", (COREF, "coreference", "she", "the", ""),
+     r"The target word 'the' occurs 2 times \(0:3, 18:21\); give it as start:end offsets"),
+    ("span out of range", (COREF, "coreference", "36:39", "40:400", ""),
+     r"The target span 40:400 is out of range or reversed for a text of 49 characters"),
+    ("span reversed", (COREF, "coreference", "39:36", "nurse", ""), r"The source span 39:36 is out of range or reversed"),
+    ("unknown relation", (COREF, "syntax", "she", "nurse", ""), r"Unknown relation 'syntax'"),
+    ("unknown model id", (COREF, "coreference", "she", "nurse", "no-such/model"),
+     r"model 'no-such/model' is not on this demo's allow-list"),
+    ("hub model off the list", (COREF, "coreference", "she", "nurse", "gpt2"), r"model 'gpt2' is not on this demo's allow-list"),
+    ("path /etc", (COREF, "coreference", "she", "nurse", "/etc"), r"model '/etc' is not on this demo's allow-list"),
+    ("path ../", (COREF, "coreference", "she", "nurse", "../"), r"model '\.\./' is not on this demo's allow-list"),
+]
+
+
+@pytest.mark.parametrize("args, message", [c[1:] for c in BAD_SCORE_HEADS], ids=[c[0] for c in BAD_SCORE_HEADS])
+def test_bad_input_to_score_heads_gets_words(client, args, message):
+    with pytest.raises(gradio_client.exceptions.AppError, match=message) as caught:
+        client.predict(*args, api_name="/score_heads")
+    assert "Traceback" not in str(caught.value)
+    assert_serving(client)
+
+
+BAD_HEAD_VIEW = [
+    ("empty", ("  ", "", 0, 0), r"^The sentence is empty"),
+    ("layer out of range", (COREF, "", 6, 0), r"The layer 6 is out of range: this model has 6 layers \(0-5\)"),
+    ("negative layer", (COREF, "", -1, 0), r"The layer -1 is out of range"),
+    ("head out of range", (COREF, "", 0, 12), r"The head 12 is out of range: this model has 12 heads \(0-11\)"),
+    ("path as model", (COREF, "../../etc", 0, 0), r"allow-list"),
+]
+
+
+@pytest.mark.parametrize("args, message", [c[1:] for c in BAD_HEAD_VIEW], ids=[c[0] for c in BAD_HEAD_VIEW])
+def test_bad_input_to_head_view_gets_words(client, args, message):
+    with pytest.raises(gradio_client.exceptions.AppError, match=message):
+        client.predict(*args, api_name="/head_view")
+    assert_serving(client)
+
+
+def test_inputs_that_work_despite_looking_odd(client):
+    emoji = client.predict("The dog 🐶 saw the cat 😺 and it ran away.", "coreference", "it", "dog", "",
+                           api_name="/score_heads")
+    assert emoji["source"] == "it" and emoji["target"] == "dog"
+    nul = client.predict("The doctor\x00 called the nurse because she\x07 was late.", "coreference", "she", "nurse",
+                         "", api_name="/score_heads")
+    assert any("control characters" in n for n in nul["notes"])
+    long = client.predict("The man said that he was late. " + "Then it rained again. " * 150, "coreference", "he",
+                          "man", "", api_name="/score_heads")
+    assert long["truncated"] and any("truncated" in n for n in long["notes"])
+
+
+def test_a_model_that_fails_to_load_leaves_the_server_serving(client, broken_model):
+    for _ in range(2):
+        with pytest.raises(gradio_client.exceptions.AppError, match=r"cannot load model '.*broken-model.*'"):
+            client.predict(COREF, "coreference", "she", "nurse", broken_model, api_name="/score_heads")
+    assert_serving(client)
+
+
+def test_json_answer_is_plain_json(client):
+    answer = client.predict(NEGATION, "negation", "not", "sign", "", api_name="/score_heads")
+    assert json.loads(json.dumps(answer)) == answer
+    assert re.fullmatch(r"\d+-\d+", f"{answer['best_head']['layer']}-{answer['best_head']['head']}")
+
+
+def test_launch_defaults_and_queue(monkeypatch):
+    """`python app.py` binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME/PORT say otherwise, with a bounded queue."""
+    import gradio as gr
+    import app
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append((self, kw)))
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    app.main()
+    demo, kwargs = launched[-1]
+    assert (kwargs["server_name"], kwargs["server_port"]) == ("127.0.0.1", 7860)
+    assert kwargs["state_session_capacity"] == app.SESSION_CAPACITY <= 1000   # bounded per-visitor memory
+    assert demo._queue.default_concurrency_limit == app.CONCURRENCY >= 1
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    app.main()
+    assert (launched[-1][1]["server_name"], launched[-1][1]["server_port"]) == ("0.0.0.0", 8123)

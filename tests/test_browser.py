@@ -1,0 +1,229 @@
+"""The demo in a real browser: headless Debian chromium driven by Playwright, with every request that is not
+to 127.0.0.1/localhost aborted and recorded. Clicks gallery examples, the heatmap and the table, types
+malicious HTML, opens every tab, and saves screenshots to test-artifacts/.
+
+Skipped (with the reason) only when Playwright or chromium is missing.
+"""
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from analysis.loadtest import AppServer
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script> She said it."
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    with AppServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield launched
+        launched.close()
+
+
+class Watched:
+    """A page whose outside requests are aborted and recorded, with its dialogs and console errors."""
+
+    def __init__(self, browser, server):
+        self.outside, self.dialogs, self.errors = [], [], []
+        self.context = browser.new_context(viewport={"width": 1400, "height": 2200})
+        self.context.set_default_timeout(TIMEOUT)
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.url = server.url
+
+    def _route(self, route):
+        url = route.request.url
+        host = urlsplit(url).hostname
+        if url.startswith(("data:", "blob:", "about:")) or host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            self.outside.append(url)
+            route.abort()
+
+    def open(self):
+        self.page.goto(self.url)
+        self.page.locator("#coref-gallery").wait_for()
+        return self.page
+
+    def check_clean(self):
+        assert self.outside == [], f"requests left localhost: {self.outside}"
+        assert self.dialogs == [], f"dialogs fired: {self.dialogs}"
+        assert self.errors == [], f"console errors: {self.errors}"
+
+    def shot(self, name):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.fixture
+def watched(browser, server):
+    page = Watched(browser, server)
+    yield page
+    page.context.close()
+
+
+def head_of(page, key):
+    return page.locator(f"#{key}-head input").input_value()
+
+
+def wait_for_head(page, key, label):
+    page.wait_for_function(f"document.querySelector('#{key}-head input').value === {label!r}", timeout=TIMEOUT)
+
+
+def wait_for_view(page, key, token=None):
+    """The bertviz head view drew its SVG lines inside the sandboxed iframe (with `token` among its words)."""
+    frame = page.frame_locator(f"#{key}-view iframe")
+    if token:
+        frame.locator("svg text", has_text=token).first.wait_for(state="attached", timeout=TIMEOUT)
+    frame.locator("svg line").first.wait_for(state="attached", timeout=TIMEOUT)
+    assert frame.locator("svg line").count() > 10
+    return frame
+
+
+def test_coreference_gallery_heatmap_and_table_move_the_head_view(watched):
+    page = watched.open()
+    page.locator("#coref-gallery").get_by_text("The uncle thanked Laura").click()
+    frame = wait_for_view(page, "coref", "laura")
+    assert page.locator("#coref-source input").input_value() == "she (32:35)"
+    assert page.locator("#coref-target input").input_value() == "Laura (18:23)"
+    best = head_of(page, "coref")
+    assert f"Best head for this sentence: {best}" in page.locator("#coref-message").inner_text()
+    assert frame.locator("#layer").input_value() == best.split("-")[0]
+    cells = page.locator("#coref-heatmap button[data-layer]")
+    assert cells.count() == 72 and page.locator("#coref-heatmap button.hh-argmax").count() > 0
+    watched.shot("coreference")
+
+    layer, head = (3, 7) if best != "3-7" else (2, 4)
+    page.locator(f'#coref-heatmap button[data-layer="{layer}"][data-head="{head}"]').click()
+    wait_for_head(page, "coref", f"{layer}-{head}")
+    page.locator(f'#coref-heatmap button.hh-selected[data-layer="{layer}"][data-head="{head}"]').wait_for()
+    page.wait_for_function(
+        f"document.querySelector('#coref-view iframe').srcdoc.includes('\"layer\":{layer},')", timeout=TIMEOUT)
+    assert wait_for_view(page, "coref").locator("#layer").input_value() == str(layer)
+
+    cell = page.locator("#coref-table [role=row]").nth(2).locator("[role=gridcell]").first   # second head
+    label = cell.inner_text().strip()
+    cell.click()
+    wait_for_head(page, "coref", label)
+    page.wait_for_function(
+        f"document.querySelector('#coref-view iframe').srcdoc.includes('\"layer\":{label.split('-')[0]},')",
+        timeout=TIMEOUT)
+    watched.shot("coreference-picked")
+    watched.check_clean()
+
+
+def test_negation_gallery_and_metric_switch(watched):
+    page = watched.open()
+    page.get_by_role("tab", name="Negation").click()
+    page.locator("#neg-gallery").get_by_text("The lawyer did not sign").click()
+    wait_for_view(page, "neg", "lawyer")
+    title = page.locator("#neg-heatmap .hh-title")
+    assert title.inner_text().startswith("selectivity: 'not' → 'sign' (cue->next_word)")
+    assert "Causal models" in page.locator("#neg-message").locator("xpath=..").inner_text() or \
+        page.get_by_text("Causal models").is_visible()
+    watched.shot("negation")
+    for metric in ("mean_attention", "next_word_baseline"):
+        page.locator("#neg-metric").get_by_text(metric, exact=True).click()
+        page.wait_for_function(
+            f"document.querySelector('#neg-heatmap .hh-title').textContent.startsWith({metric!r})", timeout=TIMEOUT)
+    watched.check_clean()
+
+
+def test_malicious_html_is_shown_as_text_and_never_runs(watched):
+    page = watched.open()
+    page.locator("#coref-text textarea").fill(EVIL)
+    page.wait_for_function("document.querySelector('#coref-source input').value === 'She (63:66)'", timeout=TIMEOUT)
+    page.locator("#coref-target input").fill("img")
+    page.locator("#coref-target input").press("Enter")
+    page.locator("#coref-run").click()
+    frame = wait_for_view(page, "coref", "script")
+    page.wait_for_timeout(1500)            # time for anything that might fire
+    assert page.locator("#coref-heatmap .hh-title").inner_text().startswith("attention: 'She' → 'img'")
+    assert page.locator("img[src='x']").count() == 0 and frame.locator("img").count() == 0
+    assert page.locator("#coref-text textarea").input_value() == EVIL
+    watched.shot("malicious-text")
+    watched.check_clean()
+
+
+def test_bad_input_gets_words_on_the_page(watched):
+    page = watched.open()
+    message = page.locator("#coref-message")
+    page.locator("#coref-run").click()
+    page.wait_for_function("document.querySelector('#coref-message').innerText.includes('The sentence is empty')",
+                           timeout=TIMEOUT)
+    page.locator("#coref-text textarea").fill("他说明天会下雨。")
+    page.locator("#coref-run").click()
+    page.wait_for_function("document.querySelector('#coref-message').innerText.includes('has no pronoun')",
+                           timeout=TIMEOUT)
+    page.locator("#coref-text textarea").fill("x" * 100_000)
+    page.locator("#coref-run").click()
+    page.wait_for_function("document.querySelector('#coref-message').innerText.includes('It was refused, not cut')",
+                           timeout=TIMEOUT)
+    assert "100,000 characters" in message.inner_text()
+    watched.shot("bad-input")
+    watched.check_clean()
+
+
+def test_model_view_report_and_about_tabs_render(watched):
+    page = watched.open()
+    page.get_by_role("tab", name="Model view").click()
+    page.locator("#mv-run").click()
+    frame = page.frame_locator("#mv-view iframe")
+    frame.locator("svg line").first.wait_for(state="attached", timeout=TIMEOUT)
+    assert frame.locator("svg line").count() > 500       # 6 layers x 12 heads of thumbnails
+    watched.shot("model-view")
+
+    page.get_by_role("tab", name="Probing report").click()
+    page.locator("#report-coref img").wait_for()
+    page.locator("#report-neg img").wait_for()
+    page.wait_for_function("Array.from(document.querySelectorAll('#report-coref img, #report-neg img'))"
+                           ".every(i => i.complete && i.naturalWidth > 100)", timeout=TIMEOUT)
+    assert "reports/minilm" in page.locator("#report-status").inner_text()
+    assert "Head scores: coreference" in page.locator("#report-text").inner_text()
+    files = page.locator("#report-files").inner_text().replace("\n", "")
+    for name in ("builtin-coref-heads.csv", "builtin-negation-heads.csv", "builtin-coref-summary.json"):
+        assert name in files
+    href = page.locator('#report-files a[href*="builtin-coref-heads.csv"]').first.get_attribute("href")
+    response = page.request.get(href if href.startswith("http") else watched.url.rstrip("/") + href)
+    assert response.ok and response.text().startswith("layer,head,")
+    watched.shot("probing-report")
+
+    page.get_by_role("tab", name="About").click()
+    page.get_by_text("Why attention is not explanation").wait_for()
+    assert page.get_by_text("/score_heads").first.is_visible()
+    watched.shot("about")
+    watched.check_clean()
+
+
+def test_the_page_works_inside_an_iframe_embed(watched):
+    page = watched.page
+    page.set_content(f'<!DOCTYPE html><iframe id="embed" src="{watched.url}" '
+                     'style="width:1300px;height:2000px;border:0"></iframe>')
+    embedded = page.frame_locator("#embed")
+    embedded.locator("#coref-gallery").get_by_text("The man said that he").click()
+    embedded.frame_locator("#coref-view iframe").locator("svg line").first.wait_for(state="attached",
+                                                                                    timeout=TIMEOUT)
+    watched.shot("embedded")
+    watched.check_clean()
