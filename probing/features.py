@@ -1,0 +1,363 @@
+"""Batched feature extraction for the probes: attention between word units, and word hidden states.
+
+Three extractors, each one forward pass per length-sorted batch with the reduction done in torch on the
+batch (never the dataset's attention tensors), as in `probing.heads._score_batch`:
+
+- `candidate_features` (coreference): for every (pronoun, candidate) pair and every head, the word-level
+  attention pronoun -> candidate and candidate -> pronoun (mean over attending pieces, sum over attended-to
+  pieces, as in `probing.alignment`). Direction index 0 is pronoun -> candidate, 1 is candidate -> pronoun.
+  Only examples with `candidate_spans` are used. For a causal model, attention to a later word is 0.
+- `adjacent_pair_features` (negation): for every adjacent word pair (w, w+1) of every sentence, the
+  word-level attention w -> w+1 (direction 0) and w+1 -> w (direction 1) for every head, with the pair's
+  label (w is the negation cue of a negated sentence), its word, its position, and whether it is the
+  substitute adverb of a control sentence (a hard negative). A cue that spans several tokenizer words
+  ("didn ' t" for "n't") is labelled at its last word; pairs that start inside the cue before that word
+  carry no clean label and are left out.
+- `word_hidden_states`: the hidden state of the word after the source at every layer (embeddings = layer 0),
+  mean over the word's pieces.
+
+Features are read as the model sees them: the tokenizer's words, special tokens in no word. Examples that
+cannot be aligned are skipped and listed with a reason, never dropped silently.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from probing.alignment import (AlignmentError, Layout, adjacent_word_attention, drop_special_columns, make_layout,
+                               unit_attention)
+from probing.examples import Example
+from probing.models import LoadedModel
+from probing.runner import Encoded, encode, forward_attentions, length_batches, pad_ids
+
+DIRECTIONS_COREF = ("pronoun->candidate", "candidate->pronoun")
+DIRECTIONS_ADJACENT = ("w->w+1", "w+1->w")
+
+
+def example_group(example: Example, group_by: str | None = None) -> str:
+    """The grouping key for cross-validation: meta[group_by] if given and present, else meta["group"], else
+    meta["pair"], else the example id."""
+    if group_by and example.meta.get(group_by) not in (None, ""):
+        return f"{group_by}:{example.meta[group_by]}"
+    return str(example.meta.get("group") or example.meta.get("pair") or example.id)
+
+
+# ---- Coreference: (pronoun, candidate) attention in both directions --------------------------------
+
+@dataclass
+class CandidateFeatures:
+    """Per example, per candidate, the attention features; padded to the largest candidate count."""
+    model: str
+    ids: list[str]
+    groups: list[str]
+    features: np.ndarray        # (N, C, 2, L, H); direction 0 pronoun->candidate, 1 candidate->pronoun
+    candidate_mask: np.ndarray  # (N, C) bool: the candidate exists
+    target: np.ndarray          # (N,) gold candidate index
+    nearest: np.ndarray         # (N,) candidate closest to the pronoun
+    first: np.ndarray           # (N,) candidate that comes first in the text
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_candidates(self) -> np.ndarray:
+        return self.candidate_mask.sum(1)
+
+    def subset(self, rows) -> "CandidateFeatures":
+        """The examples at `rows` (an index array), same model and layout."""
+        rows = np.asarray(rows)
+        return CandidateFeatures(model=self.model, ids=[self.ids[i] for i in rows],
+                                 groups=[self.groups[i] for i in rows], features=self.features[rows],
+                                 candidate_mask=self.candidate_mask[rows], target=self.target[rows],
+                                 nearest=self.nearest[rows], first=self.first[rows], skipped=list(self.skipped))
+
+
+def _aligned(loaded: LoadedModel, examples: list[Example]) -> tuple[list[Encoded], list[Layout | None], list[str]]:
+    """Encode every text once and lay out its spans; a layout is None (with a reason) when alignment fails."""
+    encoded = encode(loaded, [e.text for e in examples])
+    layouts, skipped = [], []
+    for example, enc in zip(examples, encoded):
+        try:
+            layouts.append(make_layout(example.text, example.source_span, example.target_span,
+                                       example.candidate_spans, enc.offsets, enc.word_ids))
+        except AlignmentError as err:
+            layouts.append(None)
+            skipped.append(f"{example.id}: {err}")
+    return encoded, layouts, skipped
+
+
+def _source_columns(attention: torch.Tensor, from_index: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    """Attention from every piece into the source's pieces, summed: (B, H, T). Reads only the source columns."""
+    batch, heads, n_pieces, _ = attention.shape
+    index = from_index[:, None, None, :].expand(batch, heads, n_pieces, from_index.shape[1])
+    return (attention.gather(3, index) * source_mask[:, None, None, :]).sum(-1)
+
+
+def _coref_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormalize: bool) -> np.ndarray:
+    """Forward one batch; return (B, C, 2, L, H) pronoun<->candidate word-level attention."""
+    ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
+    width, n_units = ids.shape[1], max(len(l.units) for l in layouts)
+    n_source = max(len(l.source) for l in layouts)
+    from_index = torch.zeros(len(layouts), n_source, dtype=torch.long)   # the pronoun's pieces, padded
+    source_mask = torch.zeros(len(layouts), n_source)                     # 1 for real entries of from_index
+    to_units = torch.zeros(len(layouts), width, n_units)                  # 0/1 over each candidate's pieces
+    words = torch.full((len(layouts), width), -1, dtype=torch.long)
+    for row, layout in enumerate(layouts):
+        from_index[row, :len(layout.source)] = torch.from_numpy(layout.source)
+        source_mask[row, :len(layout.source)] = 1.0
+        for c, pieces in enumerate(layout.units):
+            to_units[row, pieces, c] = 1.0
+        words[row, :layout.n_pieces] = torch.from_numpy(layout.words)
+    from_weights = source_mask / source_mask.sum(1, keepdim=True)          # mean over the pronoun's pieces
+    from_units = to_units / to_units.sum(1, keepdim=True).clamp_min(1)   # columns sum to 1: mean over pieces
+    attentions = forward_attentions(loaded, ids, mask)
+    device = attentions[0].device
+    from_index, source_mask, from_weights, to_units, from_units, words = (
+        t.to(device) for t in (from_index, source_mask, from_weights, to_units, from_units, words))
+    per_layer = []
+    for layer_att in attentions:
+        layer_att = layer_att.float()
+        if renormalize:
+            layer_att = drop_special_columns(layer_att, words >= 0)
+        forward = unit_attention(layer_att, from_index, from_weights, to_units)              # (B, H, C)
+        backward = torch.bmm(_source_columns(layer_att, from_index, source_mask), from_units)  # (B, H, C)
+        per_layer.append(torch.stack([forward, backward], 1))                                 # (B, 2, H, C)
+    stacked = torch.stack(per_layer, 2)                                                       # (B, 2, L, H, C)
+    return stacked.permute(0, 4, 1, 2, 3).cpu().numpy()                                       # (B, C, 2, L, H)
+
+
+def candidate_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+                       renormalize: bool = False, progress: bool = False,
+                       group_by: str | None = None) -> CandidateFeatures:
+    """Pronoun<->candidate attention features for coreference examples that have candidate_spans.
+
+    group_by: the meta key whose value is the cross-validation group (default: meta["group"]).
+    """
+    if not examples:
+        raise ValueError("no examples to extract features from")
+    if any(e.relation != "coreference" for e in examples):
+        raise ValueError("candidate_features needs coreference examples only")
+    skipped = [f"{e.id}: no candidate_spans" for e in examples if not e.candidate_spans]
+    examples = [e for e in examples if e.candidate_spans]
+    if not examples:
+        raise ValueError("none of the examples has candidate_spans; the coreference probe needs them")
+    encoded, layouts, align_skipped = _aligned(loaded, examples)
+    skipped += align_skipped
+    usable = [i for i, layout in enumerate(layouts) if layout is not None]
+    if not usable:
+        raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")
+    n_units = max(len(layouts[i].units) for i in usable)
+    features = np.zeros((len(usable), n_units, 2, loaded.n_layers, loaded.n_heads), np.float32)
+    bar = _progress(len(usable), progress, "coref features")
+    for batch in length_batches([len(encoded[i].input_ids) for i in usable], batch_tokens):
+        rows = [usable[i] for i in batch]
+        values = _coref_batch(loaded, [layouts[r] for r in rows], [encoded[r].input_ids for r in rows], renormalize)
+        for position, i in enumerate(batch):
+            features[i, :values.shape[1]] = values[position]
+        bar.update(len(batch))
+    bar.close()
+    kept = [layouts[i] for i in usable]
+    mask = np.zeros((len(usable), n_units), bool)
+    for row, layout in enumerate(kept):
+        mask[row, :len(layout.units)] = True
+    features[~mask] = 0.0
+    return CandidateFeatures(model=loaded.name, ids=[examples[i].id for i in usable],
+                             groups=[example_group(examples[i], group_by) for i in usable], features=features,
+                             candidate_mask=mask, target=np.array([l.target for l in kept]),
+                             nearest=np.array([l.nearest for l in kept]), first=np.array([l.first for l in kept]),
+                             skipped=skipped)
+
+
+# ---- Negation: attention within every adjacent word pair --------------------------------------------
+
+@dataclass
+class AdjacentPairFeatures:
+    """One row per adjacent word pair (w, w+1) of every usable sentence."""
+    model: str
+    features: np.ndarray        # (P, 2, L, H); direction 0 w->w+1, 1 w+1->w
+    label: np.ndarray           # (P,) bool: w is the negation cue of a negated sentence
+    hard_negative: np.ndarray   # (P,) bool: w is the substitute adverb of a control sentence
+    word: list[str]             # lowercased text of w
+    position: np.ndarray        # (P,) index of w among the sentence's words
+    n_words: np.ndarray         # (P,) words in the sentence
+    example: np.ndarray         # (P,) row of the pair's sentence in `ids`
+    ids: list[str]              # one per sentence
+    groups: list[str]           # one per sentence: meta["pair"] (negated and control together), else the id
+    roles: list[str]            # one per sentence: "negated", "control" or ""
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def pair_groups(self) -> np.ndarray:
+        """The group of every pair row (its sentence's group)."""
+        return np.asarray(self.groups, dtype=object)[self.example]
+
+
+def negation_group(example: Example) -> str:
+    """Negation folds keep a negated sentence with its control: meta["pair"], else the group, else the id."""
+    return str(example.meta.get("pair") or example.meta.get("group") or example.id)
+
+
+def _word_texts(text: str, layout: Layout, offsets) -> list[str]:
+    """The lowercased text of each tokenizer word, from its first piece's start to its last piece's end."""
+    spans: dict[int, list[int]] = {}
+    for (s, e), w in zip(offsets, layout.words):
+        if w >= 0:
+            spans.setdefault(int(w), [s, e])
+            spans[int(w)][1] = max(spans[int(w)][1], e)
+    return [text[spans[w][0]:spans[w][1]].lower() for w in range(len(spans))]
+
+
+def _adjacent_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormalize: bool) -> np.ndarray:
+    """Forward one batch; return (B, W-1, 2, L, H) attention within each adjacent word pair."""
+    ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
+    words = torch.full(ids.shape, -1, dtype=torch.long)
+    for row, layout in enumerate(layouts):
+        words[row, :layout.n_pieces] = torch.from_numpy(layout.words)
+    attentions = forward_attentions(loaded, ids, mask)
+    words = words.to(attentions[0].device)
+    per_layer = []
+    for layer_att in attentions:
+        layer_att = layer_att.float()
+        if renormalize:
+            layer_att = drop_special_columns(layer_att, words >= 0)
+        forward = adjacent_word_attention(layer_att, words)                   # (B, H, W-1)
+        backward = adjacent_word_attention(layer_att, words, reverse=True)    # (B, H, W-1)
+        per_layer.append(torch.stack([forward, backward], 1))                 # (B, 2, H, W-1)
+    return torch.stack(per_layer, 2).permute(0, 4, 1, 2, 3).cpu().numpy()     # (B, W-1, 2, L, H)
+
+
+def _cue_word(example: Example, layout: Layout) -> int:
+    """The cue's last word; AlignmentError when the target is not the very next word."""
+    cue = layout.source_words[-1]
+    if layout.target_words[0] != cue + 1:
+        raise AlignmentError("the target is not the word right after the cue")
+    return cue
+
+
+def adjacent_pair_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+                           renormalize: bool = False, progress: bool = False) -> AdjacentPairFeatures:
+    """Attention features of every adjacent word pair of negation sentences (negated and control)."""
+    if not examples:
+        raise ValueError("no examples to extract features from")
+    if any(e.relation != "negation" for e in examples):
+        raise ValueError("adjacent_pair_features needs negation examples only")
+    encoded, layouts, skipped = _aligned(loaded, examples)
+    cues: dict[int, int] = {}
+    for i, (example, layout) in enumerate(zip(examples, layouts)):
+        if layout is None:
+            continue
+        try:
+            cues[i] = _cue_word(example, layout)
+        except AlignmentError as err:
+            layouts[i] = None
+            skipped.append(f"{example.id}: {err}")
+    usable = [i for i in range(len(examples)) if layouts[i] is not None and int(layouts[i].words.max()) >= 1]
+    skipped += [f"{examples[i].id}: fewer than two words" for i in range(len(examples))
+                if layouts[i] is not None and i not in usable]
+    if not usable:
+        raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")
+    per_example: dict[int, np.ndarray] = {}
+    bar = _progress(len(usable), progress, "pair features")
+    for batch in length_batches([len(encoded[i].input_ids) for i in usable], batch_tokens):
+        rows = [usable[i] for i in batch]
+        values = _adjacent_batch(loaded, [layouts[r] for r in rows], [encoded[r].input_ids for r in rows], renormalize)
+        for position, r in enumerate(rows):
+            per_example[r] = values[position, :int(layouts[r].words.max())]
+        bar.update(len(batch))
+    bar.close()
+    return _assemble_pairs(loaded.name, examples, usable, layouts, encoded, cues, per_example, skipped)
+
+
+def _assemble_pairs(model, examples, usable, layouts, encoded, cues, per_example, skipped) -> AdjacentPairFeatures:
+    """Flatten per-sentence pair features into labelled pair rows, dropping pairs inside a multi-word cue."""
+    chunks, label, hard, word, position, n_words, sentence = [], [], [], [], [], [], []
+    for row, i in enumerate(usable):
+        example, layout = examples[i], layouts[i]
+        texts = _word_texts(example.text, layout, encoded[i].offsets)
+        inside_cue = set(layout.source_words[:-1])
+        keep = [w for w in range(len(texts) - 1) if w not in inside_cue]
+        chunks.append(per_example[i][keep])
+        for w in keep:
+            at_cue = w == cues[i]
+            label.append(at_cue and example.role != "control")
+            hard.append(at_cue and example.role == "control")
+            word.append(texts[w])
+            position.append(w)
+            n_words.append(len(texts))
+            sentence.append(row)
+    return AdjacentPairFeatures(
+        model=model, features=np.concatenate(chunks).astype(np.float32), label=np.array(label),
+        hard_negative=np.array(hard), word=word, position=np.array(position), n_words=np.array(n_words),
+        example=np.array(sentence), ids=[examples[i].id for i in usable],
+        groups=[negation_group(examples[i]) for i in usable], roles=[examples[i].role for i in usable],
+        skipped=skipped)
+
+
+# ---- Hidden states of the word after the source -----------------------------------------------------
+
+@dataclass
+class WordStates:
+    """Hidden state of the word after each example's source, at every layer (0 = embeddings)."""
+    model: str
+    ids: list[str]
+    states: np.ndarray          # (N, L+1, D)
+    kept: list[int]             # index of each row's example in the input list
+    skipped: list[str] = field(default_factory=list)
+
+
+def _forward_hidden(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Per-layer hidden states (embeddings first), a tuple of (B, T, D) tensors."""
+    device = next(loaded.model.parameters()).device
+    with torch.inference_mode():
+        out = loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                           output_hidden_states=True)
+    return out.hidden_states
+
+
+def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+                       progress: bool = False) -> WordStates:
+    """The word right after the source span, mean over its pieces, at every layer."""
+    if not examples:
+        raise ValueError("no examples to extract hidden states from")
+    encoded, layouts, skipped = _aligned(loaded, examples)
+    pieces: dict[int, np.ndarray] = {}
+    for i, layout in enumerate(layouts):
+        if layout is None:
+            continue
+        after = layout.source_words[-1] + 1
+        if after > int(layout.words.max()):
+            skipped.append(f"{examples[i].id}: no word after the source")
+            continue
+        pieces[i] = np.flatnonzero(layout.words == after)
+    usable = sorted(pieces)
+    if not usable:
+        raise ValueError(f"none of the {len(examples)} examples has a usable word after the source: {skipped[:3]}")
+    states = None
+    bar = _progress(len(usable), progress, "hidden states")
+    for batch in length_batches([len(encoded[i].input_ids) for i in usable], batch_tokens):
+        rows = [usable[i] for i in batch]
+        ids, mask = pad_ids([encoded[r].input_ids for r in rows], loaded.tokenizer.pad_token_id)
+        weights = torch.zeros(ids.shape, dtype=torch.float32)
+        for position, r in enumerate(rows):
+            weights[position, pieces[r]] = 1.0 / len(pieces[r])
+        hidden = torch.stack([h.float() for h in _forward_hidden(loaded, ids, mask)], 1)   # (B, L+1, T, D)
+        pooled = torch.einsum("bltd,bt->bld", hidden, weights.to(hidden.device)).cpu().numpy()
+        if states is None:
+            states = np.zeros((len(usable),) + pooled.shape[1:], np.float32)
+        states[batch] = pooled
+        bar.update(len(batch))
+    bar.close()
+    return WordStates(model=loaded.name, ids=[examples[i].id for i in usable], states=states, kept=usable,
+                      skipped=skipped)
+
+
+def _progress(total: int, enabled: bool, what: str):
+    from tqdm import tqdm
+    return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="ex", leave=False, desc=what)
