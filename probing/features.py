@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from probing.alignment import (AlignmentError, Layout, adjacent_word_attention, drop_special_columns, make_layout,
-                               unit_attention)
+from probing.alignment import AlignmentError, Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import Encoded, encode, forward_attentions, length_batches, pad_ids
+from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
 
 DIRECTIONS_COREF = ("pronoun->candidate", "candidate->pronoun")
 DIRECTIONS_ADJACENT = ("w->w+1", "w+1->w")
@@ -74,20 +73,6 @@ class CandidateFeatures:
                                  groups=[self.groups[i] for i in rows], features=self.features[rows],
                                  candidate_mask=self.candidate_mask[rows], target=self.target[rows],
                                  nearest=self.nearest[rows], first=self.first[rows], skipped=list(self.skipped))
-
-
-def _aligned(loaded: LoadedModel, examples: list[Example]) -> tuple[list[Encoded], list[Layout | None], list[str]]:
-    """Encode every text once and lay out its spans; a layout is None (with a reason) when alignment fails."""
-    encoded = encode(loaded, [e.text for e in examples])
-    layouts, skipped = [], []
-    for example, enc in zip(examples, encoded):
-        try:
-            layouts.append(make_layout(example.text, example.source_span, example.target_span,
-                                       example.candidate_spans, enc.offsets, enc.word_ids))
-        except AlignmentError as err:
-            layouts.append(None)
-            skipped.append(f"{example.id}: {err}")
-    return encoded, layouts, skipped
 
 
 def _source_columns(attention: torch.Tensor, from_index: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
@@ -145,7 +130,7 @@ def candidate_features(loaded: LoadedModel, examples: list[Example], batch_token
     examples = [e for e in examples if e.candidate_spans]
     if not examples:
         raise ValueError("none of the examples has candidate_spans; the coreference probe needs them")
-    encoded, layouts, align_skipped = _aligned(loaded, examples)
+    encoded, layouts, align_skipped = encode_and_align(loaded, examples)
     skipped += align_skipped
     usable = [i for i, layout in enumerate(layouts) if layout is not None]
     if not usable:
@@ -248,7 +233,7 @@ def adjacent_pair_features(loaded: LoadedModel, examples: list[Example], batch_t
         raise ValueError("no examples to extract features from")
     if any(e.relation != "negation" for e in examples):
         raise ValueError("adjacent_pair_features needs negation examples only")
-    encoded, layouts, skipped = _aligned(loaded, examples)
+    encoded, layouts, skipped = encode_and_align(loaded, examples)
     cues: dict[int, int] = {}
     for i, (example, layout) in enumerate(zip(examples, layouts)):
         if layout is None:
@@ -326,7 +311,7 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
     """The word right after the source span, mean over its pieces, at every layer."""
     if not examples:
         raise ValueError("no examples to extract hidden states from")
-    encoded, layouts, skipped = _aligned(loaded, examples)
+    encoded, layouts, skipped = encode_and_align(loaded, examples)
     pieces: dict[int, np.ndarray] = {}
     for i, layout in enumerate(layouts):
         if layout is None:

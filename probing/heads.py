@@ -24,11 +24,10 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import (AlignmentError, Layout, adjacent_word_attention, drop_special_columns,
-                               make_layout, unit_attention)
+from probing.alignment import Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import encode, forward_attentions, length_batches, pad_ids
+from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
 
 
 @dataclass
@@ -164,15 +163,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
     relation = relations.pop()
     measured = [oriented(e, loaded.is_causal) for e in examples]
-    encoded = encode(loaded, [e.text for e in measured])
-    layouts, skipped = [], []
-    for example, enc in zip(measured, encoded):
-        try:
-            layouts.append(make_layout(example.text, example.source_span, example.target_span,
-                                       example.candidate_spans, enc.offsets, enc.word_ids))
-        except AlignmentError as err:
-            layouts.append(None)
-            skipped.append(f"{example.id}: {err}")
+    encoded, layouts, skipped = encode_and_align(loaded, measured)
     usable = [i for i, layout in enumerate(layouts) if layout is not None]
     if not usable:
         raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probing.alignment import AlignmentError, Layout, make_layout
 from probing.models import LoadedModel
 
 
@@ -35,6 +36,20 @@ def encode(loaded: LoadedModel, texts: list[str]) -> list[Encoded]:
         out.append(Encoded(input_ids=batch["input_ids"][i], offsets=offsets, word_ids=batch.word_ids(i),
                            truncated=bool(text[last_end:].strip())))
     return out
+
+
+def encode_and_align(loaded: LoadedModel, examples) -> tuple[list[Encoded], list[Layout | None], list[str]]:
+    """Encode every text once and lay out its spans; a layout is None (with a reason) when alignment fails."""
+    encoded = encode(loaded, [e.text for e in examples])
+    layouts, skipped = [], []
+    for example, enc in zip(examples, encoded):
+        try:
+            layouts.append(make_layout(example.text, example.source_span, example.target_span,
+                                       example.candidate_spans, enc.offsets, enc.word_ids))
+        except AlignmentError as err:
+            layouts.append(None)
+            skipped.append(f"{example.id}: {err}")
+    return encoded, layouts, skipped
 
 
 def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
