@@ -112,12 +112,14 @@ def time_dataset(loaded, name, examples, repeats, naive_n):
             "naive_timed_on": len(naive_examples)}
 
 
-def peak_rss_of_heads(data: str, n: int, model: str | None, data_root) -> float:
-    """Peak RSS (MiB) of a child process that runs the head scorer on n examples of `data`."""
+def peak_rss_of_heads(n: int, model: str | None, data_root) -> float:
+    """Peak RSS (MiB) of a child process that runs the head scorer on the first n GAP examples (dev, then test)."""
     code = ("import sys, resource; from probing.examples import load_examples; from probing.heads import score_heads;"
-            f"ex, _ = load_examples({data!r}, data_root={data_root!r}, limit={n});"
+            f"ex = [e for name in ('gap-dev', 'gap-test') for e in load_examples(name, data_root={data_root!r})[0]][:{n}];"
+            f"assert len(ex) == {n};"
             f"score_heads({model!r}, ex, n_boot=200, n_perm=1000);"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            # VmHWM is this process's own peak; ru_maxrss would carry over the parent's peak across exec.
+            "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -126,7 +128,7 @@ def demo_latency(loaded, calls: int = 30) -> dict:
     """Median server-side time of `/score_heads` on a 20-word sentence against its bare forward pass."""
     from probing.demo import score_heads_api
     from probing.runner import encode, forward_attentions, pad_ids
-    text = "The old doctor from the village called the young nurse because she was late for the meeting again today."
+    text = "The old doctor from the village called the young nurse because she was late for the morning meeting again today."
     assert len(text.split()) == 20
     encoded = encode(loaded, [text])[0]
     ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
@@ -186,10 +188,10 @@ def run(args: argparse.Namespace) -> int:
               f"  | max diff {r['max_abs_diff']:.1e}", flush=True)
     results = {"model": loaded.name, "timing": rows}
     if not args.skip_extras:
-        small = peak_rss_of_heads("gap-dev", 500, args.model, args.data_root)
-        large = peak_rss_of_heads("gap-dev", 2000, args.model, args.data_root)
-        results["peak_rss_mib"] = {"n500": small, "n_all": large, "growth": large / small - 1}
-        print(f"peak RSS of the head scorer: {small:.0f} MiB at 500 GAP examples, {large:.0f} MiB at all 1799 "
+        small = peak_rss_of_heads(500, args.model, args.data_root)
+        large = peak_rss_of_heads(2000, args.model, args.data_root)
+        results["peak_rss_mib"] = {"n500": small, "n2000": large, "growth": large / small - 1}
+        print(f"peak RSS of the head scorer: {small:.0f} MiB at 500 GAP examples, {large:.0f} MiB at 2000 "
               f"(growth {100 * (large / small - 1):+.1f}%)", flush=True)
         latency = demo_latency(loaded)
         results["demo"] = latency

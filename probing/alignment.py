@@ -53,11 +53,6 @@ def span_words(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
     return sorted({int(w) for (s, e), w in zip(offsets, words) if w >= 0 and s < end and start < e})
 
 
-def word_pieces(words: np.ndarray, selected: list[int]) -> np.ndarray:
-    """Indices of the pieces that belong to any of the selected words."""
-    return np.flatnonzero(np.isin(words, selected))
-
-
 @dataclass
 class Layout:
     """Where one example's source, candidates and word pairs sit among its pieces."""
@@ -83,6 +78,10 @@ def make_layout(text, source_span, target_span, candidate_spans, offsets, word_i
         raise AlignmentError(f"target span {list(target_span)} maps to no token (text truncated?)")
     if set(source_words) & set(target_words):
         raise AlignmentError("source and target fall in the same word")
+    pieces_of: dict[int, list[int]] = {}
+    for piece, word in enumerate(words.tolist()):
+        if word >= 0:
+            pieces_of.setdefault(word, []).append(piece)
     if candidate_spans:
         unit_words = [span_words(c, offsets, words) for c in candidate_spans]
         if any(not u for u in unit_words):
@@ -92,22 +91,23 @@ def make_layout(text, source_span, target_span, candidate_spans, offsets, word_i
         target = list(candidate_spans).index(tuple(target_span))
     else:
         # Every word but the source's is a candidate; the target's words form one unit.
-        others = [w for w in range(int(words.max()) + 1) if w not in source_words and w not in target_words]
-        unit_words = [target_words] + [[w] for w in others]
+        taken = set(source_words) | set(target_words)
+        unit_words = [target_words] + [[w] for w in sorted(pieces_of) if w not in taken]
         target = 0
-    units = [word_pieces(words, u) for u in unit_words]
-    source = word_pieces(words, source_words)
+    units = [np.array([p for w in u for p in pieces_of[w]]) for u in unit_words]
+    source = np.array([p for w in source_words for p in pieces_of[w]])
     gaps = [_gap(source, u) for u in units]
-    starts = [int(u.min()) for u in units]
+    starts = [int(u[0]) for u in units]
     return Layout(n_pieces=len(words), words=words, source=source, units=units, target=target,
                   nearest=int(np.argmin(gaps)), first=int(np.argmin(starts)),
-                  source_words=source_words,
-                  target_words=target_words)
+                  source_words=source_words, target_words=target_words)
 
 
 def _gap(a: np.ndarray, b: np.ndarray) -> int:
-    """Pieces between two units (0 when adjacent); ties go to the earlier unit through argmin."""
-    return int(max(b.min() - a.max(), a.min() - b.max()))
+    """Pieces between two units (0 when adjacent); ties go to the earlier unit through argmin.
+
+    Both hold piece indices in ascending order (words are runs of pieces, taken in text order)."""
+    return int(max(b[0] - a[-1], a[0] - b[-1]))
 
 
 # ---- Word-level attention on tensors -------------------------------------------------------------

@@ -27,7 +27,7 @@ from probing import stats
 from probing.alignment import Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
+from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids, release_freed_memory
 
 
 @dataclass
@@ -97,30 +97,30 @@ def oriented(example: Example, is_causal: bool) -> Example:
 
 
 def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
-    """Index tensors for one batch: source weights, candidate matrix, targets, words and pair masks."""
+    """Index tensors for one batch: source pieces and weights, candidate matrix, targets, words, pair masks."""
+    n_rows = len(layouts)
     n_units = max(len(l.units) for l in layouts)
     n_source = max(len(l.source) for l in layouts)
-    from_index = torch.zeros(len(layouts), n_source, dtype=torch.long)
-    from_weights = torch.zeros(len(layouts), n_source)
-    to_matrix = torch.zeros(len(layouts), width, n_units)
-    unit_mask = torch.zeros(len(layouts), n_units, dtype=torch.bool)
-    words = torch.full((len(layouts), width), -1, dtype=torch.long)
     n_words = max(int(l.words.max()) + 1 for l in layouts)
-    pair_mask = torch.zeros(len(layouts), max(n_words - 1, 0))
+    # Filled in numpy (cheap element writes), handed to torch once.
+    from_index = np.zeros((n_rows, n_source), np.int64)
+    from_weights = np.zeros((n_rows, n_source), np.float32)
+    to_matrix = np.zeros((n_rows, width, n_units), np.float32)
+    unit_mask = np.zeros((n_rows, n_units), bool)
+    words = np.full((n_rows, width), -1, np.int64)
+    pair_mask = np.zeros((n_rows, max(n_words - 1, 0)), np.float32)
     for row, layout in enumerate(layouts):
-        from_index[row, :len(layout.source)] = torch.from_numpy(layout.source)
+        from_index[row, :len(layout.source)] = layout.source
         from_weights[row, :len(layout.source)] = 1.0 / len(layout.source)
         for c, pieces in enumerate(layout.units):
             to_matrix[row, pieces, c] = 1.0
-            unit_mask[row, c] = True
-        words[row, :layout.n_pieces] = torch.from_numpy(layout.words)
+        unit_mask[row, :len(layout.units)] = True
+        words[row, :layout.n_pieces] = layout.words
+        pair_mask[row, :int(layout.words.max())] = 1.0        # pairs (w, w+1) that exist ...
         cue = layout.target_words if cue_is_target else layout.source_words
-        w_max = int(layout.words.max())
-        for w in range(w_max):
-            if w not in cue:
-                pair_mask[row, w] = 1.0
-    targets = torch.tensor([l.target for l in layouts])
-    return from_index, from_weights, to_matrix, unit_mask, targets, words, pair_mask
+        pair_mask[row, [w for w in cue if w < pair_mask.shape[1]]] = 0.0   # ... except those starting in the cue
+    targets = np.array([l.target for l in layouts])
+    return tuple(torch.from_numpy(a) for a in (from_index, from_weights, to_matrix, unit_mask, targets, words, pair_mask))
 
 
 def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize) -> dict[str, np.ndarray]:
@@ -164,20 +164,24 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     relation = relations.pop()
     measured = [oriented(e, loaded.is_causal) for e in examples]
     encoded, layouts, skipped = encode_and_align(loaded, measured)
+    # Offsets and word ids are spent once the layouts exist; keep only compact piece ids.
+    piece_ids = [np.asarray(e.input_ids, dtype=np.int32) for e in encoded]
+    del encoded
     usable = [i for i, layout in enumerate(layouts) if layout is not None]
     if not usable:
         raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")
-    batches = length_batches([len(encoded[i].input_ids) for i in usable], batch_tokens)
+    batches = length_batches([len(piece_ids[i]) for i in usable], batch_tokens)
     shape = (len(usable), loaded.n_layers, loaded.n_heads)
     result = {"attention": np.zeros(shape, np.float32), "hit": np.zeros(shape, bool),
               "next_word": np.zeros(shape, np.float32)}
     bar = _progress(len(usable), progress)
     for batch in batches:
         rows = [usable[i] for i in batch]
-        reduced = _score_batch(loaded, [layouts[r] for r in rows], [encoded[r].input_ids for r in rows],
+        reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
                                relation, renormalize)
         for name, values in reduced.items():
             result[name][batch] = values
+        release_freed_memory()
         bar.update(len(batch))
     bar.close()
     kept_layouts = [layouts[i] for i in usable]

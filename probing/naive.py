@@ -60,17 +60,18 @@ def naive_example_scores(loaded, example, is_causal: bool | None = None) -> dict
               "next_word": np.full((n_layers, n_heads), np.nan)}
     cue = tgt if reverse else src
     word_pieces = [groups[w] for w in word_list]
-    unit_pieces = [[p for k in unit for p in groups[word_list[k]]] for unit in units]
-    src_pieces = [p for k in src for p in groups[word_list[k]]]
+    sizes = np.array([len(p) for p in word_pieces], dtype=float)
     for layer in range(n_layers):
         layer_attention = out.attentions[layer][0].numpy()
         for h in range(n_heads):
-            unit_matrix = word_attention_matrix(layer_attention[h], [src_pieces] + unit_pieces)
-            scores = unit_matrix[0, 1:]
+            # Clark et al.: convert the head's whole attention map to words, then read what is needed.
+            word_matrix = word_attention_matrix(layer_attention[h], word_pieces)
+            # A source of several words: mean over all its pieces = piece-weighted mean of its word rows.
+            row = (sizes[src, None] * word_matrix[src]).sum(0) / sizes[src].sum()
+            scores = [sum(row[k] for k in unit) for unit in units]
             result["attention"][layer, h] = scores[target_index]
             result["hit"][layer, h] = all(scores[target_index] > s for i, s in enumerate(scores) if i != target_index)
             if example.relation == "negation":
-                word_matrix = word_attention_matrix(layer_attention[h], word_pieces)
                 pairs = [word_matrix[k + 1, k] if reverse else word_matrix[k, k + 1]
                          for k in range(len(word_list) - 1) if k not in cue]
                 if pairs:

@@ -24,17 +24,19 @@ class Encoded:
     truncated: bool
 
 
-def encode(loaded: LoadedModel, texts: list[str]) -> list[Encoded]:
-    """Tokenise all texts in one call, truncated to the model's limit, with offsets and word ids."""
-    batch = loaded.tokenizer(texts, truncation=True, max_length=loaded.max_length,
-                             return_offsets_mapping=True, return_overflowing_tokens=False,
-                             return_length=True)
+def encode(loaded: LoadedModel, texts: list[str], chunk: int = 256) -> list[Encoded]:
+    """Tokenise texts with the fast tokenizer, `chunk` at a time, truncated to the model's limit, with offsets
+    and word ids (chunks bound the tokenizer's transient memory on big datasets)."""
     out = []
-    for i, text in enumerate(texts):
-        offsets = [tuple(o) for o in batch["offset_mapping"][i]]
-        last_end = max((e for s, e in offsets), default=0)
-        out.append(Encoded(input_ids=batch["input_ids"][i], offsets=offsets, word_ids=batch.word_ids(i),
-                           truncated=bool(text[last_end:].strip())))
+    for start in range(0, len(texts), chunk):
+        part = texts[start:start + chunk]
+        batch = loaded.tokenizer(part, truncation=True, max_length=loaded.max_length,
+                                 return_offsets_mapping=True, return_overflowing_tokens=False)
+        for i, text in enumerate(part):
+            offsets = [tuple(o) for o in batch["offset_mapping"][i]]
+            last_end = max((e for s, e in offsets), default=0)
+            out.append(Encoded(input_ids=batch["input_ids"][i], offsets=offsets, word_ids=batch.word_ids(i),
+                               truncated=bool(text[last_end:].strip())))
     return out
 
 
@@ -52,13 +54,21 @@ def encode_and_align(loaded: LoadedModel, examples) -> tuple[list[Encoded], list
     return encoded, layouts, skipped
 
 
-def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), each at most batch_tokens padded pieces."""
+def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int = 64,
+                   max_cells: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first).
+
+    A batch holds at most `batch_tokens` padded pieces and at most `max_cells` attention cells per head
+    (batch x width x width; default batch_tokens x 128), so the attention kept for one batch has the same
+    bound whatever the longest text in the data: peak memory does not grow with the dataset.
+    """
+    max_cells = max_cells or batch_tokens * 128
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches, current = [], []
     for i in order:
         width = lengths[current[0]] if current else lengths[i]  # the first is the longest
-        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch):
+        size = len(current) + 1
+        if current and (size * width > batch_tokens or size * width * width > max_cells or size > max_batch):
             batches.append(current)
             current = []
         current.append(i)
@@ -88,6 +98,28 @@ def forward_attentions(loaded: LoadedModel, input_ids: torch.Tensor, attention_m
     if not attentions or attentions[0] is None:
         raise RuntimeError(f"model {loaded.name!r} returned no attentions; load it with attn_implementation='eager'")
     return attentions
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS after a batch (glibc's malloc_trim).
+
+    Attention tensors of every batch shape come and go; without this, glibc keeps the fragmented heap and a
+    run's resident memory grows with the number of batches instead of staying at one batch's worth.
+    """
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 @dataclass
