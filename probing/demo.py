@@ -239,19 +239,22 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
             if progress is not None:
                 progress((step, len(missing)), desc=f"scoring every head of {loaded.name} on {data}")
             run_heads(data, loaded.name, folder / "heads" / data)
-    parts = []
-    full = folder / "report.md"
-    if full.exists():
-        parts.append(full.read_text(encoding="utf-8"))
-    for data in DATASET_FOR.values():
-        report = folder / "heads" / data / "report.md"
-        if report.exists():
-            parts.append(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", report.read_text(encoding="utf-8")))
+    full = folder / "report.md"    # `analysis report` output: it already contains the head reports
+    sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
+    parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]
     downloads = download_copies(folder, name)
     image = lambda data: (str(folder / "heads" / data / "heatmap.png")  # noqa: E731
                           if (folder / "heads" / data / "heatmap.png").exists() else None)
     return ReportFiles(coref_heatmap=image("builtin-coref"), negation_heatmap=image("builtin-negation"),
                        markdown="\n\n---\n\n".join(parts), downloads=downloads, folder=_shown_folder(folder))
+
+
+def page_markdown(markdown: str) -> str:
+    """A report's Markdown for the page: its figures and files are relative paths the server does not serve,
+    so images are dropped (the heatmaps are shown beside it; the files are in the download list) and links
+    to files become plain text. In-page anchors stay."""
+    markdown = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", markdown)
+    return re.sub(r"\[([^\]]*)\]\((?!#|https?:)[^)]*\)", r"\1", markdown)
 
 
 def _safe_name(name: str) -> str:
