@@ -561,63 +561,61 @@ def _tokens(sentence: str) -> list[tuple[int, int]]:
     return spans
 
 
-def load_blimp_licensor(path: Path, *, name: str = "blimp-negation", skip_bad: bool = False,
-                        limit: int | None = None) -> tuple[list[Example], LoadReport]:
-    """BLiMP licensor: good -> negated ("not" -> "ever"), bad -> control (its adverb -> "ever"), one pair."""
+def _load_blimp(path: Path, name: str, skip_bad: bool, limit: int | None, pair_records) -> tuple[list[Example], LoadReport]:
+    """Shared BLiMP loop: each JSONL pair becomes the records `pair_records(good, bad, pair_id, row, line_no)` gives."""
     b = _Builder(f"{name} ({path})", skip_bad, limit)
     for line_no, raw in _raw_lines(path):
         if b.full:
             break
         try:
             row = _jsonl_row(raw, ("sentence_good", "sentence_bad", "pairID"))
-            good, bad, pair_id = row["sentence_good"], row["sentence_bad"], str(row["pairID"])
-            good_words, bad_words = _tokens(good), _tokens(bad)
-            good_text = [good[s:e] for s, e in good_words]
-            bad_text = [bad[s:e] for s, e in bad_words]
-            diff = [i for i, (g, w) in enumerate(zip(good_text, bad_text)) if g != w]
-            if len(good_text) != len(bad_text) or len(diff) != 1:
-                raise _Unusable("the good and bad sentences do not differ in exactly one word")
-            i = diff[0]
-            if good_text[i].lower() != "not" or i + 1 >= len(good_text):
-                raise _Unusable(f"the word replaced is {good_text[i]!r}, not a 'not' followed by a word")
-            pair = f"blimp-licensor:{pair_id}"
-            meta = {"pair": pair, "group": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id,
-                    "adverb": bad_text[i], "line": line_no}
-            negated = _negated(good, good_words[i], f"{name}:{pair_id}:negated", meta)
-            control = {"text": bad, "relation": "negation", "source_span": list(bad_words[i]),
-                       "target_span": list(bad_words[i + 1]), "id": f"{name}:{pair_id}:control",
-                       "meta": {**meta, "role": "control"}}
-            b.add(negated, control)
+            b.add(*pair_records(row["sentence_good"], row["sentence_bad"], str(row["pairID"]), row, line_no))
         except (_Unusable, _Malformed) as problem:
             b.fail(path, line_no, f"line {line_no}", problem)
     return b.finish()
+
+
+def load_blimp_licensor(path: Path, *, name: str = "blimp-negation", skip_bad: bool = False,
+                        limit: int | None = None) -> tuple[list[Example], LoadReport]:
+    """BLiMP licensor: good -> negated ("not" -> "ever"), bad -> control (its adverb -> "ever"), one pair."""
+    def pair_records(good, bad, pair_id, row, line_no):
+        good_words, bad_words = _tokens(good), _tokens(bad)
+        good_text = [good[s:e] for s, e in good_words]
+        bad_text = [bad[s:e] for s, e in bad_words]
+        diff = [i for i, (g, w) in enumerate(zip(good_text, bad_text)) if g != w]
+        if len(good_text) != len(bad_text) or len(diff) != 1:
+            raise _Unusable("the good and bad sentences do not differ in exactly one word")
+        i = diff[0]
+        if good_text[i].lower() != "not" or i + 1 >= len(good_text):
+            raise _Unusable(f"the word replaced is {good_text[i]!r}, not a 'not' followed by a word")
+        pair = f"blimp-licensor:{pair_id}"
+        meta = {"pair": pair, "group": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id,
+                "adverb": bad_text[i], "line": line_no}
+        negated = _negated(good, good_words[i], f"{name}:{pair_id}:negated", meta)
+        control = {"text": bad, "relation": "negation", "source_span": list(bad_words[i]),
+                   "target_span": list(bad_words[i + 1]), "id": f"{name}:{pair_id}:control",
+                   "meta": {**meta, "role": "control"}}
+        return negated, control
+    return _load_blimp(path, name, skip_bad, limit, pair_records)
 
 
 def load_blimp_scope(path: Path, *, name: str = "blimp-negation-scope", skip_bad: bool = False,
                      limit: int | None = None) -> tuple[list[Example], LoadReport]:
     """BLiMP scope: good -> negated (the "not" before "ever"); bad -> role "scope-bad" ("not" -> next word)."""
-    b = _Builder(f"{name} ({path})", skip_bad, limit)
-    for line_no, raw in _raw_lines(path):
-        if b.full:
-            break
-        try:
-            row = _jsonl_row(raw, ("sentence_good", "sentence_bad", "pairID"))
-            good, bad, pair_id = row["sentence_good"], row["sentence_bad"], str(row["pairID"])
-            licensing = re.search(r"(?<![\w'])not(?=\s+ever\b)", good, re.IGNORECASE)
-            if licensing is None:
-                raise _Unusable("no 'not' immediately before 'ever' in the good sentence")
-            bad_cue = _word(bad, "not")
-            if bad_cue is None:
-                raise _Unusable("no 'not' in the bad sentence")
-            pair = f"blimp-scope:{pair_id}"
-            meta = {"group": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id, "line": line_no}
-            negated = _negated(good, licensing.span(), f"{name}:{pair_id}:good", {**meta, "pair": pair})
-            scope_bad = _negated(bad, bad_cue, f"{name}:{pair_id}:bad", meta)
-            scope_bad["meta"]["role"] = "scope-bad"
-            b.add(negated, scope_bad)
-        except (_Unusable, _Malformed) as problem:
-            b.fail(path, line_no, f"line {line_no}", problem)
-    return b.finish()
+    def pair_records(good, bad, pair_id, row, line_no):
+        licensing = re.search(r"(?<![\w'])not(?=\s+ever\b)", good, re.IGNORECASE)
+        if licensing is None:
+            raise _Unusable("no 'not' immediately before 'ever' in the good sentence")
+        bad_cue = _word(bad, "not")
+        if bad_cue is None:
+            raise _Unusable("no 'not' in the bad sentence")
+        pair = f"blimp-scope:{pair_id}"
+        meta = {"group": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id, "line": line_no}
+        negated = _negated(good, licensing.span(), f"{name}:{pair_id}:good", {**meta, "pair": pair})
+        scope_bad = _negated(bad, bad_cue, f"{name}:{pair_id}:bad", meta)
+        scope_bad["meta"]["role"] = "scope-bad"
+        return negated, scope_bad
+    return _load_blimp(path, name, skip_bad, limit, pair_records)
 
 
 def _resolve_article(context: str, target: str) -> str:
