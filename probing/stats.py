@@ -1,11 +1,31 @@
-"""Statistics over per-example head scores: bootstrap CIs, paired sign-flip tests, multiple-test correction.
+"""Statistics over per-example head scores: bootstrap CIs, paired sign-flip tests, family-wise correction.
 
 Every function takes an (examples, heads) array, so one call covers all L x H heads at once.
-Resampling unit: the example. Seeds are fixed so a report is reproducible.
+
+Resampling unit: the example by default. Examples that share a template or a sentence frame are not
+independent, so every function takes `groups` (one label per example): then whole groups are resampled
+(cluster bootstrap) and whole groups flip sign together (cluster sign-flip test). Seeds are fixed so a report
+is reproducible.
+
+Family-wise correction: the same sign matrix is applied to every head, so the Westfall-Young maxT step-down
+adjustment is exact for the family and its floor is 1/(n_perm+1), not m/(n_perm+1) as with Holm.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95% bootstrap CI (plain floats, so it serialises as it is)."""
+    mean: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high}
 
 
 def _nanmean_cols(values: np.ndarray) -> np.ndarray:
@@ -14,39 +34,105 @@ def _nanmean_cols(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
-    """Percentile bootstrap CI of each column's mean, resampling examples (rows) with replacement."""
+def _as_matrix(values, name: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or len(values) == 0:
-        raise ValueError(f"bootstrap_ci needs an (examples, heads) array with rows, got shape {values.shape}")
-    rng = np.random.default_rng(seed)
-    n = len(values)
+        raise ValueError(f"{name} needs an (examples, heads) array with rows, got shape {values.shape}")
+    return values
+
+
+def group_codes(groups, n: int) -> np.ndarray:
+    """Integer codes 0..G-1 for a list of group labels (None: each example is its own group)."""
+    if groups is None:
+        return np.arange(n)
+    groups = list(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} labels for {n} examples")
+    _, codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    return codes
+
+
+def n_units(groups, n: int) -> int:
+    """How many independent resampling units there are (groups, or examples when there are none)."""
+    return int(group_codes(groups, n).max()) + 1
+
+
+def _group_sums(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: the sum of finite values and their count, each (groups, heads)."""
     finite = ~np.isnan(values)
-    filled = np.where(finite, values, 0.0)
-    # Resampling by multinomial counts: means = counts @ values / counts @ finite, one matmul for all heads.
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    n_groups = int(codes.max()) + 1
+    sums = np.zeros((n_groups, values.shape[1]))
+    counts = np.zeros((n_groups, values.shape[1]))
+    np.add.at(sums, codes, np.where(finite, values, 0.0))
+    np.add.at(counts, codes, finite.astype(np.float64))
+    return sums, counts
+
+
+def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None):
+    """Percentile bootstrap CI of each column's mean, resampling examples (or whole groups) with replacement.
+
+    With groups, each replicate draws G groups with replacement and takes the mean over all examples of the
+    drawn groups (the ratio estimator), so a CI reflects how much the score varies between templates.
+    """
+    values = _as_matrix(values, "bootstrap_ci")
+    codes = group_codes(groups, len(values))
+    sums, counts = _group_sums(values, codes)
+    n_groups = len(sums)
+    rng = np.random.default_rng(seed)
+    # Resampling by multinomial counts: one matmul gives every replicate's mean for all heads.
+    draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = (counts @ filled) / (counts @ finite)
+        means = (draws @ sums) / (draws @ counts)
     alpha = (1 - level) / 2
     return np.nanquantile(means, alpha, axis=0), np.nanquantile(means, 1 - alpha, axis=0)
 
 
-def sign_flip_pvalue(differences: np.ndarray, n_perm: int = 10000, seed: int = 0) -> np.ndarray:
-    """One-sided paired permutation test of mean(differences) > 0 per column, by random sign flips.
+def estimate(values, n_boot: int = 1000, seed: int = 0, groups=None) -> list[Estimate]:
+    """Mean and bootstrap CI of each column, as `Estimate`s."""
+    values = _as_matrix(values, "estimate")
+    low, high = bootstrap_ci(values, n_boot, seed=seed, groups=groups)
+    return [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(_nanmean_cols(values), low, high)]
 
-    p = (1 + #{flipped means >= observed}) / (1 + n_perm), so p is never 0. NaN rows are dropped per column
-    by treating them as zero differences (they then contribute nothing under any flip).
+
+def sign_flip_tests(differences, n_perm: int = 10000, seed: int = 0, groups=None):
+    """One-sided paired sign-flip tests of mean(differences) > 0 for every column, with maxT correction.
+
+    Returns (p_value, p_fwer), each (heads,):
+    - p_value: per column, (1 + #{flipped sums >= observed}) / (1 + n_perm), never 0;
+    - p_fwer: Westfall-Young maxT step-down adjusted p-values over all columns. The statistic is the
+      studentised sum  sum(d) / sqrt(sum(d^2))  (its denominator is the same under every flip), so heads
+      with larger spread do not dominate the maximum.
+    NaN differences count as 0 (they contribute nothing under any flip). With groups, the differences are
+    summed per group and whole groups flip together.
     """
-    diffs = np.nan_to_num(np.asarray(differences, dtype=np.float64))
-    if diffs.ndim != 2 or len(diffs) == 0:
-        raise ValueError(f"sign_flip_pvalue needs an (examples, heads) array with rows, got {diffs.shape}")
-    rng = np.random.default_rng(seed)
-    observed = diffs.sum(axis=0)
+    diffs = np.nan_to_num(_as_matrix(differences, "sign_flip_tests"))
+    codes = group_codes(groups, len(diffs))
+    group_diffs = np.zeros((int(codes.max()) + 1, diffs.shape[1]))
+    np.add.at(group_diffs, codes, diffs)
+    scale = np.sqrt((group_diffs ** 2).sum(axis=0))
+    scale = np.where(scale > 0, scale, 1.0)
+    observed = group_diffs.sum(axis=0) / scale
+    order = np.argsort(-observed)                   # most significant first
     exceed = np.zeros(diffs.shape[1])
+    exceed_max = np.zeros(diffs.shape[1])
+    rng = np.random.default_rng(seed)
     for start in range(0, n_perm, 2000):  # chunks keep the sign matrix small for big datasets
-        signs = rng.choice((-1.0, 1.0), size=(min(2000, n_perm - start), len(diffs)))
-        exceed += np.sum(signs @ diffs >= observed - 1e-12, axis=0)
-    return (1 + exceed) / (1 + n_perm)
+        signs = rng.choice((-1.0, 1.0), size=(min(2000, n_perm - start), len(group_diffs)))
+        flipped = (signs @ group_diffs) / scale      # (flips, heads)
+        exceed += np.sum(flipped >= observed - 1e-12, axis=0)
+        # Step-down: for the k-th most significant head, the max over it and every less significant head.
+        tail_max = np.maximum.accumulate(flipped[:, order[::-1]], axis=1)[:, ::-1]
+        exceed_max[order] += np.sum(tail_max >= observed[order] - 1e-12, axis=0)
+    p_value = (1 + exceed) / (1 + n_perm)
+    p_sorted = np.maximum.accumulate(((1 + exceed_max) / (1 + n_perm))[order])   # monotone in the order
+    p_fwer = np.empty_like(p_sorted)
+    p_fwer[order] = p_sorted
+    return p_value, p_fwer
+
+
+def sign_flip_pvalue(differences, n_perm: int = 10000, seed: int = 0, groups=None) -> np.ndarray:
+    """Per-column one-sided sign-flip p-values (see `sign_flip_tests`)."""
+    return sign_flip_tests(differences, n_perm, seed, groups)[0]
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from probing.stats import bootstrap_ci, holm, sign_flip_pvalue
+from probing.stats import bootstrap_ci, holm, sign_flip_pvalue, sign_flip_tests
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
@@ -43,3 +43,35 @@ def test_holm_matches_hand_computation():
 def test_bad_shapes_are_explained():
     with pytest.raises(ValueError, match="examples, heads"):
         bootstrap_ci(np.ones(5))
+
+
+def test_cluster_bootstrap_is_wider_when_examples_repeat_within_groups():
+    # 20 groups of 10 identical copies: as examples they look like 200 independent draws, as groups 20.
+    rng = np.random.default_rng(4)
+    per_group = rng.normal(0, 1, 20)
+    values = np.repeat(per_group, 10)[:, None]
+    groups = np.repeat(np.arange(20), 10)
+    lo_e, hi_e = bootstrap_ci(values)
+    lo_g, hi_g = bootstrap_ci(values, groups=groups)
+    assert (hi_g - lo_g)[0] > 2.5 * (hi_e - lo_e)[0]
+    # With one example per group the cluster bootstrap is the plain one (up to resampling noise).
+    assert bootstrap_ci(values, groups=np.arange(200))[0][0] == pytest.approx(lo_e[0], abs=0.02)
+
+
+def test_maxt_floor_is_one_over_flips_not_m_over_flips():
+    rng = np.random.default_rng(5)
+    diffs = np.column_stack([rng.normal(1.0, 1, 300)] + [rng.normal(0, 1, 300) for _ in range(999)])
+    p, p_fwer = sign_flip_tests(diffs, n_perm=999, seed=1)
+    assert p_fwer[0] == pytest.approx(1 / 1000)       # Holm's floor would be 1000/1000 = 1
+    assert holm(p)[0] == 1.0
+    assert (p_fwer >= p - 1e-12).all()                # adjusting never lowers a p-value
+    assert np.mean(p_fwer[1:] < 0.05) < 0.01          # nulls stay null
+
+
+def test_cluster_sign_flip_counts_groups_not_copies():
+    # 3 groups of 50 identical positive differences: 2^3 sign patterns, so p cannot go below 1/8.
+    diffs = np.repeat([1.0, 2.0, 1.5], 50)[:, None]
+    p, _ = sign_flip_tests(diffs, n_perm=4000, seed=0, groups=np.repeat([0, 1, 2], 50))
+    assert p[0] == pytest.approx(1 / 8, abs=0.02)
+    p_plain, _ = sign_flip_tests(diffs, n_perm=4000, seed=0)
+    assert p_plain[0] < 0.001
