@@ -5,10 +5,24 @@ finished is skipped on a rerun when its key (model, data files, code version, ar
 change the code or the data and it runs again. The top-level `report.md` stitches the steps' own reports
 together (figures linked), `summary.json` records every step's key numbers, and a model-comparison section
 puts side by side the reports of other models found next to this one (e.g. reports/minilm, reports/mpnet).
+
+Where it writes: `--out DIR`, else `out/report/<model>` (`out/quick/<model>` with `--quick`) under the current
+folder. The committed reports in the repository's `reports/<model>/` are written only when asked for by
+`--commit-reports` (or by naming that folder in `--out`), and never by a `--quick` run.
+
+The code version in a step's key hashes only the code that can change that step's numbers (`code_files`):
+`analysis/<command>.py` and every module of `probing/` and `analysis/` it imports, directly or through other
+modules (imports inside functions included), less the presentation-only modules in `PRESENTATION_ONLY`.
+README, the demo (`app.py`, `probing/demo.py`, `probing/views.py`, `probing/explore.py`) and this file are
+not imported by any step, so editing them leaves the reports current; this file's choices (the steps, their
+arguments) are recorded in each key's `argv`. `--check` compares the recorded keys of a report with what the
+current code would record, without running anything (the CI test `tests/test_report_command.py` does this
+for every committed report).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib
 import json
@@ -21,6 +35,10 @@ from pathlib import Path
 from probing.outputs import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_REPORTS = ROOT / "reports"          # the committed reports, in a checkout of the repository
+CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
+# Modules that write or draw results but compute no number: editing them does not mark a report stale.
+PRESENTATION_ONLY = frozenset({"probing/figures.py", "probing/outputs.py"})
 HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-negation", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
 
@@ -36,11 +54,19 @@ class Step:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/<model>)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: out/report/<model>, or out/quick/<model> with --quick)")
+    parser.add_argument("--commit-reports", action="store_true",
+                        help="write into the repository's committed reports/<model>/ (the folder the demo reads); "
+                             "not with --quick")
     parser.add_argument("--data-root", default=None, help="folder holding the real datasets")
     parser.add_argument("--quick", action="store_true",
-                        help="small limits everywhere: a smoke test of the pipeline, not a result")
+                        help="small limits everywhere: a smoke test of the pipeline, not a result; never written "
+                             "into the committed reports")
     parser.add_argument("--force", action="store_true", help="rerun every step, even finished ones")
+    parser.add_argument("--check", action="store_true",
+                        help="run nothing: compare the recorded keys of the report in --out (default: the committed "
+                             "reports/<model>) with what the current code would record; exit 1 when stale")
 
 
 def available(name: str, data_root) -> bool:
@@ -64,13 +90,15 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     coref_data = ["builtin-coref"] + (["gap"] if gap else []) + \
         [n for n in ("winobias", "winogender") if available(n, data_root)]
     quick_probe = ["--limit", "400", "--n-boot", "100", "--folds", "3"] if quick else []
-    data_flags = [flag for name in coref_data for flag in ("--data", name)]
-    steps.append(Step("probe/coref", "probe", ["--task", "coref", *data_flags] + common + quick_probe,
+    steps.append(Step("probe/coref", "probe", ["--task", "coref", *_data_flags(coref_data)] + common + quick_probe,
                       [d for d in coref_data if d != "gap"] + (["gap-dev", "gap-test", "gap-validation"] if gap else [])))
+    # The data go in explicitly: the probe's own defaults include datasets that may be absent.
     negation_data = ["builtin-negation"] + (["blimp-negation"] if available("blimp-negation", data_root) else [])
-    steps.append(Step("probe/negation", "probe", ["--task", "negation"] + common + quick_probe, negation_data))
-    steps.append(Step("probe/layers", "probe", ["--task", "layers"] + common + quick_probe,
-                      negation_data + ["builtin-coref"]))
+    layers_data = negation_data + ["builtin-coref"]
+    steps.append(Step("probe/negation", "probe", ["--task", "negation", *_data_flags(negation_data)] + common
+                      + quick_probe, negation_data))
+    steps.append(Step("probe/layers", "probe", ["--task", "layers", *_data_flags(layers_data)] + common + quick_probe,
+                      layers_data))
     ablate_quick = ["--draws", "5", "--limit", "30", "--sweep-ks", "none"] if quick else []
     steps.append(Step("ablation", "ablate", common + ablate_quick,
                       ["builtin-negation", "builtin-coref"] + [n for n in ("neg136-simp", "neg136-nat")
@@ -78,12 +106,62 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     return steps
 
 
-def code_version(command: str) -> str:
-    """A hash of the library and of the step's command: a change to either reruns the step."""
+def _data_flags(names: list[str]) -> list[str]:
+    return [flag for name in names for flag in ("--data", name)]
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    """The source file of a dotted module name of this project, or None (another library, or no such file)."""
+    parts = module.split(".")
+    if parts[0] not in CODE_PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, root: Path) -> set[str]:
+    """Dotted names this file imports anywhere (top level or inside functions), its package's parents included."""
+    module_parts = path.relative_to(root).with_suffix("").parts
+    package = module_parts[:-1]           # for a package's __init__.py, the package itself
+    names = {".".join(package[:i]) for i in range(1, len(package) + 1)}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] if node.level else ())
+            base = ".".join(filter(None, (base, node.module or "")))
+            parts = base.split(".")
+            names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            names.update(f"{base}.{alias.name}" for alias in node.names)   # `from probing import stats`
+    return names
+
+
+def code_files(command: str, root: Path = ROOT) -> list[Path]:
+    """The files whose code can change the numbers of `analysis <command>`: the command's module and every
+    module of this project it imports, transitively, less PRESENTATION_ONLY. Sorted, relative to `root`."""
+    todo, seen = [root / "analysis" / f"{command}.py"], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(found for name in _imported_modules(path, root)
+                    if (found := _module_file(name, root)) is not None)
+    relative = {p.relative_to(root) for p in seen}
+    return sorted(p for p in relative if p.as_posix() not in PRESENTATION_ONLY)
+
+
+def code_version(command: str, root: Path = ROOT) -> str:
+    """A hash of the code that can change the step's numbers (`code_files`): a change to it reruns the step."""
     digest = hashlib.sha256()
-    for path in sorted(list((ROOT / "probing").rglob("*.py")) + [ROOT / "analysis" / f"{command}.py"]):
-        digest.update(path.relative_to(ROOT).as_posix().encode())
-        digest.update(path.read_bytes())
+    for relative in code_files(command, root):
+        digest.update(relative.as_posix().encode())
+        digest.update((root / relative).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -129,10 +207,65 @@ def is_done(folder: Path, key: dict) -> bool:
     return marker.exists() and json.loads(marker.read_text()).get("key") == key
 
 
+def stale_steps(out: Path, model: str, data_root=None) -> list[str]:
+    """What differs between the report in `out` and a full run of the current code, in words (empty: current).
+
+    Compares each step's recorded key (command, arguments, code version, data version) with the key the
+    current code would record, and lists steps that are missing, unfinished or no longer planned. Runs nothing.
+    """
+    out = Path(out)
+    problems = []
+    steps = plan(model, data_root, quick=False)
+    for step in steps:
+        marker = out / step.name / DONE
+        if not marker.exists():
+            problems.append(f"{step.name}: no finished run recorded ({marker} is missing)")
+            continue
+        recorded = json.loads(marker.read_text()).get("key", {})
+        current = step_key(step, model, data_root)
+        changed = [f"{name} (recorded {recorded.get(name)!r}, now {value!r})"
+                   for name, value in current.items() if recorded.get(name) != value]
+        if changed:
+            problems.append(f"{step.name}: {'; '.join(changed)}")
+    planned = {step.name for step in steps}
+    for marker in sorted(out.rglob(DONE)):
+        name = marker.parent.relative_to(out).as_posix()
+        if name not in planned:
+            problems.append(f"{name}: recorded, but no such step in the current plan")
+    return problems
+
+
+def output_folder(args: argparse.Namespace, model: str) -> Path:
+    """Where this run writes: --out, the committed reports/<model> when asked for, else out/report/<model>."""
+    folder_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    if args.commit_reports and args.out:
+        raise ValueError("give either --commit-reports or --out, not both")
+    if args.commit_reports or (args.check and not args.out):
+        if not COMMITTED_REPORTS.is_dir():
+            raise ValueError(f"there is no committed reports folder at {COMMITTED_REPORTS} (this is not a checkout "
+                             "of the repository); give --out")
+        out = COMMITTED_REPORTS / folder_name
+    else:
+        out = Path(args.out) if args.out else Path("out") / ("quick" if args.quick else "report") / folder_name
+    if args.quick and out.resolve().is_relative_to(COMMITTED_REPORTS.resolve()):
+        raise ValueError(f"--quick never writes into the committed reports ({out}); give another --out, or "
+                         "leave it out to write to out/quick/<model>")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from probing.models import DEFAULT_MODEL
     model = args.model or DEFAULT_MODEL
-    out = Path(args.out or ROOT / "reports" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model))
+    out = output_folder(args, model)
+    if args.check:
+        problems = stale_steps(out, model, args.data_root)
+        for problem in problems:
+            print(f"stale: {problem}")
+        committed = out.resolve().is_relative_to(COMMITTED_REPORTS.resolve())
+        rerun = f"python -m analysis report --model {model} " + ("--commit-reports" if committed else f"--out {out}")
+        print(f"{out}: " + (f"{len(problems)} step(s) stale; regenerate with `{rerun}`" if problems
+                            else "every step is current"))
+        return 1 if problems else 0
     steps = plan(model, args.data_root, args.quick)
     records = {}
     for number, step in enumerate(steps, start=1):

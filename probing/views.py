@@ -358,3 +358,56 @@ def _iframe(document: str, height: int, title: str) -> str:
 def _result(document: str, height: int, title: str, shown: int, total: int, note: str) -> ViewResult:
     """Package a page as a ViewResult."""
     return ViewResult(_iframe(document, height, title), document, shown, total, shown < total, note)
+
+
+# -------------------------------------------------------------- notebooks
+
+
+@dataclass(frozen=True)
+class View(ViewResult):
+    """A rendered view that displays itself in Jupyter, JupyterLab and VS Code, offline.
+
+    `_repr_html_` gives the same sandboxed iframe as `.html` (the libraries inlined, no CDN, no require.js
+    from the notebook), so the view draws where bertviz's own notebook output stays blank. `str(view)` is that
+    HTML too, for code that expects a string; `.document`, `.note` and the token counts are as in ViewResult.
+    """
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.html
+
+
+def head_view(model, text: str, *, layer: int | None = None, head: int | None = None,
+              max_tokens: int = 60) -> View:
+    """The head view of one text under `model` (a name, a LoadedModel, or None for the default "minilm"),
+    opening on `layer` with only `head` selected. In a notebook, the returned View displays itself."""
+    tokens, attention, note = _attention_of(model, text)
+    return _as_view(head_view_html(tokens, attention, layer=layer, head=head, max_tokens=max_tokens), note)
+
+
+def model_view(model, text: str, *, layers: list[int] | None = None, max_tokens: int = 40) -> View:
+    """The model view (every head of the chosen layers, all layers if None) of one text; displays itself."""
+    tokens, attention, note = _attention_of(model, text)
+    return _as_view(model_view_html(tokens, attention, layers=layers, max_tokens=max_tokens), note)
+
+
+def _attention_of(model, text: str) -> tuple[list[str], np.ndarray, str]:
+    """Tokens and attention (layers, heads, tokens, tokens) of one text, and a note if the model cut it."""
+    from probing.models import LoadedModel, load_model
+    from probing.runner import run_with_attention
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string; got {text!r}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    sentence = run_with_attention(loaded, text)
+    note = (f"The text is longer than the {loaded.max_length} tokens {loaded.name} reads; only its beginning "
+            "is shown." if sentence.encoded.truncated else "")
+    return sentence.tokens, sentence.attention, note
+
+
+def _as_view(result: ViewResult, note: str) -> View:
+    """The ViewResult as a View, with the model's truncation note (if any) before the view's own."""
+    values = {name: getattr(result, name) for name in result.__dataclass_fields__}
+    values["note"] = " ".join(part for part in (note, result.note) if part)
+    return View(**values)

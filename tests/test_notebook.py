@@ -1,0 +1,97 @@
+"""Notebooks: `probing.views.head_view/model_view` return a View that displays itself (the sandboxed iframe with the
+libraries inlined), and notebooks/quickstart.ipynb runs top to bottom offline under nbclient."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from probing import views
+from probing.models import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+SENTENCE = "The lawyer did not sign the contract."
+LIBRARY_MARKERS = ("jQuery v2.2.4", 'version="5.7.0"', "RequireJS 2.3.6", "requirejs(['jquery', 'd3']")
+REMOTE = re.compile(r"https?://|<script[^>]*\bsrc\s*=|//cdn", re.I)
+
+
+def params(document: str) -> dict:
+    """The params JSON given to bertviz's script."""
+    start = document.index("const params = ") + len("const params = ")
+    return json.JSONDecoder().raw_decode(document, start)[0]
+
+
+def srcdoc(iframe: str) -> str:
+    """The page inside the iframe, unescaped."""
+    return html.unescape(re.fullmatch(r'<iframe [^>]*srcdoc="([^"]*)"></iframe>', iframe).group(1))
+
+
+def assert_offline_view(iframe: str, *, opens_on: str | None = None) -> None:
+    assert iframe.startswith('<iframe sandbox="allow-scripts" ') and "allow-same-origin" not in iframe
+    page = srcdoc(iframe)
+    assert all(marker in page for marker in LIBRARY_MARKERS)
+    assert not REMOTE.search(iframe) and not REMOTE.search(page)
+    if opens_on:
+        assert opens_on in page
+
+
+def test_head_view_displays_itself_and_still_reads_as_html():
+    view = views.head_view(None, SENTENCE, layer=1, head=7)
+    assert isinstance(view, views.ViewResult)
+    assert view._repr_html_() == view.html == str(view)
+    assert_offline_view(view._repr_html_(), opens_on='"layer":1,"heads":[7]')
+    assert view.n_tokens_shown == view.n_tokens_total == 10 and not view.truncated and view.note == ""
+    same_model = views.head_view(load_model("minilm"), SENTENCE, layer=1, head=7)   # the model given, not named
+    assert params(same_model.document)["attention"] == params(view.document)["attention"]
+
+
+def test_model_view_displays_itself_with_the_chosen_layers():
+    view = views.model_view("minilm", SENTENCE, layers=[2, 0])
+    assert_offline_view(view._repr_html_(), opens_on='"include_layers":[0,2]')
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: views.head_view(None, "   "), "text must be a non-empty string"),
+    (lambda: views.head_view(None, None), "text must be a non-empty string"),
+    (lambda: views.head_view(None, SENTENCE, layer=6), r"layer 6 is out of range: this model has 6 layers \(0-5\)"),
+    (lambda: views.model_view(None, SENTENCE, layers=[]), "layers is empty"),
+])
+def test_bad_arguments_are_explained(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_truncation_is_noted():
+    long_text = " ".join(["word"] * 70)
+    view = views.head_view(None, long_text, max_tokens=60)
+    assert view.truncated and view.n_tokens_total == 72 and view.note.startswith("Showing the first 60 of 72 tokens")
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs_offline_and_shows_the_inlined_views(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the checkout's library, installed or not
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")     # any attempt to reach the hub fails the notebook
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(cell.get("outputs", []) == [] for cell in notebook.cells), "commit the notebook without outputs"
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    outputs = [cell.outputs for cell in notebook.cells if cell.cell_type == "code"]
+    assert not [o for cell in outputs for o in cell if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for cell in outputs for o in cell if o.output_type == "stream")
+    assert "builtin-negation: 372 records, 0 skipped" in printed and "cue->next_word" in printed
+    best = re.search(r"head (\d+)-(\d+)", printed)
+    assert best and best.groups() == ("1", "7")           # the negation head of MiniLM (see README)
+    shown = [next((o["data"] for o in cell if o.output_type == "execute_result"), {}) for cell in outputs]
+    table = shown[1]["text/html"]
+    assert "selectivity_ci_low" in table and "next_word_baseline" in table
+    head_view, model_view = shown[2]["text/html"], shown[3]["text/html"]
+    assert_offline_view(head_view, opens_on='"layer":1,"heads":[7]')
+    assert_offline_view(model_view, opens_on='"include_layers":[1]')
