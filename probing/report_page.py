@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import zipfile
 from pathlib import Path
 
 MAIN_SETS = ("builtin-coref", "builtin-negation")       # the demo's own sets: always named first
 INTERNAL_SUFFIXES = (".done.json", ".tmp", ".part", ".lock", "~")
+
+
+def safe_name(name: str) -> str:
+    """A model name as a file-name part ("org/model" -> "org_model")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
 def is_internal(path: Path) -> bool:

@@ -222,6 +222,10 @@ def test_word_shading_escapes_words_and_shades_by_weight():
     assert 'class="ws-word ws-source" title="it: 0.300 (the source word' in page
     assert "special tokens ([CLS], [SEP]; no word): 0.250" in page
     assert not re.search(r"https?:|javascript:", page)
+    text = "The <b>x</b>, said  it"
+    spaced = word_shading_html(["The", "<b>x</b>", "said", "it"], [0.1, 0.6, 0.0, 0.3], source=3, text=text,
+                               spans=[(0, 3), (4, 12), (14, 18), (20, 22)])
+    assert "</span>, <span" in spaced and "</span>  <span" in spaced and "<b>" not in spaced
 
 
 def test_word_shading_refuses_mismatched_input():
@@ -232,6 +236,8 @@ def test_word_shading_refuses_mismatched_input():
         word_shading_html(["a", "b", "c"], [0.1, 0.2, 0.3], source=3)
     with pytest.raises(ValueError, match="NaN"):
         word_shading_html(["a"], [float("nan")], source=0)
+    with pytest.raises(ValueError, match="give both text and one span per word"):
+        word_shading_html(["a"], [1.0], source=0, text="a")
 
 
 def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
