@@ -51,7 +51,9 @@ TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": 
 # table and its headers shrink instead of scrolling sideways.
 CSS = """#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
 @media (max-width: 520px) {
-  #coref-table, #neg-table {font-size: 11px}
+  #coref-table table *, #neg-table table * {font-size: 10.5px !important}
+  #coref-table .cell-wrap, #neg-table .cell-wrap {padding: 3px 2px !important}
+  #coref-table .cell-menu-button, #neg-table .cell-menu-button {display: none !important}
   #coref-table th .header, #neg-table th .header {overflow-wrap: anywhere !important}
   #coref-table table, #neg-table table {table-layout: fixed; width: 100% !important; min-width: 0 !important}
 }
@@ -289,12 +291,13 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     run = lambda *a: run_relation(relation, *a)  # noqa: E731
     outputs = [message, heatmap, top_table, head_choice, view, view_note, words, state]
     inputs = [text, source, target, model, metric]
-    # .input: only the visitor's own typing marks results stale (a gallery click sets the text and reruns).
-    text.input(clear_stale, [state, text], outputs, queue=False, **private)
+    # Any new text (typed or pasted) clears the previous sentence's results. A gallery click empties the
+    # state as it sets the text, so its own text change clears nothing and the analysis that follows stands.
+    text.change(clear_stale, [state, text], outputs, queue=False, **private)
     if relation == "coreference":
         text.change(offer_candidates, [text, target], candidates, queue=False, **private)
         candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
-    gallery.click(lambda i: load_example(relation, i), gallery, [text, source, target], queue=False,
+    gallery.click(lambda i: (*load_example(relation, i), None), gallery, [text, source, target, state], queue=False,
                   **private).then(run, inputs, outputs, **private)
     button.click(run, inputs, outputs, **private)
     text.submit(run, inputs, outputs, **private)
