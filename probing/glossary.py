@@ -76,7 +76,7 @@ def value_meaning(relation: str, metric: str) -> str:
         return "Each number: the share of the source word's attention that goes to the target word (0 to 1)."
     if metric == "next_word_baseline":
         return "Each number: how much this head looks one word ahead in general; the bar the cue must clear."
-    return METRIC_HELP
+    return "Each number: attention from the cue to the next word minus this baseline. Red: above 0; blue: below."
 
 
 def metric_values(scores: SentenceScores, metric: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A hub id with no network fails only after about 23 s of retries, so the demo checks once at start, with one
 bounded connection attempt (`HUB_CHECK_TIMEOUT_S`, 2 s), whether huggingface.co answers. Where it does not,
-the hub ids are left out of the list and the page says so. `PROBING_HUB_CHECK=0` skips the check (the list
+the hub ids are left out of the list and the page says so (local folders on the allow-list stay). `PROBING_HUB_CHECK=0` skips the check (the list
 is shown as configured); `HF_HUB_OFFLINE=1` means unreachable without trying.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from probing.models import ALLOW_ANY_ENV, allowed_models, installed_short_names
 
@@ -52,7 +53,8 @@ class ModelMenu:
 def model_menu(reachable: bool | None = None) -> ModelMenu:
     """The dropdown's content; `reachable` None runs the start-up check (unless PROBING_HUB_CHECK=0)."""
     allowed = allowed_models()
-    offline = [m for m in allowed if m in installed_short_names()]
+    # Installed short names and local folders need no hub; everything else is a hub id.
+    offline = [m for m in allowed if m in installed_short_names() or Path(m).expanduser().is_dir()]
     hub = [m for m in allowed if m not in offline]
     allow_typed = os.environ.get(ALLOW_ANY_ENV) == "1"
     typed = " You may also type a hub id or a local folder." if allow_typed else ""

@@ -172,7 +172,8 @@ def word_shading_html(words: list[str], weights, source: int, title: str = "", s
         shown.append(html.escape(gaps[i]) if i else "")
         shown.append(f'<span class="{classes}" title="{html.escape(tip)}" data-value="{weight:.{decimals}f}" '
                      f'style="background:rgba(29,78,216,{alpha:.3f});color:{ink}">{html.escape(word)}</span>')
-    order = [i for i in np.argsort(-weights, kind="stable") if i != source][:3]
+    # The three words that draw the most attention (punctuation marks are shaded but not named here).
+    order = [i for i in np.argsort(-weights, kind="stable") if i != source and any(c.isalnum() for c in words[i])][:3]
     strongest = ", ".join(f"{html.escape(words[i])} {weights[i]:.{decimals}f}" for i in order)
     to_special = ("" if special is None else
                   f" To special tokens ([CLS], [SEP]; no word): {float(special):.{decimals}f}.")

@@ -72,5 +72,5 @@ def test_negation_titles_say_what_each_metric_shows():
     baseline = heatmap_title(scores, "next_word_baseline")
     assert "'sign'" not in baseline and baseline.startswith("Baseline: attention from each word to the word after")
     grid = sentence_heatmap(scores, "selectivity", selected=(1, 7), dataset=demo.dataset_table("minilm", "negation"))
-    assert "0 (white)" in grid and re.search(r'class="hh-cell[^"]*hh-significant', grid) and "Selectivity = " in grid
+    assert "0 (white)" in grid and re.search(r'class="hh-cell[^"]*hh-significant', grid) and "minus this baseline. Red: above 0" in grid
     assert "hh-cell hh-argmax" not in sentence_heatmap(scores, "next_word_baseline")     # the baseline has no target

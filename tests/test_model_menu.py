@@ -40,3 +40,9 @@ def test_any_model_mode_accepts_typed_ids(monkeypatch):
     monkeypatch.setenv("PROBING_ALLOW_ANY_MODEL", "1")
     menu = model_menu(reachable=False)
     assert menu.allow_typed and "type a hub id or a local folder" in menu.note
+
+
+def test_local_folders_on_the_allow_list_stay_when_the_hub_is_unreachable(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROBING_ALLOWED_MODELS", f"{tmp_path},gpt2")
+    menu = model_menu(reachable=False)
+    assert str(tmp_path) in menu.choices and "gpt2" not in menu.choices and "(gpt2)" in menu.note
