@@ -346,9 +346,9 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     findings = gr.Markdown(elem_id="report-summary")
     with gr.Row():
         coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False,
-                               show_label=True, buttons=["download", "fullscreen"], elem_id="report-coref")
+                               show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
         neg_image = gr.Image(label="Negation: selectivity by head", type="filepath", interactive=False,
-                             show_label=True, buttons=["download", "fullscreen"], elem_id="report-neg")
+                             show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):
         report = gr.Markdown(elem_id="report-text")
