@@ -19,8 +19,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a demo that phone
 import gradio as gr  # noqa: E402
 
 from probing import demo as backend  # noqa: E402
-from probing.figures import HEATMAP_CLICK_JS  # noqa: E402
-from probing.models import DEFAULT_MODEL, allowed_models  # noqa: E402
+from probing import glossary, report_page  # noqa: E402
+from probing.candidates import antecedent_candidates  # noqa: E402
+from probing.figures import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
+from probing.model_menu import model_menu  # noqa: E402
+from probing.models import DEFAULT_MODEL  # noqa: E402
+from probing.views import word_shading_html  # noqa: E402
+from probing.word_attention import sentence_word_attention  # noqa: E402
 
 log = logging.getLogger("probing.app")
 # Forward passes run at once; more requests wait in a bounded queue (MiniLM on two cores: two at a time).
@@ -40,9 +45,31 @@ NEGATION_NOTE = ("*Causal models* (such as `gemma-270m`) read left to right: *no
                  "so for them the direction is reversed and the heatmap shows **next word → cue**.")
 HEATMAP_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to see every head here.</p>'
 REPORTS_ALLOWED = [str(backend.REPORTS_DIR), str(backend.CACHE_DIR), str(backend.DOWNLOADS_DIR)]
-TABLE_WIDTHS = {"coreference": [60, 100, 100, 110, 130], "negation": [60, 100, 112, 112, 100, 120]}
-# Table headers wrap between words only ("attention" was broken into "attentio|n").
-CSS = "#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}"
+# Shares of the table's width (percentages, so a 420 px screen gets no sideways scroll).
+TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["11%", "17%", "18%", "18%", "18%", "18%"]}
+# Table headers wrap between words only ("attention" was broken into "attentio|n"); on a narrow screen the
+# table and its headers shrink instead of scrolling sideways.
+CSS = """#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
+@media (max-width: 520px) {
+  #coref-table table *, #neg-table table * {font-size: 10.5px !important}
+  #coref-table .cell-wrap, #neg-table .cell-wrap {padding: 3px 2px !important}
+  #coref-table .cell-menu-button, #neg-table .cell-menu-button {display: none !important}
+  #coref-table th .header, #neg-table th .header {overflow-wrap: anywhere !important}
+  #coref-table table, #neg-table table {table-layout: fixed; width: 100% !important; min-width: 0 !important}
+}
+.stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}"""
+STALE_NOTE = ("The sentence changed, so the heatmap, table and views of the previous sentence were cleared. "
+              "Press **Analyse** for this one.")
+CANDIDATES_LABEL = "Next: which word does the pronoun refer to?"
+VIEW_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to shade its words by the chosen head.</p>'
+GLOSSARY = "\n\n".join([
+    "## What the demo's numbers mean",
+    "\n".join(f"- **{label}**: {meaning}" for label, meaning in glossary.COLUMN_MEANINGS.items()),
+    f"- **Heatmap, {ARGMAX_MEANING.split(':')[0]}**: {ARGMAX_MEANING.split(': ', 1)[1]}.",
+    f"- **Heatmap, {SIGNIFICANT_MEANING.split(':')[0]}**: {SIGNIFICANT_MEANING.split(': ', 1)[1]}.",
+    f"- **Negation heatmap**: {glossary.METRIC_HELP} Signed numbers use a red-blue map with white at 0.",
+    "- **Word shading**: each word's share of the chosen head's attention from the source word (darker: more; "
+    "the exact value on hover); what goes to special tokens such as [SEP] is given below the sentence."])
 API_HELP = """## API
 
 The page's two endpoints can be called with `gradio_client` (`Client(url).predict(..., api_name=...)`):
@@ -93,43 +120,63 @@ def update_choices(relation, text, source, target):
     return gr.update(choices=sources, value=keep(source, sources)), gr.update(choices=words, value=target_value)
 
 
+def _heatmap(state, selected):
+    """The analysed sentence's heatmap, with the built-in set's significant heads dotted."""
+    return glossary.sentence_heatmap(state["scores"], state["metric"], selected=selected,
+                                     dataset=backend.dataset_table(state["model_name"], state["relation"]))
+
+
+def _shading(state, layer, head):
+    """The sentence's words shaded by one head's attention from the source word."""
+    shading = state["shading"]
+    source = shading.words[shading.source]
+    return word_shading_html(shading.words, shading.values[layer, head], shading.source,
+                             title=f"Head {layer}-{head}: attention from \u201c{source}\u201d to each word",
+                             special=float(shading.special[layer, head]), text=state["text"], spans=shading.spans)
+
+
 def _show(state, layer, head):
-    """Heatmap (with the head ringed), dropdown, head view and note for one head of the analysed sentence."""
+    """Heatmap (head ringed), dropdown, head view, note, word shading for one head of the analysed sentence."""
     state = dict(state, selected=(layer, head))
     view = backend.head_view(state["text"], state["model"], layer, head)
-    heatmap = backend.head_heatmap(state["scores"], state["metric"], selected=(layer, head))
+    heatmap = _heatmap(state, (layer, head))
     note = (f"**Head view, layer {layer}, head {head}:** lines go from each token on the left to the tokens it "
             "attends to on the right (darker: more). Pick another layer in the view, or click its colour boxes "
             "to add heads. " + _note(view.note))
-    return heatmap, gr.update(value=f"{layer}-{head}"), view.html, note, state
+    return heatmap, gr.update(value=f"{layer}-{head}"), view.html, note, _shading(state, layer, head), state
 
 
 def run_relation(relation, text, source, target, model, metric):
     """Analyse one sentence: message, heatmap, top-heads table, head choice, head view, view note, state."""
     try:
         analysis = backend.analyse(text, relation, source, target, model)
+        shading = sentence_word_attention(backend.get_model(model), analysis.example.text,
+                                          analysis.example.source_span)
         state = {"scores": analysis.scores, "text": analysis.example.text, "model": model,
-                 "metric": metric, "relation": relation}
+                 "metric": metric, "relation": relation, "model_name": analysis.model, "shading": shading,
+                 "typed": text}
         best = (analysis.best_layer, analysis.best_head)
-        message = "\n\n".join([f"Best head for this sentence: **{best[0]}-{best[1]}**, opened in the head view "
-                                 "below. Red outline: heads whose strongest attention goes to the target. Click any "
-                                 "head to see it."] + [f"**Note:** {_escape(n)}" for n in analysis.notes])
-        heatmap, _, view, note, state = _show(state, *best)
+        message = "\n\n".join([f"Best head for this sentence: **{best[0]}-{best[1]}**, shown in the views below. "
+                                 "Red outline: the target gets more of that head's attention than any other word "
+                                 "(special tokens such as [SEP] left out). Dot: the head beats its baseline on the "
+                                 "built-in set. Click any head to see it."]
+                                + [f"**Note:** {_escape(n)}" for n in analysis.notes])
+        heatmap, _, view, note, words, state = _show(state, *best)
         choice = gr.update(choices=backend.head_labels(model), value=f"{best[0]}-{best[1]}")
-        return message, heatmap, analysis.top_table, choice, view, note, state
+        return message, heatmap, glossary.plain_table(analysis.top_table), choice, view, note, words, state
     except Exception as err:  # every failure becomes words on the page
-        return (_problem(err), HEATMAP_PLACEHOLDER, backend.empty_top_table(relation),
-                gr.update(choices=[], value=None), "", "", None)
+        return (_problem(err), HEATMAP_PLACEHOLDER, glossary.plain_table(backend.empty_top_table(relation)),
+                gr.update(choices=[], value=None), "", "", VIEW_PLACEHOLDER, None)
 
 
 def _pick(state, layer, head):
     """Move the head view (and the heatmap's ring and the dropdown) to one head."""
     if not state:
-        return gr.update(), gr.update(), gr.update(), "*Analyse a sentence first.*", state
+        return gr.update(), gr.update(), gr.update(), "*Analyse a sentence first.*", gr.update(), state
     try:
         return _show(state, layer, head)
     except Exception as err:
-        return gr.update(), gr.update(), gr.update(), _problem(err), state
+        return gr.update(), gr.update(), gr.update(), _problem(err), gr.update(), state
 
 
 def pick_from_heatmap(state, evt: gr.EventData):
@@ -138,7 +185,7 @@ def pick_from_heatmap(state, evt: gr.EventData):
     try:
         layer, head = int(data["layer"]), int(data["head"])
     except (KeyError, TypeError, ValueError):
-        return gr.update(), gr.update(), gr.update(), gr.update(), state
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), state
     return _pick(state, layer, head)
 
 
@@ -148,14 +195,14 @@ def pick_from_table(state, table, evt: gr.SelectData):
         label = str(table.iloc[evt.index[0]]["head"])
         return _pick(state, *backend.parse_head(label))
     except Exception as err:
-        return gr.update(), gr.update(), gr.update(), _problem(err), state
+        return gr.update(), gr.update(), gr.update(), _problem(err), gr.update(), state
 
 
 def pick_from_dropdown(state, label):
     try:
         return _pick(state, *backend.parse_head(label))
     except Exception as err:
-        return gr.update(), gr.update(), gr.update(), _problem(err), state
+        return gr.update(), gr.update(), gr.update(), _problem(err), gr.update(), state
 
 
 def switch_metric(state, metric):
@@ -163,7 +210,23 @@ def switch_metric(state, metric):
     if not state:
         return gr.update(), state
     state = dict(state, metric=metric)
-    return backend.head_heatmap(state["scores"], metric, selected=state.get("selected")), state
+    return _heatmap(state, state.get("selected")), state
+
+
+def offer_candidates(text, target):
+    """The sentence's nouns and names as antecedent choices; none preselected unless already the target."""
+    choices = [backend.choice(c.word, c.span) for c in antecedent_candidates(text or "")] \
+        if text and len(text) <= backend.MAX_TEXT_CHARS else []
+    value = target if target in [v for _, v in choices] else None
+    return gr.update(choices=choices, value=value, visible=bool(choices))
+
+
+def clear_stale(state, text):
+    """Typing a new sentence clears the previous sentence's results, saying so (nothing to clear: no change)."""
+    if not state or text == state.get("typed"):
+        return (gr.update(),) * 8
+    return (STALE_NOTE, HEATMAP_PLACEHOLDER, glossary.plain_table(backend.empty_top_table(state["relation"])),
+            gr.update(choices=[], value=None), "", "", VIEW_PLACEHOLDER, None)
 
 
 def relation_tab(relation: str, model: gr.Dropdown) -> None:
@@ -183,6 +246,9 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
                 target = gr.Dropdown(label=target_label, choices=[], allow_custom_value=True, elem_id=f"{key}-target",
                                      info=("Any word of the sentence, or start:end." if relation == "coreference"
                                            else "Leave empty for the word right after the cue."))
+            candidates = gr.Radio([], value=None, label=CANDIDATES_LABEL, visible=False, elem_id=f"{key}-candidates",
+                                  info="Nouns and names found in the sentence by a few simple rules. Pick one, "
+                                       "or choose any word in the box above.")
             button = gr.Button("Analyse", variant="primary", elem_id=f"{key}-run")
             if relation == "negation":
                 gr.Markdown(NEGATION_NOTE)
@@ -193,22 +259,29 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
                                  label="Examples (click one: gold words preselected)", elem_id=f"{key}-gallery")
     message = gr.Markdown(elem_id=f"{key}-message")
     state = gr.State(None)
+    empty_table = glossary.plain_table(backend.empty_top_table(relation))
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=380):
-            metric = gr.Radio(list(backend.HEATMAP_METRICS), value="selectivity", label="Heatmap shows",
-                              visible=relation == "negation", elem_id=f"{key}-metric",
-                              info="selectivity = mean_attention − next_word_baseline")
+        with gr.Column(scale=4, min_width=300):
+            metric = gr.Radio(glossary.METRIC_CHOICES, value="selectivity", label="Heatmap shows",
+                              visible=relation == "negation", elem_id=f"{key}-metric", info=glossary.METRIC_HELP)
             heatmap = gr.HTML(HEATMAP_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Layer × head",
                               elem_id=f"{key}-heatmap", padding=True, container=True)
-        with gr.Column(scale=5, min_width=400):
-            top_table = gr.Dataframe(backend.empty_top_table(relation),
+        with gr.Column(scale=5, min_width=300):
+            top_table = gr.Dataframe(empty_table,
                                      label="Top heads for this sentence, beside their scores on the built-in set (click a row)",
                                      interactive=False, wrap=True, elem_id=f"{key}-table",
                                      column_widths=TABLE_WIDTHS[relation])
-    head_choice = gr.Dropdown(label="Head shown in the head view (layer-head)", choices=[], interactive=True,
+            gr.Markdown("**What the columns mean**\n\n" + glossary.table_legend(empty_table),
+                        elem_id=f"{key}-legend")
+    head_choice = gr.Dropdown(label="Head shown in the views below (layer-head)", choices=[], interactive=True,
                               elem_id=f"{key}-head")
-    view_note = gr.Markdown()
-    view = gr.HTML(label="bertviz head view", js_on_load=None, elem_id=f"{key}-view")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            words = gr.HTML(VIEW_PLACEHOLDER, label="Word shading", elem_id=f"{key}-words", padding=True,
+                            container=True)
+        with gr.Column(scale=3, min_width=300):
+            view_note = gr.Markdown()
+            view = gr.HTML(label="bertviz head view", js_on_load=None, elem_id=f"{key}-view")
 
     private = {"api_visibility": "private"}
     # .change, not .input: it also fires when the text is set by a paste or a script, so the word lists
@@ -216,13 +289,19 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     text.change(lambda *a: update_choices(relation, *a), [text, source, target], [source, target],
                 queue=False, **private)
     run = lambda *a: run_relation(relation, *a)  # noqa: E731
-    outputs = [message, heatmap, top_table, head_choice, view, view_note, state]
+    outputs = [message, heatmap, top_table, head_choice, view, view_note, words, state]
     inputs = [text, source, target, model, metric]
-    gallery.click(lambda i: load_example(relation, i), gallery, [text, source, target], queue=False,
+    # Any new text (typed or pasted) clears the previous sentence's results. A gallery click empties the
+    # state as it sets the text, so its own text change clears nothing and the analysis that follows stands.
+    text.change(clear_stale, [state, text], outputs, queue=False, **private)
+    if relation == "coreference":
+        text.change(offer_candidates, [text, target], candidates, queue=False, **private)
+        candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
+    gallery.click(lambda i: (*load_example(relation, i), None), gallery, [text, source, target, state], queue=False,
                   **private).then(run, inputs, outputs, **private)
     button.click(run, inputs, outputs, **private)
     text.submit(run, inputs, outputs, **private)
-    picked = [heatmap, head_choice, view, view_note, state]
+    picked = [heatmap, head_choice, view, view_note, words, state]
     metric.input(switch_metric, [state, metric], [heatmap, state], queue=False, **private)
     heatmap.click(pick_from_heatmap, state, picked, **private)
     top_table.select(pick_from_table, [state, top_table], picked, **private)
@@ -260,29 +339,37 @@ def model_view_tab(model: gr.Dropdown) -> None:
 
 
 def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
-    gr.Markdown("Dataset-level results on the built-in sets, from `python -m analysis heads`. "
+    gr.Markdown("Dataset-level results on the built-in sets, from `python -m analysis heads` / `analysis report`. "
                 "For the default model they are committed under `reports/`; for another model, compute them "
                 "once with the button (it scores every head on both sets, which takes a while on a CPU).")
     status = gr.Markdown(elem_id="report-status")
+    findings = gr.Markdown(elem_id="report-summary")
     with gr.Row():
         coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False,
                                show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
         neg_image = gr.Image(label="Negation: selectivity by head", type="filepath", interactive=False,
                              show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
-    files = gr.File(label="Download the CSV, JSON and Markdown behind the figures", file_count="multiple",
-                    interactive=False, elem_id="report-files")
+    with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
+                      elem_id="report-detail"):
+        report = gr.Markdown(elem_id="report-text")
+    files = gr.File(label="Download: the whole report as one .zip, and its main CSV and JSON files",
+                    file_count="multiple", interactive=False, elem_id="report-files")
     button = gr.Button("Compute the report for the chosen model", elem_id="report-run")
-    report = gr.Markdown(elem_id="report-text")
 
     def show(model, compute, progress=gr.Progress()):
         try:
             found = backend.report_files(model, progress=progress, compute=compute)
+            name = backend.check_allowed_name(model)
+            folder = backend.report_dir(name)
+            downloads = report_page.report_downloads(folder, backend.DOWNLOADS_DIR / "archives",
+                                                     report_page.safe_name(name))
             return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from `{_escape(found.folder)}`).",
-                    found.coref_heatmap, found.negation_heatmap, found.markdown, found.downloads)
+                    report_page.findings_markdown(folder, _escape(name)), found.coref_heatmap,
+                    found.negation_heatmap, found.markdown, downloads)
         except Exception as err:
-            return (_problem(err), None, None, "", None)
+            return (_problem(err), "", None, None, "", None)
 
-    outputs = [status, coref_image, neg_image, report, files]
+    outputs = [status, findings, coref_image, neg_image, report, files]
     # Showing a report that exists is cheap; computing one is not, so it gets a single worker.
     button.click(lambda m: show(m, True), model, outputs, concurrency_limit=1, api_visibility="private")
     tab.select(lambda m: show(m, False), model, outputs, api_visibility="private")
@@ -291,9 +378,9 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Attention heads: coreference and negation") as demo:
         gr.Markdown(INTRO)
-        model = gr.Dropdown(allowed_models(), value=DEFAULT_MODEL, label="Model", elem_id="model",
-                            info="Offline models installed here first; hub ids after them load only with network "
-                                 "access.")
+        menu = model_menu()
+        model = gr.Dropdown(menu.choices, value=DEFAULT_MODEL, label="Model", elem_id="model",
+                            allow_custom_value=menu.allow_typed, info=menu.note)
         with gr.Tabs():
             for relation, (title, _, _) in RELATIONS.items():
                 with gr.Tab(title, id=relation):
@@ -303,7 +390,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Probing report", id="report") as report:
                 report_tab(model, report)
             with gr.Tab("About", id="about"):
-                gr.Markdown(backend.ABOUT + "\n\n" + API_HELP)
+                gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
         gr.api(score_heads, api_name="score_heads")
         gr.api(head_view, api_name="head_view")
     return demo

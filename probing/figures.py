@@ -3,7 +3,8 @@
 `heatmap_html` is the demo's heatmap: a grid of buttons, one per head, coloured by value, that the page can
 click (the demo's `gr.HTML` turns a click into `{layer, head}`). Every string in it is HTML-escaped, it has
 no script and no URL, so it is safe to put user words (the source and target) in its title.
-`head_heatmap` is the same picture as a plotly figure, for notebooks.
+Signed values (a difference such as selectivity, which can be negative) get a diverging red-blue map centred
+on 0, so white means "no better than the baseline"; values that cannot be negative get viridis.
 """
 from __future__ import annotations
 
@@ -34,12 +35,30 @@ def colour_range(values: np.ndarray, diverging: bool) -> tuple[float, float]:
     return low, max(float(finite.max()), low + 1e-9)
 
 
+ARGMAX_MEANING = ("red outline: the target gets more of this head's attention than any other word of the sentence "
+                  "(special tokens such as [CLS] and [SEP] are not words and are left out of this comparison, so a "
+                  "head can win with little attention while most of it goes to [SEP])")
+SIGNIFICANT_MEANING = "dot: this head beats its baseline on the built-in set (one-sided paired test, Holm-corrected)"
+
+
+def is_signed(values: np.ndarray) -> bool:
+    """Whether the values hold negatives, so they need a diverging map centred on 0."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return bool(finite.size and finite.min() < 0)
+
+
 def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = None,
-                 selected: tuple[int, int] | None = None, diverging: bool = False, decimals: int = 2) -> str:
+                 selected: tuple[int, int] | None = None, diverging: bool | None = None, decimals: int = 2,
+                 significant: np.ndarray | None = None, value_meaning: str = "") -> str:
     """A clickable layer x head grid: one `<button data-layer data-head>` per head, coloured by its value.
 
-    `marked` (bool, same shape) outlines the heads whose argmax is the target; `selected` rings one head.
-    NaN values are grey and read "n/a".
+    `marked` (bool, same shape) outlines the heads whose argmax is the target; `significant` (bool, same shape)
+    puts a dot on heads that beat their baseline on a dataset; `selected` rings one head. `diverging` None
+    chooses by the values (a diverging map centred on 0 when any is negative); a signed metric should pass
+    True so that a sentence whose values all happen to be positive is still coloured around 0.
+    `value_meaning` is a one-line explanation of the numbers, shown under the grid. NaN values are grey, "n/a".
+    On a narrow screen (a grid under about 480 px) the numbers are hidden; every cell keeps its tooltip.
     """
     import matplotlib
     values = np.asarray(values, dtype=float)
@@ -47,6 +66,11 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
         raise ValueError(f"values must be a non-empty (layers, heads) array, got shape {values.shape}")
     n_layers, n_heads = values.shape
     marked = np.zeros(values.shape, bool) if marked is None else np.asarray(marked, bool)
+    significant = np.zeros(values.shape, bool) if significant is None else np.asarray(significant, bool)
+    for name, array in (("marked", marked), ("significant", significant)):
+        if array.shape != values.shape:
+            raise ValueError(f"{name} must have the values' shape {values.shape}, got {array.shape}")
+    diverging = is_signed(values) if diverging is None else diverging
     cmap = matplotlib.colormaps[DIVERGING if diverging else SEQUENTIAL]
     low, high = colour_range(values, diverging)
     show_numbers = n_heads <= 16
@@ -59,6 +83,8 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
             classes = ["hh-cell"]
             if marked[layer, head]:
                 classes.append("hh-argmax")
+            if significant[layer, head]:
+                classes.append("hh-significant")
             if selected is not None and tuple(selected) == (layer, head):
                 classes.append("hh-selected")
             if np.isfinite(value):
@@ -66,45 +92,62 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
                 shown, tip = f"{value:.{decimals}f}", f"{value:.4f}"
             else:
                 background, ink, shown, tip = "#d0d0d0", "#333", "n/a", "n/a"
-            tip = f"layer {layer}, head {head}: {tip}" + (" (target wins the argmax)" if marked[layer, head] else "")
+            tip = (f"layer {layer}, head {head}: {tip}"
+                   + (" · the target wins this head's argmax over the sentence's words" if marked[layer, head] else "")
+                   + (" · beats its baseline on the built-in set" if significant[layer, head] else ""))
             cells.append(
                 f'<button type="button" class="{" ".join(classes)}" data-layer="{layer}" data-head="{head}" '
                 f'title="{html.escape(tip)}" aria-label="{html.escape(tip)}" '
                 f'style="background:{background};color:{ink}">{shown if show_numbers else ""}</button>')
     stops = ", ".join(_colour(cmap, x)[0] for x in np.linspace(0, 1, 9))
-    legend = (f'<div class="hh-legend"><span>{low:.2f}</span>'
+    centre = '<span class="hh-zero">0 (white)</span>' if diverging else ""
+    keys = ['<span class="hh-key"><span class="hh-swatch hh-selected"></span>shown below</span>']
+    if marked.any():
+        keys.insert(0, f'<span class="hh-key" title="{html.escape(ARGMAX_MEANING)}"><span class="hh-swatch hh-argmax">'
+                       '</span>red outline: the target wins this head\'s argmax over the words '
+                       '(special tokens left out)</span>')
+    if significant.any():
+        keys.insert(0, f'<span class="hh-key" title="{html.escape(SIGNIFICANT_MEANING)}"><span class="hh-swatch '
+                       'hh-significant"></span>dot: beats its baseline on the built-in set (Holm)</span>')
+    legend = (f'<div class="hh-legend"><span class="hh-scale"><span>{low:.2f}</span>'
               f'<span class="hh-bar" style="background:linear-gradient(to right, {stops})"></span>'
-              f'<span>{high:.2f}</span>'
-              '<span class="hh-key"><span class="hh-swatch hh-argmax"></span>target wins the argmax</span>'
-              '<span class="hh-key"><span class="hh-swatch hh-selected"></span>shown below</span></div>')
+              f'<span>{high:.2f}</span>{centre}</span>{"".join(keys)}</div>')
+    meaning = f'<div class="hh-meaning">{html.escape(value_meaning)}</div>' if value_meaning else ""
     style = (
         "<style>"
-        ".hh-wrap{font-size:12px;line-height:1.2;max-width:760px}"
+        ".hh-wrap{font-size:12px;line-height:1.2;max-width:760px;container-type:inline-size;min-width:0}"
         ".hh-wrap .hh-title{font-weight:600;margin:0 0 6px 0;word-break:break-word}"
-        ".hh-wrap .hh-grid{display:grid;gap:2px;align-items:center}"
+        ".hh-wrap .hh-grid{display:grid;gap:2px;align-items:center;min-width:0}"
         ".hh-wrap .hh-axis,.hh-wrap .hh-corner{color:#666;text-align:center;font-size:11px;padding:0 2px}"
         ".hh-wrap .hh-corner{white-space:nowrap}"
-        ".hh-wrap button.hh-cell{height:28px;min-width:0;margin:0;border:0;border-radius:2px;padding:0;"
+        ".hh-wrap button.hh-cell{height:28px;min-width:0;width:100%;margin:0;border:0;border-radius:2px;padding:0;"
         "font-size:10px !important;font-weight:400 !important;line-height:28px;cursor:pointer;"
-        "font-family:inherit;overflow:hidden;white-space:nowrap;box-shadow:none}"
+        "font-family:inherit;overflow:hidden;white-space:nowrap;box-shadow:none;position:relative}"
         ".hh-wrap .hh-small button.hh-cell{height:18px;line-height:18px}"
         ".hh-wrap button.hh-cell:hover,.hh-wrap button.hh-cell:focus-visible{outline:2px solid #f97316;"
         "outline-offset:1px}"
         ".hh-wrap .hh-argmax{box-shadow:inset 0 0 0 2px #e00000,inset 0 0 0 3px #fff !important}"
-        ".hh-wrap .hh-selected{outline:3px solid #000 !important;outline-offset:1px;position:relative;z-index:1}"
-        ".hh-wrap .hh-legend{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin-top:8px;color:#444}"
+        ".hh-wrap .hh-significant::after{content:'';position:absolute;top:2px;right:2px;width:6px;height:6px;"
+        "border-radius:50%;background:#111;box-shadow:0 0 0 1px #fff}"
+        ".hh-wrap .hh-selected{outline:3px solid #000 !important;outline-offset:1px;z-index:1}"
+        ".hh-wrap .hh-legend{display:flex;flex-wrap:wrap;align-items:center;gap:6px 14px;margin-top:8px;color:#444}"
+        ".hh-wrap .hh-scale{display:inline-flex;align-items:center;gap:6px}"
+        ".hh-wrap .hh-zero{color:#666}"
         ".hh-wrap .hh-bar{display:inline-block;width:120px;height:10px;border-radius:2px}"
-        ".hh-wrap .hh-key{display:inline-flex;align-items:center;gap:4px;margin-left:10px}"
-        ".hh-wrap .hh-swatch{display:inline-block;width:14px;height:14px;background:#ccc;border-radius:2px}"
-        ".hh-wrap .hh-hint{color:#666;margin-top:4px}"
+        ".hh-wrap .hh-key{display:inline-flex;align-items:center;gap:4px}"
+        ".hh-wrap .hh-swatch{display:inline-block;width:14px;height:14px;background:#ccc;border-radius:2px;"
+        "position:relative;flex:none}"
+        ".hh-wrap .hh-meaning,.hh-wrap .hh-hint{color:#555;margin-top:4px}"
+        # Under ~480 px a cell is too narrow for "-0.12": hide the numbers; hover and tap still show them.
+        "@container (max-width: 480px){.hh-wrap button.hh-cell{font-size:0 !important}.hh-wrap .hh-bar{width:70px}}"
         "</style>"
     )
     return (f'{style}<div class="hh-wrap" data-layers="{n_layers}" data-heads="{n_heads}">'
             f'<div class="hh-title">{html.escape(title)}</div>'
             f'<div class="hh-grid{"" if show_numbers else " hh-small"}" '
-            f'style="grid-template-columns:auto repeat({n_heads},minmax(18px,1fr))">{"".join(cells)}</div>'
-            f'{legend}'
-            '<div class="hh-hint">Click a head to show it in the head view below.</div></div>')
+            f'style="grid-template-columns:auto repeat({n_heads},minmax(0,1fr))">{"".join(cells)}</div>'
+            f'{legend}{meaning}'
+            '<div class="hh-hint">Click a head to show it in the views below; hover for its exact value.</div></div>')
 
 
 # Runs once in the browser when the demo's heatmap component loads: one delegated listener on the
@@ -116,23 +159,3 @@ element.addEventListener('click', (event) => {
   trigger('click', {layer: Number(cell.dataset.layer), head: Number(cell.dataset.head)});
 });
 """
-
-
-def head_heatmap(values: np.ndarray, title: str, marked: np.ndarray | None = None, colorscale: str = "Viridis",
-                 zmid: float | None = None):
-    """A plotly heatmap of a (layers, heads) array; cells where `marked` is True get a red outline marker."""
-    import plotly.graph_objects as go
-    values = np.asarray(values, dtype=float)
-    n_layers, n_heads = values.shape
-    text = [[f"layer {l}, head {h}: {values[l, h]:.3f}" for h in range(n_heads)] for l in range(n_layers)]
-    figure = go.Figure(go.Heatmap(z=values, x=list(range(n_heads)), y=list(range(n_layers)), colorscale=colorscale,
-                                  zmid=zmid, hovertext=text, hoverinfo="text", colorbar={"thickness": 12}))
-    if marked is not None and np.any(marked):
-        layers, heads = np.nonzero(marked)
-        figure.add_trace(go.Scatter(x=heads, y=layers, mode="markers", hoverinfo="skip", showlegend=False,
-                                    marker={"symbol": "square-open", "size": 18, "color": "red",
-                                            "line": {"width": 2}}))
-    figure.update_layout(title={"text": html.escape(title), "font": {"size": 13}}, height=120 + 28 * n_layers,
-                         margin={"l": 50, "r": 20, "t": 50, "b": 40},
-                         xaxis={"title": "head", "dtick": 1}, yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"})
-    return figure

@@ -139,6 +139,56 @@ def model_view_html(
     return _result(document, height, "Attention model view", len(shown_tokens), len(tokens), note)
 
 
+def word_shading_html(words: list[str], weights, source: int, title: str = "", special: float | None = None,
+                      decimals: int = 3, text: str | None = None, spans: list[tuple[int, int]] | None = None) -> str:
+    """The sentence with each word shaded by one head's attention from the source word (plain HTML, no script).
+
+    `weights` (one per word) is the word-level attention from `words[source]`; shading is relative to the
+    largest weight shown, and every word's exact value is in its tooltip. `special` is the attention that
+    went to special tokens ([CLS], [SEP]), which belong to no word. With the `text` and each word's character
+    `spans`, the words keep the text's own spacing; else they are joined by spaces. Every word is HTML-escaped.
+    """
+    if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+        raise ValueError("words must be a list of strings")
+    weights = np.asarray(_as_array(weights), dtype=np.float64).reshape(-1)
+    if len(weights) != len(words) or not len(words):
+        raise ValueError(f"got {len(weights)} weights for {len(words)} words (one each, at least one)")
+    if not np.isfinite(weights).all():
+        raise ValueError("weights contain NaN or infinite values")
+    source = _as_int("source", source)
+    if not 0 <= source < len(words):
+        raise ValueError(f"source {source} is out of range for {len(words)} words")
+    if (text is None) != (spans is None) or (spans is not None and len(spans) != len(words)):
+        raise ValueError("give both text and one span per word, or neither")
+    gaps = [" "] * len(words) if spans is None else \
+        [text[spans[i - 1][1]:spans[i][0]] if i else "" for i in range(len(words))]
+    top = max(float(weights.max()), 1e-9)
+    shown = []
+    for i, (word, weight) in enumerate(zip(words, weights)):
+        alpha = 0.0 if i == source else weight / top
+        ink = "#fff" if alpha > 0.55 else "#111"
+        tip = f"{word}: {weight:.{decimals}f}" + (" (the source word: attention goes from here)" if i == source else "")
+        classes = "ws-word ws-source" if i == source else "ws-word"
+        shown.append(html.escape(gaps[i]) if i else "")
+        shown.append(f'<span class="{classes}" title="{html.escape(tip)}" data-value="{weight:.{decimals}f}" '
+                     f'style="background:rgba(29,78,216,{alpha:.3f});color:{ink}">{html.escape(word)}</span>')
+    # The three words that draw the most attention (punctuation marks are shaded but not named here).
+    order = [i for i in np.argsort(-weights, kind="stable") if i != source and any(c.isalnum() for c in words[i])][:3]
+    strongest = ", ".join(f"{html.escape(words[i])} {weights[i]:.{decimals}f}" for i in order)
+    to_special = ("" if special is None else
+                  f" To special tokens ([CLS], [SEP]; no word): {float(special):.{decimals}f}.")
+    style = ("<style>.ws-wrap{font-size:16px;line-height:2.1;max-width:100%;overflow-wrap:anywhere}"
+             ".ws-wrap .ws-sentence{white-space:pre-wrap}.ws-wrap .ws-word{padding:2px 1px;border-radius:3px;cursor:help}"
+             ".ws-wrap .ws-source{outline:2px solid #f97316;font-weight:600}"
+             ".ws-wrap .ws-title{font-weight:600;font-size:13px;line-height:1.3;margin-bottom:4px}"
+             ".ws-wrap .ws-note{font-size:12px;color:#555;line-height:1.3;margin-top:4px}</style>")
+    return (f'{style}<div class="ws-wrap">'
+            + (f'<div class="ws-title">{html.escape(title)}</div>' if title else "")
+            + f'<div class="ws-sentence">{"".join(shown)}</div>'
+            f'<div class="ws-note">Darker blue: more attention from the outlined word (the darkest is '
+            f'{top:.{decimals}f}); hover a word for its value. Strongest: {strongest or "none"}.{to_special}</div></div>')
+
+
 # ---------------------------------------------------------------- validation
 
 

@@ -1,6 +1,8 @@
 """The demo in a real browser: headless Debian chromium driven by Playwright, with every request that is not
 to 127.0.0.1/localhost aborted and recorded. Clicks gallery examples, the heatmap and the table, types
-malicious HTML, opens every tab, and saves screenshots to test-artifacts/.
+malicious HTML, types a sentence and picks an offered antecedent, follows a head in the word-shading view,
+checks a 420 px wide page for sideways overflow, opens every tab, and saves screenshots to test-artifacts/
+(or to $PROBING_SHOTS_DIR).
 
 Skipped (with the reason) only when Playwright or chromium is missing.
 """
@@ -18,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shuti
 if CHROMIUM is None:
     pytest.skip("chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(os.environ.get("PROBING_SHOTS_DIR") or Path(__file__).resolve().parent.parent / "test-artifacts")
 EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script> She said it."
 TIMEOUT = 60_000
 
@@ -41,9 +43,9 @@ def browser():
 class Watched:
     """A page whose outside requests are aborted and recorded, with its dialogs and console errors."""
 
-    def __init__(self, browser, server):
+    def __init__(self, browser, server, width=1400, height=2200):
         self.outside, self.dialogs, self.errors = [], [], []
-        self.context = browser.new_context(viewport={"width": 1400, "height": 2200})
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.context.set_default_timeout(TIMEOUT)
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
@@ -71,10 +73,10 @@ class Watched:
         assert self.dialogs == [], f"dialogs fired: {self.dialogs}"
         assert self.errors == [], f"console errors: {self.errors}"
 
-    def shot(self, name):
-        ARTIFACTS.mkdir(exist_ok=True)
+    def shot(self, name, full_page=False):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.page.wait_for_timeout(300)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
 @pytest.fixture
@@ -140,14 +142,20 @@ def test_negation_gallery_and_metric_switch(watched):
     page.locator("#neg-gallery").get_by_text("The lawyer did not sign").click()
     wait_for_view(page, "neg", "lawyer")
     title = page.locator("#neg-heatmap .hh-title")
-    assert title.inner_text().startswith("selectivity: 'not' → 'sign' (cue->next_word)")
+    assert title.inner_text().startswith("Selectivity: attention 'not' → 'sign' minus the baseline")
+    assert page.locator("#neg-heatmap").get_by_text("0 (white)").is_visible()       # diverging, centred on 0
+    assert page.locator("#neg-heatmap button.hh-significant").count() > 0
     assert "Causal models" in page.locator("#neg-message").locator("xpath=..").inner_text() or \
         page.get_by_text("Causal models").is_visible()
     watched.shot("negation")
-    for metric in ("mean_attention", "next_word_baseline"):
-        page.locator("#neg-metric").get_by_text(metric, exact=True).click()
+    for label, expected in (("attention: cue → next word", "Attention 'not' → 'sign'"),
+                         ("baseline: any word → the word after it", "Baseline: attention from each word")):
+        page.locator("#neg-metric").get_by_text(label, exact=True).click()
         page.wait_for_function(
-            f"document.querySelector('#neg-heatmap .hh-title').textContent.startsWith({metric!r})", timeout=TIMEOUT)
+            f"document.querySelector('#neg-heatmap .hh-title').textContent.startsWith({expected!r})", timeout=TIMEOUT)
+    assert "'sign'" not in title.inner_text()             # the baseline is not about the cue's pair
+    body = page.locator("#neg-heatmap").inner_text() + page.locator("#neg-metric").inner_text()
+    assert "mean_attention" not in body and "next_word_baseline" not in body
     watched.check_clean()
 
 
@@ -160,7 +168,8 @@ def test_malicious_html_is_shown_as_text_and_never_runs(watched):
     page.locator("#coref-run").click()
     frame = wait_for_view(page, "coref", "script")
     page.wait_for_timeout(1500)            # time for anything that might fire
-    assert page.locator("#coref-heatmap .hh-title").inner_text().startswith("attention: 'She' → 'img'")
+    assert page.locator("#coref-heatmap .hh-title").inner_text().startswith("Attention from the pronoun 'She' to 'img'")
+    assert page.locator("#coref-words img").count() == 0 and "<img src=x onerror=alert(1)>" in page.locator("#coref-words").inner_text()
     assert page.locator("img[src='x']").count() == 0 and frame.locator("img").count() == 0
     assert page.locator("#coref-text textarea").input_value() == EVIL
     watched.shot("malicious-text")
@@ -201,20 +210,122 @@ def test_model_view_report_and_about_tabs_render(watched):
     page.wait_for_function("Array.from(document.querySelectorAll('#report-coref img, #report-neg img'))"
                            ".every(i => i.complete && i.naturalWidth > 100)", timeout=TIMEOUT)
     assert "reports/minilm" in page.locator("#report-status").inner_text()
-    assert "Head scores: coreference" in page.locator("#report-text").inner_text()
+    summary = page.locator("#report-summary")
+    assert "Findings for minilm" in summary.inner_text() and "head 1-3" in summary.inner_text()
+    # The findings come before any download, on the first screen of the tab.
+    top = lambda selector: page.locator(selector).bounding_box()["y"]  # noqa: E731
+    assert top("#report-summary") < top("#report-coref") < top("#report-files")
     files = page.locator("#report-files").inner_text().replace("\n", "")
-    for name in ("builtin-coref-heads.csv", "builtin-negation-heads.csv", "builtin-coref-summary.json"):
+    for name in ("minilm-report.zip", "minilm-builtin-coref-heads.csv", "minilm-builtin-negation-heads.csv"):
         assert name in files
+    assert ".done" not in files and ".tmp" not in files
+    assert page.locator("#report-files a").count() == 4
     href = page.locator('#report-files a[href*="builtin-coref-heads.csv"]').first.get_attribute("href")
     response = page.request.get(href if href.startswith("http") else watched.url.rstrip("/") + href)
     assert response.ok and response.text().startswith("layer,head,")
     watched.shot("probing-report")
+    page.locator("#report-detail").get_by_text("The full report").click()
+    page.get_by_text("Head scores: coreference").first.wait_for()
+    watched.shot("probing-report-detail")
 
     page.get_by_role("tab", name="About").click()
     page.get_by_text("Why attention is not explanation").wait_for()
+    page.get_by_text("What the demo's numbers mean").wait_for()
     assert page.get_by_text("/score_heads").first.is_visible()
     watched.shot("about")
     watched.check_clean()
+
+
+def test_a_typed_sentence_offers_antecedents_and_stale_results_are_cleared(watched):
+    page = watched.open()
+    page.locator("#coref-text textarea").fill("The doctor called the nurse because she was late.")
+    candidates = page.locator("#coref-candidates")
+    candidates.get_by_text("nurse (22:27)").wait_for()
+    assert candidates.get_by_text("doctor (4:10)").is_visible()
+    assert candidates.locator("input:checked").count() == 0           # nothing chosen for the visitor
+    assert "which word does the pronoun refer to" in candidates.inner_text()
+    candidates.get_by_text("nurse (22:27)").click()
+    page.wait_for_function("document.querySelector('#coref-target input').value === 'nurse (22:27)'",
+                           timeout=TIMEOUT)
+    page.locator("#coref-run").click()
+    wait_for_view(page, "coref", "nurse")
+    assert page.locator("#coref-heatmap button[data-layer]").count() == 72
+    watched.shot("typed-sentence")
+
+    page.locator("#coref-text textarea").fill("The lawyer met the judge because he was late.")
+    page.wait_for_function("document.querySelector('#coref-message').innerText.includes('sentence changed')",
+                           timeout=TIMEOUT)
+    assert page.locator("#coref-heatmap button[data-layer]").count() == 0
+    assert page.locator("#coref-view iframe").count() == 0
+    page.locator("#coref-candidates").get_by_text("judge (19:24)").wait_for()
+    watched.shot("stale-cleared")
+    watched.check_clean()
+
+
+def test_the_word_shading_view_follows_the_head_choice(watched):
+    page = watched.open()
+    page.locator("#coref-gallery").get_by_text("The uncle thanked Laura").click()
+    wait_for_view(page, "coref", "laura")
+    best = head_of(page, "coref")
+    title = page.locator("#coref-words .ws-title")
+    assert title.inner_text().startswith(f"Head {best}: attention from “she”")
+    words = page.locator("#coref-words .ws-word")
+    assert [w.strip() for w in words.all_inner_texts()][:4] == ["The", "uncle", "thanked", "Laura"]
+    assert page.locator("#coref-words .ws-source").inner_text() == "she"
+    before = [words.nth(i).get_attribute("data-value") for i in range(words.count())]
+    laura = words.nth(3).get_attribute("title")
+    assert laura.startswith("Laura: 0.")
+
+    layer, head = (0, 2) if best != "0-2" else (0, 3)
+    page.locator(f'#coref-heatmap button[data-layer="{layer}"][data-head="{head}"]').click()
+    page.wait_for_function(f"document.querySelector('#coref-words .ws-title').textContent.startsWith('Head {layer}-{head}:')",
+                           timeout=TIMEOUT)
+    after = [words.nth(i).get_attribute("data-value") for i in range(words.count())]
+    assert after != before
+    # The word's value is the heatmap's number for the head (both 3 decimals of the same attention).
+    cell = page.locator(f'#coref-heatmap button[data-layer="{layer}"][data-head="{head}"]').get_attribute("title")
+    assert f"{float(cell.split(': ')[1].split(' ')[0]):.3f}" == after[3]
+    page.locator("#coref-head input").fill("2-4")
+    page.locator("#coref-head input").press("Enter")
+    page.wait_for_function("document.querySelector('#coref-words .ws-title').textContent.startsWith('Head 2-4:')",
+                           timeout=TIMEOUT)
+    watched.shot("word-shading")
+    watched.check_clean()
+
+
+def _overflow(frame_or_page, selector):
+    """How many px an element (or the page, for 'html') is wider than its box; 0 when nothing sticks out."""
+    return frame_or_page.evaluate(f"""() => {{
+      const el = document.querySelector({selector!r});
+      let worst = el.scrollWidth - el.clientWidth;
+      for (const child of el.querySelectorAll('*')) {{
+        const style = getComputedStyle(child);
+        if (style.overflowX === 'auto' || style.overflowX === 'scroll')
+          worst = Math.max(worst, child.scrollWidth - child.clientWidth);
+      }}
+      return worst;
+    }}""")
+
+
+def test_a_narrow_screen_has_no_sideways_overflow(browser, server):
+    watched = Watched(browser, server, width=420, height=1400)
+    try:
+        page = watched.open()
+        page.locator("#coref-gallery").get_by_text("The uncle thanked Laura").click()
+        wait_for_view(page, "coref", "laura")
+        page.locator("#coref-table [role=gridcell]").first.wait_for()
+        assert _overflow(page, "html") <= 0
+        assert _overflow(page, "#coref-heatmap") <= 0
+        grid = page.locator("#coref-heatmap .hh-grid").bounding_box()
+        assert grid["x"] >= 0 and grid["x"] + grid["width"] <= 420
+        assert _overflow(page, "#coref-table") <= 0
+        page.locator("#coref-heatmap").scroll_into_view_if_needed()
+        watched.shot("narrow-420")
+        page.locator("#coref-table").scroll_into_view_if_needed()
+        watched.shot("narrow-420-table")
+        watched.check_clean()
+    finally:
+        watched.context.close()
 
 
 def test_the_page_works_inside_an_iframe_embed(watched):
@@ -226,4 +337,14 @@ def test_the_page_works_inside_an_iframe_embed(watched):
     embedded.frame_locator("#coref-view iframe").locator("svg line").first.wait_for(state="attached",
                                                                                     timeout=TIMEOUT)
     watched.shot("embedded")
+    # A small embed (420 x 480): the page scrolls inside the iframe, never sideways.
+    page.set_content(f'<!DOCTYPE html><iframe id="embed" src="{watched.url}" '
+                     'style="width:420px;height:480px;border:0"></iframe>')
+    small = page.frame_locator("#embed")
+    small.locator("#coref-gallery").get_by_text("The man said that he").click()
+    small.locator("#coref-heatmap button[data-layer]").first.wait_for()
+    frame = page.frames[1]
+    assert _overflow(frame, "html") <= 0 and _overflow(frame, "#coref-heatmap") <= 0
+    small.locator("#coref-heatmap").scroll_into_view_if_needed()
+    watched.shot("embedded-small")
     watched.check_clean()

@@ -207,3 +207,48 @@ def test_renders_in_a_real_browser_without_network_or_dialogs(tmp_path):
                 page.close()
         finally:
             browser.close()
+
+
+# ---- the word-shading view ----------------------------------------------------------------------------
+
+def test_word_shading_escapes_words_and_shades_by_weight():
+    from probing.views import word_shading_html
+    words = ["The", EVIL[4], "said", "it"]
+    page = word_shading_html(words, [0.1, 0.6, 0.0, 0.3], source=3, title="head 1-2", special=0.25)
+    assert "<script" not in page and "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    shades = [float(a) for a in re.findall(r"rgba\(29,78,216,([0-9.]+)\)", page)]
+    assert shades == [pytest.approx(0.1 / 0.6, abs=1e-3), 1.0, 0.0, 0.0]     # the source word is not shaded
+    assert re.findall(r'data-value="([0-9.]+)"', page) == ["0.100", "0.600", "0.000", "0.300"]
+    assert 'class="ws-word ws-source" title="it: 0.300 (the source word' in page
+    assert "special tokens ([CLS], [SEP]; no word): 0.250" in page
+    assert not re.search(r"https?:|javascript:", page)
+    text = "The <b>x</b>, said  it"
+    spaced = word_shading_html(["The", "<b>x</b>", "said", "it"], [0.1, 0.6, 0.0, 0.3], source=3, text=text,
+                               spans=[(0, 3), (4, 12), (14, 18), (20, 22)])
+    assert "</span>, <span" in spaced and "</span>  <span" in spaced and "<b>" not in spaced
+
+
+def test_word_shading_refuses_mismatched_input():
+    from probing.views import word_shading_html
+    with pytest.raises(ValueError, match="got 2 weights for 3 words"):
+        word_shading_html(["a", "b", "c"], [0.1, 0.2], source=0)
+    with pytest.raises(ValueError, match="source 3 is out of range for 3 words"):
+        word_shading_html(["a", "b", "c"], [0.1, 0.2, 0.3], source=3)
+    with pytest.raises(ValueError, match="NaN"):
+        word_shading_html(["a"], [float("nan")], source=0)
+    with pytest.raises(ValueError, match="give both text and one span per word"):
+        word_shading_html(["a"], [1.0], source=0, text="a")
+
+
+def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
+    from probing import demo
+    from probing.word_attention import sentence_word_attention
+    text = "The uncle thanked Laura because she had helped him."
+    analysis = demo.analyse(text, "coreference", "she", "Laura", None)
+    shaded = sentence_word_attention(minilm, text, analysis.example.source_span)
+    assert shaded.words == ["The", "uncle", "thanked", "Laura", "because", "she", "had", "helped", "him", "."]
+    assert shaded.words[shaded.source] == "she" and shaded.values.shape == (6, 12, 10)
+    # The shading of "Laura" is the number the heatmap and the table show for that head.
+    np.testing.assert_allclose(shaded.values[:, :, 3], analysis.scores.attention, atol=1e-5)
+    # Every head's attention from "she" goes to words or special tokens, nowhere else.
+    np.testing.assert_allclose(shaded.values.sum(-1) + shaded.special, 1.0, atol=1e-5)

@@ -1,0 +1,115 @@
+"""Plain labels and one-line explanations for every number the demo shows (the About tab has the full ones).
+
+The demo's heatmap, metric choice and top-heads table use these so that no raw column name
+(`next_word_baseline`) and no unexplained number reaches a visitor. Also the heatmap of one analysed
+sentence with its title, its colour legend and the heads that beat their baseline on the built-in set.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probing.explore import SentenceScores
+from probing.figures import heatmap_html
+
+# The negation heatmap's choices: (label shown, metric), and what each metric's numbers mean.
+METRIC_CHOICES = [("selectivity: attention minus baseline", "selectivity"),
+                  ("attention: cue → next word", "mean_attention"),
+                  ("baseline: any word → the word after it", "next_word_baseline")]
+METRIC_HELP = ("Selectivity = the head's attention from the cue to the next word minus its baseline (its attention "
+               "from any word to the word after it in this sentence). Above 0 (red): the head does more than "
+               "look one word ahead.")
+SIGNED_METRICS = ("selectivity",)
+
+# Columns of the top-heads table: the demo's names -> plain labels, and a one-line meaning per label.
+PLAIN_COLUMNS = {
+    "attention": "sentence: attention",
+    "selectivity": "sentence: selectivity",
+    "set: nearest-noun baseline": "set: nearest-noun baseline (same for every head)",
+}
+COLUMN_MEANINGS = {
+    "head": "layer-head, both counted from 0. Click a row to show that head.",
+    "sentence: attention": "this sentence: the share of the source word's attention that goes to the target word "
+                           "(0 to 1).",
+    "sentence: selectivity": "this sentence: attention minus the head's next-word baseline; above 0, the head "
+                             "prefers this pair to any word → the word after it.",
+    "set: accuracy": "built-in set: share of sentences in which the antecedent gets more of this head's attention "
+                     "than every other candidate noun.",
+    "set: mean attention": "built-in set: the head's mean attention from source to target over all its sentences.",
+    "set: nearest-noun baseline (same for every head)":
+        "built-in set: the accuracy of always picking the candidate nearest the pronoun. It does not depend on "
+        "the head, so every row shows the same number: the bar a head's accuracy must clear.",
+    "set: selectivity": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
+                        "more than a positional habit.",
+    "set: next-word baseline": "built-in set: the head's mean attention from any word to the word after it.",
+}
+
+
+def plain_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The top-heads table with plain column labels (the "head" column keeps its name: clicks read it)."""
+    return table.rename(columns=PLAIN_COLUMNS)
+
+
+def table_legend(table: pd.DataFrame) -> str:
+    """One line per column of a plain table, as Markdown (column names in bold)."""
+    return "\n".join(f"- **{column}**: {COLUMN_MEANINGS[column]}" for column in table.columns
+                     if column in COLUMN_MEANINGS)
+
+
+def heatmap_title(scores: SentenceScores, metric: str) -> str:
+    """What the heatmap shows for this sentence, in words (user words are escaped by the HTML)."""
+    source, target = repr(scores.source), repr(scores.target)
+    if scores.relation == "coreference":
+        return f"Attention from the pronoun {source} to {target}, every layer × head"
+    arrow = f"{source} → {target}" if scores.direction == "cue->next_word" else f"{target} → {source}"
+    if metric == "next_word_baseline":
+        return ("Baseline: attention from each word to the word after it, averaged over this sentence's word "
+                f"pairs (the pair starting at the cue {source} left out), every layer × head")
+    if metric == "selectivity":
+        return f"Selectivity: attention {arrow} minus the baseline, every layer × head"
+    return f"Attention {arrow}, every layer × head"
+
+
+def value_meaning(relation: str, metric: str) -> str:
+    """The one-line explanation printed under the heatmap."""
+    if relation == "coreference" or metric == "mean_attention":
+        return "Each number: the share of the source word's attention that goes to the target word (0 to 1)."
+    if metric == "next_word_baseline":
+        return "Each number: how much this head looks one word ahead in general; the bar the cue must clear."
+    return "Each number: attention from the cue to the next word minus this baseline. Red: above 0; blue: below."
+
+
+def metric_values(scores: SentenceScores, metric: str) -> np.ndarray:
+    """The (layers, heads) values a metric shows; coreference has only attention."""
+    if scores.relation != "negation" or metric == "mean_attention":
+        return scores.attention
+    if metric == "next_word_baseline":
+        return scores.next_word
+    if metric == "selectivity":
+        return scores.attention - scores.next_word
+    raise ValueError(f"Unknown heatmap metric {metric!r}; use one of {', '.join(m for _, m in METRIC_CHOICES)}.")
+
+
+def significant_heads(dataset: pd.DataFrame | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """(layers, heads) bool: the heads the built-in set's corrected test found beating their baseline."""
+    if dataset is None or "significant" not in dataset:
+        return None
+    marks = np.zeros(shape, bool)
+    for layer, head, significant in zip(dataset["layer"], dataset["head"], dataset["significant"]):
+        if 0 <= layer < shape[0] and 0 <= head < shape[1]:
+            marks[layer, head] = str(significant).lower() == "true"
+    return marks
+
+
+def sentence_heatmap(scores: SentenceScores, metric: str, selected: tuple[int, int] | None = None,
+                     dataset: pd.DataFrame | None = None) -> str:
+    """The demo's clickable heatmap of one analysed sentence, titled and explained in words.
+
+    `dataset` is the model's `heads.csv` on the built-in set (or None): its significant heads get a dot.
+    """
+    metric = metric if scores.relation == "negation" else "mean_attention"
+    values = metric_values(scores, metric)
+    return heatmap_html(values, heatmap_title(scores, metric), scores.is_argmax if metric != "next_word_baseline"
+                        else None, selected=selected, diverging=True if metric in SIGNED_METRICS else None,
+                        significant=significant_heads(dataset, values.shape),
+                        value_meaning=value_meaning(scores.relation, metric))

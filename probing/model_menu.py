@@ -1,0 +1,70 @@
+"""The demo's model list: offline models first, hub ids only where the hub can be reached.
+
+A hub id with no network fails only after about 23 s of retries, so the demo checks once at start, with one
+bounded connection attempt (`HUB_CHECK_TIMEOUT_S`, 2 s), whether huggingface.co answers. Where it does not,
+the hub ids are left out of the list and the page says so (local folders on the allow-list stay). `PROBING_HUB_CHECK=0` skips the check (the list
+is shown as configured); `HF_HUB_OFFLINE=1` means unreachable without trying.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from probing.models import ALLOW_ANY_ENV, allowed_models, installed_short_names
+
+HUB_HOST = ("huggingface.co", 443)
+HUB_CHECK_ENV = "PROBING_HUB_CHECK"
+HUB_CHECK_TIMEOUT_S = float(os.environ.get("PROBING_HUB_CHECK_TIMEOUT_S", "2"))
+
+
+def hub_reachable(host: tuple[str, int] = HUB_HOST, timeout: float = HUB_CHECK_TIMEOUT_S, tls: bool = True) -> bool:
+    """One connection attempt to the hub, bounded by `timeout` seconds per step (name lookup included).
+
+    With `tls`, the TLS handshake must succeed with a certificate for the host: a proxy that accepts every
+    TCP connection but cannot reach the hub does not count as reachable.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return False
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        with socket.create_connection(host, timeout=timeout) as connection:
+            if tls:
+                with ssl.create_default_context().wrap_socket(connection, server_hostname=host[0]):
+                    pass
+            return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@dataclass
+class ModelMenu:
+    """What the model dropdown offers, whether it takes typed ids, and a line for the page."""
+    choices: list[str]
+    allow_typed: bool        # PROBING_ALLOW_ANY_MODEL=1: any hub id or local path may be typed
+    note: str
+
+
+def model_menu(reachable: bool | None = None) -> ModelMenu:
+    """The dropdown's content; `reachable` None runs the start-up check (unless PROBING_HUB_CHECK=0)."""
+    allowed = allowed_models()
+    # Installed short names and local folders need no hub; everything else is a hub id.
+    offline = [m for m in allowed if m in installed_short_names() or Path(m).expanduser().is_dir()]
+    hub = [m for m in allowed if m not in offline]
+    allow_typed = os.environ.get(ALLOW_ANY_ENV) == "1"
+    typed = " You may also type a hub id or a local folder." if allow_typed else ""
+    if not hub:
+        return ModelMenu(offline, allow_typed, "Models installed on this machine." + typed)
+    if reachable is None:
+        reachable = True if os.environ.get(HUB_CHECK_ENV) == "0" else hub_reachable()
+    if reachable:
+        return ModelMenu(allowed, allow_typed, "Models installed here first; the hub models after them are "
+                                               "downloaded on first use." + typed)
+    return ModelMenu(offline, allow_typed,
+                     f"The Hugging Face hub could not be reached when the demo started, so the hub models "
+                     f"({', '.join(hub)}) are left out; only models installed here are listed." + typed)

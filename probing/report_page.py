@@ -1,0 +1,143 @@
+"""The Probing report tab's content, findings first: a summary in words, then (in the page) the detail, then a
+compact download (the whole report as one zip, plus the main CSV and JSON files).
+
+Reads what `analysis heads` / `analysis report` wrote into a report folder; no Gradio and no model here.
+Internal files (resume markers such as `.done.json`, hidden or temporary files) are never offered or archived.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import zipfile
+from pathlib import Path
+
+MAIN_SETS = ("builtin-coref", "builtin-negation")       # the demo's own sets: always named first
+INTERNAL_SUFFIXES = (".done.json", ".tmp", ".part", ".lock", "~")
+
+
+def safe_name(name: str) -> str:
+    """A model name as a file-name part ("org/model" -> "org_model")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
+
+
+def is_internal(path: Path) -> bool:
+    """Files a visitor has no use for: hidden files, resume markers and temporary files."""
+    return any(part.startswith(".") for part in path.parts) or path.name.endswith(INTERNAL_SUFFIXES) \
+        or path.name.startswith(("tmp", "_"))
+
+
+def report_files(folder: Path) -> list[Path]:
+    """Every file of the report a visitor may download, in a stable order (internal ones left out)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_internal(p.relative_to(folder)))
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _head(row: dict) -> str:
+    return f"{row['layer']}-{row['head']}"
+
+
+def heads_finding(summary: dict) -> str | None:
+    """One finding in words for one `analysis heads` summary, or None when the summary lacks the numbers."""
+    top = (summary.get("top_heads") or [None])[0]
+    n_heads = (summary.get("layers") or 0) * (summary.get("heads") or 0)
+    significant = summary.get("n_significant_heads_holm")
+    baselines = summary.get("baselines") or {}
+    if not top or significant is None or not n_heads:
+        return None
+    where = f"**{summary.get('data')}** ({summary.get('n_examples')} examples, {summary.get('direction')})"
+    if summary.get("relation") == "coreference" and "accuracy" in top and "nearest_candidate_accuracy" in baselines:
+        best = (f"head {_head(top)} gives the antecedent more attention than every other candidate noun in "
+                f"{_percent(top['accuracy'])} of sentences (95% CI {_percent(top['accuracy_ci_low'])}–"
+                f"{_percent(top['accuracy_ci_high'])}); always picking the noun nearest the pronoun does "
+                f"{_percent(baselines['nearest_candidate_accuracy'])}")
+        baseline = "the nearest-noun baseline"
+    elif summary.get("relation") == "negation" and "selectivity" in top:
+        best = (f"head {_head(top)}'s attention from the cue to the next word exceeds its attention from any "
+                f"word to the next one by {top['selectivity']:.3f} (selectivity, 95% CI "
+                f"{top['selectivity_ci_low']:.3f} to {top['selectivity_ci_high']:.3f})")
+        baseline = "their next-word baseline"
+    else:
+        return None
+    if significant == 0:
+        verdict = f"no head beats {baseline} after Holm correction (a null result)"
+    else:
+        verdict = f"{significant} of {n_heads} heads beat {baseline} after Holm correction"
+    return f"- {where}: {best}; {verdict}."
+
+
+def findings_markdown(folder: Path, model: str) -> str:
+    """The summary shown first: one sentence per scored dataset, the demo's two sets first, in words."""
+    folder = Path(folder)
+    heads = folder / "heads"
+    names = [d.name for d in sorted(heads.iterdir()) if (d / "summary.json").exists()] if heads.exists() else []
+    names = [n for n in MAIN_SETS if n in names] + [n for n in names if n not in MAIN_SETS]
+    lines = []
+    for name in names:
+        try:
+            line = heads_finding(json.loads((heads / name / "summary.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            line = None
+        lines.append(line or f"- **{name}**: scored; see its section below.")
+    if not lines:
+        return f"No head scores for **{model}** in this report yet."
+    extra = [label for sub, label in (("probe", "attention probes against control tasks"),
+                                      ("ablation", "ablations of the top heads against random heads"))
+             if (folder / sub).exists()]
+    return "\n".join(
+        [f"### Findings for {model}",
+         "Which head links the two words most reliably on each dataset, against its baseline "
+         "(a 95% bootstrap CI on every score; \"beat\" means a one-sided paired test, Holm-corrected over "
+         "all heads). Attention shows where a head looks, not why the model decides."]
+        + lines
+        + ([f"\nThe full report below also has the {' and the '.join(extra)}."] if extra else []))
+
+
+_archive_lock = threading.Lock()
+
+
+def report_archive(folder: Path, out_dir: Path, name: str) -> Path:
+    """The whole report (internal files left out) as `<name>-report.zip` in out_dir; rebuilt when a file changed."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    files = report_files(folder)
+    if not files:
+        raise FileNotFoundError(f"the report folder {folder.name!r} holds no files")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive = out_dir / f"{name}-report.zip"
+    newest = max(p.stat().st_mtime for p in files)
+    with _archive_lock:
+        if archive.exists() and archive.stat().st_mtime >= newest:
+            return archive
+        partial = archive.with_name(f".{archive.name}.{os.getpid()}.{threading.get_ident()}")
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            for path in files:
+                zipped.write(path, f"{name}-report/{path.relative_to(folder).as_posix()}")
+        os.replace(partial, archive)
+    return archive
+
+
+def main_files(folder: Path) -> list[tuple[Path, str]]:
+    """The main CSV/JSON files beside the archive, with the names they are offered under."""
+    folder = Path(folder)
+    picked = [(folder / "heads" / data / "heads.csv", f"{data}-heads.csv") for data in MAIN_SETS]
+    picked.append((folder / "summary.json", "summary.json"))
+    return [(path, shown) for path, shown in picked if path.is_file()]
+
+
+def report_downloads(folder: Path, out_dir: Path, name: str) -> list[str]:
+    """The compact download list: the archive first, then the main CSV/JSON, copied under telling names."""
+    out_dir = Path(out_dir)
+    downloads = [str(report_archive(folder, out_dir, name))]
+    for path, shown in main_files(folder):
+        target = out_dir / f"{name}-{shown}"
+        if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(path.read_bytes())
+            os.replace(partial, target)
+        downloads.append(str(target))
+    return downloads

@@ -1,0 +1,48 @@
+"""The demo's model list: hub ids only where the hub answers a bounded start-up check."""
+import socket
+import time
+
+from probing.model_menu import hub_reachable, model_menu
+from probing.models import HUB_ALLOW_LIST
+
+
+def test_the_check_is_bounded_and_tells_open_from_closed_ports(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert hub_reachable(server.getsockname(), timeout=2, tls=False)
+        started = time.monotonic()
+        assert not hub_reachable(server.getsockname(), timeout=0.5)    # answers TCP, but no TLS for the host
+        assert time.monotonic() - started < 2
+        port = server.getsockname()[1]
+    started = time.monotonic()
+    assert not hub_reachable(("127.0.0.1", port), timeout=2)          # closed now: refused
+    assert time.monotonic() - started < 3
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_reachable(("127.0.0.1", port), timeout=2, tls=False)
+
+
+def test_hub_ids_are_left_out_and_named_when_the_hub_is_unreachable(monkeypatch):
+    monkeypatch.delenv("PROBING_ALLOWED_MODELS", raising=False)
+    monkeypatch.delenv("PROBING_ALLOW_ANY_MODEL", raising=False)
+    offline = model_menu(reachable=False)
+    assert "minilm" in offline.choices and not set(HUB_ALLOW_LIST) & set(offline.choices)
+    assert "could not be reached" in offline.note and "bert-base-uncased" in offline.note
+    assert not offline.allow_typed
+    online = model_menu(reachable=True)
+    assert set(HUB_ALLOW_LIST) <= set(online.choices) and "downloaded on first use" in online.note
+    monkeypatch.setenv("PROBING_HUB_CHECK", "0")
+    assert model_menu().choices == online.choices                     # the check skipped: list as configured
+
+
+def test_any_model_mode_accepts_typed_ids(monkeypatch):
+    monkeypatch.setenv("PROBING_ALLOW_ANY_MODEL", "1")
+    menu = model_menu(reachable=False)
+    assert menu.allow_typed and "type a hub id or a local folder" in menu.note
+
+
+def test_local_folders_on_the_allow_list_stay_when_the_hub_is_unreachable(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROBING_ALLOWED_MODELS", f"{tmp_path},gpt2")
+    menu = model_menu(reachable=False)
+    assert str(tmp_path) in menu.choices and "gpt2" not in menu.choices and "(gpt2)" in menu.note

@@ -1,0 +1,70 @@
+"""The Probing report tab's backend: findings in words first, a compact download without internal files."""
+import json
+import zipfile
+
+from probing.report_page import findings_markdown, heads_finding, is_internal, report_downloads, report_files
+
+
+def _summary(relation, significant, **top):
+    baselines = ({"nearest_candidate_accuracy": 0.4456} if relation == "coreference"
+                 else {"next_word_baseline_mean_over_heads": 0.07})
+    return {"data": "toy", "relation": relation, "direction": "x->y", "layers": 2, "heads": 3, "n_examples": 10,
+            "n_significant_heads_holm": significant, "baselines": baselines,
+            "top_heads": [{"layer": 1, "head": 2, **top}]}
+
+
+def test_findings_give_the_best_head_its_ci_baseline_and_corrected_count():
+    coref = heads_finding(_summary("coreference", 4, accuracy=0.874, accuracy_ci_low=0.833, accuracy_ci_high=0.912))
+    assert "head 1-2" in coref and "87% of sentences (95% CI 83%–91%)" in coref
+    assert "nearest the pronoun does 45%" in coref and "4 of 6 heads beat" in coref
+    negation = heads_finding(_summary("negation", 0, selectivity=0.159, selectivity_ci_low=-0.01,
+                                      selectivity_ci_high=0.19))
+    assert "by 0.159" in negation and "-0.010 to 0.190" in negation
+    assert "no head beats their next-word baseline after Holm correction (a null result)" in negation
+    assert heads_finding({"relation": "coreference"}) is None
+
+
+def _report(tmp_path):
+    folder = tmp_path / "toy"
+    for data, relation in (("builtin-negation", "negation"), ("builtin-coref", "coreference")):
+        (folder / "heads" / data).mkdir(parents=True)
+        top = ({"accuracy": 0.5, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.6} if relation == "coreference"
+               else {"selectivity": 0.1, "selectivity_ci_low": 0.05, "selectivity_ci_high": 0.15})
+        (folder / "heads" / data / "summary.json").write_text(json.dumps({**_summary(relation, 1, **top), "data": data}))
+        (folder / "heads" / data / "heads.csv").write_text("layer,head\n0,0\n")
+        (folder / "heads" / data / ".done.json").write_text("{}")
+    (folder / "report.md").write_text("# report")
+    (folder / "summary.json").write_text("{}")
+    (folder / "ablation").mkdir()
+    (folder / "ablation" / "ablation.csv.tmp").write_text("partial")
+    return folder
+
+
+def test_the_coreference_set_comes_first_and_other_parts_are_named(tmp_path):
+    text = findings_markdown(_report(tmp_path), "toy")
+    assert text.index("builtin-coref") < text.index("builtin-negation")
+    assert "ablations of the top heads" in text and "probes" not in text
+    assert findings_markdown(tmp_path / "missing", "toy") == "No head scores for **toy** in this report yet."
+
+
+def test_downloads_are_one_archive_plus_main_files_and_never_internal_ones(tmp_path):
+    folder = _report(tmp_path)
+    downloads = report_downloads(folder, tmp_path / "out", "toy")
+    names = [d.rsplit("/", 1)[1] for d in downloads]
+    assert names == ["toy-report.zip", "toy-builtin-coref-heads.csv", "toy-builtin-negation-heads.csv",
+                     "toy-summary.json"]
+    archived = zipfile.ZipFile(downloads[0]).namelist()
+    assert sorted(archived) == sorted(f"toy-report/{p.relative_to(folder).as_posix()}" for p in report_files(folder))
+    assert len(archived) == 6 and not any(".done" in a or a.endswith(".tmp") for a in archived)
+    assert is_internal(folder / ".done.json") and not is_internal(folder / "heads.csv")
+
+
+def test_the_committed_minilm_report_has_findings_and_a_clean_archive(tmp_path):
+    from probing.demo import REPORTS_DIR
+    folder = REPORTS_DIR / "minilm"
+    text = findings_markdown(folder, "minilm")
+    assert "**builtin-coref** (294 examples" in text and "head 1-3" in text
+    archive = report_downloads(folder, tmp_path, "minilm")[0]
+    names = zipfile.ZipFile(archive).namelist()
+    assert any(n.endswith("heads/builtin-coref/heads.csv") for n in names)
+    assert not any("/." in n or n.endswith(".done.json") for n in names)
