@@ -446,12 +446,15 @@ def _pro_anti_columns(cols: _Columns, main: ExampleScores, pairs, cluster: bool)
         cols.test("pro_anti_", gaps, groups)
         table["n_pro_anti_pairs"] = len(linked)
         return
-    # Unpaired: the gap of the two means, with a cluster bootstrap CI; no sign-flip test exists for it.
+    # Unpaired: the gap of the two means, a cluster bootstrap CI, and a label-permutation test (within groups).
     rows = np.flatnonzero(np.isin(side, ["pro", "anti"]))
+    groups = _groups(main, rows, cluster)
     table["pro_anti_gap"] = hit[side == "pro"].mean(0) - hit[side == "anti"].mean(0)
     table["pro_anti_gap_ci_low"], table["pro_anti_gap_ci_high"] = stats.gap_bootstrap_ci(
-        hit[rows], side[rows] == "pro", cols.n_boot, seed=cols.seed, groups=_groups(main, rows, cluster))
-    table["pro_anti_p_value"], table["pro_anti_p_fwer"] = np.nan, np.nan
+        hit[rows], side[rows] == "pro", cols.n_boot, seed=cols.seed, groups=groups)
+    table["pro_anti_p_value"], table["pro_anti_p_fwer"] = stats.label_permutation_tests(
+        hit[rows], side[rows] == "pro", cols.n_perm, seed=cols.seed, groups=groups)
+    table["n_pro_anti_pairs"] = 0
 
 
 def head_flags(table: pd.DataFrame) -> list[str]:

@@ -193,3 +193,53 @@ def gap_bootstrap_ci(values, in_a, n_boot: int = 1000, level: float = 0.95, seed
         gaps = (draws @ sums_a) / (draws @ counts_a) - (draws @ sums_b) / (draws @ counts_b)
     alpha = (1 - level) / 2
     return np.nanquantile(gaps, alpha, axis=0), np.nanquantile(gaps, 1 - alpha, axis=0)
+
+
+def label_permutation_tests(values, in_a, n_perm: int = 10000, seed: int = 0, groups=None):
+    """One-sided tests of mean(values[in_a]) > mean(values[~in_a]) per column, with maxT correction.
+
+    For two unpaired samples: the labels are shuffled within each group (with no groups, across all examples),
+    which keeps each template's mix of the two kinds; where no group mixes them, whole groups swap labels.
+    The statistic is the gap divided by the column's
+    standard deviation (the same under every shuffle), so the maxT step-down treats heads alike. Returns
+    (p_value, p_fwer) as `sign_flip_tests` does; floor 1/(n_perm+1).
+    """
+    values = np.nan_to_num(_as_matrix(values, "label_permutation_tests"))
+    in_a = np.asarray(in_a, dtype=bool)
+    if in_a.all() or not in_a.any():
+        raise ValueError("label_permutation_tests needs examples of both kinds")
+    codes = group_codes(groups, len(values))
+    scale = values.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+
+    def statistic(labels):              # labels (perms, N) bool -> (perms, heads)
+        weights = labels / labels.sum(1, keepdims=True) - ~labels / (~labels).sum(1, keepdims=True)
+        return (weights @ values) / scale
+
+    observed = statistic(in_a[None])[0]
+    order = np.argsort(-observed)
+    exceed, exceed_max = np.zeros(values.shape[1]), np.zeros(values.shape[1])
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1)]
+    # Where no group mixes the two kinds (each example its own group, say), whole groups swap labels instead.
+    pure = all(in_a[rows].all() or not in_a[rows].any() for rows in members)
+    group_labels = np.array([in_a[rows[0]] for rows in members])
+    for start in range(0, n_perm, 1000):
+        size = min(1000, n_perm - start)
+        labels = np.empty((size, len(values)), dtype=bool)
+        if pure:
+            shuffled = group_labels[rng.random((size, len(members))).argsort(axis=1)]     # (size, groups)
+            labels = shuffled[:, codes]
+        else:
+            for rows in members:        # shuffle the labels within each group
+                keys = rng.random((size, len(rows))).argsort(axis=1)
+                labels[:, rows] = in_a[rows][keys]
+        flipped = statistic(labels)
+        exceed += np.sum(flipped >= observed - 1e-12, axis=0)
+        tail_max = np.maximum.accumulate(flipped[:, order[::-1]], axis=1)[:, ::-1]
+        exceed_max[order] += np.sum(tail_max >= observed[order] - 1e-12, axis=0)
+    p_value = (1 + exceed) / (1 + n_perm)
+    p_sorted = np.maximum.accumulate(((1 + exceed_max) / (1 + n_perm))[order])
+    p_fwer = np.empty_like(p_sorted)
+    p_fwer[order] = p_sorted
+    return p_value, p_fwer

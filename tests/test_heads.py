@@ -241,3 +241,13 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
     for part in (not_items, nt_items):
         best = part.sort_values("paired_difference", ascending=False).iloc[0]
         assert (best["layer"], best["head"]) == (1, 7) and best["paired_p_fwer"] < 0.001
+
+
+def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
+    metas = [{"stereotype": "pro"}] * 40 + [{"stereotype": "anti"}] * 40
+    hit = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
+    table = head_table(_hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
+                       n_boot=50, n_perm=2000)
+    assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
+    assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]
+    assert "stereotype" not in table["flags"].iloc[1]

@@ -98,3 +98,16 @@ def test_gap_bootstrap_ci_brackets_the_gap():
     low, high = gap_bootstrap_ci(values, in_a, n_boot=200, groups=[i % 15 for i in range(60)])
     assert low[0] == pytest.approx(1.0) and high[0] == pytest.approx(1.0)
     assert low[1] == pytest.approx(0.0) and high[1] == pytest.approx(0.0)
+
+
+def test_label_permutation_detects_an_unpaired_gap_and_not_noise():
+    from probing.stats import label_permutation_tests
+    rng = np.random.default_rng(3)
+    in_a = np.arange(80) % 2 == 0
+    values = rng.random((80, 3))
+    values[in_a, 0] += 0.5                       # column 0: a real gap; columns 1, 2: none
+    p, p_fwer = label_permutation_tests(values, in_a, n_perm=2000, groups=[i // 4 for i in range(80)])
+    assert p_fwer[0] < 0.001 and p[0] == pytest.approx(1 / 2001)
+    assert p_fwer[1] > 0.05 and p_fwer[2] > 0.05 and (p_fwer >= p - 1e-12).all()
+    with pytest.raises(ValueError, match="both kinds"):
+        label_permutation_tests(values, np.ones(80, bool))
