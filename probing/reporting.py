@@ -160,7 +160,7 @@ def save_heatmap(scores, path, k: int = 5) -> None:
         image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
         significant = table["significant"].to_numpy().reshape(scores.n_layers, scores.n_heads)
         layers, heads = np.nonzero(significant)
-        ax.scatter(heads, layers, s=14, c="black", marker="o", label=f"p_fwer < 0.05")
+        ax.scatter(heads, layers, s=18, c="black", edgecolors="white", linewidths=0.8, marker="o")
         for _, row in scores.top(k, task=task).iterrows():
             ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="gold", lw=2))
         ax.set_xlabel("head")
