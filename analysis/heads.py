@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
                         mention=args.mention, by=args.by)
     if not parallel or int(os.environ.get("RANK", "0")) == 0:
         print(summary_text(summary))
-        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES)}")
+        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES if (out / f).exists())}")
     return 0

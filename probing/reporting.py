@@ -1,4 +1,6 @@
-"""Head-score reports: the summary, the heatmap PNG and the Markdown that `analysis heads` and the demo write.
+"""Head-score reports: the summary, the heatmap PNG, the Markdown and the strata table that `analysis heads` and
+the demo write. Claims in the Markdown come from the maxT-corrected tests only, never with fewer than
+`probing.heads.MIN_UNITS` resampling units.
 
 Every file is written atomically (see `probing.outputs`).
 """
@@ -121,13 +123,13 @@ def claim(scores, task: str) -> str:
 
 
 def write_outputs(out: Path, scores, summary: dict) -> None:
-    """heads.csv, summary.json, heatmap.png, report.md and strata.csv (empty without strata), each atomic."""
+    """heads.csv, summary.json, heatmap.png, report.md and, where the data has strata, strata.csv; each atomic."""
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
     atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
     write_text(out / "report.md", report_markdown(scores, summary))
-    strata = scores.strata if scores.strata is not None else scores.table.iloc[:0]
-    atomic_write(out / "strata.csv", lambda tmp: strata.to_csv(tmp, index=False, float_format="%.6g"))
+    if scores.strata is not None:
+        atomic_write(out / "strata.csv", lambda tmp: scores.strata.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 SIGNED = ("selectivity", "paired_difference", "pro_anti_gap")
