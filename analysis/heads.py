@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="model weights' dtype (default float32; bfloat16 on a GPU halves memory)")
+    parser.add_argument("--mention", choices=["head", "span"], default="head",
+                        help="a multi-word coreference mention is its last word (head, default) or the sum over "
+                             "the whole span (span, the old rule)")
+    parser.add_argument("--by", action="append", default=[], metavar="KEY",
+                        help="also report the head table per value of meta[KEY] (repeatable); cue form, "
+                             "next_is_predicate, category, stereotype and type are stratified when present")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
@@ -40,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     summary = run_heads(args.data, args.model, out, relation=args.relation, data_root=args.data_root,
                         skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
                         batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
-                        device=args.device, dtype=args.dtype, parallel=parallel)
+                        device=args.device, dtype=args.dtype, parallel=parallel,
+                        mention=args.mention, by=args.by)
     if not parallel or int(os.environ.get("RANK", "0")) == 0:
         print(summary_text(summary))
-        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES)}")
+        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES if (out / f).exists())}")
     return 0

@@ -2,7 +2,11 @@
 
 Conventions (Clark et al. 2019, `bpe_utils.py`):
 - a *word* is a group of pieces with the same `word_ids()`; special tokens ([CLS], [SEP], BOS) belong to none;
-- a character span selects every word that has a piece overlapping it, and all of those words' pieces;
+- a character span selects the pieces whose characters lie inside it; only when none do, the pieces that
+  overlap it ("n't" in "hasn't" is `'` + `t` for BERT, `'t` for GPT-2, never the host `hasn`);
+- a mention of several words (`mention="head"`, the default for coreference) is represented by its last
+  word's pieces, its head word for names and simple noun phrases (Clark et al. 2019); `mention="span"`
+  keeps every selected piece (attention is then summed over the whole mention);
 - word-level attention from unit S to unit T = mean over S's pieces of the sum over T's pieces.
 
 Everything here is a small pure function over arrays, so it can be tested on hand-made tensors.
@@ -47,10 +51,28 @@ def _whitespace_words(offsets, text, raw) -> list[int]:
     return words
 
 
-def span_words(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
-    """The words with at least one piece overlapping the character span [start, end)."""
+MENTION_RULES = ("head", "span")
+
+
+def span_pieces(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
+    """The pieces of the character span [start, end): those lying inside it, else those overlapping it."""
     start, end = span
-    return sorted({int(w) for (s, e), w in zip(offsets, words) if w >= 0 and s < end and start < e})
+    real = [i for i, w in enumerate(words) if w >= 0 and offsets[i][1] > offsets[i][0]]
+    inside = [i for i in real if start <= offsets[i][0] and offsets[i][1] <= end]
+    return inside or [i for i in real if offsets[i][0] < end and start < offsets[i][1]]
+
+
+def span_words(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
+    """The words that hold the span's pieces (see `span_pieces`)."""
+    return sorted({int(words[i]) for i in span_pieces(span, offsets, words)})
+
+
+def mention_pieces(pieces: list[int], words: np.ndarray, mention: str) -> list[int]:
+    """A mention's pieces under the mention rule: all of them ("span") or its last word's ("head")."""
+    if mention == "span" or not pieces:
+        return pieces
+    last = max(int(words[i]) for i in pieces)
+    return [i for i in pieces if words[i] == last]
 
 
 @dataclass
@@ -63,39 +85,46 @@ class Layout:
     target: int
     nearest: int                 # the candidate unit closest to the source (a positional baseline)
     first: int                   # the candidate unit that comes first in the text
-    source_words: list[int]
-    target_words: list[int]
+    source_words: list[int]      # the words holding the source's pieces
+    target_words: list[int]      # the words holding the target's pieces (after the mention rule)
 
 
-def make_layout(text, source_span, target_span, candidate_spans, offsets, word_ids) -> Layout:
-    """Map an example's spans onto its pieces; raise AlignmentError when a span falls outside them."""
+def make_layout(text, source_span, target_span, candidate_spans, offsets, word_ids,
+                mention: str = "span") -> Layout:
+    """Map an example's spans onto its pieces; raise AlignmentError when a span falls outside them.
+
+    The source always keeps all its pieces; `mention` applies to the target and the candidates."""
+    if mention not in MENTION_RULES:
+        raise ValueError(f"mention must be one of {MENTION_RULES}, got {mention!r}")
     words = word_index(word_ids, offsets, text)
-    source_words = span_words(source_span, offsets, words)
-    target_words = span_words(target_span, offsets, words)
-    if not source_words:
+    source_pieces = span_pieces(source_span, offsets, words)
+    target_pieces = mention_pieces(span_pieces(target_span, offsets, words), words, mention)
+    if not source_pieces:
         raise AlignmentError(f"source span {list(source_span)} maps to no token (text truncated?)")
-    if not target_words:
+    if not target_pieces:
         raise AlignmentError(f"target span {list(target_span)} maps to no token (text truncated?)")
-    if set(source_words) & set(target_words):
-        raise AlignmentError("source and target fall in the same word")
-    pieces_of: dict[int, list[int]] = {}
-    for piece, word in enumerate(words.tolist()):
-        if word >= 0:
-            pieces_of.setdefault(word, []).append(piece)
+    if set(source_pieces) & set(target_pieces):
+        raise AlignmentError("source and target share a token")
+    source_words = sorted({int(words[i]) for i in source_pieces})
+    target_words = sorted({int(words[i]) for i in target_pieces})
     if candidate_spans:
-        unit_words = [span_words(c, offsets, words) for c in candidate_spans]
-        if any(not u for u in unit_words):
+        units = [mention_pieces(span_pieces(c, offsets, words), words, mention) for c in candidate_spans]
+        if any(not u for u in units):
             raise AlignmentError("a candidate span maps to no token (text truncated?)")
-        if any(set(u) & set(source_words) for u in unit_words):
-            raise AlignmentError("a candidate shares a word with the source")
+        if any(set(u) & set(source_pieces) for u in units):
+            raise AlignmentError("a candidate shares a token with the source")
         target = list(candidate_spans).index(tuple(target_span))
     else:
-        # Every word but the source's is a candidate; the target's words form one unit.
+        # Every word that holds neither source nor target pieces is a candidate; the target is one unit.
+        pieces_of: dict[int, list[int]] = {}
+        for piece, word in enumerate(words.tolist()):
+            if word >= 0:
+                pieces_of.setdefault(word, []).append(piece)
         taken = set(source_words) | set(target_words)
-        unit_words = [target_words] + [[w] for w in sorted(pieces_of) if w not in taken]
+        units = [target_pieces] + [pieces_of[w] for w in sorted(pieces_of) if w not in taken]
         target = 0
-    units = [np.array([p for w in u for p in pieces_of[w]]) for u in unit_words]
-    source = np.array([p for w in source_words for p in pieces_of[w]])
+    units = [np.array(sorted(u)) for u in units]
+    source = np.array(sorted(source_pieces))
     gaps = [_gap(source, u) for u in units]
     starts = [int(u[0]) for u in units]
     return Layout(n_pieces=len(words), words=words, source=source, units=units, target=target,

@@ -1,18 +1,27 @@
 """Head scores: how strongly and how reliably each (layer, head) attends from a source word to a target word.
 
-Per example and head we keep three numbers, reduced on the batch in torch (never the whole dataset's
+Per example and head we keep a few numbers, reduced on the batch in torch (never the whole dataset's
 attention tensors):
-- `attention`: word-level attention source -> target (mean over source pieces, sum over target pieces);
-- `hit`: the target gets strictly more attention than every other candidate (ties are misses). Candidates
-  are the example's `candidate_spans`, else every word except the source's, never special tokens;
+- `attention`: word-level attention source -> target (mean over source pieces, sum over target pieces).
+  A span's pieces are those inside it (so "n't" is `'` + `t`, never its host); a coreference mention of
+  several words is its last word (`mention="head"`, default) or all of it (`mention="span"`);
+- `hit`: the credit the target gets for the argmax among candidates: 1 when it alone gets the most attention,
+  1/k when it ties (exactly) with k-1 others, else 0. Candidates are the example's `candidate_spans`, else
+  every word holding no source or target piece, never special tokens;
+- `nearest_choice`: the same credit for the candidate nearest the source (what a positional head picks);
 - `next_word` (negation): the mean, over the example's adjacent word pairs (w, w+1) that do not start in
-  the cue, of word-level attention w -> w+1. The dataset's `next_word_baseline` is the mean over examples.
+  the cue's words, of word-level attention w -> w+1. The dataset's `next_word_baseline` is its mean.
 
 Direction: a causal model cannot attend from "not" to a later word, so for causal models negation is read
 backwards (next word -> cue, and w+1 -> w for the baseline). `HeadScores.direction` says which.
 
-`head_table` turns the per-example arrays into one row per head with CIs, a paired test against the
-baseline and Holm-corrected p-values.
+Tasks: examples with `candidate_spans` ("candidates") and examples where every word is a candidate
+("all-words") are different tasks with different baselines; they are never averaged (`task` column).
+
+`head_table` turns the per-example arrays into one row per task and head with cluster-bootstrap CIs (the unit
+is `meta["group"]`, else the example), sign-flip tests against the baseline, Westfall-Young maxT `p_fwer`,
+and for coreference the confound columns (agreement oracle, twins, pro-anti gap, nearest-candidate habit)
+behind the `flags` column.
 """
 from __future__ import annotations
 
@@ -24,10 +33,20 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import Layout, adjacent_word_attention, drop_special_columns, unit_attention
+from probing.alignment import (AlignmentError, Layout, MENTION_RULES, adjacent_word_attention, drop_special_columns,
+                               make_layout, unit_attention)
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids, release_freed_memory
+from probing.runner import encode, forward_attentions, length_batches, pad_ids, release_freed_memory
+
+ALPHA = 0.05            # family-wise level for `significant` and the flags
+MIN_UNITS = 30          # below this many resampling units a report refuses to claim anything
+TASK_ORDER = ("candidates", "all-words")
+
+
+def task_of(example: Example) -> str:
+    """"candidates" when the example names its candidates, else "all-words" (every word competes)."""
+    return "candidates" if example.candidate_spans else "all-words"
 
 
 @dataclass
@@ -35,15 +54,28 @@ class ExampleScores:
     """Per-example, per-head reductions (plain arrays a notebook user can inspect)."""
     ids: list[str]
     attention: np.ndarray        # (N, L, H) source -> target word-level attention
-    hit: np.ndarray              # (N, L, H) bool: target wins the argmax among candidates
+    hit: np.ndarray              # (N, L, H) float: argmax credit of the target (1, 1/k on a k-way tie, 0)
     next_word: np.ndarray        # (N, L, H) mean adjacent-pair attention (NaN where not computed)
     nearest_hit: np.ndarray      # (N,) bool: the candidate nearest the source is the target
     first_hit: np.ndarray        # (N,) bool: the first candidate in the text is the target
     n_candidates: np.ndarray     # (N,)
     pairs: list[str] = field(default_factory=list)  # meta["pair"] per example ("" when unpaired)
+    nearest_choice: np.ndarray | None = None         # (N, L, H) argmax credit of the nearest candidate
+    groups: list[str] = field(default_factory=list)  # meta["group"] per example, else its id
+    tasks: list[str] = field(default_factory=list)   # task_of per example
+    meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
+
+    ARRAYS = ("attention", "hit", "next_word", "nearest_hit", "first_hit", "n_candidates", "nearest_choice")
+    LISTS = ("ids", "pairs", "groups", "tasks", "meta")
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, rows) -> "ExampleScores":
+        """The examples at the given row indices, in that order."""
+        rows = list(rows)
+        return ExampleScores(**{name: getattr(self, name)[rows] for name in self.ARRAYS},
+                             **{name: [getattr(self, name)[r] for r in rows] for name in self.LISTS})
 
     @staticmethod
     def concat(parts: list["ExampleScores"]) -> "ExampleScores":
@@ -51,34 +83,53 @@ class ExampleScores:
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("no scored examples to combine")
-        return ExampleScores(
-            ids=[i for p in parts for i in p.ids],
-            **{name: np.concatenate([getattr(p, name) for p in parts])
-               for name in ("attention", "hit", "next_word", "nearest_hit", "first_hit", "n_candidates")},
-            pairs=[x for p in parts for x in p.pairs])
+        return ExampleScores(**{name: np.concatenate([getattr(p, name) for p in parts])
+                                for name in ExampleScores.ARRAYS},
+                             **{name: [x for p in parts for x in getattr(p, name)] for name in ExampleScores.LISTS})
 
 
 @dataclass
 class HeadScores:
-    """The result of `score_heads`: one row per head, plus the per-example arrays behind it."""
+    """The result of `score_heads`: one row per task and head, plus the per-example arrays behind it."""
     model: str
     relation: str
     direction: str
     n_layers: int
     n_heads: int
-    table: pd.DataFrame
+    table: pd.DataFrame          # every task's rows, with a `task` column
     examples: ExampleScores
     controls: ExampleScores | None
     skipped: list[str]
+    mention: str = "head"
+    resampling_unit: str = "example"
+    tasks: dict = field(default_factory=dict)      # per task: counts, baselines, cross-fitted best head
+    strata: pd.DataFrame | None = None             # head tables per stratum of meta[key] (`by`, `stratum`)
 
-    def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
-        """The k best heads by `by` (default: selectivity for negation, accuracy for coreference)."""
-        return self.table.sort_values(by or main_score(self.relation), ascending=False).head(k)
+    @property
+    def main_score(self) -> str:
+        return main_score(self.relation, "paired_difference" in self.table)
+
+    @property
+    def primary_task(self) -> str:
+        """The task with the most examples (the one a single ranking or heatmap shows first)."""
+        counts = self.table.groupby("task")["n_examples"].first()
+        return str(counts.idxmax())
+
+    def task_table(self, task: str | None = None) -> pd.DataFrame:
+        task = task or self.primary_task
+        return self.table[self.table["task"] == task].reset_index(drop=True)
+
+    def top(self, k: int = 5, by: str | None = None, task: str | None = None) -> pd.DataFrame:
+        """The k best heads of one task (default: the primary) by `by` (default: the main score)."""
+        return self.task_table(task).sort_values(by or self.main_score, ascending=False).head(k)
 
 
-def main_score(relation: str) -> str:
-    """The column that ranks heads: selectivity for negation, accuracy for coreference."""
-    return "selectivity" if relation == "negation" else "accuracy"
+def main_score(relation: str, paired: bool = False) -> str:
+    """The column that ranks heads: the paired difference for negation with controls, else selectivity;
+    accuracy for coreference."""
+    if relation == "negation":
+        return "paired_difference" if paired else "selectivity"
+    return "accuracy"
 
 
 def direction_for(relation: str, is_causal: bool) -> str:
@@ -96,8 +147,16 @@ def oriented(example: Example, is_causal: bool) -> Example:
     return example
 
 
+def mention_rule(relation: str, mention: str) -> str:
+    """The mention rule applied: coreference mentions follow `mention`; negation spans are always whole."""
+    if mention not in MENTION_RULES:
+        raise ValueError(f"mention must be one of {MENTION_RULES}, got {mention!r}")
+    return mention if relation == "coreference" else "span"
+
+
 def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
-    """Index tensors for one batch: source pieces and weights, candidate matrix, targets, words, pair masks."""
+    """Index tensors for one batch: source pieces and weights, candidate matrix, target and nearest candidate,
+    words, pair masks."""
     n_rows = len(layouts)
     n_units = max(len(l.units) for l in layouts)
     n_source = max(len(l.source) for l in layouts)
@@ -120,7 +179,35 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
         cue = layout.target_words if cue_is_target else layout.source_words
         pair_mask[row, [w for w in cue if w < pair_mask.shape[1]]] = 0.0   # ... except those starting in the cue
     targets = np.array([l.target for l in layouts])
-    return tuple(torch.from_numpy(a) for a in (from_index, from_weights, to_matrix, unit_mask, targets, words, pair_mask))
+    nearest = np.array([l.nearest for l in layouts])
+    return tuple(torch.from_numpy(a) for a in (from_index, from_weights, to_matrix, unit_mask, targets, nearest,
+                                               words, pair_mask))
+
+
+def argmax_credit(per_unit: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Credit of candidate `unit` for the argmax: 1 if it alone is the maximum, 1/k in an exact k-way tie, else 0.
+
+    per_unit (B, H, C) with -inf for missing candidates; unit (B,) -> (B, H)."""
+    at_max = per_unit == per_unit.max(-1, keepdim=True).values                    # (B, H, C)
+    chosen = at_max.gather(-1, unit[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
+    return chosen.to(per_unit.dtype) / at_max.sum(-1).to(per_unit.dtype)
+
+
+def reduce_candidates(layer_att: torch.Tensor, from_i, from_w, to_m, unit_mask, targets, nearest):
+    """One layer's attention (B, H, T, T) -> target attention, target credit, nearest credit, each (B, H)."""
+    per_unit = unit_attention(layer_att, from_i, from_w, to_m)                   # (B, H, C)
+    per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
+    on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
+    return on_target, argmax_credit(per_unit, targets), argmax_credit(per_unit, nearest)
+
+
+def reduce_next_word(layer_att: torch.Tensor, words, pair_mask, reverse: bool) -> torch.Tensor:
+    """One layer's mean adjacent-pair attention over the pairs kept by pair_mask, (B, H); NaN with no pairs."""
+    n_pairs = pair_mask.sum(-1)
+    adjacent = adjacent_word_attention(layer_att, words, reverse=reverse)       # (B, H, W-1)
+    summed = (adjacent * pair_mask[:, None, :]).sum(-1)
+    return torch.where(n_pairs[:, None] > 0, summed / n_pairs.clamp_min(1)[:, None],
+                       torch.full_like(summed, float("nan")))
 
 
 def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize) -> dict[str, np.ndarray]:
@@ -129,33 +216,43 @@ def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize)
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     tensors = _batch_tensors(layouts, ids.shape[1], reverse)
     attentions = forward_attentions(loaded, ids, mask)
-    from_i, from_w, to_m, unit_mask, targets, words, pair_mask = (t.to(attentions[0].device) for t in tensors)
-    n_pairs = pair_mask.sum(-1)
-    att, hit, nxt = [], [], []
+    from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(attentions[0].device)
+                                                                            for t in tensors)
+    out = {"attention": [], "hit": [], "nearest_choice": [], "next_word": []}
     for layer_att in attentions:
         layer_att = layer_att.float()
         if renormalize:
             layer_att = drop_special_columns(layer_att, words >= 0)
-        per_unit = unit_attention(layer_att, from_i, from_w, to_m)           # (B, H, C)
-        per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
-        on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
-        others = per_unit.scatter(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1), float("-inf"))
-        att.append(on_target)
-        hit.append(on_target > others.max(-1).values)
-        if relation == "negation":
-            adjacent = adjacent_word_attention(layer_att, words, reverse=reverse)   # (B, H, W-1)
-            summed = (adjacent * pair_mask[:, None, :]).sum(-1)
-            nxt.append(torch.where(n_pairs[:, None] > 0, summed / n_pairs.clamp_min(1)[:, None],
-                                   torch.full_like(summed, float("nan"))))
-        else:
-            nxt.append(torch.full_like(on_target, float("nan")))
-    return {"attention": torch.stack(att, 1).cpu().numpy(), "hit": torch.stack(hit, 1).cpu().numpy(),
-            "next_word": torch.stack(nxt, 1).cpu().numpy()}
+        on_target, hit, nearest_choice = reduce_candidates(layer_att, from_i, from_w, to_m, unit_mask, targets,
+                                                           nearest)
+        out["attention"].append(on_target)
+        out["hit"].append(hit)
+        out["nearest_choice"].append(nearest_choice)
+        out["next_word"].append(reduce_next_word(layer_att, words, pair_mask, reverse) if relation == "negation"
+                                else torch.full_like(on_target, float("nan")))
+    return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
+
+
+def align(loaded: LoadedModel, examples: list[Example], mention: str = "span"):
+    """Encode every text once and lay out its spans under the mention rule; (encoded, layouts, skip reasons)."""
+    encoded = encode(loaded, [e.text for e in examples])
+    layouts, skipped = [], []
+    for example, enc in zip(examples, encoded):
+        try:
+            layouts.append(make_layout(example.text, example.source_span, example.target_span,
+                                       example.candidate_spans, enc.offsets, enc.word_ids, mention=mention))
+        except AlignmentError as err:
+            layouts.append(None)
+            skipped.append(f"{example.id}: {err}")
+    return encoded, layouts, skipped
 
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
-                   renormalize: bool = False, progress: bool = False) -> tuple[ExampleScores, list[str]]:
-    """Per-example head numbers for examples of one relation; returns them and the skip reasons."""
+                   renormalize: bool = False, progress: bool = False, mention: str = "head",
+                   label: str = "examples") -> tuple[ExampleScores, list[str]]:
+    """Per-example head numbers for examples of one relation; returns them and the skip reasons.
+
+    `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar."""
     if not examples:
         raise ValueError("no examples to score")
     relations = {e.relation for e in examples}
@@ -163,7 +260,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
     relation = relations.pop()
     measured = [oriented(e, loaded.is_causal) for e in examples]
-    encoded, layouts, skipped = encode_and_align(loaded, measured)
+    encoded, layouts, skipped = align(loaded, measured, mention_rule(relation, mention))
     # Offsets and word ids are spent once the layouts exist; keep only compact piece ids.
     piece_ids = [np.asarray(e.input_ids, dtype=np.int32) for e in encoded]
     del encoded
@@ -172,9 +269,8 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")
     batches = length_batches([len(piece_ids[i]) for i in usable], batch_tokens)
     shape = (len(usable), loaded.n_layers, loaded.n_heads)
-    result = {"attention": np.zeros(shape, np.float32), "hit": np.zeros(shape, bool),
-              "next_word": np.zeros(shape, np.float32)}
-    bar = _progress(len(usable), progress)
+    result = {name: np.zeros(shape, np.float32) for name in ("attention", "hit", "nearest_choice", "next_word")}
+    bar = _progress(len(usable), progress, label)
     for batch in batches:
         rows = [usable[i] for i in batch]
         reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
@@ -185,77 +281,294 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         bar.update(len(batch))
     bar.close()
     kept_layouts = [layouts[i] for i in usable]
+    kept = [measured[i] for i in usable]
     scores = ExampleScores(
-        ids=[measured[i].id for i in usable], **result,
+        ids=[e.id for e in kept], **result,
         nearest_hit=np.array([l.nearest == l.target for l in kept_layouts]),
         first_hit=np.array([l.first == l.target for l in kept_layouts]),
         n_candidates=np.array([len(l.units) for l in kept_layouts]),
-        pairs=[str(measured[i].meta.get("pair", "")) for i in usable])
+        pairs=[str(e.meta.get("pair", "")) for e in kept],
+        groups=[str(e.meta.get("group", e.id)) for e in kept],
+        tasks=[task_of(e) for e in kept],
+        meta=[dict(e.meta) for e in kept])
     return scores, skipped
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, label: str = "examples"):
     from tqdm import tqdm
-    return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="ex", leave=False)
+    return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="ex", leave=False, desc=label)
 
 
-def head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
-               n_boot: int = 1000, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """One row per (layer, head): scores, baselines, bootstrap 95% CIs, paired test, Holm-adjusted p."""
+# ---- From per-example arrays to one row per head ---------------------------------------------------------
+
+def _flat(values: np.ndarray) -> np.ndarray:
+    """(N, L, H) -> (N, L*H) float64."""
+    return values.reshape(len(values), -1).astype(np.float64)
+
+
+class _Columns:
+    """Adds mean / CI / test columns to one task's table with one resampling setting."""
+
+    def __init__(self, table: pd.DataFrame, n_boot: int, n_perm: int, seed: int):
+        self.table, self.n_boot, self.n_perm, self.seed = table, n_boot, n_perm, seed
+
+    def mean_ci(self, name: str, values: np.ndarray, groups) -> None:
+        self.table[name] = stats._nanmean_cols(values)
+        self.table[f"{name}_ci_low"], self.table[f"{name}_ci_high"] = stats.bootstrap_ci(
+            values, self.n_boot, seed=self.seed, groups=groups)
+
+    def test(self, prefix: str, differences: np.ndarray, groups) -> None:
+        """`{prefix}p_value` and `{prefix}p_fwer` of mean(differences) > 0 (NaN when there is nothing to test)."""
+        if len(differences) == 0:
+            self.table[f"{prefix}p_value"], self.table[f"{prefix}p_fwer"] = np.nan, np.nan
+            return
+        self.table[f"{prefix}p_value"], self.table[f"{prefix}p_fwer"] = stats.sign_flip_tests(
+            differences, self.n_perm, seed=self.seed, groups=groups)
+
+
+def matched_controls(main: ExampleScores, controls: ExampleScores | None) -> tuple[list[int], list[int]]:
+    """Rows of main and of controls that share meta["pair"] (a negated sentence and its control)."""
+    if controls is None or not len(controls):
+        return [], []
+    by_pair = {p: i for i, p in enumerate(controls.pairs) if p}
+    matched = [(i, by_pair[p]) for i, p in enumerate(main.pairs) if p in by_pair]
+    return ([i for i, _ in matched], [j for _, j in matched]) if matched else ([], [])
+
+
+def twin_pairs(main: ExampleScores) -> list[tuple[int, int]]:
+    """Rows of the examples that share meta["twin"], as (clean, corrupt) pairs (exactly two members each)."""
+    members: dict[str, list[int]] = {}
+    for i, meta in enumerate(main.meta):
+        if meta.get("twin") not in (None, ""):
+            members.setdefault(str(meta["twin"]), []).append(i)
+    pairs = []
+    for rows in members.values():
+        if len(rows) == 2:
+            rows.sort(key=lambda r: main.meta[r].get("twin_role") != "clean")
+            pairs.append((rows[0], rows[1]))
+    return pairs
+
+
+def _groups(main: ExampleScores, rows, cluster: bool):
+    return [main.groups[r] for r in rows] if cluster else None
+
+
+def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = 1000,
+                    n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame:
+    """One task's table: one row per (layer, head) with scores, baselines, CIs and corrected tests."""
     n, n_layers, n_heads = main.attention.shape
-    flat = lambda a: a.reshape(len(a), n_layers * n_heads).astype(np.float64)  # noqa: E731
-    attention, hit = flat(main.attention), flat(main.hit)
+    groups = main.groups if cluster else None
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads),
-                          "head": np.tile(np.arange(n_heads), n_layers), "n_examples": n})
-    table["mean_attention"] = attention.mean(0)
-    table["mean_attention_ci_low"], table["mean_attention_ci_high"] = stats.bootstrap_ci(attention, n_boot, seed=seed)
-    table["accuracy"] = hit.mean(0)
-    table["accuracy_ci_low"], table["accuracy_ci_high"] = stats.bootstrap_ci(hit, n_boot, seed=seed)
+                          "head": np.tile(np.arange(n_heads), n_layers), "n_examples": n,
+                          "n_units": stats.n_units(groups, n)})
+    cols = _Columns(table, n_boot, n_perm, seed)
+    attention, hit = _flat(main.attention), _flat(main.hit)
+    cols.mean_ci("mean_attention", attention, groups)
+    cols.mean_ci("accuracy", hit, groups)
     if relation == "negation":
-        next_word = flat(main.next_word)
+        next_word = _flat(main.next_word)
         table["next_word_baseline"] = stats._nanmean_cols(next_word)
-        difference = attention - next_word
+        cols.mean_ci("selectivity", attention - next_word, groups)
         table["selectivity"] = table["mean_attention"] - table["next_word_baseline"]
-        table["selectivity_ci_low"], table["selectivity_ci_high"] = stats.bootstrap_ci(difference, n_boot, seed=seed)
-        if controls is not None and len(controls):
-            _add_control_columns(table, main, controls, flat, n_boot, seed)
-        table["p_value"] = stats.sign_flip_pvalue(difference, n_perm, seed=seed)
+        cols.test("", attention - next_word, groups)
         table["test"] = "sign-flip: attention > next_word_baseline (paired by example)"
+        rows, control_rows = matched_controls(main, controls)
+        if rows:
+            table["control_attention"] = _flat(controls.attention)[control_rows].mean(0)
+            paired = attention[rows] - _flat(controls.attention)[control_rows]
+            pair_groups = _groups(main, rows, cluster)
+            cols.mean_ci("paired_difference", paired, pair_groups)
+            cols.test("paired_", paired, pair_groups)
+            table["n_pairs"] = len(rows)
+            table["paired_test"] = "sign-flip: cue -> next word > control adverb -> next word (paired by pair)"
     else:
         table["nearest_candidate_accuracy"] = main.nearest_hit.mean()
         table["first_candidate_accuracy"] = main.first_hit.mean()
         table["chance_accuracy"] = np.mean(1.0 / main.n_candidates)
-        difference = hit - main.nearest_hit[:, None].astype(np.float64)
-        table["p_value"] = stats.sign_flip_pvalue(difference, n_perm, seed=seed)
+        table["agreement_oracle_accuracy"] = agreement_oracle(main)
+        cols.test("", hit - main.nearest_hit[:, None].astype(np.float64), groups)
         table["test"] = "sign-flip: accuracy > nearest_candidate_accuracy (paired by example)"
+        _confound_columns(cols, main, cluster)
     table["p_holm"] = stats.holm(table["p_value"].to_numpy())
-    table["significant"] = table["p_holm"] < 0.05
+    fwer = "paired_p_fwer" if "paired_p_fwer" in table else "p_fwer"
+    table["significant"] = table[fwer] < ALPHA
     return table
 
 
-def _add_control_columns(table, main: ExampleScores, controls: ExampleScores, flat, n_boot, seed) -> None:
-    """control_attention (substitute adverb -> next word) and the paired negated-minus-control difference."""
-    control_attention = flat(controls.attention)
-    table["control_attention"] = control_attention.mean(0)
-    by_pair = {p: i for i, p in enumerate(controls.pairs) if p}
-    matched = [(i, by_pair[p]) for i, p in enumerate(main.pairs) if p in by_pair]
-    if matched:
-        rows, ctl_rows = map(list, zip(*matched))
-        paired = flat(main.attention)[rows] - control_attention[ctl_rows]
-        table["paired_difference"] = paired.mean(0)
-        table["paired_difference_ci_low"], table["paired_difference_ci_high"] = stats.bootstrap_ci(paired, n_boot, seed=seed)
-        table["n_pairs"] = len(matched)
+def agreement_oracle(main: ExampleScores) -> float:
+    """What pronoun agreement alone scores: 1 where it decides (meta agreement_decides), chance 1/k where it
+    does not; NaN when no example says."""
+    said = [i for i, m in enumerate(main.meta) if "agreement_decides" in m]
+    if not said:
+        return float("nan")
+    return float(np.mean([1.0 if main.meta[i]["agreement_decides"] else 1.0 / main.n_candidates[i] for i in said]))
+
+
+def _confound_columns(cols: _Columns, main: ExampleScores, cluster: bool) -> None:
+    """Twin consistency, pro-anti gap and the tests behind the agreement / nearest / stereotype flags."""
+    table = cols.table
+    hit = _flat(main.hit)
+    chance = 1.0 / main.n_candidates[:, None]
+    # nearest: where the nearest candidate is wrong, does the head still pick it more often than chance?
+    wrong_nearest = np.flatnonzero(~main.nearest_hit)
+    if main.nearest_choice is not None and len(wrong_nearest):
+        choice = _flat(main.nearest_choice)[wrong_nearest]
+        table["nearest_choice_rate"] = choice.mean(0)
+        cols.test("nearest_", choice - chance[wrong_nearest], _groups(main, wrong_nearest, cluster))
+    # agreement: right where agreement decides, yet not above chance on twins (where it cannot decide).
+    decided = np.flatnonzero([bool(m.get("agreement_decides", False)) for m in main.meta])
+    pairs = twin_pairs(main)
+    twin_rows = np.array(sorted({r for p in pairs for r in p}), dtype=int)
+    if len(decided):
+        table["agreement_decided_accuracy"] = hit[decided].mean(0)
+        cols.test("agreement_decided_", hit[decided] - chance[decided], _groups(main, decided, cluster))
+    if len(twin_rows):
+        table["twin_accuracy"] = hit[twin_rows].mean(0)
+        cols.test("twin_", hit[twin_rows] - chance[twin_rows], _groups(main, twin_rows, cluster))
+        both = np.stack([hit[a] * hit[b] for a, b in pairs])             # (pairs, heads): right on both twins
+        cols.mean_ci("twin_consistency", both, _groups(main, [a for a, _ in pairs], cluster))
+        table["n_twin_pairs"] = len(pairs)
+    _pro_anti_columns(cols, main, pairs, cluster)
+    table["flags"] = head_flags(table)
+
+
+def _pro_anti_columns(cols: _Columns, main: ExampleScores, pairs, cluster: bool) -> None:
+    """pro - anti accuracy gap: paired over twins (pro, anti) where the data links them, else unpaired."""
+    side = np.array([str(m.get("stereotype", "")) for m in main.meta])
+    if not ((side == "pro").any() and (side == "anti").any()):
+        return
+    hit, table = _flat(main.hit), cols.table
+    linked = [(a, b) if side[a] == "pro" else (b, a) for a, b in pairs if {side[a], side[b]} == {"pro", "anti"}]
+    if linked:
+        gaps = np.stack([hit[p] - hit[q] for p, q in linked])
+        groups = _groups(main, [p for p, _ in linked], cluster)
+        cols.mean_ci("pro_anti_gap", gaps, groups)
+        cols.test("pro_anti_", gaps, groups)
+        table["n_pro_anti_pairs"] = len(linked)
+        return
+    # Unpaired: the gap of the two means, a cluster bootstrap CI, and a label-permutation test (within groups).
+    rows = np.flatnonzero(np.isin(side, ["pro", "anti"]))
+    groups = _groups(main, rows, cluster)
+    table["pro_anti_gap"] = hit[side == "pro"].mean(0) - hit[side == "anti"].mean(0)
+    table["pro_anti_gap_ci_low"], table["pro_anti_gap_ci_high"] = stats.gap_bootstrap_ci(
+        hit[rows], side[rows] == "pro", cols.n_boot, seed=cols.seed, groups=groups)
+    table["pro_anti_p_value"], table["pro_anti_p_fwer"] = stats.label_permutation_tests(
+        hit[rows], side[rows] == "pro", cols.n_perm, seed=cols.seed, groups=groups)
+    table["n_pro_anti_pairs"] = 0
+
+
+def head_flags(table: pd.DataFrame) -> list[str]:
+    """`agreement`, `nearest`, `stereotype` (";"-joined) from the corrected tests, never from point values.
+
+    - nearest: where the nearest candidate is wrong, the head picks it more often than chance (p_fwer < .05);
+    - agreement: above chance where agreement decides (p_fwer < .05) and not above chance on twins;
+    - stereotype: pro - anti accuracy gap above 0 (p_fwer < .05)."""
+    def passes(column):
+        return table[column].to_numpy() < ALPHA if column in table else np.zeros(len(table), bool)
+    nearest = passes("nearest_p_fwer")
+    agreement = passes("agreement_decided_p_fwer") & ("twin_p_fwer" in table) & ~passes("twin_p_fwer")
+    stereotype = passes("pro_anti_p_fwer")
+    return [";".join(name for name, on in (("agreement", a), ("nearest", n), ("stereotype", s)) if on)
+            for a, n, s in zip(agreement, nearest, stereotype)]
+
+
+def head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
+               n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame:
+    """Every task's table (see `task_head_table`), stacked with a `task` column; tasks are never averaged."""
+    tables = []
+    for task in _tasks(main):
+        rows = [i for i, t in enumerate(main.tasks) if t == task]
+        table = task_head_table(main.subset(rows), relation, controls, n_boot, n_perm, seed, cluster)
+        table.insert(0, "task", task)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _tasks(main: ExampleScores) -> list[str]:
+    present = set(main.tasks)
+    if len(main.tasks) != len(main):
+        raise ValueError("every scored example needs its task (see task_of)")
+    return [t for t in TASK_ORDER if t in present] + sorted(present - set(TASK_ORDER))
+
+
+def main_values(main: ExampleScores, relation: str, controls: ExampleScores | None):
+    """The per-example (or per-pair) values behind the main score, and their rows in main: (values, rows)."""
+    attention = _flat(main.attention)
+    if relation == "negation":
+        rows, control_rows = matched_controls(main, controls)
+        if rows:
+            return attention[rows] - _flat(controls.attention)[control_rows], rows
+        return attention - _flat(main.next_word), list(range(len(main)))
+    return _flat(main.hit), list(range(len(main)))
+
+
+def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
+                   n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> dict:
+    """Per task: counts, resampling units, the cross-fitted best head, and how many heads pass p_fwer < .05
+    with and without clustering (the unclustered count shows what treating examples as independent claims)."""
+    n_layers, n_heads = main.attention.shape[1:]
+    out = {}
+    for task in _tasks(main):
+        sub = main.subset([i for i, t in enumerate(main.tasks) if t == task])
+        values, rows = main_values(sub, relation, controls)
+        groups = [sub.groups[r] for r in rows]
+        best = stats.cross_fitted_best(values, groups if cluster else None, seed=seed)
+        name = lambda i: f"{i // n_heads}-{i % n_heads}"  # noqa: E731
+        baseline = (np.zeros(values.shape) if relation == "negation"
+                    else np.repeat(sub.nearest_hit[rows, None].astype(float), values.shape[1], 1))
+        counts = {}
+        for label, grouping in (("clustered", groups), ("by_example", None)):
+            if label == "clustered" and not cluster:
+                continue
+            _, p_fwer = stats.sign_flip_tests(values - baseline, n_perm, seed=seed, groups=grouping)
+            counts[label] = int((p_fwer < ALPHA).sum())
+        out[task] = {
+            "n_examples": len(sub), "n_scored_units": len(rows),
+            "n_units": stats.n_units(groups if cluster else None, len(rows)),
+            "resampling_unit": "meta.group" if cluster and any(g != i for g, i in zip(sub.groups, sub.ids))
+            else "example",
+            "best_head_in_sample": {"head": name(best["in_sample_best"]), "score": best["in_sample_score"]},
+            "best_head_cross_fitted": {"score": best["score"], "chosen_on_each_half": [name(c) for c in best["chosen"]]},
+            "n_heads_p_fwer_below_0.05": counts,
+            "p_value_floor": 1.0 / (n_perm + 1),
+        }
+    return out
+
+
+def strata_table(main: ExampleScores, relation: str, keys: list[str], controls: ExampleScores | None = None,
+                 n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame | None:
+    """Head tables for each value of meta[key], for each key (columns `by` and `stratum` in front).
+
+    Examples without the key are left out of that key's strata; each stratum has its own corrected tests."""
+    tables = []
+    for key in keys:
+        values = [m.get(key) for m in main.meta]
+        for value in sorted({str(v) for v in values if v is not None}):
+            rows = [i for i, v in enumerate(values) if v is not None and str(v) == value]
+            table = head_table(main.subset(rows), relation, controls, n_boot, n_perm, seed, cluster)
+            table.insert(0, "stratum", value)
+            table.insert(0, "by", key)
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "type")
 
 
 def score_heads(model: str | LoadedModel | None, examples: list[Example], relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
-                n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False) -> HeadScores:
+                n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
+                mention: str = "head", by: list[str] | None = None, cluster: bool = True) -> HeadScores:
     """Score every head on examples of one relation; controls (meta role "control") feed the control columns.
 
-    parallel=True splits the examples across the processes of an `accelerate launch` run; every process
-    gets the same, exactly combined result.
+    mention: "head" (a multi-word coreference mention is its last word) or "span" (the whole mention).
+    by: meta keys to stratify by, besides the default ones present in the data (cue form, whether the next
+    word is the negated predicate, category, stereotype, type). cluster=False resamples examples even where
+    they carry `meta.group`. parallel=True splits the examples across the processes of an `accelerate launch`
+    run; every process gets the same, exactly combined result.
     """
     from probing.models import load_model
+    mention_rule("coreference", mention)          # checked up front
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if parallel:
         from probing.parallel import score_examples_parallel as score
@@ -270,15 +583,25 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], relati
     control_examples = [e for e in examples if e.is_control]
     if not main_examples:
         raise ValueError("every example is a control; nothing to score")
-    main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress)
+    main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress, mention=mention,
+                          label="examples")
     controls = None
     if control_examples:
-        controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress)
+        controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress,
+                                          mention=mention, label="controls")
         skipped += control_skipped
-    table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
+    keys = list(dict.fromkeys([k for k in DEFAULT_STRATA if any(k in m for m in main.meta)] + list(by or [])))
+    missing = [k for k in by or [] if not any(k in m for m in main.meta)]
+    if missing:
+        raise ValueError(f"--by {', '.join(missing)}: no example's meta has this key")
+    strata = strata_table(main, relation, keys, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
+    tasks = task_summaries(main, relation, controls, n_perm=n_perm, seed=seed, cluster=cluster)
+    unit = "meta.group" if any(t["resampling_unit"] == "meta.group" for t in tasks.values()) else "example"
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
-                      controls=controls, skipped=skipped)
+                      controls=controls, skipped=skipped, mention=mention_rule(relation, mention),
+                      resampling_unit=unit, tasks=tasks, strata=strata)
 
 
 def _single_relation(examples: list[Example]) -> str:

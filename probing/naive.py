@@ -29,51 +29,63 @@ def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]]) 
     return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # (G, G)
 
 
-def naive_example_scores(loaded, example, is_causal: bool | None = None) -> dict[str, np.ndarray]:
-    """attention, hit and next_word arrays of shape (layers, heads) for one example."""
+def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head") -> dict[str, np.ndarray]:
+    """attention, hit (argmax credit, 1/k on exact k-way ties) and next_word arrays of shape (layers, heads).
+
+    The rules, written out independently of `probing.alignment`: a span's pieces are those inside it, else
+    those overlapping it; a coreference mention of several words is its last word's pieces (mention="head")."""
     is_causal = loaded.is_causal if is_causal is None else is_causal
     src_span, tgt_span, candidates = example.source_span, example.target_span, example.candidate_spans
     reverse = example.relation == "negation" and is_causal
     if reverse:
         src_span, tgt_span, candidates = tgt_span, src_span, None
+    if example.relation != "coreference":
+        mention = "span"
     enc = loaded.tokenizer(example.text, return_offsets_mapping=True, truncation=True,
                            max_length=loaded.max_length, return_tensors="pt")
     offsets = [tuple(o) for o in enc["offset_mapping"][0].tolist()]
     groups = words_of(enc.word_ids(0), offsets)
     word_list = sorted(groups)
+    word_of_piece = {p: k for k, w in enumerate(word_list) for p in groups[w]}
 
-    def overlapping(span):
-        return [k for k, w in enumerate(word_list)
-                if any(offsets[p][0] < span[1] and span[0] < offsets[p][1] for p in groups[w])]
+    def pieces(span, head_word=False):
+        inside = [p for p in word_of_piece if span[0] <= offsets[p][0] and offsets[p][1] <= span[1]]
+        chosen = inside or [p for p in word_of_piece if offsets[p][0] < span[1] and span[0] < offsets[p][1]]
+        if head_word and chosen:
+            last = max(word_of_piece[p] for p in chosen)
+            chosen = [p for p in chosen if word_of_piece[p] == last]
+        return sorted(chosen)
 
-    src, tgt = overlapping(src_span), overlapping(tgt_span)
+    src, tgt = pieces(src_span), pieces(tgt_span, mention == "head")
     if candidates:
-        units = [overlapping(c) for c in candidates]
+        units = [pieces(c, mention == "head") for c in candidates]
         target_index = list(candidates).index(tuple(tgt_span))
     else:
-        units = [tgt] + [[k] for k in range(len(word_list)) if k not in src and k not in tgt]
+        taken = {word_of_piece[p] for p in src + tgt}
+        units = [tgt] + [groups[w] for k, w in enumerate(word_list) if k not in taken]
         target_index = 0
     with torch.no_grad():
         out = loaded.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
     n_layers, n_heads = len(out.attentions), out.attentions[0].shape[1]
-    result = {"attention": np.zeros((n_layers, n_heads)), "hit": np.zeros((n_layers, n_heads), bool),
+    result = {"attention": np.zeros((n_layers, n_heads)), "hit": np.zeros((n_layers, n_heads)),
               "next_word": np.full((n_layers, n_heads), np.nan)}
-    cue = tgt if reverse else src
+    cue_words = {word_of_piece[p] for p in (tgt if reverse else src)}
     word_pieces = [groups[w] for w in word_list]
-    sizes = np.array([len(p) for p in word_pieces], dtype=float)
     for layer in range(n_layers):
         layer_attention = out.attentions[layer][0].numpy()
         for h in range(n_heads):
-            # Clark et al.: convert the head's whole attention map to words, then read what is needed.
-            word_matrix = word_attention_matrix(layer_attention[h], word_pieces)
-            # A source of several words: mean over all its pieces = piece-weighted mean of its word rows.
-            row = (sizes[src, None] * word_matrix[src]).sum(0) / sizes[src].sum()
-            scores = [sum(row[k] for k in unit) for unit in units]
+            matrix = layer_attention[h]
+            # Mean over the source's pieces of the sum over each unit's pieces.
+            scores = [float(np.mean([sum(matrix[i, j] for j in unit) for i in src])) for unit in units]
             result["attention"][layer, h] = scores[target_index]
-            result["hit"][layer, h] = all(scores[target_index] > s for i, s in enumerate(scores) if i != target_index)
+            best = max(scores)
+            tied = [i for i, s in enumerate(scores) if s == best]
+            result["hit"][layer, h] = 1.0 / len(tied) if target_index in tied else 0.0
             if example.relation == "negation":
+                # Clark et al.: convert the head's whole attention map to words, then read adjacent pairs.
+                word_matrix = word_attention_matrix(matrix, word_pieces)
                 pairs = [word_matrix[k + 1, k] if reverse else word_matrix[k, k + 1]
-                         for k in range(len(word_list) - 1) if k not in cue]
+                         for k in range(len(word_list) - 1) if k not in cue_words]
                 if pairs:
                     result["next_word"][layer, h] = float(np.mean(pairs))
     return result

@@ -10,13 +10,15 @@ from __future__ import annotations
 from probing.heads import ExampleScores, score_examples
 
 
-def score_examples_parallel(loaded, examples, batch_tokens=4096, renormalize=False, progress=False):
+def score_examples_parallel(loaded, examples, batch_tokens=4096, renormalize=False, progress=False,
+                            mention="head", label="examples"):
     """`score_examples` over this process's shard, gathered from all processes; same return value."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
     state = PartialState()
     with state.split_between_processes(list(examples)) as shard:
-        part = score_examples(loaded, shard, batch_tokens, renormalize, progress and state.is_main_process) \
+        part = score_examples(loaded, shard, batch_tokens, renormalize, progress and state.is_main_process,
+                              mention=mention, label=label) \
             if shard else None
     parts = gather_object([part])     # one entry per process, in rank order
     scores = ExampleScores.concat([p[0] for p in parts if p is not None])

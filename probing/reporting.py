@@ -1,4 +1,6 @@
-"""Head-score reports: the summary, the heatmap PNG and the Markdown that `analysis heads` and the demo write.
+"""Head-score reports: the summary, the heatmap PNG, the Markdown and the strata table that `analysis heads` and
+the demo write. Claims in the Markdown come from the maxT-corrected tests only, never with fewer than
+`probing.heads.MIN_UNITS` resampling units.
 
 Every file is written atomically (see `probing.outputs`).
 """
@@ -6,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from probing.outputs import atomic_write, write_json, write_text
 
-HEAD_FILES = ["heads.csv", "summary.json", "heatmap.png", "report.md"]
+HEAD_FILES = ["heads.csv", "summary.json", "heatmap.png", "report.md", "strata.csv"]
 CAVEAT = ("Attention weights show where a head looks, not why the model decides what it decides "
           "(Jain & Wallace 2019; Wiegreffe & Pinter 2019): a high score is a lead for ablation and "
           "probing, not an explanation.")
@@ -17,8 +21,9 @@ CAVEAT = ("Attention weights show where a head looks, not why the model decides 
 def run_heads(data: str, model: str | None, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
               batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
-              device: str | None = None, dtype: str | None = None, parallel: bool = False) -> dict:
-    """Load the data, score every head, write the four head files to `out`; return the summary.
+              device: str | None = None, dtype: str | None = None, parallel: bool = False,
+              mention: str = "head", by: list[str] | None = None) -> dict:
+    """Load the data, score every head, write the head files to `out`; return the summary.
 
     parallel=True (inside `accelerate launch`) shards the scoring; only the main process writes files.
     """
@@ -34,7 +39,7 @@ def run_heads(data: str, model: str | None, out: Path, relation: str | None = No
         device = device or str(process_device())
     scores = score_heads(load_model(model, device=device, dtype=dtype), examples, relation=relation,
                          batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
-                         progress=progress, parallel=parallel)
+                         progress=progress, parallel=parallel, mention=mention, by=by)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
     if not parallel or is_main_process():
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -42,63 +47,131 @@ def run_heads(data: str, model: str | None, out: Path, relation: str | None = No
     return summary
 
 
+def _head_records(table, columns) -> list[dict]:
+    return table[[c for c in columns if c in table]].to_dict(orient="records")
+
+
 def build_summary(scores, data_name: str, load_report, renormalize: bool = False, k: int = 5) -> dict:
-    """The facts a reader needs to trust the table: model, data, counts, direction, top heads, baselines."""
-    from probing.heads import main_score
-    table = scores.table
-    key = main_score(scores.relation)
-    top = scores.top(k)
-    columns = [c for c in ("layer", "head", key, f"{key}_ci_low", f"{key}_ci_high", "mean_attention",
-                           "accuracy", "next_word_baseline", "control_attention", "paired_difference",
-                           "p_value", "p_holm") if c in table]
-    columns = list(dict.fromkeys(columns))
+    """The facts a reader needs to trust the table: model, data, counts, direction, the mention rule, the
+    resampling unit and its count, and per task the top heads, baselines, cross-fitted best head and claims."""
+    from probing.heads import ALPHA
+    key = scores.main_score
+    primary = scores.primary_task
+    columns = list(dict.fromkeys(["layer", "head", key, f"{key}_ci_low", f"{key}_ci_high", "mean_attention",
+                                  "accuracy", "selectivity", "next_word_baseline", "control_attention",
+                                  "paired_difference", "p_value", "p_fwer", "paired_p_fwer", "p_holm",
+                                  "twin_consistency", "pro_anti_gap", "flags"]))
+    tasks = {}
+    for task, info in scores.tasks.items():
+        table = scores.task_table(task)
+        tasks[task] = {**info, "baselines": task_baselines(scores.relation, table),
+                       "top_heads": _head_records(scores.top(k, task=task), columns),
+                       "n_significant_heads_fwer": int(table["significant"].sum()),
+                       "claim": claim(scores, task)}
     summary = {
         "model": scores.model, "data": data_name, "relation": scores.relation, "direction": scores.direction,
-        "layers": scores.n_layers, "heads": scores.n_heads,
+        "layers": scores.n_layers, "heads": scores.n_heads, "mention": scores.mention,
+        "resampling_unit": scores.resampling_unit,
+        "n_units": scores.tasks[primary]["n_units"],
         "n_examples": len(scores.examples), "n_controls": len(scores.controls) if scores.controls else 0,
         "n_skipped_alignment": len(scores.skipped), "skipped_alignment": scores.skipped[:50],
         "n_skipped_loading": load_report.n_skipped, "skipped_loading": load_report.skipped[:50],
         "ranked_by": key, "renormalized_without_special_tokens": renormalize,
-        "top_heads": top[columns].to_dict(orient="records"),
-        "top_heads_by_mean_attention": scores.top(k, by="mean_attention")[columns].to_dict(orient="records"),
-        "n_significant_heads_holm": int(table["significant"].sum()),
-        "test": str(table["test"].iloc[0]),
+        "primary_task": primary,
+        "top_heads": _head_records(scores.top(k), columns),
+        "top_heads_by_mean_attention": _head_records(scores.top(k, by="mean_attention"), columns),
+        "n_significant_heads_holm": int((scores.task_table()["p_holm"] < ALPHA).sum()),
+        "n_significant_heads_fwer": int(scores.task_table()["significant"].sum()),
+        "significance": (f"`significant` = the main score's Westfall-Young maxT p_fwer < {ALPHA} "
+                         f"({'paired_p_fwer' if key == 'paired_difference' else 'p_fwer'})"),
+        "test": str(scores.table["test"].iloc[0]),
+        "baselines": task_baselines(scores.relation, scores.task_table()),
+        "tasks": tasks,
     }
-    if scores.relation == "negation":
-        summary["baselines"] = {"next_word_baseline_mean_over_heads": float(table["next_word_baseline"].mean()),
-                                "next_word_baseline_max_over_heads": float(table["next_word_baseline"].max())}
-    else:
-        summary["baselines"] = {name: float(table[name].iloc[0]) for name in
-                                ("nearest_candidate_accuracy", "first_candidate_accuracy", "chance_accuracy")}
+    if scores.strata is not None:
+        summary["strata"] = {f"{by}={stratum}|{task}": _head_records(
+            part.sort_values(key if key in part else "accuracy", ascending=False).head(k), columns)
+            for (by, stratum, task), part in scores.strata.groupby(["by", "stratum", "task"], sort=False)}
     return summary
 
 
+def task_baselines(relation: str, table) -> dict:
+    """The positional (and agreement) baselines of one task's table."""
+    if relation == "negation":
+        return {"next_word_baseline_mean_over_heads": float(table["next_word_baseline"].mean()),
+                "next_word_baseline_max_over_heads": float(table["next_word_baseline"].max())}
+    names = ("nearest_candidate_accuracy", "first_candidate_accuracy", "chance_accuracy", "agreement_oracle_accuracy")
+    return {name: float(table[name].iloc[0]) for name in names if name in table}
+
+
+def claim(scores, task: str) -> str:
+    """What the corrected test lets one say about the best head of a task, in one sentence."""
+    from probing.heads import ALPHA, MIN_UNITS
+    info = scores.tasks[task]
+    if info["n_units"] < MIN_UNITS:
+        return (f"Only {info['n_units']} independent units ({info['resampling_unit']}): too few to claim "
+                "anything; the numbers are descriptive.")
+    key = scores.main_score
+    best = scores.top(1, task=task).iloc[0]
+    fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
+    against = {"paired_difference": "its control adverb", "selectivity": "the next-word baseline",
+               "accuracy": "the nearest-candidate baseline"}[key]
+    verdict = "beats" if best[fwer] < ALPHA else "does not reliably beat"
+    return (f"The best head by {key}, {best['layer']}-{best['head']}, {verdict} {against} "
+            f"({fwer} = {best[fwer]:.2g}, family-wise over all {len(scores.task_table(task))} heads); "
+            f"{int(scores.task_table(task)['significant'].sum())} heads do.")
+
+
 def write_outputs(out: Path, scores, summary: dict) -> None:
-    """heads.csv, summary.json, heatmap.png and report.md, each written atomically."""
+    """heads.csv, summary.json, heatmap.png, report.md and, where the data has strata, strata.csv; each atomic."""
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
     atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
     write_text(out / "report.md", report_markdown(scores, summary))
+    if scores.strata is not None:
+        atomic_write(out / "strata.csv", lambda tmp: scores.strata.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+SIGNED = ("selectivity", "paired_difference", "pro_anti_gap")
+
+
+def colour_scale(key: str, grid: np.ndarray):
+    """(colour map, norm): diverging and centred on 0 for signed scores, so a negative head never looks
+    "warm"; sequential from 0 to 1 for accuracies."""
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+    if key in SIGNED:
+        bound = max(float(np.nanmax(np.abs(grid))), 1e-9)
+        return "RdBu_r", TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
+    return "viridis", Normalize(vmin=0.0, vmax=1.0)
 
 
 def save_heatmap(scores, path, k: int = 5) -> None:
-    """Layer x head heatmap of the main score, the top k heads outlined."""
+    """Layer x head heatmap of the main score, one panel per task: a diverging map centred on 0 for signed
+    scores, the top k heads outlined, heads significant after maxT correction marked with a dot."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from probing.heads import main_score
-    key = main_score(scores.relation)
-    grid = scores.table[key].to_numpy().reshape(scores.n_layers, scores.n_heads)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * scores.n_heads, 1.2 + 0.45 * scores.n_layers))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    for _, row in scores.top(k).iterrows():
-        ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="red", lw=2))
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(scores.n_heads))
-    ax.set_yticks(range(scores.n_layers))
-    ax.set_title(f"{key} ({scores.direction}), {scores.model}\ntop {k} outlined", fontsize=9)
-    fig.colorbar(image, ax=ax)
+    key = scores.main_score
+    tasks = list(scores.tasks) or [scores.primary_task]
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
+                             figsize=(len(tasks) * (1.6 + 0.45 * scores.n_heads), 1.4 + 0.45 * scores.n_layers))
+    for ax, task in zip(axes[0], tasks):
+        table = scores.task_table(task)
+        grid = table[key].to_numpy().reshape(scores.n_layers, scores.n_heads)
+        cmap, norm = colour_scale(key, grid)
+        image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+        significant = table["significant"].to_numpy().reshape(scores.n_layers, scores.n_heads)
+        layers, heads = np.nonzero(significant)
+        ax.scatter(heads, layers, s=18, c="black", edgecolors="white", linewidths=0.8, marker="o")
+        for _, row in scores.top(k, task=task).iterrows():
+            ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="gold", lw=2))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(scores.n_heads))
+        ax.set_yticks(range(scores.n_layers))
+        ax.set_title(f"{key}, task {task} ({scores.direction}), {scores.model}\n"
+                     f"top {k} outlined, dot = significant (maxT)", fontsize=8)
+        fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -108,57 +181,102 @@ def _ci(row, key) -> str:
     return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
 
 
+def _maybe(row, key, ci=False) -> str:
+    if key not in row or row[key] != row[key]:
+        return "n/a"
+    return _ci(row, key) if ci and f"{key}_ci_low" in row else f"{row[key]:.3g}"
+
+
+def _negation_rows(scores, table, k=5) -> list[str]:
+    paired = "paired_difference" in table
+    lines = ["| head | " + ("paired_difference | paired p_fwer | " if paired else "") +
+             "selectivity | p_fwer | mean_attention | next_word_baseline | control_attention |",
+             "|---|" + ("---|---|" if paired else "") + "---|---|---|---|---|"]
+    for _, row in table.sort_values(scores.main_score, ascending=False).head(k).iterrows():
+        lines.append(f"| {row['layer']}-{row['head']} | " +
+                     (f"{_ci(row, 'paired_difference')} | {row['paired_p_fwer']:.2g} | " if paired else "") +
+                     f"{_ci(row, 'selectivity')} | {row['p_fwer']:.2g} | {_ci(row, 'mean_attention')} | "
+                     f"{row['next_word_baseline']:.3f} | {_maybe(row, 'control_attention')} |")
+    return lines
+
+
+def _coref_rows(scores, table, k=5) -> list[str]:
+    lines = ["| head | accuracy | mean_attention | p_fwer (vs nearest) | twin_consistency | pro_anti_gap | flags |",
+             "|---|---|---|---|---|---|---|"]
+    for _, row in table.sort_values("accuracy", ascending=False).head(k).iterrows():
+        lines.append(f"| {row['layer']}-{row['head']} | {_ci(row, 'accuracy')} | {_ci(row, 'mean_attention')} | "
+                     f"{row['p_fwer']:.2g} | {_maybe(row, 'twin_consistency', True)} | "
+                     f"{_maybe(row, 'pro_anti_gap', True)} | {row.get('flags', '') or '-'} |")
+    return lines
+
+
 def report_markdown(scores, summary: dict) -> str:
-    """The top heads in words, each against its baseline, with the caveat."""
+    """Per task: the top heads against their baselines, the claim the corrected test allows, the strata and the
+    caveat."""
+    from probing.heads import MIN_UNITS
+    n_perm_floor = next(iter(summary["tasks"].values()))["p_value_floor"]
     lines = [f"# Head scores: {summary['relation']} on {summary['data']}", "",
              f"Model `{summary['model']}` ({summary['layers']} layers x {summary['heads']} heads), "
              f"{summary['n_examples']} examples ({summary['n_skipped_alignment'] + summary['n_skipped_loading']} "
-             f"skipped), direction measured: **{summary['direction']}**. Heads are 0-indexed.", ""]
+             f"skipped), direction measured: **{summary['direction']}**. Heads are 0-indexed. "
+             f"Mention rule: **{summary['mention']}** "
+             + ("(a multi-word mention is its last word). " if summary["mention"] == "head" else
+                "(cue and next word are used whole). " if summary["relation"] == "negation" else
+                "(attention summed over the whole mention). ")
+             + f"Resampling unit: **{summary['resampling_unit']}**.", "",
+             "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
+             "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
+             f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only.", ""]
     if scores.relation == "negation":
-        lines += ["`selectivity` = `mean_attention` - `next_word_baseline`: how much more the head attends "
-                  "from the cue to the next word than from any word to its next word. 95% bootstrap CIs "
-                  "in brackets; p from a one-sided paired sign-flip test, Holm-corrected over all heads.", "",
-                  "| head | selectivity | mean_attention | next_word_baseline | control_attention | p (Holm) |",
-                  "|---|---|---|---|---|---|"]
-        for _, row in scores.top(5).iterrows():
-            control = f"{row['control_attention']:.3f}" if "control_attention" in row else "n/a"
-            lines.append(f"| {row['layer']}-{row['head']} | {_ci(row, 'selectivity')} | "
-                         f"{_ci(row, 'mean_attention')} | {row['next_word_baseline']:.3f} | {control} | "
-                         f"{row['p_holm']:.2g} |")
-        best_raw = scores.top(1, by="mean_attention").iloc[0]
-        best_sel = scores.top(1).iloc[0]
-        lines += ["", f"The head with the highest raw `mean_attention` is {best_raw['layer']}-{best_raw['head']} "
-                  f"({best_raw['mean_attention']:.3f}, baseline {best_raw['next_word_baseline']:.3f}); the most "
-                  f"selective is {best_sel['layer']}-{best_sel['head']}."
-                  + (f" They differ: the raw leader gives the word after the cue {best_raw['mean_attention']:.3f}, "
-                     f"but any word's next word {best_raw['next_word_baseline']:.3f}: mostly a positional habit." if
-                     (best_raw['layer'], best_raw['head']) != (best_sel['layer'], best_sel['head']) else "")]
+        lines += ["`paired_difference` = attention cue -> next word minus attention control adverb -> the same "
+                  "next word in the same sentence: the main score where controls exist. `selectivity` = "
+                  "`mean_attention` - `next_word_baseline` (any word -> its next word).", ""]
     else:
-        b = summary["baselines"]
-        lines += [f"`accuracy` = share of examples where the antecedent gets the most attention from the pronoun "
-                  f"among the candidates. Baselines: nearest candidate {b['nearest_candidate_accuracy']:.3f}, "
-                  f"first candidate {b['first_candidate_accuracy']:.3f}, chance {b['chance_accuracy']:.3f}. "
-                  "p from a one-sided paired sign-flip test against the nearest-candidate baseline, "
-                  "Holm-corrected over all heads.", "",
-                  "| head | accuracy | mean_attention | vs nearest candidate | p (Holm) |", "|---|---|---|---|---|"]
-        for _, row in scores.top(5).iterrows():
-            lines.append(f"| {row['layer']}-{row['head']} | {_ci(row, 'accuracy')} | {_ci(row, 'mean_attention')} | "
-                         f"{row['accuracy'] - b['nearest_candidate_accuracy']:+.3f} | {row['p_holm']:.2g} |")
+        lines += ["`accuracy` = share of examples where the antecedent gets the most attention from the pronoun "
+                  "among the candidates. `flags`: *agreement* (above chance where pronoun agreement decides, not "
+                  "on twins), *nearest* (picks the nearest candidate beyond chance where it is wrong), "
+                  "*stereotype* (pro - anti gap above 0), each from a maxT-corrected test.", ""]
+    for task, info in summary["tasks"].items():
+        table = scores.task_table(task)
+        lines += [f"## Task: {task} ({info['n_examples']} examples, {info['n_units']} units)", ""]
+        lines += ["Baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in info["baselines"].items()) + ".", ""]
+        lines += _negation_rows(scores, table) if scores.relation == "negation" else _coref_rows(scores, table)
+        cross = info["best_head_cross_fitted"]
+        lines += ["", f"Best head in sample: {info['best_head_in_sample']['head']} "
+                  f"({info['best_head_in_sample']['score']:.3f}); cross-fitted (chosen on one half of the units, "
+                  f"scored on the other): {cross['score']:.3f}.",
+                  f"Heads with p_fwer < 0.05: {info['n_heads_p_fwer_below_0.05']}.", "", f"**{info['claim']}**", ""]
+    if scores.relation == "negation":
+        best_raw = scores.top(1, by="mean_attention").iloc[0]
         best = scores.top(1).iloc[0]
-        verdict = ("beats" if best["accuracy_ci_low"] > b["nearest_candidate_accuracy"] else
-                   "does not clearly beat")
-        lines += ["", f"The best head, {best['layer']}-{best['head']}, {verdict} the nearest-candidate baseline "
-                  "(CI low end against the baseline)."]
-    lines += ["", f"{summary['n_significant_heads_holm']} of {summary['layers'] * summary['heads']} heads beat "
-              "their baseline at p < 0.05 after Holm correction.", "", "![heatmap](heatmap.png)", "",
-              f"*Caveat.* {CAVEAT}", ""]
+        lines += [f"The head with the highest raw `mean_attention` is {best_raw['layer']}-{best_raw['head']} "
+                  f"({best_raw['mean_attention']:.3f}, any word's next word {best_raw['next_word_baseline']:.3f}); "
+                  f"the best by {scores.main_score} is {best['layer']}-{best['head']}.", ""]
+    if scores.strata is not None:
+        lines += ["## Strata", "", "Each stratum has its own tests; top 3 heads by the main score.", "",
+                  "| stratum | task | examples | units | top heads |", "|---|---|---|---|---|"]
+        key = scores.main_score
+        for (by, stratum, task), part in scores.strata.groupby(["by", "stratum", "task"], sort=False):
+            top = part.sort_values(key, ascending=False).head(3)
+            fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
+            heads = ", ".join(f"{r['layer']}-{r['head']} ({r[key]:.3f}, p_fwer {r[fwer]:.2g})"
+                              for _, r in top.iterrows())
+            units = int(part["n_units"].iloc[0])
+            few = " (too few units to claim anything)" if units < MIN_UNITS else ""
+            lines.append(f"| {by} = {stratum} | {task} | {int(part['n_examples'].iloc[0])} | {units}{few} | {heads} |")
+        lines.append("")
+    lines += ["![heatmap](heatmap.png)", "", f"*Caveat.* {CAVEAT}", ""]
     return "\n".join(lines)
 
 
 def summary_text(summary: dict) -> str:
-    """A short summary for stdout."""
+    """A short summary for stdout, one block per task."""
     key = summary["ranked_by"]
-    tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in summary["top_heads"])
-    return (f"{summary['model']} | {summary['data']} | {summary['relation']} ({summary['direction']}) | "
-            f"{summary['n_examples']} examples\ntop heads by {key}: {tops}\n"
-            f"baselines: " + ", ".join(f"{k}={v:.3f}" for k, v in summary["baselines"].items()))
+    lines = [f"{summary['model']} | {summary['data']} | {summary['relation']} ({summary['direction']}) | "
+             f"{summary['n_examples']} examples | mention: {summary['mention']} | unit: {summary['resampling_unit']}"]
+    for task, info in summary["tasks"].items():
+        tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in info["top_heads"])
+        lines += [f"[{task}] {info['n_examples']} examples, {info['n_units']} units; top heads by {key}: {tops}",
+                  f"[{task}] baselines: " + ", ".join(f"{k}={v:.3f}" for k, v in info["baselines"].items()),
+                  f"[{task}] {info['claim']}"]
+    return "\n".join(lines)

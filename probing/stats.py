@@ -144,3 +144,102 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = adjusted_sorted
     return adjusted
+
+
+def cross_fitted_best(values, groups=None, seed: int = 0) -> dict:
+    """The best column's mean, chosen and estimated on different halves of the units, and the reverse.
+
+    Choosing the best of many heads and reporting its in-sample mean is optimistic (the winner's curse).
+    The units (groups, else examples) are split at random into two halves; the column with the highest mean
+    on one half is estimated on the other, and vice versa; the two estimates are averaged, weighted by the
+    number of examples they use. Returns {"score", "chosen": [column chosen on half A, on half B],
+    "in_sample_best", "in_sample_score"}; the score is NaN with fewer than two units.
+    """
+    values = _as_matrix(values, "cross_fitted_best")
+    codes = group_codes(groups, len(values))
+    means = _nanmean_cols(values)
+    best = int(np.nanargmax(means)) if np.isfinite(means).any() else 0
+    result = {"in_sample_best": best, "in_sample_score": float(means[best]), "score": float("nan"), "chosen": []}
+    n_groups = int(codes.max()) + 1
+    if n_groups < 2:
+        return result
+    order = np.random.default_rng(seed).permutation(n_groups)
+    in_a = np.isin(codes, order[: n_groups // 2])
+    estimates, weights = [], []
+    for choose, judge in ((in_a, ~in_a), (~in_a, in_a)):
+        chosen_means = _nanmean_cols(values[choose])
+        pick = int(np.nanargmax(chosen_means)) if np.isfinite(chosen_means).any() else 0
+        result["chosen"].append(pick)
+        estimates.append(float(_nanmean_cols(values[judge][:, [pick]])[0]))
+        weights.append(int(judge.sum()))
+    result["score"] = float(np.average(estimates, weights=weights))
+    return result
+
+
+def gap_bootstrap_ci(values, in_a, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None):
+    """Percentile CI of mean(values[in_a]) - mean(values[~in_a]) per column, resampling units (groups).
+
+    For two unpaired samples (say pro- and anti-stereotyped items) drawn from shared templates: a replicate
+    draws the groups with replacement and takes the difference of the two ratio-estimator means."""
+    values = _as_matrix(values, "gap_bootstrap_ci")
+    in_a = np.asarray(in_a, dtype=bool)
+    codes = group_codes(groups, len(values))
+    sums_a, counts_a = _group_sums(np.where(in_a[:, None], values, np.nan), codes)
+    sums_b, counts_b = _group_sums(np.where(in_a[:, None], np.nan, values), codes)
+    n_groups = len(sums_a)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gaps = (draws @ sums_a) / (draws @ counts_a) - (draws @ sums_b) / (draws @ counts_b)
+    alpha = (1 - level) / 2
+    return np.nanquantile(gaps, alpha, axis=0), np.nanquantile(gaps, 1 - alpha, axis=0)
+
+
+def label_permutation_tests(values, in_a, n_perm: int = 10000, seed: int = 0, groups=None):
+    """One-sided tests of mean(values[in_a]) > mean(values[~in_a]) per column, with maxT correction.
+
+    For two unpaired samples: the labels are shuffled within each group (with no groups, across all examples),
+    which keeps each template's mix of the two kinds; where no group mixes them, whole groups swap labels.
+    The statistic is the gap divided by the column's
+    standard deviation (the same under every shuffle), so the maxT step-down treats heads alike. Returns
+    (p_value, p_fwer) as `sign_flip_tests` does; floor 1/(n_perm+1).
+    """
+    values = np.nan_to_num(_as_matrix(values, "label_permutation_tests"))
+    in_a = np.asarray(in_a, dtype=bool)
+    if in_a.all() or not in_a.any():
+        raise ValueError("label_permutation_tests needs examples of both kinds")
+    codes = group_codes(groups, len(values))
+    scale = values.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+
+    def statistic(labels):              # labels (perms, N) bool -> (perms, heads)
+        weights = labels / labels.sum(1, keepdims=True) - ~labels / (~labels).sum(1, keepdims=True)
+        return (weights @ values) / scale
+
+    observed = statistic(in_a[None])[0]
+    order = np.argsort(-observed)
+    exceed, exceed_max = np.zeros(values.shape[1]), np.zeros(values.shape[1])
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1)]
+    # Where no group mixes the two kinds (each example its own group, say), whole groups swap labels instead.
+    pure = all(in_a[rows].all() or not in_a[rows].any() for rows in members)
+    group_labels = np.array([in_a[rows[0]] for rows in members])
+    for start in range(0, n_perm, 1000):
+        size = min(1000, n_perm - start)
+        labels = np.empty((size, len(values)), dtype=bool)
+        if pure:
+            shuffled = group_labels[rng.random((size, len(members))).argsort(axis=1)]     # (size, groups)
+            labels = shuffled[:, codes]
+        else:
+            for rows in members:        # shuffle the labels within each group
+                keys = rng.random((size, len(rows))).argsort(axis=1)
+                labels[:, rows] = in_a[rows][keys]
+        flipped = statistic(labels)
+        exceed += np.sum(flipped >= observed - 1e-12, axis=0)
+        tail_max = np.maximum.accumulate(flipped[:, order[::-1]], axis=1)[:, ::-1]
+        exceed_max[order] += np.sum(tail_max >= observed[order] - 1e-12, axis=0)
+    p_value = (1 + exceed) / (1 + n_perm)
+    p_sorted = np.maximum.accumulate(((1 + exceed_max) / (1 + n_perm))[order])
+    p_fwer = np.empty_like(p_sorted)
+    p_fwer[order] = p_sorted
+    return p_value, p_fwer

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from probing.alignment import (AlignmentError, adjacent_word_attention, drop_special_columns, make_layout,
-                               span_words, unit_attention, word_index)
+                               mention_pieces, span_pieces, span_words, unit_attention, word_index)
 
 # "[CLS] the law ##yer did not sign [SEP]": 8 pieces, words the=0, lawyer=1 (2 pieces), did=2, not=3, sign=4
 TEXT = "the lawyer did not sign"
@@ -16,7 +16,7 @@ def test_word_index_marks_specials_and_groups_pieces():
     assert word_index(WORD_IDS, OFFSETS, TEXT).tolist() == [-1, 0, 1, 1, 2, 3, 4, -1]
 
 
-def test_span_selects_every_overlapping_word():
+def test_span_selects_the_words_of_its_pieces():
     words = word_index(WORD_IDS, OFFSETS, TEXT)
     assert span_words((5, 6), OFFSETS, words) == [1]          # one character inside "lawyer"
     assert span_words((11, 18), OFFSETS, words) == [2, 3]     # "did not"
@@ -89,3 +89,60 @@ def test_drop_special_columns_renormalises_rows():
     assert kept.sum(1) == pytest.approx(np.ones(8))
     m = a[0, 0].numpy()
     assert kept[3, 5] == pytest.approx(m[3, 5] / m[3, 1:7].sum())
+
+
+# ---- The piece rule and the mention rule (issue 11) -------------------------------------------------------
+# BERT: "[CLS] he hasn ' t read [SEP]", every piece its own word (BERT splits punctuation off).
+NT_TEXT = "he hasn't read"
+NT_OFFSETS = [(0, 0), (0, 2), (3, 7), (7, 8), (8, 9), (10, 14), (0, 0)]
+NT_WORD_IDS = [None, 0, 1, 2, 3, 4, None]
+
+
+def test_span_takes_the_pieces_inside_it_not_the_host():
+    words = word_index(NT_WORD_IDS, NT_OFFSETS, NT_TEXT)
+    assert span_pieces((6, 9), NT_OFFSETS, words) == [3, 4]        # "n't" -> ' t, never "hasn"
+    assert span_words((6, 9), NT_OFFSETS, words) == [2, 3]
+
+
+def test_span_falls_back_to_overlapping_pieces_when_none_lie_inside():
+    words = word_index(NT_WORD_IDS, NT_OFFSETS, NT_TEXT)
+    assert span_pieces((4, 6), NT_OFFSETS, words) == [2]           # "as" inside "hasn"
+
+
+def test_bpe_contraction_is_the_apostrophe_t_piece():
+    # GPT-2 style: "he", " hasn", "'t", " read" (offsets without the leading space)
+    offsets = [(0, 2), (3, 7), (7, 9), (10, 14)]
+    words = word_index([0, 1, 1, 2], offsets, NT_TEXT)
+    assert span_pieces((6, 9), offsets, words) == [2]
+
+
+def test_negation_layout_on_a_contraction_uses_cue_pieces_and_keeps_the_host_as_a_candidate():
+    layout = make_layout(NT_TEXT, (6, 9), (10, 14), None, NT_OFFSETS, NT_WORD_IDS)
+    assert layout.source.tolist() == [3, 4] and layout.source_words == [2, 3]
+    assert [u.tolist() for u in layout.units] == [[5], [1], [2]]    # target "read", then "he", "hasn"
+
+
+# "[CLS] mary ann smith met tom [SEP]"
+MW_TEXT = "Mary Ann Smith met Tom and she"
+MW_OFFSETS = [(0, 0), (0, 4), (5, 8), (9, 14), (15, 18), (19, 22), (23, 26), (27, 30), (0, 0)]
+MW_WORD_IDS = [None, 0, 1, 2, 3, 4, 5, 6, None]
+
+
+def test_head_mention_is_the_last_word_and_span_keeps_the_sum():
+    head = make_layout(MW_TEXT, (27, 30), (0, 14), [(0, 14), (19, 22)], MW_OFFSETS, MW_WORD_IDS, mention="head")
+    assert [u.tolist() for u in head.units] == [[3], [5]] and head.target_words == [2]
+    span = make_layout(MW_TEXT, (27, 30), (0, 14), [(0, 14), (19, 22)], MW_OFFSETS, MW_WORD_IDS, mention="span")
+    assert [u.tolist() for u in span.units] == [[1, 2, 3], [5]]
+    assert mention_pieces([1, 2, 3], word_index(MW_WORD_IDS, MW_OFFSETS, MW_TEXT), "head") == [3]
+    with pytest.raises(ValueError, match="mention"):
+        make_layout(MW_TEXT, (27, 30), (0, 14), None, MW_OFFSETS, MW_WORD_IDS, mention="sum")
+
+
+def test_minilm_cue_pieces_of_hasnt(minilm):
+    from probing.runner import encode
+    text = "In the end, the pilot hasn't read the letter."
+    enc = encode(minilm, [text])[0]
+    start = text.index("n't")
+    layout = make_layout(text, (start, start + 3), (start + 4, start + 8), None, enc.offsets, enc.word_ids)
+    tokens = minilm.tokenizer.convert_ids_to_tokens(enc.input_ids)
+    assert [tokens[i] for i in layout.source] == ["'", "t"]

@@ -95,8 +95,16 @@ def test_coref_coverage(coref):
         for value in values:
             assert counts[value] >= 40, (field, value, counts)
     categories = Counter(e.meta["category"] for e in coref)
-    assert set(categories) == {"simple", "two-candidate", "plural", "possessive", "winograd"}
-    assert sum(1 for e in coref if e.meta["category"] == "two-candidate" and e.candidate_spans) >= 100
+    assert set(categories) == {"all-words", "gender", "animacy", "number", "possessive", "winograd"}
+    assert sum(1 for e in coref if e.meta["category"] == "gender" and e.candidate_spans) >= 90
+    # "all-words" rows are the only ones without candidates (a different task, never averaged with the rest)
+    assert all((e.meta["category"] == "all-words") == (not e.candidate_spans) for e in coref)
+
+
+def test_agreement_decides_every_two_candidate_row_but_winograd(coref):
+    decided = Counter((e.meta["category"], e.meta.get("agreement_decides")) for e in coref)
+    assert decided[("winograd", False)] == 50 and decided[("all-words", None)] == 68
+    assert sum(n for (category, flag), n in decided.items() if flag) == 176      # the count
 
 
 def test_coref_spans_point_at_pronoun_and_head_noun(coref):
@@ -141,6 +149,8 @@ def test_winograd_pairs(coref):
         assert [a.text[s:t] for s, t in a.candidate_spans] == [b.text[s:t] for s, t in b.candidate_spans]
         assert a.target != b.target and a.source == b.source
         assert a.meta["flip_word"] != b.meta["flip_word"]
+        assert a.meta["twin"] == b.meta["twin"] == group
+        assert (a.meta["twin_role"], b.meta["twin_role"]) == ("clean", "corrupt")
         assert a.text.replace(a.meta["flip_word"], b.meta["flip_word"]) == b.text
         words_a, words_b = WORD.findall(a.text), WORD.findall(b.text)
         assert sum(x != y for x, y in zip(words_a, words_b)) == 1 and len(words_a) == len(words_b)
@@ -164,6 +174,8 @@ def test_negation_ids_relation_and_meta(negation):
         assert e.role in ("negated", "control")
         assert e.meta["cue"] in ("not", "n't")
         assert e.meta["host"] in HOSTS[e.meta["host_type"]], e.id
+        assert e.meta["cue_form"] == e.meta["cue"] and isinstance(e.meta["next_is_predicate"], bool)
+        assert e.meta["group"].startswith(("verb-", "pred-"))
         if e.role == "negated":
             assert re.fullmatch(r"neg-\d{4}", e.id) and e.meta["pair"] == e.id
         else:
@@ -229,3 +241,21 @@ def test_control_is_the_same_sentence_with_the_cue_replaced(pairs):
         assert ctl.target_span == (neg.target_span[0] + shift, neg.target_span[1] + shift), pair
         assert ctl.target_span[0] == ctl.source_span[1] + 1, pair
         assert ctl.text[:ctl.source_span[0]].split()[-1] == host, pair
+
+
+def test_next_is_predicate_marks_determiners_prepositions_and_adverbs(pairs):
+    marked = {neg.target: neg.meta["next_is_predicate"] for neg in (m["negated"][0] for m in pairs.values())}
+    verb_forms = {form for verb in build_builtin.VERBS for form in verb[:3]}
+    for word, flag in marked.items():
+        if word in verb_forms or word in ("happy", "hungry", "nurses"):
+            assert flag, word
+        if word in ("a", "at", "very", "fully", "always", "the", "good", "in", "on", "quite", "so"):
+            assert not flag, word
+    assert 0.2 < sum(not f for f in (m["negated"][0].meta["next_is_predicate"] for m in pairs.values())) / len(pairs) < 0.35
+
+
+def test_controls_share_their_pair_s_group_and_strata(pairs):
+    for members in pairs.values():
+        neg, ctl = members["negated"][0], members["control"][0]
+        for key in ("group", "cue_form", "next_is_predicate"):
+            assert neg.meta[key] == ctl.meta[key]

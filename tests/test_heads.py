@@ -80,3 +80,174 @@ def test_truncated_example_is_skipped_with_reason(minilm):
     example = negation(long_text, "not", "go", id="long")
     scores, skipped = score_examples(minilm, NEGATION_EXAMPLES[:1] + [example])
     assert scores.ids == ["n1"] and len(skipped) == 1 and "long" in skipped[0] and "truncated" in skipped[0]
+
+
+# ---- Rules on hand-made tensors (issues 11 and 12) -------------------------------------------------------
+import torch
+
+from conftest import coreference, negation
+from probing.heads import ExampleScores, argmax_credit, head_table, task_summaries
+
+
+def test_ties_give_one_over_k_credit():
+    per_unit = torch.tensor([[[1.0, 1.0, 0.5], [2.0, 2.0, 2.0], [0.1, 0.3, float("-inf")]]])   # (1 ex, 3 heads, 3)
+    assert argmax_credit(per_unit, torch.tensor([0]))[0].tolist() == pytest.approx([0.5, 1 / 3, 0.0])
+    assert argmax_credit(per_unit, torch.tensor([1]))[0].tolist() == pytest.approx([0.5, 1 / 3, 1.0])
+    assert argmax_credit(per_unit, torch.tensor([2]))[0].tolist() == pytest.approx([0.0, 1 / 3, 0.0])
+
+
+def _hand_scores(hit, nearest_choice, nearest_hit, metas, groups=None):
+    """ExampleScores for 2-candidate examples with the given per-head credits (N, heads) in one layer."""
+    hit = np.asarray(hit, float)[:, None, :]
+    n = len(hit)
+    return ExampleScores(
+        ids=[f"e{i}" for i in range(n)], attention=hit.copy(), hit=hit, next_word=np.full(hit.shape, np.nan),
+        nearest_hit=np.asarray(nearest_hit, bool), first_hit=np.asarray(nearest_hit, bool),
+        n_candidates=np.full(n, 2), pairs=[""] * n, nearest_choice=np.asarray(nearest_choice, float)[:, None, :],
+        groups=groups or [f"g{i}" for i in range(n)], tasks=["candidates"] * n, meta=metas)
+
+
+def test_a_first_candidate_head_is_flagged_nearest_where_first_is_nearest():
+    # 40 examples; candidate 0 is first and nearest; the target is candidate 0 in even rows, 1 in odd rows.
+    target_is_first = np.arange(40) % 2 == 0
+    first_head = target_is_first.astype(float)                  # always picks candidate 0
+    right_head = np.ones(40)                                    # always picks the target
+    hit = np.stack([first_head, right_head], 1)
+    nearest_choice = np.stack([np.ones(40), target_is_first.astype(float)], 1)
+    table = head_table(_hand_scores(hit, nearest_choice, target_is_first, [{}] * 40), "coreference",
+                       n_boot=50, n_perm=2000)
+    assert table["flags"].tolist() == ["nearest", ""]
+    assert table["nearest_choice_rate"].tolist() == [1.0, 0.0]
+
+
+def test_a_head_that_ignores_the_flip_word_has_twin_consistency_zero():
+    # 20 Winograd-like twin pairs: the answer is candidate 0 in the clean, 1 in the corrupt half.
+    metas, hit_same, hit_right = [], [], []
+    for t in range(20):
+        for role in ("clean", "corrupt"):
+            metas.append({"twin": f"t{t}", "twin_role": role, "agreement_decides": False})
+            hit_same.append(1.0 if role == "clean" else 0.0)        # picks candidate 0 in both halves
+            hit_right.append(1.0)
+    # plus 40 agreement-decided items that both heads get right
+    metas += [{"agreement_decides": True}] * 40
+    hit = np.stack([hit_same + [1.0] * 40, hit_right + [1.0] * 40], 1)
+    groups = [f"t{i // 2}" for i in range(40)] + [f"a{i}" for i in range(40)]
+    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(80), metas, groups)
+    table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
+    assert table["twin_consistency"].tolist() == [0.0, 1.0]
+    assert table["n_twin_pairs"].iloc[0] == 20
+    assert table["agreement_oracle_accuracy"].iloc[0] == pytest.approx((40 * 1.0 + 40 * 0.5) / 80)
+    # right where agreement decides, at chance on the twins: the agreement flag; the other head is not flagged
+    assert table["flags"].tolist()[0] == "agreement" and "agreement" not in table["flags"].tolist()[1]
+
+
+def test_stereotype_flag_and_pro_anti_gap_paired_by_twin():
+    metas, hit = [], []
+    for t in range(40):
+        metas += [{"twin": f"w{t}", "stereotype": "pro", "twin_role": "clean"},
+                  {"twin": f"w{t}", "stereotype": "anti", "twin_role": "corrupt"}]
+        hit += [[1.0, 1.0], [0.0, 1.0]]                          # head 0 is right only on pro items
+    scores = _hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas, [f"w{i // 2}" for i in range(80)])
+    table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
+    assert table["pro_anti_gap"].tolist() == [1.0, 0.0]
+    assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and table["pro_anti_p_fwer"].iloc[1] == 1.0
+    assert "stereotype" in table["flags"].iloc[0] and "stereotype" not in table["flags"].iloc[1]
+
+
+def test_tasks_are_never_averaged():
+    scores = _hand_scores(np.ones((6, 1)), np.zeros((6, 1)), [1, 1, 0, 0, 0, 0], [{}] * 6)
+    scores.tasks = ["candidates"] * 2 + ["all-words"] * 4
+    table = head_table(scores, "coreference", n_boot=20, n_perm=100)
+    assert table["task"].tolist() == ["candidates", "all-words"]
+    assert table["nearest_candidate_accuracy"].tolist() == [1.0, 0.0]
+    assert table["n_examples"].tolist() == [2, 4]
+
+
+def test_clustering_counts_groups_and_cross_fits_the_best_head():
+    rng = np.random.default_rng(0)
+    hit = (rng.random((60, 3)) < [0.9, 0.5, 0.5]).astype(float)
+    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(60), [{}] * 60, [f"g{i // 3}" for i in range(60)])
+    table = head_table(scores, "coreference", n_boot=50, n_perm=500)
+    assert (table["n_units"] == 20).all()
+    info = task_summaries(scores, "coreference", n_perm=500)["candidates"]
+    assert info["n_units"] == 20 and info["resampling_unit"] == "meta.group"
+    assert info["best_head_in_sample"]["head"] == "0-0" and info["best_head_cross_fitted"]["chosen_on_each_half"] == ["0-0", "0-0"]
+
+
+# ---- The same rules in the batched scorer and in the independent reference --------------------------------
+
+CONTRACTION_EXAMPLES = [negation("In the end, the pilot hasn't read the letter.", "n't", "read", id="c1"),
+                        negation("The players can't find the ball.", "n't", "find", id="c2")]
+MULTIWORD_EXAMPLES = [coreference("Mary Ann Smith met Tom Brown because she was lost.", "she",
+                                  "Mary Ann Smith", ["Mary Ann Smith", "Tom Brown"], id="m1")]
+
+
+@pytest.mark.parametrize("mention", ["head", "span"])
+def test_contractions_and_multiword_mentions_match_naive(minilm, mention):
+    for examples in (CONTRACTION_EXAMPLES, MULTIWORD_EXAMPLES):
+        scores, skipped = score_examples(minilm, examples, mention=mention)
+        assert skipped == []
+        for row, example in enumerate(examples):
+            naive = naive_example_scores(minilm, example, mention=mention)
+            np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
+            np.testing.assert_array_equal(scores.hit[row], naive["hit"])
+            if example.relation == "negation":
+                np.testing.assert_allclose(scores.next_word[row], naive["next_word"], atol=1e-5)
+
+
+def test_head_mention_differs_from_span_sum(minilm):
+    head, _ = score_examples(minilm, MULTIWORD_EXAMPLES, mention="head")
+    span, _ = score_examples(minilm, MULTIWORD_EXAMPLES, mention="span")
+    assert (span.attention >= head.attention - 1e-6).all() and (span.attention > head.attention + 1e-3).any()
+
+
+# ---- Real numbers on the built-in negation set ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def builtin_negation_scores(minilm):
+    from probing.examples import load_examples
+    examples, _ = load_examples("builtin-negation")
+    return score_heads(minilm, examples, n_boot=200, n_perm=10000)
+
+
+def _head(table, layer, head):
+    return table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
+
+
+@pytest.mark.slow
+def test_builtin_negation_paired_difference_leads_and_its_top_head_survives_maxt(builtin_negation_scores):
+    result = builtin_negation_scores
+    assert result.main_score == "paired_difference" and result.resampling_unit == "meta.group"
+    top = result.top(1).iloc[0]
+    assert (top["layer"], top["head"]) == (1, 7)
+    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
+    assert top["paired_p_fwer"] < 0.001 and top["p_fwer"] < 0.001
+    assert result.tasks["all-words"]["n_units"] == 45
+
+
+@pytest.mark.slow
+def test_not_and_nt_items_separately(builtin_negation_scores):
+    strata = builtin_negation_scores.strata
+    cue = strata[strata["by"] == "cue_form"]
+    not_items, nt_items = cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
+    assert not_items["n_examples"].iloc[0] == 96 and nt_items["n_examples"].iloc[0] == 90
+    # 1-8 attends from "not" to the next word (0.863) and is selective there; from the pieces ' and t of
+    # "n't" it attends 0.50 and less than any word to its next word: the host "hasn" is no longer averaged in.
+    assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
+    assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
+    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
+    assert _head(nt_items, 1, 8)["selectivity"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
+    # 1-7 is the best by paired difference on both cue forms
+    for part in (not_items, nt_items):
+        best = part.sort_values("paired_difference", ascending=False).iloc[0]
+        assert (best["layer"], best["head"]) == (1, 7) and best["paired_p_fwer"] < 0.001
+
+
+def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
+    metas = [{"stereotype": "pro"}] * 40 + [{"stereotype": "anti"}] * 40
+    hit = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
+    table = head_table(_hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
+                       n_boot=50, n_perm=2000)
+    assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
+    assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]
+    assert "stereotype" not in table["flags"].iloc[1]

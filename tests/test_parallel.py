@@ -27,7 +27,12 @@ def test_two_cpu_processes_equal_one(tmp_path):
     a, b = pd.read_csv(single / "heads.csv"), pd.read_csv(double / "heads.csv")
     numeric = a.select_dtypes("number").columns
     assert list(a.columns) == list(b.columns) and len(a) == len(b) == 72
-    np.testing.assert_allclose(a[numeric].to_numpy(), b[numeric].to_numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(a[numeric].to_numpy(), b[numeric].to_numpy(), atol=1e-6, rtol=0, equal_nan=True)
+    # the strata (cue form, next word the predicate or not) are combined exactly too
+    a, b = pd.read_csv(single / "strata.csv"), pd.read_csv(double / "strata.csv")
+    assert set(a["by"]) == {"cue_form", "next_is_predicate"} and len(a) == len(b)
+    numeric = a.select_dtypes("number").columns
+    np.testing.assert_allclose(a[numeric].to_numpy(), b[numeric].to_numpy(), atol=1e-6, rtol=0, equal_nan=True)
 
 
 def test_cuda_request_without_gpu_is_explained(tmp_path, capsys):

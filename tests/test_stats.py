@@ -75,3 +75,39 @@ def test_cluster_sign_flip_counts_groups_not_copies():
     assert p[0] == pytest.approx(1 / 8, abs=0.02)
     p_plain, _ = sign_flip_tests(diffs, n_perm=4000, seed=0)
     assert p_plain[0] < 0.001
+
+
+def test_cross_fitted_best_is_less_optimistic_than_the_in_sample_maximum():
+    from probing.stats import cross_fitted_best
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(40, 200))          # 200 heads with true mean 0: the in-sample max is pure luck
+    result = cross_fitted_best(noise, seed=0)
+    assert result["in_sample_score"] > 0.3 and abs(result["score"]) < 0.3
+    assert len(result["chosen"]) == 2
+    real = noise.copy()
+    real[:, 7] += 2.0                           # one real head is chosen on both halves
+    assert cross_fitted_best(real, seed=0)["chosen"] == [7, 7]
+    assert np.isnan(cross_fitted_best(real, groups=["g"] * 40)["score"])     # one unit: nothing to split
+
+
+def test_gap_bootstrap_ci_brackets_the_gap():
+    from probing.stats import gap_bootstrap_ci
+    values = np.r_[np.ones(30), np.zeros(30)][:, None] * np.ones((1, 2))
+    values[:, 1] = 0.5
+    in_a = np.r_[np.ones(30, bool), np.zeros(30, bool)]
+    low, high = gap_bootstrap_ci(values, in_a, n_boot=200, groups=[i % 15 for i in range(60)])
+    assert low[0] == pytest.approx(1.0) and high[0] == pytest.approx(1.0)
+    assert low[1] == pytest.approx(0.0) and high[1] == pytest.approx(0.0)
+
+
+def test_label_permutation_detects_an_unpaired_gap_and_not_noise():
+    from probing.stats import label_permutation_tests
+    rng = np.random.default_rng(3)
+    in_a = np.arange(80) % 2 == 0
+    values = rng.random((80, 3))
+    values[in_a, 0] += 0.5                       # column 0: a real gap; columns 1, 2: none
+    p, p_fwer = label_permutation_tests(values, in_a, n_perm=2000, groups=[i // 4 for i in range(80)])
+    assert p_fwer[0] < 0.001 and p[0] == pytest.approx(1 / 2001)
+    assert p_fwer[1] > 0.05 and p_fwer[2] > 0.05 and (p_fwer >= p - 1e-12).all()
+    with pytest.raises(ValueError, match="both kinds"):
+        label_permutation_tests(values, np.ones(80, bool))

@@ -15,12 +15,16 @@ Coreference (`relation: "coreference"`)
       antecedent       the antecedent's head word
       antecedent_role  "subject" (subject of its clause) or "object" (any non-subject argument)
       distance         "far" when at least FAR_WORDS words lie between antecedent and pronoun, else "near"
-      category         simple (one possible referent), two-candidate (two candidates told apart by gender
-                       or animacy), plural (told apart by number), possessive (his/her/their),
+      category         all-words (one possible referent; no candidate_spans, every word competes),
+                       gender / animacy / number (two candidates told apart by the pronoun's gender,
+                       animacy or number), possessive (his/her/their, told apart by gender or number),
                        winograd (same-type candidates; one flip word decides)
+      agreement_decides  two-candidate rows only: True when pronoun agreement (gender, number, animacy)
+                       alone picks the antecedent, False for Winograd pairs
       group            the template id; all variants of one frame (and both halves of a Winograd pair)
-                       share it, for grouped cross-validation
-      flip_word        Winograd only
+                       share it, for grouped cross-validation and as the clustering unit of the statistics
+      flip_word, twin, twin_role  Winograd only: the flip word; the pair's id (its group) shared by both
+                       halves; "clean" for the first half, "corrupt" for the second
     Every sentence with two candidates carries `candidate_spans` (both head nouns).
 
 Negation (`relation: "negation"`)
@@ -30,9 +34,12 @@ Negation (`relation: "negation"`)
     "The lawyer didn't sign" -> "The lawyer did really sign", "can't" -> "can ...", "won't" -> "will ...".
     The cue span of a contraction is always the three characters "n't" ("did|n't", "ca|n't", "wo|n't").
     source = the cue (negated) or the adverb (control); target = the next word, the same word in both.
-    meta: pair (the negated record's id), role (negated / control), cue ("not" / "n't"), host (the word
-    carrying the negation, uncontracted), host_type (auxiliary / copula / modal); controls add adverb and
-    control_note (the substitution made). Ids: "neg-0001" and its control "neg-0001-ctl".
+    meta: pair (the negated record's id), role (negated / control), cue and cue_form ("not" / "n't"),
+    host (the word carrying the negation, uncontracted), host_type (auxiliary / copula / modal),
+    next_is_predicate (False when the word after the cue is not the negated predicate's head: "is not *a*
+    doctor", "does not *fully* understand", "is not *at* home"), group (the predicate after the cue, the
+    clustering unit: sentences sharing a predicate share the word the cue attends to); controls add
+    adverb and control_note (the substitution made). Ids: "neg-0001" and its control "neg-0001-ctl".
 """
 from __future__ import annotations
 
@@ -272,7 +279,7 @@ def head_span(span: tuple[int, int], phrase: str) -> tuple[int, int]:
 
 
 def coref_row(group, category, template, a, b, antecedent_slot, role, case, gender,
-              with_candidates, flip_word=None) -> dict:
+              with_candidates, flip_word=None, twin_role=None) -> dict:
     """One coreference row; `a`/`b` are the phrases for {A}/{B} (b may be None)."""
     pronoun = PRONOUNS[gender][case]
     values = {"A": a, "P": pronoun}
@@ -288,8 +295,10 @@ def coref_row(group, category, template, a, b, antecedent_slot, role, case, gend
     meta = {"pronoun": pronoun, "gender": gender, "antecedent": text[target[0]:target[1]],
             "antecedent_role": role, "distance": "far" if n_between >= FAR_WORDS else "near",
             "category": category, "group": group}
+    if with_candidates:
+        meta["agreement_decides"] = category != "winograd"
     if flip_word is not None:
-        meta["flip_word"] = flip_word
+        meta.update(flip_word=flip_word, twin=group, twin_role=twin_role)
     row = {"text": text, "relation": "coreference", "source_span": list(source), "target_span": list(target),
            "meta": meta}
     if with_candidates:
@@ -312,21 +321,21 @@ def coreference_rows() -> list[dict]:
     for t, (group, template, role, case, nouns) in enumerate(SIMPLE_FRAMES):
         for k in range(4):
             phrase, gender = person(3 * t + k) if nouns == "people" else nouns[k]
-            rows.append(coref_row(group, "simple", template, phrase, None, "A", role, case, gender, False))
+            rows.append(coref_row(group, "all-words", template, phrase, None, "A", role, case, gender, False))
 
     for t, (group, template, slot, case) in enumerate(GENDER_FRAMES):
         for k in range(6):
             man, woman = MEN[(t + k) % len(MEN)], WOMEN[(2 * t + k + 1) % len(WOMEN)]
             a, b = (man, woman) if k % 2 == 0 else (woman, man)
             gender = "male" if (a if slot == "A" else b) == man else "female"
-            rows.append(coref_row(group, "two-candidate", template, a, b, slot, role_of(slot), case, gender,
+            rows.append(coref_row(group, "gender", template, a, b, slot, role_of(slot), case, gender,
                                   True))
 
     for t, (group, template, slot, objects) in enumerate(ANIMACY_FRAMES):
         for k, thing in enumerate(objects):
             someone = person(5 * t + k)[0]
             a, b = (someone, thing) if slot == "B" else (thing, someone)
-            rows.append(coref_row(group, "two-candidate", template, a, b, slot, role_of(slot), "subj",
+            rows.append(coref_row(group, "animacy", template, a, b, slot, role_of(slot), "subj",
                                   "neuter", True))
 
     for t, (group, template, slot, case, group_slot) in enumerate(NUMBER_FRAMES):
@@ -338,7 +347,7 @@ def coreference_rows() -> list[dict]:
                 pronoun_gender = gender
             else:
                 pronoun_gender = "plural"
-            rows.append(coref_row(group, "plural", template, a, b, slot, role_of(slot), case, pronoun_gender,
+            rows.append(coref_row(group, "number", template, a, b, slot, role_of(slot), case, pronoun_gender,
                                   True))
 
     for t, (group, template, slot, plural_slot, nouns) in enumerate(POSSESSIVE_FRAMES):
@@ -355,9 +364,9 @@ def coreference_rows() -> list[dict]:
                                   True))
 
     for group, template, a, b, gender, *flips in WINOGRAD_PAIRS:
-        for flip_word, slot in flips:
+        for (flip_word, slot), twin_role in zip(flips, ("clean", "corrupt")):
             rows.append(coref_row(group, "winograd", template, a, b, slot, role_of(slot), "subj", gender,
-                                  True, flip_word=flip_word))
+                                  True, flip_word=flip_word, twin_role=twin_role))
 
     for i, row in enumerate(rows, start=1):
         row["id"] = f"coref-{i:04d}"
@@ -416,6 +425,10 @@ PLURAL_PREDICATES = ["happy with the result", "nurses", "at home", "ready for th
                      "interested in politics", "good cooks", "on the train", "quite sure about the answer",
                      "so different from the others"]
 
+# Copula predicates whose first word is the predicate's head (an adjective or a bare noun); the others
+# start with a determiner, a preposition or an intensifier ("a doctor", "at home", "very tall", "good cooks").
+PREDICATE_HEADS_FIRST = {"happy", "ready", "afraid", "sure", "angry", "busy", "hungry", "interested", "nurses"}
+
 PREFIXES = ["", "", "As far as I know, ", "", "To be honest, ", "In the end, ", "", "Apparently, "]
 VERB_SUFFIXES = ["", " this time", "", " after all", " again"]
 COPULA_SUFFIXES = ["", "", " after all"]
@@ -467,21 +480,27 @@ NEGATION_PLAN = [
 # Negation: building the rows
 # ---------------------------------------------------------------------------------------------------------
 
-def continuation(kind: str, line: int, k: int) -> tuple[str, str]:
-    """The words after the cue for the k-th sentence of plan line `line`, and the suffix before the full stop."""
+def continuation(kind: str, line: int, k: int) -> tuple[str, str, str, bool]:
+    """The words after the cue for the k-th sentence of plan line `line`, the suffix before the full stop,
+    the predicate's id (shared by its singular/plural and verb-form variants) and whether the first word
+    after the cue is the negated predicate's head."""
     if kind in ("singular", "plural"):
         predicates = SINGULAR_PREDICATES if kind == "singular" else PLURAL_PREDICATES
-        return (predicates[(5 * k + 3 * line) % len(predicates)],
-                COPULA_SUFFIXES[(k + line) % len(COPULA_SUFFIXES)])
+        index = (5 * k + 3 * line) % len(predicates)
+        words = predicates[index]
+        return (words, COPULA_SUFFIXES[(k + line) % len(COPULA_SUFFIXES)], f"pred-{SINGULAR_PREDICATES[index]}",
+                words.split()[0] in PREDICATE_HEADS_FIRST)
     suffix = VERB_SUFFIXES[(k + line) % len(VERB_SUFFIXES)]
     if kind == "bare" and k % 4 == 3:
-        return ADVERB_VERB_PHRASES[(k // 4 + line) % len(ADVERB_VERB_PHRASES)], suffix
+        words = ADVERB_VERB_PHRASES[(k // 4 + line) % len(ADVERB_VERB_PHRASES)]
+        return words, suffix, f"verb-{words.split()[1]}", False
     bare, participle, ing, rest = VERBS[(7 * k + 5 * line) % len(VERBS)]
     verb = {"bare": bare, "participle": participle, "ing": ing}[kind]
-    return f"{verb} {rest}", suffix
+    return f"{verb} {rest}", suffix, f"verb-{bare}", True
 
 
-def negation_pair(pair_id, prefix, subject, host, host_type, cue, words, suffix, adverb) -> list[dict]:
+def negation_pair(pair_id, prefix, subject, host, host_type, cue, words, suffix, adverb, predicate,
+                  next_is_predicate) -> list[dict]:
     """The negated row and its control."""
     def capitalized(text):
         return text[0].upper() + text[1:]
@@ -498,7 +517,8 @@ def negation_pair(pair_id, prefix, subject, host, host_type, cue, words, suffix,
     ctl_target = (ctl_source[1] + 1, ctl_source[1] + 1 + len(words.split()[0]))
     written = CONTRACTED.get(host, host) + "n't" if cue == "n't" else host + " not"
 
-    meta = {"pair": pair_id, "cue": cue, "host": host, "host_type": host_type}
+    meta = {"pair": pair_id, "cue": cue, "cue_form": cue, "host": host, "host_type": host_type,
+            "next_is_predicate": next_is_predicate, "group": predicate}
     return [
         {"id": pair_id, "text": negated, "relation": "negation", "source_span": list(source),
          "target_span": list(target), "meta": {**meta, "role": "negated"}},
@@ -521,10 +541,11 @@ def negation_rows() -> list[dict]:
                 cue = "n't"
             else:
                 cue = "not" if (k + line) % 2 == 0 else "n't"
-            words, suffix = continuation(kind, line, k)
+            words, suffix, predicate, next_is_predicate = continuation(kind, line, k)
             rows += negation_pair(f"neg-{n:04d}", PREFIXES[(n * 3) % len(PREFIXES)],
                                   subjects[(3 * line + 5 * k) % len(subjects)], host, host_type, cue,
-                                  words, suffix, adverbs[(line + k) % len(adverbs)])
+                                  words, suffix, adverbs[(line + k) % len(adverbs)], predicate,
+                                  next_is_predicate)
     return rows
 
 
