@@ -41,6 +41,7 @@ def _typed_examples(n=400, n_types=20, signal=0.0, seed=0):
     return features, target, words
 
 
+@pytest.mark.slow
 def test_type_control_is_learnable_and_a_type_only_probe_does_not_beat_it():
     features, target, words = _typed_examples()
     result = coref_probe_from_features(_candidates(features, target, words), n_folds=4, Cs=FAST_CS, n_boot=200)
@@ -106,6 +107,7 @@ def test_agreement_rule_and_twin_consistency_in_the_result():
     assert result.probe_minus_agreement.ci_low > 0
 
 
+@pytest.mark.slow
 def test_layer_probe_controls_and_the_adverb_swap():
     rng = np.random.default_rng(0)
     n, d = 240, 16
