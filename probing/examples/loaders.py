@@ -27,6 +27,20 @@ Every record has `meta["group"]`, a key that keeps related rows (the pro/anti ve
 frame, one Winogender template, one Winograd schema pair, one minimal pair, one Wikipedia page) in the
 same fold of a grouped cross-validation.
 
+What could solve an example, and how examples pair up (the meta contract shared with the head tables):
+
+* `meta["group"]`: the clustering unit (sentence frame, template, schema pair); absent = its own unit.
+* `meta["twin"]`: shared by the two items that differ only in the word that flips the answer, with
+  `meta["twin_role"]` "clean" or "corrupt". WinoBias: the pro/anti versions of a line (pro is clean; the
+  pronoun's gender flips the stereotype; 2 type-2 test lines whose versions name different antecedents get no
+  twin). Winogender: the two answers (occupation = clean, participant = corrupt) for one occupation,
+  participant and pronoun gender. WSC273: a schema pair of exactly two (the first is clean; the triple and
+  quadruple get none). BLiMP licensing: the negated sentence (clean) and its adverb control (corrupt).
+* `meta["agreement_decides"]`: False for WinoBias and Winogender (both candidates are singular people with
+  no gender of their own, so pronoun agreement cannot pick one).
+* WinoBias: `meta["stereotype"]` "pro"/"anti" and `meta["type"]` "1"/"2"; Winogender: `meta["gender"]` (the
+  pronoun's) and `meta["answer"]` ("occupation"/"participant").
+
 Per-dataset choices, beyond each loader's one-line docstring:
 
 * GAP: ids "gap-dev:development-1"; meta gender from the pronoun; group = the Wikipedia URL (several rows
@@ -44,6 +58,9 @@ Per-dataset choices, beyond each loader's one-line docstring:
   pronoun, then after it - and the best pair of non-overlapping spans wins; meta["match"] says which rule
   found each candidate. group pairs schemas 2k/2k+1, growing a pair while the next schema repeats its
   frame (a triple at 252-254, a quadruple at 267-270).
+* BLiMP (`blimp-npi-licensing`, old name `blimp-negation`; `blimp-npi-scope`, old name
+  `blimp-negation-scope`): the licensor set measures NPI licensing ("not" -> "ever" in every item, against
+  ungrammatical controls like "probably ever"), not negation in general; the names say so.
 * BLiMP scope: the bad sentence's "not" (in the wrong clause) is a genuine cue -> next word, so it is kept
   as a record with role "scope-bad" and no "pair"; filter on meta["role"] == "negated" for the licensing
   "not" only. It shares the good sentence's group.
