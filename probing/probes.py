@@ -297,6 +297,7 @@ class CorefProbeResult:
     beats_control: bool
     twin_consistency: Estimate | None       # share of twin pairs with both members right (None: no twins)
     n_twin_pairs: int
+    twin_answers_differ: bool               # most twin pairs have different answers (Winograd) or the same (WinoBias)
     table: pd.DataFrame                     # one row per score: name, mean, ci_low, ci_high
     head_weights: pd.DataFrame              # layer, head, coef per direction, weight
     predictions: pd.DataFrame               # one row per test example
@@ -352,9 +353,11 @@ def _evaluate_coref_fold(train: CandidateFeatures, test: CandidateFeatures, trai
 
 
 def twin_pairs_correct(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per twin pair with both members among the predictions: its group and whether both are right."""
+    """One row per twin pair with both members among the predictions: its group, whether both are right, and
+    whether the twins share the answer (WinoBias: the pronoun flips, the antecedent stays)."""
     twins = predictions.dropna(subset=["twin"])
-    both = twins.groupby("twin").agg(n=("correct", "size"), both_right=("correct", "all"), group=("group", "first"))
+    both = twins.groupby("twin").agg(n=("correct", "size"), both_right=("correct", "all"), group=("group", "first"),
+                                     same_answer=("gold", lambda g: g.nunique() == 1))
     return both[both["n"] == 2].reset_index()
 
 
@@ -375,7 +378,8 @@ def _summarise_coref(predictions: pd.DataFrame, n_boot: int, seed: int) -> dict:
     pairs = twin_pairs_correct(predictions)
     twin = (estimate(pairs["both_right"].to_numpy(float), pairs["group"].to_numpy(), n_boot, seed)
             if len(pairs) else None)
-    return {"accuracy": est(correct), "baselines": baselines,
+    differ = bool(len(pairs)) and bool((~pairs["same_answer"].astype(bool)).mean() > 0.5)
+    return {"accuracy": est(correct), "baselines": baselines, "twin_answers_differ": differ,
             "probe_minus_best_head": est(correct - predictions["best_head_correct"].to_numpy(float)),
             "probe_minus_agreement": est(correct - agreement) if known else None,
             "control_accuracy": est(predictions["control_correct"]), "selectivity": selectivity,

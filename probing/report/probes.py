@@ -196,8 +196,11 @@ def coref_markdown(payload: dict) -> str:
         lines += [f"| control task, train (type-level, memorisable) | {100 * r['control_train_accuracy']:.1f}% |",
                   f"| control task, test | {pct(r['control_accuracy'])} |"]
         if r.get("twin_consistency"):
-            lines.append(f"| twin consistency: both twins right ({r['n_twin_pairs']} pairs; 0 for a probe that "
-                         f"ignores the flip word) | {pct(r['twin_consistency'])} |")
+            meaning = ("the twins have opposite answers: 0 for a probe that ignores the flip word"
+                       if r["twin_answers_differ"] else "the twins share the answer and differ in the pronoun's "
+                       "gender: a probe blind to the stereotype is right on both or on neither")
+            lines.append(f"| twin consistency: both twins right ({r['n_twin_pairs']} pairs; {meaning}) | "
+                         f"{pct(r['twin_consistency'])} |")
         lines += ["", coref_verdict(r)]
         lines += _c_sensitivity(r)
         lines += ["", "Top heads by probe weight: "
