@@ -234,8 +234,10 @@ def test_layer_probe_negation_against_the_adverb_swap(minilm):
     result = layer_probe(minilm, examples, task="negation", n_folds=3, Cs=(0.1,), n_boot=100)
     t = result.table.set_index("layer")
     assert {"control_train_accuracy", "adverb_swap_accuracy", "negation_minus_swap"} <= set(t.columns)
-    assert t.loc[1, "accuracy"] > 0.9 and t.loc[1, "negation_beats_swap"]
-    assert 0.55 < t.loc[1, "adverb_swap_accuracy"] < t.loc[1, "accuracy"]   # a word swap alone is decodable too
+    assert t.loc[1, "accuracy"] > 0.9
+    assert t.loc[0, "adverb_swap_accuracy"] == pytest.approx(0.5, abs=0.05)  # same word, same position: nothing
+    assert t.loc[1, "adverb_swap_accuracy"] > 0.85                            # any word swap is decodable by layer 1
+    assert t["negation_minus_swap"].max() < 0.15                             # negation adds little over a swap
     assert t.loc[0, "control_accuracy"] > t.loc[0, "accuracy"]              # layer 0 does not beat its control
     assert "just" in result.adverb_swap
 
