@@ -3,7 +3,7 @@ hidden states, and the fold groups that keep twins and sentence frames together.
 import numpy as np
 import pytest
 
-from conftest import COREF_EXAMPLES, NEGATION_EXAMPLES, coreference
+from conftest import COREF_EXAMPLES, NEGATION_EXAMPLES
 from probing.examples import Example, load_examples
 from probing.features import (DEFAULT_GROUP_BY, adjacent_pair_features, agreement_decides, candidate_features,
                               cue_form, example_group, fold_groups, resolve_group_by, sentence_cue_forms,
