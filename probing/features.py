@@ -18,6 +18,12 @@ batch (never the dataset's attention tensors), as in `probing.heads._score_batch
 
 Features are read as the model sees them: the tokenizer's words, special tokens in no word. Examples that
 cannot be aligned are skipped and listed with a reason, never dropped silently.
+
+Grouping (`fold_groups`): cross-validation folds must never split related examples. Two examples are in one
+fold group when they share meta["group"] (or meta[group_by]) or are twins (meta["twin"]): the connected
+components of those links. `DEFAULT_GROUP_BY` is the scientific default per dataset: Winogender's
+meta["group"] is one template, and the template with the other answer for the same occupation is its
+minimal pair, so its folds group by occupation (a notebook call gets this default too).
 """
 from __future__ import annotations
 
@@ -34,6 +40,11 @@ from probing.runner import encode_and_align, forward_attentions, length_batches,
 
 DIRECTIONS_COREF = ("pronoun->candidate", "candidate->pronoun")
 DIRECTIONS_ADJACENT = ("w->w+1", "w+1->w")
+DEFAULT_GROUP_BY = {"winogender": "occupation"}
+DETERMINERS = ("the", "a", "an")
+# The built-in coreference set's categories, for sets written before meta["agreement_decides"] existed:
+# pronoun gender, number or animacy alone picks the answer in every category but the Winograd pairs.
+_AGREEMENT_BY_CATEGORY = {"two-candidate": True, "plural": True, "possessive": True, "winograd": False}
 
 
 def example_group(example: Example, group_by: str | None = None) -> str:
@@ -42,6 +53,54 @@ def example_group(example: Example, group_by: str | None = None) -> str:
     if group_by and example.meta.get(group_by) not in (None, ""):
         return f"{group_by}:{example.meta[group_by]}"
     return str(example.meta.get("group") or example.meta.get("pair") or example.id)
+
+
+def dataset_of(example: Example) -> str:
+    """The dataset an example came from, read from its id ("winogender:technician..." -> "winogender")."""
+    return example.id.split(":", 1)[0] if ":" in example.id else ""
+
+
+def resolve_group_by(examples: list[Example], group_by: str | None) -> str | None:
+    """group_by as given, else DEFAULT_GROUP_BY of the examples' one dataset (None when mixed or unknown)."""
+    if group_by:
+        return group_by
+    datasets = {dataset_of(e) for e in examples}
+    return DEFAULT_GROUP_BY.get(datasets.pop()) if len(datasets) == 1 else None
+
+
+def fold_groups(examples: list[Example], group_by: str | None = None) -> list[str]:
+    """One fold group per example: connected components of shared `example_group` keys and meta["twin"]."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    keys = []
+    for e in examples:
+        own = [example_group(e, group_by)] + ([f"twin:{e.meta['twin']}"] if e.meta.get("twin") else [])
+        for other in own[1:]:
+            a, b = find(own[0]), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        keys.append(own[0])
+    return [find(k) for k in keys]
+
+
+def agreement_decides(example: Example) -> bool | None:
+    """Whether pronoun agreement alone (gender, number, animacy) picks the answer; None when unknown."""
+    value = example.meta.get("agreement_decides")
+    if isinstance(value, bool):
+        return value
+    return _AGREEMENT_BY_CATEGORY.get(example.meta.get("category"))
+
+
+def word_type(text: str) -> str:
+    """A candidate's word type: lowercased, leading determiner dropped ("The doctor" -> "doctor")."""
+    words = text.lower().split()
+    return " ".join(words[1:] if len(words) > 1 and words[0] in DETERMINERS else words)
 
 
 # ---- Coreference: (pronoun, candidate) attention in both directions --------------------------------
@@ -58,6 +117,9 @@ class CandidateFeatures:
     nearest: np.ndarray         # (N,) candidate closest to the pronoun
     first: np.ndarray           # (N,) candidate that comes first in the text
     skipped: list[str] = field(default_factory=list)
+    candidate_words: list[tuple[str, ...]] = field(default_factory=list)  # word type of each candidate
+    twins: list[str | None] = field(default_factory=list)                # meta["twin"] per example
+    agreement: list[bool | None] = field(default_factory=list)           # agreement_decides per example
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,7 +134,10 @@ class CandidateFeatures:
         return CandidateFeatures(model=self.model, ids=[self.ids[i] for i in rows],
                                  groups=[self.groups[i] for i in rows], features=self.features[rows],
                                  candidate_mask=self.candidate_mask[rows], target=self.target[rows],
-                                 nearest=self.nearest[rows], first=self.first[rows], skipped=list(self.skipped))
+                                 nearest=self.nearest[rows], first=self.first[rows], skipped=list(self.skipped),
+                                 candidate_words=[self.candidate_words[i] for i in rows] if self.candidate_words else [],
+                                 twins=[self.twins[i] for i in rows] if self.twins else [],
+                                 agreement=[self.agreement[i] for i in rows] if self.agreement else [])
 
 
 def _source_columns(attention: torch.Tensor, from_index: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
@@ -120,7 +185,8 @@ def candidate_features(loaded: LoadedModel, examples: list[Example], batch_token
                        group_by: str | None = None) -> CandidateFeatures:
     """Pronoun<->candidate attention features for coreference examples that have candidate_spans.
 
-    group_by: the meta key whose value is the cross-validation group (default: meta["group"]).
+    group_by: the meta key whose value is the cross-validation group (default: DEFAULT_GROUP_BY for the
+    examples' dataset, else meta["group"]); twins always share a group (see `fold_groups`).
     """
     if not examples:
         raise ValueError("no examples to extract features from")
@@ -146,15 +212,20 @@ def candidate_features(loaded: LoadedModel, examples: list[Example], batch_token
         bar.update(len(batch))
     bar.close()
     kept = [layouts[i] for i in usable]
+    groups = fold_groups(examples, resolve_group_by(examples, group_by))
     mask = np.zeros((len(usable), n_units), bool)
     for row, layout in enumerate(kept):
         mask[row, :len(layout.units)] = True
     features[~mask] = 0.0
     return CandidateFeatures(model=loaded.name, ids=[examples[i].id for i in usable],
-                             groups=[example_group(examples[i], group_by) for i in usable], features=features,
+                             groups=[groups[i] for i in usable], features=features,
                              candidate_mask=mask, target=np.array([l.target for l in kept]),
                              nearest=np.array([l.nearest for l in kept]), first=np.array([l.first for l in kept]),
-                             skipped=skipped)
+                             skipped=skipped,
+                             candidate_words=[tuple(word_type(examples[i].text[a:b]) for a, b in
+                                                    examples[i].candidate_spans) for i in usable],
+                             twins=[examples[i].meta.get("twin") for i in usable],
+                             agreement=[agreement_decides(examples[i]) for i in usable])
 
 
 # ---- Negation: attention within every adjacent word pair --------------------------------------------
@@ -174,6 +245,7 @@ class AdjacentPairFeatures:
     groups: list[str]           # one per sentence: meta["pair"] (negated and control together), else the id
     roles: list[str]            # one per sentence: "negated", "control" or ""
     skipped: list[str] = field(default_factory=list)
+    cue_forms: list[str] = field(default_factory=list)  # one per sentence: its pair's cue ("not", "n't", "never")
 
     def __len__(self) -> int:
         return len(self.label)
@@ -187,6 +259,19 @@ class AdjacentPairFeatures:
 def negation_group(example: Example) -> str:
     """Negation folds keep a negated sentence with its control: meta["pair"], else the group, else the id."""
     return str(example.meta.get("pair") or example.meta.get("group") or example.id)
+
+
+def cue_form(text: str) -> str:
+    """A cue's form: lowercased, curly apostrophe straightened, any contraction as "n't" ("didn't" -> "n't")."""
+    form = text.strip().lower().replace("\u2019", "'")
+    return "n't" if form.endswith("n't") else form
+
+
+def sentence_cue_forms(examples: list[Example]) -> list[str]:
+    """Each example's cue form; a control gets its negated partner's (same meta pair), else meta["cue"]."""
+    by_pair = {negation_group(e): cue_form(e.source) for e in examples if e.role != "control"}
+    return [by_pair.get(negation_group(e)) or cue_form(str(e.meta.get("cue", ""))) if e.role == "control"
+            else cue_form(e.source) for e in examples]
 
 
 def _word_texts(text: str, layout: Layout, offsets) -> list[str]:
@@ -263,6 +348,7 @@ def adjacent_pair_features(loaded: LoadedModel, examples: list[Example], batch_t
 def _assemble_pairs(model, examples, usable, layouts, encoded, cues, per_example, skipped) -> AdjacentPairFeatures:
     """Flatten per-sentence pair features into labelled pair rows, dropping pairs inside a multi-word cue."""
     chunks, label, hard, word, position, n_words, sentence = [], [], [], [], [], [], []
+    forms = sentence_cue_forms(examples)
     for row, i in enumerate(usable):
         example, layout = examples[i], layouts[i]
         texts = _word_texts(example.text, layout, encoded[i].offsets)
@@ -282,7 +368,7 @@ def _assemble_pairs(model, examples, usable, layouts, encoded, cues, per_example
         hard_negative=np.array(hard), word=word, position=np.array(position), n_words=np.array(n_words),
         example=np.array(sentence), ids=[examples[i].id for i in usable],
         groups=[negation_group(examples[i]) for i in usable], roles=[examples[i].role for i in usable],
-        skipped=skipped)
+        skipped=skipped, cue_forms=[forms[i] for i in usable])
 
 
 # ---- Hidden states of the word after the source -----------------------------------------------------
@@ -295,6 +381,7 @@ class WordStates:
     states: np.ndarray          # (N, L+1, D)
     kept: list[int]             # index of each row's example in the input list
     skipped: list[str] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)   # lowercased text of the probed word, one per row
 
 
 def _forward_hidden(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -313,6 +400,7 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
         raise ValueError("no examples to extract hidden states from")
     encoded, layouts, skipped = encode_and_align(loaded, examples)
     pieces: dict[int, np.ndarray] = {}
+    texts: dict[int, str] = {}
     for i, layout in enumerate(layouts):
         if layout is None:
             continue
@@ -321,6 +409,8 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
             skipped.append(f"{examples[i].id}: no word after the source")
             continue
         pieces[i] = np.flatnonzero(layout.words == after)
+        start, end = encoded[i].offsets[pieces[i][0]][0], encoded[i].offsets[pieces[i][-1]][1]
+        texts[i] = examples[i].text[start:end].lower()
     usable = sorted(pieces)
     if not usable:
         raise ValueError(f"none of the {len(examples)} examples has a usable word after the source: {skipped[:3]}")
@@ -340,7 +430,7 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
         bar.update(len(batch))
     bar.close()
     return WordStates(model=loaded.name, ids=[examples[i].id for i in usable], states=states, kept=usable,
-                      skipped=skipped)
+                      skipped=skipped, words=[texts[i] for i in usable])
 
 
 def _progress(total: int, enabled: bool, what: str):

@@ -1,38 +1,44 @@
-"""Probing classifiers on attention features and hidden states, with baselines and control tasks.
+"""Probing classifiers on attention features and hidden states, each against a control task that can fail.
 
-Three probes, each a library function returning a plain dataclass (its `to_dict()` is JSON-ready):
+Three probes, one call shape `fn(model, examples, *, options) -> Result` (model None = the default model);
+every result is a dataclass with `.table` (a DataFrame) and `.to_dict()` (JSON-ready):
 
 - `coref_probe` (Clark et al. 2019's attention-only probe): a `StandardScaler + LogisticRegression` pipeline
   on the 2 x L x H attention features of each (pronoun, candidate) pair (see `probing.features`), trained to
   say whether the candidate is the antecedent; an example's prediction is its highest-scoring candidate.
-- `negation_probe`: the same pipeline on every adjacent word pair (w, w+1), trained to say whether w is a
-  negation cue, with a positional control, a word-identity control and a comparison of its per-head
-  weights with `score_heads`' single-head selectivity.
-- `layer_probe`: per layer, a pipeline on the hidden state of the word after the source (negated vs
-  control sentence, or the gender of the antecedent), with a random-label control per layer.
+  Beside it: chance, nearest/first candidate, the best single head (chosen on training data), the
+  agreement rule (what pronoun gender/number/animacy alone gets) and, on twin data, twin consistency.
+- `negation_probe`: cue-type transfer. The same pipeline on every adjacent word pair (w, w+1) is trained to
+  find the negation cue in sentences whose cue is `train_cue` ("not") and tested on sentences with other cue
+  forms ("n't", "never", "no"): word identity learned on "not" cannot find "n't", so a probe that transfers
+  reads something about the cue's role from attention. The score is per sentence: is the top-scoring pair
+  the cue? (chance 1/#pairs). Baselines: a positional probe and a word-identity probe trained on the same rows;
+  hard negatives: does the cue outscore the adverb that replaces it in its control sentence?
+- `layer_probe`: per layer, a probe on the hidden state of the word after the source (negated vs control
+  sentence, or the antecedent's gender). For negation it also runs an adverb-vs-adverb probe (the control
+  sentence vs the same sentence with another adverb in its place), so the curve shows what negation adds over
+  any word swap.
 
-Conventions, shared by all three:
-- No leakage: every split is grouped (GroupKFold on the example's group: meta["group"] for coreference,
-  meta["pair"] for negation so a negated sentence and its control share a fold), the scaler lives inside the
-  pipeline and is fit per training fold, C is chosen on the training side only (an inner grouped CV, or
-  the given validation set), and the best single head is chosen on training examples only.
-- Control tasks (Hewitt & Liang 2019): the same probe, same C, trained and scored on control labels that
-  keep the label distribution but carry no information about the property. Labels are a seeded hash of
-  the example's group, so every member of a group gets the same control answer. selectivity = score -
-  control score. Because folds are grouped, a test group's control labels were never seen: control
-  accuracy near chance shows that nothing leaks from the group, not that the probe has low capacity.
-- CIs: 95% percentile bootstrap resampling groups (whole groups, since their members are related); a
-  difference is bootstrapped on the same resamples (paired).
-- Speed: the fits run with BLAS limited to one thread (`single_threaded_blas`): on a busy small CPU,
-  multi-threaded BLAS on these small matrices is up to 10x slower than one thread.
-- Head weights: coefficients of the probe refit on all training data (after scaling, so comparable
-  across heads); a head's `weight` is the mean |coef| of its two directions.
+Control tasks (Hewitt & Liang 2019), type-level so that a probe can learn them: every word TYPE gets a fixed
+random value (a seeded hash). Coreference: the control answer is the candidate whose type has the highest
+value; negation: the pair whose word w has the highest value; layers: the probed word's type picks the label.
+A probe that can tell word types apart memorises these on training data (control train accuracy) and carries
+them to test examples that share types (control accuracy). selectivity = accuracy - control accuracy (paired);
+`beats_control` is True only when its 95% CI is above 0, and every report says so when it is not.
+
+Conventions:
+- No leakage: every split is grouped (`probing.features.fold_groups`: meta["group"] or the dataset default
+  `DEFAULT_GROUP_BY`, joined with meta["twin"]; negation: the sentence pair), the scaler is fit per training
+  fold, C is chosen on the training side only (an inner grouped CV, or the given validation set).
+- CIs: 95% percentile cluster bootstrap (`probing.stats.bootstrap_ci` with the fold groups); differences are
+  per-example differences, so they are paired.
+- Speed: fits run with BLAS limited to one thread (`single_threaded_blas`).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -42,55 +48,42 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probing.features import (DIRECTIONS_ADJACENT, DIRECTIONS_COREF, AdjacentPairFeatures, CandidateFeatures,
-                              adjacent_pair_features, candidate_features, negation_group, word_hidden_states)
-from probing.features import example_group as coref_group
+from probing.examples import Example, example_from_dict
+from probing.features import (DEFAULT_GROUP_BY, DIRECTIONS_ADJACENT, DIRECTIONS_COREF, AdjacentPairFeatures,
+                              CandidateFeatures, adjacent_pair_features, candidate_features, fold_groups,
+                              negation_group, resolve_group_by, word_hidden_states)
+from probing.stats import Estimate, bootstrap_ci
+
+__all__ = ["DEFAULT_GROUP_BY", "coref_probe", "negation_probe", "layer_probe", "CorefProbeResult",
+           "NegationProbeResult", "LayerProbeResult", "adverb_swap_examples"]
 
 DEFAULT_CS = (0.0001, 0.001, 0.01, 0.1, 1.0)
+ADVERB_SWAPS = ("just", "also", "surely")   # put in place of the control's adverb (the first that differs)
+MIN_TEST_SENTENCES = 5
 WEIGHT_NOTE = ("weight = mean |coefficient| of the head's two directions in the probe refit on all training "
                "data; features are standard-scaled, so weights are comparable across heads")
 
 
-# ---- Estimates and the grouped bootstrap ------------------------------------------------------------
+# ---- Estimates ----------------------------------------------------------------------------------------
 
-@dataclass
-class Estimate:
-    """A number with its 95% bootstrap CI (resampling groups) and the count it rests on."""
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
+def estimate(values, groups=None, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """Mean of per-example values (NaN = undefined, left out) with its cluster-bootstrap 95% CI."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0 or np.isnan(values).all():
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    low, high = bootstrap_ci(values[:, None], n_boot, seed=seed, groups=groups)
+    return Estimate(float(np.nanmean(values)), float(low[0]), float(high[0]))
 
 
-def grouped_bootstrap(stat: Callable[[np.ndarray], float], groups, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> Estimate:
-    """stat(row_weights) on the data, and its percentile CI over resamples of whole groups.
-
-    A resample draws the groups with replacement; a row's weight is how often its group was drawn, so any
-    weighted statistic (a mean, an F1) works. The same seed gives the same resamples, so differences of
-    two statistics computed in one `stat` are paired.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    codes = pd.factorize(np.asarray(groups, dtype=object))[0]
-    if len(codes) == 0:
-        raise ValueError("no rows to bootstrap")
-    n_groups = codes.max() + 1
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
-    values = np.array([stat(draw[codes].astype(np.float64)) for draw in draws])
-    alpha = (1 - level) / 2
-    return Estimate(value=float(stat(np.ones(len(codes)))), ci_low=float(np.nanquantile(values, alpha)),
-                    ci_high=float(np.nanquantile(values, 1 - alpha)), n=int(len(codes)))
+def above_zero(difference: Estimate) -> bool:
+    """A difference whose whole 95% CI is above 0."""
+    return bool(np.isfinite(difference.ci_low) and difference.ci_low > 0)
 
 
 def _jsonable(value):
     """Estimates to dicts, tuples to lists, numpy scalars to Python numbers, recursively."""
     if isinstance(value, Estimate):
-        return asdict(value)
+        return value.to_dict()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -98,39 +91,27 @@ def _jsonable(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _top_heads(weights: pd.DataFrame, k: int = 5) -> list[dict]:
-    """The k heads with the largest probe weight, as records."""
-    return weights.nlargest(k, "weight")[["layer", "head", "weight"]].to_dict("records")
-
-
 def _plain_fields(result, exclude: tuple[str, ...]) -> dict:
     """A result dataclass's fields, less `exclude`, as JSON-ready values."""
     return {f.name: _jsonable(getattr(result, f.name)) for f in fields(result) if f.name not in exclude}
 
 
-def weighted_mean(values) -> Callable[[np.ndarray], float]:
-    """A bootstrap statistic: the weighted mean of `values` (e.g. 0/1 correctness)."""
-    values = np.asarray(values, dtype=np.float64)
-    return lambda w: float((w * values).sum() / max(w.sum(), 1e-12))
+def _estimate_rows(scores: dict) -> pd.DataFrame:
+    """name -> Estimate (or float) as a table: name, mean, ci_low, ci_high."""
+    rows = []
+    for name, value in scores.items():
+        if isinstance(value, Estimate):
+            rows.append({"name": name, **value.to_dict()})
+        elif value is not None:
+            rows.append({"name": name, "mean": float(value), "ci_low": np.nan, "ci_high": np.nan})
+    return pd.DataFrame(rows, columns=["name", "mean", "ci_low", "ci_high"])
 
 
-def weighted_f1(predicted, gold) -> Callable[[np.ndarray], float]:
-    """A bootstrap statistic: F1 of the positive class with row weights (0 when nothing is positive)."""
-    predicted, gold = np.asarray(predicted, bool), np.asarray(gold, bool)
-    tp, fp, fn = (predicted & gold).astype(float), (predicted & ~gold).astype(float), (~predicted & gold).astype(float)
-
-    def f1(w):
-        denominator = 2 * (w * tp).sum() + (w * fp).sum() + (w * fn).sum()
-        return float(2 * (w * tp).sum() / denominator) if denominator > 0 else 0.0
-    return f1
+def _top_heads(weights: pd.DataFrame, k: int = 5) -> list[dict]:
+    return weights.nlargest(k, "weight")[["layer", "head", "weight"]].to_dict("records")
 
 
-def difference(a: Callable, b: Callable) -> Callable[[np.ndarray], float]:
-    """A bootstrap statistic: a(w) - b(w), paired on the same resample."""
-    return lambda w: a(w) - b(w)
-
-
-# ---- Probes, folds and the choice of C --------------------------------------------------------------
+# ---- Probes, folds, C and control labels ------------------------------------------------------------
 
 def single_threaded_blas(function):
     """Run `function` with BLAS limited to one thread (many small fits; threads only contend)."""
@@ -144,7 +125,7 @@ def single_threaded_blas(function):
 
 def make_probe(C: float = 1.0, scale: bool = True) -> Pipeline:
     """The probe: StandardScaler (fit on the training rows only, inside the pipeline) + LogisticRegression."""
-    steps = [("scale", StandardScaler(with_mean=scale, with_std=scale))] if scale else []
+    steps = [("scale", StandardScaler())] if scale else []
     return Pipeline(steps + [("logreg", LogisticRegression(C=C, max_iter=2000))])
 
 
@@ -159,6 +140,12 @@ def grouped_folds(groups, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))
 
 
+def inner_splits(groups, n_inner: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped splits of a training fold for choosing C; none when there are too few groups."""
+    n_groups = len(set(np.asarray(groups, dtype=object).tolist()))
+    return grouped_folds(groups, min(n_inner, n_groups)) if n_groups >= 2 else []
+
+
 def choose_C(Cs, splits, fit_and_score: Callable[[float, np.ndarray, np.ndarray], float]) -> float:
     """The C with the best mean validation score over the splits; ties go to the smaller (simpler) C."""
     Cs = sorted(Cs)
@@ -170,30 +157,24 @@ def choose_C(Cs, splits, fit_and_score: Callable[[float, np.ndarray, np.ndarray]
     return float(Cs[int(np.argmax(means))])
 
 
-def inner_splits(groups, n_inner: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Grouped splits of a training fold for choosing C; none when there are too few groups."""
-    n_groups = len(set(np.asarray(groups, dtype=object).tolist()))
-    return grouped_folds(groups, min(n_inner, n_groups)) if n_groups >= 2 else []
-
-
 def stable_unit(seed: int, key: str) -> float:
     """A number in [0, 1) fixed by (seed, key): the same on every run and machine (unlike hash())."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def _draw(distribution: np.ndarray, u: float) -> int:
-    """The category at quantile u of a discrete distribution (inverse CDF)."""
-    return int(min(np.searchsorted(np.cumsum(distribution), u, side="right"), len(distribution) - 1))
+def type_priority(word: str, seed: int) -> float:
+    """The control task's random value of a word type."""
+    return stable_unit(seed, f"type:{word}")
 
 
-def group_control_labels(labels, groups, seed: int = 0) -> np.ndarray:
-    """Control labels: each group gets one label, drawn from the labels' empirical distribution by a seeded hash."""
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    distribution = counts / counts.sum()
-    by_group = {g: classes[_draw(distribution, stable_unit(seed, str(g)))] for g in dict.fromkeys(groups)}
-    return np.array([by_group[g] for g in groups])
+def type_control_labels(words, classes, seed: int = 0) -> np.ndarray:
+    """One control label per word type, drawn from `classes`' empirical distribution by the type's hash."""
+    classes = np.asarray(classes)
+    values, counts = np.unique(classes, return_counts=True)
+    cumulative = np.cumsum(counts / counts.sum())
+    pick = lambda u: values[min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)]  # noqa: E731
+    return np.array([pick(type_priority(w, seed)) for w in words])
 
 
 def head_weight_table(coef: np.ndarray, directions: tuple[str, str], n_layers: int, n_heads: int) -> pd.DataFrame:
@@ -205,6 +186,21 @@ def head_weight_table(coef: np.ndarray, directions: tuple[str, str], n_layers: i
         table[f"coef_{name}"] = coef[d].reshape(-1)
     table["weight"] = np.abs(coef).mean(0).reshape(-1)
     return table
+
+
+def _loaded(model):
+    from probing.models import LoadedModel, load_model
+    return model if isinstance(model, LoadedModel) else load_model(model)
+
+
+def check_options(n_folds: int, n_boot: int, Cs) -> None:
+    """The options every probe shares, checked up front with a message that names the problem."""
+    if not isinstance(n_folds, int) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer of at least 2, got {n_folds!r}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not Cs or any(not np.isfinite(c) or c <= 0 for c in Cs):
+        raise ValueError(f"Cs must be positive regularisation strengths, got {Cs!r}")
 
 
 # ---- Coreference ------------------------------------------------------------------------------------
@@ -249,20 +245,22 @@ def best_single_head(feats: CandidateFeatures, rows) -> tuple[int, int, float]:
 
 
 def coref_control_targets(feats: CandidateFeatures, seed: int = 0) -> np.ndarray:
-    """Control answers: a seeded hash of the group picks the candidate position (gold positions' distribution).
+    """Type-level control answers: the candidate whose word type has the highest seeded random value.
 
-    Among examples with the same number of candidates, the control positions follow the gold positions'
-    distribution (so "first candidate" is as frequent as in the gold labels), and every example of a group
-    gets the same position: nothing about the pronoun's actual antecedent is left.
+    "doctor" beats "nurse" (or not) everywhere both occur, so a probe that can tell candidate types apart
+    learns the control; nothing about the pronoun's antecedent is in it.
     """
-    n_candidates = feats.n_candidates
+    if not feats.candidate_words:
+        raise ValueError("these features carry no candidate words; extract them with candidate_features")
     control = np.zeros(len(feats), dtype=np.int64)
-    for k in np.unique(n_candidates):
-        rows = np.flatnonzero(n_candidates == k)
-        distribution = np.bincount(feats.target[rows], minlength=k) / len(rows)
-        for row in rows:
-            control[row] = _draw(distribution, stable_unit(seed, feats.groups[row]))
+    for row, words in enumerate(feats.candidate_words):
+        control[row] = int(np.argmax([type_priority(w, seed) for w in words]))
     return control
+
+
+def _accuracy(probe: Pipeline, feats: CandidateFeatures, rows, targets) -> float:
+    rows = np.asarray(rows)
+    return float((candidate_scores(probe, feats, rows).argmax(1) == np.asarray(targets)[rows]).mean())
 
 
 @dataclass
@@ -272,48 +270,55 @@ class FoldDetail:
     test_ids: list[str]
     C: float
     best_head: tuple[int, int]
+    control_train_accuracy: float
     probe: Pipeline
     control_probe: Pipeline
 
 
 @dataclass
 class CorefProbeResult:
-    """The coreference probe on one dataset: accuracy, baselines, control, head weights (see module doc)."""
+    """The coreference probe on one dataset: accuracy, baselines, the type-level control, head weights."""
     model: str
     data: str
     scheme: str
+    group_by: str | None
     n_train: int
     n_test: int
     n_folds: int
     C: list[float]
     accuracy: Estimate
-    baselines: dict[str, Estimate]          # chance, nearest_candidate, first_candidate, best_single_head
+    baselines: dict[str, Estimate]          # chance, nearest_candidate, first_candidate, best_single_head, agreement_rule
     best_heads: list[tuple[int, int]]       # the best single head of each fold (chosen on its training side)
     probe_minus_best_head: Estimate
-    control_accuracy: Estimate
-    selectivity: Estimate                   # accuracy - control_accuracy, paired
+    probe_minus_agreement: Estimate | None  # None when agreement is unknown for some test example
+    control_train_accuracy: float           # mean over folds: can the probe memorise the type-level control?
+    control_accuracy: Estimate              # on test examples
+    selectivity: Estimate                   # accuracy - control_accuracy, paired per example
+    beats_control: bool
+    twin_consistency: Estimate | None       # share of twin pairs with both members right (None: no twins)
+    n_twin_pairs: int
+    twin_answers_differ: bool               # most twin pairs have different answers (Winograd) or the same (WinoBias)
+    table: pd.DataFrame                     # one row per score: name, mean, ci_low, ci_high
     head_weights: pd.DataFrame              # layer, head, coef per direction, weight
     predictions: pd.DataFrame               # one row per test example
     skipped: list[str]
     folds: list[FoldDetail] = field(default_factory=list, repr=False)
-    # train/test only: validation accuracy per C (the choice), and test accuracy per C (sensitivity, not a choice)
     accuracy_by_C: dict[str, dict[str, float]] = field(default_factory=dict)
     weight_note: str = WEIGHT_NOTE
 
     def to_dict(self) -> dict:
-        """Every number, JSON-ready (head weights and predictions go to CSV files instead)."""
-        out = _plain_fields(self, exclude=("head_weights", "predictions", "folds", "skipped"))
+        """Every number, JSON-ready (the table, head weights and predictions go to CSV files instead)."""
+        out = _plain_fields(self, exclude=("table", "head_weights", "predictions", "folds", "skipped"))
         out["n_skipped"] = len(self.skipped)
         out["skipped"] = self.skipped[:50]
         out["top_heads_by_weight"] = _top_heads(self.head_weights)
         return out
 
 
-def _coref_scorer(feats: CandidateFeatures, targets, rows_of: Callable = lambda r: r):
+def _coref_scorer(feats: CandidateFeatures, targets):
     """fit_and_score(C, train, valid) for choose_C: example accuracy of the argmax candidate."""
     def fit_and_score(C, train, valid):
-        probe = fit_coref_probe(feats, rows_of(train), targets, C)
-        return float((candidate_scores(probe, feats, rows_of(valid)).argmax(1) == targets[rows_of(valid)]).mean())
+        return _accuracy(fit_coref_probe(feats, train, targets, C), feats, valid, targets)
     return fit_and_score
 
 
@@ -327,36 +332,70 @@ def _evaluate_coref_fold(train: CandidateFeatures, test: CandidateFeatures, trai
     gold = test.target[test_rows]
     predicted = candidate_scores(probe, test, test_rows).argmax(1)
     control_predicted = candidate_scores(control_probe, test, test_rows).argmax(1)
-    head_predicted = head_choices(test, test_rows)[:, layer, head]
+    n_candidates = test.n_candidates[test_rows]
+    agreement = [test.agreement[i] if test.agreement else None for i in test_rows]
     frame = pd.DataFrame({
         "id": [test.ids[i] for i in test_rows], "group": [test.groups[i] for i in test_rows],
-        "n_candidates": test.n_candidates[test_rows], "gold": gold, "predicted": predicted,
-        "correct": predicted == gold, "control_gold": test_control[test_rows], "control_predicted": control_predicted,
+        "twin": [test.twins[i] if test.twins else None for i in test_rows],
+        "n_candidates": n_candidates, "gold": gold, "predicted": predicted, "correct": predicted == gold,
+        "control_gold": test_control[test_rows], "control_predicted": control_predicted,
         "control_correct": control_predicted == test_control[test_rows],
         "nearest_correct": test.nearest[test_rows] == gold, "first_correct": test.first[test_rows] == gold,
-        "best_head_correct": head_predicted == gold})
+        "best_head_correct": head_choices(test, test_rows)[:, layer, head] == gold,
+        "agreement_decides": agreement,
+        # the agreement rule is right when agreement decides, and guesses among the candidates otherwise
+        "agreement_rule": [np.nan if a is None else (1.0 if a else 1.0 / k) for a, k in zip(agreement, n_candidates)]})
     detail = FoldDetail(train_ids=[train.ids[i] for i in train_rows], test_ids=[test.ids[i] for i in test_rows],
-                        C=C, best_head=(layer, head), probe=probe, control_probe=control_probe)
+                        C=C, best_head=(layer, head),
+                        control_train_accuracy=_accuracy(control_probe, train, train_rows, train_control),
+                        probe=probe, control_probe=control_probe)
     return frame, detail
 
 
+def twin_pairs_correct(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per twin pair with both members among the predictions: its group, whether both are right, and
+    whether the twins share the answer (WinoBias: the pronoun flips, the antecedent stays)."""
+    twins = predictions.dropna(subset=["twin"])
+    both = twins.groupby("twin").agg(n=("correct", "size"), both_right=("correct", "all"), group=("group", "first"),
+                                     same_answer=("gold", lambda g: g.nunique() == 1))
+    return both[both["n"] == 2].reset_index()
+
+
 def _summarise_coref(predictions: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    """Accuracy, baselines, control and differences, each with a grouped bootstrap CI."""
+    """Accuracy, baselines, control and differences, each with a cluster-bootstrap CI over fold groups."""
     groups = predictions["group"].to_numpy()
-    boot = lambda stat: grouped_bootstrap(stat, groups, n_boot, seed)  # noqa: E731
-    probe = weighted_mean(predictions["correct"])
-    control = weighted_mean(predictions["control_correct"])
-    best_head = weighted_mean(predictions["best_head_correct"])
-    return {
-        "accuracy": boot(probe),
-        "baselines": {"chance": boot(weighted_mean(1.0 / predictions["n_candidates"])),
-                      "nearest_candidate": boot(weighted_mean(predictions["nearest_correct"])),
-                      "first_candidate": boot(weighted_mean(predictions["first_correct"])),
-                      "best_single_head": boot(best_head)},
-        "probe_minus_best_head": boot(difference(probe, best_head)),
-        "control_accuracy": boot(control),
-        "selectivity": boot(difference(probe, control)),
-    }
+    est = lambda values: estimate(np.asarray(values, dtype=float), groups, n_boot, seed)  # noqa: E731
+    correct = predictions["correct"].to_numpy(float)
+    agreement = predictions["agreement_rule"].to_numpy(float)
+    known = not np.isnan(agreement).any()
+    baselines = {"chance": est(1.0 / predictions["n_candidates"]),
+                 "nearest_candidate": est(predictions["nearest_correct"]),
+                 "first_candidate": est(predictions["first_correct"]),
+                 "best_single_head": est(predictions["best_head_correct"])}
+    if known:
+        baselines["agreement_rule"] = est(agreement)
+    selectivity = est(correct - predictions["control_correct"].to_numpy(float))
+    pairs = twin_pairs_correct(predictions)
+    twin = (estimate(pairs["both_right"].to_numpy(float), pairs["group"].to_numpy(), n_boot, seed)
+            if len(pairs) else None)
+    differ = bool(len(pairs)) and bool((~pairs["same_answer"].astype(bool)).mean() > 0.5)
+    return {"accuracy": est(correct), "baselines": baselines, "twin_answers_differ": differ,
+            "probe_minus_best_head": est(correct - predictions["best_head_correct"].to_numpy(float)),
+            "probe_minus_agreement": est(correct - agreement) if known else None,
+            "control_accuracy": est(predictions["control_correct"]), "selectivity": selectivity,
+            "beats_control": above_zero(selectivity), "twin_consistency": twin, "n_twin_pairs": len(pairs)}
+
+
+def _coref_table(summary: dict, control_train: float) -> pd.DataFrame:
+    scores = {"probe accuracy": summary["accuracy"],
+              **{f"baseline: {k}": v for k, v in summary["baselines"].items()},
+              "control task: train accuracy": control_train,
+              "control task: test accuracy": summary["control_accuracy"],
+              "selectivity (probe - control)": summary["selectivity"],
+              "probe - best single head": summary["probe_minus_best_head"],
+              "probe - agreement rule": summary["probe_minus_agreement"],
+              "twin consistency (both twins right)": summary["twin_consistency"]}
+    return _estimate_rows(scores)
 
 
 @single_threaded_blas
@@ -367,8 +406,9 @@ def coref_probe_from_features(train: CandidateFeatures, test: CandidateFeatures 
     """The coreference probe on extracted features: train/test, or grouped k-fold on `train` when test is None.
 
     Train/test: C is tuned on `validation` when given, else by inner grouped CV on train. The groups are the
-    features' own (see `candidate_features(group_by=...)`); `group_by` here only names them in `scheme`.
+    features' own (see `candidate_features`); `group_by` here only names them in `scheme`.
     """
+    check_options(n_folds, n_boot, Cs)
     if len(train) == 0:
         raise ValueError("no training examples")
     n_layers, n_heads = train.features.shape[-2:]
@@ -384,11 +424,9 @@ def coref_probe_from_features(train: CandidateFeatures, test: CandidateFeatures 
             frames.append(frame.assign(fold=len(folds)))
             folds.append(detail)
         predictions = pd.concat(frames, ignore_index=True)
-        final_C = float(np.median([f.C for f in folds]))
-        final = fit_coref_probe(train, np.arange(len(train)), train.target, final_C)
-        key = group_by or "group"
-        scheme = (f"grouped {n_folds}-fold cross-validation on {data or 'the data'} (groups: meta['{key}']); "
-                  "C by inner grouped 3-fold CV")
+        final = fit_coref_probe(train, np.arange(len(train)), train.target, float(np.median([f.C for f in folds])))
+        scheme = (f"grouped {n_folds}-fold cross-validation on {data or 'the data'} (groups: meta['{group_by or 'group'}'] "
+                  "joined with meta['twin']); C by inner grouped 3-fold CV")
         n_train = len(train) - int(np.mean([len(f.test_ids) for f in folds]))
     else:
         all_train = np.arange(len(train))
@@ -407,43 +445,47 @@ def coref_probe_from_features(train: CandidateFeatures, test: CandidateFeatures 
         scheme = f"train/test ({how}): {data}"
         n_train = len(train)
     summary = _summarise_coref(predictions, n_boot, seed)
-    coef = final.named_steps["logreg"].coef_[0]
+    control_train = float(np.mean([f.control_train_accuracy for f in folds]))
     return CorefProbeResult(
-        model=train.model, data=data, scheme=scheme, n_train=n_train, n_test=len(predictions),
+        model=train.model, data=data, scheme=scheme, group_by=group_by, n_train=n_train, n_test=len(predictions),
         n_folds=len(folds), C=[f.C for f in folds], best_heads=[f.best_head for f in folds],
-        head_weights=head_weight_table(coef, DIRECTIONS_COREF, n_layers, n_heads), predictions=predictions,
-        skipped=list(train.skipped) + (list(test.skipped) if test is not None else []), folds=folds,
-        accuracy_by_C={name: {f"{C:g}": v for C, v in values.items()} for name, values in by_C.items()}, **summary)
+        control_train_accuracy=control_train, table=_coref_table(summary, control_train),
+        head_weights=head_weight_table(final.named_steps["logreg"].coef_[0], DIRECTIONS_COREF, n_layers, n_heads),
+        predictions=predictions, skipped=list(train.skipped) + (list(test.skipped) if test is not None else []),
+        folds=folds, accuracy_by_C={name: {f"{C:g}": v for C, v in values.items()} for name, values in by_C.items()},
+        **summary)
 
 
 def _heldout_accuracy(train: CandidateFeatures, heldout: CandidateFeatures, C: float) -> float:
     """Example accuracy on a held-out set of the probe fit on all training examples."""
     probe = fit_coref_probe(train, np.arange(len(train)), train.target, C)
-    rows = np.arange(len(heldout))
-    return float((candidate_scores(probe, heldout, rows).argmax(1) == heldout.target).mean())
+    return _accuracy(probe, heldout, np.arange(len(heldout)), heldout.target)
 
 
-def coref_probe(model, train, test=None, validation=None, *, n_folds: int = 5, Cs=DEFAULT_CS,
+def coref_probe(model, examples, *, test=None, validation=None, n_folds: int = 5, Cs=DEFAULT_CS,
                 n_boot: int = 1000, seed: int = 0, batch_tokens: int = 4096, data: str = "",
                 group_by: str | None = None, progress: bool = False) -> CorefProbeResult:
-    """Extract features (model: a name or LoadedModel) for lists of coreference Examples and run the probe.
+    """The attention-only coreference probe on coreference Examples (those with candidate_spans).
 
-    group_by: the meta key that defines CV and bootstrap groups (default meta["group"]).
+    examples: the training examples; grouped k-fold on them when `test` is None, else train on them, tune C
+    on `validation` (or by inner CV) and report on `test`. group_by: the meta key of the fold groups (default:
+    `DEFAULT_GROUP_BY` for the examples' dataset, e.g. occupation for Winogender, else meta["group"]); twins
+    always share a fold.
     """
+    check_options(n_folds, n_boot, Cs)
+    examples = [e for e in examples if e.relation == "coreference"]
+    if not examples:
+        raise ValueError("no coreference examples")
+    group_by = resolve_group_by(examples, group_by)
     loaded = _loaded(model)
-    extract = lambda examples: candidate_features(loaded, examples, batch_tokens, progress=progress,  # noqa: E731
-                                                  group_by=group_by)
-    return coref_probe_from_features(extract(train), extract(test) if test else None,
+    extract = lambda items: candidate_features(loaded, items, batch_tokens, progress=progress,  # noqa: E731
+                                               group_by=group_by)
+    return coref_probe_from_features(extract(examples), extract(test) if test else None,
                                      extract(validation) if validation else None, n_folds=n_folds, Cs=Cs,
                                      n_boot=n_boot, seed=seed, data=data, group_by=group_by)
 
 
-def _loaded(model):
-    from probing.models import LoadedModel, load_model
-    return model if isinstance(model, LoadedModel) else load_model(model)
-
-
-# ---- Negation ---------------------------------------------------------------------------------------
+# ---- Negation: cue-type transfer --------------------------------------------------------------------
 
 POSITION_CAP = 40
 IDENTITY_BUCKETS = 2 ** 12
@@ -464,163 +506,188 @@ def identity_features(feats: AdjacentPairFeatures):
         [[w] for w in feats.word])
 
 
-def _f1_scorer(X, y, make: Callable[[float], Pipeline]):
-    """fit_and_score(C, train, valid) for choose_C: F1 of the positive class."""
+def pair_control_labels(feats: AdjacentPairFeatures, seed: int = 0) -> np.ndarray:
+    """Type-level control: in every sentence, the pair whose word w has the highest seeded random value."""
+    priority = np.array([type_priority(w, seed) for w in feats.word])
+    label = np.zeros(len(feats), bool)
+    for sentence in np.unique(feats.example):
+        rows = np.flatnonzero(feats.example == sentence)
+        label[rows[int(np.argmax(priority[rows]))]] = True
+    return label
+
+
+def sentence_top1(scores, labels, sentence_of_row, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sentence among `rows` that has a positive pair: (sentence, top pair is positive, 1/#pairs)."""
+    rows = np.asarray(rows)
+    frame = pd.DataFrame({"sentence": np.asarray(sentence_of_row)[rows], "score": np.asarray(scores)[rows],
+                          "label": np.asarray(labels)[rows]})
+    frame = frame[frame.groupby("sentence")["label"].transform("any")]
+    top = frame.loc[frame.groupby("sentence")["score"].idxmax()]
+    sizes = frame.groupby("sentence").size()
+    return (top["sentence"].to_numpy(), top["label"].to_numpy(float),
+            (1.0 / sizes.loc[top["sentence"]]).to_numpy())
+
+
+def _fit_pairs(X, y, rows, groups, Cs, scale: bool = True) -> tuple[Pipeline, float]:
+    """Fit on `rows`, C chosen by inner grouped CV on them (by sentence top-1 needs sentences; F1 is simpler)."""
+    rows = np.asarray(rows)
+
     def fit_and_score(C, train, valid):
-        predicted = make(C).fit(X[train], y[train]).predict(X[valid])
-        return weighted_f1(predicted, y[valid])(np.ones(len(valid)))
-    return fit_and_score
-
-
-def _cross_validate(X, y, groups, folds, Cs, make: Callable[[float], Pipeline]) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold decision values; C chosen by inner grouped CV on each training fold (by F1)."""
-    scores, chosen = np.zeros(len(y)), []
-    for train, test in folds:
-        splits = [(train[a], train[b]) for a, b in inner_splits(groups[train])]
-        C = choose_C(Cs, splits, _f1_scorer(X, y, make))
-        scores[test] = make(C).fit(X[train], y[train]).decision_function(X[test])
-        chosen.append(C)
-    return scores, chosen
+        predicted = make_probe(C, scale).fit(X[rows[train]], y[rows[train]]).predict(X[rows[valid]])
+        truth = y[rows[valid]]
+        tp = float((predicted & truth).sum())
+        return 2 * tp / max(2 * tp + float((predicted & ~truth).sum()) + float((~predicted & truth).sum()), 1.0)
+    C = choose_C(Cs, inner_splits(groups[rows]), fit_and_score)
+    return make_probe(C, scale).fit(X[rows], y[rows]), C
 
 
 @dataclass
 class NegationProbeResult:
-    """The negation-cue probe over adjacent word pairs, its controls and its head weights (see module doc)."""
+    """Cue-type transfer: trained on `train_cue` sentences, tested on every other cue form (see module doc)."""
     model: str
     data: str
-    n_sentences: int
+    train_cue: str
+    n_train_sentences: int
     n_pairs: int
-    n_cues: int
-    n_folds: int
-    C: list[float]
-    accuracy: Estimate
-    f1: Estimate
-    majority_accuracy: Estimate                 # always "not a cue"
-    controls: dict[str, dict[str, Estimate]]    # positional / word_identity: accuracy, f1
-    selectivity: dict[str, dict[str, Estimate]]  # probe - control, per control and metric (paired)
-    hard_pairs: dict[str, Estimate]             # accuracy on (cue, substitute adverb) pairs, and ranking
-    rank_correlation: dict                      # Spearman of head weights vs score_heads selectivity
-    head_weights: pd.DataFrame                  # + score_heads_selectivity when compared
-    predictions: pd.DataFrame                   # one row per word pair
+    C: float
+    cue_forms: dict[str, int]            # negated sentences per cue form
+    table: pd.DataFrame                  # one row per evaluation (in-domain CV, transfer to each form)
+    results: dict[str, dict]             # evaluation -> score -> Estimate / number
+    head_weights: pd.DataFrame
+    predictions: pd.DataFrame            # one row per pair, with the transfer scores
     skipped: list[str]
     weight_note: str = WEIGHT_NOTE
 
     def to_dict(self) -> dict:
-        """Every number, JSON-ready (head weights and predictions go to CSV files instead)."""
-        out = _plain_fields(self, exclude=("head_weights", "predictions", "skipped"))
+        out = _plain_fields(self, exclude=("table", "head_weights", "predictions", "skipped"))
         out["n_skipped"] = len(self.skipped)
         out["skipped"] = self.skipped[:50]
         out["top_heads_by_weight"] = _top_heads(self.head_weights)
         return out
 
 
-def _hard_pair_estimates(predictions: pd.DataFrame, boot) -> dict[str, Estimate]:
-    """Accuracy on cue and substitute-adverb rows, and how often the cue outscores its own sentence pair's adverb."""
-    hard = predictions[predictions["label"] | predictions["hard_negative"]]
-    out = {}
+def _evaluate_transfer(scores: dict[str, np.ndarray], feats: AdjacentPairFeatures, y, control, rows,
+                       control_train: float, n_boot: int, seed: int) -> dict:
+    """Sentence top-1 of the probe, its baselines and its control on the negated sentences among `rows`."""
+    sentence_groups = np.asarray(feats.groups, dtype=object)
+    negated_rows = np.asarray([r for r in rows if feats.roles[feats.example[r]] != "control"])
+    sentences, probe, chance = sentence_top1(scores["probe"], y, feats.example, negated_rows)
+    groups = sentence_groups[sentences]
+    out = {"n_sentences": len(sentences)}
+    if not len(sentences):
+        return out
+    est = lambda values: estimate(values, groups, n_boot, seed)  # noqa: E731
+    per_sentence = {}
+    for name in ("positional", "word_identity"):
+        s, correct, _ = sentence_top1(scores[name], y, feats.example, negated_rows)
+        per_sentence[name] = pd.Series(correct, index=s).reindex(sentences).to_numpy()
+    s, control_correct, _ = sentence_top1(scores["control"], control, feats.example, negated_rows)
+    control_correct = pd.Series(control_correct, index=s).reindex(sentences).to_numpy()
+    selectivity = est(probe - control_correct)
+    out.update({"probe_top1": est(probe), "chance": est(chance), "positional_top1": est(per_sentence["positional"]),
+                "word_identity_top1": est(per_sentence["word_identity"]),
+                "control_train_top1": control_train, "control_top1": est(control_correct),
+                "selectivity": selectivity, "beats_control": above_zero(selectivity),
+                "probe_minus_positional": est(probe - per_sentence["positional"]),
+                "probe_minus_word_identity": est(probe - per_sentence["word_identity"])})
+    hard = _cue_outscores_adverb(scores["probe"], feats, rows)
     if len(hard):
-        for name, column in (("probe_accuracy", "predicted"), ("word_identity_accuracy", "identity_predicted"),
-                             ("positional_accuracy", "positional_predicted")):
-            correct = hard[column] == hard["label"]
-            out[name] = grouped_bootstrap(weighted_mean(correct), hard["group"].to_numpy(), **boot)
-    cue = hard[hard["label"]].drop_duplicates("group").set_index("group")["score"]
-    adverb = hard[hard["hard_negative"]].drop_duplicates("group").set_index("group")["score"]
-    both = cue.index.intersection(adverb.index)
-    if len(both):
-        wins = (cue[both] > adverb[both]).to_numpy()
-        out["probe_cue_outscores_adverb"] = grouped_bootstrap(weighted_mean(wins), np.asarray(both), **boot)
+        out["cue_outscores_adverb"] = estimate(hard.to_numpy(float), None, n_boot, seed)
     return out
 
 
+def _cue_outscores_adverb(score, feats: AdjacentPairFeatures, rows) -> pd.Series:
+    """Per sentence pair among `rows`: does the cue's pair outscore the substitute adverb's pair?"""
+    rows = np.asarray(rows)
+    groups = feats.pair_groups[rows]
+    cue = pd.Series(np.asarray(score)[rows][feats.label[rows]], index=groups[feats.label[rows]])
+    adverb = pd.Series(np.asarray(score)[rows][feats.hard_negative[rows]], index=groups[feats.hard_negative[rows]])
+    both = cue.index.intersection(adverb.index).unique()
+    return (cue.groupby(level=0).first()[both] > adverb.groupby(level=0).first()[both])
+
+
 @single_threaded_blas
-def negation_probe_from_features(feats: AdjacentPairFeatures, head_selectivity: np.ndarray | None = None, *,
-                                 is_causal: bool = False, n_folds: int = 5, Cs=DEFAULT_CS, n_boot: int = 1000,
-                                 seed: int = 0, data: str = "") -> NegationProbeResult:
-    """The negation probe and its controls by grouped CV on pair rows.
-
-    head_selectivity: score_heads' selectivity per head in (layer, head) order; enables the rank comparison.
-    """
+def negation_probe_from_features(feats: AdjacentPairFeatures, *, train_cue: str = "not", n_folds: int = 5,
+                                 Cs=DEFAULT_CS, n_boot: int = 1000, seed: int = 0,
+                                 data: str = "") -> NegationProbeResult:
+    """Cue-type transfer on extracted pair features; in-domain grouped CV on the train cue as a reference."""
+    check_options(n_folds, n_boot, Cs)
     y = feats.label.astype(bool)
-    if y.sum() == 0 or y.all():
-        raise ValueError("the negation probe needs both cue and non-cue pairs")
-    n_layers, n_heads = feats.features.shape[-2:]
+    forms = np.asarray(feats.cue_forms, dtype=object)[feats.example]
+    train_rows = np.flatnonzero(forms == train_cue)
+    if not y[train_rows].any():
+        raise ValueError(f"no sentence with the cue {train_cue!r} to train on; cue forms found: "
+                         f"{sorted(set(feats.cue_forms))}")
     groups = feats.pair_groups
-    folds = grouped_folds(groups, n_folds)
-    X = feats.features.reshape(len(feats), -1)
-    score, chosen = _cross_validate(X, y, groups, folds, Cs, make_probe)
-    positional, _ = _cross_validate(positional_features(feats), y, groups, folds, Cs, make_probe)
-    identity, _ = _cross_validate(identity_features(feats), y, groups, folds, Cs, lambda C: make_probe(C, scale=False))
+    control = pair_control_labels(feats, seed)
+    X = {"probe": feats.features.reshape(len(feats), -1), "positional": positional_features(feats),
+         "word_identity": identity_features(feats), "control": feats.features.reshape(len(feats), -1)}
+    labels = {"probe": y, "positional": y, "word_identity": y, "control": control}
+    scale = {"word_identity": False}
+    counts = pd.Series([f for f, r in zip(feats.cue_forms, feats.roles) if r != "control"]).value_counts()
+    results, transfer_scores, C_probe = {}, {}, None
+    # In-domain reference: grouped CV within the train cue's sentences.
+    in_domain = {name: np.zeros(len(feats)) for name in X}
+    control_train = []
+    for train, test in grouped_folds(groups[train_rows], n_folds):
+        train, test = train_rows[train], train_rows[test]
+        for name in X:
+            probe, _ = _fit_pairs(X[name], labels[name], train, groups, Cs, scale.get(name, True))
+            in_domain[name][test] = probe.decision_function(X[name][test])
+            if name == "control":
+                _, hits, _ = sentence_top1(probe.decision_function(X[name][train]), control[train],
+                                           feats.example[train], np.arange(len(train)))
+                control_train.append(float(hits.mean()))
+    results[f"{train_cue} (in-domain, grouped {n_folds}-fold CV)"] = _evaluate_transfer(
+        in_domain, feats, y, control, train_rows, float(np.mean(control_train)), n_boot, seed)
+    # Transfer: fit on every train-cue sentence, score every other form.
+    fitted = {name: _fit_pairs(X[name], labels[name], train_rows, groups, Cs, scale.get(name, True)) for name in X}
+    C_probe = fitted["probe"][1]
+    for name, (probe, _) in fitted.items():
+        transfer_scores[name] = probe.decision_function(X[name])
+    _, hits, _ = sentence_top1(transfer_scores["control"], control, feats.example, train_rows)
+    for form in [f for f in counts.index if f != train_cue and counts[f] >= MIN_TEST_SENTENCES]:
+        results[f"{train_cue} -> {form} (transfer)"] = _evaluate_transfer(
+            transfer_scores, feats, y, control, np.flatnonzero(forms == form), float(hits.mean()), n_boot, seed)
+    n_layers, n_heads = feats.features.shape[-2:]
     predictions = pd.DataFrame({
-        "sentence": [feats.ids[i] for i in feats.example], "group": groups, "word": feats.word,
-        "position": feats.position, "label": y, "hard_negative": feats.hard_negative, "score": score,
-        "predicted": score > 0, "positional_predicted": positional > 0, "identity_predicted": identity > 0})
-    predictions["fold"] = 0
-    for k, (_, test) in enumerate(folds):
-        predictions.loc[test, "fold"] = k
-    boot = {"n_boot": n_boot, "seed": seed}
-    estimate = lambda stat: grouped_bootstrap(stat, groups, **boot)  # noqa: E731
-    metrics = {name: {"accuracy": weighted_mean(predictions[col] == y), "f1": weighted_f1(predictions[col], y)}
-               for name, col in (("probe", "predicted"), ("positional", "positional_predicted"),
-                                 ("word_identity", "identity_predicted"))}
-    final = make_probe(float(np.median(chosen))).fit(X, y)
-    weights = head_weight_table(final.named_steps["logreg"].coef_[0], DIRECTIONS_ADJACENT, n_layers, n_heads)
-    if head_selectivity is not None:
-        weights["score_heads_selectivity"] = np.asarray(head_selectivity, dtype=float).reshape(-1)
+        "sentence": [feats.ids[i] for i in feats.example], "group": groups, "cue_form": forms, "word": feats.word,
+        "position": feats.position, "label": y, "hard_negative": feats.hard_negative, "control_label": control,
+        "in_domain_score": np.where(forms == train_cue, in_domain["probe"], np.nan),
+        "transfer_score": np.where(forms != train_cue, transfer_scores["probe"], np.nan)})
+    table = pd.concat([_estimate_rows({k: v for k, v in r.items() if k not in ("n_sentences", "beats_control")})
+                       .assign(evaluation=name, n_sentences=r["n_sentences"], beats_control=r.get("beats_control"))
+                       for name, r in results.items()], ignore_index=True)
     return NegationProbeResult(
-        model=feats.model, data=data, n_sentences=len(feats.ids), n_pairs=len(feats), n_cues=int(y.sum()),
-        n_folds=n_folds, C=chosen, accuracy=estimate(metrics["probe"]["accuracy"]), f1=estimate(metrics["probe"]["f1"]),
-        majority_accuracy=estimate(weighted_mean(~y)),
-        controls={name: {m: estimate(stat) for m, stat in metrics[name].items()}
-                  for name in ("positional", "word_identity")},
-        selectivity={name: {m: estimate(difference(metrics["probe"][m], metrics[name][m])) for m in ("accuracy", "f1")}
-                     for name in ("positional", "word_identity")},
-        hard_pairs=_hard_pair_estimates(predictions, boot),
-        rank_correlation=weight_rank_correlation(weights, head_selectivity, is_causal),
-        head_weights=weights, predictions=predictions, skipped=list(feats.skipped), weight_note=WEIGHT_NOTE)
+        model=feats.model, data=data, train_cue=train_cue,
+        n_train_sentences=int(counts.get(train_cue, 0)), n_pairs=len(feats), C=float(C_probe),
+        cue_forms={str(k): int(v) for k, v in counts.items()}, table=table[["evaluation", "name", "mean", "ci_low",
+                                                                             "ci_high", "n_sentences", "beats_control"]],
+        results=results,
+        head_weights=head_weight_table(fitted["probe"][0].named_steps["logreg"].coef_[0], DIRECTIONS_ADJACENT,
+                                       n_layers, n_heads),
+        predictions=predictions, skipped=list(feats.skipped))
 
 
-def weight_rank_correlation(weights: pd.DataFrame, head_selectivity: np.ndarray | None, is_causal: bool) -> dict:
-    """Spearman correlation over heads of the probe's weights with score_heads' selectivity ((layer, head) order)."""
-    if head_selectivity is None:
-        return {}
-    from scipy.stats import spearmanr
-    selectivity = np.asarray(head_selectivity, dtype=float).reshape(-1)
-    if len(selectivity) != len(weights):
-        raise ValueError(f"head_selectivity has {len(selectivity)} values for {len(weights)} heads")
-    measured = DIRECTIONS_ADJACENT[1 if is_causal else 0]
-    signed = spearmanr(weights[f"coef_{measured}"], selectivity)
-    magnitude = spearmanr(weights["weight"], selectivity)
-    return {"against": "score_heads selectivity on the same negation data", "n_heads": len(selectivity),
-            "signed_coef": {"weight": f"coef_{measured} (the direction score_heads measures)",
-                            "rho": float(signed.statistic), "p_value": float(signed.pvalue)},
-            "abs_weight": {"weight": "mean |coef| of both directions",
-                           "rho": float(magnitude.statistic), "p_value": float(magnitude.pvalue)}}
-
-
-def negation_probe(model, examples, *, n_folds: int = 5, Cs=DEFAULT_CS, n_boot: int = 1000, seed: int = 0,
-                   batch_tokens: int = 4096, data: str = "", compare_heads: bool = True,
+def negation_probe(model, examples, *, train_cue: str = "not", n_folds: int = 5, Cs=DEFAULT_CS,
+                   n_boot: int = 1000, seed: int = 0, batch_tokens: int = 4096, data: str = "",
                    progress: bool = False) -> NegationProbeResult:
-    """Extract pair features for negation Examples (negated and control), run the probe; compare with score_heads."""
-    loaded = _loaded(model)
-    examples = [e for e in examples if e.relation == "negation"]
+    """Cue-type transfer on negation Examples (negated, and their controls as hard negatives)."""
+    check_options(n_folds, n_boot, Cs)
+    examples = [e for e in examples if e.relation == "negation" and e.role in ("negated", "control")]
     if not examples:
-        raise ValueError("no negation examples")
-    feats = adjacent_pair_features(loaded, examples, batch_tokens, progress=progress)
-    selectivity = None
-    if compare_heads:
-        from probing.heads import score_heads
-        table = score_heads(loaded, examples, relation="negation", batch_tokens=batch_tokens,
-                            n_boot=100, n_perm=200, seed=seed).table
-        selectivity = table.sort_values(["layer", "head"])["selectivity"].to_numpy()
-    return negation_probe_from_features(feats, selectivity, is_causal=loaded.is_causal, n_folds=n_folds, Cs=Cs,
-                                        n_boot=n_boot, seed=seed, data=data)
+        raise ValueError("no negated or control negation examples")
+    feats = adjacent_pair_features(_loaded(model), examples, batch_tokens, progress=progress)
+    return negation_probe_from_features(feats, train_cue=train_cue, n_folds=n_folds, Cs=Cs, n_boot=n_boot,
+                                        seed=seed, data=data)
 
 
 # ---- Layer-wise probe on hidden states ---------------------------------------------------------------
 
 @dataclass
 class LayerProbeResult:
-    """Accuracy per layer of a probe on the word-after-the-source's hidden state, with a random-label control."""
+    """Per layer: probe accuracy on the word after the source, the type-level control, and (negation) the
+    adverb-vs-adverb probe."""
     model: str
     task: str                   # "negation" (negated vs control sentence) or "coreference" (antecedent gender)
     label: str
@@ -628,12 +695,12 @@ class LayerProbeResult:
     n_examples: int
     n_groups: int
     n_folds: int
-    table: pd.DataFrame         # layer, accuracy (+CI), control_accuracy (+CI), selectivity (+CI), majority
+    table: pd.DataFrame         # layer, accuracy, control_train_accuracy, control_accuracy, selectivity (+CIs), ...
     skipped: list[str]
+    adverb_swap: str = ""       # what the adverb-vs-adverb probe compares (negation only)
     note: str = ""
 
     def to_dict(self) -> dict:
-        """Every number, JSON-ready; the per-layer table as a list of records."""
         out = _plain_fields(self, exclude=("table", "skipped"))
         out["layers"] = self.table.to_dict("records")
         out["n_skipped"] = len(self.skipped)
@@ -641,51 +708,97 @@ class LayerProbeResult:
         return out
 
 
-def _accuracy_scorer(X, y):
-    def fit_and_score(C, train, valid):
-        return float((make_probe(C).fit(X[train], y[train]).predict(X[valid]) == y[valid]).mean())
-    return fit_and_score
-
-
-def _layer_predictions(X, y, groups, folds, Cs) -> np.ndarray:
-    """Out-of-fold predictions of one layer; C by inner grouped CV on each training fold."""
-    predicted = np.empty(len(y), dtype=y.dtype)
+def _layer_predictions(X, y, groups, folds, Cs) -> tuple[np.ndarray, float]:
+    """Out-of-fold predictions of one layer (C by inner grouped CV per fold), and the mean training accuracy."""
+    predicted, train_accuracy = np.empty(len(y), dtype=y.dtype), []
     for train, test in folds:
-        splits = [(train[a], train[b]) for a, b in inner_splits(groups[train])]
-        C = choose_C(Cs, splits, _accuracy_scorer(X, y))
-        predicted[test] = make_probe(C).fit(X[train], y[train]).predict(X[test])
-    return predicted
+        def fit_and_score(C, a, b):
+            return float((make_probe(C).fit(X[train[a]], y[train[a]]).predict(X[train[b]]) == y[train[b]]).mean())
+        C = choose_C(Cs, inner_splits(groups[train]), fit_and_score)
+        probe = make_probe(C).fit(X[train], y[train])
+        predicted[test] = probe.predict(X[test])
+        train_accuracy.append(float((probe.predict(X[train]) == y[train]).mean()))
+    return predicted, float(np.mean(train_accuracy))
+
+
+def _put(row: dict, name: str, value: Estimate) -> None:
+    row.update({name: value.mean, f"{name}_ci_low": value.ci_low, f"{name}_ci_high": value.ci_high})
 
 
 @single_threaded_blas
-def layer_probe_from_states(states: np.ndarray, labels, groups, *, n_folds: int = 5, Cs=(0.01, 0.1, 1.0),
+def layer_probe_from_states(states: np.ndarray, labels, groups, words=None, *, swap_states: np.ndarray | None = None,
+                            swap_labels=None, swap_groups=None, n_folds: int = 5, Cs=(0.01, 0.1, 1.0),
                             n_boot: int = 1000, seed: int = 0, model: str = "", task: str = "", label: str = "",
                             skipped: list[str] | None = None) -> LayerProbeResult:
-    """Per layer, grouped-CV accuracy of the probe on states (N, layers, D), and of the same probe on control labels."""
+    """Per layer, grouped-CV accuracy on states (N, layers, D), the type-level control on `words` (one per row;
+    default: every row its own type), and, given swap_*, the same probe on the adverb-vs-adverb contrast."""
     labels, groups = np.asarray(labels).astype(str), np.asarray(groups, dtype=object)
     if states.ndim != 3 or len(states) != len(labels) or len(labels) != len(groups):
         raise ValueError(f"states must be (N, layers, D) with one label and group per row, got {states.shape}, "
                          f"{len(labels)} labels, {len(groups)} groups")
     if len(set(labels.tolist())) < 2:
         raise ValueError("the layer probe needs at least two label values")
-    control = group_control_labels(labels, groups, seed)
+    check_options(n_folds, n_boot, Cs)
+    words = [str(i) for i in range(len(labels))] if words is None else list(words)
+    if len(words) != len(labels):
+        raise ValueError(f"words has {len(words)} entries for {len(labels)} rows")
+    control = type_control_labels(words, labels, seed)
     folds = grouped_folds(groups, n_folds)
-    boot = lambda stat: grouped_bootstrap(stat, groups, n_boot, seed)  # noqa: E731
+    swap_folds = None
+    if swap_states is not None:
+        swap_labels, swap_groups = np.asarray(swap_labels).astype(str), np.asarray(swap_groups, dtype=object)
+        swap_folds = grouped_folds(swap_groups, n_folds)
+    est = lambda values, g=groups: estimate(values, g, n_boot, seed)  # noqa: E731
     majority = pd.Series(labels).value_counts(normalize=True).iloc[0]
     rows = []
     for layer in range(states.shape[1]):
-        X = states[:, layer]
-        correct = _layer_predictions(X, labels, groups, folds, Cs) == labels
-        control_correct = _layer_predictions(X, control, groups, folds, Cs) == control
-        row = {"layer": layer, "majority_baseline": float(majority)}
-        for name, stat in (("accuracy", weighted_mean(correct)), ("control_accuracy", weighted_mean(control_correct)),
-                           ("selectivity", difference(weighted_mean(correct), weighted_mean(control_correct)))):
-            estimate = boot(stat)
-            row.update({name: estimate.value, f"{name}_ci_low": estimate.ci_low, f"{name}_ci_high": estimate.ci_high})
+        predicted, _ = _layer_predictions(states[:, layer], labels, groups, folds, Cs)
+        control_predicted, control_train = _layer_predictions(states[:, layer], control, groups, folds, Cs)
+        correct, control_correct = (predicted == labels).astype(float), (control_predicted == control).astype(float)
+        row = {"layer": layer, "majority_baseline": float(majority), "control_train_accuracy": control_train}
+        _put(row, "accuracy", est(correct))
+        _put(row, "control_accuracy", est(control_correct))
+        selectivity = est(correct - control_correct)
+        _put(row, "selectivity", selectivity)
+        row["beats_control"] = above_zero(selectivity)
+        if swap_folds is not None:
+            swap_predicted, _ = _layer_predictions(swap_states[:, layer], swap_labels, swap_groups, swap_folds, Cs)
+            swap_correct = (swap_predicted == swap_labels).astype(float)
+            _put(row, "adverb_swap_accuracy", est(swap_correct, swap_groups))
+            # per sentence pair: negation accuracy minus adverb-swap accuracy (both pairs share the control)
+            real = pd.Series(correct).groupby(groups).mean()
+            swap = pd.Series(swap_correct).groupby(swap_groups).mean()
+            both = real.index.intersection(swap.index)
+            difference = estimate((real[both] - swap[both]).to_numpy(), None, n_boot, seed)
+            _put(row, "negation_minus_swap", difference)
+            row["negation_beats_swap"] = above_zero(difference)
         rows.append(row)
     return LayerProbeResult(model=model, task=task, label=label, classes=sorted(set(labels.tolist())),
                             n_examples=len(labels), n_groups=len(set(groups.tolist())), n_folds=n_folds,
                             table=pd.DataFrame(rows), skipped=list(skipped or []))
+
+
+def adverb_swap_examples(examples: list[Example], swaps=ADVERB_SWAPS) -> list[Example]:
+    """For every control sentence, the same sentence with another adverb in its adverb's place (role "swap").
+
+    The first adverb of `swaps` that differs from the control's own is used, so like "not" it is (almost
+    always) one fixed word put against the controls' varied adverbs.
+    """
+    out = []
+    for e in examples:
+        if e.role != "control":
+            continue
+        adverb = e.source
+        swap = next(a for a in swaps if a != adverb.lower())
+        swap = swap.capitalize() if adverb[:1].isupper() else swap
+        start, end = e.source_span
+        shift = len(swap) - (end - start)
+        target = [p + shift if p >= end else p for p in e.target_span]
+        out.append(example_from_dict({"text": e.text[:start] + swap + e.text[end:], "relation": "negation",
+                                      "source_span": [start, start + len(swap)], "target_span": target,
+                                      "id": f"{e.id}:swap", "meta": {**e.meta, "role": "swap", "adverb": swap,
+                                                                     "swapped_from": adverb}}))
+    return out
 
 
 def layer_inputs(examples, task: str, group_by: str | None = None) -> tuple[list, list[str], list[str]]:
@@ -699,29 +812,43 @@ def layer_inputs(examples, task: str, group_by: str | None = None) -> tuple[list
         return examples, [e.role for e in examples], [negation_group(e) for e in examples]
     if task == "coreference":
         examples = [e for e in examples if e.relation == "coreference" and e.meta.get("gender")]
-        return examples, [str(e.meta["gender"]) for e in examples], [coref_group(e, group_by) for e in examples]
+        return examples, [str(e.meta["gender"]) for e in examples], fold_groups(examples, resolve_group_by(examples, group_by))
     raise ValueError(f"task must be 'negation' or 'coreference', got {task!r}")
 
 
-def layer_probe(model, examples, task: str, *, n_folds: int = 5, Cs=(0.01, 0.1, 1.0), n_boot: int = 1000,
+def layer_probe(model, examples, *, task: str, n_folds: int = 5, Cs=(0.01, 0.1, 1.0), n_boot: int = 1000,
                 seed: int = 0, batch_tokens: int = 4096, group_by: str | None = None,
                 progress: bool = False) -> LayerProbeResult:
-    """Hidden state of the word after the source, per layer: negated vs control (negation) or meta gender (coreference).
-
-    group_by (coreference only): the meta key of the CV groups (default meta["group"]); negation groups by pair.
-    """
+    """Hidden state of the word after the source, per layer: negated vs control (negation, with the
+    adverb-vs-adverb probe beside it) or meta gender (coreference)."""
+    check_options(n_folds, n_boot, Cs)
     examples, labels, groups = layer_inputs(examples, task, group_by)
     if not examples:
         raise ValueError(f"no usable examples for the {task} layer probe (negation needs negated+control pairs, "
                          "coreference needs meta['gender'])")
     loaded = _loaded(model)
-    states = word_hidden_states(loaded, examples, batch_tokens, progress=progress)
-    kept_labels = [labels[i] for i in states.kept]
-    kept_groups = [groups[i] for i in states.kept]
+    swaps = adverb_swap_examples(examples) if task == "negation" else []
+    states = word_hidden_states(loaded, examples + swaps, batch_tokens, progress=progress)
+    real = [k for k, i in enumerate(states.kept) if i < len(examples)]
+    kept = [states.kept[k] for k in real]
+    swap_kw = {}
+    if swaps:
+        # adverb vs adverb: the control sentence (its adverb) against the swap sentence (another adverb)
+        rows = [k for k, i in enumerate(states.kept) if i >= len(examples) or examples[i].role == "control"]
+        swap_kw = dict(swap_states=states.states[rows],
+                       swap_labels=["swap" if states.kept[k] >= len(examples) else "control" for k in rows],
+                       swap_groups=[negation_group((examples + swaps)[states.kept[k]]) for k in rows])
     label = "negated vs control sentence" if task == "negation" else "gender of the antecedent (meta['gender'])"
-    result = layer_probe_from_states(states.states, kept_labels, kept_groups, n_folds=n_folds, Cs=Cs, n_boot=n_boot,
-                                     seed=seed, model=loaded.name, task=task, label=label, skipped=states.skipped)
+    result = layer_probe_from_states(states.states[real], [labels[i] for i in kept], [groups[i] for i in kept],
+                                     [states.words[k] for k in real], n_folds=n_folds, Cs=Cs, n_boot=n_boot,
+                                     seed=seed, model=loaded.name, task=task, label=label,
+                                     skipped=states.skipped, **swap_kw)
+    if swaps:
+        used = pd.Series([e.meta["adverb"] for e in swaps]).value_counts()
+        result.adverb_swap = ("control sentence vs the same sentence with another adverb in place of its adverb ("
+                              + ", ".join(f"{a}: {n}" for a, n in used.items()) + ")")
     result.note = ("Probed: the hidden state of the word right after the source (mean over its pieces); layer 0 "
-                   "is the embedding output. Control: one random label per group, drawn from the label "
-                   "distribution by a seeded hash (Hewitt & Liang 2019).")
+                   "is the embedding output. Control task (Hewitt & Liang 2019): each word type of the probed word "
+                   "gets one random label (a seeded hash, drawn from the label distribution), which a probe can "
+                   "memorise; its train accuracy shows whether it can.")
     return result

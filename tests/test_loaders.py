@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from probing.examples import ExampleError, example_from_dict
-from probing.examples.loaders import (DATA_ROOT_ENV, DATASETS, default_data_root, is_affixal_cue,
+from probing.examples.loaders import (ALIASES, DATA_ROOT_ENV, DATASETS, default_data_root, is_affixal_cue,
                                       load_dataset)
 
 ROOT = default_data_root()
@@ -22,13 +22,13 @@ EXPECTED = {
     "winobias": (3168, 0, 3168),
     "winogender": (720, 0, 720),
     "wsc273": (269, 4, 273),
-    "blimp-negation": (2000, 0, 1000),
-    "blimp-negation-scope": (2000, 0, 1000),
+    "blimp-npi-licensing": (2000, 0, 1000),
+    "blimp-npi-scope": (2000, 0, 1000),
     "neg136-simp": (18, 0, 18),
     "neg136-nat": (16, 0, 16),
     "condaqa": (50, 1060, 1110),
 }
-RECORDS_PER_ROW = {"blimp-negation": 2, "blimp-negation-scope": 2}
+RECORDS_PER_ROW = {"blimp-npi-licensing": 2, "blimp-npi-scope": 2}
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,9 @@ def _data_rows(name: str) -> int:
 
 
 def test_registry_names():
-    assert sorted(DATASETS) == sorted(EXPECTED)
+    assert sorted(DATASETS) == sorted(list(EXPECTED) + list(ALIASES))
     for name, info in DATASETS.items():
-        assert info.name == name and info.relation in ("coreference", "negation")
+        assert info.name == ALIASES.get(name, name) and info.relation in ("coreference", "negation")
         assert info.licence and info.public_source.startswith("https://") and info.description
 
 
@@ -113,7 +113,7 @@ def test_winobias_spans(data_root):
     assert e.text == "The developer argued with the designer because he did not like the design."
     assert (e.source, e.target) == ("he", "developer")
     assert [e.text[s:t] for s, t in e.candidate_spans] == ["developer", "designer"]
-    assert e.meta["stereotype"] == "pro" and e.meta["type"] == 1 and e.meta["gender"] == "male"
+    assert e.meta["stereotype"] == "pro" and e.meta["type"] == "1" and e.meta["gender"] == "male"
     anti = ex["winobias:anti.type1.dev:1"]
     assert (anti.source, anti.target, anti.meta["gender"]) == ("she", "developer", "female")
     assert anti.meta["group"] == e.meta["group"]
@@ -179,8 +179,8 @@ def test_wsc_skip_reasons(data_root):
 
 
 def test_blimp_licensor(data_root):
-    ex = _by_id("blimp-negation")
-    negated, control = ex["blimp-negation:0:negated"], ex["blimp-negation:0:control"]
+    ex = _by_id("blimp-npi-licensing")
+    negated, control = ex["blimp-npi-licensing:0:negated"], ex["blimp-npi-licensing:0:control"]
     assert (negated.source, negated.target, negated.role) == ("not", "ever", "negated")
     assert (control.source, control.target, control.role) == ("probably", "ever", "control")
     assert negated.meta["pair"] == control.meta["pair"] == "blimp-licensor:0"
@@ -193,8 +193,8 @@ def test_blimp_licensor(data_root):
 
 
 def test_blimp_scope(data_root):
-    ex = _by_id("blimp-negation-scope")
-    good, bad = ex["blimp-negation-scope:0:good"], ex["blimp-negation-scope:0:bad"]
+    ex = _by_id("blimp-npi-scope")
+    good, bad = ex["blimp-npi-scope:0:good"], ex["blimp-npi-scope:0:bad"]
     assert good.text.startswith("The associations that had worried Cynthia have not ever")
     assert (good.source, good.target, good.role) == ("not", "ever", "negated")
     assert good.text[good.source_span[1]:].startswith(" ever")
@@ -328,3 +328,44 @@ def test_unusable_rows_skipped_in_both_modes(data_root, tmp_path):
     for skip_bad in (False, True):
         examples, report = load_dataset("gap-validation", tmp_path, skip_bad=skip_bad)
         assert (len(examples), report.n_skipped) == EXPECTED["gap-validation"][:2]
+
+
+def _twins(name: str) -> dict[str, list]:
+    twins: dict[str, list] = {}
+    for e in _load(name)[0]:
+        if e.meta.get("twin"):
+            twins.setdefault(e.meta["twin"], []).append(e)
+    return twins
+
+
+def test_twins_pair_up_one_clean_one_corrupt(data_root):
+    counts = {name: len(_twins(name)) for name in ("winobias", "winogender", "wsc273", "blimp-npi-licensing")}
+    assert counts == {"winobias": 1582, "winogender": 360, "wsc273": 131, "blimp-npi-licensing": 1000}
+    for name in counts:
+        for members in _twins(name).values():
+            assert sorted(e.meta["twin_role"] for e in members) == ["clean", "corrupt"], name
+    for members in _twins("winobias").values():          # pro is clean, same frame, the pronoun flips gender
+        clean, corrupt = sorted(members, key=lambda e: e.meta["twin_role"])
+        assert (clean.meta["stereotype"], corrupt.meta["stereotype"]) == ("pro", "anti")
+        assert clean.meta["type"] == corrupt.meta["type"] in ("1", "2")
+        assert clean.meta["group"] == corrupt.meta["group"] and clean.target == corrupt.target
+    for members in _twins("winogender").values():        # same pronoun, the two answers
+        assert {e.meta["answer"] for e in members} == {"occupation", "participant"}
+        assert len({e.meta["gender"] for e in members}) == 1 and len({e.meta["participant"] for e in members}) == 1
+    for members in _twins("wsc273").values():            # same schema pair, the other answer
+        assert members[0].meta["group"] == members[1].meta["group"]
+        assert {e.meta["answer"] for e in members} == {"A", "B"}
+    ex = _by_id("wsc273")
+    assert "twin" not in ex["wsc273:252"].meta           # the George triple is no minimal pair
+
+
+def test_agreement_never_decides_winobias_and_winogender(data_root):
+    for name in ("winobias", "winogender"):
+        assert all(e.meta["agreement_decides"] is False for e in _load(name)[0])
+
+
+def test_old_blimp_name_is_an_alias(data_root):
+    old, _ = load_dataset("blimp-negation", ROOT, limit=4)
+    new, _ = load_dataset("blimp-npi-licensing", ROOT, limit=4)
+    assert [e.to_dict() for e in old] == [e.to_dict() for e in new]
+    assert "NPI licensing" in DATASETS["blimp-negation"].description

@@ -27,6 +27,20 @@ Every record has `meta["group"]`, a key that keeps related rows (the pro/anti ve
 frame, one Winogender template, one Winograd schema pair, one minimal pair, one Wikipedia page) in the
 same fold of a grouped cross-validation.
 
+What could solve an example, and how examples pair up (the meta contract shared with the head tables):
+
+* `meta["group"]`: the clustering unit (sentence frame, template, schema pair); absent = its own unit.
+* `meta["twin"]`: shared by the two items that differ only in the word that flips the answer, with
+  `meta["twin_role"]` "clean" or "corrupt". WinoBias: the pro/anti versions of a line (pro is clean; the
+  pronoun's gender flips the stereotype; 2 type-2 test lines whose versions name different antecedents get no
+  twin). Winogender: the two answers (occupation = clean, participant = corrupt) for one occupation,
+  participant and pronoun gender. WSC273: a schema pair of exactly two (the first is clean; the triple and
+  quadruple get none). BLiMP licensing: the negated sentence (clean) and its adverb control (corrupt).
+* `meta["agreement_decides"]`: False for WinoBias and Winogender (both candidates are singular people with
+  no gender of their own, so pronoun agreement cannot pick one).
+* WinoBias: `meta["stereotype"]` "pro"/"anti" and `meta["type"]` "1"/"2"; Winogender: `meta["gender"]` (the
+  pronoun's) and `meta["answer"]` ("occupation"/"participant").
+
 Per-dataset choices, beyond each loader's one-line docstring:
 
 * GAP: ids "gap-dev:development-1"; meta gender from the pronoun; group = the Wikipedia URL (several rows
@@ -44,6 +58,9 @@ Per-dataset choices, beyond each loader's one-line docstring:
   pronoun, then after it - and the best pair of non-overlapping spans wins; meta["match"] says which rule
   found each candidate. group pairs schemas 2k/2k+1, growing a pair while the next schema repeats its
   frame (a triple at 252-254, a quadruple at 267-270).
+* BLiMP (`blimp-npi-licensing`, old name `blimp-negation`; `blimp-npi-scope`, old name
+  `blimp-negation-scope`): the licensor set measures NPI licensing ("not" -> "ever" in every item, against
+  ungrammatical controls like "probably ever"), not negation in general; the names say so.
 * BLiMP scope: the bad sentence's "not" (in the wrong clause) is a genuine cue -> next word, so it is kept
   as a record with role "scope-bad" and no "pair"; filter on meta["role"] == "negated" for the licensing
   "not" only. It shares the good sentence's group.
@@ -325,7 +342,24 @@ def load_winobias(folder: Path, *, name: str = "winobias", skip_bad: bool = Fals
                                             line_no))
                     except (_Unusable, _Malformed) as problem:
                         b.fail(path, line_no, f"{path.name} line {line_no}", problem)
+    _keep_true_twins(b.records)
     return b.finish()
+
+
+def _keep_true_twins(records: list[Example]) -> None:
+    """Drop meta twin/twin_role where the two versions of a line are no minimal pair: not exactly two
+    records, or a different antecedent or candidates (2 WinoBias type-2 test lines)."""
+    members: dict[str, list[Example]] = {}
+    for e in records:
+        if e.meta.get("twin"):
+            members.setdefault(e.meta["twin"], []).append(e)
+    for pair in members.values():
+        same = len(pair) == 2 and len({(e.target.lower(), tuple(e.text[a:z].lower() for a, z in e.candidate_spans))
+                                       for e in pair}) == 1
+        if not same:
+            for e in pair:
+                e.meta.pop("twin", None)
+                e.meta.pop("twin_role", None)
 
 
 def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str, type_: int, split: str,
@@ -360,8 +394,11 @@ def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str
     return {"text": text, "relation": "coreference", "source_span": list(pronoun),
             "target_span": list(antecedent), "candidate_spans": candidates,
             "id": f"{name}:{stereotype}.type{type_}.{split}:{number}",
-            "meta": {"stereotype": stereotype, "type": type_, "split": split,
-                     "group": f"{name}:type{type_}.{split}:{number}", "gender": _gender(text[slice(*pronoun)]),
+            "meta": {"stereotype": stereotype, "type": str(type_), "split": split,
+                     "group": f"{name}:type{type_}.{split}:{number}",
+                     "twin": f"{name}:type{type_}.{split}:{number}",
+                     "twin_role": "clean" if stereotype == "pro" else "corrupt", "agreement_decides": False,
+                     "gender": _gender(text[slice(*pronoun)]),
                      "pronoun": text[slice(*pronoun)], "occupation": core,
                      "other_occupation": text[slice(*other)], "n_pronoun_mentions": len(pronouns),
                      "line": line_no}}
@@ -390,6 +427,8 @@ def _winogender_row(raw: bytes, participants: dict, name: str, line_no: int) -> 
             "target_span": list(occ_span if answer == "0" else part_span),
             "candidate_spans": [list(occ_span), list(part_span)], "id": f"{name}:{sentid.removesuffix('.txt')}",
             "meta": {"group": template, "answer": _WINOGENDER_ANSWERS[answer], "gender": gender,
+                     "twin": f"{name}:{occupation}.{participant}.{gender}",
+                     "twin_role": "clean" if answer == "0" else "corrupt", "agreement_decides": False,
                      "pronoun_gender": _gender(pronoun), "pronoun": pronoun, "occupation": occupation,
                      "participant": participant, "someone": participant == "someone", "line": line_no}}
 
@@ -463,6 +502,17 @@ def _wsc_groups(texts: list[tuple[str, ...]]) -> list[int]:
     return groups
 
 
+def _wsc_twin_roles(groups: list[int]) -> list[str | None]:
+    """Twin roles of schemas in a group of exactly two (the first is "clean"); None in triples and larger
+    groups, whose members do not form one minimal pair."""
+    sizes = {g: groups.count(g) for g in set(groups)}
+    roles, seen = [], set()
+    for g in groups:
+        roles.append(None if sizes[g] != 2 else ("corrupt" if g in seen else "clean"))
+        seen.add(g)
+    return roles
+
+
 def _wsc_schemas(path: Path) -> list[tuple[int | None, ET.Element]]:
     """The first 273 <schema> elements with the line each starts on; broken XML always raises."""
     try:
@@ -486,7 +536,8 @@ def _wsc_parts(schema: ET.Element) -> tuple[str, str, str]:
                  for k in ("txt1", "pron", "txt2"))
 
 
-def _wsc_row(schema: ET.Element, index: int, group: int, name: str, line_no: int | None) -> dict:
+def _wsc_row(schema: ET.Element, index: int, group: int, name: str, line_no: int | None,
+             twin_role: str | None = None) -> dict:
     txt1, pron, txt2 = _wsc_parts(schema)
     node = schema.find("text")
     if node is None or any(node.find(k) is None for k in ("txt1", "pron", "txt2")):
@@ -515,7 +566,8 @@ def _wsc_row(schema: ET.Element, index: int, group: int, name: str, line_no: int
             "target_span": list(span_a if letter == "A" else span_b),
             "candidate_spans": [list(span_a), list(span_b)], "id": f"{name}:{index}",
             "meta": {"schema": index, "group": f"{name}:pair{group}", "answer": letter, "answers": answers,
-                     "match": [how_a, how_b], "pronoun": pron, "gender": _gender(pron), "line": line_no}}
+                     "match": [how_a, how_b], "pronoun": pron, "gender": _gender(pron), "line": line_no,
+                     **({"twin": f"{name}:pair{group}", "twin_role": twin_role} if twin_role else {})}}
 
 
 def load_wsc273(path: Path, *, name: str = "wsc273", skip_bad: bool = False,
@@ -524,11 +576,12 @@ def load_wsc273(path: Path, *, name: str = "wsc273", skip_bad: bool = False,
     b = _Builder(f"{name} ({path})", skip_bad, limit)
     schemas = _wsc_schemas(path)
     groups = _wsc_groups([tuple(p.lower() for p in _wsc_parts(s)) for _, s in schemas])
+    roles = _wsc_twin_roles(groups)
     for index, (line_no, schema) in enumerate(schemas):
         if b.full:
             break
         try:
-            b.add(_wsc_row(schema, index, groups[index], name, line_no))
+            b.add(_wsc_row(schema, index, groups[index], name, line_no, roles[index]))
         except (_Unusable, _Malformed) as problem:
             b.fail(path, line_no, f"schema {index}" + (f" (line {line_no})" if line_no else ""), problem)
     return b.finish()
@@ -575,9 +628,14 @@ def _load_blimp(path: Path, name: str, skip_bad: bool, limit: int | None, pair_r
     return b.finish()
 
 
-def load_blimp_licensor(path: Path, *, name: str = "blimp-negation", skip_bad: bool = False,
+def load_blimp_licensor(path: Path, *, name: str = "blimp-npi-licensing", skip_bad: bool = False,
                         limit: int | None = None) -> tuple[list[Example], LoadReport]:
-    """BLiMP licensor: good -> negated ("not" -> "ever"), bad -> control (its adverb -> "ever"), one pair."""
+    """BLiMP NPI licensing: good -> negated ("not" -> "ever"), bad -> control (its adverb -> "ever"), one pair.
+
+    What it measures: NPI licensing (`not -> ever`), not negation in general: "ever" follows the cue in every
+    item and the controls ("probably ever") are ungrammatical, so cue-vs-control is confounded with
+    grammaticality. twin = the pair; the negated (grammatical) sentence is "clean", the control "corrupt".
+    """
     def pair_records(good, bad, pair_id, row, line_no):
         good_words, bad_words = _tokens(good), _tokens(bad)
         good_text = [good[s:e] for s, e in good_words]
@@ -589,19 +647,23 @@ def load_blimp_licensor(path: Path, *, name: str = "blimp-negation", skip_bad: b
         if good_text[i].lower() != "not" or i + 1 >= len(good_text):
             raise _Unusable(f"the word replaced is {good_text[i]!r}, not a 'not' followed by a word")
         pair = f"blimp-licensor:{pair_id}"
-        meta = {"pair": pair, "group": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id,
+        meta = {"pair": pair, "group": pair, "twin": pair, "paradigm": row.get("UID", ""), "pair_id": pair_id,
                 "adverb": bad_text[i], "line": line_no}
-        negated = _negated(good, good_words[i], f"{name}:{pair_id}:negated", meta)
+        negated = _negated(good, good_words[i], f"{name}:{pair_id}:negated", {**meta, "twin_role": "clean"})
         control = {"text": bad, "relation": "negation", "source_span": list(bad_words[i]),
                    "target_span": list(bad_words[i + 1]), "id": f"{name}:{pair_id}:control",
-                   "meta": {**meta, "role": "control"}}
+                   "meta": {**meta, "role": "control", "twin_role": "corrupt"}}
         return negated, control
     return _load_blimp(path, name, skip_bad, limit, pair_records)
 
 
-def load_blimp_scope(path: Path, *, name: str = "blimp-negation-scope", skip_bad: bool = False,
+def load_blimp_scope(path: Path, *, name: str = "blimp-npi-scope", skip_bad: bool = False,
                      limit: int | None = None) -> tuple[list[Example], LoadReport]:
-    """BLiMP scope: good -> negated (the "not" before "ever"); bad -> role "scope-bad" ("not" -> next word)."""
+    """BLiMP NPI scope: good -> negated (the "not" right before "ever"); bad -> role "scope-bad" ("not" -> next word).
+
+    Both sentences have a real "not"; only the good one's licenses "ever" (in its scope), so good vs bad
+    contrasts NPI scope with the cue form and the word "ever" held fixed.
+    """
     def pair_records(good, bad, pair_id, row, line_no):
         licensing = re.search(r"(?<![\w'])not(?=\s+ever\b)", good, re.IGNORECASE)
         if licensing is None:
@@ -749,10 +811,12 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
           ("all_sentences.tsv", "templates.tsv")),
     _info("wsc273", "coreference", "Winograd Schema Challenge, first 273 schemas: pronoun -> antecedent",
           load_wsc273, "wsc273/WSCollection.xml", "CC BY 4.0", "https://github.com/cglez/winograd"),
-    _info("blimp-negation", "negation", "BLiMP npi_licensor_present: 'not' -> 'ever', with adverb controls",
+    _info("blimp-npi-licensing", "negation", "BLiMP sentential_negation_npi_licensor_present: NPI licensing "
+          "('not' -> 'ever'), with ungrammatical adverb controls ('probably ever'); not negation in general",
           load_blimp_licensor, "blimp-negation/sentential_negation_npi_licensor_present.jsonl", "CC BY 4.0",
           "https://github.com/alexwarstadt/blimp"),
-    _info("blimp-negation-scope", "negation", "BLiMP npi_scope: the 'not' licensing 'ever', plus out-of-scope 'not'",
+    _info("blimp-npi-scope", "negation", "BLiMP sentential_negation_npi_scope: the 'not' licensing 'ever', plus "
+          "an out-of-scope 'not' (NPI scope)",
           load_blimp_scope, "blimp-negation/sentential_negation_npi_scope.jsonl", "CC BY 4.0",
           "https://github.com/alexwarstadt/blimp"),
     _info("neg136-simp", "negation", "NEG-136-SIMP (Fischler et al. 1983): 'X is not a Y.'", load_neg136,
@@ -762,6 +826,13 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     _info("condaqa", "negation", "CondaQA dev: Wikipedia passages with a negation cue (one per passage)",
           load_condaqa, "condaqa/condaqa_dev.json", "Apache-2.0", "https://github.com/AbhilashaRavichander/CondaQA"),
 )}
+
+
+
+
+# Old names, kept working: "blimp-negation" measured NPI licensing all along, and is now named for it.
+ALIASES = {"blimp-negation": "blimp-npi-licensing", "blimp-negation-scope": "blimp-npi-scope"}
+DATASETS.update({alias: DATASETS[name] for alias, name in ALIASES.items()})  # same loader, canonical ids
 
 
 def default_data_root() -> Path:
