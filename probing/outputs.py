@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -185,18 +186,25 @@ _written: dict[Path, tuple[str | None, str | None]] = {}
 
 @contextmanager
 def _signals_held():
-    """Hold SIGTERM and SIGINT back for a few renames (delivered right after); a no-op off the main thread's
-    POSIX signal mask."""
-    held = {signal.SIGTERM, signal.SIGINT}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):
+    """Hold SIGTERM and SIGINT back for a few renames and deliver them right after.
+
+    Done with Python-level handlers (which always run in the main thread): blocking the signal in the
+    thread's mask is not enough in a process with other threads (torch's), which would take it instead.
+    Off the main thread (the demo's workers) signals are not ours to handle, and this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    pending = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def publish(staging: Path, out: Path, files: list[str]) -> str:
@@ -210,7 +218,7 @@ def publish(staging: Path, out: Path, files: list[str]) -> str:
         for name in files:
             os.replace(staging / name, out / name)
         mark_complete(out, files, run)
-    _written[out] = (_written.get(out, (None, None))[0], run)
+        _written[out] = (_written.get(out, (None, None))[0], run)   # before a held signal is delivered
     return run
 
 

@@ -122,7 +122,7 @@ else:                                   # "after-N-files": during publishing, af
     moved = []
     def replace(src, dst):
         real_replace(src, dst)
-        if ".staging-" in str(src):
+        if ".staging-" in str(src) and ".staging-" not in str(dst):
             moved.append(dst)
             if len(moved) == n:
                 os.kill(os.getpid(), how)
