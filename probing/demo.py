@@ -141,7 +141,7 @@ def gallery_example(relation: str, index: int) -> Selection:
     relation = choice_field(relation, "relation", RELATIONS)
     examples = gallery(relation)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(examples):
-        raise DemoError(f"There is no example number {shown(str(index))}.")
+        raise DemoError(f"There is no example number {index if isinstance(index, int) else shown(str(index))}.")
     example = examples[int(index)]
     sources, words = word_choices(example.text, relation)
     source, target = choice(example.source, example.source_span)[1], choice(example.target, example.target_span)[1]
@@ -402,7 +402,7 @@ def empty_top_table(relation: str) -> pd.DataFrame:
 
 def heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
     """The (layers, heads) array a heatmap shows: the attention, the next-word baseline, or their difference."""
-    metric = choice_field(metric, "metric", HEATMAP_METRICS) if scores.relation == "negation" else metric
+    metric = choice_field(metric, "heatmap metric", HEATMAP_METRICS) if scores.relation == "negation" else metric
     return _heatmap_values(scores, metric)
 
 
@@ -494,6 +494,10 @@ def model_view(text: str, model: str | None, layers: list[int] | None = None,
     return View(result.html, " ".join(notes))
 
 
+def _quoted(value) -> str:
+    return shown(value) if isinstance(value, str) else repr(value)
+
+
 def _index(name: str, value, count: int) -> int | None:
     """An optional layer/head number checked against the model's size, with the valid range in the message."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -503,9 +507,9 @@ def _index(name: str, value, count: int) -> int | None:
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"The {name} must be a whole number, got {shown(str(value))}.") from None
+        raise InputError(f"The {name} must be a whole number, got {_quoted(value)}.") from None
     if not number.is_integer():
-        raise InputError(f"The {name} must be a whole number, got {shown(str(value))}.")
+        raise InputError(f"The {name} must be a whole number, got {_quoted(value)}.")
     if not 0 <= number < count:
         raise InputError(f"The {name} {int(number)} is out of range: this model has {count} {name}s "
                          f"(0-{count - 1}).")

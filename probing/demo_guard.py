@@ -6,8 +6,8 @@ models it may load, and how much of the server one visitor may hold.
   where a string belongs is refused in words at once. Messages quote user text through `shown` (short,
   `repr`-quoted) and pages show them through `inert` (no HTML, no Markdown).
 - **Models** (`allowed_models`, `check_model_allowed`, `ModelGate`): only allow-listed models load, a load
-  runs in a background thread (a request waits at most `LOAD_WAIT_S` for it, then hears "loading, try again
-  in a moment" instead of holding a worker), and a failed load is remembered for `RETRY_FAILED_S` seconds,
+  runs in a background thread (the request that started it waits at most `LOAD_WAIT_S`; any other request
+  hears "loading, try again in a moment" at once instead of holding a worker), and a failed load is remembered for `RETRY_FAILED_S` seconds,
   in a memory of at most `MAX_REMEMBERED` model names.
 - **Load** (`FORWARD_SLOTS`, `BodyLimit`, `cap_waiting_per_session`): one global limit on concurrent forward
   passes, whatever the event; request bodies over `MAX_BODY_BYTES` and every upload refused before they are
@@ -34,7 +34,7 @@ MAX_NUMBER_DIGITS = 6           # layer and head numbers
 MAX_BODY_BYTES = int(os.environ.get("PROBING_MAX_BODY_BYTES", str(64 * 1024)))   # a 5,000-character text is ~20 KB
 MAX_WAITING_PER_SESSION = int(os.environ.get("PROBING_MAX_WAITING_PER_SESSION", "4"))
 CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))   # forward passes at once, all events together
-LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "5"))
+LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request that starts a load waits this long
 RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
 MAX_REMEMBERED = 64             # failed model names remembered (bounded: any-model mode sees any name)
 SHOWN_CHARS = 60                # user text quoted in a message
@@ -153,8 +153,8 @@ def check_model_allowed(name) -> str:
 class ModelGate:
     """Loads allowed models in the background and remembers failures, both bounded.
 
-    A request never waits on another request's load for more than `wait_s`: it gets "loading, try again in a
-    moment" and its worker is free. One load per name runs at a time; at most `max_remembered` failures are
+    A request never waits on another request's load: it gets "loading, try again in a moment" and its worker
+    is free; the request that started the load waits for it at most `wait_s`. One load per name runs at a time; at most `max_remembered` failures are
     kept (oldest dropped first), each answered at once with its message for `retry_s` seconds.
     """
 
@@ -168,25 +168,30 @@ class ModelGate:
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model, or DemoError: "still loading", or the load's failure in words."""
+        asked = time.monotonic()
         if name in self.cached():
             return self.loader(name)                     # in memory: the loader's cache answers at once
         with self._guard:
             self._raise_if_failed(name)
             thread = self._loading.get(name)
-            if thread is None:                           # one load per name, in the background
+            started_here = thread is None
+            if started_here:                             # one load per name, in the background
                 thread = threading.Thread(target=self._load, args=(name,), daemon=True, name="model load")
                 self._loading[name] = thread
                 thread.start()
-        thread.join(self.wait_s)
+        # The request that started the load waits for it (up to wait_s); the others do not wait at all.
+        thread.join(self.wait_s if started_here else 0)
         if thread.is_alive():
             raise DemoError(f"The model {shown(name)} is still loading; try again in a moment.")
         with self._guard:
-            self._raise_if_failed(name)
+            self._raise_if_failed(name, since=asked)
         return self.loader(name)
 
-    def _raise_if_failed(self, name: str) -> None:
+    def _raise_if_failed(self, name: str, since: float | None = None) -> None:
+        """A failure within the retry window (or one that happened since `since`) is answered in words."""
         failed = self.failed.get(name)
-        if failed is not None and time.monotonic() - failed[0] < self.retry_s:
+        if failed is not None and (time.monotonic() - failed[0] < self.retry_s
+                                   or (since is not None and failed[0] >= since)):
             raise DemoError(failed[1])
 
     def _load(self, name: str) -> None:

@@ -88,7 +88,10 @@ def test_model_gate_answers_loading_instead_of_holding_a_worker():
 
     gate = ModelGate(loader=slow_loader, cached=lambda: [], wait_s=0.0)
     with pytest.raises(DemoError, match=r"still loading; try again in a moment"):
-        gate.get("slow-model")
+        gate.get("slow-model")                       # the starter, with no patience
+    gate.wait_s = 30
+    with pytest.raises(DemoError, match=r"still loading; try again in a moment"):
+        gate.get("slow-model")                       # another request: answered at once, not held
     release.set()
     gate._loading.get("slow-model") and gate._loading["slow-model"].join(10)
     gate.wait_s = 5
