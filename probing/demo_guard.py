@@ -31,7 +31,7 @@ MAX_WORD_CHARS = 200            # a word field ("she", "36:39", "she (36:39)"): 
 MAX_MODEL_CHARS = 200           # a model name or path
 MAX_CHOICE_CHARS = 40           # relation, metric, head label
 MAX_NUMBER_DIGITS = 6           # layer and head numbers
-MAX_BODY_BYTES = int(os.environ.get("PROBING_MAX_BODY_BYTES", str(64 * 1024)))   # a 5,000-character text is ~20 KB
+MAX_BODY_BYTES = int(os.environ.get("PROBING_MAX_BODY_BYTES", str(256 * 1024)))   # room for a 100,000-character text refused in words
 MAX_WAITING_PER_SESSION = int(os.environ.get("PROBING_MAX_WAITING_PER_SESSION", "4"))
 CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))   # forward passes at once, all events together
 LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request that starts a load waits this long
@@ -235,8 +235,8 @@ def forward_slot():
 class BodyLimit:
     """ASGI middleware: refuse uploads, and any request body over `max_bytes`, before it is read or parsed.
 
-    The declared Content-Length is checked first; a body without one (chunked) is counted as it streams
-    and cut off at the limit, so a 40 MB JSON body never reaches the JSON parser.
+    The declared Content-Length is checked first; a body without one (chunked) is read here up to the limit
+    and refused past it, so a 40 MB JSON body never reaches the JSON parser.
     """
 
     def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, refused_paths: tuple[str, ...] = ("/upload",)):
@@ -257,28 +257,32 @@ class BodyLimit:
             if size > self.max_bytes:
                 return await _refuse(send, 413, f"The request body has {size:,} bytes; the limit here is "
                                                 f"{self.max_bytes:,}.")
-        received = 0
-        refused = False
-
-        async def limited_receive():
-            nonlocal received, refused
+        if declared is not None or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        # No declared length (a chunked body): read it here, at most max_bytes, before the app parses it.
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await _refuse(send, 413, f"The request body is over the limit of {self.max_bytes:,} bytes.")
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            if refused:
-                await _refuse(send, 413, f"The request body is over the limit of {self.max_bytes:,} bytes.")
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
-class BodyTooLarge(Exception):
-    pass
 
 
 async def _refuse(send, status: int, message: str) -> None:
