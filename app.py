@@ -10,7 +10,6 @@ Bad input raises `gr.Error` with a message in words; the server keeps serving.
 """
 from __future__ import annotations
 
-import html
 import logging
 import os
 
@@ -19,17 +18,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a demo that phone
 import gradio as gr  # noqa: E402
 
 from probing import demo as backend  # noqa: E402
+from probing import demo_guard as guard  # noqa: E402
 from probing import glossary, report_page  # noqa: E402
 from probing.candidates import antecedent_candidates  # noqa: E402
 from probing.figures import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
 from probing.model_menu import model_menu  # noqa: E402
 from probing.models import DEFAULT_MODEL  # noqa: E402
 from probing.views import word_shading_html  # noqa: E402
-from probing.word_attention import sentence_word_attention  # noqa: E402
 
 log = logging.getLogger("probing.app")
-# Forward passes run at once; more requests wait in a bounded queue (MiniLM on two cores: two at a time).
-CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))
+# Forward passes run at once, all events and endpoints together (one concurrency group here, and one
+# semaphore in the backend); more requests wait in a bounded queue, at most a few per client session.
+CONCURRENCY = guard.CONCURRENCY
+MODEL_GROUP = {"concurrency_limit": CONCURRENCY, "concurrency_id": "model"}
 QUEUE_SIZE = int(os.environ.get("PROBING_QUEUE_SIZE", "64"))
 # Gradio keeps every visitor's session (each page load or API client: a copy of the page's config and the
 # last outputs, 0.3-1 MB here) until this many newer sessions push it out; its default of 10,000 would let
@@ -44,7 +45,6 @@ Pick a model, run a sentence, and see which heads do it, next to baselines and d
 NEGATION_NOTE = ("*Causal models* (such as `gemma-270m`) read left to right: *not* cannot attend to a later word, "
                  "so for them the direction is reversed and the heatmap shows **next word → cue**.")
 HEATMAP_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to see every head here.</p>'
-REPORTS_ALLOWED = [str(backend.REPORTS_DIR), str(backend.CACHE_DIR), str(backend.DOWNLOADS_DIR)]
 # Shares of the table's width (percentages, so a 420 px screen gets no sideways scroll).
 TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["11%", "17%", "18%", "18%", "18%", "18%"]}
 # Table headers wrap between words only ("attention" was broken into "attentio|n"); on a narrow screen the
@@ -86,16 +86,23 @@ Bad input gets an error with a message in words."""
 
 
 def _escape(text: str) -> str:
-    """User words inside a Markdown message are shown as text, never as HTML."""
-    return html.escape(text, quote=False)
+    """User words inside a Markdown message are shown as text: no HTML, no Markdown (no image, no link)."""
+    return guard.inert(text)
+
+
+def _message(err: Exception) -> str:
+    """An error in words: expected ones (bad input) logged in one line, others in full on the server only."""
+    if isinstance(err, backend.DemoError):
+        log.info("refused: %s", str(err)[:200])
+        return str(err)
+    log.error("unexpected error %s: %s", type(err).__name__, guard.shown(str(err), 200), exc_info=err)
+    return f"Something went wrong ({type(err).__name__}). Try another sentence or model."
 
 
 def _problem(err: Exception) -> str:
-    """An error as words for the page; unexpected ones are logged in full on the server, never shown as a trace."""
-    if isinstance(err, backend.DemoError):
-        return f"**Problem:** {_escape(str(err))}"
-    log.exception("unexpected error")
-    return f"**Something went wrong:** {type(err).__name__}. Try another sentence or model."
+    """An error as words for the page, never a trace."""
+    prefix = "**Problem:**" if isinstance(err, backend.DemoError) else "**Something went wrong:**"
+    return f"{prefix} {_escape(_message(err))}"
 
 
 def _note(text: str) -> str:
@@ -135,34 +142,37 @@ def _shading(state, layer, head):
                              special=float(shading.special[layer, head]), text=state["text"], spans=shading.spans)
 
 
-def _show(state, layer, head):
-    """Heatmap (head ringed), dropdown, head view, note, word shading for one head of the analysed sentence."""
-    state = dict(state, selected=(layer, head))
-    view = backend.head_view(state["text"], state["model"], layer, head)
-    heatmap = _heatmap(state, (layer, head))
-    note = (f"**Head view, layer {layer}, head {head}:** lines go from each token on the left to the tokens it "
+def _view_note(layer, head, view) -> str:
+    return (f"**Head view, layer {layer}, head {head}:** lines go from each token on the left to the tokens it "
             "attends to on the right (darker: more). Pick another layer in the view, or click its colour boxes "
             "to add heads. " + _note(view.note))
-    return heatmap, gr.update(value=f"{layer}-{head}"), view.html, note, _shading(state, layer, head), state
+
+
+def _show(state, layer, head, view=None):
+    """Heatmap (head ringed), dropdown, head view, note and word shading for one head of the analysed
+    sentence; `view` when the analysis already made it from its forward pass."""
+    state = dict(state, selected=(layer, head))
+    view = view or backend.head_view(state["text"], state["model"], layer, head)
+    heatmap = _heatmap(state, (layer, head))
+    return (heatmap, gr.update(value=f"{layer}-{head}"), view.html, _view_note(layer, head, view),
+            _shading(state, layer, head), state)
 
 
 def run_relation(relation, text, source, target, model, metric):
     """Analyse one sentence: message, heatmap, top-heads table, head choice, head view, view note, state."""
     try:
         analysis = backend.analyse(text, relation, source, target, model)
-        shading = sentence_word_attention(backend.get_model(model), analysis.example.text,
-                                          analysis.example.source_span)
         state = {"scores": analysis.scores, "text": analysis.example.text, "model": model,
-                 "metric": metric, "relation": relation, "model_name": analysis.model, "shading": shading,
-                 "typed": text}
+                 "metric": metric, "relation": relation, "model_name": analysis.model,
+                 "shading": analysis.shading, "typed": text}
         best = (analysis.best_layer, analysis.best_head)
         message = "\n\n".join([f"Best head for this sentence: **{best[0]}-{best[1]}**, shown in the views below. "
                                  "Red outline: the target gets more of that head's attention than any other word "
                                  "(special tokens such as [SEP] left out). Dot: the head beats its baseline on the "
                                  "built-in set. Click any head to see it."]
                                 + [f"**Note:** {_escape(n)}" for n in analysis.notes])
-        heatmap, _, view, note, words, state = _show(state, *best)
-        choice = gr.update(choices=backend.head_labels(model), value=f"{best[0]}-{best[1]}")
+        heatmap, _, view, note, words, state = _show(state, *best, view=analysis.view)
+        choice = gr.update(choices=backend.head_labels(analysis.model), value=f"{best[0]}-{best[1]}")
         return message, heatmap, glossary.plain_table(analysis.top_table), choice, view, note, words, state
     except Exception as err:  # every failure becomes words on the page
         return (_problem(err), HEATMAP_PLACEHOLDER, glossary.plain_table(backend.empty_top_table(relation)),
@@ -298,14 +308,14 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
         text.change(offer_candidates, [text, target], candidates, queue=False, **private)
         candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
     gallery.click(lambda i: (*load_example(relation, i), None), gallery, [text, source, target, state], queue=False,
-                  **private).then(run, inputs, outputs, **private)
-    button.click(run, inputs, outputs, **private)
-    text.submit(run, inputs, outputs, **private)
+                  **private).then(run, inputs, outputs, **private, **MODEL_GROUP)
+    button.click(run, inputs, outputs, **private, **MODEL_GROUP)
+    text.submit(run, inputs, outputs, **private, **MODEL_GROUP)
     picked = [heatmap, head_choice, view, view_note, words, state]
     metric.input(switch_metric, [state, metric], [heatmap, state], queue=False, **private)
-    heatmap.click(pick_from_heatmap, state, picked, **private)
-    top_table.select(pick_from_table, [state, top_table], picked, **private)
-    head_choice.input(pick_from_dropdown, [state, head_choice], picked, **private)
+    heatmap.click(pick_from_heatmap, state, picked, **private, **MODEL_GROUP)
+    top_table.select(pick_from_table, [state, top_table], picked, **private, **MODEL_GROUP)
+    head_choice.input(pick_from_dropdown, [state, head_choice], picked, **private, **MODEL_GROUP)
 
 
 # ---- the other tabs ---------------------------------------------------------------------------------
@@ -333,9 +343,9 @@ def model_view_tab(model: gr.Dropdown) -> None:
         except Exception:
             return gr.update()
 
-    button.click(show, [text, model, layers], [view, note], api_visibility="private")
-    text.submit(show, [text, model, layers], [view, note], api_visibility="private")
-    model.change(layer_choices, model, layers, api_visibility="private")
+    button.click(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
+    text.submit(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
+    model.change(layer_choices, model, layers, api_visibility="private", **MODEL_GROUP)
 
 
 def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
@@ -361,9 +371,9 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
             found = backend.report_files(model, progress=progress, compute=compute)
             name = backend.check_allowed_name(model)
             folder = backend.report_dir(name)
-            downloads = report_page.report_downloads(folder, backend.DOWNLOADS_DIR / "archives",
+            downloads = report_page.report_downloads(folder, backend.downloads_dir() / "archives",
                                                      report_page.safe_name(name))
-            return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from `{_escape(found.folder)}`).",
+            return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from {_escape(found.folder)}).",
                     report_page.findings_markdown(folder, _escape(name)), found.coref_heatmap,
                     found.negation_heatmap, found.markdown, downloads)
         except Exception as err:
@@ -371,7 +381,7 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
 
     outputs = [status, findings, coref_image, neg_image, report, files]
     # Showing a report that exists is cheap; computing one is not, so it gets a single worker.
-    button.click(lambda m: show(m, True), model, outputs, concurrency_limit=1, api_visibility="private")
+    button.click(lambda m: show(m, True), model, outputs, api_visibility="private", **MODEL_GROUP)
     tab.select(lambda m: show(m, False), model, outputs, api_visibility="private")
 
 
@@ -391,8 +401,8 @@ def build_demo() -> gr.Blocks:
                 report_tab(model, report)
             with gr.Tab("About", id="about"):
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
-        gr.api(score_heads, api_name="score_heads")
-        gr.api(head_view, api_name="head_view")
+        gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
+        gr.api(head_view, api_name="head_view", **MODEL_GROUP)
     return demo
 
 
@@ -407,25 +417,39 @@ def score_heads(text: str, relation: str = "coreference", source: str = "", targ
     """
     try:
         return backend.score_heads_api(text, relation, source, target, model or None)
-    except backend.DemoError as err:
-        raise gr.Error(str(err)) from None
+    except Exception as err:   # every failure, expected or not, answers in words (never {"error": null})
+        raise gr.Error(_message(err)) from None
 
 
 def head_view(text: str, model: str = "", layer: int | None = None, head: int | None = None) -> str:
     """The bertviz head view of a sentence as a sandboxed iframe (HTML), opened on layer/head when given."""
     try:
         return backend.head_view(text, model or None, layer, head).html
-    except backend.DemoError as err:
-        raise gr.Error(str(err)) from None
+    except Exception as err:
+        raise gr.Error(_message(err)) from None
+
+
+def launch_settings() -> dict:
+    """`launch` keywords: where to serve, which folders may be served, and the request limits.
+
+    Bodies over `MAX_BODY_BYTES` and every upload are refused by the `BodyLimit` middleware before they are
+    read (the app has no upload component); `max_file_size` is a second guard on the upload route.
+    """
+    from starlette.middleware import Middleware
+    return dict(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                allowed_paths=[str(backend.REPORTS_DIR), str(backend.CACHE_DIR), str(backend.downloads_dir())],
+                show_error=False, state_session_capacity=SESSION_CAPACITY, css=CSS, max_file_size="1kb",
+                app_kwargs={"middleware": [Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = build_demo()
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    app.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-               server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               allowed_paths=REPORTS_ALLOWED, show_error=False, state_session_capacity=SESSION_CAPACITY, css=CSS)
+    guard.cap_waiting_per_session(app._queue)      # one client cannot fill the shared queue
+    backend.get_model(None)                        # the default model is loaded before anyone asks
+    app.launch(**launch_settings())
 
 
 if __name__ == "__main__":

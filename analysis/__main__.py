@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = importlib.import_module(module_name)
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    from probing.outputs import OutputExistsError, sigterm_as_interrupt
+    import signal
+    from probing.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
     from probing.examples import ExampleError
     from probing.models import ModelLoadError
+    previous = signal.getsignal(signal.SIGTERM)
     sigterm_as_interrupt()
     try:
         return modules[args.command].run(args)
@@ -36,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: no partial result file was left behind", file=sys.stderr)
+        print(f"interrupted: {interrupted_message()}", file=sys.stderr)
         return 130
+    except RecursionError:
+        print("error: the input is nested too deeply to read", file=sys.stderr)
+        return 2
+    finally:
+        # A SIGTERM after this point (interpreter shutdown) ends the process plainly, without a traceback.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

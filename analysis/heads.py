@@ -1,11 +1,13 @@
 """`python -m analysis heads`: score every head on a dataset and write heads.csv, summary.json, heatmap.png
-and report.md to the output folder."""
+and report.md to the output folder, then its completion marker `.done.json` (see `probing.outputs`): the
+files are made in a private staging folder and moved in together, so a killed run leaves either the previous
+complete result or files that no reader trusts."""
 from __future__ import annotations
 
 import argparse
 import os
 
-from probing.outputs import prepare_out_dir
+from probing.outputs import prepare_out_dir, write_complete
 from probing.reporting import HEAD_FILES, run_heads, summary_text
 
 
@@ -43,12 +45,18 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, HEAD_FILES, args.force)
     # Under `accelerate launch` (WORLD_SIZE > 1) the examples are split across the processes.
     parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    summary = run_heads(args.data, args.model, out, relation=args.relation, data_root=args.data_root,
-                        skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
-                        batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
-                        device=args.device, dtype=args.dtype, parallel=parallel,
-                        mention=args.mention, by=args.by)
-    if not parallel or int(os.environ.get("RANK", "0")) == 0:
+    main_process = not parallel or int(os.environ.get("RANK", "0")) == 0
+
+    def produce(staging):
+        return run_heads(args.data, args.model, staging, relation=args.relation, data_root=args.data_root,
+                         skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
+                         batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
+                         device=args.device, dtype=args.dtype, parallel=parallel,
+                         mention=args.mention, by=args.by)
+
+    # Only the main process writes files; the others score their shard and publish nothing.
+    summary = write_complete(out, HEAD_FILES, produce, publish_result=main_process)
+    if main_process:
         print(summary_text(summary))
         print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES if (out / f).exists())}")
     return 0

@@ -1,7 +1,13 @@
 """Load test for the demo's API: many gradio_client users at once, every answer checked.
 
-    python -m analysis.loadtest --url http://127.0.0.1:7860 [--users 20] [--requests 10]
+    python -m analysis.loadtest --url http://127.0.0.1:7860 [--users 25] [--requests 40]
     python -m analysis.loadtest --start [--port 7870]      # starts `python app.py` itself, stops it after
+
+The mix includes adversarial requests (sent to 127.0.0.1 only; any other host is refused): a 1 MB word, a
+60,000-character word, a 4,400-digit span, a list and a dict where strings belong, Markdown in a word, a
+body that declares 40 MB, an upload; and, after the run, one session that tries to fill the queue. A
+monitor asks `/gradio_api/info` every half second throughout, and its slowest answer is reported: one
+request must never stall the others. Each odd request's answer is printed.
 
 Each user has its own `gradio_client.Client` and sends a mix of requests: `/score_heads` (coreference,
 negation, a sentence with emoji), `/head_view`, and bad input (empty text, a word that occurs twice, a
@@ -121,13 +127,42 @@ class Case:
     args: tuple
     check: Callable[[object], str | None] | None = None   # success: returns a problem, or None
     error: str | None = None                                # failure: a regex the message must match
+    raw: Callable[[str], str] | None = None                 # a raw HTTP request instead: url -> "status: text"
+    odd: bool = False                                       # adversarial: its answers are printed
 
 
-@dataclass
-class Result:
-    case: str
-    seconds: float
-    problem: str | None
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+    parsed = urlparse(url)
+    return parsed.hostname or "", parsed.port or 80
+
+
+def declared_40mb(url: str) -> str:
+    """A POST that declares a 40 MB body and sends 10 KB of it: must be refused before it is read."""
+    import http.client
+    host, port = _host_port(url)
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.putrequest("POST", "/gradio_api/call/score_heads")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(40_000_000))
+        connection.endheaders()
+        connection.send(b'{"data": ["' + b"x" * 10_000)
+        response = connection.getresponse()
+        return f"{response.status}: {response.read().decode()[:200]}"
+    finally:
+        connection.close()
+
+
+def upload(url: str) -> str:
+    import urllib.error
+    request = urllib.request.Request(url + "gradio_api/upload", data=b"--x--\r\n", method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=x"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return f"{response.status}: {response.read().decode()[:200]}"
+    except urllib.error.HTTPError as err:
+        return f"{err.code}: {err.read().decode()[:200]}"
 
 
 def library_numbers(text: str, relation: str, source: tuple[int, int], target: tuple[int, int]) -> dict:
@@ -185,11 +220,43 @@ def build_cases() -> list[Case]:
         Case("100,000 characters", "/score_heads", ("a" * 100_000, "coreference", "she", "nurse", ""),
              error=r"100,000 characters.*refused"),
         Case("no pronoun", "/score_heads", ("他说明天会下雨。", "coreference", "", "", ""), error=r"no pronoun"),
+        # adversarial: each gets its worded refusal at once
+        Case("1 MB word", "/score_heads", (COREF, "coreference", "a" + " " * 1_000_000 + "a", "nurse", ""),
+             error=r"413", odd=True),
+        Case("60,000-char word", "/score_heads", (COREF, "coreference", "a" + " " * 60_000 + "a", "nurse", ""),
+             error=r"source word has 60,002 characters; the limit here is 200", odd=True),
+        Case("4,400-digit span", "/score_heads", (COREF, "coreference", "1" * 4400 + ":2", "nurse", ""),
+             error=r"source word has 4,402 characters", odd=True),
+        Case("list as source", "/score_heads", (COREF, "coreference", ["she"], "nurse", ""),
+             error=r"source word must be text, got list", odd=True),
+        Case("dict as model", "/score_heads", (COREF, "coreference", "she", "nurse", {"a": 1}),
+             error=r"model name must be text, got dict", odd=True),
+        Case("markdown word", "/score_heads", (COREF, "coreference", "![t](http://evil.invalid/t.png)", "nurse", ""),
+             error=r"does not occur in the sentence", odd=True),
+        Case("40 MB body", "", (), raw=declared_40mb, error=r"^413: .*40,000,000 bytes", odd=True),
+        Case("upload", "", (), raw=upload, error=r"^403: .*no file uploads", odd=True),
     ]
 
 
-def run_case(client, case: Case) -> Result:
+@dataclass
+class Result:
+    case: str
+    seconds: float
+    problem: str | None
+    answer: str = ""
+
+
+def run_case(client, case: Case, url: str = "") -> Result:
     start = time.perf_counter()
+    if case.raw is not None:
+        try:
+            answer = case.raw(url)
+        except Exception as err:
+            answer = f"{type(err).__name__}: {err}"
+        seconds = time.perf_counter() - start
+        ok = re.search(case.error, answer, re.S)
+        return Result(case.name, seconds, None if ok else f"answered {answer[:200]!r}, expected /{case.error}/",
+                      answer[:200])
     try:
         answer = client.predict(*case.args, api_name=case.api)
     except Exception as err:  # gradio_client raises AppError with the server's gr.Error message
@@ -198,8 +265,8 @@ def run_case(client, case: Case) -> Result:
         if case.error is None:
             return Result(case.name, seconds, f"unexpected error {type(err).__name__}: {message[:200]}")
         if not re.search(case.error, message, re.S):
-            return Result(case.name, seconds, f"wrong message {message[:200]!r}, expected /{case.error}/")
-        return Result(case.name, seconds, None)
+            return Result(case.name, seconds, f"wrong message {message[:200]!r}, expected /{case.error}/", message[:200])
+        return Result(case.name, seconds, None, message[:200])
     seconds = time.perf_counter() - start
     if case.error is not None:
         return Result(case.name, seconds, f"expected an error /{case.error}/, got an answer")
@@ -214,7 +281,7 @@ def user(url: str, cases: list[Case], n_requests: int, offset: int, stop: thread
     for i in range(n_requests):
         if stop.is_set():
             break
-        results.append(run_case(client, cases[(offset + i) % len(cases)]))
+        results.append(run_case(client, cases[(offset + i) % len(cases)], url))
     return results
 
 
@@ -228,21 +295,60 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def health_monitor(url: str, stop: threading.Event, seconds: list[float]) -> None:
+    """GET /gradio_api/info every half second until stopped, recording how long each answer took."""
+    while not stop.wait(0.5):
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=30) as response:
+                response.read()
+        except OSError:
+            pass
+        seconds.append(time.perf_counter() - start)
+
+
+def flood_one_session(url: str, n: int = 16) -> dict:
+    """One client submits n requests at once: the per-session cap must refuse some of them."""
+    from gradio_client import Client
+    client = Client(url, verbose=False)
+    jobs = [client.submit(COREF, "coreference", "she", "nurse", "", api_name="/score_heads") for _ in range(n)]
+    answered, refused, message = 0, 0, ""
+    for job in jobs:
+        try:
+            job.result(timeout=300)
+            answered += 1
+        except Exception as err:
+            refused += 1
+            message = message or str(err)
+    return {"sent": n, "answered": answered, "refused": refused, "message": message}
+
+
+def is_loopback(url: str) -> bool:
+    return _host_port(url)[0] in ("127.0.0.1", "localhost", "::1")
+
+
 def load_test(url: str, pid: int | None, users: int, requests: int, timeout: float, max_growth: float) -> int:
     from gradio_client import Client
+    if not is_loopback(url):
+        print(f"refused: the load test sends adversarial requests, so it runs against 127.0.0.1 only, not {url}",
+              file=sys.stderr)
+        return 2
     print(f"load test: {users} users x {requests} requests against {url}", flush=True)
     cases = build_cases()
     warm = Client(url, verbose=False)
     for _ in range(2):   # warm-up: the model loaded, every code path run once, thread pools started
-        problems = [r for r in (run_case(warm, c) for c in cases) if r.problem]
+        problems = [r for r in (run_case(warm, c, url) for c in cases) if r.problem]
         if problems:
             print(f"FAIL in warm-up: {problems[0].case}: {problems[0].problem}")
             return 1
     with ThreadPoolExecutor(users) as pool:   # a concurrent warm-up round, unmeasured
-        list(pool.map(lambda i: run_case(Client(url, verbose=False), cases[i % len(cases)]), range(users)))
+        list(pool.map(lambda i: run_case(Client(url, verbose=False), cases[i % len(cases)], url), range(users)))
     rss_warm = rss_mb(pid) if pid else None
 
     stop = threading.Event()
+    health: list[float] = []
+    monitor = threading.Thread(target=health_monitor, args=(url, stop, health), daemon=True)
+    monitor.start()
     started = time.perf_counter()
     pool = ThreadPoolExecutor(users)
     futures = [pool.submit(user, url, cases, requests, i, stop) for i in range(users)]
@@ -259,6 +365,8 @@ def load_test(url: str, pid: int | None, users: int, requests: int, timeout: flo
         except Exception as err:
             failures.append(f"a user crashed: {type(err).__name__}: {err}")
     pool.shutdown(wait=False, cancel_futures=True)
+    stop.set()
+    monitor.join(10)
     failures += [f"{r.case}: {r.problem}" for r in results if r.problem]
     rss_after = rss_mb(pid) if pid else None
 
@@ -274,6 +382,25 @@ def load_test(url: str, pid: int | None, users: int, requests: int, timeout: flo
         for name, values in sorted(by_case.items()):
             print(f"  {name:20s} n={len(values):3d}  p50 {statistics.median(values) * 1000:6.0f} ms  "
                   f"p95 {percentile(values, 0.95) * 1000:6.0f} ms")
+    odd = [c.name for c in cases if c.odd]
+    print("odd and oversized requests, and how they were answered:")
+    for name in odd:
+        answers = [r for r in results if r.case == name]
+        if answers:
+            right = sum(r.problem is None for r in answers)
+            print(f"  {name:18s} {right}/{len(answers)} refused as expected, p95 "
+                  f"{percentile([r.seconds for r in answers], 0.95) * 1000:.0f} ms: {answers[0].answer[:110]!r}")
+    if health:
+        print(f"health (/gradio_api/info, every 0.5 s during the run): {len(health)} answers, "
+              f"max {max(health) * 1000:.0f} ms, p95 {percentile(health, 0.95) * 1000:.0f} ms")
+        # p95, not max: on a shared 2-core machine the load test's own 25 client threads compete with the server.
+        if percentile(health, 0.95) > 1.0:
+            failures.append(f"health requests took {percentile(health, 0.95):.2f} s at p95 during the run (limit 1 s)")
+    flood = flood_one_session(url)
+    print(f"one session sending {flood['sent']} requests at once: {flood['answered']} answered, "
+          f"{flood['refused']} refused ({flood['message'][:90]!r})")
+    if flood["refused"] == 0:
+        failures.append("one session could queue every one of its requests")
     if pid:
         growth = rss_after / rss_warm - 1
         print(f"server RSS (pid {pid}): {rss_warm:.0f} MiB after warm-up, {rss_after:.0f} MiB after the run "
@@ -282,7 +409,7 @@ def load_test(url: str, pid: int | None, users: int, requests: int, timeout: flo
             failures.append(f"server memory grew {growth:.1%} (more than {max_growth:.0%})")
     else:
         print("server RSS: not measured (no pid; pass --pid, or run on the server's machine)")
-    answering = run_case(warm, cases[0])
+    answering = run_case(warm, cases[0], url)
     print(f"after the run the server still answers: {'yes' if answering.problem is None else answering.problem}")
     if answering.problem:
         failures.append(f"server not answering after the run: {answering.problem}")
@@ -299,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port for --start (default: a free one)")
     parser.add_argument("--pid", type=int, default=None, help="server pid for the memory check (default: found "
                                                                 "from the port)")
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=10, help="requests per user")
+    parser.add_argument("--users", type=int, default=25)
+    parser.add_argument("--requests", type=int, default=40, help="requests per user (25 x 40 = 1,000)")
     parser.add_argument("--timeout", type=float, default=600.0, help="global limit in seconds for the run")
     parser.add_argument("--max-rss-growth", type=float, default=0.20)
     args = parser.parse_args(argv)

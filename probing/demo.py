@@ -3,14 +3,15 @@
 `app.py` lays out the page and turns these results into components; the API endpoints call them too.
 Every user-facing failure is raised as `DemoError` with a message in words.
 
-Public-demo safety lives here and in `probing.models`: only allow-listed models load (`check_model_allowed`),
-never with remote code; at most `MAX_LOADED` stay in memory; a model that failed to load is not retried for
-`RETRY_FAILED_S` seconds (a hub id with no network costs half a minute of retries); the demo reads at most
-`DEMO_MAX_TOKENS` tokens of a text, whatever the model's own limit, so one request cannot ask for gigabytes
-of attention weights.
+Public-demo safety is `probing.demo_guard`'s: every field is checked for type and length before anything
+else sees it, only allow-listed models load (never with remote code) and they load in the background, all
+forward passes share one global limit. Here, the demo reads at most `DEMO_MAX_TOKENS` tokens of a text,
+whatever the model's own limit, so one request cannot ask for gigabytes of attention weights; and one
+analysis makes ONE forward pass, whose attention feeds the scores, the heatmap and the head view.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -18,9 +19,9 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,16 +29,20 @@ import pandas as pd
 from probing.examples import BUILTIN_SETS, Example, read_jsonl
 from probing.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, clean_text, control_characters,
                              find_negation_cues, find_pronouns, make_example, score_sentence, words_with_spans)
-from probing.models import LoadedModel, ModelLoadError, check_model_allowed, load_model
+from probing.demo_guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
+                                 forward_slot, layers_field, number_field, shown, text_field, word_field)
+from probing.models import LoadedModel
+from probing.word_attention import WordAttention, word_attention
+from probing.outputs import is_complete, write_complete
+from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
 
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "selectivity")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
 ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
-DOWNLOADS_DIR = Path(tempfile.gettempdir()) / "probing-downloads"
 DEMO_MAX_TOKENS = int(os.environ.get("PROBING_DEMO_MAX_TOKENS", "512"))
-RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
+RELATIONS = ("coreference", "negation")
 MAX_WORD_CHOICES = 400          # words offered in the target dropdown; others can be typed as start:end
 HEAD_VIEW_TOKENS = 60
 MODEL_VIEW_TOKENS = 40
@@ -46,50 +51,53 @@ MODEL_VIEW_TOKENS = 40
 log = logging.getLogger("probing.demo")
 
 
-class DemoError(ValueError):
-    """Anything the visitor should read in words: bad input, a model that may not or cannot load."""
-
-
-_load_locks: dict[str, threading.Lock] = {}
-_load_locks_guard = threading.Lock()
-_failed: dict[str, tuple[float, str]] = {}
+GATE = ModelGate()
 
 
 def get_model(name: str | None) -> LoadedModel:
     """An allowed, loaded model (capped at DEMO_MAX_TOKENS tokens), or DemoError in words.
 
-    Concurrent requests for the same model wait for one load instead of loading it twice; a load that
-    failed is remembered for RETRY_FAILED_S seconds and answered at once with the same message.
+    The load runs in the background (`ModelGate`): a request waits a few seconds at most, then hears that
+    the model is still loading; a failed load is answered at once with its message for a while.
     """
-    try:
-        allowed = check_model_allowed(name)
-    except ModelLoadError as err:
-        raise DemoError(str(err)) from None
-    with _load_locks_guard:
-        lock = _load_locks.setdefault(allowed, threading.Lock())
-    with lock:
-        failed = _failed.get(allowed)
-        if failed is not None and time.monotonic() - failed[0] < RETRY_FAILED_S:
-            raise DemoError(failed[1])
-        try:
-            loaded = load_model(allowed)
-        except ModelLoadError as err:
-            _failed[allowed] = (time.monotonic(), str(err))
-            raise DemoError(str(err)) from None
-        except Exception as err:  # anything else a broken model folder throws: still words, app keeps serving
-            log.exception("loading model %r failed", allowed)
-            message = f"cannot load model {allowed!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            _failed[allowed] = (time.monotonic(), message)
-            raise DemoError(message) from None
-        _failed.pop(allowed, None)
+    loaded = GATE.get(check_model_allowed(name))
     if loaded.max_length > DEMO_MAX_TOKENS:
         loaded = dataclasses.replace(loaded, max_length=DEMO_MAX_TOKENS)
     return loaded
 
 
+def forward(loaded: LoadedModel, text: str) -> tuple[SentenceAttention, tuple]:
+    """The one forward pass of a request (under the global limit): the sentence's pieces and attention as
+    arrays for the views, and the per-layer attention tensors for the scorer."""
+    encoded = encode(loaded, [text])[0]
+    ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
+    with forward_slot():
+        attentions = forward_attentions(loaded, ids, mask)
+    stacked = np.stack([a[0].float().cpu().numpy() for a in attentions])
+    tokens = loaded.tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    return SentenceAttention(text=text, tokens=tokens, encoded=encoded, attention=stacked), attentions
+
+
+class _Replay:
+    """Stands in for the model inside the dataset scorer: it answers the scorer's forward with the attention
+    of the pass already made, so a sentence's scores are the library's and the model runs once."""
+
+    def __init__(self, model, input_ids: list[int], attentions: tuple):
+        self.model, self.input_ids, self.attentions = model, list(input_ids), attentions
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, input_ids, attention_mask=None, output_attentions=True, **_):
+        if input_ids.shape[0] != 1 or input_ids[0].tolist() != self.input_ids:
+            raise RuntimeError("the scorer asked for another text than the one the model ran on")
+        return SimpleNamespace(attentions=self.attentions)
+
+
 def word_choices(text: str, relation: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Dropdown choices (label, "start:end") for the source (pronouns or cues) and for every word."""
-    if not text or len(text) > MAX_TEXT_CHARS:
+    """Dropdown choices (label, "start:end") for the source (pronouns or cues) and for every word; none for
+    text that is not a string within the length limit."""
+    if not isinstance(text, str) or not text or len(text) > MAX_TEXT_CHARS or relation not in RELATIONS:
         return [], []
     sources = find_pronouns(text) if relation == "coreference" else find_negation_cues(text)
     words = [(w, s) for w, s in words_with_spans(text) if any(c.isalnum() for c in w)][:MAX_WORD_CHOICES]
@@ -131,9 +139,10 @@ class Selection:
 
 def gallery_example(relation: str, index: int) -> Selection:
     """The index-th gallery example, with its gold words preselected in the dropdowns."""
+    relation = choice_field(relation, "relation", RELATIONS)
     examples = gallery(relation)
-    if not 0 <= int(index) < len(examples):
-        raise DemoError(f"There is no example number {index}.")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(examples):
+        raise DemoError(f"There is no example number {index if isinstance(index, int) else shown(str(index))}.")
     example = examples[int(index)]
     sources, words = word_choices(example.text, relation)
     source, target = choice(example.source, example.source_span)[1], choice(example.target, example.target_span)[1]
@@ -145,8 +154,16 @@ def gallery_example(relation: str, index: int) -> Selection:
 
 
 @dataclass
+class View:
+    """A bertviz view for the page: the iframe and a note on how the text was read (may be empty)."""
+    html: str
+    note: str
+
+
+@dataclass
 class Analysis:
-    """One sentence analysed: per-head scores, the dataset-level table beside them, and the best head."""
+    """One sentence analysed: per-head scores, the dataset-level table beside them, the best head, the
+    head view opened on it and the word shading from the source word, all from one forward pass."""
     scores: SentenceScores
     example: Example
     top_table: pd.DataFrame
@@ -154,19 +171,35 @@ class Analysis:
     best_head: int
     notes: list[str]
     model: str
+    tokens: list[str]
+    view: View
+    shading: WordAttention
+
+
+def checked_request(text, relation, source, target, model) -> tuple[str | None, str, str, str, str]:
+    """Every field of an analysis request checked for type and length, before any regex or model sees it."""
+    relation = choice_field(relation if relation is not None else "coreference", "relation", RELATIONS)
+    return (text_field(text, MAX_TEXT_CHARS), relation, word_field(source, "source"),
+            word_field(target, "target"), check_model_allowed(model))
 
 
 def analyse(text: str, relation: str, source: str | None, target: str | None, model: str | None,
             top_k: int = 8) -> Analysis:
     """Score every head for the source -> target pair in one sentence; DemoError on bad input."""
-    loaded = get_model(model)
+    text, relation, source, target, name = checked_request(text, relation, source, target, model)
     try:
         example = make_example(text, relation, source, target)
-        scores = score_sentence(loaded, example)
+    except InputError as err:
+        raise DemoError(str(err)) from None
+    loaded = get_model(name)
+    sentence, attentions = forward(loaded, example.text)
+    try:
+        replayed = dataclasses.replace(loaded, model=_Replay(loaded.model, sentence.encoded.input_ids, attentions))
+        scores = score_sentence(replayed, example)
     except InputError as err:
         raise DemoError(str(err)) from None
     ranking = scores.attention if relation == "coreference" else scores.attention - np.nan_to_num(scores.next_word)
-    best_layer, best_head = np.unravel_index(int(np.argmax(ranking)), ranking.shape)
+    best_layer, best_head = (int(i) for i in np.unravel_index(int(np.argmax(ranking)), ranking.shape))
     notes = text_notes(text, loaded, scores.truncated)
     if relation == "negation" and loaded.is_causal:
         notes.append(f"{loaded.name} is a causal (left-to-right) model: a word cannot attend to a later one, "
@@ -174,8 +207,12 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
     if dataset_table(loaded.name, relation) is None:
         notes.append(f"No dataset-level scores for {loaded.name} yet, so the table's \"set\" columns are empty: "
                      "compute them in the Probing report tab.")
+    view = _head_view_of(sentence, loaded, text, best_layer, best_head)
+    shading = word_attention(example.text, sentence.encoded.offsets, sentence.encoded.word_ids,
+                             sentence.attention, example.source_span)
     return Analysis(scores=scores, example=example, top_table=top_heads_table(scores, loaded.name, top_k),
-                    best_layer=int(best_layer), best_head=int(best_head), notes=notes, model=loaded.name)
+                    best_layer=best_layer, best_head=best_head, notes=notes, model=loaded.name,
+                    tokens=sentence.tokens, view=view, shading=shading)
 
 
 def text_notes(text: str, loaded: LoadedModel, truncated: bool) -> list[str]:
@@ -198,19 +235,33 @@ def report_dir(model_name: str) -> Path:
     return committed if committed.exists() else CACHE_DIR / safe
 
 
+def heads_folder(model_name: str, data: str) -> Path:
+    return report_dir(model_name) / "heads" / data
+
+
 def dataset_table(model_name: str, relation: str) -> pd.DataFrame | None:
-    """The `analysis heads` table on the built-in set for this model, or None if it was not computed yet."""
-    path = report_dir(model_name) / "heads" / DATASET_FOR[relation] / "heads.csv"
-    return _read_table(str(path), path.stat().st_mtime) if path.exists() else None
+    """The `analysis heads` table on the built-in set for this model, or None if no complete result exists
+    (a folder is trusted only when its completion marker says so: a killed run's mix is not)."""
+    folder = heads_folder(model_name, DATASET_FOR[relation])
+    path = folder / "heads.csv"
+    if not is_complete(folder):
+        return None
+    try:
+        return _read_table(str(path), path.stat().st_mtime)
+    except OSError:
+        return None
 
 
 _tables: dict[tuple[str, float], pd.DataFrame] = {}
+MAX_TABLES = 16
 
 
 def _read_table(path: str, mtime: float) -> pd.DataFrame:
-    """heads.csv, read once per version of the file."""
+    """heads.csv, read once per version of the file (a bounded memory of versions)."""
     key = (path, mtime)
     if key not in _tables:
+        while len(_tables) >= MAX_TABLES:
+            _tables.pop(next(iter(_tables)))
         _tables[key] = pd.read_csv(path)
     return _tables[key]
 
@@ -226,10 +277,10 @@ class ReportFiles:
 
 def report_files(model: str | None, progress=None, compute: bool = True) -> ReportFiles:
     """The dataset-level report for a model; computed once (and cached on disk) when missing and `compute`."""
-    from probing.reporting import run_heads
+    from probing.reporting import HEAD_FILES, run_heads
     name = check_allowed_name(model)
     folder = report_dir(name)
-    missing = [data for data in DATASET_FOR.values() if not (folder / "heads" / data / "heads.csv").exists()]
+    missing = [data for data in DATASET_FOR.values() if not is_complete(folder / "heads" / data)]
     if missing and not compute:
         raise DemoError(f"No dataset-level report for {name} yet. Press the button to compute it "
                         "(it scores every head on the built-in sets; this takes a while on a CPU).")
@@ -238,7 +289,8 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
         for step, data in enumerate(missing):
             if progress is not None:
                 progress((step, len(missing)), desc=f"scoring every head of {loaded.name} on {data}")
-            run_heads(data, loaded.name, folder / "heads" / data)
+            write_complete(folder / "heads" / data, HEAD_FILES,
+                           lambda staging, data=data: run_heads(data, loaded.name, staging))
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]
@@ -267,20 +319,44 @@ def _shown_folder(folder: Path) -> str:
     return str(folder.relative_to(root)) if folder.is_relative_to(root) else f"the report cache ({folder.name})"
 
 
+_downloads: Path | None = None
+_downloads_guard = threading.Lock()
+
+
+def downloads_dir() -> Path:
+    """The app's own private folder for download copies: made by `mkdtemp` (random name, mode 0700, owned by
+    this process), never a fixed name in the shared temp folder that another local user could replace by a
+    symlink; removed when the process exits."""
+    global _downloads
+    with _downloads_guard:
+        if _downloads is None or not _downloads.is_dir():
+            _downloads = Path(tempfile.mkdtemp(prefix="probing-downloads-"))
+            atexit.register(shutil.rmtree, _downloads, True)
+        return _downloads
+
+
 def download_copies(folder: Path, name: str) -> list[str]:
     """The report's CSV, JSON and Markdown files, copied under names that say which set they belong to.
 
     Both sets write `heads.csv`, `summary.json` and `report.md`; a download list of two `heads.csv` would not
-    say which is which, so the copies are named `builtin-coref-heads.csv` and so on.
+    say which is which, so the copies are named `builtin-coref-heads.csv` and so on. Symbolic links, in the
+    report folder or in the download folder, are refused: only regular files are copied, into real folders.
     """
-    out = DOWNLOADS_DIR / _safe_name(name)
-    out.mkdir(parents=True, exist_ok=True)
+    root = downloads_dir()
+    out = root / _safe_name(name)
+    out.mkdir(mode=0o700, exist_ok=True)
+    if out.is_symlink() or out.resolve().parent != root.resolve():
+        raise DemoError("The download folder is not the app's own folder; refusing to write there.")
     copies = []
     for path in sorted(folder.rglob("*")):
-        if path.suffix not in (".csv", ".json", ".md") or not path.is_file():
+        if path.suffix not in (".csv", ".json", ".md") or path.is_symlink() or not path.is_file():
             continue
         parts = path.relative_to(folder).parts
+        if parts[-1].startswith("."):       # markers and temporary files are not results
+            continue
         target = out / "-".join(parts[1:] if parts[0] == "heads" and len(parts) > 1 else parts)
+        if target.is_symlink():
+            target.unlink()
         if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
             partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
             shutil.copy2(path, partial)
@@ -291,10 +367,7 @@ def download_copies(folder: Path, name: str) -> list[str]:
 
 def check_allowed_name(model: str | None) -> str:
     """The allow-listed model name, or DemoError (nothing is loaded)."""
-    try:
-        return check_model_allowed(model)
-    except ModelLoadError as err:
-        raise DemoError(str(err)) from None
+    return check_model_allowed(model)
 
 
 DATASET_COLUMNS = {
@@ -311,9 +384,10 @@ def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataF
     key = "selectivity" if scores.relation == "negation" else "attention"
     top = sentence.sort_values(key, ascending=False, na_position="last").head(k)
     table = pd.DataFrame({"head": [f"{l}-{h}" for l, h in zip(top["layer"], top["head"])],
-                          "attention": top["attention"].round(3)})
+                          "attention": pd.to_numeric(top["attention"]).round(3)})
     if scores.relation == "negation":
-        table["selectivity"] = top["selectivity"].round(3)
+        # None (no next-word baseline: a two-word text has no other adjacent pair) stays empty, not a crash.
+        table["selectivity"] = pd.to_numeric(top["selectivity"], errors="coerce").astype(float).round(3)
     dataset = dataset_table(model_name, scores.relation)
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
     pairs = list(zip(top["layer"], top["head"]))
@@ -331,6 +405,12 @@ def empty_top_table(relation: str) -> pd.DataFrame:
 
 
 def heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
+    """The (layers, heads) array a heatmap shows: the attention, the next-word baseline, or their difference."""
+    metric = choice_field(metric, "heatmap metric", HEATMAP_METRICS) if scores.relation == "negation" else metric
+    return _heatmap_values(scores, metric)
+
+
+def _heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
     """The (layers, heads) array a heatmap shows: the attention, the next-word baseline, or their difference."""
     if metric == "mean_attention" or scores.relation != "negation":
         return scores.attention
@@ -357,9 +437,12 @@ def head_heatmap(scores: SentenceScores, metric: str, selected: tuple[int, int] 
 
 def parse_head(label) -> tuple[int, int]:
     """A "layer-head" label (the dropdown's and the table's) as two ints."""
-    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(label or ""))
+    label = "" if label is None else label
+    if not isinstance(label, str) or len(label) > 40:
+        raise DemoError(f"Pick a head as layer-head, such as 1-3 (got {shown(label)}).")
+    match = re.fullmatch(r"\s*(\d{1,6})\s*-\s*(\d{1,6})\s*", label)
     if not match:
-        raise DemoError(f"Pick a head as layer-head, such as 1-3 (got {label!r}).")
+        raise DemoError(f"Pick a head as layer-head, such as 1-3 (got {shown(label)}).")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -369,44 +452,54 @@ def head_labels(model: str | None) -> list[str]:
     return [f"{l}-{h}" for l in range(loaded.n_layers) for h in range(loaded.n_heads)]
 
 
-@dataclass
-class View:
-    """A bertviz view for the page: the iframe and a note on how the text was read (may be empty)."""
-    html: str
-    note: str
-
-
-def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: int = HEAD_VIEW_TOKENS) -> View:
-    """The bertviz head view of one sentence as a sandboxed iframe, opened on `layer` with `head` selected."""
-    from probing.runner import run_with_attention
+def _head_view_of(sentence: SentenceAttention, loaded: LoadedModel, text: str, layer, head,
+                  max_tokens: int = HEAD_VIEW_TOKENS) -> View:
+    """The head view of a forward pass already made (no model call)."""
     from probing.views import head_view_html
-    loaded = get_model(model)
-    try:
-        cleaned = clean_text(text)
-        layer, head = _index("layer", layer, loaded.n_layers), _index("head", head, loaded.n_heads)
-    except InputError as err:
-        raise DemoError(str(err)) from None
-    sentence = run_with_attention(loaded, cleaned)
     result = head_view_html(sentence.tokens, sentence.attention, layer=layer, head=head, max_tokens=max_tokens)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
     return View(result.html, " ".join(notes))
 
 
+def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: int = HEAD_VIEW_TOKENS) -> View:
+    """The bertviz head view of one sentence as a sandboxed iframe, opened on `layer` with `head` selected."""
+    text, name = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model)
+    layer, head = number_field(layer, "layer"), number_field(head, "head")
+    try:
+        cleaned = clean_text(text)
+    except InputError as err:
+        raise DemoError(str(err)) from None
+    loaded = get_model(name)
+    try:
+        layer, head = _index("layer", layer, loaded.n_layers), _index("head", head, loaded.n_heads)
+    except InputError as err:
+        raise DemoError(str(err)) from None
+    sentence, _ = forward(loaded, cleaned)
+    return _head_view_of(sentence, loaded, text, layer, head, max_tokens)
+
+
 def model_view(text: str, model: str | None, layers: list[int] | None = None,
                max_tokens: int = MODEL_VIEW_TOKENS) -> View:
     """The bertviz model view of one sentence (a subset of layers keeps the page light)."""
-    from probing.runner import run_with_attention
     from probing.views import model_view_html
-    loaded = get_model(model)
+    text, name, layers = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model), layers_field(layers)
     try:
         cleaned = clean_text(text)
+    except InputError as err:
+        raise DemoError(str(err)) from None
+    loaded = get_model(name)
+    try:
         layers = [_index("layer", l, loaded.n_layers) for l in layers] if layers else None
     except InputError as err:
         raise DemoError(str(err)) from None
-    sentence = run_with_attention(loaded, cleaned)
+    sentence, _ = forward(loaded, cleaned)
     result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
     return View(result.html, " ".join(notes))
+
+
+def _quoted(value) -> str:
+    return shown(value) if isinstance(value, str) else repr(value)
 
 
 def _index(name: str, value, count: int) -> int | None:
@@ -417,10 +510,10 @@ def _index(name: str, value, count: int) -> int | None:
         raise InputError(f"The {name} must be a whole number, got {value!r}.")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"The {name} must be a whole number, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"The {name} must be a whole number, got {_quoted(value)}.") from None
     if not number.is_integer():
-        raise InputError(f"The {name} must be a whole number, got {value!r}.")
+        raise InputError(f"The {name} must be a whole number, got {_quoted(value)}.")
     if not 0 <= number < count:
         raise InputError(f"The {name} {int(number)} is out of range: this model has {count} {name}s "
                          f"(0-{count - 1}).")
@@ -433,14 +526,10 @@ def score_heads_api(text: str, relation: str, source: str, target: str, model: s
     `heads` holds one row per head in (layer, head) order; `attention` (and, for negation,
     `next_word_baseline` and `selectivity`) are `probing.heads.score_examples`'s numbers rounded to 6 decimals.
     """
-    from probing.runner import encode
     analysis = analyse(text, relation, source, target, model)
-    loaded = get_model(model)
-    encoded = encode(loaded, [analysis.example.text])[0]
-    return {"model": loaded.name, "relation": relation, "direction": analysis.scores.direction,
+    return {"model": analysis.model, "relation": analysis.scores.relation, "direction": analysis.scores.direction,
             "source": analysis.scores.source, "target": analysis.scores.target,
             "source_span": list(analysis.example.source_span), "target_span": list(analysis.example.target_span),
-            "tokens": loaded.tokenizer.convert_ids_to_tokens(encoded.input_ids),
-            "truncated": analysis.scores.truncated, "notes": analysis.notes,
+            "tokens": analysis.tokens, "truncated": analysis.scores.truncated, "notes": analysis.notes,
             "best_head": {"layer": analysis.best_layer, "head": analysis.best_head},
             "heads": analysis.scores.heads()}

@@ -27,6 +27,11 @@ class InputError(ValueError):
     """Input the demo or API cannot use; the message says what is wrong in words."""
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """User text quoted in a message: repr-quoted and cut short (a message never echoes a megabyte)."""
+    return repr(text[:limit]) + (f"… ({len(text):,} characters)" if len(text) > limit else "")
+
+
 def control_characters(text: str) -> int:
     """How many control characters (NUL included; tab and newline excepted) the text holds."""
     return sum(1 for c in text if _is_control(c))
@@ -78,21 +83,56 @@ def next_word_span(text: str, cue_span: tuple[int, int]) -> tuple[int, int]:
     raise InputError(f"No word follows {text[cue_span[0]:cue_span[1]]!r} at {cue_span[0]}:{cue_span[1]}.")
 
 
+MAX_SPAN_DIGITS = 9       # a character offset of a text of at most MAX_TEXT_CHARS never needs more
+
+
+def _whole_number(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isascii() and digits.isdigit()
+
+
+def parse_offsets(word: str, role: str) -> tuple[int, int] | None:
+    """`start:end` as two ints, or None when the word is not of that form (parsed by hand: no backtracking)."""
+    left, sep, right = word.partition(":")
+    left, right = left.strip(), right.strip()
+    if not sep or not _whole_number(left) or not _whole_number(right):
+        return None
+    if max(len(left), len(right)) > MAX_SPAN_DIGITS + 1:
+        raise InputError(f"The {role} span numbers have more than {MAX_SPAN_DIGITS} digits; "
+                         "give character offsets of this text.")
+    return int(left), int(right)
+
+
+def parse_labelled(word: str, role: str) -> tuple[str, tuple[int, int]] | None:
+    """`word (start:end)`, as the demo's dropdowns write it, split into the word and its offsets, or None."""
+    if not word.endswith(")"):
+        return None
+    opening = word.rfind("(")
+    label = word[:opening].rstrip() if opening > 0 else ""
+    offsets = parse_offsets(word[opening + 1:-1], role) if label else None
+    return (label, offsets) if offsets is not None else None
+
+
 def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
-    """A word given as text (must occur exactly once), as `start:end` offsets, or as `word (start:end)`."""
+    """A word given as text (must occur exactly once), as `start:end` offsets, or as `word (start:end)`.
+
+    Every form is parsed in time linear in the word's length (the demo caps words at a few hundred
+    characters before they get here; a backtracking regex on a long word froze the whole server).
+    """
     word = (word or "").strip()
     if not word:
         raise InputError(f"No {role} word was given.")
-    labelled = re.fullmatch(r"(.+?)\s*\((-?\d+)\s*:\s*(-?\d+)\)", word, flags=re.S)
-    if labelled:   # "she (32:35)", as the demo's dropdowns write it: the word must still be there
-        span = resolve_word(text, f"{labelled.group(2)}:{labelled.group(3)}", role)
-        if text[span[0]:span[1]] != labelled.group(1):
-            raise InputError(f"The {role} {labelled.group(1)!r} is not at {span[0]}:{span[1]} in this sentence "
-                             f"(that is {text[span[0]:span[1]]!r}); the text changed. Pick the word again.")
+    labelled = parse_labelled(word, role)
+    if labelled:   # "she (32:35)": the word must still be there
+        label, (start, end) = labelled
+        span = resolve_word(text, f"{start}:{end}", role)
+        if text[span[0]:span[1]] != label:
+            raise InputError(f"The {role} {_shown(label)} is not at {span[0]}:{span[1]} in this sentence "
+                             f"(that is {_shown(text[span[0]:span[1]])}); the text changed. Pick the word again.")
         return span
-    offsets = re.fullmatch(r"(-?\d+)\s*:\s*(-?\d+)", word)
+    offsets = parse_offsets(word, role)
     if offsets:
-        start, end = int(offsets.group(1)), int(offsets.group(2))
+        start, end = offsets
         if not 0 <= start < end <= len(text):
             raise InputError(f"The {role} span {start}:{end} is out of range or reversed for a text of "
                              f"{len(text)} characters.")
@@ -102,10 +142,10 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
     pattern = re.escape(word) if not re.match(r"\w", word[0]) else r"(?<!\w)" + re.escape(word) + r"(?!\w)"
     matches = [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
     if not matches:
-        raise InputError(f"The {role} word {word!r} does not occur in the sentence.")
+        raise InputError(f"The {role} word {_shown(word)} does not occur in the sentence.")
     if len(matches) > 1:
-        where = ", ".join(f"{s}:{e}" for s, e in matches)
-        raise InputError(f"The {role} word {word!r} occurs {len(matches)} times ({where}); "
+        where = ", ".join(f"{s}:{e}" for s, e in matches[:10]) + (", ..." if len(matches) > 10 else "")
+        raise InputError(f"The {role} word {_shown(word)} occurs {len(matches)} times ({where}); "
                          "give it as start:end offsets.")
     return matches[0]
 
@@ -113,7 +153,7 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
 def make_example(text: str, relation: str, source: str | None, target: str | None = None) -> Example:
     """An Example from a sentence and the words a user named; negation's target defaults to the next word."""
     if relation not in ("coreference", "negation"):
-        raise InputError(f"Unknown relation {relation!r}: use 'coreference' or 'negation'.")
+        raise InputError(f"Unknown relation {_shown(str(relation))}: use 'coreference' or 'negation'.")
     text = clean_text(text)
     if relation == "negation":
         cues = find_negation_cues(text)

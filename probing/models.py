@@ -1,7 +1,7 @@
 """Loading pretrained transformers so that they return attention weights.
 
 `load_model(name_or_path)` gives a `LoadedModel`: tokenizer, model, and the facts the scorers need
-(layers, heads, whether the model is causal). Short names (`minilm`, `mpnet`, `gemma-270m`) resolve to
+(layers, heads, whether the model is causal, decided by one probe forward pass). Short names (`minilm`, `mpnet`, `gemma-270m`) resolve to
 offline copies; anything else goes to `from_pretrained` as a hub id or a local path.
 
 Why eager attention: with the default SDPA kernel, `output_attentions=True` returns no weights.
@@ -68,14 +68,6 @@ def resolve_path(name_or_path: str | None) -> str:
     return SHORT_NAMES[name]() if name in SHORT_NAMES else name
 
 
-def is_causal_config(config) -> bool:
-    """Decoder-only models, read from the config: `is_decoder`, or a causal-LM architecture."""
-    if getattr(config, "is_decoder", False) and not getattr(config, "is_encoder_decoder", False):
-        return True
-    architectures = getattr(config, "architectures", None) or []
-    return any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in architectures)
-
-
 def _text_config(config):
     """Multimodal configs (Gemma 3) keep the language model's numbers in a sub-config."""
     return getattr(config, "text_config", None) or config
@@ -118,7 +110,6 @@ def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> Lo
         raise ModelLoadError(f"model {name!r} has no fast tokenizer; character offsets need one")
     model.to(device).eval()
     text_config = _text_config(config)
-    is_causal = is_causal_config(config)
     if tokenizer.pad_token is None:
         # GPT-2 style tokenizers have no pad token; padding positions are masked out anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -129,17 +120,25 @@ def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> Lo
     max_length = min(min(limits) if limits else 512, 4096)
     if getattr(text_config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert"):
         max_length = min(max_length, 512)
-    loaded = LoadedModel(name=name, path=path, tokenizer=tokenizer, model=model, is_causal=is_causal,
+    loaded = LoadedModel(name=name, path=path, tokenizer=tokenizer, model=model, is_causal=False,
                          n_layers=text_config.num_hidden_layers, n_heads=text_config.num_attention_heads,
                          max_length=max_length)
-    _check_attentions(loaded)
+    check_tokenizer_reads_english(loaded)
+    loaded.is_causal = is_causal_by_behaviour(loaded, probe_attentions(loaded))
     return loaded
 
 
-def _check_attentions(loaded: LoadedModel) -> None:
-    """Fail loudly when the model returns no attention weights (e.g. an SDPA-only architecture)."""
+PROBE_SENTENCE = "The doctor called the nurse because she was not late."
+MAX_UNKNOWN_SHARE = 0.5      # more unknown pieces than this in plain English: the tokenizer cannot read it
+
+
+def probe_attentions(loaded: LoadedModel):
+    """One forward pass on a short sentence; its per-layer attention, checked to exist with the right shape.
+
+    Fails loudly when the model returns no attention weights (e.g. an SDPA-only architecture).
+    """
     import torch
-    batch = loaded.tokenizer(["The test is not empty."], return_tensors="pt").to(loaded.model.device)
+    batch = loaded.tokenizer([PROBE_SENTENCE], return_tensors="pt").to(loaded.model.device)
     with torch.inference_mode():
         out = loaded.model(**batch, output_attentions=True)
     attentions = getattr(out, "attentions", None)
@@ -149,6 +148,33 @@ def _check_attentions(loaded: LoadedModel) -> None:
     if attentions[0].shape[1] != loaded.n_heads:
         raise ModelLoadError(f"model {loaded.name!r}: expected {loaded.n_heads} heads, "
                              f"got attention of shape {tuple(attentions[0].shape)}")
+    return attentions
+
+
+def is_causal_by_behaviour(loaded: LoadedModel, attentions) -> bool:
+    """Causal when no head of any layer puts any weight above the diagonal (on a later token).
+
+    Decided from what the model does, not from its config or class name: a GPT-2 saved without its LM head
+    says `architectures: ["GPT2Model"]` but still cannot look ahead.
+    """
+    above = max(float(a[0].float().triu(diagonal=1).abs().max()) for a in attentions)
+    return above < 1e-6
+
+
+def check_tokenizer_reads_english(loaded: LoadedModel) -> None:
+    """Refuse a tokenizer that turns most of a plain English sentence into its unknown token.
+
+    A model folder without tokenizer files still "loads" (Transformers builds a tiny vocabulary) and every
+    word becomes [UNK]; any score computed on that is noise.
+    """
+    tokenizer = loaded.tokenizer
+    pieces = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    n_unknown = sum(1 for p in pieces if unknown is not None and p == unknown)
+    if not pieces or n_unknown / len(pieces) > MAX_UNKNOWN_SHARE:
+        raise ModelLoadError(f"model {loaded.name!r}: its tokenizer reads {n_unknown} of the {len(pieces)} pieces "
+                             f"of a plain English sentence as the unknown token {tokenizer.unk_token!r}; the folder "
+                             "probably lacks its tokenizer files (tokenizer.json or vocab), so it cannot be analysed")
 
 
 _cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -177,31 +203,3 @@ def loaded_model_names() -> list[str]:
     """Names of the models held in memory, least recently used first."""
     with _lock:
         return list(_cache)
-
-
-# ---- Which models a public demo may load -----------------------------------------------------------
-HUB_ALLOW_LIST = ("bert-base-uncased", "roberta-base", "distilbert-base-uncased", "gpt2")
-ALLOW_ANY_ENV = "PROBING_ALLOW_ANY_MODEL"      # "1" on a private machine: any hub id or local path
-ALLOWED_ENV = "PROBING_ALLOWED_MODELS"         # comma-separated list replacing the default allow-list
-
-
-def installed_short_names() -> list[str]:
-    """Short names whose offline copies are present (MiniLM always is: it is a requirement)."""
-    from probing.install_models import local_model_path
-    return [DEFAULT_MODEL] + [n for n in SHORT_NAMES if n != DEFAULT_MODEL and local_model_path(n) is not None]
-
-
-def allowed_models() -> list[str]:
-    """The demo's model choices: installed offline models, then the hub allow-list (or $PROBING_ALLOWED_MODELS)."""
-    configured = os.environ.get(ALLOWED_ENV)
-    extra = [m.strip() for m in configured.split(",") if m.strip()] if configured is not None else list(HUB_ALLOW_LIST)
-    return list(dict.fromkeys(installed_short_names() + extra))
-
-
-def check_model_allowed(name: str | None) -> str:
-    """The model name to load, or ModelLoadError naming it when the demo may not load it."""
-    name = (name or "").strip() or DEFAULT_MODEL
-    if os.environ.get(ALLOW_ANY_ENV) == "1" or name in allowed_models():
-        return name
-    raise ModelLoadError(f"model {name!r} is not on this demo's allow-list ({', '.join(allowed_models())}); "
-                         f"a local run can allow any model with {ALLOW_ANY_ENV}=1")

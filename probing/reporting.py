@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from probing.outputs import atomic_write, write_json, write_text
 
@@ -123,13 +124,16 @@ def claim(scores, task: str) -> str:
 
 
 def write_outputs(out: Path, scores, summary: dict) -> None:
-    """heads.csv, summary.json, heatmap.png, report.md and, where the data has strata, strata.csv; each atomic."""
+    """heads.csv, summary.json, heatmap.png, report.md and strata.csv; each atomic.
+
+    strata.csv is always written so a result folder always has the same files; where the data has no meta
+    to stratify by, it holds the header alone."""
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
     atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
     write_text(out / "report.md", report_markdown(scores, summary))
-    if scores.strata is not None:
-        atomic_write(out / "strata.csv", lambda tmp: scores.strata.to_csv(tmp, index=False, float_format="%.6g"))
+    strata = scores.strata if scores.strata is not None else pd.DataFrame(columns=["by", "stratum", *scores.table.columns])
+    atomic_write(out / "strata.csv", lambda tmp: strata.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 SIGNED = ("selectivity", "paired_difference", "pro_anti_gap")

@@ -3,13 +3,17 @@ library's, every kind of bad input answered in words, and the server still servi
 import html
 import json
 import re
+import threading
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis.loadtest import AppServer
 from probing.examples import Example, find_span
+from probing import demo_guard as guard
 from probing.heads import score_examples
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -138,6 +142,13 @@ BAD_SCORE_HEADS = [
     ("hub model off the list", (COREF, "coreference", "she", "nurse", "gpt2"), r"model 'gpt2' is not on this demo's allow-list"),
     ("path /etc", (COREF, "coreference", "she", "nurse", "/etc"), r"model '/etc' is not on this demo's allow-list"),
     ("path ../", (COREF, "coreference", "she", "nurse", "../"), r"model '\.\./' is not on this demo's allow-list"),
+    ("list as source", (COREF, "coreference", ["she"], "nurse", ""), r"The source word must be text, got list"),
+    ("number as model", (COREF, "coreference", "she", "nurse", 7), r"The model name must be text, got int"),
+    ("object as target", (COREF, "coreference", "she", {"a": 1}, ""), r"The target word must be text, got dict"),
+    ("4,400-digit span", (COREF, "coreference", "1" * 4400 + ":2", "nurse", ""),
+     r"The source word has 4,402 characters; the limit here is 200"),
+    ("60,000-character word", (COREF, "coreference", "a" + " " * 60_000 + "a", "nurse", ""),
+     r"The source word has 60,002 characters"),
 ]
 
 
@@ -190,6 +201,99 @@ def test_json_answer_is_plain_json(client):
     assert re.fullmatch(r"\d+-\d+", f"{answer['best_head']['layer']}-{answer['best_head']['head']}")
 
 
+def _post(url, body: bytes, headers=None):
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _call_raw(server, body: str) -> str:
+    """POST a raw JSON body to /score_heads (as any HTTP client may) and read the event stream's answer."""
+    status, text = _post(server.url + "gradio_api/call/score_heads", body.encode())
+    assert status == 200, text
+    event = json.loads(text)["event_id"]
+    with urllib.request.urlopen(server.url + f"gradio_api/call/score_heads/{event}", timeout=60) as response:
+        return response.read().decode()
+
+
+def test_lone_surrogates_get_words_not_a_null_error(server, client):
+    stream = _call_raw(server, '{"data": ["The doctor \\ud800 saw her.", "coreference", "her", "doctor", ""]}')
+    assert "event: error" in stream and "lone surrogate" in stream and "null" not in stream
+    stream = _call_raw(server, '{"data": ["' + COREF + '", "coreference", "she \\udfff", "nurse", ""]}')
+    assert "lone surrogate" in stream
+    assert_serving(client)
+
+
+def test_oversized_bodies_and_uploads_are_refused_in_words(server, client):
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.putrequest("POST", "/gradio_api/call/score_heads")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(40_000_000))       # a 40 MB body: refused before it is read
+    connection.endheaders()
+    connection.send(b'{"data": ["' + b"x" * 10_000)
+    response = connection.getresponse()
+    status, text = response.status, response.read().decode()
+    connection.close()
+    assert status == 413 and "40,000,000 bytes; the limit here is 262,144" in text
+    status, text = _post(server.url + "gradio_api/upload", b"--x--\r\n", {"Content-Type": "multipart/form-data; boundary=x"})
+    assert status == 403 and "accepts no file uploads" in text
+    assert_serving(client)
+
+
+def test_health_is_answered_while_an_oversized_body_streams_in(server):
+    """A chunked body that never ends: the server answers GET / in the middle of it, then refuses it."""
+    import http.client
+    middle = threading.Event()
+    done = threading.Event()
+
+    def body():
+        yield b'{"data": ["' + b"a" * 30_000
+        middle.wait(60)                                # hold the request open until the health check ran
+        for _ in range(100):
+            yield b"a" * 30_000
+        done.set()
+
+    result = {}
+
+    def send():
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            connection.request("POST", "/gradio_api/call/score_heads", body=body(), encode_chunked=True,
+                               headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+            response = connection.getresponse()
+            result["status"], result["text"] = response.status, response.read().decode()
+        except OSError as err:                      # the server may close the connection once it refused
+            result["status"], result["text"] = "closed", str(err)
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with urllib.request.urlopen(server.url + "gradio_api/info", timeout=30) as response:
+        assert response.status == 200               # answered while the big request is open
+    middle.set()
+    sender.join(60)
+    assert result["status"] in (413, "closed"), result
+    if result["status"] == 413:
+        assert "over the limit of 262,144 bytes" in result["text"]
+
+
+def test_every_model_event_shares_one_concurrency_group():
+    import app
+    demo = app.build_demo()
+    grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
+    names = {getattr(fn, "api_name", None) for fn in grouped}
+    assert {"score_heads", "head_view"} <= names
+    assert all(fn.concurrency_limit == app.CONCURRENCY for fn in grouped)
+    # Every queued event that can run a model is in the group: the button, submit, gallery, picks, view, report.
+    assert len(grouped) >= 2 * 6 + 3 + 1 + 2
+
+
 def test_launch_defaults_and_queue(monkeypatch):
     """`python app.py` binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME/PORT say otherwise, with a bounded queue."""
     import gradio as gr
@@ -204,6 +308,11 @@ def test_launch_defaults_and_queue(monkeypatch):
     assert kwargs["state_session_capacity"] == app.SESSION_CAPACITY <= 1000   # bounded per-visitor memory
     assert demo._queue.default_concurrency_limit == app.CONCURRENCY >= 1
     assert demo._queue.max_size == app.QUEUE_SIZE
+    assert demo._queue.push.__qualname__.startswith("cap_waiting_per_session")   # per-session cap installed
+    assert kwargs["max_file_size"] == "1kb"
+    assert [m.cls for m in kwargs["app_kwargs"]["middleware"]] == [guard.BodyLimit]
+    downloads = Path(kwargs["allowed_paths"][-1])
+    assert downloads.name.startswith("probing-downloads-") and downloads.name != "probing-downloads"
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
     app.main()

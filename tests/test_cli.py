@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
+from probing.outputs import DONE_MARKER, current_umask, is_complete
+from probing.reporting import HEAD_FILES
 from probing.examples import load_examples
 from probing.heads import score_heads
 
@@ -34,7 +37,11 @@ def test_heads_end_to_end_writes_four_files(tmp_path, capsys):
     data = _write(tmp_path / "small.jsonl", SMALL)
     out = tmp_path / "out"
     assert main(["heads", "--data", str(data), "--out", str(out), "--n-boot", "50", "--n-perm", "200"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["heads.csv", "heatmap.png", "report.md", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".done.json", "heads.csv", "heatmap.png", "report.md",
+                                                     "summary.json"]
+    assert is_complete(out)
+    # Files get the permissions the umask asks for (the test process's umask), not a temporary file's 0600.
+    assert {stat.S_IMODE((out / f).stat().st_mode) for f in HEAD_FILES} == {0o666 & ~current_umask()}
     table = pd.read_csv(out / "heads.csv")
     assert len(table) == 72
     for column in ("layer", "head", "mean_attention", "accuracy", "next_word_baseline", "selectivity",
@@ -97,24 +104,121 @@ def test_unknown_dataset_and_model_are_explained(tmp_path, capsys):
     assert "cannot load model" in capsys.readouterr().err
 
 
-def test_sigterm_leaves_no_partial_result(tmp_path):
+# A child process runs `analysis heads` on a three-row file with a hook that signals the process itself at
+# one exact point: deterministic, whatever the machine's speed, and no dataset needed.
+KILL_SCRIPT = """
+import os, signal, sys
+import probing.heads, probing.outputs
+point, how = sys.argv[1], getattr(signal, sys.argv[2])
+if point == "scoring":
+    real = probing.heads.score_heads
+    def score_heads(*a, **k):
+        os.kill(os.getpid(), how)
+        return real(*a, **k)
+    probing.heads.score_heads = score_heads
+else:                                   # "after-N-files": during publishing, after N files were moved in
+    n = int(point.split("-")[1])
+    real_replace = os.replace
+    moved = []
+    def replace(src, dst):
+        real_replace(src, dst)
+        if ".staging-" in str(src) and ".staging-" not in str(dst):
+            moved.append(dst)
+            if len(moved) == n:
+                os.kill(os.getpid(), how)
+    os.replace = replace
+from analysis.__main__ import main
+sys.exit(main(["heads", "--data", sys.argv[3], "--out", sys.argv[4], "--n-boot", "20", "--n-perm", "50", "--force"]))
+"""
+
+
+def _run_killed(tmp_path, data, out, point, how):
+    process = subprocess.run([sys.executable, "-c", KILL_SCRIPT, point, how, str(data), str(out)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    return process.returncode, process.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_point_leaves_the_previous_result_or_nothing_trusted(tmp_path):
+    data = _write(tmp_path / "small.jsonl", SMALL)
+    # No previous result: SIGTERM while scoring leaves nothing at all (not even an empty folder).
+    code, err = _run_killed(tmp_path, data, tmp_path / "fresh", "scoring", "SIGTERM")
+    assert code == 130, err[-800:]
+    assert "nothing was written" in err and not (tmp_path / "fresh").exists()
+    # A previous complete result, then SIGTERM while scoring: the previous result is untouched and trusted.
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "analysis", "heads", "--data", "builtin-coref",
-                                "--out", str(out), "--n-perm", "200000"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Wait until scoring has started (the loader's summary line), then stop it mid-run.
-    deadline = time.time() + 120
-    line = ""
-    while "records" not in line and time.time() < deadline:
-        line = process.stderr.readline()
-    time.sleep(3)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    # 130 from our handler; -SIGINT when the interrupt lands while Python is shutting a library down.
-    assert process.returncode in (130, -signal.SIGINT), err[-500:]
-    leftovers = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    assert leftovers == [], leftovers
-    assert "no partial result" in err
+    assert main(["heads", "--data", str(data), "--out", str(out), "--n-boot", "20", "--n-perm", "50"]) == 0
+    before = {f: (out / f).read_bytes() for f in HEAD_FILES + [DONE_MARKER]}
+    code, err = _run_killed(tmp_path, data, out, "scoring", "SIGTERM")
+    assert code == 130 and "still holds the previous complete result, untouched" in err, err[-800:]
+    assert {f: (out / f).read_bytes() for f in before} == before and is_complete(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)           # no staging folder or .tmp left
+    # SIGTERM while the files are being moved in: held back for those few renames, so the new result is
+    # complete and the message says so.
+    code, err = _run_killed(tmp_path, data, out, "after-2-files", "SIGTERM")
+    assert code == 130 and "holds the new complete result" in err, err[-800:]
+    assert is_complete(out) and (out / DONE_MARKER).read_bytes() != before[DONE_MARKER]
+
+
+@pytest.mark.slow
+def test_kill_9_while_publishing_leaves_a_folder_no_reader_trusts(tmp_path):
+    data = _write(tmp_path / "small.jsonl", SMALL)
+    out = tmp_path / "out"
+    assert main(["heads", "--data", str(data), "--out", str(out), "--n-boot", "20", "--n-perm", "50"]) == 0
+    code, _ = _run_killed(tmp_path, data, out, "after-2-files", "SIGKILL")
+    assert code == -signal.SIGKILL
+    assert (out / "heads.csv").exists() and not (out / DONE_MARKER).exists() and not is_complete(out)
+    assert any(p.name.startswith(".staging-") for p in out.iterdir())      # the dead run's staging folder
+    # The next run removes what the killed one left and publishes a complete result.
+    assert main(["heads", "--data", str(data), "--out", str(out), "--n-boot", "20", "--n-perm", "50",
+                 "--force"]) == 0
+    assert is_complete(out) and not any(p.name.startswith(".staging-") or p.name.endswith(".tmp")
+                                        for p in out.iterdir())
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    from probing.outputs import remove_stale_temporaries
+    (tmp_path / ".heads.csv.abc123.tmp").write_text("old code, no pid")
+    (tmp_path / ".report.md.p999999999.x.tmp").write_text("a dead pid")
+    (tmp_path / f".summary.json.p{os.getpid()}.y.tmp").write_text("this process: still writing")
+    (tmp_path / ".staging-999999999-zz").mkdir()
+    (tmp_path / "heads.csv").write_text("a result")
+    assert sorted(remove_stale_temporaries(tmp_path)) == [".heads.csv.abc123.tmp", ".report.md.p999999999.x.tmp",
+                                                          ".staging-999999999-zz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".summary.json.p{os.getpid()}.y.tmp", "heads.csv"]
+
+
+def test_out_path_problems_are_one_line_and_leave_no_folder(tmp_path, capsys):
+    data = _write(tmp_path / "small.jsonl", SMALL)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["heads", "--data", str(data), "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {a_file} is a file, not a folder"
+    assert main(["heads", "--data", str(data), "--out", str(a_file / "sub" / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {a_file / 'sub' / 'out'} cannot be made: " \
+                                              f"{a_file} is a file, not a folder"
+    # A run that fails (bad data) after the checks leaves no empty folder behind.
+    bad = _write(tmp_path / "bad.jsonl", ["{not json"])
+    assert main(["heads", "--data", str(bad), "--out", str(tmp_path / "new" / "deeper")]) == 2
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_out_path_without_permission_is_one_line(tmp_path, capsys):
+    data = _write(tmp_path / "small.jsonl", SMALL)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["heads", "--data", str(data), "--out", str(locked / "out")]) == 2
+    assert "cannot be written: no permission" in capsys.readouterr().err
+
+
+def test_deeply_nested_json_is_a_bad_row(tmp_path, capsys):
+    data = _write(tmp_path / "deep.jsonl", [SMALL[0], "[" * 100_000 + "]" * 100_000, SMALL[1]])
+    assert main(["heads", "--data", str(data), "--out", str(tmp_path / "o1")]) == 2
+    assert f"{data}:2: nested too deeply" in capsys.readouterr().err
+    assert main(["heads", "--data", str(data), "--out", str(tmp_path / "o2"), "--skip-bad",
+                 "--n-boot", "20", "--n-perm", "50"]) == 0
+    assert "2 records, 1 skipped" in capsys.readouterr().err
 
 
 def test_default_model_negation_heads_real_numbers(minilm):

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from probing import demo, models
+from probing import demo, demo_guard, models
 from probing.examples import Example, find_span
 from probing.explore import (MAX_TEXT_CHARS, InputError, clean_text, find_negation_cues, find_pronouns,
                              make_example, resolve_word, score_sentence)
@@ -23,15 +23,15 @@ EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
 @pytest.fixture
 def default_allow_list(monkeypatch):
     """The allow-list as a public demo ships it: no overrides from the environment."""
-    monkeypatch.delenv(models.ALLOW_ANY_ENV, raising=False)
-    monkeypatch.delenv(models.ALLOWED_ENV, raising=False)
+    monkeypatch.delenv(demo_guard.ALLOW_ANY_ENV, raising=False)
+    monkeypatch.delenv(demo_guard.ALLOWED_ENV, raising=False)
 
 
 @pytest.fixture
 def fresh_model_state(monkeypatch):
     """An empty model cache and failure memory, restored afterwards (other tests keep their models)."""
     monkeypatch.setattr(models, "_cache", OrderedDict())
-    monkeypatch.setattr(demo, "_failed", {})
+    monkeypatch.setattr(demo, "GATE", demo_guard.ModelGate())
 
 
 # ---- text ---------------------------------------------------------------------------------------------
@@ -273,9 +273,9 @@ def test_models_off_the_allow_list_are_refused_without_loading(default_allow_lis
 
 
 def test_allow_list_by_default(default_allow_list):
-    allowed = models.allowed_models()
+    allowed = demo_guard.allowed_models()
     assert allowed[0] == "minilm" and "gpt2" in allowed and "/etc" not in allowed
-    assert models.check_model_allowed("") == "minilm"
+    assert demo_guard.check_model_allowed("") == "minilm"
 
 
 def test_remote_code_never_runs(tmp_path, monkeypatch, fresh_model_state):
@@ -287,7 +287,7 @@ def test_remote_code_never_runs(tmp_path, monkeypatch, fresh_model_state):
         "model_type": "evil", "architectures": ["EvilModel"],
         "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}}))
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    monkeypatch.setenv(models.ALLOWED_ENV, str(folder))
+    monkeypatch.setenv(demo_guard.ALLOWED_ENV, str(folder))
     with pytest.raises(demo.DemoError, match=r"cannot load model"):
         demo.get_model(str(folder))
     assert not marker.exists()
@@ -307,7 +307,7 @@ def test_at_most_max_loaded_models_stay_in_memory(monkeypatch, fresh_model_state
     import shutil
     second = tmp_path / "tiny-copy"
     shutil.copytree(tiny_causal_path, second)
-    monkeypatch.setenv(models.ALLOWED_ENV, f"{tiny_causal_path},{second}")
+    monkeypatch.setenv(demo_guard.ALLOWED_ENV, f"{tiny_causal_path},{second}")
     monkeypatch.setattr(models, "MAX_LOADED", 2)
     demo.get_model("minilm")
     demo.get_model(tiny_causal_path)
@@ -321,7 +321,7 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(tmp_path, monkeypa
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{ this is not json")
-    monkeypatch.setenv(models.ALLOWED_ENV, str(broken))
+    monkeypatch.setenv(demo_guard.ALLOWED_ENV, str(broken))
     calls = []
     real = models._load_uncached
     monkeypatch.setattr(models, "_load_uncached", lambda name, *a, **k: (calls.append(name), real(name, *a, **k))[1])
@@ -330,14 +330,14 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(tmp_path, monkeypa
             demo.analyse(COREF, "coreference", "she", "nurse", str(broken))
     assert calls.count(str(broken)) == 1          # the failure is remembered, not retried at once
     assert demo.analyse(COREF, "coreference", "she", "nurse", "minilm").scores.attention.shape == (6, 12)
-    monkeypatch.setattr(demo, "RETRY_FAILED_S", 0.0)
+    monkeypatch.setattr(demo.GATE, "retry_s", 0.0)
     with pytest.raises(demo.DemoError):
         demo.get_model(str(broken))
     assert calls.count(str(broken)) == 2          # retried once the wait is over
 
 
 def test_causal_model_measures_negation_backwards_and_says_so(monkeypatch, tiny_causal_path):
-    monkeypatch.setenv(models.ALLOWED_ENV, tiny_causal_path)
+    monkeypatch.setenv(demo_guard.ALLOWED_ENV, tiny_causal_path)
     analysis = demo.analyse(NEGATION, "negation", "not", "", tiny_causal_path)
     assert analysis.scores.direction == "next_word->cue"
     assert any("causal (left-to-right) model" in n and "'sign' → 'not'" in n for n in analysis.notes)

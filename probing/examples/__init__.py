@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -95,10 +94,16 @@ class LoadReport:
         return text
 
 
+def _short(value, limit: int = 80) -> str:
+    """A value quoted in a message, cut short (a bad row may hold megabytes)."""
+    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 100 else f"a {type(value).__name__} of {len(value):,} items"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _span(value, name: str, n_chars: int) -> tuple[int, int]:
     if not (isinstance(value, (list, tuple)) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise ExampleError(f"{name} must be a list of two integers [start, end), got {value!r}")
+        raise ExampleError(f"{name} must be a list of two integers [start, end), got {_short(value)}")
     start, end = value
     if not 0 <= start < end <= n_chars:
         raise ExampleError(f"{name} {list(value)} is out of range or empty for a text of {n_chars} characters")
@@ -121,7 +126,7 @@ def example_from_dict(row: dict) -> Example:
         raise ExampleError("text must be a non-empty string")
     relation = row["relation"]
     if relation not in RELATIONS:
-        raise ExampleError(f"relation must be one of {RELATIONS}, got {relation!r}")
+        raise ExampleError(f"relation must be one of {RELATIONS}, got {_short(relation)}")
     source = _span(row["source_span"], "source_span", len(text))
     target = _span(row["target_span"], "target_span", len(text))
     if _overlaps(source, target):
@@ -145,36 +150,57 @@ def example_from_dict(row: dict) -> Example:
                    candidate_spans=candidates, id=str(row.get("id", "")), meta=meta)
 
 
+MAX_LINE_BYTES = 1_000_000       # one example per line; a longer line is a bad row, never parsed
+# Characters that str.splitlines() and some editors take as line breaks but JSON allows raw inside strings:
+# written escaped, so every line of our own files is one row for any reader.
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def _parse_row(line: str) -> dict:
+    """One JSON row; malformed or too deeply nested JSON is an ExampleError naming the problem."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ExampleError(f"malformed JSON ({err.msg}: column {err.colno})") from None
+    except RecursionError:
+        raise ExampleError("nested too deeply to be an example row") from None
+
+
 def read_jsonl(path: str | os.PathLike, skip_bad: bool = False) -> tuple[list[Example], LoadReport]:
-    """Read and validate a JSONL file of examples. A bad row raises ExampleError, or is counted when skip_bad."""
+    """Read and validate a JSONL file of examples. A bad row raises ExampleError, or is counted when skip_bad.
+
+    Rows are split on "\n" only (a raw U+2028 or U+0085 inside a JSON string is part of the string) and read
+    one at a time, so memory follows the longest line, which is capped at MAX_LINE_BYTES.
+    """
     path = Path(path)
     report = LoadReport(source=str(path))
+    examples = []
     try:
-        raw = path.read_bytes()
+        handle = path.open("rb")
     except OSError as err:
         raise ExampleError(f"{path}: cannot read the file ({err.strerror or err})") from None
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line_no = raw[:err.start].count(b"\n") + 1
-        raise ExampleError(f"{path}:{line_no}: the file is not UTF-8 ({err.reason} at byte {err.start})") from None
-    examples = []
-    for line_no, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
+    with handle:
+        for line_no, raw in enumerate(_lines(handle), start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]                                       # a UTF-8 byte-order mark
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ExampleError(f"malformed JSON ({err.msg} at column {err.colno})") from None
-            example = example_from_dict(row)
-            if not example.id:
-                example = Example(**{**example.__dict__, "id": f"{path.stem}:{line_no}"})
-            examples.append(example)
-        except ExampleError as err:
-            if not skip_bad:
-                raise ExampleError(f"{path}:{line_no}: {err}") from None
-            report.skipped.append(f"line {line_no}: {err}")
+                if len(raw) > MAX_LINE_BYTES:
+                    raise ExampleError(f"the line has {len(raw):,} bytes; the limit is {MAX_LINE_BYTES:,}")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ExampleError(f"the file is not UTF-8 ({err.reason} at byte {err.start} of the line)") \
+                        from None
+                if not line.strip():
+                    continue
+                example = example_from_dict(_parse_row(line))
+                if not example.id:
+                    example = Example(**{**example.__dict__, "id": f"{path.stem}:{line_no}"})
+                examples.append(example)
+            except ExampleError as err:
+                if not skip_bad or "not UTF-8" in str(err):
+                    raise ExampleError(f"{path}:{line_no}: {err}") from None
+                report.skipped.append(f"line {line_no}: {err}")
     if not examples:
         raise ExampleError(f"{path}: no valid examples in the file"
                            + (f" ({report.n_skipped} bad rows skipped)" if report.skipped else ""))
@@ -182,19 +208,53 @@ def read_jsonl(path: str | os.PathLike, skip_bad: bool = False) -> tuple[list[Ex
     return examples, report
 
 
+def _lines(handle, chunk: int = 1 << 16):
+    """Byte lines split on b"\n" only (and a trailing "\r" dropped); a line longer than MAX_LINE_BYTES is
+    yielded cut just past the limit, so it is refused without being held whole."""
+    buffer = b""
+    skipping = False
+    while True:
+        block = handle.read(chunk)
+        if not block:
+            break
+        buffer += block
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end], buffer[end + 1:]
+            if skipping:
+                skipping = False
+                continue
+            yield line.rstrip(b"\r")
+        if len(buffer) > MAX_LINE_BYTES and not skipping:
+            yield buffer[:MAX_LINE_BYTES + 1]        # refused by length; the rest of the line is skipped
+            buffer, skipping = b"", True
+        elif skipping:
+            buffer = b""
+    if buffer and not skipping:
+        yield buffer.rstrip(b"\r")
+
+
+def jsonl_line(example: Example) -> str:
+    """One example as a JSONL line, with U+2028, U+2029 and U+0085 escaped."""
+    line = json.dumps(example.to_dict(), ensure_ascii=False)
+    for char, escaped in _LINE_BREAKS.items():
+        line = line.replace(char, escaped)
+    return line + "\n"
+
+
 def write_jsonl(examples: Iterable[Example], path: str | os.PathLike) -> None:
-    """Write examples as JSONL, atomically (temporary file, then rename)."""
+    """Write examples as JSONL, atomically (temporary file, then rename), with the umask's permissions."""
+    from probing.outputs import atomic_write
+
+    def _write(tmp):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for example in examples:
+                handle.write(jsonl_line(example))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for example in examples:
-                handle.write(json.dumps(example.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, _write)
 
 
 def find_span(text: str, word: str, start: int = 0) -> tuple[int, int]:
@@ -215,7 +275,10 @@ def load_examples(name_or_path: str, data_root: str | os.PathLike | None = None,
     elif name_or_path.endswith(".jsonl") or Path(name_or_path).is_file():
         examples, report = read_jsonl(name_or_path, skip_bad=skip_bad)
     else:
-        from probing.examples.loaders import load_dataset
+        from probing.examples.loaders import DATASETS, load_dataset
+        if name_or_path not in DATASETS:
+            raise ExampleError(f"unknown dataset {name_or_path!r} (and not a file); known datasets: "
+                               f"{', '.join(list(BUILTIN_SETS) + [d for d in DATASETS if d not in BUILTIN_SETS])}")
         return load_dataset(name_or_path, data_root=data_root, skip_bad=skip_bad, limit=limit)
     if limit is not None:
         examples = _limit_keeping_pairs(examples, limit)

@@ -1,0 +1,67 @@
+"""`probing.models`: causality decided by behaviour (one probe forward), tokenizers that cannot read English
+refused, with tiny random models saved to temporary folders (no hub)."""
+import json
+
+import pytest
+
+from probing.models import ModelLoadError, load_model, resolve_path
+
+
+def _save(folder, model, tokenizer=True):
+    from transformers import AutoTokenizer
+    model.save_pretrained(folder)
+    if tokenizer:
+        AutoTokenizer.from_pretrained(resolve_path("minilm")).save_pretrained(folder)
+    return str(folder)
+
+
+def _gpt2_config(**kw):
+    from transformers import AutoTokenizer, GPT2Config
+    vocab = AutoTokenizer.from_pretrained(resolve_path("minilm")).vocab_size
+    return GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2, **kw)
+
+
+def test_decoder_saved_without_its_lm_head_is_causal(tmp_path):
+    """GPT2Model says architectures ["GPT2Model"] (no "ForCausalLM"): only the probe forward can tell."""
+    import torch
+    from transformers import GPT2Model
+    torch.manual_seed(0)
+    path = _save(tmp_path / "gpt2-bare", GPT2Model(_gpt2_config()))
+    assert json.loads((tmp_path / "gpt2-bare" / "config.json").read_text())["architectures"] == ["GPT2Model"]
+    loaded = load_model(path)
+    assert loaded.is_causal and loaded.negation_direction == "next_word->cue"
+
+
+def test_encoder_is_not_causal(minilm, tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+    assert not minilm.is_causal
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=minilm.tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, is_decoder=False)
+    assert not load_model(_save(tmp_path / "bert", BertModel(config))).is_causal
+
+
+def test_decoder_scores_negation_backwards_even_without_its_head(tmp_path):
+    """With the bare decoder, negation is measured next word -> cue and the heads are not all zero."""
+    import torch
+    from transformers import GPT2Model
+    from probing.examples import load_examples
+    from probing.heads import score_heads
+    torch.manual_seed(1)
+    loaded = load_model(_save(tmp_path / "gpt2-bare2", GPT2Model(_gpt2_config())))
+    examples, _ = load_examples("builtin-negation", limit=6)
+    scores = score_heads(loaded, examples, n_boot=20, n_perm=50)
+    assert scores.direction == "next_word->cue"
+    assert (scores.table["mean_attention"] > 0.01).all()
+
+
+def test_folder_without_tokenizer_files_is_refused(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    path = _save(tmp_path / "no-tokenizer", BertModel(config), tokenizer=False)
+    with pytest.raises(ModelLoadError, match=r"reads 11 of the 11 pieces .* unknown token .*lacks its tokenizer files"):
+        load_model(path)
