@@ -3,7 +3,7 @@ import socket
 import time
 
 from probing.model_menu import hub_reachable, model_menu
-from probing.models import HUB_ALLOW_LIST
+from probing.demo_guard import HUB_ALLOW_LIST
 
 
 def test_the_check_is_bounded_and_tells_open_from_closed_ports(monkeypatch):
