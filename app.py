@@ -1,6 +1,6 @@
 """The Gradio demo: which attention heads link a pronoun to its noun, and "not" to the word it negates.
 
-A thin layer: it lays out the page and turns `probing.demo` results into components. No scoring happens
+A thin layer: it lays out the page and turns `probing.demo.backend` results into components. No scoring happens
 here. `python app.py` serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change that).
 
 API (a contract; see `score_heads` and `head_view` below):
@@ -17,12 +17,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a demo that phone
 
 import gradio as gr  # noqa: E402
 
-from probing import demo as backend  # noqa: E402
-from probing import demo_guard as guard  # noqa: E402
-from probing import glossary, report_page  # noqa: E402
-from probing.candidates import antecedent_candidates  # noqa: E402
-from probing.figures import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
-from probing.model_menu import model_menu  # noqa: E402
+from probing.demo import backend  # noqa: E402
+from probing.demo import guard  # noqa: E402
+from probing.demo import glossary, report_page  # noqa: E402
+from probing.demo.candidates import antecedent_candidates  # noqa: E402
+from probing.demo.heatmap import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
+from probing.demo.model_menu import model_menu  # noqa: E402
 from probing.models import DEFAULT_MODEL  # noqa: E402
 from probing.views import word_shading_html  # noqa: E402
 

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     import signal
-    from probing.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
+    from probing.report.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
     from probing.examples import ExampleError
     from probing.models import ModelLoadError
     previous = signal.getsignal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from probing.ablation import DEFAULT_MODE, MODES, AblationResult, run_ablation
-from probing.outputs import atomic_write, prepare_out_dir, write_json, write_text
+from probing.report.outputs import atomic_write, prepare_out_dir, write_json, write_text
 
 ABLATION_FILES = ["ablation.json", "ablation.csv", "ablation.png", "ablation.md"]
 

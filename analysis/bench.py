@@ -126,7 +126,7 @@ def peak_rss_of_heads(n: int, model: str | None, data_root) -> float:
 
 def demo_latency(loaded, calls: int = 30) -> dict:
     """Median server-side time of `/score_heads` on a 20-word sentence against its bare forward pass."""
-    from probing.demo import score_heads_api
+    from probing.demo.backend import score_heads_api
     from probing.runner import encode, forward_attentions, pad_ids
     text = "The old doctor from the village called the young nurse because she was late for the morning meeting again today."
     assert len(text.split()) == 20

@@ -1,5 +1,5 @@
 """`python -m analysis heads`: score every head on a dataset and write heads.csv, summary.json, heatmap.png
-and report.md to the output folder, then its completion marker `.done.json` (see `probing.outputs`): the
+and report.md to the output folder, then its completion marker `.done.json` (see `probing.report.outputs`): the
 files are made in a private staging folder and moved in together, so a killed run leaves either the previous
 complete result or files that no reader trusts."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from probing.outputs import prepare_out_dir, write_complete
-from probing.reporting import HEAD_FILES, run_heads, summary_text
+from probing.report.outputs import prepare_out_dir, write_complete
+from probing.report.heads import HEAD_FILES, run_heads, summary_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

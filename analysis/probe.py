@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from probing.outputs import prepare_out_dir
+from probing.report.outputs import prepare_out_dir
 
 DEFAULT_DATA = {"coref": ["gap", "builtin-coref"], "negation": ["builtin-negation"],
                 "layers": ["builtin-negation", "blimp-npi-licensing", "builtin-coref"]}

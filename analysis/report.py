@@ -13,7 +13,7 @@ folder. The committed reports in the repository's `reports/<model>/` are written
 The code version in a step's key hashes only the code that can change that step's numbers (`code_files`):
 `analysis/<command>.py` and every module of `probing/` and `analysis/` it imports, directly or through other
 modules (imports inside functions included), less the presentation-only modules in `PRESENTATION_ONLY`.
-README, the demo (`app.py`, `probing/demo.py`, `probing/views.py`, `probing/explore.py`) and this file are
+README, the demo (`app.py`, `probing/demo/`, `probing/views.py`) and this file are
 not imported by any step, so editing them leaves the reports current; this file's choices (the steps, their
 arguments) are recorded in each key's `argv`. `--check` compares the recorded keys of a report with what the
 current code would record, without running anything (the CI test `tests/test_report_command.py` does this
@@ -32,13 +32,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probing.outputs import write_json, write_text
+from probing.report.outputs import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_REPORTS = ROOT / "reports"          # the committed reports, in a checkout of the repository
 CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
 # Modules that write or draw results but compute no number: editing them does not mark a report stale.
-PRESENTATION_ONLY = frozenset({"probing/figures.py", "probing/outputs.py"})
+PRESENTATION_ONLY = frozenset({"probing/report/outputs.py"})
 HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-negation", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
 

@@ -13,7 +13,7 @@ import pytest
 
 from analysis.loadtest import AppServer
 from probing.examples import Example, find_span
-from probing import demo_guard as guard
+from probing.demo import guard
 from probing.heads import score_examples
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -1,6 +1,6 @@
 """The antecedent candidates the demo offers for a typed sentence (hand-made cases with known answers)."""
-from probing.candidates import antecedent_candidates
-from probing.explore import find_pronouns
+from probing.demo.candidates import antecedent_candidates
+from probing.demo.explore import find_pronouns
 
 
 def words(text, source=None):

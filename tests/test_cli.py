@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
-from probing.outputs import DONE_MARKER, current_umask, is_complete
-from probing.reporting import HEAD_FILES
+from probing.report.outputs import DONE_MARKER, current_umask, is_complete
+from probing.report.heads import HEAD_FILES
 from probing.examples import load_examples
 from probing.heads import score_heads
 
@@ -108,7 +108,7 @@ def test_unknown_dataset_and_model_are_explained(tmp_path, capsys):
 # one exact point: deterministic, whatever the machine's speed, and no dataset needed.
 KILL_SCRIPT = """
 import os, signal, sys
-import probing.heads, probing.outputs
+import probing.heads, probing.report.outputs
 point, how = sys.argv[1], getattr(signal, sys.argv[2])
 if point == "scoring":
     real = probing.heads.score_heads
@@ -177,7 +177,7 @@ def test_kill_9_while_publishing_leaves_a_folder_no_reader_trusts(tmp_path):
 
 
 def test_stale_temporary_files_are_removed(tmp_path):
-    from probing.outputs import remove_stale_temporaries
+    from probing.report.outputs import remove_stale_temporaries
     (tmp_path / ".heads.csv.abc123.tmp").write_text("old code, no pid")
     (tmp_path / ".report.md.p999999999.x.tmp").write_text("a dead pid")
     (tmp_path / f".summary.json.p{os.getpid()}.y.tmp").write_text("this process: still writing")

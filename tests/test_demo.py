@@ -1,4 +1,4 @@
-"""The demo backend's hardening (`probing.demo`, `probing.demo_guard`), called directly: fields checked before
+"""The demo backend's hardening (`probing.demo.backend`, `probing.demo.guard`), called directly: fields checked before
 anything else, one forward pass per analysis, bounded failure memory, background loads, one global limit on
 forward passes, a per-session queue cap, the private download folder, and only complete report folders."""
 import asyncio
@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from probing import demo, demo_guard
-from probing.demo_guard import DemoError, ModelGate
+from probing.demo import backend as demo, guard as demo_guard
+from probing.demo.guard import DemoError, ModelGate
 from probing.examples import find_span
 from probing.heads import score_examples
 from probing.models import ModelLoadError
-from probing.outputs import mark_complete
+from probing.report.outputs import mark_complete
 
 COREF = "The doctor called the nurse because she was late."
 
@@ -40,7 +40,7 @@ def test_every_field_is_checked_before_any_regex_or_model(field, value, message)
 
 
 def test_word_and_offsets_parse_without_backtracking():
-    from probing.explore import parse_labelled, parse_offsets, resolve_word
+    from probing.demo.explore import parse_labelled, parse_offsets, resolve_word
     assert parse_labelled("she (36:39)", "source") == ("she", (36, 39))
     assert parse_labelled("a" + " " * 50_000 + "a", "source") is None     # linear: returns at once
     assert parse_offsets(" 3 : 7 ", "x") == (3, 7) and parse_offsets("3:x", "x") is None

@@ -8,11 +8,12 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from probing import demo, demo_guard, models
+from probing import models
+from probing.demo import backend as demo, guard as demo_guard
 from probing.examples import Example, find_span
-from probing.explore import (MAX_TEXT_CHARS, InputError, clean_text, find_negation_cues, find_pronouns,
+from probing.demo.explore import (MAX_TEXT_CHARS, InputError, clean_text, find_negation_cues, find_pronouns,
                              make_example, resolve_word, score_sentence)
-from probing.figures import heatmap_html
+from probing.demo.heatmap import heatmap_html
 from probing.heads import score_examples
 
 COREF = "The doctor called the nurse because she was late."

@@ -3,8 +3,8 @@ import re
 
 import numpy as np
 
-from probing.figures import ARGMAX_MEANING, heatmap_html, is_signed
-from probing.glossary import (COLUMN_MEANINGS, heatmap_title, plain_table, sentence_heatmap, significant_heads,
+from probing.demo.heatmap import ARGMAX_MEANING, heatmap_html, is_signed
+from probing.demo.glossary import (COLUMN_MEANINGS, heatmap_title, plain_table, sentence_heatmap, significant_heads,
                               table_legend)
 
 
@@ -47,7 +47,7 @@ def test_narrow_grids_hide_numbers_instead_of_overflowing():
 
 
 def test_significant_heads_come_from_the_committed_minilm_table():
-    from probing.demo import dataset_table
+    from probing.demo.backend import dataset_table
     table = dataset_table("minilm", "coreference")
     marks = significant_heads(table, (6, 12))
     assert marks.sum() == int(table["significant"].astype(str).str.lower().eq("true").sum()) == 12
@@ -56,7 +56,7 @@ def test_significant_heads_come_from_the_committed_minilm_table():
 
 
 def test_plain_table_labels_each_have_a_meaning():
-    from probing.demo import empty_top_table
+    from probing.demo.backend import empty_top_table
     for relation in ("coreference", "negation"):
         table = plain_table(empty_top_table(relation))
         assert "head" in table.columns and not any(c in ("attention", "selectivity") for c in table.columns)
@@ -66,7 +66,7 @@ def test_plain_table_labels_each_have_a_meaning():
 
 
 def test_negation_titles_say_what_each_metric_shows():
-    from probing import demo
+    from probing.demo import backend as demo
     scores = demo.analyse("The lawyer did not sign the contract.", "negation", "not", "", None).scores
     assert heatmap_title(scores, "mean_attention") == "Attention 'not' → 'sign', every layer × head"
     baseline = heatmap_title(scores, "next_word_baseline")

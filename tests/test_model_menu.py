@@ -2,8 +2,8 @@
 import socket
 import time
 
-from probing.model_menu import hub_reachable, model_menu
-from probing.demo_guard import HUB_ALLOW_LIST
+from probing.demo.model_menu import hub_reachable, model_menu
+from probing.demo.guard import HUB_ALLOW_LIST
 
 
 def test_the_check_is_bounded_and_tells_open_from_closed_ports(monkeypatch):

@@ -62,7 +62,7 @@ def test_pip_install_target_ships_the_library_and_its_data_but_no_datasets_or_re
     assert not top_level & {"reports", "tests", "notebooks", "app.py", "data", "shared"}
     shipped = {p.suffix for p in site.rglob("*") if p.is_file()}
     assert not shipped & {".tsv", ".png", ".csv", ".ipynb"}, "datasets or reports ended up in the wheel"
-    assert (site / "probing" / "about.md").is_file() and (site / "probing" / "static" / "VERSIONS.md").is_file()
+    assert (site / "probing" / "demo" / "about.md").is_file() and (site / "probing" / "static" / "VERSIONS.md").is_file()
     help_text = run([str(site / "bin" / "probing-analysis"), "report", "--help"], elsewhere, PYTHONPATH=str(site))
     assert "--commit-reports" in help_text
 

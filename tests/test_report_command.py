@@ -47,12 +47,12 @@ def test_committed_reports_exist():
 def test_code_files_are_the_scoring_code_and_not_the_demo():
     files = {c: {p.as_posix() for p in report.code_files(c)} for c in ("heads", "probe", "ablate")}
     assert {"analysis/heads.py", "probing/heads.py", "probing/stats.py", "probing/runner.py", "probing/alignment.py",
-            "probing/models.py", "probing/examples/loaders.py", "probing/reporting.py"} <= files["heads"]
+            "probing/models.py", "probing/examples/loaders.py", "probing/report/heads.py"} <= files["heads"]
     assert {"analysis/probe.py", "probing/probes.py", "probing/features.py"} <= files["probe"]
     assert {"analysis/ablate.py", "probing/ablation.py"} <= files["ablate"]
     everything = set().union(*files.values())
-    for unrelated in ("probing/views.py", "probing/demo.py", "probing/explore.py", "probing/figures.py",
-                      "probing/outputs.py", "analysis/report.py", "app.py", "README.md"):
+    for unrelated in ("probing/views.py", "probing/demo/backend.py", "probing/demo/explore.py",
+                      "probing/demo/heatmap.py", "probing/report/outputs.py", "analysis/report.py", "app.py", "README.md"):
         assert unrelated not in everything
 
 
@@ -70,7 +70,7 @@ def test_code_version_changes_with_scoring_code_only(tmp_path):
     before = {c: report.code_version(c, root) for c in ("heads", "probe", "ablate")}
     assert before == {c: report.code_version(c) for c in before}  # same bytes, same version as the checkout
 
-    for unrelated in ("probing/views.py", "probing/demo.py", "probing/figures.py", "README.md"):
+    for unrelated in ("probing/views.py", "probing/demo/backend.py", "probing/demo/heatmap.py", "README.md"):
         (root / unrelated).write_text((root / unrelated).read_text() + "\n# an edit that computes nothing\n")
     assert {c: report.code_version(c, root) for c in before} == before
 

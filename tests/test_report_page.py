@@ -2,7 +2,7 @@
 import json
 import zipfile
 
-from probing.report_page import findings_markdown, heads_finding, is_internal, report_downloads, report_files
+from probing.demo.report_page import findings_markdown, heads_finding, is_internal, report_downloads, report_files
 
 
 def _summary(relation, significant, **top):
@@ -60,7 +60,7 @@ def test_downloads_are_one_archive_plus_main_files_and_never_internal_ones(tmp_p
 
 
 def test_the_committed_minilm_report_has_findings_and_a_clean_archive(tmp_path):
-    from probing.demo import REPORTS_DIR
+    from probing.demo.backend import REPORTS_DIR
     folder = REPORTS_DIR / "minilm"
     text = findings_markdown(folder, "minilm")
     assert "**builtin-coref** (294 examples" in text and "head 1-3" in text

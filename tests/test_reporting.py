@@ -9,7 +9,7 @@ import pytest
 from conftest import COREF_EXAMPLES, NEGATION_EXAMPLES
 from probing.examples import LoadReport
 from probing.heads import score_heads
-from probing.reporting import HEAD_FILES, build_summary, colour_scale, summary_text, write_outputs
+from probing.report.heads import HEAD_FILES, build_summary, colour_scale, summary_text, write_outputs
 
 
 def test_small_negation_report_refuses_to_claim(minilm, tmp_path):

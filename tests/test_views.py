@@ -241,8 +241,8 @@ def test_word_shading_refuses_mismatched_input():
 
 
 def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
-    from probing import demo
-    from probing.word_attention import sentence_word_attention
+    from probing.demo import backend as demo
+    from probing.demo.word_attention import sentence_word_attention
     text = "The uncle thanked Laura because she had helped him."
     analysis = demo.analyse(text, "coreference", "she", "Laura", None)
     shaded = sentence_word_attention(minilm, text, analysis.example.source_span)

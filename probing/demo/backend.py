@@ -3,7 +3,7 @@
 `app.py` lays out the page and turns these results into components; the API endpoints call them too.
 Every user-facing failure is raised as `DemoError` with a message in words.
 
-Public-demo safety is `probing.demo_guard`'s: every field is checked for type and length before anything
+Public-demo safety is `probing.demo.guard`'s: every field is checked for type and length before anything
 else sees it, only allow-listed models load (never with remote code) and they load in the background, all
 forward passes share one global limit. Here, the demo reads at most `DEMO_MAX_TOKENS` tokens of a text,
 whatever the model's own limit, so one request cannot ask for gigabytes of attention weights; and one
@@ -27,16 +27,17 @@ import numpy as np
 import pandas as pd
 
 from probing.examples import BUILTIN_SETS, Example, read_jsonl
-from probing.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, clean_text, control_characters,
+from probing.demo.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, clean_text, control_characters,
                              find_negation_cues, find_pronouns, make_example, score_sentence, words_with_spans)
-from probing.demo_guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
+from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
-from probing.word_attention import WordAttention, word_attention
-from probing.outputs import is_complete, write_complete
+from probing.demo.word_attention import WordAttention, word_attention
+from probing.report.outputs import is_complete, write_complete
 from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
 
-REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+# The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
+REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", Path(__file__).resolve().parents[2] / "reports"))
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "selectivity")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
@@ -48,7 +49,7 @@ HEAD_VIEW_TOKENS = 60
 MODEL_VIEW_TOKENS = 40
 
 
-log = logging.getLogger("probing.demo")
+log = logging.getLogger("probing.demo.backend")
 
 
 GATE = ModelGate()
@@ -277,7 +278,7 @@ class ReportFiles:
 
 def report_files(model: str | None, progress=None, compute: bool = True) -> ReportFiles:
     """The dataset-level report for a model; computed once (and cached on disk) when missing and `compute`."""
-    from probing.reporting import HEAD_FILES, run_heads
+    from probing.report.heads import HEAD_FILES, run_heads
     name = check_allowed_name(model)
     folder = report_dir(name)
     missing = [data for data in DATASET_FOR.values() if not is_complete(folder / "heads" / data)]
@@ -429,7 +430,7 @@ def heatmap_title(scores: SentenceScores, metric: str) -> str:
 
 def head_heatmap(scores: SentenceScores, metric: str, selected: tuple[int, int] | None = None) -> str:
     """The demo's clickable heatmap (HTML) of one analysed sentence."""
-    from probing.figures import heatmap_html
+    from probing.demo.heatmap import heatmap_html
     metric = metric if scores.relation == "negation" else "mean_attention"
     return heatmap_html(heatmap_values(scores, metric), heatmap_title(scores, metric), scores.is_argmax,
                         selected=selected, diverging=metric == "selectivity")

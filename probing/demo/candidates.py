@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from probing.explore import PRONOUNS, words_with_spans
+from probing.demo.explore import PRONOUNS, words_with_spans
 
 DETERMINERS = frozenset(
     "the a an this that these those his her their its my your our some every each no another either neither "

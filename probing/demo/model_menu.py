@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from probing.demo_guard import ALLOW_ANY_ENV, allowed_models, installed_short_names
+from probing.demo.guard import ALLOW_ANY_ENV, allowed_models, installed_short_names
 
 HUB_HOST = ("huggingface.co", 443)
 HUB_CHECK_ENV = "PROBING_HUB_CHECK"

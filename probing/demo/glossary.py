@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from probing.explore import SentenceScores
-from probing.figures import heatmap_html
+from probing.demo.explore import SentenceScores
+from probing.demo.heatmap import heatmap_html
 
 # The negation heatmap's choices: (label shown, metric), and what each metric's numbers mean.
 METRIC_CHOICES = [("selectivity: attention minus baseline", "selectivity"),

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from probing.models import DEFAULT_MODEL, SHORT_NAMES, LoadedModel, ModelLoadError, load_model, loaded_model_names
 
-log = logging.getLogger("probing.demo")
+log = logging.getLogger("probing.demo.backend")
 
 MAX_WORD_CHARS = 200            # a word field ("she", "36:39", "she (36:39)"): far more than any real word
 MAX_MODEL_CHARS = 200           # a model name or path
