@@ -24,10 +24,11 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import Layout, adjacent_word_attention, drop_special_columns, unit_attention
+from probing.alignment import Layout
+from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids, release_freed_memory
+from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ExampleScores:
     first_hit: np.ndarray        # (N,) bool: the first candidate in the text is the target
     n_candidates: np.ndarray     # (N,)
     pairs: list[str] = field(default_factory=list)  # meta["pair"] per example ("" when unpaired)
+    attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -55,7 +57,8 @@ class ExampleScores:
             ids=[i for p in parts for i in p.ids],
             **{name: np.concatenate([getattr(p, name) for p in parts])
                for name in ("attention", "hit", "next_word", "nearest_hit", "first_hit", "n_candidates")},
-            pairs=[x for p in parts for x in p.pairs])
+            pairs=[x for p in parts for x in p.pairs],
+            attention_path=" + ".join(dict.fromkeys(p.attention_path for p in parts)))
 
 
 @dataclass
@@ -70,6 +73,7 @@ class HeadScores:
     examples: ExampleScores
     controls: ExampleScores | None
     skipped: list[str]
+    attention_path: str = ""     # which attention path ran (fused reads, or eager output_attentions)
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k best heads by `by` (default: selectivity for negation, accuracy for coreference)."""
@@ -123,27 +127,30 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
     return tuple(torch.from_numpy(a) for a in (from_index, from_weights, to_matrix, unit_mask, targets, words, pair_mask))
 
 
-def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize) -> dict[str, np.ndarray]:
-    """Forward one batch and reduce it to per-example, per-head numbers."""
+def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
+                 path: str = "eager") -> dict[str, np.ndarray]:
+    """Forward one batch and reduce it to per-example, per-head numbers.
+
+    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention`);
+    "eager": the full patterns from output_attentions (the reference). Both give the same reads."""
     reverse = relation == "negation" and loaded.is_causal
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     tensors = _batch_tensors(layouts, ids.shape[1], reverse)
-    attentions = forward_attentions(loaded, ids, mask)
-    from_i, from_w, to_m, unit_mask, targets, words, pair_mask = (t.to(attentions[0].device) for t in tensors)
+    device = next(loaded.model.parameters()).device
+    from_i, from_w, to_m, unit_mask, targets, words, pair_mask = (t.to(device) for t in tensors)
+    layers = read_layers(loaded, ids, mask, from_i, words, path=path, band=relation == "negation",
+                         reverse=reverse, renormalize=renormalize)
     n_pairs = pair_mask.sum(-1)
     att, hit, nxt = [], [], []
-    for layer_att in attentions:
-        layer_att = layer_att.float()
-        if renormalize:
-            layer_att = drop_special_columns(layer_att, words >= 0)
-        per_unit = unit_attention(layer_att, from_i, from_w, to_m)           # (B, H, C)
+    for layer in layers:
+        per_unit = layer.unit_attention(from_i, from_w, to_m)                # (B, H, C)
         per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
         on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
         others = per_unit.scatter(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1), float("-inf"))
         att.append(on_target)
         hit.append(on_target > others.max(-1).values)
         if relation == "negation":
-            adjacent = adjacent_word_attention(layer_att, words, reverse=reverse)   # (B, H, W-1)
+            adjacent = layer.adjacent_word_attention(words, reverse=reverse)       # (B, H, W-1)
             summed = (adjacent * pair_mask[:, None, :]).sum(-1)
             nxt.append(torch.where(n_pairs[:, None] > 0, summed / n_pairs.clamp_min(1)[:, None],
                                    torch.full_like(summed, float("nan"))))
@@ -154,10 +161,14 @@ def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize)
 
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
-                   renormalize: bool = False, progress: bool = False) -> tuple[ExampleScores, list[str]]:
-    """Per-example head numbers for examples of one relation; returns them and the skip reasons."""
+                   renormalize: bool = False, progress: bool = False,
+                   attention: str = "auto") -> tuple[ExampleScores, list[str]]:
+    """Per-example head numbers for examples of one relation; returns them and the skip reasons.
+
+    attention: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager"."""
     if not examples:
         raise ValueError("no examples to score")
+    path = choose_path(loaded, attention)
     relations = {e.relation for e in examples}
     if len(relations) != 1:
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
@@ -178,7 +189,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     for batch in batches:
         rows = [usable[i] for i in batch]
         reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
-                               relation, renormalize)
+                               relation, renormalize, path)
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
@@ -190,7 +201,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         nearest_hit=np.array([l.nearest == l.target for l in kept_layouts]),
         first_hit=np.array([l.first == l.target for l in kept_layouts]),
         n_candidates=np.array([len(l.units) for l in kept_layouts]),
-        pairs=[str(measured[i].meta.get("pair", "")) for i in usable])
+        pairs=[str(measured[i].meta.get("pair", "")) for i in usable], attention_path=PATH_NAMES[path])
     return scores, skipped
 
 
@@ -278,7 +289,7 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], relati
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed)
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
-                      controls=controls, skipped=skipped)
+                      controls=controls, skipped=skipped, attention_path=main.attention_path)
 
 
 def _single_relation(examples: list[Example]) -> str:
