@@ -285,27 +285,46 @@ def source_rows(query, key, source_index, additive, causal: bool, scale: float) 
     return torch.softmax(logits.float(), dim=-1)
 
 
+def band_logits(query, key, width: int, step: int, block: int = 64) -> torch.Tensor:
+    """q_t·k_{t + step*d} for d = 1..width, as (B, H, T, width) (0 where t + step*d is outside the text).
+
+    Rows go in blocks of `block`; each block meets only the keys within `width` of it, so the cost is
+    B·H·T·(block + 2·width)·d, never T².
+    """
+    batch, heads, n_pieces, head_dim = query.shape
+    rows = min(block, n_pieces)
+    n_blocks = -(-n_pieces // rows)
+    padded = n_blocks * rows
+    query = torch.nn.functional.pad(query, (0, 0, 0, padded - n_pieces))
+    key = torch.nn.functional.pad(key, (0, 0, width, padded - n_pieces + width))      # key[j] = k[j - width]
+    windows = key.unfold(2, rows + 2 * width, rows)                            # (B, H, n_blocks, d, rows+2w)
+    logits = torch.matmul(query.view(batch, heads, n_blocks, rows, head_dim), windows)
+    # Row r of block b is piece t = b*rows + r; piece t + step*d sits at window position r + width + step*d.
+    where = (torch.arange(rows, device=query.device)[:, None] + width
+             + step * torch.arange(1, width + 1, device=query.device)[None, :])
+    band = logits.gather(4, where.expand(batch, heads, n_blocks, rows, width))
+    return band.reshape(batch, heads, padded, width)[:, :, :n_pieces]
+
+
 def band_probabilities(query, key, lse, additive, causal: bool, scale: float, width: int, step: int,
                        is_word: torch.Tensor | None = None) -> torch.Tensor:
     """P[t, t + step*d] for d = 1..width as (B, H, T, width): exp(logit + mask - lse_t); 0 outside the text,
     where masked, and (is_word given) on non-word columns."""
     batch, heads, n_pieces, _ = query.shape
-    band = query.new_zeros(batch, heads, n_pieces, width, dtype=torch.float32)
-    finite_lse = torch.isfinite(lse)
-    for d in range(1, min(width, n_pieces - 1) + 1):
-        # Rows `rows` attend to columns `cols` = rows + step*d.
-        rows = slice(0, n_pieces - d) if step > 0 else slice(d, n_pieces)
-        cols = slice(d, n_pieces) if step > 0 else slice(0, n_pieces - d)
-        logit = (query[:, :, rows] * key[:, :, cols]).sum(-1).float() * scale           # (B, H, T-d)
-        if additive is not None:
-            logit = logit + torch.diagonal(additive, offset=step * d, dim1=2, dim2=3).float()
-        elif causal and step > 0:
-            logit = torch.full_like(logit, float("-inf"))
-        allowed = finite_lse[:, :, rows] & torch.isfinite(logit)
-        if is_word is not None:
-            allowed = allowed & is_word[:, None, cols]
-        band[:, :, rows, d - 1] = torch.where(allowed, torch.exp(logit - lse[:, :, rows]), 0.0)
-    return band
+    columns = torch.arange(n_pieces, device=query.device)[:, None] + \
+        step * torch.arange(1, width + 1, device=query.device)                     # (T, D)
+    allowed = (columns >= 0) & (columns < n_pieces)
+    columns = columns.clamp(0, n_pieces - 1)
+    logits = band_logits(query, key, width, step).float() * scale                  # (B, H, T, D)
+    if additive is not None:
+        logits = logits + additive.expand(batch, -1, -1, -1).gather(
+            3, columns.expand(batch, 1, n_pieces, width)).float()
+    elif causal and step > 0:
+        allowed = torch.zeros_like(allowed)
+    allowed = allowed & torch.isfinite(logits) & torch.isfinite(lse)[..., None]
+    if is_word is not None:
+        allowed = allowed & is_word.gather(1, columns.view(1, -1).expand(batch, -1)).view(batch, 1, n_pieces, width)
+    return torch.where(allowed, torch.exp(logits - lse[..., None]), 0.0)
 
 
 def band_from_full(attention: torch.Tensor, width: int, step: int) -> torch.Tensor:
