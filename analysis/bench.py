@@ -2,12 +2,17 @@
 a notebook-style loop it is. A script that prints ratios, not a timed test.
 
 Three ways produce the same per-head `mean_attention`, `accuracy` (and, for negation, the next-word
-baseline) on the same examples, alternated over several repetitions in one process:
-- floor: the bare batched forward pass with output_attentions=True on the same length-sorted batches;
-- ours:  `probing.heads.score_examples`, end to end from records (tokenising included) to the reduced scores;
+baseline) on the same examples, alternated over several repetitions in one process, against two floors:
+- sdpa:  the bare batched forward with the fused SDPA kernel and no attentions, on the same batches;
+- floor: the bare batched forward pass with output_attentions=True (eager) on the same batches;
+- ours:  `probing.heads.score_examples`, end to end from records (tokenising included) to the reduced scores,
+         on the default attention path (the fused reads of `probing.attention` where the model supports them);
 - naive: `probing.naive`, one sentence at a time, attention to numpy, Python loops over words and heads.
-It fails loudly if the three disagree by more than 1e-5. It also measures peak RSS of `analysis heads` at
-two input sizes, the demo's `/score_heads` against a single-sentence forward, and the demo's start-up time.
+It fails loudly if ours and naive disagree by more than 1e-5. Wall-clock medians give the ratios; process
+CPU-time ratios are printed beside them, since a shared machine's load moves wall time more than CPU time.
+It also measures peak RSS of `analysis heads` at two input sizes, the demo's `/score_heads` against a
+single-sentence forward, the demo's start-up time, and (`--long-doc`) one 4,096-token document scored by
+Gemma-270M against its bare fused forward and its eager output_attentions forward, each in a child process.
 """
 from __future__ import annotations
 
@@ -40,27 +45,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-extras", action="store_true",
                         help="only the three-way timing (no RSS, demo latency or start-up measurements)")
     parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--long-doc", default=None, metavar="MODEL",
+                        help="also time one long document with this model (e.g. gemma-270m): scoring vs the "
+                             "bare fused forward vs eager output_attentions, peak RSS and seconds")
+    parser.add_argument("--long-tokens", type=int, default=4096, help="pieces in the long document")
+    parser.add_argument("--eager-memory-gib", type=float, default=12.0,
+                        help="address-space limit for the eager long-document child (it may run out)")
 
 
-def _floor(loaded, examples) -> float:
-    """Seconds for the bare forward passes over the same batches `score_examples` would run."""
+def _batches(loaded, examples):
+    """The padded batches `score_examples` would run, built once (not timed)."""
     from probing.heads import oriented
-    from probing.runner import encode, forward_attentions, length_batches, pad_ids
+    from probing.runner import encode, length_batches, pad_ids
     encoded = encode(loaded, [oriented(e, loaded.is_causal).text for e in examples])
     batches = length_batches([len(e.input_ids) for e in encoded])
-    padded = [pad_ids([encoded[i].input_ids for i in batch], loaded.tokenizer.pad_token_id) for batch in batches]
-    start = time.perf_counter()
-    for ids, mask in padded:
-        forward_attentions(loaded, ids, mask)
-    return time.perf_counter() - start
+    return [pad_ids([encoded[i].input_ids for i in batch], loaded.tokenizer.pad_token_id) for batch in batches]
+
+
+def _timed(function, *args):
+    """(wall seconds, process CPU seconds, result) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def _floor(loaded, padded) -> tuple[float, float]:
+    """Seconds for the bare eager forward passes with output_attentions=True over the batches."""
+    from probing.runner import forward_attentions
+
+    def run():
+        for ids, mask in padded:
+            forward_attentions(loaded, ids, mask)
+    return _timed(run)[:2]
+
+
+def _sdpa(loaded, padded) -> tuple[float, float]:
+    """Seconds for the bare fused (SDPA) forward passes, no attentions, over the same batches."""
+    from probing.attention import bare_forward
+
+    def run():
+        for ids, mask in padded:
+            bare_forward(loaded, ids, mask)
+    return _timed(run)[:2]
 
 
 def _ours(loaded, examples):
     from probing.heads import score_examples
-    start = time.perf_counter()
-    scores, _ = score_examples(loaded, examples)
-    reduced = _means(scores.attention, scores.hit, scores.next_word)
-    return time.perf_counter() - start, reduced
+
+    def run():
+        scores, _ = score_examples(loaded, examples)
+        return _means(scores.attention, scores.hit, scores.next_word), scores.attention_path
+    wall, cpu, (reduced, path) = _timed(run)
+    return wall, cpu, reduced, path
 
 
 def _naive(loaded, examples):
@@ -93,23 +129,146 @@ def time_dataset(loaded, name, examples, repeats, naive_n):
     from probing.heads import score_examples
     _, skipped = score_examples(loaded, examples[:8])    # warm-up (and make sure the data aligns)
     naive_examples = examples[:naive_n] if naive_n else examples
-    floors, ours, naives = [], [], []
+    from probing.attention import supports_reads
+    padded = _batches(loaded, examples)
+    has_sdpa = supports_reads(loaded)
+    floors, sdpas, ours, naives = [], [], [], []
     for _ in range(repeats):
-        floors.append(_floor(loaded, examples))
-        seconds, ours_means = _ours(loaded, examples)
-        ours.append(seconds)
+        if has_sdpa:
+            sdpas.append(_sdpa(loaded, padded))
+        floors.append(_floor(loaded, padded))
+        wall, cpu, ours_means, path = _ours(loaded, examples)
+        ours.append((wall, cpu))
         seconds, naive_means = _naive(loaded, naive_examples)
         naives.append(seconds * len(examples) / len(naive_examples))
     if naive_n:
-        _, ours_means = _ours(loaded, naive_examples)
+        _, _, ours_means, _ = _ours(loaded, naive_examples)
     worst = _check_equal(ours_means, naive_means, f"ours and naive on {name}")
     from probing.runner import encode
     n_tokens = sum(len(e.input_ids) for e in encode(loaded, [e.text for e in examples]))
-    floor, our, naive = (statistics.median(x) for x in (floors, ours, naives))
-    return {"data": name, "n": len(examples), "tokens": n_tokens, "floor_s": floor, "ours_s": our, "naive_s": naive,
-            "ours/floor": our / floor, "naive/ours": naive / our, "tokens_per_s_ours": n_tokens / our,
-            "tokens_per_s_floor": n_tokens / floor, "max_abs_diff": worst,
-            "naive_timed_on": len(naive_examples)}
+    median = lambda pairs, i: statistics.median(p[i] for p in pairs) if pairs else float("nan")  # noqa: E731
+    floor, our, sdpa = median(floors, 0), median(ours, 0), median(sdpas, 0)
+    naive = statistics.median(naives)
+    return {"data": name, "n": len(examples), "tokens": n_tokens, "floor_s": floor, "sdpa_s": sdpa, "ours_s": our,
+            "naive_s": naive, "ours/floor": our / floor, "ours/sdpa": our / sdpa, "naive/ours": naive / our,
+            "cpu ours/sdpa": median(ours, 1) / median(sdpas, 1), "cpu ours/floor": median(ours, 1) / median(floors, 1),
+            "tokens_per_s_ours": n_tokens / our, "tokens_per_s_floor": n_tokens / floor, "max_abs_diff": worst,
+            "naive_timed_on": len(naive_examples), "attention_path": path}
+
+
+# ---- One long document ------------------------------------------------------------------------------------
+
+LONG_HEAD = "Catherine Harlow opened a small bakery on the corner of Mill Street in the spring of 1998. "
+LONG_TAIL = " Decades later the whole town still agreed that she had changed it for the better."
+
+
+def long_document(loaded, n_tokens: int = 4096, data_root=None):
+    """A coreference example of about n_tokens pieces: the antecedent in the first sentence, GAP passages in
+    between, the pronoun in the last sentence; candidates: the antecedent and a GAP name near the middle."""
+    from probing.examples import Example, load_examples
+    passages = [e for e in load_examples("gap-dev", data_root=data_root)[0]]
+    count = lambda text: len(loaded.tokenizer(text)["input_ids"])  # noqa: E731
+    budget = n_tokens - count(LONG_HEAD + LONG_TAIL)
+    words, used, distractor = [], 0, None
+    for example in passages:
+        size = count(example.text) - count("")
+        if used + size > budget:
+            break
+        if distractor is None and used > budget // 2:
+            start = len(LONG_HEAD) + len(" ".join(words)) + (1 if words else 0)
+            distractor = (start + example.target_span[0], start + example.target_span[1])
+        words.append(example.text)
+        used += size
+    middle = " ".join(words)
+    text = LONG_HEAD + middle + LONG_TAIL
+    while count(text) < n_tokens and middle:        # pad with words from the next passage up to the budget
+        extra = passages[len(words)].text.split()
+        for k in range(len(extra), 0, -1):
+            candidate = LONG_HEAD + middle + " " + " ".join(extra[:k]) + LONG_TAIL
+            if count(candidate) <= n_tokens:
+                text = candidate
+                break
+        break
+    pronoun = text.rindex(" she ") + 1
+    antecedent = (0, len("Catherine Harlow"))
+    return Example(text=text, relation="coreference", source_span=(pronoun, pronoun + 3), target_span=antecedent,
+                   candidate_spans=(antecedent, distractor), id="long-document")
+
+
+_LONG_CHILD = """
+import json, resource, sys, time, torch
+mode, model, n_tokens, data_root, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] or None, float(sys.argv[5])
+if mode == "eager" and limit > 0:
+    resource.setrlimit(resource.RLIMIT_AS, (int(limit * 2**30), int(limit * 2**30)))
+from analysis.bench import long_document
+from probing.models import load_model
+from probing.runner import encode, pad_ids
+from probing.attention import bare_forward, supports_reads
+from probing.heads import score_examples
+loaded = load_model(model)
+example = long_document(loaded, n_tokens, data_root)
+encoded = encode(loaded, [example.text])[0]
+ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
+supports_reads(loaded)
+from dataclasses import replace
+score_examples(loaded, [replace(example, text="She said that Mary was late.", source_span=(0, 3),
+                                target_span=(14, 18), candidate_spans=None)])   # warm-up on a short text
+def rss(key):
+    return [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)][0] / 1024
+open("/proc/self/clear_refs", "w").write("5")       # reset the peak: measure the step, not the model load
+before = rss("VmRSS")
+start, cpu = time.perf_counter(), time.process_time()
+result = {"tokens": len(encoded.input_ids)}
+try:
+    if mode == "sdpa":
+        bare_forward(loaded, ids, mask)
+    elif mode == "ours":
+        scores, skipped = score_examples(loaded, [example])
+        result.update(path=scores.attention_path, skipped=skipped,
+                      best_head=[int(x) for x in divmod(int(scores.attention[0].argmax()), loaded.n_heads)],
+                      attention_max=float(scores.attention[0].max()))
+    else:
+        from probing.runner import forward_attentions
+        forward_attentions(loaded, ids, mask)
+    result.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu, peak_mib=rss("VmHWM"),
+                  before_mib=before)
+except (MemoryError, RuntimeError) as err:
+    result.update(error=f"{type(err).__name__}: {str(err).splitlines()[0][:120]}", seconds=time.perf_counter() - start,
+                  peak_mib=rss("VmHWM"), before_mib=before)
+print(json.dumps(result))
+"""
+
+
+def _long_child(mode: str, model: str, n_tokens: int, data_root, limit_gib: float) -> dict:
+    out = subprocess.run([sys.executable, "-c", _LONG_CHILD, mode, model, str(n_tokens), data_root or "",
+                          str(limit_gib)], cwd=ROOT, capture_output=True, text=True)
+    lines = [l for l in out.stdout.strip().splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {out.returncode}: {tail[:160]}"}
+    return json.loads(lines[-1])
+
+
+def long_document_report(model: str, n_tokens: int, data_root, eager_limit_gib: float) -> dict:
+    """Scoring one long document vs its bare fused forward (and eager output_attentions), one child each."""
+    runs = {mode: _long_child(mode, model, n_tokens, data_root, eager_limit_gib) for mode in ("sdpa", "ours", "eager")}
+    sdpa, ours, eager = runs["sdpa"], runs["ours"], runs["eager"]
+    if "error" in sdpa or "error" in ours:
+        raise SystemExit(f"FAIL: long document: sdpa {sdpa}, ours {ours}")
+    print(f"long document ({model}, {ours['tokens']} tokens, path: {ours['path'].split(':')[0]}): "
+          f"ours {ours['seconds']:.2f}s, peak RSS {ours['peak_mib']:.0f} MiB | bare sdpa {sdpa['seconds']:.2f}s, "
+          f"{sdpa['peak_mib']:.0f} MiB | ours/sdpa time {ours['seconds'] / sdpa['seconds']:.3f} "
+          f"(cpu {ours['cpu_seconds'] / sdpa['cpu_seconds']:.3f}), "
+          f"peak RSS {ours['peak_mib'] / sdpa['peak_mib']:.3f} (above the loaded model: "
+          f"ours +{ours['peak_mib'] - ours['before_mib']:.0f} MiB, sdpa +{sdpa['peak_mib'] - sdpa['before_mib']:.0f} MiB)",
+          flush=True)
+    if "error" in eager:
+        print(f"  eager output_attentions on the same text: failed under a {eager_limit_gib:g} GiB address-space "
+              f"limit after {eager.get('seconds', float('nan')):.1f}s: {eager['error']}", flush=True)
+    else:
+        print(f"  eager output_attentions on the same text: {eager['seconds']:.2f}s, peak RSS {eager['peak_mib']:.0f} "
+              f"MiB (+{eager['peak_mib'] - eager['before_mib']:.0f} MiB above the loaded model)", flush=True)
+    return runs
 
 
 def peak_rss_of_heads(n: int, model: str | None, data_root) -> float:
@@ -182,11 +341,16 @@ def run(args: argparse.Namespace) -> int:
         examples, _ = load_examples(name, data_root=args.data_root, limit=args.n)
         rows.append(time_dataset(loaded, name, examples, args.repeats, args.naive_n))
         r = rows[-1]
-        print(f"{name:18s} n={r['n']:5d} tokens={r['tokens']:7d}  floor {r['floor_s']:7.2f}s  ours {r['ours_s']:7.2f}s"
-              f"  naive {r['naive_s']:8.2f}s  | ours/floor {r['ours/floor']:.3f}  naive/ours {r['naive/ours']:6.1f}"
-              f"  | {r['tokens_per_s_ours']:7.0f} tok/s ours, {r['tokens_per_s_floor']:7.0f} floor"
+        print(f"{name:18s} n={r['n']:5d} tokens={r['tokens']:7d}  sdpa {r['sdpa_s']:6.2f}s  floor {r['floor_s']:6.2f}s"
+              f"  ours {r['ours_s']:6.2f}s  naive {r['naive_s']:7.2f}s  | ours/sdpa {r['ours/sdpa']:.3f}"
+              f" (cpu {r['cpu ours/sdpa']:.3f})  ours/floor {r['ours/floor']:.3f} (cpu {r['cpu ours/floor']:.3f})"
+              f"  naive/ours {r['naive/ours']:5.1f}  | {r['tokens_per_s_ours']:6.0f} tok/s ours"
               f"  | max diff {r['max_abs_diff']:.1e}", flush=True)
+    print(f"attention path: {rows[-1]['attention_path'] if rows else '-'}", flush=True)
     results = {"model": loaded.name, "timing": rows}
+    if args.long_doc:
+        results["long_document"] = long_document_report(args.long_doc, args.long_tokens, args.data_root,
+                                                        args.eager_memory_gib)
     if not args.skip_extras:
         small = peak_rss_of_heads(500, args.model, args.data_root)
         large = peak_rss_of_heads(2000, args.model, args.data_root)

@@ -33,11 +33,11 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import (AlignmentError, Layout, MENTION_RULES, adjacent_word_attention, drop_special_columns,
-                               make_layout, unit_attention)
+from probing.alignment import AlignmentError, Layout, MENTION_RULES, make_layout
+from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
 from probing.models import LoadedModel
-from probing.runner import encode, forward_attentions, length_batches, pad_ids, release_freed_memory
+from probing.runner import encode, length_batches, pad_ids, release_freed_memory
 
 ALPHA = 0.05            # family-wise level for `significant` and the flags
 MIN_UNITS = 30          # below this many resampling units a report refuses to claim anything
@@ -64,6 +64,7 @@ class ExampleScores:
     groups: list[str] = field(default_factory=list)  # meta["group"] per example, else its id
     tasks: list[str] = field(default_factory=list)   # task_of per example
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
+    attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
 
     ARRAYS = ("attention", "hit", "next_word", "nearest_hit", "first_hit", "n_candidates", "nearest_choice")
     LISTS = ("ids", "pairs", "groups", "tasks", "meta")
@@ -85,7 +86,8 @@ class ExampleScores:
             raise ValueError("no scored examples to combine")
         return ExampleScores(**{name: np.concatenate([getattr(p, name) for p in parts])
                                 for name in ExampleScores.ARRAYS},
-                             **{name: [x for p in parts for x in getattr(p, name)] for name in ExampleScores.LISTS})
+                             **{name: [x for p in parts for x in getattr(p, name)] for name in ExampleScores.LISTS},
+                             attention_path=" + ".join(dict.fromkeys(p.attention_path for p in parts)))
 
 
 @dataclass
@@ -104,6 +106,7 @@ class HeadScores:
     resampling_unit: str = "example"
     tasks: dict = field(default_factory=dict)      # per task: counts, baselines, cross-fitted best head
     strata: pd.DataFrame | None = None             # head tables per stratum of meta[key] (`by`, `stratum`)
+    attention_path: str = ""     # which attention path ran (fused reads, or eager output_attentions)
 
     @property
     def main_score(self) -> str:
@@ -193,43 +196,46 @@ def argmax_credit(per_unit: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     return chosen.to(per_unit.dtype) / at_max.sum(-1).to(per_unit.dtype)
 
 
-def reduce_candidates(layer_att: torch.Tensor, from_i, from_w, to_m, unit_mask, targets, nearest):
-    """One layer's attention (B, H, T, T) -> target attention, target credit, nearest credit, each (B, H)."""
-    per_unit = unit_attention(layer_att, from_i, from_w, to_m)                   # (B, H, C)
+def reduce_candidates(per_unit: torch.Tensor, unit_mask, targets, nearest):
+    """One layer's word-level attention to each candidate (B, H, C) -> target attention, target credit and
+    nearest-candidate credit, each (B, H)."""
     per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
     on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
     return on_target, argmax_credit(per_unit, targets), argmax_credit(per_unit, nearest)
 
 
-def reduce_next_word(layer_att: torch.Tensor, words, pair_mask, reverse: bool) -> torch.Tensor:
-    """One layer's mean adjacent-pair attention over the pairs kept by pair_mask, (B, H); NaN with no pairs."""
+def reduce_next_word(adjacent: torch.Tensor, pair_mask) -> torch.Tensor:
+    """One layer's adjacent-pair attention (B, H, W-1) -> its mean over the pairs kept by pair_mask, (B, H);
+    NaN where no pair is kept."""
     n_pairs = pair_mask.sum(-1)
-    adjacent = adjacent_word_attention(layer_att, words, reverse=reverse)       # (B, H, W-1)
     summed = (adjacent * pair_mask[:, None, :]).sum(-1)
     return torch.where(n_pairs[:, None] > 0, summed / n_pairs.clamp_min(1)[:, None],
                        torch.full_like(summed, float("nan")))
 
 
-def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize) -> dict[str, np.ndarray]:
-    """Forward one batch and reduce it to per-example, per-head numbers."""
+def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
+                 path: str = "eager") -> dict[str, np.ndarray]:
+    """Forward one batch and reduce it to per-example, per-head numbers.
+
+    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention`);
+    "eager": the full patterns from output_attentions (the reference). Both give the same reads."""
     reverse = relation == "negation" and loaded.is_causal
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     tensors = _batch_tensors(layouts, ids.shape[1], reverse)
-    attentions = forward_attentions(loaded, ids, mask)
-    from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(attentions[0].device)
-                                                                            for t in tensors)
+    device = next(loaded.model.parameters()).device
+    from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(device) for t in tensors)
+    # Each layer's reads: the source rows and (negation) the adjacent-word band; renormalisation is done there.
+    layers = read_layers(loaded, ids, mask, from_i, words, path=path, band=relation == "negation",
+                         reverse=reverse, renormalize=renormalize)
     out = {"attention": [], "hit": [], "nearest_choice": [], "next_word": []}
-    for layer_att in attentions:
-        layer_att = layer_att.float()
-        if renormalize:
-            layer_att = drop_special_columns(layer_att, words >= 0)
-        on_target, hit, nearest_choice = reduce_candidates(layer_att, from_i, from_w, to_m, unit_mask, targets,
-                                                           nearest)
+    for layer in layers:
+        per_unit = layer.unit_attention(from_i, from_w, to_m)                    # (B, H, C)
+        on_target, hit, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
         out["attention"].append(on_target)
         out["hit"].append(hit)
         out["nearest_choice"].append(nearest_choice)
-        out["next_word"].append(reduce_next_word(layer_att, words, pair_mask, reverse) if relation == "negation"
-                                else torch.full_like(on_target, float("nan")))
+        out["next_word"].append(reduce_next_word(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
+                                if relation == "negation" else torch.full_like(on_target, float("nan")))
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
 
 
@@ -249,12 +255,14 @@ def align(loaded: LoadedModel, examples: list[Example], mention: str = "span"):
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
                    renormalize: bool = False, progress: bool = False, mention: str = "head",
-                   label: str = "examples") -> tuple[ExampleScores, list[str]]:
+                   label: str = "examples", attention: str = "auto") -> tuple[ExampleScores, list[str]]:
     """Per-example head numbers for examples of one relation; returns them and the skip reasons.
 
-    `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar."""
+    `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar;
+    `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager"."""
     if not examples:
         raise ValueError("no examples to score")
+    path = choose_path(loaded, attention)
     relations = {e.relation for e in examples}
     if len(relations) != 1:
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
@@ -274,7 +282,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     for batch in batches:
         rows = [usable[i] for i in batch]
         reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
-                               relation, renormalize)
+                               relation, renormalize, path)
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
@@ -290,7 +298,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         pairs=[str(e.meta.get("pair", "")) for e in kept],
         groups=[str(e.meta.get("group", e.id)) for e in kept],
         tasks=[task_of(e) for e in kept],
-        meta=[dict(e.meta) for e in kept])
+        meta=[dict(e.meta) for e in kept], attention_path=PATH_NAMES[path])
     return scores, skipped
 
 
@@ -601,7 +609,7 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], relati
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
                       controls=controls, skipped=skipped, mention=mention_rule(relation, mention),
-                      resampling_unit=unit, tasks=tasks, strata=strata)
+                      resampling_unit=unit, tasks=tasks, strata=strata, attention_path=main.attention_path)
 
 
 def _single_relation(examples: list[Example]) -> str:

@@ -61,6 +61,9 @@ def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int 
     A batch holds at most `batch_tokens` padded pieces and at most `max_cells` attention cells per head
     (batch x width x width; default batch_tokens x 128), so the attention kept for one batch has the same
     bound whatever the longest text in the data: peak memory does not grow with the dataset.
+    The long-document path: a text longer than `batch_tokens` (or than `max_cells` allows) starts a batch of
+    its own and runs alone; on the fused attention path (`probing.attention`) such a text costs its forward
+    pass plus a few rows and a band per layer, never a (T, T) pattern.
     """
     max_cells = max_cells or batch_tokens * 128
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
