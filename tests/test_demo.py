@@ -71,7 +71,9 @@ def test_one_analysis_makes_one_forward_pass_and_equals_the_library(minilm):
     example = Example(text=COREF, relation="coreference", source_span=find_span(COREF, "she"),
                       target_span=find_span(COREF, "nurse"))
     scores, _ = score_examples(minilm, [example])
-    np.testing.assert_allclose(analysis.scores.attention, scores.attention[0], rtol=0, atol=1e-7)
+    # The demo reads the full pattern of its one pass (eager); the library's default is the fused reads,
+    # which agree with eager to float32 rounding (the contract is 1e-5).
+    np.testing.assert_allclose(analysis.scores.attention, scores.attention[0], rtol=0, atol=1e-5)
 
 
 def test_two_word_negation_has_no_baseline_and_does_not_crash():

@@ -196,7 +196,8 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
     sentence, attentions = forward(loaded, example.text)
     try:
         replayed = dataclasses.replace(loaded, model=_Replay(loaded.model, sentence.encoded.input_ids, attentions))
-        scores = score_sentence(replayed, example)
+        # The eager path: the scorer reads full patterns, which the replayed pass already holds.
+        scores = score_sentence(replayed, example, attention="eager")
     except InputError as err:
         raise DemoError(str(err)) from None
     ranking = scores.attention if relation == "coreference" else scores.attention - np.nan_to_num(scores.next_word)

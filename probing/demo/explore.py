@@ -212,8 +212,10 @@ class SentenceScores:
         return rows
 
 
-def score_sentence(loaded: LoadedModel, example: Example) -> SentenceScores:
-    """Score every head on one example with the dataset scorer; a span lost to truncation is an InputError."""
+def score_sentence(loaded: LoadedModel, example: Example, attention: str = "auto") -> SentenceScores:
+    """Score every head on one example with the dataset scorer; a span lost to truncation is an InputError.
+
+    `attention` is the scorer's attention path ("auto", "fused" or "eager"; see `probing.attention`)."""
     from probing.runner import encode
     encoded = encode(loaded, [example.text])[0]
     read_up_to = max((e for s, e in encoded.offsets), default=0)
@@ -230,7 +232,7 @@ def score_sentence(loaded: LoadedModel, example: Example) -> SentenceScores:
         raise InputError(f"{loaded.name}'s tokenizer cannot separate these words: {err}. "
                          "Pick two words further apart.") from None
     try:
-        scores, skipped = score_examples(loaded, [example])
+        scores, skipped = score_examples(loaded, [example], attention=attention)
     except ValueError as err:
         raise InputError(f"Cannot score this sentence with {loaded.name}: {err}") from None
     return SentenceScores(model=loaded.name, relation=example.relation,
