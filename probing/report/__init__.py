@@ -1,0 +1,1 @@
+"""File writers and figures: every report a command writes (heads, probes, ablation, patching)."""
