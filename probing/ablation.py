@@ -29,11 +29,9 @@ margin); the targeted set is compared with the random sets by `empirical_p_value
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import sys
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +41,8 @@ import torch
 from torch import nn
 
 from probing import stats
+from probing.hooks import (HeadLayout, UnsupportedArchitectureError, ablate_heads, as_module, check_heads,  # noqa: F401
+                           head_layout)
 from probing.models import LoadedModel
 from probing.runner import Encoded, encode, length_batches, pad_ids
 
@@ -54,209 +54,8 @@ MAIN_SCORE = {"negation": "selectivity", "coreference": "accuracy"}
 RAW_SCORE = "mean_attention"
 
 
-class UnsupportedArchitectureError(ValueError):
-    """A model whose attention output projections cannot be located; the message says what was looked for."""
-
-
-# ---- Where each layer's heads are concatenated --------------------------------------------------------
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """The numbers and modules ablation needs: head h of layer l is columns [h*head_dim, (h+1)*head_dim)
-    of the input of `projections[l]`."""
-    n_layers: int
-    n_heads: int
-    head_dim: int
-    hidden_size: int
-    projections: tuple[nn.Module, ...]
-    names: tuple[str, ...]
-
-
-_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, HeadLayout]" = weakref.WeakKeyDictionary()
-
-
-def _as_module(model) -> nn.Module:
-    """The torch model behind a LoadedModel, or the module itself."""
-    return model.model if isinstance(model, LoadedModel) else model
-
-
-def _config_numbers(module: nn.Module) -> tuple[int, int, int, int]:
-    """(layers, heads, head_dim, hidden size) from the model's (text) config."""
-    config = getattr(module, "config", None)
-    if config is None:
-        raise UnsupportedArchitectureError(f"{type(module).__name__} has no `config`: head ablation needs a "
-                                           "Transformers model")
-    config = getattr(config, "text_config", None) or config
-    try:
-        n_layers, n_heads, hidden = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
-    except AttributeError as err:
-        raise UnsupportedArchitectureError(f"{type(module).__name__}: the config lacks {err.name!r}") from None
-    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
-    return n_layers, n_heads, head_dim, hidden
-
-
-def _io_features(module: nn.Module) -> tuple[int, int] | None:
-    """(in, out) features of a linear map: nn.Linear, or GPT-2's Conv1D (nx -> nf); None for anything else."""
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if hasattr(module, "nx") and hasattr(module, "nf") and hasattr(module, "weight"):
-        return module.nx, module.nf
-    return None
-
-
-def _attention_block(layer: nn.Module) -> nn.Module | None:
-    """The outermost submodule of a layer whose class is an attention module (BertAttention, Gemma3Attention...)."""
-    for name, sub in layer.named_modules():
-        if name and "attention" in type(sub).__name__.lower():
-            return sub
-    return None
-
-
-def _layer_list(module: nn.Module, n_layers: int) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of the model's n_layers transformer layers, each holding an attention block."""
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.ModuleList) and len(sub) == n_layers and all(
-                _attention_block(layer) is not None for layer in sub):
-            return name, sub
-    raise UnsupportedArchitectureError(
-        f"{type(module).__name__}: found no list of {n_layers} layers that each hold an attention module; "
-        "this architecture is not supported for head ablation")
-
-
-def _probe_calls(module: nn.Module, blocks: list[nn.Module], candidates: list[list[nn.Module]]):
-    """One tiny forward pass recording, per layer, the candidates that ran on something other than the block's
-    input, in call order (q/k/v read the block's input; the output projection reads the heads' outputs)."""
-    block_inputs: dict[int, torch.Tensor] = {}
-    called: list[list[nn.Module]] = [[] for _ in blocks]
-    handles = []
-
-    def remember_block_input(index):
-        def hook(_module, args, kwargs):
-            first = args[0] if args else kwargs.get("hidden_states", next(
-                (v for v in kwargs.values() if torch.is_tensor(v)), None))
-            block_inputs[index] = first
-        return hook
-
-    def remember_call(index, candidate):
-        def hook(_module, args):
-            block_input = block_inputs.get(index)
-            if block_input is None or args[0].data_ptr() != block_input.data_ptr():
-                called[index].append(candidate)
-        return hook
-
-    try:
-        for index, (block, layer_candidates) in enumerate(zip(blocks, candidates)):
-            handles.append(block.register_forward_pre_hook(remember_block_input(index), with_kwargs=True))
-            for candidate in layer_candidates:
-                handles.append(candidate.register_forward_pre_hook(remember_call(index, candidate)))
-        device = next(module.parameters()).device
-        with torch.inference_mode():
-            module(input_ids=torch.tensor([[5, 6, 7, 8]], device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return called
-
-
-def head_layout(model) -> HeadLayout:
-    """Locate each layer's attention output projection: within the layer's attention block, the linear map
-    from n_heads*head_dim to hidden_size that runs last and not on the block's own input. Cached per model."""
-    module = _as_module(model)
-    if module in _LAYOUTS:
-        return _LAYOUTS[module]
-    n_layers, n_heads, head_dim, hidden = _config_numbers(module)
-    list_name, layers = _layer_list(module, n_layers)
-    blocks = [_attention_block(layer) for layer in layers]
-    names = {sub: name for name, sub in module.named_modules()}
-    candidates = [[sub for sub in block.modules() if _io_features(sub) == (n_heads * head_dim, hidden)]
-                  for block in blocks]
-    for index, layer_candidates in enumerate(candidates):
-        if not layer_candidates:
-            raise UnsupportedArchitectureError(
-                f"{type(module).__name__}: layer {index}'s attention block {names[blocks[index]]} has no linear "
-                f"map from {n_heads}x{head_dim}={n_heads * head_dim} to {hidden} features (the output "
-                "projection that ablation hooks); this architecture is not supported")
-    if any(len(c) > 1 for c in candidates):
-        called = _probe_calls(module, blocks, candidates)
-        for index, layer_called in enumerate(called):
-            if not layer_called:
-                raise UnsupportedArchitectureError(
-                    f"{type(module).__name__}: in layer {index}, no {n_heads * head_dim}->{hidden} linear map ran "
-                    "on the heads' outputs in a test forward pass; this architecture is not supported")
-        projections = tuple(c[-1] for c in called)
-    else:
-        projections = tuple(c[0] for c in candidates)
-    layout = HeadLayout(n_layers=n_layers, n_heads=n_heads, head_dim=head_dim, hidden_size=hidden,
-                        projections=projections, names=tuple(names[p] for p in projections))
-    _LAYOUTS[module] = layout
-    return layout
-
-
-# ---- Knocking heads out --------------------------------------------------------------------------------
-
-def check_heads(heads, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    """The heads as sorted (layer, head) pairs of ints; ValueError naming the first one that does not exist."""
-    checked = []
-    for item in heads:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2
-                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in item)):
-            raise ValueError(f"a head must be a (layer, head) pair of integers, got {item!r}")
-        layer, head = int(item[0]), int(item[1])
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"head ({layer}, {head}): layer {layer} is out of range: this model has {n_layers} "
-                             f"layers (0-{n_layers - 1})")
-        if not 0 <= head < n_heads:
-            raise ValueError(f"head ({layer}, {head}): head {head} is out of range: this model has {n_heads} "
-                             f"heads per layer (0-{n_heads - 1})")
-        if (layer, head) in checked:
-            raise ValueError(f"head ({layer}, {head}) is listed twice")
-        checked.append((layer, head))
-    return sorted(checked)
-
-
-def _slice_hook(columns: list[slice], values: list[torch.Tensor | None]):
-    """A pre-hook that replaces column slices of the projection's input: by 0 (value None) or by a vector."""
-    def hook(_module, args):
-        if not args:
-            raise RuntimeError("the output projection was called without a positional input; cannot ablate")
-        replaced = args[0].clone()
-        for cols, value in zip(columns, values):
-            replaced[..., cols] = 0.0 if value is None else value.to(replaced.device, replaced.dtype)
-        return (replaced, *args[1:])
-    return hook
-
-
-@contextlib.contextmanager
-def ablate_heads(model, heads, mode: str = DEFAULT_MODE, means: torch.Tensor | None = None):
-    """Knock out `heads` ((layer, head) pairs) inside the with-block; the hooks are removed on exit, even on errors.
-
-    zero ablation (default): the head's slice of the output projection's input is set to 0.
-    mean ablation: it is set to `means[layer, head]`, a (layers, heads, head_dim) tensor from `head_output_means`.
-    `model` is a LoadedModel or any Transformers module holding the layers (an LM wrapping the same base works).
-    """
-    layout = head_layout(model)
-    heads = check_heads(heads, layout.n_layers, layout.n_heads)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "mean":
-        expected = (layout.n_layers, layout.n_heads, layout.head_dim)
-        if means is None:
-            raise ValueError("mean ablation needs `means`: compute them with head_output_means(model, texts)")
-        if tuple(means.shape) != expected:
-            raise ValueError(f"means has shape {tuple(means.shape)}; this model needs {expected}")
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
-    handles = []
-    try:
-        for layer, layer_heads in by_layer.items():
-            columns = [slice(h * layout.head_dim, (h + 1) * layout.head_dim) for h in layer_heads]
-            values = [None if mode == "zero" else means[layer, h] for h in layer_heads]
-            handles.append(layout.projections[layer].register_forward_pre_hook(_slice_hook(columns, values)))
-        yield heads
-    finally:
-        for handle in handles:
-            handle.remove()
+# The hook machinery lives in probing.hooks; these names stay importable from here.
+_as_module = as_module
 
 
 def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int = 4096) -> torch.Tensor:
