@@ -365,7 +365,7 @@ def _broadcast_writer(patches, is_z: bool, query: int | None):
 
 # ---- pattern: each head's attention probabilities -----------------------------------------------------
 
-_PATTERN_EDITS: dict[int, Callable] = {}     # id(attention module) -> fn(pattern) -> pattern | None
+_PATTERN_EDITS: dict[int, list[Callable]] = {}   # id(attention module) -> edits, applied in the order entered
 _PATTERN_LOCK = threading.RLock()
 
 
@@ -373,13 +373,12 @@ def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
     """The registered attention function: the model's own eager attention, then this module's pattern edit."""
     eager = sys.modules[type(module).__module__].eager_attention_forward
     output, pattern = eager(module, query, key, value, attention_mask, **kwargs)
-    edit = _PATTERN_EDITS.get(id(module))
-    if edit is None:
+    new = pattern
+    for edit in _PATTERN_EDITS.get(id(module), ()):
+        edited = edit(new)
+        new = new if edited is None else edited.to(pattern.dtype)
+    if new is pattern:
         return output, pattern
-    new = edit(pattern)
-    if new is None:
-        return output, pattern
-    new = new.to(pattern.dtype)
     repeat = new.shape[1] // value.shape[1]          # GQA: query head h reads key/value head h // repeat
     value = value.repeat_interleave(repeat, dim=1) if repeat > 1 else value
     output = torch.matmul(new, value).transpose(1, 2).contiguous()
@@ -437,8 +436,8 @@ def edit_pattern(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor |
                         lambda _m, _args, output, fn=fn: fn(output)))
                 for attention in interface:
                     _register_interface()
-                    _PATTERN_EDITS[id(attention)] = fn
-                    registered.append(id(attention))
+                    _PATTERN_EDITS.setdefault(id(attention), []).append(fn)
+                    registered.append((id(attention), fn))
                     configs[id(attention.config)] = attention.config
             saved = {key: config._attn_implementation_internal for key, config in configs.items()}
             for config in configs.values():
@@ -452,8 +451,10 @@ def edit_pattern(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor |
         finally:
             for handle in handles:
                 handle.remove()
-            for key in registered:
-                _PATTERN_EDITS.pop(key, None)
+            for key, fn in registered:
+                _PATTERN_EDITS[key].remove(fn)
+                if not _PATTERN_EDITS[key]:
+                    del _PATTERN_EDITS[key]
 
 
 @contextlib.contextmanager
