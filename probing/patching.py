@@ -140,6 +140,13 @@ def _coarse_reason(reason: str) -> str:
     return reason
 
 
+def _coarse_counts(skipped: list[tuple[str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _id, reason in skipped:
+        counts[_coarse_reason(reason)] = counts.get(_coarse_reason(reason), 0) + 1
+    return counts
+
+
 def control_pairs(pairs: list[Pair], loaded: LoadedModel) -> PairSet:
     """Adverb <-> adverb pairs built from the negation pairs' corrupt (adverb) texts: the adverb is swapped for
     the next one in ADVERBS that keeps the pair usable, so the relation does not change but a word does."""
@@ -568,7 +575,7 @@ def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls
              + "; none are named when the behavioural gate fails"]
     return PatchingResult(model=loaded.name, relation=relation, readout="embedding", n_layers=n_layers,
                           n_heads=n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate,
-                          skipped={_coarse_reason(r): c for r, c in pair_set.skipped_counts().items()},
+                          skipped=_coarse_counts(pair_set.skipped),
                           skipped_pairs=pair_set.skipped, sanity=sanity, correlation=correlation, named=named,
                           control=control, seconds=round(time.perf_counter() - started, 1), notes=notes)
 
