@@ -26,6 +26,7 @@ on relation pairs beats its effect on control pairs (paired, clustered, maxT-cor
 """
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from probing import hooks, stats
 from probing.models import LoadedModel
@@ -58,6 +60,7 @@ class Pair:
     corrupt_source: tuple[int, int]
     clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
     group: str = ""                        # resampling unit (defaults to the pair id)
+    answers: tuple[str, str] | None = None  # LM readout: (the answer the clean text favours, the corrupt's)
 
 
 @dataclass
@@ -104,6 +107,47 @@ def collect_pairs(examples) -> PairSet:
     return PairSet(pairs, skipped)
 
 
+def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
+    """NEG-136-style pairs for a language-model readout, from negated rows whose meta has `context_neg`,
+    `target_aff` and `target_neg`: clean = the negated context ("A trout is not a"), corrupt = the same with the
+    cue swapped for the first adverb of as many pieces ("A trout is really a"); the answers are (target_neg,
+    target_aff), so a model that reads "not" favours the first after the clean context. A masked LM reads a
+    mask after the context ("A trout is not a [MASK]."); a decoder reads its last position."""
+    mask = loaded.tokenizer.mask_token if masked else None
+    if masked and mask is None:
+        raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
+    pairs, skipped = [], []
+    for example in examples:
+        meta = example.meta or {}
+        if example.relation != "negation" or not {"context_neg", "target_aff", "target_neg"} <= set(meta):
+            continue
+        pair_id, context = str(meta.get("pair", example.id)), str(meta["context_neg"])
+        cue = re.search(r"\bnot\b", context)
+        if cue is None:
+            skipped.append((pair_id, "the cue is a contraction (n't): no adverb swaps it piece for piece"
+                            if "n't" in context or "n’t" in context else "no 'not' in the context"))
+            continue
+        suffix = f" {mask}." if masked else ""
+        clean = context + suffix
+        for adverb in ADVERBS:
+            corrupt = context[:cue.start()] + adverb + context[cue.end():] + suffix
+            pair = Pair(id=pair_id, relation="negation", clean=clean, corrupt=corrupt, clean_source=cue.span(),
+                        corrupt_source=(cue.start(), cue.start() + len(adverb)), group=pair_id,
+                        answers=(str(meta["target_neg"]), str(meta["target_aff"])))
+            if usable(loaded, pair, check_answers=False)[0]:
+                pairs.append(pair)
+                break
+        else:
+            skipped.append((pair_id, "no adverb with as many pieces as 'not'"))
+    return PairSet(pairs, skipped)
+
+
+def _answer_ids(loaded: LoadedModel, answers: tuple[str, str]) -> tuple[int, int]:
+    """Each answer's first piece as the model would write it next: after a space for a decoder."""
+    prefix = " " if loaded.is_causal else ""
+    return tuple(loaded.tokenizer(prefix + word, add_special_tokens=False)["input_ids"][0] for word in answers)
+
+
 def _pieces(loaded: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     encoded = loaded.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=loaded.max_length)
     return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
@@ -113,8 +157,9 @@ def _span_pieces(offsets, span) -> set[int]:
     return {i for i, (s, e) in enumerate(offsets) if e > s and s < span[1] and span[0] < e}
 
 
-def usable(loaded: LoadedModel, pair: Pair) -> tuple[bool, str, dict]:
-    """(usable, reason if not, token info): same number of pieces, differing only in the swapped word's pieces."""
+def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple[bool, str, dict]:
+    """(usable, reason if not, token info): same number of pieces, differing only in the swapped word's pieces;
+    with answers, also two answers that start with different pieces and a readout position."""
     clean_ids, clean_offsets = _pieces(loaded, pair.clean)
     corrupt_ids, corrupt_offsets = _pieces(loaded, pair.corrupt)
     clean_word = pair.clean[slice(*pair.clean_source)]
@@ -129,7 +174,19 @@ def usable(loaded: LoadedModel, pair: Pair) -> tuple[bool, str, dict]:
     if not differ <= swapped:
         return False, "the texts differ outside the swapped word's pieces (or the word has a different number of pieces)", {}
     target = sorted(_span_pieces(clean_offsets, pair.clean_target)) if pair.clean_target else []
-    return True, "", {"ids": (clean_ids, corrupt_ids), "source": sorted(swapped), "target": target}
+    info = {"ids": (clean_ids, corrupt_ids), "source": sorted(swapped), "target": target}
+    if pair.answers is not None and check_answers:
+        answer_ids = _answer_ids(loaded, pair.answers)
+        if answer_ids[0] == answer_ids[1]:
+            return False, "the two answers start with the same piece", {}
+        if loaded.is_causal:
+            position = len(clean_ids) - 1
+        elif loaded.tokenizer.mask_token_id in clean_ids:
+            position = clean_ids.index(loaded.tokenizer.mask_token_id)
+        else:
+            return False, "no mask token in the text: a masked LM has nowhere to read the answer", {}
+        info.update(answer_ids=answer_ids, position=position)
+    return True, "", info
 
 
 def _coarse_reason(reason: str) -> str:
@@ -187,10 +244,25 @@ def suggest_twin(text: str) -> tuple[str, str] | None:
 
 # ---- One pair: every head's patched runs in one batch -------------------------------------------------
 
-def _forward(module, ids: torch.Tensor) -> torch.Tensor:
-    """Final hidden states [batch, pos, d_model] (no padding: a pair's texts have the same length)."""
+@dataclass(frozen=True)
+class LogitReadout:
+    """The logit difference answers[0] - answers[1] (token ids) at piece `position` of a language model's output:
+    a decoder's last position, or a masked LM's mask."""
+    lm: nn.Module
+    answers: tuple[int, int]
+    position: int
+
+
+def _run(module, ids: torch.Tensor, readout: LogitReadout | None) -> torch.Tensor:
+    """Embedding readout (readout None): the final hidden states [batch, pos, d_model]; logit readout: the logit
+    difference per row [batch] (float64). No padding: a pair's texts have the same length."""
     with torch.inference_mode():
-        return module(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.float()
+        if readout is None:
+            return module(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.float()
+        keep = ids.shape[1] - readout.position       # only the readout position's logits (a 262k vocabulary)
+        kwargs = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(module.forward).parameters else {}
+        logits = module(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).logits[:, -keep].double()
+        return logits[:, readout.answers[0]] - logits[:, readout.answers[1]]
 
 
 def _readout(hidden: torch.Tensor, e_clean: torch.Tensor, e_corrupt: torch.Tensor) -> torch.Tensor:
@@ -258,6 +330,7 @@ class PairPatch:
     attention: np.ndarray | None
     source_pattern: np.ndarray
     seconds: float
+    readout: str = "embedding"
 
     @property
     def table(self) -> pd.DataFrame:
@@ -272,38 +345,48 @@ class PairPatch:
 
     def to_dict(self) -> dict:
         return {"clean": self.clean, "corrupt": self.corrupt, "tokens": self.tokens, "source": self.source,
-                "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds,
+                "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist()}
 
 
-def _patch_ids(loaded: LoadedModel, clean_ids: list[int], corrupt_ids: list[int], source: list[int],
-               target: list[int], kinds, max_rows: int) -> dict:
-    """The batched core: one base run of both texts (caching z and patterns), then every head's patched runs."""
+def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
+               kinds, max_rows: int, readout: LogitReadout | None = None) -> dict:
+    """The batched core: one base run of both texts (caching z and patterns), then every head's patched runs.
+
+    Returns raw readout values v (embedding: <e(run), e(clean) - e(corrupt)>; logits: the logit difference):
+    `values[kind]` [layers, heads] of the patched runs, `clean`/`corrupt` of the unpatched runs and the sanity
+    runs' values; `_normalise` turns them into effects."""
     started = time.perf_counter()
-    module = hooks.as_module(loaded)
-    layout = hooks.head_layout(loaded)
+    layout = hooks.head_layout(module)
     device = next(module.parameters()).device
     ids = torch.tensor([clean_ids, corrupt_ids], device=device)
     first_layer_input = {}
-    with hooks.cache_z(loaded) as z, hooks.cache_pattern(loaded) as patterns:
+    with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns:
         # records the hidden states entering the first layer (for the embedding sanity check)
         def remember(_module, args, kwargs):
             first_layer_input["h"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
         handle = layout.layers[0].register_forward_pre_hook(remember, with_kwargs=True)
         try:
-            hidden = _forward(module, ids)
+            base = _run(module, ids, readout)
         finally:
             handle.remove()
-    e_clean, e_corrupt = hidden.double().mean(1)
+    if readout is None:
+        e_clean, e_corrupt = base.double().mean(1)
+        direction = e_clean - e_corrupt
+        value = lambda hidden: hidden.double().mean(1) @ direction          # noqa: E731
+        base_values, distance = value(base), float(torch.linalg.norm(direction))
+    else:
+        value = lambda out: out                                              # noqa: E731
+        base_values, distance = base, float(base[0] - base[1])
     source_t = torch.tensor(source)
     rows = _plan(layout.n_layers, layout.n_heads, kinds)
     rows += [_Row("sanity_own", -1, -1), _Row("sanity_own", -1, -1), _Row("sanity_embeddings", -1, -1)]
     # noising and the first own-run row start from clean; denoising, the second own row and the embedding
     # check start from corrupt
     inputs = [1 if r.kind.endswith("denoising") else 0 for r in rows[:-3]] + [0, 1, 1]
-    readouts = torch.empty(len(rows), dtype=torch.float64)
+    values = torch.empty(len(rows), dtype=torch.float64)
     for start in range(0, len(rows), max_rows):
         chunk = rows[start:start + max_rows]
         z_patches, pattern_patches = _chunk_patches(chunk, start, z, patterns, inputs, source_t,
@@ -311,23 +394,30 @@ def _patch_ids(loaded: LoadedModel, clean_ids: list[int], corrupt_ids: list[int]
         embed_rows = [i for i, r in enumerate(chunk) if r.kind == "sanity_embeddings"]
         batch = ids[[inputs[start + i] for i in range(len(chunk))]]
         embed_values = first_layer_input["h"][0].expand(len(embed_rows), -1, -1)
-        with hooks.replace_z(loaded, z_patches), hooks.replace_pattern(loaded, pattern_patches), \
-                hooks.replace_layer_input(loaded, 0, torch.tensor(embed_rows, dtype=torch.long), embed_values):
-            readouts[start:start + len(chunk)] = _readout(_forward(module, batch), e_clean, e_corrupt).cpu()
+        with hooks.replace_z(module, z_patches), hooks.replace_pattern(module, pattern_patches), \
+                hooks.replace_layer_input(module, 0, torch.tensor(embed_rows, dtype=torch.long), embed_values):
+            values[start:start + len(chunk)] = value(_run(module, batch, readout)).cpu()
     n = layout.n_layers * layout.n_heads
-    effects = {}
-    for index, kind in enumerate(kinds):
-        m = readouts[index * n:(index + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
-        effects[kind] = m if kind.endswith("denoising") else 1.0 - m
-    sanity = {"own_noising_max_abs": float(abs(1.0 - readouts[-3])),
-              "own_denoising_max_abs": float(abs(readouts[-2])),
-              "embedding_denoising": float(readouts[-1])}
+    by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
+               for i, kind in enumerate(kinds)}
     clean_patterns = torch.stack([patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                   # [L, H, k]
     attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
-    return {"effects": effects, "sanity": sanity, "distance": float(torch.linalg.norm(e_clean - e_corrupt)),
-            "attention": attention, "source_pattern": source_pattern.numpy(),
+    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
+            "distance": distance, "attention": attention, "source_pattern": source_pattern.numpy(),
             "seconds": time.perf_counter() - started}
+
+
+def _normalise(out: dict, scale: float) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Effects in units of `scale` (the clean - corrupt difference of the readout): noising = (v_clean - v) /
+    scale, denoising = (v - v_corrupt) / scale; with the pair's own difference as scale, clean = 1, corrupt = 0."""
+    effects = {kind: ((v - out["corrupt"]) if kind.endswith("denoising") else (out["clean"] - v)) / scale
+               for kind, v in out["values"].items()}
+    sanity = {"own_noising_max_abs": abs(out["clean"] - out["own_clean"]) / abs(scale),
+              "own_denoising_max_abs": abs(out["own_corrupt"] - out["corrupt"]) / abs(scale),
+              "embedding_denoising": 1.0 + (out["embedding"] - out["clean"]) / scale}
+    return effects, sanity
 
 
 def _check_kinds(kinds) -> tuple[str, ...]:
@@ -343,10 +433,55 @@ def _loaded(model) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model)
 
 
+_LM_CACHE: dict[str, tuple[nn.Module | None, str | None]] = {}
+
+
+def load_lm_model(loaded: LoadedModel):
+    """The checkpoint with its language-modelling head (causal or masked), or (None, reason) when it has none
+    trained (a sentence-embedding checkpoint: the head's weights are missing and would be random). The last
+    one loaded is kept."""
+    if loaded.path in _LM_CACHE:
+        return _LM_CACHE[loaded.path]
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if loaded.is_causal else AutoModelForMaskedLM
+    if not loaded.is_causal and loaded.tokenizer.mask_token_id is None:
+        return None, "the tokenizer has no mask token, so a masked-LM readout is impossible"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True)
+    except Exception as err:  # an architecture without an LM class, a missing file...
+        return None, f"no {auto.__name__[len('AutoModelFor'):]} head could be loaded ({type(err).__name__}: " \
+                     f"{str(err).splitlines()[0] if str(err) else ''})"
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        result = None, (f"the checkpoint has no trained language-modelling head ({len(missing)} weights missing, "
+                        f"e.g. {missing[0]}): a sentence-embedding model cannot score completions")
+    else:
+        result = lm.eval().to(next(loaded.model.parameters()).device), None
+    _LM_CACHE.clear()
+    _LM_CACHE[loaded.path] = result
+    return result
+
+
+def _language_model(loaded: LoadedModel) -> nn.Module:
+    lm, problem = load_lm_model(loaded)
+    if lm is None:
+        raise ValueError(f"the logit readout needs a language-modelling head: {problem}")
+    return lm
+
+
 def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | None = None,
-               kinds=KINDS, max_rows: int = 512) -> PairPatch:
+               kinds=KINDS, max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
-    from the tokens: the pieces that differ. ValueError when the pair is not a minimal pair."""
+    from the tokens: the pieces that differ. ValueError when the pair is not a minimal pair.
+
+    answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
+    their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
+    this pair's clean - corrupt difference."""
     loaded = _loaded(model)
     kinds = _check_kinds(kinds)
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
@@ -364,11 +499,28 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | Non
     word_ids = encoded.word_ids()
     if len({word_ids[i] for i in differ}) > 1:
         raise ValueError("the two texts differ in more than one word; patching needs a minimal pair")
-    out = _patch_ids(loaded, clean_ids, corrupt_ids, differ, [], kinds, max_rows)
+    module, readout = loaded.model, None
+    if answers is not None:
+        if len(answers) != 2 or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise ValueError(f"answers must be two non-empty words, got {answers!r}")
+        swapped = (clean_offsets[differ[0]][0], clean_offsets[differ[-1]][1])
+        pair = Pair(id="pair", relation=relation or "", clean=clean_text, corrupt=corrupt_text,
+                    clean_source=swapped, corrupt_source=swapped, answers=tuple(answers))
+        ok, reason, info = usable(loaded, pair)
+        if not ok:
+            raise ValueError(reason)
+        module = _language_model(loaded)
+        readout = LogitReadout(module, info["answer_ids"], info["position"])
+    out = _patch_ids(module, clean_ids, corrupt_ids, differ, [], kinds, max_rows, readout)
+    scale = out["clean"] - out["corrupt"]
+    if abs(scale) < 1e-9:
+        raise ValueError("the two texts give the same readout: there is nothing to patch")
+    effects, sanity = _normalise(out, scale)
     tokens = loaded.tokenizer.convert_ids_to_tokens(clean_ids)
     return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=differ,
-                     effects=out["effects"], sanity=out["sanity"], distance=out["distance"],
-                     attention=None, source_pattern=out["source_pattern"], seconds=out["seconds"])
+                     effects=effects, sanity=sanity, distance=out["distance"],
+                     attention=None, source_pattern=out["source_pattern"], seconds=out["seconds"],
+                     readout="embedding" if readout is None else "logits")
 
 
 # ---- Many pairs: effects, statistics, behaviour gate, controls, attention vs effect --------------------
@@ -437,18 +589,34 @@ def rank_correlation(attention: np.ndarray, per_pair: np.ndarray, n_boot: int, s
             "ci_high": float(np.nanquantile(boot, 0.975)), "n_heads": int(len(attention))}
 
 
-def _run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress) -> tuple[list, list, PairSet]:
-    """Patch every usable pair; unusable ones join the skipped list with their reason."""
+def _run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
+    """Patch every usable pair (through `lm` with the logit readout when given); unusable ones join the skipped
+    list with their reason. Effects are not normalised yet (see `_normalise`)."""
     from tqdm import tqdm
     outs, kept, skipped = [], [], list(pair_set.skipped)
     for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
-        ok, reason, info = usable(loaded, pair)
+        ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
         if not ok:
             skipped.append((pair.id, reason))
             continue
-        outs.append(_patch_ids(loaded, *info["ids"], info["source"], info["target"], kinds, max_rows))
+        readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
+        outs.append(_patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
+                               kinds, max_rows, readout))
         kept.append(pair)
     return outs, kept, PairSet(kept, skipped)
+
+
+def _normalise_all(outs: list[dict], per_pair_scale: bool) -> float | None:
+    """Adds effects and sanity to every pair's output. The embedding readout divides by each pair's own
+    clean - corrupt difference (> 0 for any real swap); the logit readout by the mean difference over pairs,
+    because one pair's difference can be near 0 and would blow its effects up (Wang et al. 2022 normalise the
+    same way). Returns the common scale, or None."""
+    scale = None if per_pair_scale else float(np.mean([o["clean"] - o["corrupt"] for o in outs]))
+    if scale is not None and abs(scale) < 1e-12:
+        scale = 1e-12 if scale >= 0 else -1e-12      # no behaviour: effects are meaningless, the gate says so
+    for o in outs:
+        o["effects"], o["sanity"] = _normalise(o, o["clean"] - o["corrupt"] if per_pair_scale else scale)
+    return scale
 
 
 def _check_options(n_boot, n_perm, alpha, max_pairs):
@@ -479,13 +647,55 @@ def _gate(distances: np.ndarray, control_distances: np.ndarray | None, n_boot: i
     return gate
 
 
-def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls: bool = True,
-                n_boot: int = 1000, n_perm: int = 10000, alpha: float = 0.05, seed: int = 0,
+READOUTS = ("auto", "embedding", "logits")
+
+
+def _has_completions(examples) -> bool:
+    return any(e.relation == "negation" and {"context_neg", "target_aff", "target_neg"} <= set(e.meta or {})
+               for e in examples)
+
+
+def _choose_pairs(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | None, str]:
+    """(pairs, the LM for a logit readout or None, the readout's description). `auto` takes the logit readout
+    when the rows carry NEG-136-style answers and the model has a trained language-modelling head."""
+    completions = _has_completions(examples)
+    lm, problem = (None, "the rows carry no answers (NEG-136-style context_neg, target_aff, target_neg)")
+    if readout in ("auto", "logits") and completions:
+        lm, problem = load_lm_model(loaded)
+    if readout == "logits" and lm is None:
+        raise ValueError(f"the logit readout is impossible here: {problem} (coreference twins have no logit "
+                         "readout yet: use readout='embedding')")
+    if lm is not None:
+        where = "the last position" if loaded.is_causal else "the mask after the context"
+        return (completion_pairs(examples, loaded, masked=not loaded.is_causal), lm,
+                f"logit difference target_neg - target_aff (first pieces) at {where}")
+    pair_set = collect_pairs(examples)
+    if not pair_set.pairs and completions:
+        pair_set = completion_pairs(examples, loaded, masked=False)
+    return pair_set, None, "embedding: mean-pooled final hidden states projected on clean - corrupt"
+
+
+def _logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups) -> dict:
+    """Behaviour first, LM readout: does "not" move the logit difference toward the negated answer?"""
+    low, high = stats.bootstrap_ci(differences[:, None], n_boot, seed=seed, groups=groups)
+    passed = bool(low[0] > 0)
+    return {"measure": "logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb), "
+                       "mean over pairs", "clean_minus_corrupt": float(differences.mean()),
+            "ci": [float(low[0]), float(high[0])], "passed": passed,
+            "note": "passes when the CI is above 0" + ("" if passed else
+                    ": it is not, so there is no behaviour to localise and no head is named")}
+
+
+def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attention_scores=None,
+                controls: bool = True, n_boot: int = 1000, n_perm: int = 10000, alpha: float = 0.05, seed: int = 0,
                 max_pairs: int | None = None, max_rows: int = 512, progress: bool = False) -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal
     pairs in `examples`, with CIs, maxT p_fwer, the behavioural gate, control pairs (negation: adverb <->
     adverb) and the attention-vs-effect rank correlation.
 
+    readout: "embedding" (mean-pooled final hidden states), "logits" (the LM's logit difference between the
+    two answers of NEG-136-style rows: meta context_neg, target_aff, target_neg) or "auto" (logits when the
+    rows have answers and the model a trained LM head). Control pairs run with the embedding readout only.
     attention_scores: optional per-head scores to correlate with (a heads table with layer, head and one score
     column named in `attention_scores.attrs["score"]`, or a [layers, heads] array); without it, the clean
     run's attention from the source word to the target word is used."""
@@ -493,18 +703,22 @@ def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls
     loaded = _loaded(model)
     kinds = _check_kinds(kinds)
     _check_options(n_boot, n_perm, alpha, max_pairs)
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     hooks.head_layout(loaded)   # fail early on an unsupported architecture
-    pair_set = collect_pairs(examples)
+    pair_set, lm, readout_text = _choose_pairs(loaded, examples, readout)
     if max_pairs is not None:
         pair_set = PairSet(pair_set.pairs[:max_pairs], pair_set.skipped)
     if not pair_set.pairs:
         raise ValueError("no clean/corrupt pairs in these examples: patching needs rows paired by meta.pair "
-                         "(negation: role negated + control) or meta.twin with meta.twin_role")
+                         "(negation: role negated + control), meta.twin with meta.twin_role, or NEG-136-style "
+                         f"rows; skipped: {_coarse_counts(pair_set.skipped)}")
     relation = pair_set.pairs[0].relation
-    outs, kept, pair_set = _run_pairs(loaded, pair_set, kinds, max_rows, progress)
+    outs, kept, pair_set = _run_pairs(loaded, pair_set, kinds, max_rows, progress, lm)
     if not outs:
         raise ValueError(f"none of the {len(pair_set.skipped)} pairs is usable: "
                          f"{pair_set.skipped_counts()}")
+    scale = _normalise_all(outs, per_pair_scale=lm is None)
     n_layers, n_heads = hooks.head_layout(loaded).n_layers, hooks.head_layout(loaded).n_heads
     groups = [p.group or p.id for p in kept]
     per_pair = {kind: np.stack([o["effects"][kind].reshape(-1) for o in outs]) for kind in kinds}
@@ -519,10 +733,11 @@ def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls
         table["attention"] = np.stack(raw_attention).reshape(len(outs), -1).mean(0)
     distances = np.array([o["distance"] for o in outs])
     control, control_distances = {}, None
-    if controls and relation == "negation":
+    if controls and relation == "negation" and lm is None:
         control_set = control_pairs(kept, loaded)
         control_outs, control_kept, control_set = _run_pairs(loaded, control_set, kinds[:2] if len(kinds) >= 2
                                                              else kinds, max_rows, False)
+        _normalise_all(control_outs, per_pair_scale=True)
         control = {"built_from": "each negation pair's adverb control, with its adverb swapped for the next adverb "
                                  f"in {list(ADVERBS)} of as many pieces", "n_pairs": len(control_outs),
                    "skipped": control_set.skipped_counts()}
@@ -545,7 +760,9 @@ def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls
                 distances_g, control_g = distances[keep], control_distances[keep]
             else:
                 distances_g, control_g = distances, control_distances
-    if control_distances is not None:
+    if lm is not None:
+        gate = _logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups)
+    elif control_distances is not None:
         gate = _gate(distances_g, control_g, n_boot, seed, [groups[i] for i in range(len(kept))
                                                              if not np.isnan(control_distances[i])])
     else:
@@ -565,15 +782,23 @@ def patch_heads(model, examples, *, kinds=KINDS, attention_scores=None, controls
     sanity = {"own_activations_max_abs": float(max(max(o["sanity"]["own_noising_max_abs"],
                                                         o["sanity"]["own_denoising_max_abs"]) for o in outs)),
               "embedding_denoising_max_error": float(max(abs(o["sanity"]["embedding_denoising"] - 1) for o in outs))}
+    if scale is not None and abs(scale) <= 1e-12:
+        sanity["note"] = "the mean clean - corrupt difference is 0: effects are not meaningful"
     sanity["passed"] = bool(sanity["own_activations_max_abs"] <= SANITY_TOLERANCE
                             and sanity["embedding_denoising_max_error"] <= SANITY_TOLERANCE)
     if not sanity["passed"]:
         raise RuntimeError(f"patching sanity checks failed: {sanity}; the hooks do not patch what they should")
-    notes = ["readout: mean-pooled final hidden states projected on clean - corrupt (clean = 1, corrupt = 0)",
+    notes = [f"readout: {readout_text}; "
+             + ("each pair's effects divided by its own clean - corrupt difference (clean = 1, corrupt = 0)"
+                if scale is None else f"effects divided by the mean clean - corrupt difference over pairs "
+                f"({scale:.4g}), so clean = 1 and corrupt = 0 on average"),
              f"named heads: p_fwer < {alpha} (maxT over all heads, one-sided effect > 0)"
              + (" and, for negation, effect > control-pair effect at p_fwer < alpha" if control else "")
              + "; none are named when the behavioural gate fails"]
-    return PatchingResult(model=loaded.name, relation=relation, readout="embedding", n_layers=n_layers,
+    if lm is not None and controls and relation == "negation":
+        notes.append("no adverb <-> adverb control pairs with the logit readout: the answers' contrast is the "
+                     "control (an adverb swap does not change which answer is true)")
+    return PatchingResult(model=loaded.name, relation=relation, readout=readout_text, n_layers=n_layers,
                           n_heads=n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate,
                           skipped=_coarse_counts(pair_set.skipped),
                           skipped_pairs=pair_set.skipped, sanity=sanity, correlation=correlation, named=named,
