@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     parser.add_argument("--n-perm", type=int, default=10000, help="sign flips for the maxT tests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readout", choices=["auto", "embedding", "logits"], default="auto",
+                        help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
+                        "trained LM head, else the sentence embedding")
+    parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
+                        "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
@@ -34,29 +39,37 @@ def _attention_scores(loaded, examples, relation: str, n_boot: int):
     return table
 
 
+def _pair_key(example) -> str:
+    meta = example.meta or {}
+    return str(meta.get("twin", meta.get("pair", example.id)))
+
+
 def run(args: argparse.Namespace) -> int:
     from probing.examples import load_examples
     from probing.models import load_model
-    from probing.patching import collect_pairs, patch_heads
+    from probing.patching import KINDS, patch_heads
     out = prepare_out_dir(args.out, PATCH_FILES, args.force)
     examples, _report = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
-    pairs = collect_pairs(examples).pairs
     if args.limit is not None:
-        keep = {p.clean for p in pairs[:args.limit]} | {p.corrupt for p in pairs[:args.limit]}
-        examples = [e for e in examples if e.text in keep]
-    relation = pairs[0].relation if pairs else "negation"
+        # the first N pairs (rows sharing meta.pair or meta.twin; an unpaired row is its own pair)
+        keys = list(dict.fromkeys(_pair_key(e) for e in examples))[:args.limit]
+        examples = [e for e in examples if _pair_key(e) in set(keys)]
+    kinds = KINDS if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
-    result = patch_heads(loaded, examples, attention_scores=scores, n_boot=args.n_boot, n_perm=args.n_perm,
-                         seed=args.seed, progress=True)
+    result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
+                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, out, args.data)
     gate = result.gate
     print(f"{result.model} | {args.data} | {result.relation} | {len(result.pair_ids)} pairs | skipped {result.skipped}")
-    print(f"gate: {'passed' if gate['passed'] else 'FAILED'} ({gate['clean_minus_corrupt']:.3f}"
+    print(f"readout: {result.readout}")
+    print(f"gate: {'passed' if gate['passed'] else 'FAILED'} ({gate['clean_minus_corrupt']:.3f} "
+          f"[{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]"
           + (f", vs control {gate['relation_minus_control']:+.3f} [{gate['relation_minus_control_ci'][0]:+.3f}, "
              f"{gate['relation_minus_control_ci'][1]:+.3f}]" if "control_mean" in gate else "") + ")")
-    for kind in ("noising", "denoising"):
+    for kind in (k for k in ("noising", "denoising") if k in result.per_pair):
         top = ", ".join(f"{l}-{h} ({v:+.3f})" for l, h, v in result.top(kind, 5))
         print(f"top {kind}: {top}; named: {', '.join(f'{l}-{h}' for l, h in result.named[kind]) or 'none'}")
         if kind in result.correlation:

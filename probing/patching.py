@@ -45,6 +45,7 @@ ADVERBS = ("really", "actually", "also", "certainly", "probably", "still", "alre
 TWIN_WORDS = {"not": "really", "really": "not", "he": "she", "she": "he", "him": "her", "his": "her",
               "her": "his", "himself": "herself", "herself": "himself"}
 SANITY_TOLERANCE = 1e-5
+LOGIT_SANITY_TOLERANCE = 1e-3    # in logits: see patch_heads
 
 
 # ---- Pairs ---------------------------------------------------------------------------------------------
@@ -784,8 +785,16 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
               "embedding_denoising_max_error": float(max(abs(o["sanity"]["embedding_denoising"] - 1) for o in outs))}
     if scale is not None and abs(scale) <= 1e-12:
         sanity["note"] = "the mean clean - corrupt difference is 0: effects are not meaningful"
-    sanity["passed"] = bool(sanity["own_activations_max_abs"] <= SANITY_TOLERANCE
-                            and sanity["embedding_denoising_max_error"] <= SANITY_TOLERANCE)
+    if lm is None:
+        sanity["passed"] = bool(sanity["own_activations_max_abs"] <= SANITY_TOLERANCE
+                                and sanity["embedding_denoising_max_error"] <= SANITY_TOLERANCE)
+    else:
+        # float32 logits of a large vocabulary differ by ~1e-5 between batch sizes (other GEMM kernels): the
+        # check is on the raw logit difference, in logits
+        sanity["max_abs_error_logits"] = float(max(max(abs(o["clean"] - o["own_clean"]), abs(o["own_corrupt"] - o["corrupt"]),
+                                                       abs(o["embedding"] - o["clean"])) for o in outs))
+        sanity["tolerance_logits"] = LOGIT_SANITY_TOLERANCE
+        sanity["passed"] = bool(sanity["max_abs_error_logits"] <= LOGIT_SANITY_TOLERANCE)
     if not sanity["passed"]:
         raise RuntimeError(f"patching sanity checks failed: {sanity}; the hooks do not patch what they should")
     notes = [f"readout: {readout_text}; "

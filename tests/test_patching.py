@@ -149,3 +149,121 @@ def test_cli_end_to_end(tmp_path):
     one = patching.patch_pair(load_model("minilm"), chosen[0].text, chosen[1].text)
     assert (out / "patching.png").stat().st_size > 0 and "Behaviour first" in (out / "report.md").read_text()
     assert np.isfinite(one.effects["noising"]).all()
+
+
+# ---- The logit readout (models with a language-modelling head) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_masked_path(tmp_path_factory):
+    """A 2-layer x 2-head BertForMaskedLM with random weights and MiniLM's tokenizer (it has a mask token)."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from probing.models import resolve_path
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny-bert-mlm")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("minilm"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _plain_logit_effects(lm, ids, position, answers):
+    """Logit-difference noising/denoising per head, one forward per head, with a hand-written pre-hook."""
+    layout = hooks.head_layout(lm)
+    inputs = {}
+    handles = [p.register_forward_hook(lambda m, a, o, l=l: inputs.__setitem__(l, a[0].clone()))
+               for l, p in enumerate(layout.projections)]
+
+    def diff(batch):
+        with torch.inference_mode():
+            logits = lm(input_ids=batch).logits[:, position].double()
+        return logits[:, answers[0]] - logits[:, answers[1]]
+    v_clean, v_corrupt = diff(ids).tolist()
+    for h in handles:
+        h.remove()
+    noising = np.zeros((layout.n_layers, layout.n_heads))
+    denoising = np.zeros_like(noising)
+    d = layout.head_dim
+    for layer in range(layout.n_layers):
+        for head in range(layout.n_heads):
+            for run, out in ((0, noising), (1, denoising)):
+                source = inputs[layer][1 - run, :, head * d:(head + 1) * d]
+
+                def hook(_m, args):
+                    x = args[0].clone()
+                    x[..., head * d:(head + 1) * d] = source
+                    return (x,)
+                handle = layout.projections[layer].register_forward_pre_hook(hook)
+                v = float(diff(ids[run:run + 1])[0])
+                handle.remove()
+                out[layer, head] = (v_clean - v if run == 0 else v - v_corrupt) / (v_clean - v_corrupt)
+    return noising, denoising, v_clean - v_corrupt
+
+
+@pytest.mark.parametrize("fixture", ["tiny_causal_path", "tiny_masked_path"])
+def test_logit_readout_sanity_and_plain_agreement(fixture, request):
+    loaded = load_model(request.getfixturevalue(fixture))
+    mask = "" if loaded.is_causal else f" {loaded.tokenizer.mask_token}."
+    clean, corrupt = "A trout is not a" + mask, "A trout is really a" + mask
+    result = patching.patch_pair(loaded, clean, corrupt, answers=("tool", "fish"))
+    assert result.readout == "logits"
+    assert result.sanity["own_noising_max_abs"] <= 1e-5 and abs(result.sanity["embedding_denoising"] - 1) <= 1e-5
+    lm, _ = patching.load_lm_model(loaded)
+    ids = torch.tensor([loaded.tokenizer(clean)["input_ids"], loaded.tokenizer(corrupt)["input_ids"]])
+    position = ids.shape[1] - 1 if loaded.is_causal else ids[0].tolist().index(loaded.tokenizer.mask_token_id)
+    answers = patching._answer_ids(loaded, ("tool", "fish"))
+    noising, denoising, scale = _plain_logit_effects(lm, ids, position, answers)
+    # compared in logits (effect x scale): a random model's clean - corrupt difference is small
+    np.testing.assert_allclose(result.effects["noising"] * scale, noising * scale, atol=1e-5)
+    np.testing.assert_allclose(result.effects["denoising"] * scale, denoising * scale, atol=1e-5)
+    assert np.abs(result.effects["noising"]).max() > 1e-3
+
+
+def _neg136_rows(n):
+    items = [("trout", "fish", "tool"), ("bee", "insect", "building"), ("rose", "flower", "tree"),
+             ("hammer", "tool", "fish"), ("ant", "insect", "vegetable"), ("oak", "tree", "animal")]
+    rows = []
+    for i, (noun, aff, neg) in enumerate(items[:n]):
+        context = f"A {noun} is not a"
+        text = f"{context} {aff}."
+        start = text.index("not")
+        rows.append(Example(text=text, relation="negation", source_span=(start, start + 3),
+                            target_span=(start + 4, start + 5), id=f"neg136:{i}",
+                            meta={"pair": f"neg136:{i}", "group": f"neg136:{i}", "context_neg": context,
+                                  "context_aff": f"A {noun} is a", "target_aff": aff, "target_neg": neg}))
+    rows.append(Example(text="The dogs weren't barking.", relation="negation", source_span=(12, 15),
+                        target_span=(16, 23), id="neg136:x",
+                        meta={"pair": "neg136:x", "context_neg": "The dogs weren't", "context_aff": "The dogs were",
+                              "target_aff": "barking", "target_neg": "sleeping"}))
+    return rows
+
+
+def test_completion_pairs_and_logit_gate(tiny_causal_path, tiny_masked_path, minilm):
+    rows = _neg136_rows(6)
+    causal = load_model(tiny_causal_path)
+    pairs = patching.completion_pairs(rows, causal, masked=False)
+    assert len(pairs.pairs) == 6 and "contraction" in pairs.skipped[0][1]
+    assert (pairs.pairs[0].clean, pairs.pairs[0].corrupt) == ("A trout is not a", "A trout is really a")
+    assert pairs.pairs[0].answers == ("tool", "fish")
+    masked = patching.completion_pairs(rows, load_model(tiny_masked_path), masked=True)
+    assert masked.pairs[0].clean == "A trout is not a [MASK]."
+    result = patching.patch_heads(causal, rows, kinds=("noising", "denoising"), n_boot=200, n_perm=200)
+    assert result.readout.startswith("logit difference") and result.sanity["passed"]
+    gate = result.gate
+    assert len(result.pair_ids) == 6 and gate["ci"][0] <= gate["clean_minus_corrupt"] <= gate["ci"][1]
+    assert gate["passed"] == (gate["ci"][0] > 0)
+    assert gate["passed"] or all(not heads for heads in result.named.values())
+    with pytest.raises(ValueError, match="language-modelling head"):
+        patching.patch_heads(minilm, rows, readout="logits", n_boot=10, n_perm=10)
+    embedding = patching.patch_heads(minilm, rows[:2], kinds=("noising",), readout="auto", controls=False,
+                                     n_boot=10, n_perm=10)
+    assert embedding.readout.startswith("embedding") and len(embedding.pair_ids) == 2
+
+
+def test_logit_gate_by_hand():
+    no_behaviour = patching._logit_gate(np.array([1.0, -1.0, 0.5, -0.5]), 500, 0, None)
+    assert not no_behaviour["passed"] and "no behaviour to localise" in no_behaviour["note"]
+    assert no_behaviour["clean_minus_corrupt"] == 0.0
+    behaviour = patching._logit_gate(np.array([1.0, 1.2, 0.9, 1.1]), 500, 0, None)
+    assert behaviour["passed"] and behaviour["ci"][0] >= 0.9

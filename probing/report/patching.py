@@ -91,7 +91,9 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
              f"{result.relation}; {len(result.pair_ids)} usable pairs; {result.n_layers} layers x {result.n_heads} "
              f"heads (0-indexed, layer-head); readout: {result.readout}; {result.seconds:.0f} s.", "",
              "## Behaviour first", ""]
-    text = (f"Mean ||e(clean) - e(corrupt)|| = {gate['clean_minus_corrupt']:.3f} "
+    measure = "||e(clean) - e(corrupt)||" if result.readout.startswith("embedding") else \
+        "logit difference (target_neg - target_aff), clean - corrupt,"
+    text = (f"Mean {measure} = {gate['clean_minus_corrupt']:.3f} "
             f"[{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]")
     if "control_mean" in gate:
         low, high = gate["relation_minus_control_ci"]
@@ -103,7 +105,12 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
               f"- patching each run with its own activations: max |effect| = "
               f"{result.sanity['own_activations_max_abs']:.2e} (must be 0)",
               f"- patching the hidden states entering the first layer from the clean run: max |denoising - 1| = "
-              f"{result.sanity['embedding_denoising_max_error']:.2e} (must be <= 1e-5)", "",
+              f"{result.sanity['embedding_denoising_max_error']:.2e} (must be <= 1e-5)"]
+    if "max_abs_error_logits" in result.sanity:
+        lines.append(f"- logit readout: max |error| of both checks in raw logits = "
+                     f"{result.sanity['max_abs_error_logits']:.2e} (must be <= {result.sanity['tolerance_logits']:g}; "
+                     "float32 logits differ by ~1e-5 between batch sizes)")
+    lines += ["",
               "## Heads named (maxT-corrected)", ""]
     lines += [f"- {kind}: {_heads(heads)}" for kind, heads in result.named.items()]
     lines += ["", "## Top heads by effect", "",
