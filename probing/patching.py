@@ -388,8 +388,12 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     # check start from corrupt
     inputs = [1 if r.kind.endswith("denoising") else 0 for r in rows[:-3]] + [0, 1, 1]
     values = torch.empty(len(rows), dtype=torch.float64)
-    for start in range(0, len(rows), max_rows):
-        chunk = rows[start:start + max_rows]
+    # the sanity rows run as their own small batch: the own-pattern row edits every layer's pattern, which would
+    # send every row of a chunk through the slower pattern-editing attention
+    n_main = len(rows) - 3
+    starts = [(start, min(start + max_rows, n_main)) for start in range(0, n_main, max_rows)] + [(n_main, len(rows))]
+    for start, stop in starts:
+        chunk = rows[start:stop]
         z_patches, pattern_patches = _chunk_patches(chunk, start, z, patterns, inputs, source_t,
                                                     layout.n_layers, layout.n_heads)
         embed_rows = [i for i, r in enumerate(chunk) if r.kind == "sanity_embeddings"]
@@ -397,7 +401,7 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
         embed_values = first_layer_input["h"][0].expand(len(embed_rows), -1, -1)
         with hooks.replace_z(module, z_patches), hooks.replace_pattern(module, pattern_patches), \
                 hooks.replace_layer_input(module, 0, torch.tensor(embed_rows, dtype=torch.long), embed_values):
-            values[start:start + len(chunk)] = value(_run(module, batch, readout)).cpu()
+            values[start:stop] = value(_run(module, batch, readout)).cpu()
     n = layout.n_layers * layout.n_heads
     by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
                for i, kind in enumerate(kinds)}
