@@ -6,8 +6,15 @@ Definitions (the contract of issue 13; tests and the command rely on them):
   "corrupt". A pair is usable only when both texts have the same number of pieces and differ in the swapped
   word's (the source span's) pieces alone; other pairs are skipped and counted with the reason.
 - Head output `z[l, h]`: head h's slice of the input to layer l's attention output projection (`probing.hooks`).
-- Readout: the sentence embedding e(x) = mean of the final hidden states over all (non-padding) positions, and
+- Readout, embedding (encoders without an LM head): e(x) = mean of the final hidden states over all positions,
   m(run) = <e(run) - e(corrupt), e(clean) - e(corrupt)> / ||e(clean) - e(corrupt)||², so clean = 1, corrupt = 0.
+- Readout, logits (models with a trained LM head, on NEG-136-style rows, `completion_pairs`): v(run) = logit of
+  target_neg - logit of target_aff (first pieces) at the last position (decoders) or at a mask after the
+  context (masked LMs); clean = "A trout is not a", corrupt = "A trout is really a". Effects are divided by the
+  mean v(clean) - v(corrupt) over pairs (one pair's difference can be ~0), so clean = 1, corrupt = 0 on average.
+  Behaviour gate: the CI of v(clean) - v(corrupt) must lie above 0, else no head is named (Ettinger 2020: small
+  LMs often ignore "not"). Coreference twins have no logit readout yet (a decoder cannot read a swap that
+  follows the pronoun); they use the embedding readout.
 - Effects of head (l, h) per pair: noising = 1 - m(clean run with z[l, h] from the corrupt run at every
   position) (necessity); denoising = m(corrupt run with z[l, h] from the clean run) (sufficiency). The pattern
   variants swap only the head's attention probabilities (its values stay the run's own): the whole pattern
