@@ -13,6 +13,7 @@ COMMANDS = {
     "heads": ("analysis.heads", "score every head on a dataset"),
     "probe": ("analysis.probe", "probing classifiers (coref, negation, layers) with baselines and control tasks"),
     "ablate": ("analysis.ablate", "knock out top-k heads vs random heads and measure the effect"),
+    "patch": ("analysis.patch", "activation patching of every head and its attention pattern on minimal pairs"),
     "report": ("analysis.report", "heads, probes and ablations for one model in one resumable report"),
     "bench": ("analysis.bench", "time the head scorer against the bare forward pass and a naive loop"),
 }

@@ -99,7 +99,9 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
                       + quick_probe, negation_data))
     steps.append(Step("probe/layers", "probe", ["--task", "layers", *_data_flags(layers_data)] + common + quick_probe,
                       layers_data))
-    ablate_quick = ["--draws", "5", "--limit", "30", "--sweep-ks", "none"] if quick else []
+    steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common
+                      + (["--limit", "8", "--n-boot", "100", "--n-perm", "500"] if quick else []), ["builtin-negation"]))
+    ablate_quick = ["--draws", "5", "--limit", "30"] if quick else []
     steps.append(Step("ablation", "ablate", common + ablate_quick,
                       ["builtin-negation", "builtin-coref"] + [n for n in ("neg136-simp", "neg136-nat")
                                                                 if available(n, data_root)]))

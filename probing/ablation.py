@@ -1,41 +1,32 @@
-"""Head ablation: knock attention heads out with forward hooks and measure what the model loses.
+"""Head ablation, the experiment only: knock a given set of heads out and compare what the model loses with
+layer-matched random sets of heads.
 
-How a head is knocked out. Every supported architecture concatenates its heads' outputs (head h at columns
-[h*head_dim, (h+1)*head_dim)) and feeds them to one output projection: BERT/MiniLM
-`attention.output.dense`, MPNet `attention.attn.o`, Gemma 3 `self_attn.o_proj`, GPT-2 `attn.c_proj`. That
-projection is found by shape and data flow, not by name (see `head_layout`), and a forward pre-hook rewrites
-the ablated heads' slices of its input:
-- zero ablation (the default): the head's slice is set to 0, as if the head wrote nothing;
-- mean ablation: the slice is set to its mean over every real token of a reference set of texts
-  (`head_output_means`; `run_ablation` uses all the texts it analyses).
-Transformers v5 has no `head_mask`, hence the hooks. `ablate_heads` always removes them, even on errors.
+Inputs are arguments: the examples to evaluate on and the head sets to knock out (`HeadSet`: a name, the
+relation whose measures it is tested on, its heads). Choosing the heads (from a heads table scored on data
+other than the evaluation data) is the command's job (`analysis ablate`). Knocking out uses
+`probing.hooks.ablate_heads`: zero ablation sets a head's `z` to 0; mean ablation to its mean over the
+evaluated texts.
 
-What is measured (`run_ablation`), per example, so that every CI is a bootstrap over examples or pairs:
-- negation, sentence embeddings: cosine distance between the embeddings of a negated sentence and its
-  affirmative twin (built-in pairs: the control puts an adverb where "not" stood; NEG-136: context_neg vs
-  context_aff). Embedding = mean of the last hidden states over real tokens, then L2 normalisation, as
-  sentence-transformers does for all-MiniLM-L6-v2 (a causal model's BOS is left out: it sees only itself,
-  so its state is the same for every sentence);
+What is measured, per example (so every CI is a bootstrap over examples or pairs):
+- negation: cosine distance between the sentence embeddings of a negated sentence and its control (paired rows
+  `meta.pair`, role negated/control: an adverb where "not" stood; NEG-136 rows: context_neg vs context_aff).
+  Embedding = mean of the last hidden states over real tokens, L2-normalised (sentence-transformers' pooling;
+  a causal model's BOS is left out: it sees only itself);
 - coreference: cos(pronoun, antecedent) - cos(pronoun, distractor) on last hidden states (mean over each
-  word's pieces), on built-in examples with two candidates; and whether the antecedent is the closer one;
-- NEG-136 language-model test (Ettinger 2020), for checkpoints with a trained LM head only: does the true
-  completion beat the false one after the affirmative and after the negated context.
+  word's pieces), on examples with exactly two candidates, and whether the antecedent is the closer one;
+- NEG-136 language-model test (Ettinger 2020), for checkpoints with a trained LM head only.
 
-Conditions: no ablation; the top-k heads by the relation's main score (selectivity for negation, accuracy
-for coreference); the top-k heads by raw mean attention; `draws` sets of k heads drawn at random (seeded,
-uniformly from all heads, the targeted ones included). "Damage" is the change a loss of the relation would
-cause, signed so that larger is worse (a smaller negated/affirmative distance, a smaller coreference
-margin); the targeted set is compared with the random sets by `empirical_p_value`.
+"Damage" is the change a loss of the relation would cause, signed so that larger is worse. Each head set with
+`random=True` is compared with `draws` random sets that knock out as many heads in each layer as it does
+(layer-matched: early and late layers differ in how much any head matters), drawn uniformly within each layer,
+seeded; p_vs_random = (1 + #draws with damage >= the set's damage) / (1 + #draws).
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import sys
 import time
-import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,220 +34,13 @@ import torch
 from torch import nn
 
 from probing import stats
+from probing.hooks import MODES, ablate_heads, check_heads, head_layout
 from probing.models import LoadedModel
+from probing.patching import load_lm_model  # noqa: F401  (re-exported: the LM test loads it from here)
 from probing.runner import Encoded, encode, length_batches, pad_ids
 
-MODES = ("zero", "mean")
 DEFAULT_MODE = "zero"
-REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
-RANKING_SETS = {"negation": "builtin-negation", "coreference": "builtin-coref"}
-MAIN_SCORE = {"negation": "selectivity", "coreference": "accuracy"}
-RAW_SCORE = "mean_attention"
-
-
-class UnsupportedArchitectureError(ValueError):
-    """A model whose attention output projections cannot be located; the message says what was looked for."""
-
-
-# ---- Where each layer's heads are concatenated --------------------------------------------------------
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """The numbers and modules ablation needs: head h of layer l is columns [h*head_dim, (h+1)*head_dim)
-    of the input of `projections[l]`."""
-    n_layers: int
-    n_heads: int
-    head_dim: int
-    hidden_size: int
-    projections: tuple[nn.Module, ...]
-    names: tuple[str, ...]
-
-
-_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, HeadLayout]" = weakref.WeakKeyDictionary()
-
-
-def _as_module(model) -> nn.Module:
-    """The torch model behind a LoadedModel, or the module itself."""
-    return model.model if isinstance(model, LoadedModel) else model
-
-
-def _config_numbers(module: nn.Module) -> tuple[int, int, int, int]:
-    """(layers, heads, head_dim, hidden size) from the model's (text) config."""
-    config = getattr(module, "config", None)
-    if config is None:
-        raise UnsupportedArchitectureError(f"{type(module).__name__} has no `config`: head ablation needs a "
-                                           "Transformers model")
-    config = getattr(config, "text_config", None) or config
-    try:
-        n_layers, n_heads, hidden = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
-    except AttributeError as err:
-        raise UnsupportedArchitectureError(f"{type(module).__name__}: the config lacks {err.name!r}") from None
-    head_dim = getattr(config, "head_dim", None) or hidden // n_heads
-    return n_layers, n_heads, head_dim, hidden
-
-
-def _io_features(module: nn.Module) -> tuple[int, int] | None:
-    """(in, out) features of a linear map: nn.Linear, or GPT-2's Conv1D (nx -> nf); None for anything else."""
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if hasattr(module, "nx") and hasattr(module, "nf") and hasattr(module, "weight"):
-        return module.nx, module.nf
-    return None
-
-
-def _attention_block(layer: nn.Module) -> nn.Module | None:
-    """The outermost submodule of a layer whose class is an attention module (BertAttention, Gemma3Attention...)."""
-    for name, sub in layer.named_modules():
-        if name and "attention" in type(sub).__name__.lower():
-            return sub
-    return None
-
-
-def _layer_list(module: nn.Module, n_layers: int) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of the model's n_layers transformer layers, each holding an attention block."""
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.ModuleList) and len(sub) == n_layers and all(
-                _attention_block(layer) is not None for layer in sub):
-            return name, sub
-    raise UnsupportedArchitectureError(
-        f"{type(module).__name__}: found no list of {n_layers} layers that each hold an attention module; "
-        "this architecture is not supported for head ablation")
-
-
-def _probe_calls(module: nn.Module, blocks: list[nn.Module], candidates: list[list[nn.Module]]):
-    """One tiny forward pass recording, per layer, the candidates that ran on something other than the block's
-    input, in call order (q/k/v read the block's input; the output projection reads the heads' outputs)."""
-    block_inputs: dict[int, torch.Tensor] = {}
-    called: list[list[nn.Module]] = [[] for _ in blocks]
-    handles = []
-
-    def remember_block_input(index):
-        def hook(_module, args, kwargs):
-            first = args[0] if args else kwargs.get("hidden_states", next(
-                (v for v in kwargs.values() if torch.is_tensor(v)), None))
-            block_inputs[index] = first
-        return hook
-
-    def remember_call(index, candidate):
-        def hook(_module, args):
-            block_input = block_inputs.get(index)
-            if block_input is None or args[0].data_ptr() != block_input.data_ptr():
-                called[index].append(candidate)
-        return hook
-
-    try:
-        for index, (block, layer_candidates) in enumerate(zip(blocks, candidates)):
-            handles.append(block.register_forward_pre_hook(remember_block_input(index), with_kwargs=True))
-            for candidate in layer_candidates:
-                handles.append(candidate.register_forward_pre_hook(remember_call(index, candidate)))
-        device = next(module.parameters()).device
-        with torch.inference_mode():
-            module(input_ids=torch.tensor([[5, 6, 7, 8]], device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return called
-
-
-def head_layout(model) -> HeadLayout:
-    """Locate each layer's attention output projection: within the layer's attention block, the linear map
-    from n_heads*head_dim to hidden_size that runs last and not on the block's own input. Cached per model."""
-    module = _as_module(model)
-    if module in _LAYOUTS:
-        return _LAYOUTS[module]
-    n_layers, n_heads, head_dim, hidden = _config_numbers(module)
-    list_name, layers = _layer_list(module, n_layers)
-    blocks = [_attention_block(layer) for layer in layers]
-    names = {sub: name for name, sub in module.named_modules()}
-    candidates = [[sub for sub in block.modules() if _io_features(sub) == (n_heads * head_dim, hidden)]
-                  for block in blocks]
-    for index, layer_candidates in enumerate(candidates):
-        if not layer_candidates:
-            raise UnsupportedArchitectureError(
-                f"{type(module).__name__}: layer {index}'s attention block {names[blocks[index]]} has no linear "
-                f"map from {n_heads}x{head_dim}={n_heads * head_dim} to {hidden} features (the output "
-                "projection that ablation hooks); this architecture is not supported")
-    if any(len(c) > 1 for c in candidates):
-        called = _probe_calls(module, blocks, candidates)
-        for index, layer_called in enumerate(called):
-            if not layer_called:
-                raise UnsupportedArchitectureError(
-                    f"{type(module).__name__}: in layer {index}, no {n_heads * head_dim}->{hidden} linear map ran "
-                    "on the heads' outputs in a test forward pass; this architecture is not supported")
-        projections = tuple(c[-1] for c in called)
-    else:
-        projections = tuple(c[0] for c in candidates)
-    layout = HeadLayout(n_layers=n_layers, n_heads=n_heads, head_dim=head_dim, hidden_size=hidden,
-                        projections=projections, names=tuple(names[p] for p in projections))
-    _LAYOUTS[module] = layout
-    return layout
-
-
-# ---- Knocking heads out --------------------------------------------------------------------------------
-
-def check_heads(heads, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    """The heads as sorted (layer, head) pairs of ints; ValueError naming the first one that does not exist."""
-    checked = []
-    for item in heads:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2
-                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in item)):
-            raise ValueError(f"a head must be a (layer, head) pair of integers, got {item!r}")
-        layer, head = int(item[0]), int(item[1])
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"head ({layer}, {head}): layer {layer} is out of range: this model has {n_layers} "
-                             f"layers (0-{n_layers - 1})")
-        if not 0 <= head < n_heads:
-            raise ValueError(f"head ({layer}, {head}): head {head} is out of range: this model has {n_heads} "
-                             f"heads per layer (0-{n_heads - 1})")
-        if (layer, head) in checked:
-            raise ValueError(f"head ({layer}, {head}) is listed twice")
-        checked.append((layer, head))
-    return sorted(checked)
-
-
-def _slice_hook(columns: list[slice], values: list[torch.Tensor | None]):
-    """A pre-hook that replaces column slices of the projection's input: by 0 (value None) or by a vector."""
-    def hook(_module, args):
-        if not args:
-            raise RuntimeError("the output projection was called without a positional input; cannot ablate")
-        replaced = args[0].clone()
-        for cols, value in zip(columns, values):
-            replaced[..., cols] = 0.0 if value is None else value.to(replaced.device, replaced.dtype)
-        return (replaced, *args[1:])
-    return hook
-
-
-@contextlib.contextmanager
-def ablate_heads(model, heads, mode: str = DEFAULT_MODE, means: torch.Tensor | None = None):
-    """Knock out `heads` ((layer, head) pairs) inside the with-block; the hooks are removed on exit, even on errors.
-
-    zero ablation (default): the head's slice of the output projection's input is set to 0.
-    mean ablation: it is set to `means[layer, head]`, a (layers, heads, head_dim) tensor from `head_output_means`.
-    `model` is a LoadedModel or any Transformers module holding the layers (an LM wrapping the same base works).
-    """
-    layout = head_layout(model)
-    heads = check_heads(heads, layout.n_layers, layout.n_heads)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "mean":
-        expected = (layout.n_layers, layout.n_heads, layout.head_dim)
-        if means is None:
-            raise ValueError("mean ablation needs `means`: compute them with head_output_means(model, texts)")
-        if tuple(means.shape) != expected:
-            raise ValueError(f"means has shape {tuple(means.shape)}; this model needs {expected}")
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
-    handles = []
-    try:
-        for layer, layer_heads in by_layer.items():
-            columns = [slice(h * layout.head_dim, (h + 1) * layout.head_dim) for h in layer_heads]
-            values = [None if mode == "zero" else means[layer, h] for h in layer_heads]
-            handles.append(layout.projections[layer].register_forward_pre_hook(_slice_hook(columns, values)))
-        yield heads
-    finally:
-        for handle in handles:
-            handle.remove()
+DEFAULT_DRAWS = 100
 
 
 def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int = 4096) -> torch.Tensor:
@@ -313,9 +97,12 @@ def final_hidden_states(loaded: LoadedModel, encoded: list[Encoded], batch_token
     return states
 
 
-def sentence_embeddings(states: list[torch.Tensor], skip_first: bool = False) -> torch.Tensor:
-    """Mean over pieces (without the first when skip_first, e.g. a causal model's BOS), then L2 normalised."""
-    pooled = torch.stack([(s[1:] if skip_first and len(s) > 1 else s).mean(0) for s in states])
+def sentence_embeddings(states: list[torch.Tensor | None], skip_first: bool = False) -> torch.Tensor:
+    """Mean over pieces (without the first when skip_first, e.g. a causal model's BOS), then L2 normalised;
+    a text that was not run (None) gets a row of NaN."""
+    width = next(s.shape[-1] for s in states if s is not None)
+    pooled = torch.stack([torch.full((width,), float("nan")) if s is None else
+                          (s[1:] if skip_first and len(s) > 1 else s).mean(0) for s in states])
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
@@ -354,59 +141,51 @@ class Workload:
     """Every text one condition runs, tokenised once, with the items that read the outputs."""
     texts: list[str]
     encoded: list[Encoded]
-    negation_pairs: dict[str, list[tuple[int, int]]]   # set -> (negated text, affirmative text) indices
+    negation_pairs: list[tuple[int, int]]     # (negated text, affirmative text) indices
     coref_items: list[CorefItem]
     lm_items: list[NegItem]
-    skipped: dict[str, str] = field(default_factory=dict)   # section -> why it was left out
+    skipped: dict[str, str] = field(default_factory=dict)   # what was left out, and why
 
 
-def _builtin_negation_pairs() -> list[tuple[str, str]]:
-    """(negated sentence, its control with an adverb instead of "not") for every built-in pair."""
-    from probing.examples import load_examples
-    examples, _ = load_examples("builtin-negation")
-    controls = {e.meta.get("pair"): e.text for e in examples if e.is_control}
-    return [(e.text, controls[e.meta["pair"]]) for e in examples
-            if e.role == "negated" and e.meta.get("pair") in controls]
-
-
-def _neg136_items(data_root) -> tuple[list[NegItem], str | None]:
-    """NEG-136-SIMP and -NAT items, or [] and the reason they could not be read."""
-    from probing.examples import ExampleError, load_examples
-    items, problems = [], []
-    for name in ("neg136-simp", "neg136-nat"):
-        try:
-            examples, _ = load_examples(name, data_root=data_root)
-        except ExampleError as err:
-            problems.append(str(err))
+def negation_text_pairs(examples) -> list[tuple[str, str]]:
+    """(negated sentence, its control) for rows paired by meta.pair with roles negated/control, and
+    (context_neg, context_aff) for NEG-136 rows."""
+    negated, controls, pairs = {}, {}, []
+    for e in examples:
+        meta = e.meta or {}
+        if e.relation != "negation":
             continue
-        items += [NegItem(id=e.meta["pair"], context_aff=e.meta["context_aff"], context_neg=e.meta["context_neg"],
-                          target_aff=e.meta["target_aff"], target_neg=e.meta["target_neg"]) for e in examples]
-    return items, ("; ".join(problems) or None)
+        if {"context_neg", "context_aff"} <= set(meta):
+            pairs.append((meta["context_neg"], meta["context_aff"]))
+        elif "pair" in meta and e.role in ("negated", "control"):
+            (negated if e.role == "negated" else controls)[meta["pair"]] = e.text
+    return pairs + [(text, controls[key]) for key, text in negated.items() if key in controls]
 
 
-def build_workload(loaded: LoadedModel, data_root=None, limit: int | None = None) -> Workload:
-    """Tokenise the built-in negation pairs, the NEG-136 contexts and the two-candidate coreference examples
-    (only the first `limit` of each set when given)."""
+def neg136_items(examples) -> list[NegItem]:
+    """NEG-136 items from rows whose meta has context_aff, context_neg, target_aff and target_neg."""
+    keys = {"context_aff", "context_neg", "target_aff", "target_neg"}
+    return [NegItem(id=str(e.meta.get("pair", e.id)), **{k: e.meta[k] for k in sorted(keys)})
+            for e in examples if e.relation == "negation" and keys <= set(e.meta or {})]
+
+
+def build_workload(loaded: LoadedModel, examples) -> Workload:
+    """Tokenise the negation pairs, the NEG-136 items and the two-candidate coreference examples."""
     from probing.alignment import AlignmentError, make_layout
-    from probing.examples import load_examples
     index: dict[str, int] = {}
     add = lambda text: index.setdefault(text, len(index))  # noqa: E731
-    negation_pairs = {"builtin": [(add(neg), add(aff)) for neg, aff in _builtin_negation_pairs()[:limit]]}
-    lm_items, neg136_problem = _neg136_items(data_root)
-    lm_items = lm_items[:limit]
+    negation_pairs = [(add(neg), add(aff)) for neg, aff in negation_text_pairs(examples)]
+    coref_examples = [e for e in examples if e.relation == "coreference"]
+    two = [e for e in coref_examples if e.candidate_spans and len(e.candidate_spans) == 2]
     skipped = {}
-    if lm_items:
-        negation_pairs["neg136"] = [(add(i.context_neg), add(i.context_aff)) for i in lm_items]
-    if neg136_problem:
-        skipped["neg136"] = f"NEG-136 not (fully) available: {neg136_problem}"
-    coref_examples, _ = load_examples("builtin-coref")
-    coref_examples = [e for e in coref_examples if e.candidate_spans and len(e.candidate_spans) == 2][:limit]
-    for example in coref_examples:
+    if len(two) < len(coref_examples):
+        skipped["coref_candidates"] = f"{len(coref_examples) - len(two)} coreference examples without exactly two candidates"
+    for example in two:
         add(example.text)
     texts = list(index)
     encoded = encode(loaded, texts)
     coref_items, not_aligned = [], []
-    for example in coref_examples:
+    for example in two:
         enc = encoded[index[example.text]]
         try:
             layout = make_layout(example.text, example.source_span, example.target_span, example.candidate_spans,
@@ -421,7 +200,7 @@ def build_workload(loaded: LoadedModel, data_root=None, limit: int | None = None
     if not_aligned:
         skipped["coref_alignment"] = f"{len(not_aligned)} coreference examples not aligned: {not_aligned[:3]}"
     return Workload(texts=texts, encoded=encoded, negation_pairs=negation_pairs, coref_items=coref_items,
-                    lm_items=lm_items, skipped=skipped)
+                    lm_items=neg136_items(examples), skipped=skipped)
 
 
 def coref_margins(states: list[torch.Tensor], items: list[CorefItem]) -> np.ndarray:
@@ -437,31 +216,6 @@ def coref_margins(states: list[torch.Tensor], items: list[CorefItem]) -> np.ndar
 
 
 # ---- The NEG-136 language-model test -------------------------------------------------------------------
-
-def load_lm_model(loaded: LoadedModel):
-    """The checkpoint with its language-modelling head (causal or masked), or (None, reason) when it has none
-    trained (a sentence-embedding checkpoint: the head's weights are missing and would be random)."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-    auto = AutoModelForCausalLM if loaded.is_causal else AutoModelForMaskedLM
-    if not loaded.is_causal and loaded.tokenizer.mask_token_id is None:
-        return None, "the tokenizer has no mask token, so a masked-LM test is impossible"
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True)
-    except Exception as err:  # an architecture without an LM class, a missing file...
-        return None, f"no {auto.__name__[len('AutoModelFor'):]} head could be loaded ({type(err).__name__}: " \
-                     f"{str(err).splitlines()[0] if str(err) else ''})"
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    missing = list(info.get("missing_keys", []))
-    if missing:
-        return None, (f"the checkpoint has no trained language-modelling head ({len(missing)} weights missing, "
-                      f"e.g. {missing[0]}): a sentence-embedding model cannot score completions")
-    lm.eval()
-    return lm, None
-
 
 def _target_pieces(offsets, start: int, end: int) -> list[int]:
     """Pieces overlapping the character span [start, end); ValueError if one also covers text before it."""
@@ -521,78 +275,52 @@ def lm_negation_scores(lm: nn.Module, loaded: LoadedModel, items: list[NegItem])
             "lm_negation_shift": (lp[:, 1, 1] - lp[:, 1, 0]) - (lp[:, 0, 1] - lp[:, 0, 0])}
 
 
-# ---- Measures and conditions ---------------------------------------------------------------------------
+# ---- Measures -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Measure:
-    """One number per example; damage_sign orients it: damage = damage_sign * (ablated - unablated)."""
+    """One number per example; damage = damage_sign * (ablated - unablated)."""
     name: str
-    relation: str       # whose head ranking the measure tests
+    relation: str       # the head sets it tests
     title: str
     damage_sign: int
-    description: str
 
 
 MEASURES = {m.name: m for m in (
-    Measure("negation_distance_builtin", "negation", "negation: embedding distance, built-in pairs", -1,
-            "cosine distance between a negated sentence's embedding and its control's (adverb instead of 'not')"),
-    Measure("negation_distance_neg136", "negation", "negation: embedding distance, NEG-136 contexts", -1,
-            "cosine distance between the embeddings of context_neg and context_aff (NEG-136-SIMP and -NAT)"),
-    Measure("coref_margin", "coreference", "coreference: cos(pronoun, antecedent) - cos(pronoun, distractor)", -1,
-            "last-hidden-state cosine of the pronoun to its antecedent minus to the other candidate"),
-    Measure("coref_antecedent_closer", "coreference", "coreference: share where the antecedent is closer", -1,
-            "1 when the pronoun's state is closer (cosine) to the antecedent than to the distractor"),
-    Measure("lm_negation_shift", "negation", "NEG-136 LM: log-odds shift toward target_neg caused by 'not'", -1,
-            "[lp(target_neg) - lp(target_aff)] after context_neg minus the same after context_aff"),
-    Measure("lm_affirmative_correct", "negation", "NEG-136 LM: true completion wins, affirmative", -1,
-            "1 when target_aff scores above target_neg after context_aff"),
-    Measure("lm_negated_correct", "negation", "NEG-136 LM: true completion wins, negated", -1,
-            "1 when target_neg scores above target_aff after context_neg"),
+    Measure("negation_distance", "negation", "negation: embedding distance, negated vs control", -1),
+    Measure("coref_margin", "coreference", "coreference: cos(pronoun, antecedent) - cos(pronoun, distractor)", -1),
+    Measure("coref_antecedent_closer", "coreference", "coreference: share where the antecedent is closer", -1),
+    Measure("lm_negation_shift", "negation", "NEG-136 LM: log-odds shift toward target_neg caused by 'not'", -1),
+    Measure("lm_negated_correct", "negation", "NEG-136 LM: true completion wins, negated", -1),
 )}
 
 
-@dataclass(frozen=True)
-class Condition:
-    """A set of heads to knock out: kind none, targeted (top-k by the main score), raw (top-k by mean
-    attention) or random; `relation` says whose ranking chose a targeted or raw set."""
-    kind: str
-    k: int
-    heads: tuple[tuple[int, int], ...]
-    relation: str = ""
-    draw: int = -1
-
-    @property
-    def key(self) -> str:
-        if self.kind == "none":
-            return "none"
-        if self.kind == "random":
-            return f"k{self.k}:random:{self.draw}"
-        return f"k{self.k}:{self.relation}:{self.kind}"
-
-    @property
-    def label(self) -> str:
-        if self.kind == "none":
-            return "no ablation"
-        if self.kind == "random":
-            return f"{self.k} random heads (draw {self.draw})"
-        score = MAIN_SCORE[self.relation] if self.kind == "targeted" else RAW_SCORE
-        return f"top-{self.k} {self.relation} heads by {score}"
-
-
-def evaluate(loaded: LoadedModel, workload: Workload, heads, mode: str = DEFAULT_MODE, means=None,
+def evaluate(loaded: LoadedModel, workload: Workload, heads, relation: str, mode: str = DEFAULT_MODE, means=None,
              lm: nn.Module | None = None) -> dict[str, np.ndarray]:
-    """Every measure's per-example values with `heads` knocked out (in the base model, and in the LM if given)."""
-    with ablate_heads(loaded, heads, mode, means):
-        states = final_hidden_states(loaded, workload.encoded)
-    embeddings = sentence_embeddings(states, skip_first=loaded.is_causal)
-    values = {f"negation_distance_{name}": pair_cosine_distances(embeddings, pairs)
-              for name, pairs in workload.negation_pairs.items()}
-    margins = coref_margins(states, workload.coref_items)
-    values["coref_margin"] = margins
-    values["coref_antecedent_closer"] = (margins > 0).astype(np.float64)
-    if lm is not None and workload.lm_items:
+    """The relation's measures, per example, with `heads` knocked out (in the base model and in the LM)."""
+    values = {}
+    texts_needed = workload.negation_pairs if relation == "negation" else workload.coref_items
+    if texts_needed:
+        # only the texts this relation reads: a random draw per set makes this the hot loop
+        needed = sorted({i for pair in workload.negation_pairs for i in pair} if relation == "negation"
+                        else {item.text_index for item in workload.coref_items})
+        with ablate_heads(loaded, heads, mode, means):
+            computed = final_hidden_states(loaded, [workload.encoded[i] for i in needed])
+        states = [None] * len(workload.encoded)
+        for i, state in zip(needed, computed):
+            states[i] = state
+        if relation == "negation":
+            embeddings = sentence_embeddings(states, skip_first=loaded.is_causal)
+            values["negation_distance"] = pair_cosine_distances(embeddings, workload.negation_pairs)
+        else:
+            margins = coref_margins(states, workload.coref_items)
+            values["coref_margin"] = margins
+            values["coref_antecedent_closer"] = (margins > 0).astype(np.float64)
+    if relation == "negation" and lm is not None and workload.lm_items:
         with ablate_heads(lm, heads, mode, means):
-            values.update(lm_negation_scores(lm, loaded, workload.lm_items))
+            scores = lm_negation_scores(lm, loaded, workload.lm_items)
+        values["lm_negation_shift"] = scores["lm_negation_shift"]
+        values["lm_negated_correct"] = scores["lm_negated_correct"]
     return values
 
 
@@ -613,296 +341,175 @@ def mean_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, f
     return float(np.mean(values)), float(low[0]), float(high[0])
 
 
-def _effect(values: np.ndarray, baseline: np.ndarray, measure: Measure, n_boot: int, seed: int) -> dict:
-    """Mean of the condition, its effect (mean paired difference from no ablation) with CIs, and the damage."""
-    mean, low, high = mean_ci(values, n_boot, seed)
-    effect, effect_low, effect_high = mean_ci(values - baseline, n_boot, seed)
-    return {"mean": mean, "ci": [low, high], "effect": effect, "effect_ci": [effect_low, effect_high],
-            "damage": measure.damage_sign * effect}
+def layer_matched_sets(heads, n_heads: int, draws: int, seed: int) -> list[tuple[tuple[int, int], ...]]:
+    """`draws` random head sets with as many heads in each layer as `heads`, uniform within each layer (the
+    given heads may be drawn too), seeded."""
+    per_layer: dict[int, int] = {}
+    for layer, _head in heads:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(draws):
+        chosen = [(layer, int(h)) for layer, count in sorted(per_layer.items())
+                  for h in np.sort(rng.choice(n_heads, size=count, replace=False))]
+        sets.append(tuple(chosen))
+    return sets
 
 
-def summarise_measure(measure: Measure, values: dict[str, dict[str, np.ndarray]], conditions: list[Condition],
-                      k: int, n_boot: int = 1000, seed: int = 0) -> dict:
-    """One measure at one k: every condition's effect with CIs, the random distribution, and where the
-    targeted and raw-attention sets rank among the random draws."""
-    baseline = values["none"][measure.name]
-    mean, low, high = mean_ci(baseline, n_boot, seed)
-    summary = {"measure": measure.name, "title": measure.title, "relation": measure.relation,
-               "description": measure.description, "damage_sign": measure.damage_sign, "k": k,
-               "n": int(len(baseline)), "baseline": {"mean": mean, "ci": [low, high]}, "conditions": {}}
-    chosen = [c for c in conditions if c.k == k and c.kind in ("targeted", "raw")]
-    for condition in chosen:
-        summary["conditions"][condition.key] = {"label": condition.label, "kind": condition.kind,
-                                                "relation": condition.relation, "heads": condition.heads,
-                                                **_effect(values[condition.key][measure.name], baseline, measure,
-                                                          n_boot, seed)}
-    randoms = [c for c in conditions if c.k == k and c.kind == "random"]
-    if randoms:
-        summary["random"] = _random_summary(measure, values, randoms, baseline, n_boot, seed)
-        for condition in chosen:
-            entry = summary["conditions"][condition.key]
-            damages = summary["random"]["damages"]
-            entry["p_vs_random"] = empirical_p_value(entry["damage"], damages)
-            entry["n_random_at_least_as_damaging"] = int(np.sum(np.asarray(damages) >= entry["damage"]))
-            entry["rank_among_random"] = entry["n_random_at_least_as_damaging"] + 1
-    summary["verdict"] = verdict(summary)
-    return summary
+@dataclass(frozen=True)
+class HeadSet:
+    """Heads to knock out, tested on `relation`'s measures; `random`: compare with layer-matched random sets."""
+    name: str
+    relation: str
+    heads: tuple[tuple[int, int], ...]
+    random: bool = True
+    chosen_by: str = ""
 
 
-def _random_summary(measure, values, randoms, baseline, n_boot, seed) -> dict:
-    """The random draws' effects, their spread, and the mean effect of a random set with a bootstrap CI."""
-    per_draw = np.stack([values[c.key][measure.name] - baseline for c in randoms])   # (draws, examples)
-    effects = per_draw.mean(1)
-    effect, low, high = mean_ci(per_draw.mean(0), n_boot, seed)
-    return {"n_draws": len(randoms), "heads": [c.heads for c in randoms], "effects": effects.tolist(),
-            "damages": (measure.damage_sign * effects).tolist(), "effect_mean": effect, "effect_ci": [low, high],
-            "effect_2.5_97.5_percent_of_draws": np.percentile(effects, [2.5, 97.5]).tolist()}
+@dataclass
+class AblationResult:
+    """`table`: one row per (head set, measure): baseline, effect with CI, damage, the layer-matched random
+    draws' mean and 95% range, and p_vs_random. `random_effects`: one row per (head set, draw, measure)."""
+    model: str
+    mode: str
+    seed: int
+    draws: int
+    head_sets: list[HeadSet]
+    table: pd.DataFrame
+    random_effects: pd.DataFrame
+    counts: dict[str, int]
+    skipped: dict[str, str]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def verdicts(self) -> dict[str, str]:
+        return {f"{r.head_set}:{r.measure}": r.verdict for r in self.table.itertuples()}
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "mode": self.mode, "seed": self.seed, "draws": self.draws,
+                "head_sets": [{"name": s.name, "relation": s.relation, "heads": [list(h) for h in s.heads],
+                               "random": s.random, "chosen_by": s.chosen_by} for s in self.head_sets],
+                "results": self.table.to_dict(orient="records"), "counts": self.counts, "skipped": self.skipped,
+                "seconds": self.seconds, "notes": self.notes}
 
 
 def _fmt(x: float) -> str:
     return f"{x:+.4f}" if abs(x) >= 1e-3 or x == 0 else f"{x:+.2e}"
 
 
-def verdict(summary: dict) -> str:
-    """The result for the targeted ablation in plain words: did it hurt, did it beat random heads, and did the
-    other relation's heads hurt as much (specificity)?"""
-    targeted = next((c for c in summary["conditions"].values()
-                     if c["kind"] == "targeted" and c["relation"] == summary["relation"]), None)
-    if targeted is None:
-        return "no targeted condition was run"
-    low, high = targeted["effect_ci"]
-    damage_low, damage_high = sorted(summary["damage_sign"] * x for x in (low, high))
-    text = (f"{targeted['label']} changed it by {_fmt(targeted['effect'])} (95% CI {_fmt(low)} to {_fmt(high)}; "
-            f"no ablation: {summary['baseline']['mean']:.4f}): ")
-    if damage_low > 0:
-        text += "a reliable loss. "
-    elif damage_high < 0:
-        text += "it moved the OPPOSITE way (the relation got stronger by this measure, not weaker). "
-    else:
-        text += "no reliable change (the CI includes 0). "
-    if "random" in summary:
-        n_worse, n_draws = targeted["n_random_at_least_as_damaging"], summary["random"]["n_draws"]
-        p = targeted["p_vs_random"]
-        beats = p < 0.05 and targeted["damage"] > 0
-        text += (f"It {'beats' if beats else 'does NOT beat'} random heads: {n_worse} of {n_draws} random "
-                 f"{summary['k']}-head sets did at least as much damage (empirical p = {p:.3f}). ")
-    other = next((c for c in summary["conditions"].values()
-                  if c["kind"] == "targeted" and c["relation"] != summary["relation"]), None)
-    if other is not None and targeted["damage"] > 0 and other["damage"] >= targeted["damage"]:
-        text += (f"Not specific: {other['label']} did at least as much damage ({_fmt(other['effect'])}).")
+def verdict(row: dict) -> str:
+    """One (head set, measure) row in words: did it hurt, and did it beat layer-matched random heads?"""
+    low, high = row["effect_ci_low"], row["effect_ci_high"]
+    damage_low, damage_high = sorted(row["damage_sign"] * x for x in (low, high))
+    text = f"changed it by {_fmt(row['effect'])} (95% CI {_fmt(low)} to {_fmt(high)}): "
+    text += ("a reliable loss. " if damage_low > 0 else "it moved the OPPOSITE way. " if damage_high < 0
+             else "no reliable change (the CI includes 0). ")
+    if not np.isnan(row.get("p_vs_random", np.nan)):
+        beats = row["p_vs_random"] < 0.05 and row["damage"] > 0
+        text += (f"It {'beats' if beats else 'does NOT beat'} layer-matched random heads: "
+                 f"{row['n_random_at_least_as_damaging']} of {row['n_random']} random sets did at least as much "
+                 f"damage (empirical p = {row['p_vs_random']:.3f}).")
     return text.strip()
 
 
-# ---- Head rankings -------------------------------------------------------------------------------------
-
-def head_rankings(loaded: LoadedModel, progress: bool = False,
-                  limit: int | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Head tables for negation and coreference: the committed reports/<model>/heads/<set>/heads.csv when it
-    exists and matches the model's shape (only for short names like minilm), else computed with score_heads
-    (on the first `limit` examples when given)."""
-    from probing.examples import load_examples
-    from probing.heads import score_heads
-    tables, sources = {}, {}
-    for relation, data in RANKING_SETS.items():
-        committed = REPORTS_DIR / loaded.name / "heads" / data / "heads.csv"
-        table = pd.read_csv(committed) if committed.is_file() and "/" not in loaded.name else None
-        if table is not None and len(table) == loaded.n_layers * loaded.n_heads:
-            tables[relation], sources[relation] = table, str(committed.relative_to(REPORTS_DIR.parent))
-            continue
-        if progress:
-            print(f"scoring {relation} heads on {data} ...", file=sys.stderr)
-        examples, _ = load_examples(data, limit=limit)
-        scores = score_heads(loaded, examples, relation=relation, n_boot=100, n_perm=100)
-        tables[relation] = scores.table
-        sources[relation] = f"computed with score_heads on {data}" + (f" (first {limit})" if limit else "")
-    return tables, sources
-
-
-def top_heads(table: pd.DataFrame, by: str, k: int) -> tuple[tuple[int, int], ...]:
-    """The k heads with the highest `by` (ties broken by layer, then head)."""
-    ranked = table.sort_values([by, "layer", "head"], ascending=[False, True, True], kind="stable")
-    return tuple((int(r.layer), int(r.head)) for r in ranked.head(k).itertuples())
-
-
-def random_head_sets(n_layers: int, n_heads: int, k: int, draws: int, seed: int) -> list[tuple[tuple[int, int], ...]]:
-    """`draws` sets of k distinct heads, uniform over all heads; seeded by (seed, k) so each k is reproducible."""
-    rng = np.random.default_rng([seed, k])
-    sets = []
-    for _ in range(draws):
-        flat = np.sort(rng.choice(n_layers * n_heads, size=k, replace=False))
-        sets.append(tuple((int(i) // n_heads, int(i) % n_heads) for i in flat))
-    return sets
-
-
-def build_conditions(tables: dict[str, pd.DataFrame], n_layers: int, n_heads: int, ks: list[int],
-                     main_k: int, draws: int, sweep_draws: int, seed: int) -> list[Condition]:
-    """No ablation, then for each k: targeted and raw sets per relation, and the random draws."""
-    conditions = [Condition("none", 0, ())]
-    for k in ks:
-        for relation, table in tables.items():
-            conditions.append(Condition("targeted", k, top_heads(table, MAIN_SCORE[relation], k), relation))
-            conditions.append(Condition("raw", k, top_heads(table, RAW_SCORE, k), relation))
-        n_draws = draws if k == main_k else sweep_draws
-        conditions += [Condition("random", k, heads, draw=i)
-                       for i, heads in enumerate(random_head_sets(n_layers, n_heads, k, n_draws, seed))]
-    return conditions
-
-
-# ---- The whole analysis --------------------------------------------------------------------------------
-
-@dataclass
-class AblationResult:
-    """Everything `run_ablation` found. `measures` holds the main k; `sweep` one entry per k and measure;
-    `rows` one row per condition (and random draw) with each measure's mean and effect."""
-    model: str
-    n_layers: int
-    n_heads: int
-    k: int
-    mode: str
-    seed: int
-    draws: int
-    sweep_ks: list[int]
-    sweep_draws: int
-    rankings: dict[str, dict]
-    measures: dict[str, dict]
-    sweep: list[dict]
-    rows: pd.DataFrame
-    skipped: dict[str, str]
-    counts: dict[str, int]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Everything but the per-condition rows, as JSON-ready data."""
-        return {name: getattr(self, name) for name in
-                ("model", "n_layers", "n_heads", "k", "mode", "seed", "draws", "sweep_ks", "sweep_draws",
-                 "rankings", "counts", "skipped", "notes", "seconds", "measures", "sweep")}
-
-    def verdicts(self) -> dict[str, str]:
-        return {name: m["verdict"] for name, m in self.measures.items()}
-
-
-def _check_arguments(loaded: LoadedModel, k: int, draws: int, mode: str, sweep_ks, sweep_draws: int) -> list[int]:
-    """Validate the run's parameters up front; returns the sorted k values to run."""
-    total = loaded.n_layers * loaded.n_heads
-    for name, value in (("k", k), ("draws", draws), ("sweep_draws", sweep_draws)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not 1 <= k <= total:
-        raise ValueError(f"k must be between 1 and {total} (this model has {loaded.n_layers} layers x "
-                         f"{loaded.n_heads} heads), got {k}")
-    if draws < 1 or sweep_draws < 0:
-        raise ValueError(f"draws must be >= 1 and sweep_draws >= 0, got {draws} and {sweep_draws}")
+def _check(loaded, head_sets, draws, mode, n_boot) -> list[HeadSet]:
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 0:
+        raise ValueError(f"draws must be a non-negative integer, got {draws!r}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    ks = sorted({int(x) for x in (sweep_ks or ())} | {k})
-    bad = [x for x in ks if not 1 <= x <= total]
-    if bad:
-        raise ValueError(f"sweep k values {bad} are out of range 1-{total}")
-    return ks
+    if not head_sets:
+        raise ValueError("no head sets to ablate: pass head_sets=[HeadSet(name, relation, heads), ...]")
+    checked = []
+    for s in head_sets:
+        if s.relation not in ("negation", "coreference"):
+            raise ValueError(f"head set {s.name!r}: relation must be negation or coreference, got {s.relation!r}")
+        if not s.heads:
+            raise ValueError(f"head set {s.name!r} is empty")
+        heads = tuple(check_heads(s.heads, loaded.n_layers, loaded.n_heads))
+        checked.append(HeadSet(s.name, s.relation, heads, s.random, s.chosen_by))
+    return checked
 
 
-def run_ablation(model: str | LoadedModel | None = "minilm", k: int = 3, draws: int = 20, mode: str = DEFAULT_MODE,
-                 seed: int = 0, data_root=None, sweep_ks=(1, 2, 3, 4, 5), sweep_draws: int = 10,
-                 n_boot: int = 1000, limit: int | None = None, progress: bool = False) -> AblationResult:
-    """Knock out the top-k negation and coreference heads, their raw-attention counterparts and `draws` random
-    k-head sets; measure the embedding, coreference and (with a trained LM head) NEG-136 effects.
-    `limit` keeps the first N pairs / examples / items of each set: a quick check, not a result."""
+def ablate(model, examples, *, head_sets, draws: int = DEFAULT_DRAWS, mode: str = DEFAULT_MODE, seed: int = 0,
+           n_boot: int = 1000, lm_test: bool = True, progress: bool = False) -> AblationResult:
+    """Knock out each head set and `draws` layer-matched random sets; measure the relation's effects on
+    `examples` (negation pairs, NEG-136 rows, two-candidate coreference examples)."""
     from probing.models import load_model
+    from tqdm import tqdm
     started = time.perf_counter()
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    ks = _check_arguments(loaded, k, draws, mode, sweep_ks, sweep_draws)
     head_layout(loaded)  # fail early on an unsupported architecture
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    tables, sources = head_rankings(loaded, progress, limit)
-    workload = build_workload(loaded, data_root, limit)
+    head_sets = _check(loaded, list(head_sets), draws, mode, n_boot)
+    workload = build_workload(loaded, examples)
     skipped = dict(workload.skipped)
     lm = None
-    if workload.lm_items:
+    if lm_test and workload.lm_items:
         lm, reason = load_lm_model(loaded)
         if lm is None:
             skipped["lm"] = f"NEG-136 language-model test skipped: {reason}"
-    else:
-        skipped["lm"] = "NEG-136 language-model test skipped: the NEG-136 data could not be read"
     means = head_output_means(loaded, workload.texts) if mode == "mean" else None
-    conditions = build_conditions(tables, loaded.n_layers, loaded.n_heads, ks, k, draws, sweep_draws, seed)
-    values = _evaluate_all(loaded, workload, conditions, mode, means, lm, k, progress)
-    measures = [m for m in MEASURES.values() if m.name in values["none"]]
-    main = {m.name: summarise_measure(m, values, conditions, k, n_boot, seed) for m in measures}
-    sweep = [_sweep_entry(m, values, conditions, x, n_boot, seed) for x in ks for m in measures
-             if m.name in values[next(c.key for c in conditions if c.k == x and c.kind == "targeted")]]
-    rankings = {relation: {"source": sources[relation], "main_score": MAIN_SCORE[relation],
-                           "top_by_main_score": top_heads(tables[relation], MAIN_SCORE[relation], max(ks)),
-                           "top_by_mean_attention": top_heads(tables[relation], RAW_SCORE, max(ks))}
-                for relation in tables}
-    counts = {"texts": len(workload.texts), "coref_items": len(workload.coref_items),
-              "neg136_items": len(workload.lm_items),
-              **{f"negation_pairs_{n}": len(p) for n, p in workload.negation_pairs.items()},
-              "conditions": len(conditions)}
-    return AblationResult(model=loaded.name, n_layers=loaded.n_layers, n_heads=loaded.n_heads, k=k, mode=mode,
-                          seed=seed, draws=draws, sweep_ks=ks, sweep_draws=sweep_draws, rankings=rankings,
-                          measures=main, sweep=sweep, rows=_rows(conditions, values), skipped=skipped,
-                          counts=counts, seconds=round(time.perf_counter() - started, 1),
-                          notes=_notes(loaded, mode))
-
-
-def _evaluate_all(loaded, workload, conditions, mode, means, lm, main_k, progress) -> dict[str, dict]:
-    """Run every condition; the LM test (slow for big vocabularies) runs for no ablation and the main k only."""
-    from tqdm import tqdm
+    relations = sorted({s.relation for s in head_sets})
+    baseline = {r: evaluate(loaded, workload, (), r, mode, means, lm) for r in relations}
+    for relation in relations:
+        if not baseline[relation]:
+            raise ValueError(f"the examples hold nothing to measure {relation} on (negation: paired rows or NEG-136 "
+                             "rows; coreference: examples with exactly two candidates)")
+    rows, random_rows = [], []
+    jobs = [(s, None, s.heads) for s in head_sets]
+    jobs += [(s, i, heads) for s in head_sets if s.random
+             for i, heads in enumerate(layer_matched_sets(s.heads, loaded.n_heads, draws, seed))]
     values = {}
-    for condition in tqdm(conditions, disable=not progress, file=sys.stderr, unit="condition", leave=False):
-        use_lm = lm if condition.k in (0, main_k) else None
-        values[condition.key] = evaluate(loaded, workload, condition.heads, mode, means, use_lm)
-    return values
+    for s, draw, heads in tqdm(jobs, disable=not progress, file=sys.stderr, unit="set", leave=False):
+        values[(s.name, draw)] = evaluate(loaded, workload, heads, s.relation, mode, means, lm)
+    for s in head_sets:
+        base = baseline[s.relation]
+        for name, measure in MEASURES.items():
+            if name not in base:
+                continue
+            effect, low, high = mean_ci(values[(s.name, None)][name] - base[name], n_boot, seed)
+            row = {"head_set": s.name, "relation": s.relation, "heads": " ".join(f"{l}-{h}" for l, h in s.heads),
+                   "measure": name, "title": measure.title, "n": len(base[name]),
+                   "baseline": float(np.mean(base[name])), "effect": effect, "effect_ci_low": low,
+                   "effect_ci_high": high, "damage_sign": measure.damage_sign, "damage": measure.damage_sign * effect}
+            if s.random and draws:
+                effects = np.array([np.mean(values[(s.name, i)][name] - base[name]) for i in range(draws)])
+                damages = measure.damage_sign * effects
+                random_rows += [{"head_set": s.name, "draw": i, "measure": name, "effect": float(e),
+                                 "heads": " ".join(f"{l}-{h}" for l, h in heads)}
+                                for i, (e, heads) in enumerate(zip(effects, layer_matched_sets(
+                                    s.heads, loaded.n_heads, draws, seed)))]
+                row.update(n_random=draws, random_effect_mean=float(effects.mean()),
+                           random_effect_p2_5=float(np.percentile(effects, 2.5)),
+                           random_effect_p97_5=float(np.percentile(effects, 97.5)),
+                           n_random_at_least_as_damaging=int(np.sum(damages >= row["damage"])),
+                           p_vs_random=empirical_p_value(row["damage"], damages))
+            else:
+                row.update(n_random=0, random_effect_mean=np.nan, random_effect_p2_5=np.nan,
+                           random_effect_p97_5=np.nan, n_random_at_least_as_damaging=-1, p_vs_random=np.nan)
+            row["verdict"] = verdict(row)
+            rows.append(row)
+    counts = {"texts": len(workload.texts), "negation_pairs": len(workload.negation_pairs),
+              "coref_items": len(workload.coref_items), "neg136_items": len(workload.lm_items) if lm else 0,
+              "ablated_sets": len(jobs)}
+    return AblationResult(model=loaded.name, mode=mode, seed=seed, draws=draws, head_sets=head_sets,
+                          table=pd.DataFrame(rows), random_effects=pd.DataFrame(random_rows), counts=counts,
+                          skipped=skipped, seconds=round(time.perf_counter() - started, 1),
+                          notes=_notes(loaded, mode, draws))
 
 
-def _sweep_entry(measure: Measure, values, conditions, k: int, n_boot: int, seed: int) -> dict:
-    """The compact per-k summary: targeted, raw and mean-random effects with p-values vs random."""
-    summary = summarise_measure(measure, values, conditions, k, n_boot=200, seed=seed)
-    entry = {"k": k, "measure": measure.name, "n_draws": summary.get("random", {}).get("n_draws", 0)}
-    for c in summary["conditions"].values():
-        if c["relation"] == measure.relation:
-            entry[f"{c['kind']}_heads"] = c["heads"]
-            entry[f"{c['kind']}_effect"] = c["effect"]
-            entry[f"{c['kind']}_effect_ci"] = c["effect_ci"]
-            entry[f"{c['kind']}_p_vs_random"] = c.get("p_vs_random")
-    if "random" in summary:
-        entry["random_effect_mean"] = summary["random"]["effect_mean"]
-    return entry
-
-
-def _rows(conditions: list[Condition], values: dict[str, dict]) -> pd.DataFrame:
-    """One row per condition: which heads, and each measure's mean and effect (mean difference from none)."""
-    baseline = values["none"]
-    rows = []
-    for c in conditions:
-        row = {"k": c.k, "condition": c.kind, "relation": c.relation, "draw": c.draw if c.kind == "random" else "",
-               "heads": " ".join(f"{l}-{h}" for l, h in c.heads), "label": c.label}
-        for name in MEASURES:
-            if name in values[c.key]:
-                row[f"{name}_mean"] = float(np.mean(values[c.key][name]))
-                row[f"{name}_effect"] = float(np.mean(values[c.key][name] - baseline[name]))
-            elif name in baseline:
-                row[f"{name}_mean"] = row[f"{name}_effect"] = np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _notes(loaded: LoadedModel, mode: str) -> list[str]:
+def _notes(loaded: LoadedModel, mode: str, draws: int) -> list[str]:
     notes = [
-        ("zero ablation: each knocked-out head's slice of the attention output projection's input is set to 0"
-         if mode == "zero" else
-         "mean ablation: each knocked-out head's slice of the output projection's input is set to its mean over "
-         "every real token of the analysed texts"),
-        "random sets are drawn uniformly from all heads (the targeted heads included), seeded by (seed, k)",
-        "damage = the change a loss of the relation would cause (smaller distance / margin / accuracy), so "
-        "p_vs_random = (1 + #random draws with damage >= targeted damage) / (1 + #draws)",
-        "the NEG-136 LM test runs for no ablation and the main k only",
+        ("zero ablation: each knocked-out head's z (its slice of the attention output projection's input) is set "
+         "to 0" if mode == "zero" else
+         "mean ablation: each knocked-out head's z is set to its mean over every real token of the evaluated texts"),
+        f"random sets: {draws} per head set, layer-matched (as many heads in each layer as the set), uniform "
+        "within each layer, seeded",
+        "damage = the change a loss of the relation would cause (smaller distance / margin / accuracy); "
+        f"p_vs_random = (1 + #random sets with damage >= the set's) / (1 + #draws), at least {1 / (1 + max(draws, 1)):.3f}",
     ]
     if loaded.is_causal:
         notes.append("sentence embeddings are mean-pooled last hidden states without the first token; this is "
                      "not how a causal model was trained to embed sentences")
-    elif loaded.name != "minilm":
-        notes.append("sentence embeddings are mean-pooled last hidden states (sentence-transformers' pooling)")
     return notes

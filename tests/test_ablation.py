@@ -1,13 +1,15 @@
-"""Head ablation: hooks knock out exactly the chosen head's slice and nothing upstream, are always removed, and the
-statistics (empirical p-value, measures) do what they say on hand-made numbers."""
+"""Head ablation: hooks knock out exactly the chosen head's slice and nothing upstream, are always removed; the
+statistics (empirical p-value, layer-matched random sets, measures) do what they say on hand-made numbers; the
+experiment and its command end to end."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from probing.ablation import (NegItem, UnsupportedArchitectureError, ablate_heads, check_heads, completion_logprobs,
-                              coref_margins, empirical_p_value, head_layout, head_output_means, load_lm_model,
-                              lm_negation_scores, pair_cosine_distances, random_head_sets, sentence_embeddings)
+from probing.ablation import (HeadSet, NegItem, ablate, completion_logprobs, coref_margins, empirical_p_value,
+                              head_output_means, layer_matched_sets, lm_negation_scores, load_lm_model,
+                              pair_cosine_distances, sentence_embeddings)
+from probing.hooks import UnsupportedArchitectureError, ablate_heads, check_heads, head_layout
 from probing.install_models import local_model_path
 from probing.models import load_model
 from probing.runner import encode, pad_ids
@@ -150,10 +152,15 @@ def test_empirical_p_value_on_hand_made_numbers():
         empirical_p_value(0.1, [])
 
 
-def test_random_head_sets_are_distinct_in_range_and_reproducible():
-    sets = random_head_sets(6, 12, 3, 20, seed=0)
-    assert sets == random_head_sets(6, 12, 3, 20, seed=0) and sets != random_head_sets(6, 12, 3, 20, seed=1)
-    assert all(len(set(s)) == 3 and all(0 <= l < 6 and 0 <= h < 12 for l, h in s) for s in sets)
+def test_random_sets_are_layer_matched_distinct_and_reproducible():
+    heads = ((0, 3), (0, 5), (4, 1))
+    sets = layer_matched_sets(heads, 12, 200, seed=0)
+    assert sets == layer_matched_sets(heads, 12, 200, seed=0) and sets != layer_matched_sets(heads, 12, 200, seed=1)
+    for s in sets:
+        assert [l for l, _ in s] == [0, 0, 4] and len(set(s)) == 3 and all(0 <= h < 12 for _, h in s)
+    # uniform within the layer: every head of layer 4 is drawn, about 1/12 of the time each
+    counts = np.bincount([s[2][1] for s in sets], minlength=12)
+    assert counts.min() > 0 and counts.max() < 40
 
 
 def test_measures_on_hand_made_vectors():
@@ -197,22 +204,48 @@ def test_sentence_embedding_checkpoint_has_no_lm_test(minilm):
     assert lm is None and "no trained language-modelling head" in reason
 
 
-def test_run_ablation_end_to_end_on_a_tiny_model(tiny_causal_path):
-    from probing.ablation import run_ablation
-    result = run_ablation(load_model(tiny_causal_path), k=1, draws=3, sweep_ks=(), n_boot=50, limit=12)
-    assert len(result.rows) == 1 + 4 + 3                     # none, 2 relations x (targeted, raw), 3 draws
-    for name in ("negation_distance_builtin", "coref_margin", "coref_antecedent_closer"):
-        measure = result.measures[name]
-        assert measure["random"]["n_draws"] == 3
-        for condition in measure["conditions"].values():
-            assert condition["p_vs_random"] in {0.25, 0.5, 0.75, 1.0}
-            assert condition["effect_ci"][0] <= condition["effect"] <= condition["effect_ci"][1]
-        assert "random" in measure["verdict"]
-    assert result.counts["coref_items"] == 12 and result.counts["negation_pairs_builtin"] == 12
-    if result.counts["neg136_items"]:                       # the shared data root is present: the LM test ran
-        assert set(result.measures["lm_negation_shift"]["conditions"]) >= {"k1:negation:targeted"}
-    none = result.rows[result.rows["condition"] == "none"].iloc[0]
-    assert none["coref_margin_effect"] == 0.0
+def _examples():
+    from probing.examples import load_examples
+    negation, _ = load_examples("builtin-negation")
+    coref, _ = load_examples("builtin-coref")
+    pairs = {f"neg-{i:04d}" for i in range(1, 7)}
+    return ([e for e in negation if e.meta.get("pair") in pairs]
+            + [e for e in coref if e.candidate_spans and len(e.candidate_spans) == 2][:6])
+
+
+def test_ablate_end_to_end_on_a_tiny_model(tiny_causal_path):
+    loaded = load_model(tiny_causal_path)
+    sets = [HeadSet("neg", "negation", ((1, 0),)), HeadSet("coref", "coreference", ((0, 1), (1, 1)), random=False)]
+    result = ablate(loaded, _examples(), head_sets=sets, draws=3, n_boot=50)
+    table = result.table.set_index(["head_set", "measure"])
+    assert set(table.index) == {("neg", "negation_distance"), ("coref", "coref_margin"),
+                                ("coref", "coref_antecedent_closer")}
+    neg = table.loc[("neg", "negation_distance")]
+    assert neg["n"] == 6 and neg["n_random"] == 3 and neg["p_vs_random"] in {0.25, 0.5, 0.75, 1.0}
+    assert neg["effect_ci_low"] <= neg["effect"] <= neg["effect_ci_high"] and "random" in neg["verdict"]
+    assert table.loc[("coref", "coref_margin")]["n_random"] == 0          # random=False: no draws
+    draws = result.random_effects
+    assert len(draws) == 3 and all(h.startswith("1-") for h in draws["heads"])   # layer-matched to (1, 0)
+    # the p-value is the rank of the set's damage among the draws' damages
+    damages = -draws["effect"].to_numpy()
+    assert neg["p_vs_random"] == pytest.approx((1 + np.sum(damages >= neg["damage"])) / 4)
+    assert result.to_dict()["head_sets"][0]["heads"] == [[1, 0]]
+    with pytest.raises(ValueError, match="out of range"):
+        ablate(loaded, _examples(), head_sets=[HeadSet("bad", "negation", ((9, 0),))], draws=1)
+    with pytest.raises(ValueError, match="nothing to measure coreference"):
+        ablate(loaded, _examples()[:12], head_sets=[HeadSet("c", "coreference", ((0, 0),))], draws=1)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    import json
+    from analysis.__main__ import main
+    out = tmp_path / "abl"
+    assert main(["ablate", "--limit", "6", "--draws", "2", "--n-boot", "20", "--out", str(out)]) == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["draws"] == 2 and "other half" in summary["selection"]
+    assert {s["relation"] for s in summary["head_sets"]} == {"negation", "coreference"}
+    assert (out / "ablation.png").stat().st_size > 0 and "layer-matched" in (out / "ablation.md").read_text()
 
 
 def test_cli_refuses_to_overwrite_without_force(tmp_path, capsys):

@@ -1,4 +1,3 @@
-"""File writers and figures: each takes results and an output folder, and writes Markdown, CSV, JSON and PNG.
-
-`probes`: the probe reports (`python -m analysis probe`). The library computes; these modules only write.
-"""
+"""File writers and figures: every report a command writes (heads, probes, ablation, patching), and the
+atomic, completion-marked output folders they write into (`outputs`). The library computes; these modules
+only write."""

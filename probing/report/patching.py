@@ -1,0 +1,144 @@
+"""Writers for `analysis patch`: effects.csv, summary.json, patching.png (effect maps beside the attention map,
+and the attention-vs-effect scatter) and report.md, each written atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from probing.report.outputs import atomic_write, write_json, write_text
+from probing.patching import PatchingResult
+
+PATCH_FILES = ["effects.csv", "summary.json", "patching.png", "report.md"]
+
+
+def write_patching_outputs(result: PatchingResult, out: Path, data: str) -> None:
+    out = Path(out)
+    summary = {"data": data, **result.to_dict(), "skipped_pairs": [list(s) for s in result.skipped_pairs]}
+    write_json(out / "summary.json", summary)
+    atomic_write(out / "effects.csv", lambda tmp: result.table.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(out / "patching.png", lambda tmp: save_patching_figure(result, tmp))
+    write_text(out / "report.md", patching_markdown(result, data))
+
+
+def _attention_column(result: PatchingResult) -> tuple[str, np.ndarray] | None:
+    table = result.table
+    for name in ("attention_score", "attention"):
+        if name in table:
+            return name, table[name].to_numpy()
+    return None
+
+
+def save_patching_figure(result: PatchingResult, path) -> None:
+    """Top row: noising and denoising maps (layer x head) and the attention map; bottom: attention vs effect."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shape = (result.n_layers, result.n_heads)
+    attention = _attention_column(result)
+    maps = [(k, result.table[k].to_numpy()) for k in ("noising", "denoising") if k in result.table]
+    if attention:
+        maps.append((f"attention ({attention[0]})", attention[1]))
+    fig, axes = plt.subplots(2, max(len(maps), 2), figsize=(4.6 * max(len(maps), 2), 7.6), squeeze=False)
+    for ax, (title, values) in zip(axes[0], maps):
+        image = ax.imshow(values.reshape(shape), cmap="viridis", aspect="auto")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    for ax in axes[0][len(maps):]:
+        ax.axis("off")
+    for ax, kind in zip(axes[1], ("noising", "denoising")):
+        if attention is None or kind not in result.table:
+            ax.axis("off")
+            continue
+        ax.scatter(attention[1], result.table[kind], s=14, color="tab:blue")
+        corr = result.correlation.get(kind, {})
+        ax.set_title(f"{kind} vs attention: Spearman {corr.get('spearman', float('nan')):.2f} "
+                     f"[{corr.get('ci_low', float('nan')):.2f}, {corr.get('ci_high', float('nan')):.2f}]", fontsize=9)
+        ax.set_xlabel(attention[0])
+        ax.set_ylabel(f"{kind} effect")
+        for r in result.table.sort_values(kind, ascending=False).head(3).itertuples():
+            ax.annotate(f"{r.layer}-{r.head}", (getattr(r, attention[0]), getattr(r, kind)), fontsize=7)
+    for ax in axes[1][2:]:
+        ax.axis("off")
+    fig.suptitle(f"Activation patching in {result.model} ({result.relation}, {len(result.pair_ids)} pairs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _heads(heads) -> str:
+    return ", ".join(f"{layer}-{head}" for layer, head in heads) or "none"
+
+
+def _top_rows(result: PatchingResult, kind: str, k: int = 5) -> list[str]:
+    table = result.table.sort_values([kind, "layer", "head"], ascending=[False, True, True]).head(k)
+    rows = []
+    for r in table.itertuples():
+        row = r._asdict()
+        control = f" | {row[f'control_{kind}']:+.3f} | {row[f'{kind}_specific_p_fwer']:.3f}" \
+            if f"control_{kind}" in row else " | - | -"
+        rows.append(f"| {kind} | {r.layer}-{r.head} | {row[kind]:+.3f} [{row[f'{kind}_ci_low']:+.3f}, "
+                    f"{row[f'{kind}_ci_high']:+.3f}] | {row[f'{kind}_p_fwer']:.3f}{control} |")
+    return rows
+
+
+def patching_markdown(result: PatchingResult, data: str) -> str:
+    """The result in words: gate first, sanity checks, top heads, attention vs effect, what was skipped."""
+    gate = result.gate
+    lines = [f"# Activation patching in `{result.model}` on {data}", "",
+             f"{result.relation}; {len(result.pair_ids)} usable pairs; {result.n_layers} layers x {result.n_heads} "
+             f"heads (0-indexed, layer-head); readout: {result.readout}; {result.seconds:.0f} s.", "",
+             "## Behaviour first", ""]
+    measure = "||e(clean) - e(corrupt)||" if result.readout.startswith("embedding") else \
+        "logit difference (target_neg - target_aff), clean - corrupt,"
+    text = (f"Mean {measure} = {gate['clean_minus_corrupt']:.3f} "
+            f"[{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]")
+    if "control_mean" in gate:
+        low, high = gate["relation_minus_control_ci"]
+        text += (f"; adverb <-> adverb control pairs: {gate['control_mean']:.3f}; difference "
+                 f"{gate['relation_minus_control']:+.3f} [{low:+.3f}, {high:+.3f}]")
+    text += ". " + ("**Gate passed**: there is behaviour to localise." if gate["passed"] else
+                    "**Gate failed**: there is no behaviour to localise, so no head is named.")
+    lines += [text, "", f"({gate['note']})", "", "## Sanity checks", "",
+              f"- patching each run with its own activations: max |effect| = "
+              f"{result.sanity['own_activations_max_abs']:.2e} (must be 0)",
+              f"- patching the hidden states entering the first layer from the clean run: max |denoising - 1| = "
+              f"{result.sanity['embedding_denoising_max_error']:.2e} (must be <= 1e-5)"]
+    if "max_abs_error_logits" in result.sanity:
+        lines.append(f"- logit readout: max |error| of both checks in raw logits = "
+                     f"{result.sanity['max_abs_error_logits']:.2e} (must be <= {result.sanity['tolerance_logits']:g}; "
+                     "float32 logits differ by ~1e-5 between batch sizes)")
+    lines += ["",
+              "## Heads named (maxT-corrected)", ""]
+    lines += [f"- {kind}: {_heads(heads)}" for kind, heads in result.named.items()]
+    lines += ["", "## Top heads by effect", "",
+              "noising = 1 - m(clean run with the head's z from the corrupt run); denoising = m(corrupt run with "
+              "the head's z from the clean run); m is the readout normalised so clean = 1, corrupt = 0. 95% "
+              "cluster-bootstrap CIs over pairs; p_fwer: one-sided sign-flip test, Westfall-Young maxT over all "
+              "heads; the control columns: the same effect on adverb <-> adverb pairs, and the maxT p of "
+              "relation > control.", "",
+              "| effect | head | mean [95% CI] | p_fwer | control effect | p_fwer (> control) |",
+              "|---|---|---|---|---|---|"]
+    for kind in result.per_pair:
+        lines += _top_rows(result, kind)
+    lines += ["", "## Attention vs effect", ""]
+    for kind, corr in result.correlation.items():
+        lines.append(f"- {kind}: Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, {corr['ci_high']:+.3f}] "
+                     f"against {corr['attention_score']} over {corr['n_heads']} heads")
+    attention = _attention_column(result)
+    if attention is not None:
+        order = np.argsort(-attention[1], kind="stable")[:5]
+        top_attention = [(int(result.table['layer'][i]), int(result.table['head'][i])) for i in order]
+        top_effect = {(l, h) for kind in ("noising", "denoising") if kind in result.table
+                      for l, h, _ in result.top(kind, 5)}
+        lines.append(f"- top-5 heads by {attention[0]}: {_heads(top_attention)}; among the top-5 by noising or "
+                     f"denoising: {_heads([h for h in top_attention if h in top_effect])}")
+    if result.control:
+        lines += ["", "## Control pairs", "", f"{result.control['n_pairs']} pairs, "
+                  f"{result.control['built_from']}; skipped: {result.control['skipped'] or 'none'}."]
+    lines += ["", "## Skipped pairs", ""]
+    lines += [f"- {reason}: {count}" for reason, count in result.skipped.items()] or ["- none"]
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes] + ["", "![patching](patching.png)", ""]
+    return "\n".join(lines)
