@@ -39,7 +39,7 @@ COMMITTED_REPORTS = ROOT / "reports"          # the committed reports, in a chec
 CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
 # Modules that write or draw results but compute no number: editing them does not mark a report stale.
 PRESENTATION_ONLY = frozenset({"probing/report/outputs.py"})
-HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-negation", "winobias", "winogender", "wsc273"]
+HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
 
 
@@ -93,7 +93,7 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     steps.append(Step("probe/coref", "probe", ["--task", "coref", *_data_flags(coref_data)] + common + quick_probe,
                       [d for d in coref_data if d != "gap"] + (["gap-dev", "gap-test", "gap-validation"] if gap else [])))
     # The data go in explicitly: the probe's own defaults include datasets that may be absent.
-    negation_data = ["builtin-negation"] + (["blimp-negation"] if available("blimp-negation", data_root) else [])
+    negation_data = ["builtin-negation"] + (["blimp-npi-licensing"] if available("blimp-npi-licensing", data_root) else [])
     layers_data = negation_data + ["builtin-coref"]
     steps.append(Step("probe/negation", "probe", ["--task", "negation", *_data_flags(negation_data)] + common
                       + quick_probe, negation_data))
@@ -339,7 +339,7 @@ def model_comparison(out: Path, model: str) -> str:
     """The top head per built-in set, for this model and every other model reported beside it."""
     rows = []
     for folder in sorted(p for p in out.parent.iterdir() if p.is_dir()):
-        for data in ("builtin-coref", "builtin-negation", "gap-dev", "blimp-negation"):
+        for data in ("builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing"):
             head_summary = _read_json(folder / "heads" / data / "summary.json")
             if not head_summary:
                 continue

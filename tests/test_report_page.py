@@ -5,11 +5,14 @@ import zipfile
 from probing.demo.report_page import findings_markdown, heads_finding, is_internal, report_downloads, report_files
 
 
-def _summary(relation, significant, **top):
+def _summary(relation, significant, units=40, **top):
+    """A summary.json as `analysis heads` writes it (one task)."""
     baselines = ({"nearest_candidate_accuracy": 0.4456} if relation == "coreference"
                  else {"next_word_baseline_mean_over_heads": 0.07})
+    ranked_by = next(k for k in ("accuracy", "paired_difference", "selectivity") if k in top)
     return {"data": "toy", "relation": relation, "direction": "x->y", "layers": 2, "heads": 3, "n_examples": 10,
-            "n_significant_heads_holm": significant, "baselines": baselines,
+            "ranked_by": ranked_by, "resampling_unit": "meta.group", "n_units": units, "primary_task": "t",
+            "n_significant_heads_fwer": significant, "baselines": baselines,
             "top_heads": [{"layer": 1, "head": 2, **top}]}
 
 
@@ -20,7 +23,12 @@ def test_findings_give_the_best_head_its_ci_baseline_and_corrected_count():
     negation = heads_finding(_summary("negation", 0, selectivity=0.159, selectivity_ci_low=-0.01,
                                       selectivity_ci_high=0.19))
     assert "by 0.159" in negation and "-0.010 to 0.190" in negation
-    assert "no head beats their next-word baseline after Holm correction (a null result)" in negation
+    assert "no head beats their next-word baseline after correction over all heads (a null result)" in negation
+    paired = heads_finding(_summary("negation", 2, paired_difference=0.16, paired_difference_ci_low=0.12,
+                                    paired_difference_ci_high=0.2))
+    assert "more than from a control adverb in the same place by 0.160" in paired and "2 of 6 heads beat" in paired
+    few = heads_finding(_summary("coreference", 3, units=12, accuracy=0.9, accuracy_ci_low=0.8, accuracy_ci_high=1.0))
+    assert "only 12 independent units, too few to claim anything" in few and "heads beat" not in few
     assert heads_finding({"relation": "coreference"}) is None
 
 

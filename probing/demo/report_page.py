@@ -42,33 +42,68 @@ def _head(row: dict) -> str:
     return f"{row['layer']}-{row['head']}"
 
 
-def heads_finding(summary: dict) -> str | None:
-    """One finding in words for one `analysis heads` summary, or None when the summary lacks the numbers."""
-    top = (summary.get("top_heads") or [None])[0]
-    n_heads = (summary.get("layers") or 0) * (summary.get("heads") or 0)
-    significant = summary.get("n_significant_heads_holm")
-    baselines = summary.get("baselines") or {}
-    if not top or significant is None or not n_heads:
+MIN_UNITS = 30     # below this many independent units a report claims nothing (as the head reports do)
+
+
+def _known(x) -> bool:
+    """A recorded number (JSON null and NaN mean: not defined for this data)."""
+    return isinstance(x, (int, float)) and x == x
+
+
+def _task_finding(summary: dict, task: str, part: dict, n_heads: int) -> str | None:
+    """One task's best head and verdict in words, from the numbers the head report recorded."""
+    top = (part.get("top_heads") or [None])[0]
+    key = summary.get("ranked_by")
+    baselines = part.get("baselines") or summary.get("baselines") or {}
+    significant = part.get("n_significant_heads_fwer", summary.get("n_significant_heads_fwer"))
+    units = part.get("n_units", summary.get("n_units"))
+    if not top or key not in top or significant is None:
         return None
-    where = f"**{summary.get('data')}** ({summary.get('n_examples')} examples, {summary.get('direction')})"
-    if summary.get("relation") == "coreference" and "accuracy" in top and "nearest_candidate_accuracy" in baselines:
-        best = (f"head {_head(top)} gives the antecedent more attention than every other candidate noun in "
+    low, high = top.get(f"{key}_ci_low"), top.get(f"{key}_ci_high")
+    ci = f"95% CI {low:.3f} to {high:.3f}" if low is not None and high is not None else "no CI recorded"
+    if summary.get("relation") == "coreference":
+        best = (f"head {_head(top)} gives the antecedent more attention than every other candidate in "
                 f"{_percent(top['accuracy'])} of sentences (95% CI {_percent(top['accuracy_ci_low'])}–"
-                f"{_percent(top['accuracy_ci_high'])}); always picking the noun nearest the pronoun does "
-                f"{_percent(baselines['nearest_candidate_accuracy'])}")
-        baseline = "the nearest-noun baseline"
-    elif summary.get("relation") == "negation" and "selectivity" in top:
+                f"{_percent(top['accuracy_ci_high'])})")
+        if task != "all-words" and _known(baselines.get("nearest_candidate_accuracy")):
+            best += f"; always picking the noun nearest the pronoun does {_percent(baselines['nearest_candidate_accuracy'])}"
+        if _known(baselines.get("agreement_oracle_accuracy")):
+            best += f", pronoun agreement alone {_percent(baselines['agreement_oracle_accuracy'])}"
+        baseline = "the nearest-noun baseline" if task != "all-words" else "chance"
+    elif key == "paired_difference":
+        best = (f"head {_head(top)} attends from the cue to the next word more than from a control adverb in the "
+                f"same place by {top[key]:.3f} (paired difference, {ci})")
+        baseline = "their control adverb"
+    else:
         best = (f"head {_head(top)}'s attention from the cue to the next word exceeds its attention from any "
-                f"word to the next one by {top['selectivity']:.3f} (selectivity, 95% CI "
-                f"{top['selectivity_ci_low']:.3f} to {top['selectivity_ci_high']:.3f})")
+                f"word to the next one by {top[key]:.3f} (selectivity, {ci})")
         baseline = "their next-word baseline"
+    label = f" [{task}]" if len(summary.get("tasks") or {}) > 1 else ""
+    if units is not None and units < MIN_UNITS:
+        verdict = f"only {units} independent units, too few to claim anything (descriptive only)"
+    elif significant == 0:
+        verdict = f"no head beats {baseline} after correction over all heads (a null result)"
     else:
+        verdict = f"{significant} of {n_heads} heads beat {baseline} after correction over all heads"
+    return f"{label} {best}; {verdict}."
+
+
+def heads_finding(summary: dict) -> str | None:
+    """The findings in words for one `analysis heads` summary (one clause per task), or None when the
+    summary lacks the numbers."""
+    n_heads = (summary.get("layers") or 0) * (summary.get("heads") or 0)
+    if not n_heads:
         return None
-    if significant == 0:
-        verdict = f"no head beats {baseline} after Holm correction (a null result)"
-    else:
-        verdict = f"{significant} of {n_heads} heads beat {baseline} after Holm correction"
-    return f"- {where}: {best}; {verdict}."
+    tasks = summary.get("tasks") or {summary.get("primary_task") or "all": summary}
+    order = [summary.get("primary_task")] + [t for t in tasks if t != summary.get("primary_task")]
+    parts = [_task_finding(summary, t, tasks[t], n_heads) for t in order if t in tasks]
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    unit = summary.get("resampling_unit", "example")
+    where = (f"**{summary.get('data')}** ({summary.get('n_examples')} examples, {summary.get('direction')}, "
+             f"resampling unit: {unit})")
+    return f"- {where}:" + "".join(parts)
 
 
 def findings_markdown(folder: Path, model: str) -> str:
@@ -86,14 +121,16 @@ def findings_markdown(folder: Path, model: str) -> str:
         lines.append(line or f"- **{name}**: scored; see its section below.")
     if not lines:
         return f"No head scores for **{model}** in this report yet."
-    extra = [label for sub, label in (("probe", "attention probes against control tasks"),
-                                      ("ablation", "ablations of the top heads against random heads"))
+    extra = [label for sub, label in (("patching", "activation patching of every head on minimal pairs"),
+                                      ("probe", "attention probes against control tasks"),
+                                      ("ablation", "ablations of the top heads against layer-matched random heads"))
              if (folder / sub).exists()]
     return "\n".join(
         [f"### Findings for {model}",
          "Which head links the two words most reliably on each dataset, against its baseline "
-         "(a 95% bootstrap CI on every score; \"beat\" means a one-sided paired test, Holm-corrected over "
-         "all heads). Attention shows where a head looks, not why the model decides."]
+         "(a 95% bootstrap CI on every score; \"beat\" means a one-sided paired test whose p-value is corrected "
+         "over all heads at once, maxT p_fwer < 0.05). Attention shows where a head looks, not whether the model "
+         "uses it: the patching section below answers that."]
         + lines
         + ([f"\nThe full report below also has the {' and the '.join(extra)}."] if extra else []))
 
