@@ -24,6 +24,7 @@ def _check_model(loaded, layer=1, head=1):
     module = hooks.as_module(loaded)
     layout = hooks.head_layout(loaded)
     hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+    implementation = getattr(module.config, "text_config", module.config)._attn_implementation
     ids, mask = _batch(loaded)
     base = _last(loaded, ids, mask, output_attentions=True)
     with hooks.cache_z(loaded) as z, hooks.cache_pattern(loaded) as patterns:
@@ -53,7 +54,8 @@ def _check_model(loaded, layer=1, head=1):
     # everything removed and restored
     assert all(len(p._forward_pre_hooks) == 0 for p in layout.projections)
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules()) == hooks_before
-    assert getattr(module.config, "text_config", module.config)._attn_implementation == "eager"
+    # the attention implementation is the one the model had (eager, or the scorer's registered reads)
+    assert getattr(module.config, "text_config", module.config)._attn_implementation == implementation
     assert not hooks._PATTERN_EDITS
 
 

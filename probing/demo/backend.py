@@ -249,9 +249,19 @@ def dataset_table(model_name: str, relation: str) -> pd.DataFrame | None:
     if not is_complete(folder):
         return None
     try:
-        return _read_table(str(path), path.stat().st_mtime)
+        table = _read_table(str(path), path.stat().st_mtime)
     except OSError:
         return None
+    return primary_task(table)
+
+
+def primary_task(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per head: a head table holds one block per task (sentences with named candidates, sentences
+    where every word competes), which are never averaged; the demo shows the task with the most examples."""
+    if "task" not in table or table["task"].nunique() <= 1:
+        return table
+    sizes = table.groupby("task")["n_examples"].first()
+    return table[table["task"] == sizes.idxmax()].reset_index(drop=True)
 
 
 _tables: dict[tuple[str, float], pd.DataFrame] = {}
