@@ -222,7 +222,7 @@ def test_model_view_report_and_about_tabs_render(watched):
     assert page.locator("#report-files a").count() == 4
     href = page.locator('#report-files a[href*="builtin-coref-heads.csv"]').first.get_attribute("href")
     response = page.request.get(href if href.startswith("http") else watched.url.rstrip("/") + href)
-    assert response.ok and response.text().startswith("layer,head,")
+    assert response.ok and response.text().startswith("task,layer,head,")
     watched.shot("probing-report")
     page.locator("#report-detail").get_by_text("The full report").click()
     page.get_by_text("Head scores: coreference").first.wait_for()
