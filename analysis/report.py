@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="small limits everywhere: a smoke test of the pipeline, not a result; never written "
                              "into the committed reports")
     parser.add_argument("--force", action="store_true", help="rerun every step, even finished ones")
+    parser.add_argument("--only", action="append", default=None, metavar="STEP",
+                        help="run only the steps named STEP or under it (repeatable, e.g. --only heads); the report "
+                             "records the subset, says so at its top, and --check checks that subset")
     parser.add_argument("--check", action="store_true",
                         help="run nothing: compare the recorded keys of the report in --out (default: the committed "
                              "reports/<model>) with what the current code would record; exit 1 when stale")
@@ -108,6 +111,18 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
                       ["builtin-negation", "builtin-coref"] + [n for n in ("neg136-simp", "neg136-nat")
                                                                 if available(n, data_root)]))
     return steps
+
+
+def select(steps: list[Step], only: list[str] | None) -> list[Step]:
+    """The steps named in `only` (a step's name, or a folder such as "heads"); all of them when `only` is empty."""
+    if not only:
+        return steps
+    prefixes = [o.strip("/") for o in only]
+    chosen = [s for s in steps if any(s.name == p or s.name.startswith(p + "/") for p in prefixes)]
+    if not chosen:
+        raise ValueError(f"--only {' '.join(only)}: no step of the plan matches; steps are "
+                         f"{', '.join(s.name for s in steps)}")
+    return chosen
 
 
 def _data_flags(names: list[str]) -> list[str]:
@@ -219,7 +234,8 @@ def stale_steps(out: Path, model: str, data_root=None) -> list[str]:
     """
     out = Path(out)
     problems = []
-    steps = plan(model, data_root, quick=False)
+    recorded_summary = _read_json(out / "summary.json") or {}
+    steps = select(plan(model, data_root, quick=False), recorded_summary.get("only"))
     for step in steps:
         marker = out / step.name / DONE
         if not marker.exists():
@@ -270,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out}: " + (f"{len(problems)} step(s) stale; regenerate with `{rerun}`" if problems
                             else "every step is current"))
         return 1 if problems else 0
-    steps = plan(model, args.data_root, args.quick)
+    steps = select(plan(model, args.data_root, args.quick), args.only)
     records = {}
     for number, step in enumerate(steps, start=1):
         folder = out / step.name
@@ -282,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{number}/{len(steps)}] {step.name}: running `analysis {step.command} {' '.join(step.argv)}`",
               file=sys.stderr, flush=True)
         records[step.name] = run_step(step, folder, key)
-    summary = collect_summary(out, model, steps, records, quick=args.quick)
+    summary = collect_summary(out, model, steps, records, quick=args.quick, only=args.only)
     write_json(out / "summary.json", summary)
     write_text(out / "report.md", report_markdown(out, summary, steps))
     print(f"wrote {out / 'report.md'} and {out / 'summary.json'}")
@@ -293,9 +309,10 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect_summary(out: Path, model: str, steps: list[Step], records: dict, quick: bool) -> dict:
-    """Every step's own summary JSON, gathered under one roof."""
-    summary = {"model": model, "quick": quick, "steps": {}}
+def collect_summary(out: Path, model: str, steps: list[Step], records: dict, quick: bool,
+                    only: list[str] | None = None) -> dict:
+    """Every step's own summary JSON, gathered under one roof (`only`: the subset of steps asked for)."""
+    summary = {"model": model, "quick": quick, "only": only or None, "steps": {}}
     for step in steps:
         folder = out / step.name
         jsons = {p.name: _read_json(p) for p in sorted(folder.glob("*.json")) if p.name != DONE}
@@ -318,6 +335,9 @@ def report_markdown(out: Path, summary: dict, steps: list[Step]) -> str:
     lines = [f"# Attention-head report: {summary['model']}", ""]
     if summary["quick"]:
         lines += ["> **Quick run:** small limits everywhere. A smoke test of the pipeline, not a result.", ""]
+    if summary.get("only"):
+        lines += [f"> **Partial report:** only the steps under {', '.join(summary['only'])} were run "
+                  f"({', '.join(step.name for step in steps)}).", ""]
     lines += ["Every number below comes with its baseline and a 95% CI. Attention shows where a head looks, "
               "not why the model decides: the probes ask whether the pattern carries the relation better than a "
               "control, and the ablations whether the model needs those heads.", "",

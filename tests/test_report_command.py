@@ -186,3 +186,19 @@ def test_quick_run_writes_under_out_quick_and_leaves_the_repository_clean(tmp_pa
     assert "Quick run" in (tmp_path / "out/quick/minilm/report.md").read_text()
     assert main(["report", "--quick", "--out", str(ROOT / "reports" / "minilm")]) == 2
     assert "--quick never writes into the committed reports" in capsys.readouterr().err
+
+
+def test_a_partial_report_is_checked_on_the_steps_it_recorded(tmp_path):
+    out, data_root = tmp_path / "report", tmp_path / "no-datasets"
+    data_root.mkdir()
+    _fresh_report(out, data_root)
+    for name in ("probe", "patching", "ablation"):
+        shutil.rmtree(out / name)
+    assert any(p.startswith("ablation: no finished run") for p in report.stale_steps(out, "minilm", data_root))
+    (out / "summary.json").write_text(json.dumps({"model": "minilm", "only": ["heads"]}))
+    assert report.stale_steps(out, "minilm", data_root) == []      # the subset it ran is current
+    steps = report.plan("minilm", data_root, quick=False)
+    assert [s.name for s in report.select(steps, ["heads/"])] == ["heads/builtin-coref", "heads/builtin-negation"]
+    assert report.select(steps, None) == steps
+    with pytest.raises(ValueError, match="no step of the plan matches"):
+        report.select(steps, ["head"])
