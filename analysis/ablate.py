@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from probing.heads import score_heads
     from probing.models import load_model
     out = prepare_out_dir(args.out, ABLATION_FILES, args.force)
+    out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
     loaded = load_model(args.model)
     given = _given_tables(args.heads) if args.heads else {}
     evaluation, sources, tables = [], {}, {}

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
     out = prepare_out_dir(args.out, PATCH_FILES, args.force)
+    out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
     examples, _report = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
     if args.limit is not None:
