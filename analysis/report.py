@@ -356,19 +356,26 @@ def report_markdown(out: Path, summary: dict, steps: list[Step]) -> str:
 
 
 def model_comparison(out: Path, model: str) -> str:
-    """The top head per built-in set, for this model and every other model reported beside it."""
+    """The top head per set by its main score, for this model and every other model reported beside it.
+
+    Only complete result folders count (their completion marker written last): a killed run's files do not."""
+    from probing.report.outputs import is_complete
     rows = []
     for folder in sorted(p for p in out.parent.iterdir() if p.is_dir()):
         for data in ("builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing"):
-            head_summary = _read_json(folder / "heads" / data / "summary.json")
-            if not head_summary:
+            heads = folder / "heads" / data
+            head_summary = _read_json(heads / "summary.json") if is_complete(heads) else None
+            if not head_summary or "ranked_by" not in head_summary:
                 continue
             top = head_summary["top_heads"][0]
             key = head_summary["ranked_by"]
-            rows.append(f"| {head_summary['model']} | {data} | {head_summary['direction']} | "
+            task = head_summary.get("primary_task", "")
+            units = f"{head_summary.get('n_units', '?')} {head_summary.get('resampling_unit', 'example')}"
+            significant = head_summary.get("n_significant_heads_fwer")
+            rows.append(f"| {head_summary['model']} | {data} ({task}) | {head_summary['direction']} | {units} | "
                         f"{top['layer']}-{top['head']} | {key} {top[key]:.3f} "
                         f"[{top[f'{key}_ci_low']:.3f}, {top[f'{key}_ci_high']:.3f}] | "
-                        f"{head_summary['n_significant_heads_holm']}/{head_summary['layers'] * head_summary['heads']} |")
+                        f"{significant}/{head_summary['layers'] * head_summary['heads']} |")
     if len({r.split('|')[1] for r in rows}) < 2:
         return "## Model comparison\n\nOnly this model has a report here so far; reports of other models " \
                "written beside it (`python -m analysis report --model mpnet`) appear in this table.\n\n" + \
@@ -377,6 +384,7 @@ def model_comparison(out: Path, model: str) -> str:
 
 
 def _table(rows: list[str]) -> str:
-    header = ["| model | data | direction | best head | score [95% CI] | heads beating baseline (Holm) |",
-              "|---|---|---|---|---|---|"]
+    header = ["| model | data (task) | direction | independent units | best head | main score [95% CI] | "
+              "heads beating baseline (maxT p_fwer < 0.05) |",
+              "|---|---|---|---|---|---|---|"]
     return "\n".join(header + rows)
