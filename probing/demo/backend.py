@@ -423,14 +423,12 @@ def heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
 
 
 def _heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
-    """The (layers, heads) array a heatmap shows: the attention, the next-word baseline, or their difference."""
-    if metric == "mean_attention" or scores.relation != "negation":
-        return scores.attention
-    if metric == "next_word_baseline":
-        return scores.next_word
-    if metric == "selectivity":
-        return scores.attention - scores.next_word
-    raise DemoError(f"Unknown heatmap metric {metric!r}; use one of {', '.join(HEATMAP_METRICS)}.")
+    """The (layers, heads) array a heatmap shows (one definition: `glossary.metric_values`)."""
+    from probing.demo.glossary import metric_values
+    try:
+        return metric_values(scores, metric)
+    except ValueError as err:
+        raise DemoError(str(err)) from None
 
 
 def heatmap_title(scores: SentenceScores, metric: str) -> str:
