@@ -385,7 +385,7 @@ def check_allowed_name(model: str | None) -> str:
 DATASET_COLUMNS = {
     "coreference": {"accuracy": "set: accuracy", "mean_attention": "set: mean attention",
                     "nearest_candidate_accuracy": "set: nearest-noun baseline"},
-    "negation": {"selectivity": "set: selectivity", "mean_attention": "set: mean attention",
+    "negation": {"paired_difference": "set: paired difference", "selectivity": "set: selectivity",
                  "next_word_baseline": "set: next-word baseline"},
 }
 

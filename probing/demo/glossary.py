@@ -41,6 +41,9 @@ COLUMN_MEANINGS = {
         "the head, so every row shows the same number: the bar a head's accuracy must clear.",
     "set: selectivity": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
                         "more than a positional habit.",
+    "set: paired difference": "built-in set, the main negation score: attention from the cue to the next word "
+                              "minus attention from a control adverb in the same place (\"did really sign\") to "
+                              "the same word; above 0, the head looks from \"not\" more than from any word there.",
     "set: next-word baseline": "built-in set: the head's mean attention from any word to the word after it.",
 }
 
