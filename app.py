@@ -169,7 +169,7 @@ def run_relation(relation, text, source, target, model, metric):
         message = "\n\n".join([f"Best head for this sentence: **{best[0]}-{best[1]}**, shown in the views below. "
                                  "Red outline: the target gets more of that head's attention than any other word "
                                  "(special tokens such as [SEP] left out). Dot: the head beats its baseline on the "
-                                 "built-in set. Click any head to see it."]
+                                 "dataset beside the table. Click any head to see it."]
                                 + [f"**Note:** {_escape(n)}" for n in analysis.notes])
         heatmap, _, view, note, words, state = _show(state, *best, view=analysis.view)
         choice = gr.update(choices=backend.head_labels(analysis.model), value=f"{best[0]}-{best[1]}")
@@ -278,7 +278,7 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
                               elem_id=f"{key}-heatmap", padding=True, container=True)
         with gr.Column(scale=5, min_width=300):
             top_table = gr.Dataframe(empty_table,
-                                     label="Top heads for this sentence, beside their scores on the built-in set (click a row)",
+                                     label="Top heads for this sentence, beside their scores on a dataset: GAP for coreference where the report has it, else the built-in set (click a row)",
                                      interactive=False, wrap=True, elem_id=f"{key}-table",
                                      column_widths=TABLE_WIDTHS[relation])
             gr.Markdown("**What the columns mean**\n\n" + glossary.table_legend(empty_table),

@@ -48,9 +48,14 @@ def _report(tmp_path):
     return folder
 
 
-def test_the_coreference_set_comes_first_and_other_parts_are_named(tmp_path):
-    text = findings_markdown(_report(tmp_path), "toy")
-    assert text.index("builtin-coref") < text.index("builtin-negation")
+def test_the_primary_evidence_comes_first_and_other_parts_are_named(tmp_path):
+    folder = _report(tmp_path)
+    (folder / "heads" / "gap-dev").mkdir()
+    (folder / "heads" / "gap-dev" / "summary.json").write_text(json.dumps(
+        {**_summary("coreference", 1, accuracy=0.7, accuracy_ci_low=0.6, accuracy_ci_high=0.8), "data": "gap-dev"}))
+    text = findings_markdown(folder, "toy")
+    # GAP first; the agreement-solvable built-in coreference set last, after the paired negation set
+    assert text.index("gap-dev") < text.index("builtin-negation") < text.index("builtin-coref")
     assert "ablations of the top heads" in text and "probes" not in text
     assert findings_markdown(tmp_path / "missing", "toy") == "No head scores for **toy** in this report yet."
 

@@ -39,6 +39,9 @@ from probing.runner import SentenceAttention, encode, forward_attentions, pad_id
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
 REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", Path(__file__).resolve().parents[2] / "reports"))
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
+# The dataset beside a sentence's scores ("set:" columns, heatmap dots): for coreference GAP where the report
+# has it, since most built-in items are solved by pronoun agreement alone; else the built-in set.
+SET_COLUMNS_FROM = {"coreference": ("gap-dev", "builtin-coref"), "negation": ("builtin-negation",)}
 HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "selectivity")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
 ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
@@ -241,13 +244,19 @@ def heads_folder(model_name: str, data: str) -> Path:
     return report_dir(model_name) / "heads" / data
 
 
+def dataset_name(model_name: str, relation: str) -> str | None:
+    """Which dataset's head table stands beside a sentence: the first of SET_COLUMNS_FROM with a complete
+    result for this model (a folder is trusted only when its completion marker says so), else None."""
+    return next((data for data in SET_COLUMNS_FROM[relation] if is_complete(heads_folder(model_name, data))), None)
+
+
 def dataset_table(model_name: str, relation: str) -> pd.DataFrame | None:
-    """The `analysis heads` table on the built-in set for this model, or None if no complete result exists
-    (a folder is trusted only when its completion marker says so: a killed run's mix is not)."""
-    folder = heads_folder(model_name, DATASET_FOR[relation])
-    path = folder / "heads.csv"
-    if not is_complete(folder):
+    """The `analysis heads` table (its main task) beside a sentence's scores, or None if no complete result
+    exists: GAP for coreference where the report has it, else the built-in set."""
+    data = dataset_name(model_name, relation)
+    if data is None:
         return None
+    path = heads_folder(model_name, data) / "heads.csv"
     try:
         table = _read_table(str(path), path.stat().st_mtime)
     except OSError:

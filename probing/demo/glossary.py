@@ -33,11 +33,11 @@ COLUMN_MEANINGS = {
                            "(0 to 1).",
     "sentence: selectivity": "this sentence: attention minus the head's next-word baseline; above 0, the head "
                              "prefers this pair to any word → the word after it.",
-    "set: accuracy": "built-in set: share of sentences in which the antecedent gets more of this head's attention "
+    "set: accuracy": "dataset (GAP where the report has it, else the built-in set): share of sentences in which the antecedent gets more of this head's attention "
                      "than every other candidate noun.",
-    "set: mean attention": "built-in set: the head's mean attention from source to target over all its sentences.",
+    "set: mean attention": "dataset: the head's mean attention from source to target over all its sentences.",
     "set: nearest-noun baseline (same for every head)":
-        "built-in set: the accuracy of always picking the candidate nearest the pronoun. It does not depend on "
+        "dataset: the accuracy of always picking the candidate nearest the pronoun. It does not depend on "
         "the head, so every row shows the same number: the bar a head's accuracy must clear.",
     "set: selectivity": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
                         "more than a positional habit.",

@@ -38,7 +38,7 @@ def colour_range(values: np.ndarray, diverging: bool) -> tuple[float, float]:
 ARGMAX_MEANING = ("red outline: the target gets more of this head's attention than any other word of the sentence "
                   "(special tokens such as [CLS] and [SEP] are not words and are left out of this comparison, so a "
                   "head can win with little attention while most of it goes to [SEP])")
-SIGNIFICANT_MEANING = "dot: this head beats its baseline on the built-in set (one-sided paired test, corrected over all heads: maxT p_fwer < 0.05)"
+SIGNIFICANT_MEANING = "dot: this head beats its baseline on the dataset beside the table (GAP for coreference where the report has it; one-sided paired test, corrected over all heads: maxT p_fwer < 0.05)"
 
 
 def is_signed(values: np.ndarray) -> bool:
@@ -94,7 +94,7 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
                 background, ink, shown, tip = "#d0d0d0", "#333", "n/a", "n/a"
             tip = (f"layer {layer}, head {head}: {tip}"
                    + (" · the target wins this head's argmax over the sentence's words" if marked[layer, head] else "")
-                   + (" · beats its baseline on the built-in set" if significant[layer, head] else ""))
+                   + (" · beats its baseline on the dataset" if significant[layer, head] else ""))
             cells.append(
                 f'<button type="button" class="{" ".join(classes)}" data-layer="{layer}" data-head="{head}" '
                 f'title="{html.escape(tip)}" aria-label="{html.escape(tip)}" '
@@ -108,7 +108,7 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
                        '(special tokens left out)</span>')
     if significant.any():
         keys.insert(0, f'<span class="hh-key" title="{html.escape(SIGNIFICANT_MEANING)}"><span class="hh-swatch '
-                       'hh-significant"></span>dot: beats its baseline on the built-in set (maxT-corrected)</span>')
+                       'hh-significant"></span>dot: beats its baseline on the dataset (maxT-corrected)</span>')
     legend = (f'<div class="hh-legend"><span class="hh-scale"><span>{low:.2f}</span>'
               f'<span class="hh-bar" style="background:linear-gradient(to right, {stops})"></span>'
               f'<span>{high:.2f}</span>{centre}</span>{"".join(keys)}</div>')
