@@ -90,9 +90,11 @@ def test_pair_labels_cue_and_hard_negative(minilm):
     adverbs = [feats.word[i] for i in np.flatnonzero(feats.hard_negative)]
     assert sorted(cues) == ["not", "not", "t"]            # "weren't" -> words "weren" "'" "t": labelled at "t"
     assert sorted(adverbs) == ["also", "really"]
-    # Pairs that start inside the multi-word cue ("weren" -> "'", "'" -> "t") carry no label and are left out.
+    # The cue "n't" is the pieces inside its span, "'" and "t" (the host "weren" is not part of it): the pair
+    # that starts inside the cue ("'" -> "t") carries no label and is left out; "weren" -> "'" is an ordinary pair.
     contraction = feats.ids.index("n2")
-    assert [feats.word[i] for i in np.flatnonzero(feats.example == contraction)][:4] == ["the", "dogs", "t", "barking"]
+    assert [feats.word[i] for i in np.flatnonzero(feats.example == contraction)][:5] == \
+        ["the", "dogs", "weren", "t", "barking"]
     assert feats.groups[feats.ids.index("n1")] == feats.groups[feats.ids.index("n1c")] == "p1"
 
 
