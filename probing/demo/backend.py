@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,6 +70,16 @@ def get_model(name: str | None) -> LoadedModel:
         loaded = dataclasses.replace(loaded, max_length=DEMO_MAX_TOKENS)
     return loaded
 
+
+
+@contextmanager
+def worded():
+    """Input errors from the library (`InputError`) become the demo's `DemoError`: shown in words, logged in
+    one line."""
+    try:
+        yield
+    except InputError as err:
+        raise DemoError(str(err)) from None
 
 def forward(loaded: LoadedModel, text: str) -> tuple[SentenceAttention, tuple]:
     """The one forward pass of a request (under the global limit): the sentence's pieces and attention as
@@ -191,18 +202,14 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
             top_k: int = 8) -> Analysis:
     """Score every head for the source -> target pair in one sentence; DemoError on bad input."""
     text, relation, source, target, name = checked_request(text, relation, source, target, model)
-    try:
+    with worded():
         example = make_example(text, relation, source, target)
-    except InputError as err:
-        raise DemoError(str(err)) from None
     loaded = get_model(name)
     sentence, attentions = forward(loaded, example.text)
-    try:
+    with worded():
         replayed = dataclasses.replace(loaded, model=_Replay(loaded.model, sentence.encoded.input_ids, attentions))
         # The eager path: the scorer reads full patterns, which the replayed pass already holds.
         scores = score_sentence(replayed, example, attention="eager")
-    except InputError as err:
-        raise DemoError(str(err)) from None
     ranking = scores.attention if relation == "coreference" else scores.attention - np.nan_to_num(scores.next_word)
     best_layer, best_head = (int(i) for i in np.unravel_index(int(np.argmax(ranking)), ranking.shape))
     notes = text_notes(text, loaded, scores.truncated)
@@ -484,15 +491,11 @@ def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: i
     """The bertviz head view of one sentence as a sandboxed iframe, opened on `layer` with `head` selected."""
     text, name = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model)
     layer, head = number_field(layer, "layer"), number_field(head, "head")
-    try:
+    with worded():
         cleaned = clean_text(text)
-    except InputError as err:
-        raise DemoError(str(err)) from None
     loaded = get_model(name)
-    try:
+    with worded():
         layer, head = _index("layer", layer, loaded.n_layers), _index("head", head, loaded.n_heads)
-    except InputError as err:
-        raise DemoError(str(err)) from None
     sentence, _ = forward(loaded, cleaned)
     return _head_view_of(sentence, loaded, text, layer, head, max_tokens)
 
@@ -502,15 +505,11 @@ def model_view(text: str, model: str | None, layers: list[int] | None = None,
     """The bertviz model view of one sentence (a subset of layers keeps the page light)."""
     from probing.views import model_view_html
     text, name, layers = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model), layers_field(layers)
-    try:
+    with worded():
         cleaned = clean_text(text)
-    except InputError as err:
-        raise DemoError(str(err)) from None
     loaded = get_model(name)
-    try:
+    with worded():
         layers = [_index("layer", l, loaded.n_layers) for l in layers] if layers else None
-    except InputError as err:
-        raise DemoError(str(err)) from None
     sentence, _ = forward(loaded, cleaned)
     result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
