@@ -26,7 +26,15 @@ def _plain_effects(loaded, clean, corrupt):
     for h in handles:
         h.remove()
     e_clean, e_corrupt = base
+    readout = lambda batch: module(input_ids=batch).last_hidden_state.double().mean(1)[0]  # noqa: E731
     m = lambda e: float((e - e_corrupt) @ (e_clean - e_corrupt) / ((e_clean - e_corrupt) @ (e_clean - e_corrupt)))  # noqa
+    return _per_head_runs(layout, inputs, ids, lambda batch: m(readout(batch)))
+
+
+def _per_head_runs(layout, inputs, ids, normalised):
+    """noising = 1 - m(clean run with head h's slice from the corrupt run), denoising = m(corrupt run with it
+    from the clean run), one forward per head and run; `normalised(ids)` is the readout with clean = 1,
+    corrupt = 0, and `inputs[layer]` the output projection's input on (clean, corrupt)."""
     noising = np.zeros((layout.n_layers, layout.n_heads))
     denoising = np.zeros_like(noising)
     d = layout.head_dim
@@ -41,9 +49,9 @@ def _plain_effects(loaded, clean, corrupt):
                     return (x,)
                 handle = layout.projections[layer].register_forward_pre_hook(hook)
                 with torch.inference_mode():
-                    e = module(input_ids=ids[run:run + 1]).last_hidden_state.double().mean(1)[0]
+                    value = normalised(ids[run:run + 1])
                 handle.remove()
-                out[layer, head] = 1 - m(e) if run == 0 else m(e)
+                out[layer, head] = 1 - value if run == 0 else value
     return noising, denoising
 
 
@@ -182,22 +190,8 @@ def _plain_logit_effects(lm, ids, position, answers):
     v_clean, v_corrupt = diff(ids).tolist()
     for h in handles:
         h.remove()
-    noising = np.zeros((layout.n_layers, layout.n_heads))
-    denoising = np.zeros_like(noising)
-    d = layout.head_dim
-    for layer in range(layout.n_layers):
-        for head in range(layout.n_heads):
-            for run, out in ((0, noising), (1, denoising)):
-                source = inputs[layer][1 - run, :, head * d:(head + 1) * d]
-
-                def hook(_m, args):
-                    x = args[0].clone()
-                    x[..., head * d:(head + 1) * d] = source
-                    return (x,)
-                handle = layout.projections[layer].register_forward_pre_hook(hook)
-                v = float(diff(ids[run:run + 1])[0])
-                handle.remove()
-                out[layer, head] = (v_clean - v if run == 0 else v - v_corrupt) / (v_clean - v_corrupt)
+    noising, denoising = _per_head_runs(layout, inputs, ids,
+                                        lambda batch: (float(diff(batch)[0]) - v_corrupt) / (v_clean - v_corrupt))
     return noising, denoising, v_clean - v_corrupt
 
 
