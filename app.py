@@ -219,6 +219,10 @@ def switch_metric(state, metric):
     """The negation heatmap between mean_attention, next_word_baseline and selectivity (no new forward pass)."""
     if not state:
         return gr.update(), state
+    try:
+        metric = guard.choice_field(metric, "heatmap metric", backend.HEATMAP_METRICS)
+    except backend.DemoError:
+        return gr.update(), state
     state = dict(state, metric=metric)
     return _heatmap(state, state.get("selected")), state
 

@@ -299,7 +299,6 @@ class ReportFiles:
     coref_heatmap: str | None
     negation_heatmap: str | None
     markdown: str
-    downloads: list[str]
     folder: str
 
 
@@ -322,11 +321,10 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]
-    downloads = download_copies(folder, name)
     image = lambda data: (str(folder / "heads" / data / "heatmap.png")  # noqa: E731
                           if (folder / "heads" / data / "heatmap.png").exists() else None)
     return ReportFiles(coref_heatmap=image("builtin-coref"), negation_heatmap=image("builtin-negation"),
-                       markdown="\n\n---\n\n".join(parts), downloads=downloads, folder=_shown_folder(folder))
+                       markdown="\n\n---\n\n".join(parts), folder=_shown_folder(folder))
 
 
 def page_markdown(markdown: str) -> str:
@@ -361,36 +359,6 @@ def downloads_dir() -> Path:
             _downloads = Path(tempfile.mkdtemp(prefix="probing-downloads-"))
             atexit.register(shutil.rmtree, _downloads, True)
         return _downloads
-
-
-def download_copies(folder: Path, name: str) -> list[str]:
-    """The report's CSV, JSON and Markdown files, copied under names that say which set they belong to.
-
-    Both sets write `heads.csv`, `summary.json` and `report.md`; a download list of two `heads.csv` would not
-    say which is which, so the copies are named `builtin-coref-heads.csv` and so on. Symbolic links, in the
-    report folder or in the download folder, are refused: only regular files are copied, into real folders.
-    """
-    root = downloads_dir()
-    out = root / _safe_name(name)
-    out.mkdir(mode=0o700, exist_ok=True)
-    if out.is_symlink() or out.resolve().parent != root.resolve():
-        raise DemoError("The download folder is not the app's own folder; refusing to write there.")
-    copies = []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix not in (".csv", ".json", ".md") or path.is_symlink() or not path.is_file():
-            continue
-        parts = path.relative_to(folder).parts
-        if parts[-1].startswith("."):       # markers and temporary files are not results
-            continue
-        target = out / "-".join(parts[1:] if parts[0] == "heads" and len(parts) > 1 else parts)
-        if target.is_symlink():
-            target.unlink()
-        if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
-            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
-            shutil.copy2(path, partial)
-            os.replace(partial, target)
-        copies.append(str(target))
-    return copies
 
 
 def check_allowed_name(model: str | None) -> str:
@@ -430,35 +398,6 @@ def empty_top_table(relation: str) -> pd.DataFrame:
     """The table's columns before anything was analysed."""
     columns = ["head", "attention"] + (["selectivity"] if relation == "negation" else [])
     return pd.DataFrame(columns=columns + list(DATASET_COLUMNS[relation].values()))
-
-
-def heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
-    """The (layers, heads) array a heatmap shows: the attention, the next-word baseline, or their difference."""
-    metric = choice_field(metric, "heatmap metric", HEATMAP_METRICS) if scores.relation == "negation" else metric
-    return _heatmap_values(scores, metric)
-
-
-def _heatmap_values(scores: SentenceScores, metric: str) -> np.ndarray:
-    """The (layers, heads) array a heatmap shows (one definition: `glossary.metric_values`)."""
-    from probing.demo.glossary import metric_values
-    try:
-        return metric_values(scores, metric)
-    except ValueError as err:
-        raise DemoError(str(err)) from None
-
-
-def heatmap_title(scores: SentenceScores, metric: str) -> str:
-    """What the heatmap shows, in words (the source and target are user text; the HTML escapes them)."""
-    name = metric if scores.relation == "negation" else "attention"
-    return f"{name}: {scores.source!r} → {scores.target!r} ({scores.direction}), layer × head"
-
-
-def head_heatmap(scores: SentenceScores, metric: str, selected: tuple[int, int] | None = None) -> str:
-    """The demo's clickable heatmap (HTML) of one analysed sentence."""
-    from probing.demo.heatmap import heatmap_html
-    metric = metric if scores.relation == "negation" else "mean_attention"
-    return heatmap_html(heatmap_values(scores, metric), heatmap_title(scores, metric), scores.is_argmax,
-                        selected=selected, diverging=metric == "selectivity")
 
 
 def parse_head(label) -> tuple[int, int]:

@@ -34,7 +34,9 @@ def is_internal(path: Path) -> bool:
 def report_files(folder: Path) -> list[Path]:
     """Every file of the report a visitor may download, in a stable order (internal ones left out)."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_internal(p.relative_to(folder)))
+    # Symbolic links are never offered or archived: one pointing outside the report would serve that file.
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.is_symlink() and not is_internal(p.relative_to(folder)))
 
 
 def _percent(x: float) -> str:
