@@ -165,9 +165,21 @@ def _span_pieces(offsets, span) -> set[int]:
     return {i for i, (s, e) in enumerate(offsets) if e > s and s < span[1] and span[0] < e}
 
 
+def _word_of_pieces(loaded: LoadedModel, text: str, pieces) -> int | None:
+    """The index of the one word (the tokenizer's pre-tokenised words) that holds all `pieces`, else None."""
+    word_ids = loaded.tokenizer(text, truncation=True, max_length=loaded.max_length).word_ids()
+    words = {word_ids[i] for i in pieces}
+    return words.pop() if len(words) == 1 and None not in words else None
+
+
 def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple[bool, str, dict]:
-    """(usable, reason if not, token info): same number of pieces, differing only in the swapped word's pieces;
-    with answers, also two answers that start with different pieces and a readout position."""
+    """(usable, reason if not, token info): same number of pieces, differing in one word's pieces alone.
+
+    The swapped word is the source word itself (negation: "not" <-> "really"; he <-> she), or, for twins
+    such as Winograd's, another single word ("too wide" <-> "too narrow"), while the source (the pronoun)
+    sits at the same pieces in both texts. Info: `ids` (clean, corrupt), `swapped` (the differing pieces),
+    `source` (the source word's pieces: the query rows of the `row_*` patches), `target`; with answers,
+    also `answer_ids` and the readout `position`."""
     clean_ids, clean_offsets = _pieces(loaded, pair.clean)
     corrupt_ids, corrupt_offsets = _pieces(loaded, pair.corrupt)
     clean_word = pair.clean[slice(*pair.clean_source)]
@@ -175,14 +187,16 @@ def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple
     if len(clean_ids) != len(corrupt_ids):
         hint = " (a contraction)" if "'" in clean_word or "’" in clean_word else ""
         return False, (f"different number of pieces: {clean_word!r} vs {corrupt_word!r}{hint}"), {}
-    differ = {i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b}
+    differ = sorted(i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b)
     if not differ:
         return False, "the two texts tokenise identically", {}
-    swapped = _span_pieces(clean_offsets, pair.clean_source) & _span_pieces(corrupt_offsets, pair.corrupt_source)
-    if not differ <= swapped:
-        return False, "the texts differ outside the swapped word's pieces (or the word has a different number of pieces)", {}
+    source = _span_pieces(clean_offsets, pair.clean_source)
+    if source != _span_pieces(corrupt_offsets, pair.corrupt_source):
+        return False, "the source word sits at different pieces in the two texts", {}
+    if not set(differ) <= source and _word_of_pieces(loaded, pair.clean, differ) is None:
+        return False, "the texts differ in more than one word", {}
     target = sorted(_span_pieces(clean_offsets, pair.clean_target)) if pair.clean_target else []
-    info = {"ids": (clean_ids, corrupt_ids), "source": sorted(swapped), "target": target}
+    info = {"ids": (clean_ids, corrupt_ids), "swapped": differ, "source": sorted(source), "target": target}
     if pair.answers is not None and check_answers:
         answer_ids = _answer_ids(loaded, pair.answers)
         if answer_ids[0] == answer_ids[1]:
@@ -331,8 +345,10 @@ class PairPatch:
     clean: str
     corrupt: str
     tokens: list[str]
-    source: list[int]
-    effects: dict[str, np.ndarray]
+    source: list[int]                      # the source word's pieces (default: the swapped word's)
+    swapped: list[int]                     # the pieces where the two texts differ
+    target: list[int]                      # the target word's pieces ([] without a target)
+    effects: dict[str, np.ndarray]         # kind -> [layers, heads]
     sanity: dict[str, float]
     distance: float
     attention: np.ndarray | None
@@ -353,7 +369,7 @@ class PairPatch:
 
     def to_dict(self) -> dict:
         return {"clean": self.clean, "corrupt": self.corrupt, "tokens": self.tokens, "source": self.source,
-                "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
+                "swapped": self.swapped, "target": self.target, "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist()}
 
@@ -486,11 +502,25 @@ def _language_model(loaded: LoadedModel) -> nn.Module:
     return lm
 
 
-def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | None = None,
-               kinds=KINDS, max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
-    """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
-    from the tokens: the pieces that differ. ValueError when the pair is not a minimal pair.
+def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+            or not 0 <= value[0] < value[1] <= len(text)):
+        raise ValueError(f"{name} must be a (start, end) character span inside the clean text, got {value!r}")
+    return tuple(value)
 
+
+def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
+               target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
+               max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
+    """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
+    from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
+    minimal pair.
+
+    source, target: (start, end) character spans in the clean text. The source word is where the `row_*`
+    patches and the attention are read from (default: the swapped word); with a target, `attention` is the
+    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference."""
@@ -499,40 +529,44 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | Non
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"the {name} text is empty")
+    source, target = _span_field(source, "source", clean_text), _span_field(target, "target", clean_text)
     clean_ids, clean_offsets = _pieces(loaded, clean_text)
     corrupt_ids, _ = _pieces(loaded, corrupt_text)
     if len(clean_ids) != len(corrupt_ids):
         raise ValueError(f"the two texts have different numbers of pieces ({len(clean_ids)} vs {len(corrupt_ids)}); "
                          "patching needs a minimal pair that swaps one word for a word of as many pieces")
-    differ = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
-    if not differ:
+    swapped = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
+    if not swapped:
         raise ValueError("the two texts are the same after tokenisation; change one word")
-    encoded = loaded.tokenizer(clean_text)
-    word_ids = encoded.word_ids()
-    if len({word_ids[i] for i in differ}) > 1:
+    if _word_of_pieces(loaded, clean_text, swapped) is None:
         raise ValueError("the two texts differ in more than one word; patching needs a minimal pair")
+    source_pieces = swapped if source is None else sorted(_span_pieces(clean_offsets, source))
+    target_pieces = [] if target is None else sorted(_span_pieces(clean_offsets, target))
+    for name, pieces in (("source", source_pieces), ("target", target_pieces)):
+        if (source if name == "source" else target) is not None and not pieces:
+            raise ValueError(f"the {name} span covers no piece the model reads (past the token limit?)")
     module, readout = loaded.model, None
     if answers is not None:
         if len(answers) != 2 or not all(isinstance(a, str) and a.strip() for a in answers):
             raise ValueError(f"answers must be two non-empty words, got {answers!r}")
-        swapped = (clean_offsets[differ[0]][0], clean_offsets[differ[-1]][1])
+        word = (clean_offsets[swapped[0]][0], clean_offsets[swapped[-1]][1])
         pair = Pair(id="pair", relation=relation or "", clean=clean_text, corrupt=corrupt_text,
-                    clean_source=swapped, corrupt_source=swapped, answers=tuple(answers))
+                    clean_source=word, corrupt_source=word, answers=tuple(answers))
         ok, reason, info = usable(loaded, pair)
         if not ok:
             raise ValueError(reason)
         module = _language_model(loaded)
         readout = LogitReadout(module, info["answer_ids"], info["position"])
-    out = _patch_ids(module, clean_ids, corrupt_ids, differ, [], kinds, max_rows, readout)
+    out = _patch_ids(module, clean_ids, corrupt_ids, source_pieces, target_pieces, kinds, max_rows, readout)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
     effects, sanity = _normalise(out, scale)
     tokens = loaded.tokenizer.convert_ids_to_tokens(clean_ids)
-    return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=differ,
-                     effects=effects, sanity=sanity, distance=out["distance"],
-                     attention=None, source_pattern=out["source_pattern"], seconds=out["seconds"],
-                     readout="embedding" if readout is None else "logits")
+    return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=source_pieces,
+                     swapped=swapped, target=target_pieces, effects=effects, sanity=sanity,
+                     distance=out["distance"], attention=out["attention"], source_pattern=out["source_pattern"],
+                     seconds=out["seconds"], readout="embedding" if readout is None else "logits")
 
 
 # ---- Many pairs: effects, statistics, behaviour gate, controls, attention vs effect --------------------
