@@ -3,8 +3,10 @@
 Definitions (the contract of issue 13; tests and the command rely on them):
 - Pairs: two rows with the same `meta.pair`. Negation: the negated row is *clean*, its adverb control *corrupt*.
   Twins (Winograd, WSC, WinoBias pro/anti, Winogender): rows sharing `meta.twin`, `meta.twin_role` "clean" or
-  "corrupt". A pair is usable only when both texts have the same number of pieces and differ in the swapped
-  word's (the source span's) pieces alone; other pairs are skipped and counted with the reason.
+  "corrupt". A pair is usable only when both texts have the same number of pieces and differ in one word's
+  pieces alone: the source word itself ("not" <-> "really", he <-> she) or, for Winograd-style twins, another
+  word ("too wide" <-> "too narrow") with the source (the pronoun) at the same pieces in both; other pairs are
+  skipped and counted with the reason.
 - Head output `z[l, h]`: head h's slice of the input to layer l's attention output projection (`probing.hooks`).
 - Readout, embedding (encoders without an LM head): e(x) = mean of the final hidden states over all positions,
   m(run) = <e(run) - e(corrupt), e(clean) - e(corrupt)> / ||e(clean) - e(corrupt)||², so clean = 1, corrupt = 0.
@@ -13,8 +15,10 @@ Definitions (the contract of issue 13; tests and the command rely on them):
   context (masked LMs); clean = "A trout is not a", corrupt = "A trout is really a". Effects are divided by the
   mean v(clean) - v(corrupt) over pairs (one pair's difference can be ~0), so clean = 1, corrupt = 0 on average.
   Behaviour gate: the CI of v(clean) - v(corrupt) must lie above 0, else no head is named (Ettinger 2020: small
-  LMs often ignore "not"). Coreference twins have no logit readout yet (a decoder cannot read a swap that
-  follows the pronoun); they use the embedding readout.
+  LMs often ignore "not"). Coreference twins, masked LMs (Kocijan et al. 2019): the pronoun becomes the mask in
+  both twins, v(run) = logit of the clean twin's antecedent - logit of the corrupt twin's at the mask
+  (`masked_twin_pairs`). Decoders have no coreference logit readout (the swap can follow the pronoun, which a
+  left-to-right model cannot read at the pronoun); they and the encoders without an LM head use the embedding.
 - Effects of head (l, h) per pair: noising = 1 - m(clean run with z[l, h] from the corrupt run at every
   position) (necessity); denoising = m(corrupt run with z[l, h] from the clean run) (sufficiency). The pattern
   variants swap only the head's attention probabilities (its values stay the run's own): the whole pattern
@@ -64,7 +68,7 @@ class Pair:
     relation: str
     clean: str
     corrupt: str
-    clean_source: tuple[int, int]          # the swapped word in the clean text ("not", the pronoun)
+    clean_source: tuple[int, int]          # the source word in the clean text ("not", the pronoun)
     corrupt_source: tuple[int, int]
     clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
     group: str = ""                        # resampling unit (defaults to the pair id)
@@ -147,6 +151,44 @@ def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
                 break
         else:
             skipped.append((pair_id, "no adverb with as many pieces as 'not'"))
+    return PairSet(pairs, skipped)
+
+
+def masked_twin_pairs(examples, loaded: LoadedModel) -> PairSet:
+    """Coreference twins for a masked LM's logit readout (Kocijan et al. 2019): in both twins the pronoun
+    becomes the mask token, and the readout is the logit of the clean twin's antecedent minus the corrupt
+    twin's (first pieces) at the mask. "The box would not fit through the door because [MASK] was too wide /
+    narrow": a model that resolves the pronoun favours "box" after "wide". Twins whose answers are the same
+    word (WinoBias pro/anti keep the referent and swap its gender) or that differ only in the pronoun (masked
+    away) are skipped with the reason."""
+    mask = loaded.tokenizer.mask_token
+    if mask is None:
+        raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
+    twins = collect_pairs([e for e in examples if e.relation == "coreference"])
+    by_id = {}
+    for example in examples:
+        if "twin" in (example.meta or {}):
+            by_id[(f"twin:{example.meta['twin']}", example.meta.get("twin_role"))] = example
+    pairs, skipped = [], list(twins.skipped)
+    for twin in twins.pairs:
+        clean, corrupt = by_id[(twin.id, "clean")], by_id[(twin.id, "corrupt")]
+        answers = (clean.target, corrupt.target)
+        if answers[0].lower() == answers[1].lower():
+            skipped.append((twin.id, "both twins have the same answer: no contrast for a logit readout"))
+            continue
+        masked = []
+        for example in (clean, corrupt):
+            start, end = example.source_span
+            text = example.text[:start] + mask + example.text[end:]
+            shift = lambda span: span if span[1] <= start else (span[0] + len(mask) - (end - start),  # noqa: E731
+                                                                span[1] + len(mask) - (end - start))
+            masked.append((text, (start, start + len(mask)), shift(tuple(example.target_span))))
+        if masked[0][0] == masked[1][0]:
+            skipped.append((twin.id, "the twins differ only in the pronoun, which the masked-LM readout masks"))
+            continue
+        pairs.append(Pair(id=twin.id, relation="coreference", clean=masked[0][0], corrupt=masked[1][0],
+                          clean_source=masked[0][1], corrupt_source=masked[1][1], clean_target=masked[0][2],
+                          group=twin.group, answers=answers))
     return PairSet(pairs, skipped)
 
 
@@ -701,16 +743,25 @@ def _has_completions(examples) -> bool:
                for e in examples)
 
 
+def _has_masked_twins(examples) -> bool:
+    return any(e.relation == "coreference" and "twin" in (e.meta or {}) for e in examples)
+
+
 def _choose_pairs(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | None, str]:
     """(pairs, the LM for a logit readout or None, the readout's description). `auto` takes the logit readout
-    when the rows carry NEG-136-style answers and the model has a trained language-modelling head."""
+    when the model has a trained language-modelling head and the rows allow one: NEG-136-style answers
+    (decoders and masked LMs), or coreference twins (masked LMs: the pronoun masked, Kocijan-style)."""
     completions = _has_completions(examples)
-    lm, problem = (None, "the rows carry no answers (NEG-136-style context_neg, target_aff, target_neg)")
-    if readout in ("auto", "logits") and completions:
+    twins = not completions and not loaded.is_causal and _has_masked_twins(examples)
+    lm, problem = (None, "the rows carry no answers (NEG-136-style context_neg, target_aff, target_neg) and no "
+                         "coreference twins for a masked LM (a decoder cannot read a swap that follows the pronoun)")
+    if readout in ("auto", "logits") and (completions or twins):
         lm, problem = load_lm_model(loaded)
     if readout == "logits" and lm is None:
-        raise ValueError(f"the logit readout is impossible here: {problem} (coreference twins have no logit "
-                         "readout yet: use readout='embedding')")
+        raise ValueError(f"the logit readout is impossible here: {problem}; use readout='embedding'")
+    if lm is not None and twins:
+        return (masked_twin_pairs(examples, loaded), lm,
+                "logit difference clean answer - corrupt answer (first pieces) at the masked pronoun")
     if lm is not None:
         where = "the last position" if loaded.is_causal else "the mask after the context"
         return (completion_pairs(examples, loaded, masked=not loaded.is_causal), lm,
@@ -721,12 +772,14 @@ def _choose_pairs(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | 
     return pair_set, None, "embedding: mean-pooled final hidden states projected on clean - corrupt"
 
 
-def _logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups) -> dict:
-    """Behaviour first, LM readout: does "not" move the logit difference toward the negated answer?"""
+def _logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups, relation: str) -> dict:
+    """Behaviour first, LM readout: does the swap move the logit difference toward the clean answer?"""
     low, high = stats.bootstrap_ci(differences[:, None], n_boot, seed=seed, groups=groups)
     passed = bool(low[0] > 0)
-    return {"measure": "logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb), "
-                       "mean over pairs", "clean_minus_corrupt": float(differences.mean()),
+    measure = ("logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb)"
+               if relation == "negation" else
+               "logit difference (clean answer - corrupt answer) at the masked pronoun, clean twin minus corrupt twin")
+    return {"measure": measure + ", mean over pairs", "clean_minus_corrupt": float(differences.mean()),
             "ci": [float(low[0]), float(high[0])], "passed": passed,
             "note": "passes when the CI is above 0" + ("" if passed else
                     ": it is not, so there is no behaviour to localise and no head is named")}
@@ -807,7 +860,7 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
             else:
                 distances_g, control_g = distances, control_distances
     if lm is not None:
-        gate = _logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups)
+        gate = _logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups, relation)
     elif control_distances is not None:
         gate = _gate(distances_g, control_g, n_boot, seed, [groups[i] for i in range(len(kept))
                                                              if not np.isnan(control_distances[i])])
