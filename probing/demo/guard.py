@@ -230,6 +230,23 @@ def forward_slot():
         yield
 
 
+_EXCLUSIVE = threading.Lock()      # two exclusive requests never hold half the slots each
+
+
+@contextmanager
+def exclusive_forward():
+    """Hold every forward-pass slot: for patching, whose hooks sit on the shared model's modules and would edit
+    any other request's forward pass running at the same time."""
+    with _EXCLUSIVE:
+        for _ in range(max(1, CONCURRENCY)):
+            FORWARD_SLOTS.acquire()
+    try:
+        yield
+    finally:
+        for _ in range(max(1, CONCURRENCY)):
+            FORWARD_SLOTS.release()
+
+
 # ---- request bodies and uploads -------------------------------------------------------------------------
 
 class BodyLimit:
