@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probing.models import DEFAULT_MODEL
 from probing.report.outputs import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +103,17 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
                       + quick_probe, negation_data))
     steps.append(Step("probe/layers", "probe", ["--task", "layers", *_data_flags(layers_data)] + common + quick_probe,
                       layers_data))
-    steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common
-                      + (["--limit", "8", "--n-boot", "100", "--n-perm", "500"] if quick else []), ["builtin-negation"]))
+    patch_quick = ["--limit", "8", "--n-boot", "100", "--n-perm", "500"] if quick else []
+    # Every patched copy of a pair is one forward pass: the pattern-only kinds triple the work, so models
+    # other than the default get the head-output kinds and the source-row kind that asks "does it matter
+    # where this head looks from the cue / the pronoun?".
+    kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising"]
+    steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds
+                      + patch_quick, ["builtin-negation"]))
+    if available("wsc273", data_root):
+        # Winograd twins: the special word flips the referent ("too large" / "too small"), the pronoun stays
+        steps.append(Step("patching/wsc273", "patch", ["--data", "wsc273"] + common + kinds + patch_quick,
+                          ["wsc273"]))
     # Zero-ablation is the secondary causal evidence now (patching is the first): 100 layer-matched random
     # draws on the first 60 evaluation items keep a full report within about ten minutes on a laptop CPU.
     ablate_quick = ["--draws", "5", "--limit", "30"] if quick else ["--limit", "60"]
@@ -274,7 +284,6 @@ def output_folder(args: argparse.Namespace, model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probing.models import DEFAULT_MODEL
     model = args.model or DEFAULT_MODEL
     out = output_folder(args, model)
     if args.check:

@@ -71,6 +71,7 @@ class Pair:
     clean_source: tuple[int, int]          # the source word in the clean text ("not", the pronoun)
     corrupt_source: tuple[int, int]
     clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
+    corrupt_target: tuple[int, int] | None = None  # the same in the corrupt text (twins: the other referent)
     group: str = ""                        # resampling unit (defaults to the pair id)
     answers: tuple[str, str] | None = None  # LM readout: (the answer the clean text favours, the corrupt's)
 
@@ -91,7 +92,7 @@ class PairSet:
 def _pair_from(clean, corrupt, pair_id: str) -> Pair:
     return Pair(id=pair_id, relation=clean.relation, clean=clean.text, corrupt=corrupt.text,
                 clean_source=tuple(clean.source_span), corrupt_source=tuple(corrupt.source_span),
-                clean_target=tuple(clean.target_span),
+                clean_target=tuple(clean.target_span), corrupt_target=tuple(corrupt.target_span),
                 group=str(clean.meta.get("group", clean.meta.get("template", pair_id))))
 
 
@@ -748,6 +749,78 @@ def _gate(distances: np.ndarray, control_distances: np.ndarray | None, n_boot: i
     return gate
 
 
+def _mention(text: str, span: tuple[int, int]) -> str:
+    """The target word with its article when the text has one before it ("the trophy"), for substitution."""
+    before = text[:span[0]].rstrip().rsplit(" ", 1)[-1]
+    word = text[span[0]:span[1]]
+    return f"the {word}" if before.lower() in ("the", "a", "an") else word
+
+
+def _embeddings(loaded: LoadedModel, texts: list[str], batch: int = 64) -> torch.Tensor:
+    """Mean-pooled final hidden states over the non-padding pieces  # [texts, d_model], float64."""
+    out = []
+    device = next(loaded.model.parameters()).device
+    for start in range(0, len(texts), batch):
+        encoded = loaded.tokenizer(texts[start:start + batch], padding=True, truncation=True,
+                                   max_length=loaded.max_length, return_tensors="pt").to(device)
+        with torch.inference_mode():
+            hidden = loaded.model(input_ids=encoded["input_ids"],
+                                  attention_mask=encoded["attention_mask"]).last_hidden_state.double()
+        mask = encoded["attention_mask"].unsqueeze(-1).double()
+        out.append(((hidden * mask).sum(1) / mask.sum(1)).cpu())
+    return torch.cat(out)
+
+
+def substitution_preferences(loaded: LoadedModel, pairs: list[Pair]) -> np.ndarray:
+    """Per twin pair, whether the embedding tells the two referents apart the right way round (a substitution
+    test after Trinh & Le 2018): each twin with its pronoun replaced by its own referent, and by the other
+    twin's. preference = [cos(e(clean), e(clean, own)) - cos(e(clean), e(clean, other))] + the same for the
+    corrupt twin; > 0 when both twins sit nearer the reading with their own referent. NaN for pairs whose
+    twins share the referent (WinoBias pro/anti) or lack a target."""
+    texts, usable_rows = [], []
+    for index, pair in enumerate(pairs):
+        if pair.clean_target is None or pair.corrupt_target is None:
+            continue
+        own, other = _mention(pair.clean, pair.clean_target), _mention(pair.corrupt, pair.corrupt_target)
+        if own.lower() == other.lower():
+            continue
+        for text, (start, end) in ((pair.clean, pair.clean_source), (pair.corrupt, pair.corrupt_source)):
+            texts += [text, text[:start] + own + text[end:], text[:start] + other + text[end:]]
+        usable_rows.append(index)
+    preferences = np.full(len(pairs), np.nan)
+    if not texts:
+        return preferences
+    e = torch.nn.functional.normalize(_embeddings(loaded, texts), dim=-1)
+    e = e.view(len(usable_rows), 2, 3, -1)                       # [pairs, twin (clean, corrupt), text, d]
+    similarity = (e[:, :, :1] * e[:, :, 1:]).sum(-1)              # [pairs, twin, (own, other)]
+    clean_pref = similarity[:, 0, 0] - similarity[:, 0, 1]        # the clean twin's referent is "own"
+    corrupt_pref = similarity[:, 1, 1] - similarity[:, 1, 0]      # the corrupt twin's referent is "other"
+    preferences[usable_rows] = (clean_pref + corrupt_pref).numpy()
+    return preferences
+
+
+def _twin_gate(preferences: np.ndarray, n_boot: int, seed: int, groups) -> dict:
+    """Behaviour first, coreference twins with the embedding readout: does the swap move each twin toward its
+    own referent (`substitution_preferences`)? A control that can fail: a model blind to the swap scores 0."""
+    keep = ~np.isnan(preferences)
+    gate = {"measure": "substitution preference: cos(e(twin), e(twin with its own referent for the pronoun)) "
+                       "- cos(e(twin), e(twin with the other referent)), summed over the two twins, mean over "
+                       "pairs", "n_pairs": int(keep.sum())}
+    if not keep.any():
+        gate.update(clean_minus_corrupt=float("nan"), ci=[float("nan"), float("nan")], passed=False,
+                    note="no pair's twins have different referents (e.g. WinoBias pro/anti keep the referent): "
+                         "there is no coreference behaviour to localise, and no head is named")
+        return gate
+    values = preferences[keep]
+    low, high = stats.bootstrap_ci(values[:, None], n_boot, seed=seed,
+                                   groups=None if groups is None else [g for g, k in zip(groups, keep) if k])
+    passed = bool(low[0] > 0)
+    gate.update(clean_minus_corrupt=float(values.mean()), ci=[float(low[0]), float(high[0])], passed=passed,
+                note="passes when the CI is above 0: the embedding moves toward the right referent"
+                     + ("" if passed else "; it does not, so no head is named"))
+    return gate
+
+
 READOUTS = ("auto", "embedding", "logits")
 
 
@@ -877,6 +950,8 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     elif control_distances is not None:
         gate = _gate(distances_g, control_g, n_boot, seed, [groups[i] for i in range(len(kept))
                                                              if not np.isnan(control_distances[i])])
+    elif relation == "coreference":
+        gate = _twin_gate(substitution_preferences(loaded, kept), n_boot, seed, groups)
     else:
         gate = _gate(distances, None, n_boot, seed, groups)
     score, score_name = _attention_vector(attention_scores, table, n_layers, n_heads)

@@ -293,6 +293,25 @@ def test_winograd_twins_swap_a_word_other_than_the_pronoun(minilm):
         patching.patch_pair(minilm, text, WINOGRAD[0][2], target=(5, 500))
 
 
+def test_twin_gate_substitution_preferences(minilm):
+    rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
+            (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
+             _twin(corrupt, "it" if " it " in corrupt else "he", b, f"w{i}", "corrupt"))]
+    rows += [_twin("The nurse met the cook because he was late.", "he", "nurse", "wb", "clean"),
+             _twin("The nurse met the cook because she was late.", "she", "nurse", "wb", "corrupt")]
+    pairs = patching.collect_pairs(rows).pairs
+    assert patching._mention(pairs[0].clean, pairs[0].clean_target) == "the box"
+    preferences = patching.substitution_preferences(minilm, pairs)
+    # the same referent in both twins: no contrast, NaN; the others are finite cosine differences
+    assert np.isnan(preferences[-1]) and np.isfinite(preferences[:-1]).all() and np.abs(preferences[:-1]).max() < 4
+    # by hand: a model blind to the swap fails the gate, one that prefers the right referent passes
+    assert not patching._twin_gate(np.array([0.01, -0.01, 0.02, -0.02]), 500, 0, None)["passed"]
+    passed = patching._twin_gate(np.array([0.05, 0.04, np.nan, 0.06]), 500, 0, None)
+    assert passed["passed"] and passed["n_pairs"] == 3
+    none = patching._twin_gate(np.array([np.nan, np.nan]), 500, 0, None)
+    assert not none["passed"] and "no coreference behaviour" in none["note"]
+
+
 def test_masked_lm_reads_coreference_twins_kocijan_style(tiny_masked_path, minilm):
     rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
             (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
