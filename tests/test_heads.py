@@ -14,9 +14,9 @@ def _assert_matches_naive(loaded, examples, batch_tokens):
         row = scores.ids.index(example.id)
         naive = naive_example_scores(loaded, example)
         np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
-        assert (scores.hit[row] == naive["hit"]).all()
+        assert (scores.is_argmax[row] == naive["is_argmax"]).all()
         if example.relation == "negation":
-            np.testing.assert_allclose(scores.next_word[row], naive["next_word"], atol=1e-5)
+            np.testing.assert_allclose(scores.next_word_baseline[row], naive["next_word_baseline"], atol=1e-5)
 
 
 @pytest.mark.parametrize("batch_tokens", [16, 4096])   # one example per batch, and all padded together
@@ -46,16 +46,16 @@ def test_negation_table_columns_and_controls(minilm):
     result = score_heads(minilm, NEGATION_EXAMPLES, n_boot=100, n_perm=500)
     table = result.table
     assert len(table) == 72 and len(result.examples) == 3 and len(result.controls) == 2
-    for column in ("mean_attention", "accuracy", "next_word_baseline", "selectivity", "control_attention",
-                   "paired_difference", "p_value", "p_holm", "selectivity_ci_low", "selectivity_ci_high"):
+    for column in ("mean_attention", "accuracy", "next_word_baseline", "above_baseline", "control_attention",
+                   "paired_difference", "p_value", "p_holm", "above_baseline_ci_low", "above_baseline_ci_high"):
         assert column in table
-    np.testing.assert_allclose(table["selectivity"], table["mean_attention"] - table["next_word_baseline"])
+    np.testing.assert_allclose(table["above_baseline"], table["mean_attention"] - table["next_word_baseline"])
     # paired_difference = mean over the 2 pairs of (negated - control) attention
     neg = result.examples.attention[[result.examples.ids.index("n1"), result.examples.ids.index("n3")]]
     ctl = result.controls.attention[[result.controls.ids.index("n1c"), result.controls.ids.index("n3c")]]
     np.testing.assert_allclose(table["paired_difference"], (neg - ctl).mean(0).reshape(-1), atol=1e-6)
     assert (table["p_holm"] >= table["p_value"]).all()
-    assert (table["selectivity_ci_low"] <= table["selectivity"] + 1e-9).all()
+    assert (table["above_baseline_ci_low"] <= table["above_baseline"] + 1e-9).all()
 
 
 def test_coreference_baselines(minilm):
@@ -96,12 +96,13 @@ def test_ties_give_one_over_k_credit():
     assert argmax_credit(per_unit, torch.tensor([2]))[0].tolist() == pytest.approx([0.0, 1 / 3, 0.0])
 
 
-def _hand_scores(hit, nearest_choice, nearest_hit, metas, groups=None):
+def _hand_scores(is_argmax, nearest_choice, nearest_hit, metas, groups=None):
     """ExampleScores for 2-candidate examples with the given per-head credits (N, heads) in one layer."""
-    hit = np.asarray(hit, float)[:, None, :]
-    n = len(hit)
+    is_argmax = np.asarray(is_argmax, float)[:, None, :]
+    n = len(is_argmax)
     return ExampleScores(
-        ids=[f"e{i}" for i in range(n)], attention=hit.copy(), hit=hit, next_word=np.full(hit.shape, np.nan),
+        ids=[f"e{i}" for i in range(n)], attention=is_argmax.copy(), is_argmax=is_argmax,
+        next_word_baseline=np.full(is_argmax.shape, np.nan),
         nearest_hit=np.asarray(nearest_hit, bool), first_hit=np.asarray(nearest_hit, bool),
         n_candidates=np.full(n, 2), pairs=[""] * n, nearest_choice=np.asarray(nearest_choice, float)[:, None, :],
         groups=groups or [f"g{i}" for i in range(n)], tasks=["candidates"] * n, meta=metas)
@@ -190,9 +191,9 @@ def test_contractions_and_multiword_mentions_match_naive(minilm, mention):
         for row, example in enumerate(examples):
             naive = naive_example_scores(minilm, example, mention=mention)
             np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
-            np.testing.assert_array_equal(scores.hit[row], naive["hit"])
+            np.testing.assert_array_equal(scores.is_argmax[row], naive["is_argmax"])
             if example.relation == "negation":
-                np.testing.assert_allclose(scores.next_word[row], naive["next_word"], atol=1e-5)
+                np.testing.assert_allclose(scores.next_word_baseline[row], naive["next_word_baseline"], atol=1e-5)
 
 
 def test_head_mention_differs_from_span_sum(minilm):
@@ -236,7 +237,7 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
     assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
     assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
     assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
-    assert _head(nt_items, 1, 8)["selectivity"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
+    assert _head(nt_items, 1, 8)["above_baseline"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
     # 1-7 is the best by paired difference on both cue forms
     for part in (not_items, nt_items):
         best = part.sort_values("paired_difference", ascending=False).iloc[0]

@@ -12,8 +12,8 @@ import numpy as np
 
 from probing.examples import Example
 from probing.alignment import AlignmentError, make_layout
-from probing.heads import direction_for, oriented, score_examples
-from probing.models import LoadedModel
+from probing.heads import oriented, score_examples
+from probing.models import LoadedModel, direction_for
 
 PRONOUNS = ("he", "she", "it", "they", "him", "her", "them", "his", "hers", "its", "their", "theirs",
             "himself", "herself", "itself", "themselves")
@@ -193,8 +193,8 @@ class SentenceScores:
     source: str
     target: str
     attention: np.ndarray      # (L, H) source -> target (or next word -> cue for causal negation)
-    is_argmax: np.ndarray      # (L, H) bool: the target wins among the other words
-    next_word: np.ndarray      # (L, H) mean adjacent-pair attention (negation), NaN otherwise
+    is_argmax: np.ndarray      # (L, H) argmax credit of the target among the other words (1, 1/k on a tie, 0)
+    next_word_baseline: np.ndarray  # (L, H) mean adjacent-pair attention (negation), NaN otherwise
     truncated: bool
 
     def heads(self) -> list[dict]:
@@ -205,9 +205,10 @@ class SentenceScores:
                 row = {"layer": layer, "head": head, "attention": round(float(self.attention[layer, head]), 6),
                        "is_argmax": bool(self.is_argmax[layer, head])}
                 if self.relation == "negation":
-                    baseline = float(self.next_word[layer, head])
+                    baseline = float(self.next_word_baseline[layer, head])
                     row["next_word_baseline"] = None if np.isnan(baseline) else round(baseline, 6)
-                    row["selectivity"] = None if np.isnan(baseline) else round(float(self.attention[layer, head]) - baseline, 6)
+                    above = float(self.attention[layer, head]) - baseline
+                    row["above_baseline"] = None if np.isnan(baseline) else round(above, 6)
                 rows.append(row)
         return rows
 
@@ -238,4 +239,5 @@ def score_sentence(loaded: LoadedModel, example: Example, attention: str = "auto
     return SentenceScores(model=loaded.name, relation=example.relation,
                           direction=direction_for(example.relation, loaded.is_causal),
                           source=example.source, target=example.target, attention=scores.attention[0],
-                          is_argmax=scores.hit[0], next_word=scores.next_word[0], truncated=encoded.truncated)
+                          is_argmax=scores.is_argmax[0], next_word_baseline=scores.next_word_baseline[0],
+                          truncated=encoded.truncated)

@@ -81,7 +81,7 @@ def _task_finding(summary: dict, task: str, part: dict, n_heads: int) -> str | N
         baseline = "their control adverb"
     else:
         best = (f"head {_head(top)}'s attention from the cue to the next word exceeds its attention from any "
-                f"word to the next one by {top[key]:.3f} (selectivity, {ci})")
+                f"word to the next one by {top[key]:.3f} (above baseline, {ci})")
         baseline = "their next-word baseline"
     label = f" [{task}]" if len(summary.get("tasks") or {}) > 1 else ""
     if units is not None and units < MIN_UNITS:
