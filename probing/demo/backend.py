@@ -34,11 +34,11 @@ from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_mode
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
-from probing.report.outputs import is_complete, write_complete
+from probing.report.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
 from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
-REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", Path(__file__).resolve().parents[2] / "reports"))
+REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", COMMITTED_REPORTS))
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 # The dataset beside a sentence's scores ("set:" columns, heatmap dots): for coreference GAP where the report
 # has it, since most built-in items are solved by pronoun agreement alone; else the built-in set.
@@ -243,7 +243,7 @@ def text_notes(text: str, loaded: LoadedModel, truncated: bool) -> list[str]:
 
 def report_dir(model_name: str) -> Path:
     """Where a model's dataset-level results live: committed under reports/, else the on-disk cache."""
-    safe = _safe_name(model_name)
+    safe = safe_name(model_name)
     committed = REPORTS_DIR / safe
     return committed if committed.exists() else CACHE_DIR / safe
 
@@ -335,10 +335,6 @@ def page_markdown(markdown: str) -> str:
     to files become plain text. In-page anchors stay."""
     markdown = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", markdown)
     return re.sub(r"\[([^\]]*)\]\((?!#|https?:)[^)]*\)", r"\1", markdown)
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
 def _shown_folder(folder: Path) -> str:

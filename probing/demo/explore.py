@@ -11,16 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from probing.examples import Example
+from probing.examples.loaders import NEGATION_CUE, PRONOUNS
 from probing.alignment import AlignmentError, make_layout
 from probing.heads import oriented, score_examples
 from probing.models import LoadedModel, direction_for
 
-PRONOUNS = ("he", "she", "it", "they", "him", "her", "them", "his", "hers", "its", "their", "theirs",
-            "himself", "herself", "itself", "themselves")
 MAX_TEXT_CHARS = 5000     # longer input is refused in words before it reaches the tokenizer
 EMPTY_MESSAGE = "The sentence is empty: type a sentence or pick an example."
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
-_CUE = re.compile(r"(?i)(?<!\w)not(?!\w)|n't(?!\w)|(?<=\w)n’t(?!\w)")
 
 
 class InputError(ValueError):
@@ -72,7 +70,7 @@ def find_pronouns(text: str) -> list[tuple[str, tuple[int, int]]]:
 
 def find_negation_cues(text: str) -> list[tuple[str, tuple[int, int]]]:
     """"not" and the "n't" of contractions, with spans."""
-    return [(m.group(), m.span()) for m in _CUE.finditer(text)]
+    return [(m.group(), m.span()) for m in NEGATION_CUE.finditer(text)]
 
 
 def next_word_span(text: str, cue_span: tuple[int, int]) -> tuple[int, int]:

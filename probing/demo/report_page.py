@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import zipfile
 from pathlib import Path
+
+from probing.report.outputs import safe_name  # noqa: F401  (app.py names the download after the model)
 
 # Named first: the primary evidence (GAP and the twin sets for coreference, the paired built-in set for
 # negation); the agreement-solvable built-in coreference items follow, reported as what they are.
 MAIN_SETS = ("gap-dev", "wsc273", "winogender", "winobias", "builtin-negation", "builtin-coref")
 DOWNLOAD_SETS = ("builtin-coref", "builtin-negation")   # the demo's own sets: their tables beside the archive
 INTERNAL_SUFFIXES = (".done.json", ".tmp", ".part", ".lock", "~")
-
-
-def safe_name(name: str) -> str:
-    """A model name as a file-name part ("org/model" -> "org_model")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
 def is_internal(path: Path) -> bool:

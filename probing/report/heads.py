@@ -131,7 +131,7 @@ def write_outputs(out: Path, scores, summary: dict) -> None:
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
     atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
-    write_text(out / "report.md", report_markdown(scores, summary))
+    write_text(out / "report.md", heads_markdown(scores, summary))
     strata = scores.strata if scores.strata is not None else pd.DataFrame(columns=["by", "stratum", *scores.table.columns])
     atomic_write(out / "strata.csv", lambda tmp: strata.to_csv(tmp, index=False, float_format="%.6g"))
 
@@ -214,7 +214,7 @@ def _coref_rows(scores, table, k=5) -> list[str]:
     return lines
 
 
-def report_markdown(scores, summary: dict) -> str:
+def heads_markdown(scores, summary: dict) -> str:
     """Per task: the top heads against their baselines, the claim the corrected test allows, the strata and the
     caveat."""
     from probing.heads import MIN_UNITS
