@@ -113,9 +113,9 @@ def test_a_first_candidate_head_is_flagged_nearest_where_first_is_nearest():
     target_is_first = np.arange(40) % 2 == 0
     first_head = target_is_first.astype(float)                  # always picks candidate 0
     right_head = np.ones(40)                                    # always picks the target
-    hit = np.stack([first_head, right_head], 1)
+    is_argmax = np.stack([first_head, right_head], 1)
     nearest_choice = np.stack([np.ones(40), target_is_first.astype(float)], 1)
-    table = head_table(_hand_scores(hit, nearest_choice, target_is_first, [{}] * 40), "coreference",
+    table = head_table(_hand_scores(is_argmax, nearest_choice, target_is_first, [{}] * 40), "coreference",
                        n_boot=50, n_perm=2000)
     assert table["flags"].tolist() == ["nearest", ""]
     assert table["nearest_choice_rate"].tolist() == [1.0, 0.0]
@@ -131,9 +131,9 @@ def test_a_head_that_ignores_the_flip_word_has_twin_consistency_zero():
             hit_right.append(1.0)
     # plus 40 agreement-decided items that both heads get right
     metas += [{"agreement_decides": True}] * 40
-    hit = np.stack([hit_same + [1.0] * 40, hit_right + [1.0] * 40], 1)
+    is_argmax = np.stack([hit_same + [1.0] * 40, hit_right + [1.0] * 40], 1)
     groups = [f"t{i // 2}" for i in range(40)] + [f"a{i}" for i in range(40)]
-    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(80), metas, groups)
+    scores = _hand_scores(is_argmax, np.zeros_like(is_argmax), np.zeros(80), metas, groups)
     table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
     assert table["twin_consistency"].tolist() == [0.0, 1.0]
     assert table["n_twin_pairs"].iloc[0] == 20
@@ -143,12 +143,12 @@ def test_a_head_that_ignores_the_flip_word_has_twin_consistency_zero():
 
 
 def test_stereotype_flag_and_pro_anti_gap_paired_by_twin():
-    metas, hit = [], []
+    metas, is_argmax = [], []
     for t in range(40):
         metas += [{"twin": f"w{t}", "stereotype": "pro", "twin_role": "clean"},
                   {"twin": f"w{t}", "stereotype": "anti", "twin_role": "corrupt"}]
-        hit += [[1.0, 1.0], [0.0, 1.0]]                          # head 0 is right only on pro items
-    scores = _hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas, [f"w{i // 2}" for i in range(80)])
+        is_argmax += [[1.0, 1.0], [0.0, 1.0]]                          # head 0 is right only on pro items
+    scores = _hand_scores(is_argmax, np.zeros((80, 2)), np.zeros(80), metas, [f"w{i // 2}" for i in range(80)])
     table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0]
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and table["pro_anti_p_fwer"].iloc[1] == 1.0
@@ -166,8 +166,9 @@ def test_tasks_are_never_averaged():
 
 def test_clustering_counts_groups_and_cross_fits_the_best_head():
     rng = np.random.default_rng(0)
-    hit = (rng.random((60, 3)) < [0.9, 0.5, 0.5]).astype(float)
-    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(60), [{}] * 60, [f"g{i // 3}" for i in range(60)])
+    is_argmax = (rng.random((60, 3)) < [0.9, 0.5, 0.5]).astype(float)
+    scores = _hand_scores(is_argmax, np.zeros_like(is_argmax), np.zeros(60), [{}] * 60,
+                          [f"g{i // 3}" for i in range(60)])
     table = head_table(scores, "coreference", n_boot=50, n_perm=500)
     assert (table["n_units"] == 20).all()
     info = task_summaries(scores, "coreference", n_perm=500)["candidates"]
@@ -246,8 +247,8 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
 
 def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
     metas = [{"stereotype": "pro"}] * 40 + [{"stereotype": "anti"}] * 40
-    hit = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
-    table = head_table(_hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
+    is_argmax = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
+    table = head_table(_hand_scores(is_argmax, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
                        n_boot=50, n_perm=2000)
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]
