@@ -63,6 +63,8 @@ def test_pronouns_and_cues_come_from_a_closed_word_list():
     assert [w for w, _ in find_pronouns("John told Mary that he saw her and their dog, not its owner.")] == \
         ["he", "her", "their", "its"]
     assert [w for w, _ in find_negation_cues("I do not know; they weren't there. Nothing, knot.")] == ["not", "n't"]
+    # One cue pattern for the loaders and the demo: the curly apostrophe counts, a word's inner "not" does not.
+    assert find_negation_cues("They weren’t there, not once; cannot.") == [("n’t", (9, 12)), ("not", (20, 23))]
     sources, words = demo.word_choices(COREF, "coreference")
     assert sources == [("she (36:39)", "she (36:39)")]
     assert ("nurse (22:27)", "nurse (22:27)") in words and all("." not in label for label, _ in words)
