@@ -216,7 +216,7 @@ def pick_from_dropdown(state, label):
 
 
 def switch_metric(state, metric):
-    """The negation heatmap between mean_attention, next_word_baseline and selectivity (no new forward pass)."""
+    """The negation heatmap between mean_attention, next_word_baseline and above_baseline (no new forward pass)."""
     if not state:
         return gr.update(), state
     try:
@@ -276,7 +276,7 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     empty_table = glossary.plain_table(backend.empty_top_table(relation))
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
-            metric = gr.Radio(glossary.METRIC_CHOICES, value="selectivity", label="Heatmap shows",
+            metric = gr.Radio(glossary.METRIC_CHOICES, value="above_baseline", label="Heatmap shows",
                               visible=relation == "negation", elem_id=f"{key}-metric", info=glossary.METRIC_HELP)
             heatmap = gr.HTML(HEATMAP_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Layer × head",
                               elem_id=f"{key}-heatmap", padding=True, container=True)
@@ -361,7 +361,7 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     with gr.Row():
         coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False,
                                show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
-        neg_image = gr.Image(label="Negation: selectivity by head", type="filepath", interactive=False,
+        neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False,
                              show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):

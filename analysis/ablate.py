@@ -14,11 +14,11 @@ import sys
 import pandas as pd
 
 from probing.ablation import DEFAULT_DRAWS, DEFAULT_MODE, HeadSet, ablate
+from probing.heads import main_score
 from probing.hooks import MODES
 from probing.report.outputs import prepare_out_dir
 from probing.report.ablation import ABLATION_FILES, write_ablation_outputs
 
-MAIN_SCORE = {"negation": "selectivity", "coreference": "accuracy"}
 RAW_SCORE = "mean_attention"
 DATA = {"negation": ["builtin-negation"], "coreference": ["builtin-coref"]}
 EVALUATION_ONLY = ["neg136-simp", "neg136-nat"]
@@ -63,7 +63,7 @@ def _given_tables(text: str) -> dict[str, pd.DataFrame]:
     tables = {}
     for item in text.split(","):
         relation, _, path = item.partition("=")
-        if relation.strip() not in MAIN_SCORE or not path.strip():
+        if relation.strip() not in DATA or not path.strip():
             raise ValueError(f"--heads takes negation=PATH,coreference=PATH, got {item!r}")
         tables[relation.strip()] = pd.read_csv(path.strip())
     return tables
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
             skipped_data.append(f"{name}: {err}")
     head_sets = []
     for relation, table in tables.items():
-        head_sets.append(HeadSet(f"{relation} top-{args.k} by {MAIN_SCORE[relation]}", relation,
-                                 top_heads(table, MAIN_SCORE[relation], args.k), chosen_by=sources[relation]))
+        head_sets.append(HeadSet(f"{relation} top-{args.k} by {main_score(relation)}", relation,
+                                 top_heads(table, main_score(relation), args.k), chosen_by=sources[relation]))
         # the raw-attention set gets its effect and CI but no random draws of its own (they double the runtime)
         head_sets.append(HeadSet(f"{relation} top-{args.k} by {RAW_SCORE}", relation,
                                  top_heads(table, RAW_SCORE, args.k), random=False, chosen_by=sources[relation]))

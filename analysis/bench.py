@@ -94,7 +94,7 @@ def _ours(loaded, examples):
 
     def run():
         scores, _ = score_examples(loaded, examples)
-        return _means(scores.attention, scores.hit, scores.next_word), scores.attention_path
+        return _means(scores.attention, scores.is_argmax, scores.next_word_baseline), scores.attention_path
     wall, cpu, (reduced, path) = _timed(run)
     return wall, cpu, reduced, path
 
@@ -103,16 +103,16 @@ def _naive(loaded, examples):
     from probing.naive import naive_example_scores
     start = time.perf_counter()
     rows = [naive_example_scores(loaded, e) for e in examples]
-    reduced = _means(np.stack([r["attention"] for r in rows]), np.stack([r["hit"] for r in rows]),
-                     np.stack([r["next_word"] for r in rows]))
+    reduced = _means(np.stack([r["attention"] for r in rows]), np.stack([r["is_argmax"] for r in rows]),
+                     np.stack([r["next_word_baseline"] for r in rows]))
     return time.perf_counter() - start, reduced
 
 
-def _means(attention, hit, next_word) -> dict[str, np.ndarray]:
+def _means(attention, is_argmax, next_word_baseline) -> dict[str, np.ndarray]:
     """The per-head scores all three must agree on."""
-    means = {"mean_attention": attention.mean(0), "accuracy": hit.mean(0)}
-    if not np.all(np.isnan(next_word)):
-        means["next_word_baseline"] = np.nanmean(next_word, axis=0)
+    means = {"mean_attention": attention.mean(0), "accuracy": is_argmax.mean(0)}
+    if not np.all(np.isnan(next_word_baseline)):
+        means["next_word_baseline"] = np.nanmean(next_word_baseline, axis=0)
     return means
 
 

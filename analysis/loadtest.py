@@ -173,7 +173,7 @@ def library_numbers(text: str, relation: str, source: tuple[int, int], target: t
     scores, _ = score_examples(load_model("minilm"), [Example(text=text, relation=relation, source_span=source,
                                                               target_span=target, id="loadtest")])
     n_layers, n_heads = scores.attention.shape[1:]
-    return {(l, h): (float(scores.attention[0, l, h]), bool(scores.hit[0, l, h]))
+    return {(l, h): (float(scores.attention[0, l, h]), bool(scores.is_argmax[0, l, h]))
             for l in range(n_layers) for h in range(n_heads)}
 
 
@@ -184,9 +184,9 @@ def score_checker(expected: dict, model: str = "minilm") -> Callable[[object], s
         heads = {(h["layer"], h["head"]): (h["attention"], h["is_argmax"]) for h in answer["heads"]}
         if heads.keys() != expected.keys():
             return f"{len(heads)} heads, expected {len(expected)}"
-        for key, (attention, hit) in expected.items():
-            if abs(heads[key][0] - attention) > 1e-6 or heads[key][1] != hit:
-                return f"head {key}: got {heads[key]}, library says ({attention:.6f}, {hit})"
+        for key, (attention, is_argmax) in expected.items():
+            if abs(heads[key][0] - attention) > 1e-6 or heads[key][1] != is_argmax:
+                return f"head {key}: got {heads[key]}, library says ({attention:.6f}, {is_argmax})"
         return None
     return check
 

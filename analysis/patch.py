@@ -8,8 +8,6 @@ import sys
 from probing.report.outputs import prepare_out_dir
 from probing.report.patching import PATCH_FILES, write_patching_outputs
 
-MAIN_SCORE = {"negation": "selectivity", "coreference": "accuracy"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a JSONL file or a dataset name with paired rows "
@@ -30,11 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _attention_scores(loaded, examples, relation: str, n_boot: int):
-    """The heads table's main score on the same examples (the measurement issue's score), for the correlation."""
-    from probing.heads import score_heads
+    """The heads table's unpaired main score (above_baseline, accuracy) on the same examples, for the correlation."""
+    from probing.heads import main_score, score_heads
     scored = score_heads(loaded, [e for e in examples if e.relation == relation], relation=relation,
                          n_boot=min(n_boot, 200), n_perm=200)
-    table = scored.table.rename(columns={MAIN_SCORE[relation]: "attention_score"})[["layer", "head", "attention_score"]]
+    table = scored.table.rename(columns={main_score(relation): "attention_score"})[["layer", "head", "attention_score"]]
     table.attrs["score"] = "attention_score"
     return table
 

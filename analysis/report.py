@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probing.models import DEFAULT_MODEL
-from probing.report.outputs import write_json, write_text
+from probing.report.outputs import COMMITTED_REPORTS, safe_name, write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED_REPORTS = ROOT / "reports"          # the committed reports, in a checkout of the repository
 CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
 # Modules that write or draw results but compute no number: editing them does not mark a report stale.
 PRESENTATION_ONLY = frozenset({"probing/report/outputs.py"})
@@ -267,7 +266,7 @@ def stale_steps(out: Path, model: str, data_root=None) -> list[str]:
 
 def output_folder(args: argparse.Namespace, model: str) -> Path:
     """Where this run writes: --out, the committed reports/<model> when asked for, else out/report/<model>."""
-    folder_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    folder_name = safe_name(model)
     if args.commit_reports and args.out:
         raise ValueError("give either --commit-reports or --out, not both")
     if args.commit_reports or (args.check and not args.out):

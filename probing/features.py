@@ -384,7 +384,7 @@ class WordStates:
     words: list[str] = field(default_factory=list)   # lowercased text of the probed word, one per row
 
 
-def _forward_hidden(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def _hidden_states_by_layer(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Per-layer hidden states (embeddings first), a tuple of (B, T, D) tensors."""
     device = next(loaded.model.parameters()).device
     with torch.inference_mode():
@@ -422,7 +422,7 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
         weights = torch.zeros(ids.shape, dtype=torch.float32)
         for position, r in enumerate(rows):
             weights[position, pieces[r]] = 1.0 / len(pieces[r])
-        hidden = torch.stack([h.float() for h in _forward_hidden(loaded, ids, mask)], 1)   # (B, L+1, T, D)
+        hidden = torch.stack([h.float() for h in _hidden_states_by_layer(loaded, ids, mask)], 1)   # (B, L+1, T, D)
         pooled = torch.einsum("bltd,bt->bld", hidden, weights.to(hidden.device)).cpu().numpy()
         if states is None:
             states = np.zeros((len(usable),) + pooled.shape[1:], np.float32)

@@ -5,12 +5,13 @@ attention tensors):
 - `attention`: word-level attention source -> target (mean over source pieces, sum over target pieces).
   A span's pieces are those inside it (so "n't" is `'` + `t`, never its host); a coreference mention of
   several words is its last word (`mention="head"`, default) or all of it (`mention="span"`);
-- `hit`: the credit the target gets for the argmax among candidates: 1 when it alone gets the most attention,
+- `is_argmax`: the credit the target gets for the argmax among candidates: 1 when it alone gets the most attention,
   1/k when it ties (exactly) with k-1 others, else 0. Candidates are the example's `candidate_spans`, else
   every word holding no source or target piece, never special tokens;
 - `nearest_choice`: the same credit for the candidate nearest the source (what a positional head picks);
-- `next_word` (negation): the mean, over the example's adjacent word pairs (w, w+1) that do not start in
-  the cue's words, of word-level attention w -> w+1. The dataset's `next_word_baseline` is its mean.
+- `next_word_baseline` (negation): the mean, over the example's adjacent word pairs (w, w+1) that do not start
+  in the cue's words, of word-level attention w -> w+1. The table's `next_word_baseline` is its mean over
+  examples, and `above_baseline` is `mean_attention - next_word_baseline`.
 
 Direction: a causal model cannot attend from "not" to a later word, so for causal models negation is read
 backwards (next word -> cue, and w+1 -> w for the baseline). `HeadScores.direction` says which.
@@ -36,7 +37,7 @@ from probing import stats
 from probing.alignment import AlignmentError, Layout, MENTION_RULES, make_layout
 from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
-from probing.models import LoadedModel
+from probing.models import LoadedModel, direction_for
 from probing.runner import encode, length_batches, pad_ids, release_freed_memory
 
 ALPHA = 0.05            # family-wise level for `significant` and the flags
@@ -54,8 +55,8 @@ class ExampleScores:
     """Per-example, per-head reductions (plain arrays a notebook user can inspect)."""
     ids: list[str]
     attention: np.ndarray        # (N, L, H) source -> target word-level attention
-    hit: np.ndarray              # (N, L, H) float: argmax credit of the target (1, 1/k on a k-way tie, 0)
-    next_word: np.ndarray        # (N, L, H) mean adjacent-pair attention (NaN where not computed)
+    is_argmax: np.ndarray        # (N, L, H) float: argmax credit of the target (1, 1/k on a k-way tie, 0)
+    next_word_baseline: np.ndarray  # (N, L, H) mean adjacent-pair attention (NaN where not computed)
     nearest_hit: np.ndarray      # (N,) bool: the candidate nearest the source is the target
     first_hit: np.ndarray        # (N,) bool: the first candidate in the text is the target
     n_candidates: np.ndarray     # (N,)
@@ -66,7 +67,8 @@ class ExampleScores:
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
     attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
 
-    ARRAYS = ("attention", "hit", "next_word", "nearest_hit", "first_hit", "n_candidates", "nearest_choice")
+    ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_hit", "first_hit", "n_candidates",
+              "nearest_choice")
     LISTS = ("ids", "pairs", "groups", "tasks", "meta")
 
     def __len__(self) -> int:
@@ -128,18 +130,11 @@ class HeadScores:
 
 
 def main_score(relation: str, paired: bool = False) -> str:
-    """The column that ranks heads: the paired difference for negation with controls, else selectivity;
-    accuracy for coreference."""
+    """The column that ranks heads: the paired difference for negation with controls, else above_baseline
+    (mean attention minus the next-word baseline); accuracy for coreference."""
     if relation == "negation":
-        return "paired_difference" if paired else "selectivity"
+        return "paired_difference" if paired else "above_baseline"
     return "accuracy"
-
-
-def direction_for(relation: str, is_causal: bool) -> str:
-    """Human-readable direction of the measured relation."""
-    if relation == "negation":
-        return "next_word->cue" if is_causal else "cue->next_word"
-    return "pronoun->antecedent"
 
 
 def oriented(example: Example, is_causal: bool) -> Example:
@@ -204,7 +199,7 @@ def reduce_candidates(per_unit: torch.Tensor, unit_mask, targets, nearest):
     return on_target, argmax_credit(per_unit, targets), argmax_credit(per_unit, nearest)
 
 
-def reduce_next_word(adjacent: torch.Tensor, pair_mask) -> torch.Tensor:
+def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor:
     """One layer's adjacent-pair attention (B, H, W-1) -> its mean over the pairs kept by pair_mask, (B, H);
     NaN where no pair is kept."""
     n_pairs = pair_mask.sum(-1)
@@ -227,15 +222,16 @@ def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
     # Each layer's reads: the source rows and (negation) the adjacent-word band; renormalisation is done there.
     layers = read_layers(loaded, ids, mask, from_i, words, path=path, band=relation == "negation",
                          reverse=reverse, renormalize=renormalize)
-    out = {"attention": [], "hit": [], "nearest_choice": [], "next_word": []}
+    out = {"attention": [], "is_argmax": [], "nearest_choice": [], "next_word_baseline": []}
     for layer in layers:
         per_unit = layer.unit_attention(from_i, from_w, to_m)                    # (B, H, C)
-        on_target, hit, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
+        on_target, is_argmax, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
         out["attention"].append(on_target)
-        out["hit"].append(hit)
+        out["is_argmax"].append(is_argmax)
         out["nearest_choice"].append(nearest_choice)
-        out["next_word"].append(reduce_next_word(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
-                                if relation == "negation" else torch.full_like(on_target, float("nan")))
+        out["next_word_baseline"].append(
+            reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
+            if relation == "negation" else torch.full_like(on_target, float("nan")))
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
 
 
@@ -277,7 +273,8 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"none of the {len(examples)} examples could be aligned: {skipped[:3]}")
     batches = length_batches([len(piece_ids[i]) for i in usable], batch_tokens)
     shape = (len(usable), loaded.n_layers, loaded.n_heads)
-    result = {name: np.zeros(shape, np.float32) for name in ("attention", "hit", "nearest_choice", "next_word")}
+    result = {name: np.zeros(shape, np.float32) for name in ("attention", "is_argmax", "nearest_choice",
+                                                              "next_word_baseline")}
     bar = _progress(len(usable), progress, label)
     for batch in batches:
         rows = [usable[i] for i in batch]
@@ -370,15 +367,15 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
                           "head": np.tile(np.arange(n_heads), n_layers), "n_examples": n,
                           "n_units": stats.n_units(groups, n)})
     cols = _Columns(table, n_boot, n_perm, seed)
-    attention, hit = _flat(main.attention), _flat(main.hit)
+    attention, is_argmax = _flat(main.attention), _flat(main.is_argmax)
     cols.mean_ci("mean_attention", attention, groups)
-    cols.mean_ci("accuracy", hit, groups)
+    cols.mean_ci("accuracy", is_argmax, groups)
     if relation == "negation":
-        next_word = _flat(main.next_word)
-        table["next_word_baseline"] = stats._nanmean_cols(next_word)
-        cols.mean_ci("selectivity", attention - next_word, groups)
-        table["selectivity"] = table["mean_attention"] - table["next_word_baseline"]
-        cols.test("", attention - next_word, groups)
+        baseline = _flat(main.next_word_baseline)
+        table["next_word_baseline"] = stats._nanmean_cols(baseline)
+        cols.mean_ci("above_baseline", attention - baseline, groups)
+        table["above_baseline"] = table["mean_attention"] - table["next_word_baseline"]
+        cols.test("", attention - baseline, groups)
         table["test"] = "sign-flip: attention > next_word_baseline (paired by example)"
         rows, control_rows = matched_controls(main, controls)
         if rows:
@@ -394,7 +391,7 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
         table["first_candidate_accuracy"] = main.first_hit.mean()
         table["chance_accuracy"] = np.mean(1.0 / main.n_candidates)
         table["agreement_oracle_accuracy"] = agreement_oracle(main)
-        cols.test("", hit - main.nearest_hit[:, None].astype(np.float64), groups)
+        cols.test("", is_argmax - main.nearest_hit[:, None].astype(np.float64), groups)
         table["test"] = "sign-flip: accuracy > nearest_candidate_accuracy (paired by example)"
         _confound_columns(cols, main, cluster)
     table["p_holm"] = stats.holm(table["p_value"].to_numpy())
@@ -415,7 +412,7 @@ def agreement_oracle(main: ExampleScores) -> float:
 def _confound_columns(cols: _Columns, main: ExampleScores, cluster: bool) -> None:
     """Twin consistency, pro-anti gap and the tests behind the agreement / nearest / stereotype flags."""
     table = cols.table
-    hit = _flat(main.hit)
+    is_argmax = _flat(main.is_argmax)
     chance = 1.0 / main.n_candidates[:, None]
     # nearest: where the nearest candidate is wrong, does the head still pick it more often than chance?
     wrong_nearest = np.flatnonzero(~main.nearest_hit)
@@ -428,12 +425,12 @@ def _confound_columns(cols: _Columns, main: ExampleScores, cluster: bool) -> Non
     pairs = twin_pairs(main)
     twin_rows = np.array(sorted({r for p in pairs for r in p}), dtype=int)
     if len(decided):
-        table["agreement_decided_accuracy"] = hit[decided].mean(0)
-        cols.test("agreement_decided_", hit[decided] - chance[decided], _groups(main, decided, cluster))
+        table["agreement_decided_accuracy"] = is_argmax[decided].mean(0)
+        cols.test("agreement_decided_", is_argmax[decided] - chance[decided], _groups(main, decided, cluster))
     if len(twin_rows):
-        table["twin_accuracy"] = hit[twin_rows].mean(0)
-        cols.test("twin_", hit[twin_rows] - chance[twin_rows], _groups(main, twin_rows, cluster))
-        both = np.stack([hit[a] * hit[b] for a, b in pairs])             # (pairs, heads): right on both twins
+        table["twin_accuracy"] = is_argmax[twin_rows].mean(0)
+        cols.test("twin_", is_argmax[twin_rows] - chance[twin_rows], _groups(main, twin_rows, cluster))
+        both = np.stack([is_argmax[a] * is_argmax[b] for a, b in pairs])   # (pairs, heads): right on both twins
         cols.mean_ci("twin_consistency", both, _groups(main, [a for a, _ in pairs], cluster))
         table["n_twin_pairs"] = len(pairs)
     _pro_anti_columns(cols, main, pairs, cluster)
@@ -445,10 +442,10 @@ def _pro_anti_columns(cols: _Columns, main: ExampleScores, pairs, cluster: bool)
     side = np.array([str(m.get("stereotype", "")) for m in main.meta])
     if not ((side == "pro").any() and (side == "anti").any()):
         return
-    hit, table = _flat(main.hit), cols.table
+    is_argmax, table = _flat(main.is_argmax), cols.table
     linked = [(a, b) if side[a] == "pro" else (b, a) for a, b in pairs if {side[a], side[b]} == {"pro", "anti"}]
     if linked:
-        gaps = np.stack([hit[p] - hit[q] for p, q in linked])
+        gaps = np.stack([is_argmax[p] - is_argmax[q] for p, q in linked])
         groups = _groups(main, [p for p, _ in linked], cluster)
         cols.mean_ci("pro_anti_gap", gaps, groups)
         cols.test("pro_anti_", gaps, groups)
@@ -457,11 +454,11 @@ def _pro_anti_columns(cols: _Columns, main: ExampleScores, pairs, cluster: bool)
     # Unpaired: the gap of the two means, a cluster bootstrap CI, and a label-permutation test (within groups).
     rows = np.flatnonzero(np.isin(side, ["pro", "anti"]))
     groups = _groups(main, rows, cluster)
-    table["pro_anti_gap"] = hit[side == "pro"].mean(0) - hit[side == "anti"].mean(0)
+    table["pro_anti_gap"] = is_argmax[side == "pro"].mean(0) - is_argmax[side == "anti"].mean(0)
     table["pro_anti_gap_ci_low"], table["pro_anti_gap_ci_high"] = stats.gap_bootstrap_ci(
-        hit[rows], side[rows] == "pro", cols.n_boot, seed=cols.seed, groups=groups)
+        is_argmax[rows], side[rows] == "pro", cols.n_boot, seed=cols.seed, groups=groups)
     table["pro_anti_p_value"], table["pro_anti_p_fwer"] = stats.label_permutation_tests(
-        hit[rows], side[rows] == "pro", cols.n_perm, seed=cols.seed, groups=groups)
+        is_argmax[rows], side[rows] == "pro", cols.n_perm, seed=cols.seed, groups=groups)
     table["n_pro_anti_pairs"] = 0
 
 
@@ -506,8 +503,8 @@ def main_values(main: ExampleScores, relation: str, controls: ExampleScores | No
         rows, control_rows = matched_controls(main, controls)
         if rows:
             return attention[rows] - _flat(controls.attention)[control_rows], rows
-        return attention - _flat(main.next_word), list(range(len(main)))
-    return _flat(main.hit), list(range(len(main)))
+        return attention - _flat(main.next_word_baseline), list(range(len(main)))
+    return _flat(main.is_argmax), list(range(len(main)))
 
 
 def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores | None = None,

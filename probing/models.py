@@ -38,7 +38,15 @@ class LoadedModel:
     @property
     def negation_direction(self) -> str:
         """Which way the negation relation is read: a causal model cannot look ahead from the cue."""
-        return "next_word->cue" if self.is_causal else "cue->next_word"
+        return direction_for("negation", self.is_causal)
+
+
+def direction_for(relation: str, is_causal: bool) -> str:
+    """Human-readable direction of the measured relation: for a causal model negation is read backwards
+    (next word -> cue), since it cannot attend from "not" to a later word."""
+    if relation == "negation":
+        return "next_word->cue" if is_causal else "cue->next_word"
+    return "pronoun->antecedent"
 
 
 def _minilm_path() -> str:

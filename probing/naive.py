@@ -30,7 +30,8 @@ def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]]) 
 
 
 def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head") -> dict[str, np.ndarray]:
-    """attention, hit (argmax credit, 1/k on exact k-way ties) and next_word arrays of shape (layers, heads).
+    """attention, is_argmax (argmax credit, 1/k on exact k-way ties) and next_word_baseline arrays of shape
+    (layers, heads).
 
     The rules, written out independently of `probing.alignment`: a span's pieces are those inside it, else
     those overlapping it; a coreference mention of several words is its last word's pieces (mention="head")."""
@@ -67,8 +68,8 @@ def naive_example_scores(loaded, example, is_causal: bool | None = None, mention
     with torch.no_grad():
         out = loaded.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True)
     n_layers, n_heads = len(out.attentions), out.attentions[0].shape[1]
-    result = {"attention": np.zeros((n_layers, n_heads)), "hit": np.zeros((n_layers, n_heads)),
-              "next_word": np.full((n_layers, n_heads), np.nan)}
+    result = {"attention": np.zeros((n_layers, n_heads)), "is_argmax": np.zeros((n_layers, n_heads)),
+              "next_word_baseline": np.full((n_layers, n_heads), np.nan)}
     cue_words = {word_of_piece[p] for p in (tgt if reverse else src)}
     word_pieces = [groups[w] for w in word_list]
     for layer in range(n_layers):
@@ -80,12 +81,12 @@ def naive_example_scores(loaded, example, is_causal: bool | None = None, mention
             result["attention"][layer, h] = scores[target_index]
             best = max(scores)
             tied = [i for i, s in enumerate(scores) if s == best]
-            result["hit"][layer, h] = 1.0 / len(tied) if target_index in tied else 0.0
+            result["is_argmax"][layer, h] = 1.0 / len(tied) if target_index in tied else 0.0
             if example.relation == "negation":
                 # Clark et al.: convert the head's whole attention map to words, then read adjacent pairs.
                 word_matrix = word_attention_matrix(matrix, word_pieces)
                 pairs = [word_matrix[k + 1, k] if reverse else word_matrix[k, k + 1]
                          for k in range(len(word_list) - 1) if k not in cue_words]
                 if pairs:
-                    result["next_word"][layer, h] = float(np.mean(pairs))
+                    result["next_word_baseline"][layer, h] = float(np.mean(pairs))
     return result

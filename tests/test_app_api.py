@@ -82,7 +82,7 @@ def test_score_heads_numbers_equal_the_library(client, minilm):
     assert [(h["layer"], h["head"]) for h in answer["heads"]] == [(l, h) for l in range(6) for h in range(12)]
     # The API rounds to 6 decimals: equal to the library within 1e-6, on numbers that spread over [0, 1].
     np.testing.assert_allclose(got, scores.attention[0], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(hits, scores.hit[0])
+    np.testing.assert_array_equal(hits, scores.is_argmax[0])
     assert scores.attention[0].std() > 0.01 and np.abs(got - scores.attention[0][::-1]).max() > 0.01
 
 
@@ -94,8 +94,9 @@ def test_score_heads_negation_by_offsets_equals_the_library(client, minilm):
     for row in answer["heads"]:
         layer, head = row["layer"], row["head"]
         assert abs(row["attention"] - scores.attention[0, layer, head]) <= 1e-6
-        assert abs(row["next_word_baseline"] - scores.next_word[0, layer, head]) <= 1e-6
-        assert abs(row["selectivity"] - (scores.attention[0, layer, head] - scores.next_word[0, layer, head])) <= 2e-6
+        assert abs(row["next_word_baseline"] - scores.next_word_baseline[0, layer, head]) <= 1e-6
+        above = scores.attention[0, layer, head] - scores.next_word_baseline[0, layer, head]
+        assert abs(row["above_baseline"] - above) <= 2e-6
 
 
 def test_score_heads_with_a_causal_model_reads_negation_backwards(client, tiny_causal_path):

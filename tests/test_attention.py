@@ -105,9 +105,9 @@ def _compare(loaded, examples, renormalize=False, **kw):
     assert fused.ids == eager.ids and fused_skipped == eager_skipped
     assert fused.attention_path.startswith("fused") and eager.attention_path.startswith("eager")
     assert np.abs(fused.attention - eager.attention).max() <= TOL
-    assert np.array_equal(np.isnan(fused.next_word), np.isnan(eager.next_word))
-    assert np.nan_to_num(np.abs(fused.next_word - eager.next_word)).max() <= TOL
-    assert np.array_equal(fused.hit, eager.hit)
+    assert np.array_equal(np.isnan(fused.next_word_baseline), np.isnan(eager.next_word_baseline))
+    assert np.nan_to_num(np.abs(fused.next_word_baseline - eager.next_word_baseline)).max() <= TOL
+    assert np.array_equal(fused.is_argmax, eager.is_argmax)
     return fused
 
 

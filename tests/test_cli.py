@@ -44,14 +44,14 @@ def test_heads_end_to_end_writes_the_head_files(tmp_path, capsys):
     assert {stat.S_IMODE((out / f).stat().st_mode) for f in HEAD_FILES} == {0o666 & ~current_umask()}
     table = pd.read_csv(out / "heads.csv")
     assert len(table) == 72
-    for column in ("layer", "head", "mean_attention", "accuracy", "next_word_baseline", "selectivity",
-                   "selectivity_ci_low", "selectivity_ci_high", "p_value", "p_holm"):
+    for column in ("layer", "head", "mean_attention", "accuracy", "next_word_baseline", "above_baseline",
+                   "above_baseline_ci_low", "above_baseline_ci_high", "p_value", "p_holm"):
         assert column in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["direction"] == "cue->next_word" and summary["n_examples"] == 3
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert "not explanation" in (out / "report.md").read_text() or "not why" in (out / "report.md").read_text()
-    assert "top heads by selectivity" in capsys.readouterr().out
+    assert "top heads by above_baseline" in capsys.readouterr().out
 
 
 def test_existing_results_are_not_overwritten_without_force(tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_one_analysis_makes_one_forward_pass_and_equals_the_library(minilm):
 def test_two_word_negation_has_no_baseline_and_does_not_crash():
     analysis = demo.analyse("not bad", "negation", "", "", None)
     assert analysis.scores.target == "bad" and len(analysis.top_table) == 8
-    assert analysis.top_table["selectivity"].isna().all()      # no other adjacent pair: no baseline, shown empty
+    assert analysis.top_table["above_baseline"].isna().all()      # no other adjacent pair: no baseline, shown empty
 
 
 def test_model_gate_answers_loading_instead_of_holding_a_worker():

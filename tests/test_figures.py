@@ -16,13 +16,13 @@ def backgrounds(grid):
 def test_signed_values_get_a_diverging_map_with_white_at_zero():
     values = np.array([[-0.2, 0.0, 0.1]])
     assert is_signed(values) and not is_signed(np.abs(values))
-    grid = heatmap_html(values, "selectivity")
+    grid = heatmap_html(values, "above_baseline")
     low, zero, high = backgrounds(grid)
     assert zero in ("#f7f6f6", "#f7f7f7", "#f8f8f8", "#f6f6f6")       # RdBu_r's middle is (almost) white
     assert int(low[5:7], 16) > int(low[1:3], 16) and int(high[1:3], 16) > int(high[5:7], 16)   # blue < 0 < red
     assert "-0.20" in grid and "0.20" in grid and "0 (white)" in grid        # symmetric range around 0
     assert "0 (white)" not in heatmap_html(np.abs(values), "attention")     # viridis for non-negative values
-    assert "0 (white)" in heatmap_html(np.abs(values), "selectivity", diverging=True)
+    assert "0 (white)" in heatmap_html(np.abs(values), "above_baseline", diverging=True)
 
 
 def test_significant_and_argmax_heads_are_marked_and_explained():
@@ -61,7 +61,7 @@ def test_plain_table_labels_each_have_a_meaning():
     from probing.demo.backend import empty_top_table
     for relation in ("coreference", "negation"):
         table = plain_table(empty_top_table(relation))
-        assert "head" in table.columns and not any(c in ("attention", "selectivity") for c in table.columns)
+        assert "head" in table.columns and not any(c in ("attention", "above_baseline") for c in table.columns)
         legend = table_legend(table)
         assert legend.count("\n") + 1 == len(table.columns) == sum(c in COLUMN_MEANINGS for c in table.columns)
     assert "every row shows the same number" in table_legend(plain_table(empty_top_table("coreference")))
@@ -73,6 +73,6 @@ def test_negation_titles_say_what_each_metric_shows():
     assert heatmap_title(scores, "mean_attention") == "Attention 'not' → 'sign', every layer × head"
     baseline = heatmap_title(scores, "next_word_baseline")
     assert "'sign'" not in baseline and baseline.startswith("Baseline: attention from each word to the word after")
-    grid = sentence_heatmap(scores, "selectivity", selected=(1, 7), dataset=demo.dataset_table("minilm", "negation"))
+    grid = sentence_heatmap(scores, "above_baseline", selected=(1, 7), dataset=demo.dataset_table("minilm", "negation"))
     assert "0 (white)" in grid and re.search(r'class="hh-cell[^"]*hh-significant', grid) and "minus this baseline. Red: above 0" in grid
     assert "hh-cell hh-argmax" not in sentence_heatmap(scores, "next_word_baseline")     # the baseline has no target

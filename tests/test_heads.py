@@ -14,9 +14,9 @@ def _assert_matches_naive(loaded, examples, batch_tokens):
         row = scores.ids.index(example.id)
         naive = naive_example_scores(loaded, example)
         np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
-        assert (scores.hit[row] == naive["hit"]).all()
+        assert (scores.is_argmax[row] == naive["is_argmax"]).all()
         if example.relation == "negation":
-            np.testing.assert_allclose(scores.next_word[row], naive["next_word"], atol=1e-5)
+            np.testing.assert_allclose(scores.next_word_baseline[row], naive["next_word_baseline"], atol=1e-5)
 
 
 @pytest.mark.parametrize("batch_tokens", [16, 4096])   # one example per batch, and all padded together
@@ -46,16 +46,16 @@ def test_negation_table_columns_and_controls(minilm):
     result = score_heads(minilm, NEGATION_EXAMPLES, n_boot=100, n_perm=500)
     table = result.table
     assert len(table) == 72 and len(result.examples) == 3 and len(result.controls) == 2
-    for column in ("mean_attention", "accuracy", "next_word_baseline", "selectivity", "control_attention",
-                   "paired_difference", "p_value", "p_holm", "selectivity_ci_low", "selectivity_ci_high"):
+    for column in ("mean_attention", "accuracy", "next_word_baseline", "above_baseline", "control_attention",
+                   "paired_difference", "p_value", "p_holm", "above_baseline_ci_low", "above_baseline_ci_high"):
         assert column in table
-    np.testing.assert_allclose(table["selectivity"], table["mean_attention"] - table["next_word_baseline"])
+    np.testing.assert_allclose(table["above_baseline"], table["mean_attention"] - table["next_word_baseline"])
     # paired_difference = mean over the 2 pairs of (negated - control) attention
     neg = result.examples.attention[[result.examples.ids.index("n1"), result.examples.ids.index("n3")]]
     ctl = result.controls.attention[[result.controls.ids.index("n1c"), result.controls.ids.index("n3c")]]
     np.testing.assert_allclose(table["paired_difference"], (neg - ctl).mean(0).reshape(-1), atol=1e-6)
     assert (table["p_holm"] >= table["p_value"]).all()
-    assert (table["selectivity_ci_low"] <= table["selectivity"] + 1e-9).all()
+    assert (table["above_baseline_ci_low"] <= table["above_baseline"] + 1e-9).all()
 
 
 def test_coreference_baselines(minilm):
@@ -96,12 +96,13 @@ def test_ties_give_one_over_k_credit():
     assert argmax_credit(per_unit, torch.tensor([2]))[0].tolist() == pytest.approx([0.0, 1 / 3, 0.0])
 
 
-def _hand_scores(hit, nearest_choice, nearest_hit, metas, groups=None):
+def _hand_scores(is_argmax, nearest_choice, nearest_hit, metas, groups=None):
     """ExampleScores for 2-candidate examples with the given per-head credits (N, heads) in one layer."""
-    hit = np.asarray(hit, float)[:, None, :]
-    n = len(hit)
+    is_argmax = np.asarray(is_argmax, float)[:, None, :]
+    n = len(is_argmax)
     return ExampleScores(
-        ids=[f"e{i}" for i in range(n)], attention=hit.copy(), hit=hit, next_word=np.full(hit.shape, np.nan),
+        ids=[f"e{i}" for i in range(n)], attention=is_argmax.copy(), is_argmax=is_argmax,
+        next_word_baseline=np.full(is_argmax.shape, np.nan),
         nearest_hit=np.asarray(nearest_hit, bool), first_hit=np.asarray(nearest_hit, bool),
         n_candidates=np.full(n, 2), pairs=[""] * n, nearest_choice=np.asarray(nearest_choice, float)[:, None, :],
         groups=groups or [f"g{i}" for i in range(n)], tasks=["candidates"] * n, meta=metas)
@@ -112,9 +113,9 @@ def test_a_first_candidate_head_is_flagged_nearest_where_first_is_nearest():
     target_is_first = np.arange(40) % 2 == 0
     first_head = target_is_first.astype(float)                  # always picks candidate 0
     right_head = np.ones(40)                                    # always picks the target
-    hit = np.stack([first_head, right_head], 1)
+    is_argmax = np.stack([first_head, right_head], 1)
     nearest_choice = np.stack([np.ones(40), target_is_first.astype(float)], 1)
-    table = head_table(_hand_scores(hit, nearest_choice, target_is_first, [{}] * 40), "coreference",
+    table = head_table(_hand_scores(is_argmax, nearest_choice, target_is_first, [{}] * 40), "coreference",
                        n_boot=50, n_perm=2000)
     assert table["flags"].tolist() == ["nearest", ""]
     assert table["nearest_choice_rate"].tolist() == [1.0, 0.0]
@@ -130,9 +131,9 @@ def test_a_head_that_ignores_the_flip_word_has_twin_consistency_zero():
             hit_right.append(1.0)
     # plus 40 agreement-decided items that both heads get right
     metas += [{"agreement_decides": True}] * 40
-    hit = np.stack([hit_same + [1.0] * 40, hit_right + [1.0] * 40], 1)
+    is_argmax = np.stack([hit_same + [1.0] * 40, hit_right + [1.0] * 40], 1)
     groups = [f"t{i // 2}" for i in range(40)] + [f"a{i}" for i in range(40)]
-    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(80), metas, groups)
+    scores = _hand_scores(is_argmax, np.zeros_like(is_argmax), np.zeros(80), metas, groups)
     table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
     assert table["twin_consistency"].tolist() == [0.0, 1.0]
     assert table["n_twin_pairs"].iloc[0] == 20
@@ -142,12 +143,12 @@ def test_a_head_that_ignores_the_flip_word_has_twin_consistency_zero():
 
 
 def test_stereotype_flag_and_pro_anti_gap_paired_by_twin():
-    metas, hit = [], []
+    metas, is_argmax = [], []
     for t in range(40):
         metas += [{"twin": f"w{t}", "stereotype": "pro", "twin_role": "clean"},
                   {"twin": f"w{t}", "stereotype": "anti", "twin_role": "corrupt"}]
-        hit += [[1.0, 1.0], [0.0, 1.0]]                          # head 0 is right only on pro items
-    scores = _hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas, [f"w{i // 2}" for i in range(80)])
+        is_argmax += [[1.0, 1.0], [0.0, 1.0]]                          # head 0 is right only on pro items
+    scores = _hand_scores(is_argmax, np.zeros((80, 2)), np.zeros(80), metas, [f"w{i // 2}" for i in range(80)])
     table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0]
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and table["pro_anti_p_fwer"].iloc[1] == 1.0
@@ -165,8 +166,9 @@ def test_tasks_are_never_averaged():
 
 def test_clustering_counts_groups_and_cross_fits_the_best_head():
     rng = np.random.default_rng(0)
-    hit = (rng.random((60, 3)) < [0.9, 0.5, 0.5]).astype(float)
-    scores = _hand_scores(hit, np.zeros_like(hit), np.zeros(60), [{}] * 60, [f"g{i // 3}" for i in range(60)])
+    is_argmax = (rng.random((60, 3)) < [0.9, 0.5, 0.5]).astype(float)
+    scores = _hand_scores(is_argmax, np.zeros_like(is_argmax), np.zeros(60), [{}] * 60,
+                          [f"g{i // 3}" for i in range(60)])
     table = head_table(scores, "coreference", n_boot=50, n_perm=500)
     assert (table["n_units"] == 20).all()
     info = task_summaries(scores, "coreference", n_perm=500)["candidates"]
@@ -190,9 +192,9 @@ def test_contractions_and_multiword_mentions_match_naive(minilm, mention):
         for row, example in enumerate(examples):
             naive = naive_example_scores(minilm, example, mention=mention)
             np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
-            np.testing.assert_array_equal(scores.hit[row], naive["hit"])
+            np.testing.assert_array_equal(scores.is_argmax[row], naive["is_argmax"])
             if example.relation == "negation":
-                np.testing.assert_allclose(scores.next_word[row], naive["next_word"], atol=1e-5)
+                np.testing.assert_allclose(scores.next_word_baseline[row], naive["next_word_baseline"], atol=1e-5)
 
 
 def test_head_mention_differs_from_span_sum(minilm):
@@ -236,7 +238,7 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
     assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
     assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
     assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
-    assert _head(nt_items, 1, 8)["selectivity"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
+    assert _head(nt_items, 1, 8)["above_baseline"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
     # 1-7 is the best by paired difference on both cue forms
     for part in (not_items, nt_items):
         best = part.sort_values("paired_difference", ascending=False).iloc[0]
@@ -245,8 +247,8 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
 
 def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
     metas = [{"stereotype": "pro"}] * 40 + [{"stereotype": "anti"}] * 40
-    hit = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
-    table = head_table(_hand_scores(hit, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
+    is_argmax = np.r_[np.ones(40), np.zeros(40)][:, None] * [1.0, 0.0] + [0.0, 1.0]
+    table = head_table(_hand_scores(is_argmax, np.zeros((80, 2)), np.zeros(80), metas), "coreference",
                        n_boot=50, n_perm=2000)
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]

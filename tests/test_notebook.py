@@ -91,7 +91,7 @@ def test_quickstart_notebook_runs_offline_and_shows_the_inlined_views(tmp_path, 
     assert best and best.groups() == ("1", "7")           # the negation head of MiniLM (see README)
     shown = [next((o["data"] for o in cell if o.output_type == "execute_result"), {}) for cell in outputs]
     table = shown[1]["text/html"]
-    assert "selectivity_ci_low" in table and "next_word_baseline" in table
+    assert "above_baseline_ci_low" in table and "next_word_baseline" in table
     head_view, model_view = shown[2]["text/html"], shown[3]["text/html"]
     assert_offline_view(head_view, opens_on='"layer":1,"heads":[7]')
     assert_offline_view(model_view, opens_on='"include_layers":[1]')

@@ -9,7 +9,7 @@ def _summary(relation, significant, units=40, **top):
     """A summary.json as `analysis heads` writes it (one task)."""
     baselines = ({"nearest_candidate_accuracy": 0.4456} if relation == "coreference"
                  else {"next_word_baseline_mean_over_heads": 0.07})
-    ranked_by = next(k for k in ("accuracy", "paired_difference", "selectivity") if k in top)
+    ranked_by = next(k for k in ("accuracy", "paired_difference", "above_baseline") if k in top)
     return {"data": "toy", "relation": relation, "direction": "x->y", "layers": 2, "heads": 3, "n_examples": 10,
             "ranked_by": ranked_by, "resampling_unit": "meta.group", "n_units": units, "primary_task": "t",
             "n_significant_heads_fwer": significant, "baselines": baselines,
@@ -20,8 +20,8 @@ def test_findings_give_the_best_head_its_ci_baseline_and_corrected_count():
     coref = heads_finding(_summary("coreference", 4, accuracy=0.874, accuracy_ci_low=0.833, accuracy_ci_high=0.912))
     assert "head 1-2" in coref and "87% of sentences (95% CI 83%–91%)" in coref
     assert "nearest the pronoun does 45%" in coref and "4 of 6 heads beat" in coref
-    negation = heads_finding(_summary("negation", 0, selectivity=0.159, selectivity_ci_low=-0.01,
-                                      selectivity_ci_high=0.19))
+    negation = heads_finding(_summary("negation", 0, above_baseline=0.159, above_baseline_ci_low=-0.01,
+                                      above_baseline_ci_high=0.19))
     assert "by 0.159" in negation and "-0.010 to 0.190" in negation
     assert "no head beats their next-word baseline after correction over all heads (a null result)" in negation
     paired = heads_finding(_summary("negation", 2, paired_difference=0.16, paired_difference_ci_low=0.12,
@@ -37,7 +37,7 @@ def _report(tmp_path):
     for data, relation in (("builtin-negation", "negation"), ("builtin-coref", "coreference")):
         (folder / "heads" / data).mkdir(parents=True)
         top = ({"accuracy": 0.5, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.6} if relation == "coreference"
-               else {"selectivity": 0.1, "selectivity_ci_low": 0.05, "selectivity_ci_high": 0.15})
+               else {"above_baseline": 0.1, "above_baseline_ci_low": 0.05, "above_baseline_ci_high": 0.15})
         (folder / "heads" / data / "summary.json").write_text(json.dumps({**_summary(relation, 1, **top), "data": data}))
         (folder / "heads" / data / "heads.csv").write_text("layer,head\n0,0\n")
         (folder / "heads" / data / ".done.json").write_text("{}")

@@ -54,7 +54,7 @@ def test_claim_comes_from_the_corrected_test_with_enough_units(minilm):
 
 def test_signed_scores_use_a_diverging_scale_centred_on_zero():
     grid = np.array([[-0.1, 0.3], [0.05, 0.0]])
-    cmap, norm = colour_scale("selectivity", grid)
+    cmap, norm = colour_scale("above_baseline", grid)
     assert cmap == "RdBu_r" and norm(0.0) == pytest.approx(0.5) and norm(-0.3) == pytest.approx(0.0)
     cmap, norm = colour_scale("accuracy", grid)
     assert cmap == "viridis" and norm(0.0) == 0.0 and norm(1.0) == 1.0

@@ -40,4 +40,4 @@ def test_gemma_scores_a_long_document_on_the_fused_path():
     eager, _ = score_examples(loaded, [example], batch_tokens=512, attention="eager")
     assert skipped == [] and fused.attention_path.startswith("fused")
     assert np.abs(fused.attention - eager.attention).max() <= 1e-5
-    assert np.array_equal(fused.hit, eager.hit)
+    assert np.array_equal(fused.is_argmax, eager.is_argmax)

@@ -34,16 +34,16 @@ from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_mode
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
-from probing.report.outputs import is_complete, write_complete
+from probing.report.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
 from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
-REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", Path(__file__).resolve().parents[2] / "reports"))
+REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", COMMITTED_REPORTS))
 DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 # The dataset beside a sentence's scores ("set:" columns, heatmap dots): for coreference GAP where the report
 # has it, since most built-in items are solved by pronoun agreement alone; else the built-in set.
 SET_COLUMNS_FROM = {"coreference": ("gap-dev", "builtin-coref"), "negation": ("builtin-negation",)}
-HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "selectivity")
+HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "above_baseline")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
 ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
 DEMO_MAX_TOKENS = int(os.environ.get("PROBING_DEMO_MAX_TOKENS", "512"))
@@ -210,7 +210,8 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
         replayed = dataclasses.replace(loaded, model=_Replay(loaded.model, sentence.encoded.input_ids, attentions))
         # The eager path: the scorer reads full patterns, which the replayed pass already holds.
         scores = score_sentence(replayed, example, attention="eager")
-    ranking = scores.attention if relation == "coreference" else scores.attention - np.nan_to_num(scores.next_word)
+    ranking = (scores.attention if relation == "coreference"
+               else scores.attention - np.nan_to_num(scores.next_word_baseline))
     best_layer, best_head = (int(i) for i in np.unravel_index(int(np.argmax(ranking)), ranking.shape))
     notes = text_notes(text, loaded, scores.truncated)
     if relation == "negation" and loaded.is_causal:
@@ -242,7 +243,7 @@ def text_notes(text: str, loaded: LoadedModel, truncated: bool) -> list[str]:
 
 def report_dir(model_name: str) -> Path:
     """Where a model's dataset-level results live: committed under reports/, else the on-disk cache."""
-    safe = _safe_name(model_name)
+    safe = safe_name(model_name)
     committed = REPORTS_DIR / safe
     return committed if committed.exists() else CACHE_DIR / safe
 
@@ -290,7 +291,8 @@ def _read_table(path: str, mtime: float) -> pd.DataFrame:
     if key not in _tables:
         while len(_tables) >= MAX_TABLES:
             _tables.pop(next(iter(_tables)))
-        _tables[key] = pd.read_csv(path)
+        # Tables written before `selectivity` was renamed `above_baseline` are read under the new name.
+        _tables[key] = pd.read_csv(path).rename(columns=lambda c: c.replace("selectivity", "above_baseline"))
     return _tables[key]
 
 
@@ -335,10 +337,6 @@ def page_markdown(markdown: str) -> str:
     return re.sub(r"\[([^\]]*)\]\((?!#|https?:)[^)]*\)", r"\1", markdown)
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
-
-
 def _shown_folder(folder: Path) -> str:
     """Where a report lives, without the server's absolute paths."""
     root = REPORTS_DIR.parent
@@ -369,7 +367,7 @@ def check_allowed_name(model: str | None) -> str:
 DATASET_COLUMNS = {
     "coreference": {"accuracy": "set: accuracy", "mean_attention": "set: mean attention",
                     "nearest_candidate_accuracy": "set: nearest-noun baseline"},
-    "negation": {"paired_difference": "set: paired difference", "selectivity": "set: selectivity",
+    "negation": {"paired_difference": "set: paired difference", "above_baseline": "set: above baseline",
                  "next_word_baseline": "set: next-word baseline"},
 }
 
@@ -377,13 +375,13 @@ DATASET_COLUMNS = {
 def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataFrame:
     """This sentence's top k heads, beside each head's dataset-level scores on the built-in set ("set: ...")."""
     sentence = pd.DataFrame(scores.heads())
-    key = "selectivity" if scores.relation == "negation" else "attention"
+    key = "above_baseline" if scores.relation == "negation" else "attention"
     top = sentence.sort_values(key, ascending=False, na_position="last").head(k)
     table = pd.DataFrame({"head": [f"{l}-{h}" for l, h in zip(top["layer"], top["head"])],
                           "attention": pd.to_numeric(top["attention"]).round(3)})
     if scores.relation == "negation":
         # None (no next-word baseline: a two-word text has no other adjacent pair) stays empty, not a crash.
-        table["selectivity"] = pd.to_numeric(top["selectivity"], errors="coerce").astype(float).round(3)
+        table["above_baseline"] = pd.to_numeric(top["above_baseline"], errors="coerce").astype(float).round(3)
     dataset = dataset_table(model_name, scores.relation)
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
     pairs = list(zip(top["layer"], top["head"]))
@@ -396,7 +394,7 @@ def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataF
 
 def empty_top_table(relation: str) -> pd.DataFrame:
     """The table's columns before anything was analysed."""
-    columns = ["head", "attention"] + (["selectivity"] if relation == "negation" else [])
+    columns = ["head", "attention"] + (["above_baseline"] if relation == "negation" else [])
     return pd.DataFrame(columns=columns + list(DATASET_COLUMNS[relation].values()))
 
 
@@ -481,7 +479,8 @@ def score_heads_api(text: str, relation: str, source: str, target: str, model: s
     """The `/score_heads` endpoint's JSON: the model, the direction, the tokens and every head's numbers.
 
     `heads` holds one row per head in (layer, head) order; `attention` (and, for negation,
-    `next_word_baseline` and `selectivity`) are `probing.heads.score_examples`'s numbers rounded to 6 decimals.
+    `next_word_baseline` and `above_baseline` = attention minus that baseline) are
+    `probing.heads.score_examples`'s numbers rounded to 6 decimals.
     """
     analysis = analyse(text, relation, source, target, model)
     return {"model": analysis.model, "relation": analysis.scores.relation, "direction": analysis.scores.direction,

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from probing.demo.explore import PRONOUNS, words_with_spans
+from probing.demo.explore import words_with_spans
+from probing.examples.loaders import PRONOUNS
 
 DETERMINERS = frozenset(
     "the a an this that these those his her their its my your our some every each no another either neither "

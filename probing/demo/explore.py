@@ -11,16 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from probing.examples import Example
+from probing.examples.loaders import NEGATION_CUE, PRONOUNS
 from probing.alignment import AlignmentError, make_layout
-from probing.heads import direction_for, oriented, score_examples
-from probing.models import LoadedModel
+from probing.heads import oriented, score_examples
+from probing.models import LoadedModel, direction_for
 
-PRONOUNS = ("he", "she", "it", "they", "him", "her", "them", "his", "hers", "its", "their", "theirs",
-            "himself", "herself", "itself", "themselves")
 MAX_TEXT_CHARS = 5000     # longer input is refused in words before it reaches the tokenizer
 EMPTY_MESSAGE = "The sentence is empty: type a sentence or pick an example."
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
-_CUE = re.compile(r"(?i)(?<!\w)not(?!\w)|n't(?!\w)|(?<=\w)n’t(?!\w)")
 
 
 class InputError(ValueError):
@@ -72,7 +70,7 @@ def find_pronouns(text: str) -> list[tuple[str, tuple[int, int]]]:
 
 def find_negation_cues(text: str) -> list[tuple[str, tuple[int, int]]]:
     """"not" and the "n't" of contractions, with spans."""
-    return [(m.group(), m.span()) for m in _CUE.finditer(text)]
+    return [(m.group(), m.span()) for m in NEGATION_CUE.finditer(text)]
 
 
 def next_word_span(text: str, cue_span: tuple[int, int]) -> tuple[int, int]:
@@ -193,8 +191,8 @@ class SentenceScores:
     source: str
     target: str
     attention: np.ndarray      # (L, H) source -> target (or next word -> cue for causal negation)
-    is_argmax: np.ndarray      # (L, H) bool: the target wins among the other words
-    next_word: np.ndarray      # (L, H) mean adjacent-pair attention (negation), NaN otherwise
+    is_argmax: np.ndarray      # (L, H) argmax credit of the target among the other words (1, 1/k on a tie, 0)
+    next_word_baseline: np.ndarray  # (L, H) mean adjacent-pair attention (negation), NaN otherwise
     truncated: bool
 
     def heads(self) -> list[dict]:
@@ -205,9 +203,10 @@ class SentenceScores:
                 row = {"layer": layer, "head": head, "attention": round(float(self.attention[layer, head]), 6),
                        "is_argmax": bool(self.is_argmax[layer, head])}
                 if self.relation == "negation":
-                    baseline = float(self.next_word[layer, head])
+                    baseline = float(self.next_word_baseline[layer, head])
                     row["next_word_baseline"] = None if np.isnan(baseline) else round(baseline, 6)
-                    row["selectivity"] = None if np.isnan(baseline) else round(float(self.attention[layer, head]) - baseline, 6)
+                    above = float(self.attention[layer, head]) - baseline
+                    row["above_baseline"] = None if np.isnan(baseline) else round(above, 6)
                 rows.append(row)
         return rows
 
@@ -238,4 +237,5 @@ def score_sentence(loaded: LoadedModel, example: Example, attention: str = "auto
     return SentenceScores(model=loaded.name, relation=example.relation,
                           direction=direction_for(example.relation, loaded.is_causal),
                           source=example.source, target=example.target, attention=scores.attention[0],
-                          is_argmax=scores.hit[0], next_word=scores.next_word[0], truncated=encoded.truncated)
+                          is_argmax=scores.is_argmax[0], next_word_baseline=scores.next_word_baseline[0],
+                          truncated=encoded.truncated)

@@ -13,25 +13,25 @@ from probing.demo.explore import SentenceScores
 from probing.demo.heatmap import heatmap_html
 
 # The negation heatmap's choices: (label shown, metric), and what each metric's numbers mean.
-METRIC_CHOICES = [("selectivity: attention minus baseline", "selectivity"),
+METRIC_CHOICES = [("above baseline: attention minus the next-word baseline", "above_baseline"),
                   ("attention: cue → next word", "mean_attention"),
                   ("baseline: any word → the word after it", "next_word_baseline")]
-METRIC_HELP = ("Selectivity = the head's attention from the cue to the next word minus its baseline (its attention "
+METRIC_HELP = ("Above baseline = the head's attention from the cue to the next word minus its baseline (its attention "
                "from any word to the word after it in this sentence). Above 0 (red): the head does more than "
                "look one word ahead.")
-SIGNED_METRICS = ("selectivity",)
+SIGNED_METRICS = ("above_baseline",)
 
 # Columns of the top-heads table: the demo's names -> plain labels, and a one-line meaning per label.
 PLAIN_COLUMNS = {
     "attention": "sentence: attention",
-    "selectivity": "sentence: selectivity",
+    "above_baseline": "sentence: above baseline",
     "set: nearest-noun baseline": "set: nearest-noun baseline (same for every head)",
 }
 COLUMN_MEANINGS = {
     "head": "layer-head, both counted from 0. Click a row to show that head.",
     "sentence: attention": "this sentence: the share of the source word's attention that goes to the target word "
                            "(0 to 1).",
-    "sentence: selectivity": "this sentence: attention minus the head's next-word baseline; above 0, the head "
+    "sentence: above baseline": "this sentence: attention minus the head's next-word baseline; above 0, the head "
                              "prefers this pair to any word → the word after it.",
     "set: accuracy": "dataset (GAP where the report has it, else the built-in set): share of sentences in which the antecedent gets more of this head's attention "
                      "than every other candidate noun.",
@@ -39,7 +39,7 @@ COLUMN_MEANINGS = {
     "set: nearest-noun baseline (same for every head)":
         "dataset: the accuracy of always picking the candidate nearest the pronoun. It does not depend on "
         "the head, so every row shows the same number: the bar a head's accuracy must clear.",
-    "set: selectivity": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
+    "set: above baseline": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
                         "more than a positional habit.",
     "set: paired difference": "built-in set, the main negation score: attention from the cue to the next word "
                               "minus attention from a control adverb in the same place (\"did really sign\") to "
@@ -68,8 +68,8 @@ def heatmap_title(scores: SentenceScores, metric: str) -> str:
     if metric == "next_word_baseline":
         return ("Baseline: attention from each word to the word after it, averaged over this sentence's word "
                 f"pairs (the pair starting at the cue {source} left out), every layer × head")
-    if metric == "selectivity":
-        return f"Selectivity: attention {arrow} minus the baseline, every layer × head"
+    if metric == "above_baseline":
+        return f"Above baseline: attention {arrow} minus the next-word baseline, every layer × head"
     return f"Attention {arrow}, every layer × head"
 
 
@@ -87,9 +87,9 @@ def metric_values(scores: SentenceScores, metric: str) -> np.ndarray:
     if scores.relation != "negation" or metric == "mean_attention":
         return scores.attention
     if metric == "next_word_baseline":
-        return scores.next_word
-    if metric == "selectivity":
-        return scores.attention - scores.next_word
+        return scores.next_word_baseline
+    if metric == "above_baseline":
+        return scores.attention - scores.next_word_baseline
     raise ValueError(f"Unknown heatmap metric {metric!r}; use one of {', '.join(m for _, m in METRIC_CHOICES)}.")
 
 

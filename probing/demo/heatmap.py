@@ -3,7 +3,7 @@
 `heatmap_html` is the demo's heatmap: a grid of buttons, one per head, coloured by value, that the page can
 click (the demo's `gr.HTML` turns a click into `{layer, head}`). Every string in it is HTML-escaped, it has
 no script and no URL, so it is safe to put user words (the source and target) in its title.
-Signed values (a difference such as selectivity, which can be negative) get a diverging red-blue map centred
+Signed values (a difference such as above_baseline, which can be negative) get a diverging red-blue map centred
 on 0, so white means "no better than the baseline"; values that cannot be negative get viridis.
 """
 from __future__ import annotations

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import zipfile
 from pathlib import Path
+
+from probing.report.outputs import safe_name  # noqa: F401  (app.py names the download after the model)
 
 # Named first: the primary evidence (GAP and the twin sets for coreference, the paired built-in set for
 # negation); the agreement-solvable built-in coreference items follow, reported as what they are.
 MAIN_SETS = ("gap-dev", "wsc273", "winogender", "winobias", "builtin-negation", "builtin-coref")
 DOWNLOAD_SETS = ("builtin-coref", "builtin-negation")   # the demo's own sets: their tables beside the archive
 INTERNAL_SUFFIXES = (".done.json", ".tmp", ".part", ".lock", "~")
-
-
-def safe_name(name: str) -> str:
-    """A model name as a file-name part ("org/model" -> "org_model")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
 def is_internal(path: Path) -> bool:
@@ -81,7 +77,7 @@ def _task_finding(summary: dict, task: str, part: dict, n_heads: int) -> str | N
         baseline = "their control adverb"
     else:
         best = (f"head {_head(top)}'s attention from the cue to the next word exceeds its attention from any "
-                f"word to the next one by {top[key]:.3f} (selectivity, {ci})")
+                f"word to the next one by {top[key]:.3f} (above baseline, {ci})")
         baseline = "their next-word baseline"
     label = f" [{task}]" if len(summary.get("tasks") or {}) > 1 else ""
     if units is not None and units < MIN_UNITS:

@@ -53,7 +53,7 @@ FAR_WORDS = 8          # at least this many words between antecedent and pronoun
 # Coreference: word lists
 # ---------------------------------------------------------------------------------------------------------
 
-PRONOUNS = {
+PRONOUN_FORMS = {      # gender -> case -> the pronoun written in the templates
     "male": {"subj": "he", "obj": "him", "poss": "his"},
     "female": {"subj": "she", "obj": "her", "poss": "her"},
     "neuter": {"subj": "it", "obj": "it", "poss": "its"},
@@ -281,7 +281,7 @@ def head_span(span: tuple[int, int], phrase: str) -> tuple[int, int]:
 def coref_row(group, category, template, a, b, antecedent_slot, role, case, gender,
               with_candidates, flip_word=None, twin_role=None) -> dict:
     """One coreference row; `a`/`b` are the phrases for {A}/{B} (b may be None)."""
-    pronoun = PRONOUNS[gender][case]
+    pronoun = PRONOUN_FORMS[gender][case]
     values = {"A": a, "P": pronoun}
     if b is not None:
         values["B"] = b

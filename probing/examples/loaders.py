@@ -90,12 +90,17 @@ DATA_ROOT_ENV = "PROBING_DATA_ROOT"
 MALE_PRONOUNS = frozenset({"he", "him", "his", "himself"})
 FEMALE_PRONOUNS = frozenset({"she", "her", "hers", "herself"})
 NEUTRAL_PRONOUNS = frozenset({"they", "them", "their", "theirs", "themself", "themselves"})
-PRONOUNS = MALE_PRONOUNS | FEMALE_PRONOUNS | NEUTRAL_PRONOUNS
+# The pronouns that refer to people: the ones the coreference datasets mark. The one list of pronouns: the
+# demo, and any code that looks for pronouns, imports it from here.
+PERSON_PRONOUNS = MALE_PRONOUNS | FEMALE_PRONOUNS | NEUTRAL_PRONOUNS
+PRONOUNS = PERSON_PRONOUNS | frozenset({"it", "its", "itself"})   # every third-person personal pronoun
 DETERMINERS = ("the", "a", "an")
 
 _WORD = r"[A-Za-z0-9]+(?:['\u2019-][A-Za-z0-9]+)*"
 _NEXT_WORD = re.compile(r"\s+(" + _WORD + ")")
-_NEGATION_CUE = re.compile(r"(?<![\w'])not(?!\w)|(?<=[A-Za-z])n't(?!\w)", re.IGNORECASE)
+# A negation cue: the word "not", or the "n't" of a contraction (straight or curly apostrophe), never inside a
+# word. The one definition: the loaders and the demo's cue finder use it.
+NEGATION_CUE = re.compile(r"(?<![\w'’])not(?!\w)|(?<=[A-Za-z])n['’]t(?!\w)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,7 +376,7 @@ def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str
     text, mentions = _unbracket(sentence)
     if len(mentions) < 2:
         raise _Malformed(f"expected at least two [bracketed] mentions, found {len(mentions)}")
-    pronouns = [m for m in mentions if text[m[0]:m[1]].strip().lower() in PRONOUNS]
+    pronouns = [m for m in mentions if text[m[0]:m[1]].strip().lower() in PERSON_PRONOUNS]
     nouns = [m for m in mentions if m not in pronouns]
     if not pronouns:
         raise _Unusable("no bracketed mention is a pronoun")
@@ -418,7 +423,7 @@ def _winogender_row(raw: bytes, participants: dict, name: str, line_no: int) -> 
     for role, word, span in (("occupation", occupation, occ_span), ("participant", participant, part_span)):
         if span is None:
             raise _Unusable(f"{role} {word!r} not found in the sentence")
-    found = [m.span() for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in PRONOUNS]
+    found = [m.span() for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in PERSON_PRONOUNS]
     if len(found) != 1:
         raise _Unusable(f"expected one pronoun in the sentence, found {len(found)}")
     pronoun = text[slice(*found[0])]
@@ -701,7 +706,7 @@ def load_neg136(path: Path, *, name: str = "neg136", skip_bad: bool = False,
             context_aff = _resolve_article(row["context_aff"].strip(), target_aff)
             context_neg = _resolve_article(row["context_neg"].strip(), target_aff)
             text = f"{context_neg} {target_aff}."
-            cue = _NEGATION_CUE.search(context_neg)
+            cue = NEGATION_CUE.search(context_neg)
             if cue is None:
                 raise _Unusable("no 'not' or \"n't\" in context_neg")
             pair = f"{name}:{item}"

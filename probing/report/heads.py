@@ -59,7 +59,7 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
     key = scores.main_score
     primary = scores.primary_task
     columns = list(dict.fromkeys(["layer", "head", key, f"{key}_ci_low", f"{key}_ci_high", "mean_attention",
-                                  "accuracy", "selectivity", "next_word_baseline", "control_attention",
+                                  "accuracy", "above_baseline", "next_word_baseline", "control_attention",
                                   "paired_difference", "p_value", "p_fwer", "paired_p_fwer", "p_holm",
                                   "twin_consistency", "pro_anti_gap", "flags"]))
     tasks = {}
@@ -115,7 +115,7 @@ def claim(scores, task: str) -> str:
     key = scores.main_score
     best = scores.top(1, task=task).iloc[0]
     fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
-    against = {"paired_difference": "its control adverb", "selectivity": "the next-word baseline",
+    against = {"paired_difference": "its control adverb", "above_baseline": "the next-word baseline",
                "accuracy": "the nearest-candidate baseline"}[key]
     verdict = "beats" if best[fwer] < ALPHA else "does not reliably beat"
     return (f"The best head by {key}, {best['layer']}-{best['head']}, {verdict} {against} "
@@ -131,12 +131,12 @@ def write_outputs(out: Path, scores, summary: dict) -> None:
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
     atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
-    write_text(out / "report.md", report_markdown(scores, summary))
+    write_text(out / "report.md", heads_markdown(scores, summary))
     strata = scores.strata if scores.strata is not None else pd.DataFrame(columns=["by", "stratum", *scores.table.columns])
     atomic_write(out / "strata.csv", lambda tmp: strata.to_csv(tmp, index=False, float_format="%.6g"))
 
 
-SIGNED = ("selectivity", "paired_difference", "pro_anti_gap")
+SIGNED = ("above_baseline", "paired_difference", "pro_anti_gap")
 
 
 def colour_scale(key: str, grid: np.ndarray):
@@ -194,12 +194,12 @@ def _maybe(row, key, ci=False) -> str:
 def _negation_rows(scores, table, k=5) -> list[str]:
     paired = "paired_difference" in table
     lines = ["| head | " + ("paired_difference | paired p_fwer | " if paired else "") +
-             "selectivity | p_fwer | mean_attention | next_word_baseline | control_attention |",
+             "above_baseline | p_fwer | mean_attention | next_word_baseline | control_attention |",
              "|---|" + ("---|---|" if paired else "") + "---|---|---|---|---|"]
     for _, row in table.sort_values(scores.main_score, ascending=False).head(k).iterrows():
         lines.append(f"| {row['layer']}-{row['head']} | " +
                      (f"{_ci(row, 'paired_difference')} | {row['paired_p_fwer']:.2g} | " if paired else "") +
-                     f"{_ci(row, 'selectivity')} | {row['p_fwer']:.2g} | {_ci(row, 'mean_attention')} | "
+                     f"{_ci(row, 'above_baseline')} | {row['p_fwer']:.2g} | {_ci(row, 'mean_attention')} | "
                      f"{row['next_word_baseline']:.3f} | {_maybe(row, 'control_attention')} |")
     return lines
 
@@ -214,7 +214,7 @@ def _coref_rows(scores, table, k=5) -> list[str]:
     return lines
 
 
-def report_markdown(scores, summary: dict) -> str:
+def heads_markdown(scores, summary: dict) -> str:
     """Per task: the top heads against their baselines, the claim the corrected test allows, the strata and the
     caveat."""
     from probing.heads import MIN_UNITS
@@ -233,8 +233,9 @@ def report_markdown(scores, summary: dict) -> str:
              f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only.", ""]
     if scores.relation == "negation":
         lines += ["`paired_difference` = attention cue -> next word minus attention control adverb -> the same "
-                  "next word in the same sentence: the main score where controls exist. `selectivity` = "
-                  "`mean_attention` - `next_word_baseline` (any word -> its next word).", ""]
+                  "next word in the same sentence: the main score where controls exist. `above_baseline` = "
+                  "`mean_attention` - `next_word_baseline` (any word -> its next word): how far the cue's "
+                  "attention to the next word rises above that positional baseline.", ""]
     else:
         lines += ["`accuracy` = share of examples where the antecedent gets the most attention from the pronoun "
                   "among the candidates. `flags`: *agreement* (above chance where pronoun agreement decides, not "

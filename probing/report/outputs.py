@@ -26,6 +26,16 @@ from pathlib import Path
 
 DONE_MARKER = ".done.json"
 _STAGING_PREFIX = ".staging-"
+# The checkout's committed reports (reports/ beside probing/). Only the commands and the demo use this default;
+# library functions take their paths as arguments.
+COMMITTED_REPORTS = Path(__file__).resolve().parents[2] / "reports"
+
+
+def safe_name(name: str) -> str:
+    """A model or dataset name as one file-name part ("org/model" -> "org_model"): every run of other
+    characters than letters, digits, `_`, `.` and `-` becomes `_`, and leading or trailing dots and underscores
+    go (so never "", "." or ".."); the one cleaning that writers and readers of report folders share."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "unnamed"
 
 
 class OutputExistsError(RuntimeError):

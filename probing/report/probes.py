@@ -14,13 +14,12 @@ Files per task:
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from probing.report.outputs import atomic_write, write_json, write_text
+from probing.report.outputs import atomic_write, safe_name, write_json, write_text
 
 CAVEAT = ("A probe shows that information is linearly decodable from these features, not that the model uses "
           "it (Hewitt & Liang 2019; Belinkov 2022); compare every number with its baseline and control.")
@@ -32,8 +31,8 @@ CONTROL_TASK = ("Control task (Hewitt & Liang 2019), type-level: every word type
 
 
 def slug(name: str) -> str:
-    """A file-name-safe version of a dataset name or path."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem if name.endswith(".jsonl") else name)
+    """A file-name-safe version of a dataset name or path (a .jsonl file by its stem)."""
+    return safe_name(Path(name).stem if name.endswith(".jsonl") else name)
 
 
 def expected_files(task: str, data: list[str]) -> list[str]:
