@@ -91,10 +91,9 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
              f"{result.relation}; {len(result.pair_ids)} usable pairs; {result.n_layers} layers x {result.n_heads} "
              f"heads (0-indexed, layer-head); readout: {result.readout}; {result.seconds:.0f} s.", "",
              "## Behaviour first", ""]
-    measure = "||e(clean) - e(corrupt)||" if result.readout.startswith("embedding") else \
-        "logit difference (target_neg - target_aff), clean - corrupt,"
-    text = (f"Mean {measure} = {gate['clean_minus_corrupt']:.3f} "
-            f"[{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]")
+    # the gate's own words say what it measured (embedding distance, logit difference, substitution preference)
+    text = (f"{gate['measure'][0].upper() + gate['measure'][1:]}: {gate['clean_minus_corrupt']:.4f} "
+            f"[{gate['ci'][0]:.4f}, {gate['ci'][1]:.4f}]")
     if "control_mean" in gate:
         low, high = gate["relation_minus_control_ci"]
         text += (f"; adverb <-> adverb control pairs: {gate['control_mean']:.3f}; difference "
@@ -117,8 +116,9 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
               "noising = 1 - m(clean run with the head's z from the corrupt run); denoising = m(corrupt run with "
               "the head's z from the clean run); m is the readout normalised so clean = 1, corrupt = 0. 95% "
               "cluster-bootstrap CIs over pairs; p_fwer: one-sided sign-flip test, Westfall-Young maxT over all "
-              "heads; the control columns: the same effect on adverb <-> adverb pairs, and the maxT p of "
-              "relation > control.", "",
+              "heads" + ("; the control columns: the same effect on adverb <-> adverb pairs, and the maxT p of "
+                         "relation > control." if result.control else
+                         "; no control pairs for this relation (the gate above is the control).") + "", "",
               "| effect | head | mean [95% CI] | p_fwer | control effect | p_fwer (> control) |",
               "|---|---|---|---|---|---|"]
     for kind in result.per_pair:
