@@ -128,6 +128,15 @@ class HeadScores:
         """The k best heads of one task (default: the primary) by `by` (default: the main score)."""
         return self.task_table(task).sort_values(by or self.main_score, ascending=False).head(k)
 
+    def to_dict(self) -> dict:
+        """Every number, JSON-ready: the settings, each task's counts and baselines, and one record per task
+        and head (the per-example arrays stay in `examples` / `controls`)."""
+        return {"model": self.model, "relation": self.relation, "direction": self.direction,
+                "n_layers": self.n_layers, "n_heads": self.n_heads, "mention": self.mention,
+                "resampling_unit": self.resampling_unit, "attention_path": self.attention_path,
+                "main_score": self.main_score, "n_skipped": len(self.skipped), "tasks": self.tasks,
+                "heads": self.table.astype(object).where(self.table.notna(), None).to_dict("records")}
+
 
 def main_score(relation: str, paired: bool = False) -> str:
     """The column that ranks heads: the paired difference for negation with controls, else above_baseline
@@ -560,7 +569,7 @@ def strata_table(main: ExampleScores, relation: str, keys: list[str], controls: 
 DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "type")
 
 
-def score_heads(model: str | LoadedModel | None, examples: list[Example], relation: str | None = None,
+def score_heads(model: str | LoadedModel | None, examples: list[Example], *, relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
                 n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
                 mention: str = "head", by: list[str] | None = None, cluster: bool = True) -> HeadScores:

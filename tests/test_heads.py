@@ -1,4 +1,5 @@
 """Head scoring: batched scores equal an independent one-sentence recomputation, for encoders and decoders."""
+import json
 import numpy as np
 import pytest
 
@@ -56,6 +57,10 @@ def test_negation_table_columns_and_controls(minilm):
     np.testing.assert_allclose(table["paired_difference"], (neg - ctl).mean(0).reshape(-1), atol=1e-6)
     assert (table["p_holm"] >= table["p_value"]).all()
     assert (table["above_baseline_ci_low"] <= table["above_baseline"] + 1e-9).all()
+    # plain data for a notebook: strict JSON, one record per head, NaN as null
+    as_dict = json.loads(json.dumps(result.to_dict()))
+    assert len(as_dict["heads"]) == 72 and as_dict["main_score"] == result.main_score
+    assert as_dict["heads"][5]["above_baseline"] == pytest.approx(table["above_baseline"][5])
 
 
 def test_coreference_baselines(minilm):
