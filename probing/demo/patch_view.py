@@ -396,3 +396,42 @@ def gallery_pair(index) -> list[str]:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(pairs):
         raise DemoError(f"There is no example number {index if isinstance(index, int) else shown(str(index))}.")
     return pairs[index]
+
+
+def suggest(clean) -> tuple[str, str]:
+    """The "Suggest twin" button: (twin, note in words); DemoError when nothing can be swapped."""
+    with backend.worded():
+        clean = clean_text(text_field(clean, MAX_TEXT_CHARS))
+    twin, notes = twin_of(clean, "")
+    return twin, notes[0].replace("No twin was given; used the suggested twin", "Suggested twin")
+
+
+def head_line(view: PatchView, layer: int, head: int) -> str:
+    """One head's numbers on this pair, in words (a heatmap click)."""
+    n_layers, n_heads = view.attention.shape
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise DemoError(f"There is no head {layer}-{head} in {view.model} ({n_layers} layers × {n_heads} heads).")
+    effects = view.result.effects
+    line = (f"Head {layer}-{head}: noising {effects['noising'][layer, head]:+.3f}, denoising "
+            f"{effects['denoising'][layer, head]:+.3f}, attention {view.source_word!r} → {view.target_word!r} "
+            f"{view.attention[layer, head]:.3f}.")
+    if view.dataset is not None:
+        row = view.dataset[(view.dataset["layer"] == layer) & (view.dataset["head"] == head)]
+        if len(row):
+            r = row.iloc[0]
+            line += (f" On the negation pairs of {DATASET}: {view.kind} {r[view.kind]:+.3f} "
+                     f"(95% CI {r[f'{view.kind}_ci_low']:.3f} to {r[f'{view.kind}_ci_high']:.3f}, "
+                     f"p_fwer {r[f'{view.kind}_p_fwer']:.3g}).")
+    return line
+
+
+TABLE_MEANINGS = {
+    "head": "layer-head, both counted from 0.",
+    "noising": "this pair: the share of the sentence-vs-twin difference lost when this head gets the twin's output "
+               "(1 = all of it, 0 = none).",
+    "denoising": "this pair: the share restored when the twin's run gets this head from the sentence.",
+    "attention": "this pair: the share of the swapped word's attention that goes to the target word (0 to 1).",
+    "set: …": "the same effect averaged over the negation pairs of the built-in set, with its 95% bootstrap CI and "
+              "whether the test corrected over all heads (p_fwer) finds it above 0. One sentence has no CI and no "
+              "test: only these columns support a claim about a head.",
+}
