@@ -3,8 +3,10 @@
 Definitions (the contract of issue 13; tests and the command rely on them):
 - Pairs: two rows with the same `meta.pair`. Negation: the negated row is *clean*, its adverb control *corrupt*.
   Twins (Winograd, WSC, WinoBias pro/anti, Winogender): rows sharing `meta.twin`, `meta.twin_role` "clean" or
-  "corrupt". A pair is usable only when both texts have the same number of pieces and differ in the swapped
-  word's (the source span's) pieces alone; other pairs are skipped and counted with the reason.
+  "corrupt". A pair is usable only when both texts have the same number of pieces and differ in one word's
+  pieces alone: the source word itself ("not" <-> "really", he <-> she) or, for Winograd-style twins, another
+  word ("too wide" <-> "too narrow") with the source (the pronoun) at the same pieces in both; other pairs are
+  skipped and counted with the reason.
 - Head output `z[l, h]`: head h's slice of the input to layer l's attention output projection (`probing.hooks`).
 - Readout, embedding (encoders without an LM head): e(x) = mean of the final hidden states over all positions,
   m(run) = <e(run) - e(corrupt), e(clean) - e(corrupt)> / ||e(clean) - e(corrupt)||², so clean = 1, corrupt = 0.
@@ -13,8 +15,10 @@ Definitions (the contract of issue 13; tests and the command rely on them):
   context (masked LMs); clean = "A trout is not a", corrupt = "A trout is really a". Effects are divided by the
   mean v(clean) - v(corrupt) over pairs (one pair's difference can be ~0), so clean = 1, corrupt = 0 on average.
   Behaviour gate: the CI of v(clean) - v(corrupt) must lie above 0, else no head is named (Ettinger 2020: small
-  LMs often ignore "not"). Coreference twins have no logit readout yet (a decoder cannot read a swap that
-  follows the pronoun); they use the embedding readout.
+  LMs often ignore "not"). Coreference twins, masked LMs (Kocijan et al. 2019): the pronoun becomes the mask in
+  both twins, v(run) = logit of the clean twin's antecedent - logit of the corrupt twin's at the mask
+  (`masked_twin_pairs`). Decoders have no coreference logit readout (the swap can follow the pronoun, which a
+  left-to-right model cannot read at the pronoun); they and the encoders without an LM head use the embedding.
 - Effects of head (l, h) per pair: noising = 1 - m(clean run with z[l, h] from the corrupt run at every
   position) (necessity); denoising = m(corrupt run with z[l, h] from the clean run) (sufficiency). The pattern
   variants swap only the head's attention probabilities (its values stay the run's own): the whole pattern
@@ -64,7 +68,7 @@ class Pair:
     relation: str
     clean: str
     corrupt: str
-    clean_source: tuple[int, int]          # the swapped word in the clean text ("not", the pronoun)
+    clean_source: tuple[int, int]          # the source word in the clean text ("not", the pronoun)
     corrupt_source: tuple[int, int]
     clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
     group: str = ""                        # resampling unit (defaults to the pair id)
@@ -150,6 +154,44 @@ def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
     return PairSet(pairs, skipped)
 
 
+def masked_twin_pairs(examples, loaded: LoadedModel) -> PairSet:
+    """Coreference twins for a masked LM's logit readout (Kocijan et al. 2019): in both twins the pronoun
+    becomes the mask token, and the readout is the logit of the clean twin's antecedent minus the corrupt
+    twin's (first pieces) at the mask. "The box would not fit through the door because [MASK] was too wide /
+    narrow": a model that resolves the pronoun favours "box" after "wide". Twins whose answers are the same
+    word (WinoBias pro/anti keep the referent and swap its gender) or that differ only in the pronoun (masked
+    away) are skipped with the reason."""
+    mask = loaded.tokenizer.mask_token
+    if mask is None:
+        raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
+    twins = collect_pairs([e for e in examples if e.relation == "coreference"])
+    by_id = {}
+    for example in examples:
+        if "twin" in (example.meta or {}):
+            by_id[(f"twin:{example.meta['twin']}", example.meta.get("twin_role"))] = example
+    pairs, skipped = [], list(twins.skipped)
+    for twin in twins.pairs:
+        clean, corrupt = by_id[(twin.id, "clean")], by_id[(twin.id, "corrupt")]
+        answers = (clean.target, corrupt.target)
+        if answers[0].lower() == answers[1].lower():
+            skipped.append((twin.id, "both twins have the same answer: no contrast for a logit readout"))
+            continue
+        masked = []
+        for example in (clean, corrupt):
+            start, end = example.source_span
+            text = example.text[:start] + mask + example.text[end:]
+            shift = lambda span: span if span[1] <= start else (span[0] + len(mask) - (end - start),  # noqa: E731
+                                                                span[1] + len(mask) - (end - start))
+            masked.append((text, (start, start + len(mask)), shift(tuple(example.target_span))))
+        if masked[0][0] == masked[1][0]:
+            skipped.append((twin.id, "the twins differ only in the pronoun, which the masked-LM readout masks"))
+            continue
+        pairs.append(Pair(id=twin.id, relation="coreference", clean=masked[0][0], corrupt=masked[1][0],
+                          clean_source=masked[0][1], corrupt_source=masked[1][1], clean_target=masked[0][2],
+                          group=twin.group, answers=answers))
+    return PairSet(pairs, skipped)
+
+
 def _answer_ids(loaded: LoadedModel, answers: tuple[str, str]) -> tuple[int, int]:
     """Each answer's first piece as the model would write it next: after a space for a decoder."""
     prefix = " " if loaded.is_causal else ""
@@ -165,9 +207,21 @@ def _span_pieces(offsets, span) -> set[int]:
     return {i for i, (s, e) in enumerate(offsets) if e > s and s < span[1] and span[0] < e}
 
 
+def _word_of_pieces(loaded: LoadedModel, text: str, pieces) -> int | None:
+    """The index of the one word (the tokenizer's pre-tokenised words) that holds all `pieces`, else None."""
+    word_ids = loaded.tokenizer(text, truncation=True, max_length=loaded.max_length).word_ids()
+    words = {word_ids[i] for i in pieces}
+    return words.pop() if len(words) == 1 and None not in words else None
+
+
 def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple[bool, str, dict]:
-    """(usable, reason if not, token info): same number of pieces, differing only in the swapped word's pieces;
-    with answers, also two answers that start with different pieces and a readout position."""
+    """(usable, reason if not, token info): same number of pieces, differing in one word's pieces alone.
+
+    The swapped word is the source word itself (negation: "not" <-> "really"; he <-> she), or, for twins
+    such as Winograd's, another single word ("too wide" <-> "too narrow"), while the source (the pronoun)
+    sits at the same pieces in both texts. Info: `ids` (clean, corrupt), `swapped` (the differing pieces),
+    `source` (the source word's pieces: the query rows of the `row_*` patches), `target`; with answers,
+    also `answer_ids` and the readout `position`."""
     clean_ids, clean_offsets = _pieces(loaded, pair.clean)
     corrupt_ids, corrupt_offsets = _pieces(loaded, pair.corrupt)
     clean_word = pair.clean[slice(*pair.clean_source)]
@@ -175,14 +229,16 @@ def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple
     if len(clean_ids) != len(corrupt_ids):
         hint = " (a contraction)" if "'" in clean_word or "’" in clean_word else ""
         return False, (f"different number of pieces: {clean_word!r} vs {corrupt_word!r}{hint}"), {}
-    differ = {i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b}
+    differ = sorted(i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b)
     if not differ:
         return False, "the two texts tokenise identically", {}
-    swapped = _span_pieces(clean_offsets, pair.clean_source) & _span_pieces(corrupt_offsets, pair.corrupt_source)
-    if not differ <= swapped:
-        return False, "the texts differ outside the swapped word's pieces (or the word has a different number of pieces)", {}
+    source = _span_pieces(clean_offsets, pair.clean_source)
+    if source != _span_pieces(corrupt_offsets, pair.corrupt_source):
+        return False, "the source word sits at different pieces in the two texts", {}
+    if not set(differ) <= source and _word_of_pieces(loaded, pair.clean, differ) is None:
+        return False, "the texts differ in more than one word", {}
     target = sorted(_span_pieces(clean_offsets, pair.clean_target)) if pair.clean_target else []
-    info = {"ids": (clean_ids, corrupt_ids), "source": sorted(swapped), "target": target}
+    info = {"ids": (clean_ids, corrupt_ids), "swapped": differ, "source": sorted(source), "target": target}
     if pair.answers is not None and check_answers:
         answer_ids = _answer_ids(loaded, pair.answers)
         if answer_ids[0] == answer_ids[1]:
@@ -331,8 +387,10 @@ class PairPatch:
     clean: str
     corrupt: str
     tokens: list[str]
-    source: list[int]
-    effects: dict[str, np.ndarray]
+    source: list[int]                      # the source word's pieces (default: the swapped word's)
+    swapped: list[int]                     # the pieces where the two texts differ
+    target: list[int]                      # the target word's pieces ([] without a target)
+    effects: dict[str, np.ndarray]         # kind -> [layers, heads]
     sanity: dict[str, float]
     distance: float
     attention: np.ndarray | None
@@ -353,7 +411,7 @@ class PairPatch:
 
     def to_dict(self) -> dict:
         return {"clean": self.clean, "corrupt": self.corrupt, "tokens": self.tokens, "source": self.source,
-                "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
+                "swapped": self.swapped, "target": self.target, "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist()}
 
@@ -486,11 +544,25 @@ def _language_model(loaded: LoadedModel) -> nn.Module:
     return lm
 
 
-def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | None = None,
-               kinds=KINDS, max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
-    """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
-    from the tokens: the pieces that differ. ValueError when the pair is not a minimal pair.
+def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+            or not 0 <= value[0] < value[1] <= len(text)):
+        raise ValueError(f"{name} must be a (start, end) character span inside the clean text, got {value!r}")
+    return tuple(value)
 
+
+def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
+               target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
+               max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
+    """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
+    from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
+    minimal pair.
+
+    source, target: (start, end) character spans in the clean text. The source word is where the `row_*`
+    patches and the attention are read from (default: the swapped word); with a target, `attention` is the
+    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference."""
@@ -499,40 +571,44 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, relation: str | Non
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"the {name} text is empty")
+    source, target = _span_field(source, "source", clean_text), _span_field(target, "target", clean_text)
     clean_ids, clean_offsets = _pieces(loaded, clean_text)
     corrupt_ids, _ = _pieces(loaded, corrupt_text)
     if len(clean_ids) != len(corrupt_ids):
         raise ValueError(f"the two texts have different numbers of pieces ({len(clean_ids)} vs {len(corrupt_ids)}); "
                          "patching needs a minimal pair that swaps one word for a word of as many pieces")
-    differ = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
-    if not differ:
+    swapped = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
+    if not swapped:
         raise ValueError("the two texts are the same after tokenisation; change one word")
-    encoded = loaded.tokenizer(clean_text)
-    word_ids = encoded.word_ids()
-    if len({word_ids[i] for i in differ}) > 1:
+    if _word_of_pieces(loaded, clean_text, swapped) is None:
         raise ValueError("the two texts differ in more than one word; patching needs a minimal pair")
+    source_pieces = swapped if source is None else sorted(_span_pieces(clean_offsets, source))
+    target_pieces = [] if target is None else sorted(_span_pieces(clean_offsets, target))
+    for name, pieces in (("source", source_pieces), ("target", target_pieces)):
+        if (source if name == "source" else target) is not None and not pieces:
+            raise ValueError(f"the {name} span covers no piece the model reads (past the token limit?)")
     module, readout = loaded.model, None
     if answers is not None:
         if len(answers) != 2 or not all(isinstance(a, str) and a.strip() for a in answers):
             raise ValueError(f"answers must be two non-empty words, got {answers!r}")
-        swapped = (clean_offsets[differ[0]][0], clean_offsets[differ[-1]][1])
+        word = (clean_offsets[swapped[0]][0], clean_offsets[swapped[-1]][1])
         pair = Pair(id="pair", relation=relation or "", clean=clean_text, corrupt=corrupt_text,
-                    clean_source=swapped, corrupt_source=swapped, answers=tuple(answers))
+                    clean_source=word, corrupt_source=word, answers=tuple(answers))
         ok, reason, info = usable(loaded, pair)
         if not ok:
             raise ValueError(reason)
         module = _language_model(loaded)
         readout = LogitReadout(module, info["answer_ids"], info["position"])
-    out = _patch_ids(module, clean_ids, corrupt_ids, differ, [], kinds, max_rows, readout)
+    out = _patch_ids(module, clean_ids, corrupt_ids, source_pieces, target_pieces, kinds, max_rows, readout)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
     effects, sanity = _normalise(out, scale)
     tokens = loaded.tokenizer.convert_ids_to_tokens(clean_ids)
-    return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=differ,
-                     effects=effects, sanity=sanity, distance=out["distance"],
-                     attention=None, source_pattern=out["source_pattern"], seconds=out["seconds"],
-                     readout="embedding" if readout is None else "logits")
+    return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=source_pieces,
+                     swapped=swapped, target=target_pieces, effects=effects, sanity=sanity,
+                     distance=out["distance"], attention=out["attention"], source_pattern=out["source_pattern"],
+                     seconds=out["seconds"], readout="embedding" if readout is None else "logits")
 
 
 # ---- Many pairs: effects, statistics, behaviour gate, controls, attention vs effect --------------------
@@ -667,16 +743,25 @@ def _has_completions(examples) -> bool:
                for e in examples)
 
 
+def _has_masked_twins(examples) -> bool:
+    return any(e.relation == "coreference" and "twin" in (e.meta or {}) for e in examples)
+
+
 def _choose_pairs(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | None, str]:
     """(pairs, the LM for a logit readout or None, the readout's description). `auto` takes the logit readout
-    when the rows carry NEG-136-style answers and the model has a trained language-modelling head."""
+    when the model has a trained language-modelling head and the rows allow one: NEG-136-style answers
+    (decoders and masked LMs), or coreference twins (masked LMs: the pronoun masked, Kocijan-style)."""
     completions = _has_completions(examples)
-    lm, problem = (None, "the rows carry no answers (NEG-136-style context_neg, target_aff, target_neg)")
-    if readout in ("auto", "logits") and completions:
+    twins = not completions and not loaded.is_causal and _has_masked_twins(examples)
+    lm, problem = (None, "the rows carry no answers (NEG-136-style context_neg, target_aff, target_neg) and no "
+                         "coreference twins for a masked LM (a decoder cannot read a swap that follows the pronoun)")
+    if readout in ("auto", "logits") and (completions or twins):
         lm, problem = load_lm_model(loaded)
     if readout == "logits" and lm is None:
-        raise ValueError(f"the logit readout is impossible here: {problem} (coreference twins have no logit "
-                         "readout yet: use readout='embedding')")
+        raise ValueError(f"the logit readout is impossible here: {problem}; use readout='embedding'")
+    if lm is not None and twins:
+        return (masked_twin_pairs(examples, loaded), lm,
+                "logit difference clean answer - corrupt answer (first pieces) at the masked pronoun")
     if lm is not None:
         where = "the last position" if loaded.is_causal else "the mask after the context"
         return (completion_pairs(examples, loaded, masked=not loaded.is_causal), lm,
@@ -687,12 +772,14 @@ def _choose_pairs(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | 
     return pair_set, None, "embedding: mean-pooled final hidden states projected on clean - corrupt"
 
 
-def _logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups) -> dict:
-    """Behaviour first, LM readout: does "not" move the logit difference toward the negated answer?"""
+def _logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups, relation: str) -> dict:
+    """Behaviour first, LM readout: does the swap move the logit difference toward the clean answer?"""
     low, high = stats.bootstrap_ci(differences[:, None], n_boot, seed=seed, groups=groups)
     passed = bool(low[0] > 0)
-    return {"measure": "logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb), "
-                       "mean over pairs", "clean_minus_corrupt": float(differences.mean()),
+    measure = ("logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb)"
+               if relation == "negation" else
+               "logit difference (clean answer - corrupt answer) at the masked pronoun, clean twin minus corrupt twin")
+    return {"measure": measure + ", mean over pairs", "clean_minus_corrupt": float(differences.mean()),
             "ci": [float(low[0]), float(high[0])], "passed": passed,
             "note": "passes when the CI is above 0" + ("" if passed else
                     ": it is not, so there is no behaviour to localise and no head is named")}
@@ -773,7 +860,7 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
             else:
                 distances_g, control_g = distances, control_distances
     if lm is not None:
-        gate = _logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups)
+        gate = _logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups, relation)
     elif control_distances is not None:
         gate = _gate(distances_g, control_g, n_boot, seed, [groups[i] for i in range(len(kept))
                                                              if not np.isnan(control_distances[i])])

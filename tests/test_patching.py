@@ -255,11 +255,79 @@ def test_completion_pairs_and_logit_gate(tiny_causal_path, tiny_masked_path, min
     assert embedding.readout.startswith("embedding") and len(embedding.pair_ids) == 2
 
 
+def _twin(text, pronoun, answer, twin, role):
+    start, target = text.index(f" {pronoun} ") + 1, text.index(answer)
+    return Example(text=text, relation="coreference", source_span=(start, start + len(pronoun)),
+                   target_span=(target, target + len(answer)), id=f"{twin}-{role}",
+                   meta={"twin": twin, "twin_role": role, "group": twin})
+
+
+WINOGRAD = [("The box would not fit through the door because it was too wide.", "box",
+             "The box would not fit through the door because it was too narrow.", "door"),
+            ("The cup did not fit in the bag because it was too big.", "cup",
+             "The cup did not fit in the bag because it was too small.", "bag"),
+            ("The man could not lift his son because he was so weak.", "man",
+             "The man could not lift his son because he was so heavy.", "son")]
+
+
+def test_winograd_twins_swap_a_word_other_than_the_pronoun(minilm):
+    rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
+            (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
+             _twin(corrupt, "it" if " it " in corrupt else "he", b, f"w{i}", "corrupt"))]
+    pairs = patching.collect_pairs(rows)
+    ok, reason, info = patching.usable(minilm, pairs.pairs[0])
+    assert ok, reason
+    tokens = minilm.tokenizer.convert_ids_to_tokens(info["ids"][0])
+    assert [tokens[i] for i in info["swapped"]] == ["wide"] and [tokens[i] for i in info["source"]] == ["it"]
+    assert [tokens[i] for i in info["target"]] == ["box"]
+    two_words = patching.Pair(id="x", relation="coreference", clean="The cat sat here.", corrupt="A dog sat here.",
+                              clean_source=(8, 11), corrupt_source=(6, 9))
+    assert patching.usable(minilm, two_words)[1] == "the texts differ in more than one word"
+    # the pair's row patches read from the pronoun, not from the swapped adjective
+    text = WINOGRAD[0][0]
+    one = patching.patch_pair(minilm, text, WINOGRAD[0][2], source=(text.index(" it ") + 1, text.index(" it ") + 3),
+                              target=(4, 7), kinds=("noising", "row_noising"))
+    assert [one.tokens[i] for i in one.source] == ["it"] and [one.tokens[i] for i in one.swapped] == ["wide"]
+    np.testing.assert_allclose(one.attention, one.source_pattern[:, :, one.target].sum(-1))
+    with pytest.raises(ValueError, match="target must be"):
+        patching.patch_pair(minilm, text, WINOGRAD[0][2], target=(5, 500))
+
+
+def test_masked_lm_reads_coreference_twins_kocijan_style(tiny_masked_path, minilm):
+    rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
+            (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
+             _twin(corrupt, "it" if " it " in corrupt else "he", b, f"w{i}", "corrupt"))]
+    # WinoBias-style twins: the pronoun is the only difference and the answer stays: no logit contrast
+    rows += [_twin("The nurse met the cook because he was late.", "he", "nurse", "wb", "clean"),
+             _twin("The nurse met the cook because she was late.", "she", "nurse", "wb", "corrupt")]
+    masked = load_model(tiny_masked_path)
+    pairs = patching.masked_twin_pairs(rows, masked)
+    assert pairs.pairs[0].clean == "The box would not fit through the door because [MASK] was too wide."
+    assert pairs.pairs[0].answers == ("box", "door") and pairs.skipped[0][0] == "twin:wb"
+    assert "same answer" in pairs.skipped[0][1]
+    result = patching.patch_heads(masked, rows, kinds=("noising", "denoising"), n_boot=100, n_perm=100)
+    assert result.readout.endswith("at the masked pronoun") and result.sanity["passed"]
+    assert len(result.pair_ids) == 3 and result.gate["passed"] == (result.gate["ci"][0] > 0)
+    assert "clean twin minus corrupt twin" in result.gate["measure"]
+    # one pair's numbers agree with the plain one-head-at-a-time loop
+    lm, _ = patching.load_lm_model(masked)
+    pair = pairs.pairs[0]
+    ids = torch.tensor([masked.tokenizer(pair.clean)["input_ids"], masked.tokenizer(pair.corrupt)["input_ids"]])
+    position = ids[0].tolist().index(masked.tokenizer.mask_token_id)
+    noising, denoising, scale = _plain_logit_effects(lm, ids, position, patching._answer_ids(masked, pair.answers))
+    one = patching.patch_pair(masked, pair.clean, pair.corrupt, answers=pair.answers, kinds=("noising", "denoising"))
+    np.testing.assert_allclose(one.effects["noising"] * scale, noising * scale, atol=1e-5)
+    np.testing.assert_allclose(one.effects["denoising"] * scale, denoising * scale, atol=1e-5)
+    # an encoder without an LM head keeps the embedding readout on the same twins
+    embedding = patching.patch_heads(minilm, rows, kinds=("noising",), n_boot=10, n_perm=10)
+    assert embedding.readout.startswith("embedding") and len(embedding.pair_ids) == 4
+
+
 def test_logit_gate_by_hand():
-    no_behaviour = patching._logit_gate(np.array([1.0, -1.0, 0.5, -0.5]), 500, 0, None)
+    no_behaviour = patching._logit_gate(np.array([1.0, -1.0, 0.5, -0.5]), 500, 0, None, "negation")
     assert not no_behaviour["passed"] and "no behaviour to localise" in no_behaviour["note"]
     assert no_behaviour["clean_minus_corrupt"] == 0.0
-    behaviour = patching._logit_gate(np.array([1.0, 1.2, 0.9, 1.1]), 500, 0, None)
+    behaviour = patching._logit_gate(np.array([1.0, 1.2, 0.9, 1.1]), 500, 0, None, "coreference")
     assert behaviour["passed"] and behaviour["ci"][0] >= 0.9
 
 
