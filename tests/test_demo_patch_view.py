@@ -30,6 +30,7 @@ def test_not_really_pair_gives_every_head_with_sane_numbers(negation, minilm):
     # the default target is the word after "not"; source and swapped pieces are the one piece of "not"
     assert data["target"]["word"] == "sign" and data["source"]["word"] == "not"
     assert data["tokens"][data["swapped"][0]] == "not" and data["source"]["pieces"] == data["swapped"]
+    assert data["tokens"][data["target"]["pieces"][0]] == "sign"
     assert any("the word right after 'not'" in n for n in view.notes)
     # the numbers are the library's for this pair, and the attention its pattern summed over the target's piece
     library = patch_pair(minilm, CLEAN, TWIN, kinds=("noising", "denoising"))

@@ -67,13 +67,12 @@ def worded_library():
 @dataclass
 class CheckedPair:
     """A pair ready to patch: both texts, the swapped word's character span in each, the target's span in the
-    clean text, the clean text's pieces, and what the visitor should know about how they were chosen."""
+    clean text, the pieces that differ, and what the visitor should know about how they were chosen."""
     clean: str
     corrupt: str
     source_span: tuple[int, int]
     corrupt_span: tuple[int, int]
     target_span: tuple[int, int]
-    pieces: list[tuple[int, int]]         # character offsets of the clean text's pieces
     differ: list[int]                     # the pieces that differ between the two texts
     notes: list[str] = field(default_factory=list)
 
@@ -105,19 +104,14 @@ def _word_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
     return (min(s[0] for s in inside), max(s[1] for s in inside)) if inside else span
 
 
-def span_pieces(pieces: list[tuple[int, int]], span: tuple[int, int]) -> list[int]:
-    """The pieces inside a character span (as `probing.patching` counts them: any overlap, special tokens out)."""
-    return [i for i, (s, e) in enumerate(pieces) if e > s and s < span[1] and span[0] < e]
-
-
 def _encode(loaded: LoadedModel, text: str):
     # No truncation: the length is checked against PATCH_MAX_TOKENS, never silently cut.
     return loaded.tokenizer(text, return_offsets_mapping=True)
 
 
-def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, model_rows: int) -> tuple[list, list[int], tuple, tuple]:
+def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, model_rows: int) -> tuple[list[int], tuple, tuple]:
     """Check the pair as the tab needs it, in words: at most PATCH_MAX_TOKENS pieces each, as many pieces in both,
-    differing in one word. Returns the clean text's piece offsets, the differing pieces and both words' spans."""
+    differing in one word. Returns the differing pieces and the swapped word's span in each text."""
     encoded = {name: _encode(loaded, text) for name, text in (("sentence", clean), ("twin", corrupt))}
     lengths = {name: len(e["input_ids"]) for name, e in encoded.items()}
     longest = max(lengths, key=lengths.get)
@@ -141,7 +135,7 @@ def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, model_rows: int)
                              for i in differ):
         raise DemoError(f"The sentence and its twin differ in more than one word ({clean[slice(*source)]!r} vs "
                         f"{corrupt[slice(*twin)]!r}): patching needs a minimal pair that swaps a single word.")
-    return clean_pieces, differ, source, twin
+    return differ, source, twin
 
 
 def choose_target(clean: str, source: tuple[int, int], target: str) -> tuple[tuple[int, int], str]:
@@ -174,9 +168,9 @@ def checked_pair(loaded: LoadedModel, clean: str, corrupt: str, target: str) -> 
     with backend.worded():
         corrupt = clean_text(corrupt)
         n_rows = loaded.n_layers * loaded.n_heads * len(KINDS) + 3
-        pieces, differ, source, twin = minimal_pair(loaded, clean, corrupt, n_rows)
+        differ, source, twin = minimal_pair(loaded, clean, corrupt, n_rows)
         target_span, target_note = choose_target(clean, source, target or "")
-    return CheckedPair(clean, corrupt, source, twin, target_span, pieces, differ, notes + [target_note])
+    return CheckedPair(clean, corrupt, source, twin, target_span, differ, notes + [target_note])
 
 
 # ---- the view --------------------------------------------------------------------------------------------
@@ -188,7 +182,6 @@ class PatchView:
     pair: CheckedPair
     result: PairPatch
     attention: np.ndarray               # [layers, heads] clean run: swapped word -> target word
-    source_pieces: list[int]
     kind: str
     effect_html: str
     attention_html: str
@@ -215,11 +208,11 @@ class PatchView:
                  for l in range(n_layers) for h in range(n_heads)]
         return {"model": self.model, "clean": self.pair.clean, "corrupt": self.pair.corrupt, "swap": self.pair.swap,
                 "readout": self.result.readout, "tokens": list(self.result.tokens),
-                "swapped": list(self.pair.differ), "source": {"word": self.source_word,
-                                                              "span": list(self.pair.source_span),
-                                                              "pieces": list(self.source_pieces)},
+                "swapped": list(self.result.swapped),
+                "source": {"word": self.source_word, "span": list(self.pair.source_span),
+                           "pieces": list(self.result.source)},
                 "target": {"word": self.target_word, "span": list(self.pair.target_span),
-                           "pieces": span_pieces(self.pair.pieces, self.pair.target_span)},
+                           "pieces": list(self.result.target)},
                 "distance": r(self.result.distance), "sanity": {k: r(v) for k, v in self.result.sanity.items()},
                 "correlation": {k: r(v) for k, v in self.correlation.items()},
                 "seconds": r(self.result.seconds), "notes": list(self.notes), "heads": heads}
@@ -333,10 +326,10 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
     with forward_slot(), worded_library():
-        result = patch_pair(loaded, pair.clean, pair.corrupt, kinds=KINDS)
-    # The clean run's attention from the swapped word (mean over its pieces) to the target (sum over its pieces).
-    target_pieces = span_pieces(pair.pieces, pair.target_span)
-    attention = result.source_pattern[:, :, target_pieces].sum(-1)
+        # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
+        result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
+                            kinds=KINDS)
+    attention = result.attention
     correlation = {k: spearman(attention, result.effects[k]) for k in KINDS}
     dataset = dataset_effects(loaded.name)
     notes = backend.text_notes(clean, loaded, False) + pair.notes
@@ -353,8 +346,7 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     if worst > 1e-4:
         notes.append(f"Sanity check off by {worst:.2g} (patching a run with its own activations should change "
                      "nothing): treat these numbers with care.")
-    view = PatchView(model=loaded.name, pair=pair, result=result, attention=attention,
-                     source_pieces=span_pieces(pair.pieces, pair.source_span), kind=kind, effect_html="",
+    view = PatchView(model=loaded.name, pair=pair, result=result, attention=attention, kind=kind, effect_html="",
                      attention_html="", top_table=empty_top_table(kind), scatter=pd.DataFrame(),
                      correlation=correlation, notes=notes, dataset=dataset)
     return render(view, kind)
