@@ -133,3 +133,29 @@ def test_suggest_and_head_line(negation):
     assert line.startswith("Head 5-9: noising") and "'not' → 'sign'" in line
     with pytest.raises(DemoError, match="There is no head 6-0"):
         pv.head_line(negation, 6, 0)
+
+
+def test_patching_holds_every_forward_slot_while_its_hooks_sit_on_the_shared_model():
+    import threading
+    from probing.demo import guard
+    entered, release = threading.Event(), threading.Event()
+
+    def second_holder():
+        with guard.exclusive_forward():
+            entered.set()
+            release.wait(5)
+
+    with guard.exclusive_forward():
+        assert not guard.FORWARD_SLOTS.acquire(blocking=False)     # no other pass may start
+        other = threading.Thread(target=second_holder, daemon=True)
+        other.start()
+        assert not entered.wait(0.2)                                # a second exclusive holder waits too
+    assert entered.wait(5)
+    assert not guard.FORWARD_SLOTS.acquire(blocking=False)
+    release.set()
+    other.join(5)
+    with guard.forward_slot():                                      # every slot was given back
+        pass
+    assert all(guard.FORWARD_SLOTS.acquire(blocking=False) for _ in range(guard.CONCURRENCY))
+    for _ in range(guard.CONCURRENCY):
+        guard.FORWARD_SLOTS.release()

@@ -9,7 +9,8 @@ columns, from `reports/<model>/patching/builtin-negation/effects.csv`), which ca
 test that one sentence cannot have.
 
 Safety as in `backend`: every field goes through `guard` before a tokenizer sees it, the pair is capped at
-`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward runs under `forward_slot()`, and
+`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward holds every forward slot
+(`exclusive_forward()`: its hooks sit on the shared model), and
 the library's ValueErrors become `DemoError` in words.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from probing.demo import backend
 from probing.demo.candidates import antecedent_candidates
 from probing.demo.explore import (MAX_TEXT_CHARS, PRONOUNS, clean_text, next_word_span, resolve_word,
                                   words_with_spans)
-from probing.demo.guard import (DemoError, check_model_allowed, choice_field, forward_slot, shown, text_field,
+from probing.demo.guard import (DemoError, check_model_allowed, choice_field, exclusive_forward, shown, text_field,
                                 word_field)
 from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
@@ -325,7 +326,8 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     clean, corrupt, target, name, kind = checked_request(clean, corrupt, target, model, kind)
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
-    with forward_slot(), worded_library():
+    # exclusive: patch_pair hooks the shared model, and the hooks would act on any other pass through it
+    with exclusive_forward(), worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
         result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
                             kinds=KINDS)
