@@ -22,7 +22,10 @@ How the hooks attach:
 
 Every context manager removes its hooks and restores the config on exit, even on errors. Edits are functions
 `fn(tensor) -> tensor | None` (None: leave it as it is, e.g. to cache); they must not modify their input in place.
-Pattern edits swap a config attribute, so they hold one process-wide lock for their duration.
+Edits act only on forward passes of the thread that entered the block. Pattern edits swap a config attribute,
+so they hold one process-wide lock for their duration, and another thread's forward pass meanwhile takes the
+eager path (a server that also reads attention on the fused path runs patching alone: see
+`probing.demo.guard.exclusive_forward`).
 """
 from __future__ import annotations
 
@@ -219,8 +222,12 @@ def edit_z(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor | None]
     layout = head_layout(model)
     _check_layers(edits, layout.n_layers)
 
+    owner = threading.get_ident()     # another thread's forward pass through the same modules is left alone
+
     def hook_for(fn):
         def hook(_module, args):
+            if threading.get_ident() != owner:
+                return None
             if not args:
                 raise RuntimeError("the output projection was called without a positional input; cannot hook z")
             flat = args[0]
@@ -412,6 +419,12 @@ def _pattern_sites(layer: nn.Module) -> tuple[list[nn.Module], nn.Module | None]
     return interface, receiver
 
 
+def _owned(fn: Callable) -> Callable:
+    """`fn` for the thread that installs it; None (leave the pattern as it is) for any other thread."""
+    owner = threading.get_ident()
+    return lambda tensor: fn(tensor) if threading.get_ident() == owner else None
+
+
 @contextlib.contextmanager
 def edit_pattern(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor | None]]):
     """Inside the with-block, layer l's `pattern`  # [batch, head, query_pos, key_pos] goes through `edits[l]`
@@ -430,7 +443,7 @@ def edit_pattern(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor |
                         "AttentionInterface nor is a known inline-softmax module; cannot hook its pattern")
                 if index not in edits:
                     continue
-                fn = edits[index]
+                fn = _owned(edits[index])
                 if receiver is not None:
                     handles.append(receiver.register_forward_hook(
                         lambda _m, _args, output, fn=fn: fn(output)))
@@ -509,7 +522,11 @@ def replace_layer_input(model, layer: int, rows: torch.Tensor, values: torch.Ten
     layout = head_layout(model)
     _check_layers({layer: None}, layout.n_layers)
 
+    owner = threading.get_ident()
+
     def hook(_module, args, kwargs):
+        if threading.get_ident() != owner:
+            return None
         hidden = args[0] if args else kwargs["hidden_states"]
         hidden = hidden.clone()
         hidden[rows.to(hidden.device)] = values.to(hidden.device, hidden.dtype)
@@ -522,3 +539,35 @@ def replace_layer_input(model, layer: int, rows: torch.Tensor, values: torch.Ten
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def start_at_layer(model, layer: int, hidden: torch.Tensor, returns_tuple: bool):
+    """Run the model from `layer` on: `hidden`  # [batch, pos, d_model] enters `layer`, and the layers before
+    it pass their input through without computing anything. Exact when `hidden` is what those layers give
+    (patching: rows that edit layer l share the unpatched run's layers 0..l-1). `returns_tuple`: whether the
+    model's layers return a tuple (MPNet) or a tensor (BERT, GPT-2, Gemma 3 in Transformers 5). Only the
+    thread that entered the block is affected: another thread's forward pass runs every layer."""
+    layout = head_layout(model)
+    _check_layers({layer: None}, layout.n_layers)
+    owner = threading.get_ident()
+    skipped = layout.layers[:layer]
+
+    def passthrough(module):
+        original = module.forward
+
+        def forward(*args, **kwargs):
+            if threading.get_ident() != owner:
+                return original(*args, **kwargs)
+            states = args[0] if args else kwargs["hidden_states"]
+            return (states,) if returns_tuple else states
+        return forward
+
+    for module in skipped:
+        module.forward = passthrough(module)      # an instance attribute shadows the class's forward
+    try:
+        with replace_layer_input(model, layer, torch.arange(hidden.shape[0]), hidden):
+            yield
+    finally:
+        for module in skipped:
+            del module.forward

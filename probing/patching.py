@@ -347,14 +347,14 @@ def _plan(n_layers: int, n_heads: int, kinds) -> list[_Row]:
     return [_Row(kind, layer, head) for kind in kinds for layer in range(n_layers) for head in range(n_heads)]
 
 
-def _chunk_patches(rows: list[_Row], offset: int, z: dict, patterns: dict, inputs: list[int],
-                   source: torch.Tensor, n_layers: int, n_heads: int):
+def _chunk_patches(rows: list[_Row], inputs: list[int], z: dict, patterns: dict, source: torch.Tensor,
+                   n_layers: int, n_heads: int):
     """HeadPatches for one chunk of rows: z patches and pattern patches (whole or source rows), by layer.
     `inputs[i]` is the run (0 clean, 1 corrupt) row i starts from; patches take the other run's values."""
     z_rows: dict[int, list] = {}
     pattern_rows: dict[tuple[int, bool], list] = {}
     for local, row in enumerate(rows):
-        run = inputs[offset + local]
+        run = inputs[local]
         other = 1 - run
         if row.kind in ("noising", "denoising"):
             z_rows.setdefault(row.layer, []).append((local, row.head, z[row.layer][other, :, row.head]))
@@ -427,17 +427,22 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     layout = hooks.head_layout(module)
     device = next(module.parameters()).device
     ids = torch.tensor([clean_ids, corrupt_ids], device=device)
-    first_layer_input = {}
-    with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns:
-        # records the hidden states entering the first layer (for the embedding sanity check)
-        def remember(_module, args, kwargs):
-            first_layer_input["h"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+    layer_inputs: dict[int, torch.Tensor] = {}     # l -> the hidden states entering layer l  # [2, pos, d_model]
+    returns_tuple = []
 
-        handle = layout.layers[0].register_forward_pre_hook(remember, with_kwargs=True)
+    def remember(layer):
+        def hook(_module, args, kwargs):
+            layer_inputs[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        return hook
+
+    with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns:
+        handles = [block.register_forward_pre_hook(remember(l), with_kwargs=True) for l, block in enumerate(layout.layers)]
+        handles.append(layout.layers[0].register_forward_hook(lambda _m, _a, out: returns_tuple.append(isinstance(out, tuple))))
         try:
             base = _run(module, ids, readout)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
     if readout is None:
         e_clean, e_corrupt = base.double().mean(1)
         direction = e_clean - e_corrupt
@@ -453,20 +458,28 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     # check start from corrupt
     inputs = [1 if r.kind.endswith("denoising") else 0 for r in rows[:-3]] + [0, 1, 1]
     values = torch.empty(len(rows), dtype=torch.float64)
-    # the sanity rows run as their own small batch: the own-pattern row edits every layer's pattern, which would
-    # send every row of a chunk through the slower pattern-editing attention
-    n_main = len(rows) - 3
-    starts = [(start, min(start + max_rows, n_main)) for start in range(0, n_main, max_rows)] + [(n_main, len(rows))]
-    for start, stop in starts:
-        chunk = rows[start:stop]
-        z_patches, pattern_patches = _chunk_patches(chunk, start, z, patterns, inputs, source_t,
+    # Rows that edit layer l run from layer l on, from the unpatched run's hidden states there: the layers
+    # before l would compute exactly those (about half the work saved). The sanity rows run whole, as their
+    # own small batch (the own-pattern row edits every layer's pattern).
+    by_layer: dict[int, list[int]] = {}
+    for index, row in enumerate(rows[:-3]):
+        by_layer.setdefault(row.layer, []).append(index)
+    chunks = [(layer, indices[start:start + max_rows]) for layer, indices in by_layer.items()
+              for start in range(0, len(indices), max_rows)]
+    for layer, indices in chunks + [(0, list(range(len(rows) - 3, len(rows))))]:
+        chunk, chunk_inputs = [rows[i] for i in indices], [inputs[i] for i in indices]
+        z_patches, pattern_patches = _chunk_patches(chunk, chunk_inputs, z, patterns, source_t,
                                                     layout.n_layers, layout.n_heads)
-        embed_rows = [i for i, r in enumerate(chunk) if r.kind == "sanity_embeddings"]
-        batch = ids[[inputs[start + i] for i in range(len(chunk))]]
-        embed_values = first_layer_input["h"][0].expand(len(embed_rows), -1, -1)
-        with hooks.replace_z(module, z_patches), hooks.replace_pattern(module, pattern_patches), \
-                hooks.replace_layer_input(module, 0, torch.tensor(embed_rows, dtype=torch.long), embed_values):
-            values[start:stop] = value(_run(module, batch, readout)).cpu()
+        batch = ids[chunk_inputs]
+        if layer == 0:
+            # the embedding check: the hidden states entering layer 0 from the clean run, in a corrupt row
+            embed_rows = [i for i, r in enumerate(chunk) if r.kind == "sanity_embeddings"]
+            start = hooks.replace_layer_input(module, 0, torch.tensor(embed_rows, dtype=torch.long),
+                                              layer_inputs[0][0].expand(len(embed_rows), -1, -1))
+        else:
+            start = hooks.start_at_layer(module, layer, layer_inputs[layer][chunk_inputs], returns_tuple[0])
+        with hooks.replace_z(module, z_patches), hooks.replace_pattern(module, pattern_patches), start:
+            values[indices] = value(_run(module, batch, readout)).cpu()
     n = layout.n_layers * layout.n_heads
     by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
                for i, kind in enumerate(kinds)}

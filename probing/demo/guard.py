@@ -9,8 +9,8 @@ models it may load, and how much of the server one visitor may hold.
   runs in a background thread (the request that started it waits at most `LOAD_WAIT_S`; any other request
   hears "loading, try again in a moment" at once instead of holding a worker), and a failed load is remembered for `RETRY_FAILED_S` seconds,
   in a memory of at most `MAX_REMEMBERED` model names.
-- **Load** (`FORWARD_SLOTS`, `exclusive_forward`, `BodyLimit`, `cap_waiting_per_session`): one global limit
-  on concurrent forward passes, whatever the event (a pass that hooks the shared model holds them all); request bodies over `MAX_BODY_BYTES` and every upload refused before they are
+- **Load** (`FORWARD_SLOTS`, `BodyLimit`, `cap_waiting_per_session`): one global limit on concurrent forward
+  passes, whatever the event; request bodies over `MAX_BODY_BYTES` and every upload refused before they are
   read; at most `MAX_WAITING_PER_SESSION` queued jobs per client session.
 """
 from __future__ import annotations
@@ -230,24 +230,21 @@ def forward_slot():
         yield
 
 
-_EXCLUSIVE = threading.Lock()
+_EXCLUSIVE = threading.Lock()      # two exclusive requests never hold half the slots each
 
 
 @contextmanager
 def exclusive_forward():
-    """Hold every forward-pass slot: for runs that put hooks on the shared model (patching), which would also
-    act on any other request's pass through the same model while they are registered. One exclusive holder at
-    a time, so two of them never deadlock each holding part of the slots."""
+    """Hold every forward-pass slot: for patching, whose hooks sit on the shared model's modules and would edit
+    any other request's forward pass running at the same time."""
     with _EXCLUSIVE:
-        taken = 0
-        try:
-            for _ in range(max(1, CONCURRENCY)):
-                FORWARD_SLOTS.acquire()
-                taken += 1
-            yield
-        finally:
-            for _ in range(taken):
-                FORWARD_SLOTS.release()
+        for _ in range(max(1, CONCURRENCY)):
+            FORWARD_SLOTS.acquire()
+    try:
+        yield
+    finally:
+        for _ in range(max(1, CONCURRENCY)):
+            FORWARD_SLOTS.release()
 
 
 # ---- request bodies and uploads -------------------------------------------------------------------------
