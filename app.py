@@ -5,7 +5,8 @@ here. `python app.py` serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERV
 
 API (a contract; see `score_heads` and `head_view` below):
 - `/score_heads` (text, relation, source, target, model) -> JSON with every head's word-level attention;
-- `/head_view` (text, model, layer, head) -> the bertviz head view as a sandboxed iframe.
+- `/head_view` (text, model, layer, head) -> the bertviz head view as a sandboxed iframe;
+- `/patch_heads` (clean, corrupt, model, target) -> JSON with every head's patching effects and attention.
 Bad input raises `gr.Error` with a message in words; the server keeps serving.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import gradio as gr  # noqa: E402
 
 from probing.demo import backend  # noqa: E402
 from probing.demo import guard  # noqa: E402
-from probing.demo import glossary, report_page  # noqa: E402
+from probing.demo import glossary, patch_view, report_page  # noqa: E402
 from probing.demo.candidates import antecedent_candidates  # noqa: E402
 from probing.demo.heatmap import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
 from probing.demo.model_menu import model_menu  # noqa: E402
@@ -72,7 +73,7 @@ GLOSSARY = "\n\n".join([
     "the exact value on hover); what goes to special tokens such as [SEP] is given below the sentence."])
 API_HELP = """## API
 
-The page's two endpoints can be called with `gradio_client` (`Client(url).predict(..., api_name=...)`):
+The page's three endpoints can be called with `gradio_client` (`Client(url).predict(..., api_name=...)`):
 
 - **`/score_heads`** `(text, relation, source, target, model)`: `relation` is `coreference` or `negation`;
   `source` and `target` are words of the text (each must occur once) or `start:end` character offsets; for
@@ -81,6 +82,14 @@ The page's two endpoints can be called with `gradio_client` (`Client(url).predic
   (word-level attention as `probing.heads.score_examples` computes it, rounded to 6 decimals).
 - **`/head_view`** `(text, model, layer, head)`: the bertviz head view as a sandboxed `<iframe>`; layer and
   head are optional.
+- **`/patch_heads`** `(clean, corrupt, model, target)`: patches every head between a sentence and its minimal
+  twin (one word swapped for a word of as many pieces; an empty `corrupt` gets the suggested twin, not ↔ really
+  or he ↔ she; at most 64 pieces each). `target` is optional (a word, `start:end` or empty: the word after the
+  swapped word, or the first noun for a pronoun). Returns JSON: `model`, `clean`, `corrupt`, `swap`, `readout`,
+  `tokens`, `swapped` (the pieces that differ), `source` and `target` (`word`, `span`, `pieces`), `distance`,
+  `sanity` (own-run patches give 0, the embedding patch 1), `correlation` (Spearman, attention vs each
+  effect, over heads), `notes`, and `heads`, one `{layer, head, noising, denoising, attention}` per head
+  (rounded to 6 decimals; 1 = the whole sentence-vs-twin difference of the sentence embedding, 0 = none).
 
 Bad input gets an error with a message in words."""
 
@@ -322,6 +331,137 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     head_choice.input(pick_from_dropdown, [state, head_choice], picked, **private, **MODEL_GROUP)
 
 
+# ---- the patching tab ------------------------------------------------------------------------------
+
+PATCH_KINDS = [(f"{kind}: {meaning}", kind) for kind, meaning in patch_view.KIND_MEANINGS.items()]
+PATCH_LEGEND = f"""**How to read this.** The left map is *causal*: for each head, the model is run again with only that
+head's output swapped between the sentence and its twin. {patch_view.EFFECT_MEANING} The right map is where
+the head *looks*: the share of the swapped word's attention that goes to the target word. A head can look hard
+at the target and matter little (bright on the right, white on the left), or the reverse; the scatter puts one
+against the other, one point per head.
+
+**Why the "set:" columns.** One sentence gives one number per head, with no CI and no test. The "set:" columns
+are the same effect over all the negation pairs of the built-in set, with a 95% bootstrap CI and a test corrected
+over all heads at once (p_fwer): only they support a claim that a head matters.
+
+{chr(10).join(f"- **{column}**: {meaning}" for column, meaning in patch_view.TABLE_MEANINGS.items())}"""
+PATCH_PLACEHOLDER = '<p style="color:#777">Patch a pair to see every head here.</p>'
+
+
+def _patch_outputs(view, selected=None):
+    """The page's parts of a patched pair: heatmaps, scatter, correlation line, table."""
+    if selected is not None:
+        view = patch_view.render(view, view.kind, selected)
+    return (view.effect_html, view.attention_html, view.scatter,
+            patch_view.correlation_line(view.correlation[view.kind], view.kind), view.top_table)
+
+
+def run_patching(clean, twin, target, model, kind):
+    """Patch every head: message, twin (the suggested one when empty), heatmaps, scatter, correlation, table,
+    head line, state."""
+    try:
+        view = patch_view.patch_pair_view(clean, twin, target, model, kind)
+        message = "\n\n".join([f"Patched **{_escape(view.pair.swap)}** with {_escape(view.model)}: "
+                                f"{len(view.result.tokens)} pieces, every head in one batch "
+                                f"({view.result.seconds:.2f} s). Click a head in either map for its numbers."]
+                               + [f"**Note:** {_escape(n)}" for n in view.notes])
+        return (message, view.pair.corrupt, *_patch_outputs(view), "", view)
+    except Exception as err:
+        return (_problem(err), gr.update(), PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
+                patch_view.empty_top_table(kind if kind in patch_view.KINDS else "noising"), "", None)
+
+
+def switch_patch_kind(view, kind):
+    """Noising <-> denoising on the patched pair (no new forward pass)."""
+    if view is None:
+        return (gr.update(),) * 5 + (view,)
+    try:
+        view = patch_view.render(view, kind)
+    except backend.DemoError:
+        return (gr.update(),) * 5 + (view,)
+    return (*_patch_outputs(view), view)
+
+
+def pick_patch_head(view, evt: gr.EventData):
+    """A click on either map: that head ringed in both, and its numbers in words."""
+    data = getattr(evt, "_data", None) or {}
+    try:
+        layer, head = int(data["layer"]), int(data["head"])
+        line = patch_view.head_line(view, layer, head)
+        effect, attention, *_ = _patch_outputs(view, (layer, head))
+        return effect, attention, _escape(line)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return gr.update(), gr.update(), gr.update()
+
+
+def suggest_twin(clean):
+    try:
+        twin, note = patch_view.suggest(clean)
+        return twin, _note(note)
+    except Exception as err:
+        return gr.update(), _problem(err)
+
+
+def patching_tab(model: gr.Dropdown) -> None:
+    """A sentence and its minimal twin: every head's patching effect beside its attention, and their scatter."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            clean = gr.Textbox(label="Sentence", lines=2, max_lines=6, elem_id="patch-text",
+                               placeholder="Type a sentence with not, he or she, or click a pair on the right.",
+                               info=f"Sentence and twin: at most {patch_view.PATCH_MAX_TOKENS} pieces each, "
+                                    "because every head's patched copy of the sentence runs at once.")
+            with gr.Row(equal_height=True):
+                twin = gr.Textbox(label="Twin: the same sentence with one word swapped", lines=2, max_lines=6,
+                                  scale=4, elem_id="patch-twin",
+                                  info="Empty: the suggested twin (not ↔ really, he ↔ she) is used.")
+                suggest = gr.Button("Suggest twin", scale=1, min_width=110, elem_id="patch-suggest")
+            target = gr.Textbox(label="Target word (optional)", elem_id="patch-target",
+                                info="Where the attention map looks to from the swapped word: a word of the sentence "
+                                     "or start:end. Empty: the word after \"not\", or the first noun for a pronoun.")
+            kind = gr.Radio(PATCH_KINDS, value="noising", label="Effect shown", elem_id="patch-kind",
+                            info="Both are computed in one run; switching shows the other at once.")
+            button = gr.Button("Patch every head", variant="primary", elem_id="patch-run")
+        with gr.Column(scale=2):
+            gallery = gr.Dataset(components=["textbox", "textbox", "textbox"], headers=["Sentence", "Twin", "Target"],
+                                 samples=patch_view.gallery_pairs(), type="index", samples_per_page=7,
+                                 label="Example pairs (click one to patch it)", elem_id="patch-gallery")
+    message = gr.Markdown(elem_id="patch-message")
+    state = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=300):
+            effect_map = gr.HTML(PATCH_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Patching effect",
+                                 elem_id="patch-effect", padding=True, container=True)
+        with gr.Column(min_width=300):
+            attention_map = gr.HTML(PATCH_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Attention",
+                                    elem_id="patch-attention", padding=True, container=True)
+    head_note = gr.Markdown(elem_id="patch-head")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=300):
+            scatter = gr.ScatterPlot(x="attention", y="effect", color="layer", tooltip=["head", "attention", "effect"],
+                                     x_title="attention: swapped word → target", y_title="patching effect",
+                                     color_title="layer", label="Effect against attention, one point per head",
+                                     height=320, elem_id="patch-scatter")
+            correlation = gr.Markdown(elem_id="patch-correlation")
+        with gr.Column(scale=5, min_width=300):
+            table = gr.Dataframe(patch_view.empty_top_table(), interactive=False, wrap=True, elem_id="patch-table",
+                                 label="Top heads on this pair (by the effect shown), beside the same effect over "
+                                       "the built-in negation pairs")
+    gr.Markdown(PATCH_LEGEND, elem_id="patch-legend")
+
+    private = {"api_visibility": "private"}
+    inputs = [clean, twin, target, model, kind]
+    outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
+    gallery.click(lambda i: (*patch_view.gallery_pair(i), None), gallery, [clean, twin, target, state], queue=False,
+                  **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+    button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+    clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+    suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
+    kind.input(switch_patch_kind, [state, kind], [effect_map, attention_map, scatter, correlation, table, state],
+               queue=False, **private)
+    for heatmap in (effect_map, attention_map):
+        heatmap.click(pick_patch_head, state, [effect_map, attention_map, head_note], queue=False, **private)
+
+
 # ---- the other tabs ---------------------------------------------------------------------------------
 
 def model_view_tab(model: gr.Dropdown) -> None:
@@ -399,6 +539,8 @@ def build_demo() -> gr.Blocks:
             for relation, (title, _, _) in RELATIONS.items():
                 with gr.Tab(title, id=relation):
                     relation_tab(relation, model)
+            with gr.Tab("Patching (causal)", id="patching"):
+                patching_tab(model)
             with gr.Tab("Model view", id="model-view"):
                 model_view_tab(model)
             with gr.Tab("Probing report", id="report") as report:
@@ -407,6 +549,7 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
         gr.api(head_view, api_name="head_view", **MODEL_GROUP)
+        gr.api(patch_heads, api_name="patch_heads", **MODEL_GROUP)
     return demo
 
 
@@ -429,6 +572,20 @@ def head_view(text: str, model: str = "", layer: int | None = None, head: int | 
     """The bertviz head view of a sentence as a sandboxed iframe (HTML), opened on layer/head when given."""
     try:
         return backend.head_view(text, model or None, layer, head).html
+    except Exception as err:
+        raise gr.Error(_message(err)) from None
+
+
+def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = "") -> dict:
+    """Every head's patching effects (noising, denoising) between a sentence and its minimal twin, beside the
+    clean run's attention from the swapped word to the target.
+
+    An empty corrupt text gets the suggested twin (not <-> really, he <-> she); an empty target is the word after
+    the swapped word (a pronoun: the first noun). Returns {"model", "tokens", "swapped", "source", "target",
+    "sanity", "correlation", "heads": [{"layer", "head", "noising", "denoising", "attention"}], ...}.
+    """
+    try:
+        return patch_view.patch_heads_api(clean, corrupt, model or None, target)
     except Exception as err:
         raise gr.Error(_message(err)) from None
 

@@ -10,9 +10,9 @@ monitor asks `/gradio_api/info` every half second throughout, and its slowest an
 request must never stall the others. Each odd request's answer is printed.
 
 Each user has its own `gradio_client.Client` and sends a mix of requests: `/score_heads` (coreference,
-negation, a sentence with emoji), `/head_view`, and bad input (empty text, a word that occurs twice, a
+negation, a sentence with emoji), `/head_view`, `/patch_heads` (a not/really pair), and bad input (empty text, a word that occurs twice, a
 path as model id, a head out of range, 100,000 characters, Chinese text with no pronoun). Every answer must
-be the right one: the numbers equal the library's (`probing.heads.score_examples`, computed here), the
+be the right one: the numbers equal the library's (`probing.heads.score_examples` and `probing.patching.patch_pair`, computed here), the
 head view is a sandboxed iframe opened on the asked head, each bad input gets its message in words.
 
 It reports p50/p95 latency and throughput, and the server's resident memory (psutil, on the server's pid)
@@ -117,6 +117,7 @@ def server_pid(url: str) -> int | None:
 
 COREF = "The doctor called the nurse because she was late."
 NEGATION = "The lawyer did not sign the contract."
+NEGATION_TWIN = "The lawyer did really sign the contract."
 EMOJI = "The dog 🐶 saw the cat 😺 and it ran away."
 
 
@@ -201,18 +202,45 @@ def head_view_checker(layer: int, head: int) -> Callable[[object], str | None]:
     return check
 
 
+def patch_numbers(clean: str, corrupt: str) -> dict:
+    """Per-head (noising, denoising) from probing.patching.patch_pair, keyed by (layer, head)."""
+    from probing.models import load_model
+    from probing.patching import patch_pair
+    result = patch_pair(load_model("minilm"), clean, corrupt, kinds=("noising", "denoising"))
+    n_layers, n_heads = result.effects["noising"].shape
+    return {(l, h): (float(result.effects["noising"][l, h]), float(result.effects["denoising"][l, h]))
+            for l in range(n_layers) for h in range(n_heads)}
+
+
+def patch_checker(expected: dict) -> Callable[[object], str | None]:
+    def check(answer) -> str | None:
+        if not isinstance(answer, dict) or answer.get("model") != "minilm":
+            return f"not a patch_heads answer for minilm: {str(answer)[:120]}"
+        heads = {(h["layer"], h["head"]): (h["noising"], h["denoising"]) for h in answer["heads"]}
+        if heads.keys() != expected.keys():
+            return f"{len(heads)} heads, expected {len(expected)}"
+        for key, numbers in expected.items():
+            if max(abs(a - b) for a, b in zip(heads[key], numbers)) > 1e-5:
+                return f"head {key}: got {heads[key]}, library says {numbers}"
+        return None
+    return check
+
+
 def build_cases() -> list[Case]:
     """The request mix, with right answers computed by the library in this process."""
     from probing.examples import find_span
     coref = library_numbers(COREF, "coreference", find_span(COREF, "she"), find_span(COREF, "nurse"))
     negation = library_numbers(NEGATION, "negation", find_span(NEGATION, "not"), find_span(NEGATION, "sign"))
     emoji = library_numbers(EMOJI, "coreference", find_span(EMOJI, "it"), find_span(EMOJI, "dog"))
+    patched = patch_numbers(NEGATION, NEGATION_TWIN)
     return [
         Case("score coreference", "/score_heads", (COREF, "coreference", "she", "nurse", ""), score_checker(coref)),
         Case("head view", "/head_view", (COREF, "", 1, 3), head_view_checker(1, 3)),
         Case("score negation", "/score_heads", (NEGATION, "negation", "not", "", ""), score_checker(negation)),
         Case("empty text", "/score_heads", ("   ", "coreference", "she", "nurse", ""), error=r"sentence is empty"),
         Case("score emoji", "/score_heads", (EMOJI, "coreference", "it", "dog", ""), score_checker(emoji)),
+        Case("patch heads", "/patch_heads", (NEGATION, NEGATION_TWIN, "", ""), patch_checker(patched)),
+        Case("not a minimal pair", "/patch_heads", (NEGATION, COREF, "", ""), error=r"pieces and the twin"),
         Case("word twice", "/score_heads", ("He said he was late.", "coreference", "he", "said", ""),
              error=r"occurs 2 times .*start:end"),
         Case("path as model", "/score_heads", (COREF, "coreference", "she", "nurse", "/etc"), error=r"allow-list"),

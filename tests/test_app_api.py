@@ -55,9 +55,9 @@ def assert_serving(client):
     assert answer["model"] == "minilm" and len(answer["heads"]) == 72
 
 
-def test_only_the_two_api_endpoints_are_public(client):
+def test_only_the_three_api_endpoints_are_public(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == \
-        {"/score_heads", "/head_view"}
+        {"/score_heads", "/head_view", "/patch_heads"}
 
 
 def test_page_can_be_embedded_in_an_iframe(server):
@@ -177,6 +177,44 @@ def test_bad_input_to_head_view_gets_words(client, args, message):
     assert_serving(client)
 
 
+def test_patch_heads_numbers_equal_the_library(client, minilm):
+    from probing.patching import patch_pair
+    clean, twin = NEGATION, "The lawyer did really sign the contract."
+    answer = client.predict(clean, twin, "", "", api_name="/patch_heads")
+    assert answer["model"] == "minilm" and answer["swap"] == "not -> really" and len(answer["heads"]) == 72
+    assert answer["target"]["word"] == "sign" and answer["tokens"][answer["swapped"][0]] == "not"
+    assert abs(answer["sanity"]["embedding_denoising"] - 1) < 1e-5 and answer["sanity"]["own_noising_max_abs"] < 1e-6
+    library = patch_pair(minilm, clean, twin, source=(15, 18), target=(19, 23), kinds=("noising", "denoising"))
+    for row in answer["heads"]:
+        layer, head = row["layer"], row["head"]
+        assert abs(row["noising"] - library.effects["noising"][layer, head]) < 2e-6
+        assert abs(row["denoising"] - library.effects["denoising"][layer, head]) < 2e-6
+        assert abs(row["attention"] - library.attention[layer, head]) < 2e-6
+    suggested = client.predict(clean, "", "", "contract", api_name="/patch_heads")    # no twin: suggested
+    assert suggested["corrupt"] == twin and suggested["target"]["word"] == "contract"
+    assert json.loads(json.dumps(answer)) == answer
+
+
+BAD_PATCH_HEADS = [
+    ("two words differ", (NEGATION, "The judge did really sign the contract.", "", ""), r"differ in more than one word"),
+    ("nothing to swap", ("The lawyer signed it.", "", "", ""), r"none can be suggested"),
+    ("over-long pair", ("He did not sign " + "the long contract " * 30, "", "", ""), r"at most 64, because every head"),
+    ("list as twin", (NEGATION, ["x"], "", ""), r"The text must be text, got list"),
+    ("100,000-character sentence", ("x" * 100_000, "", "", ""), r"The text has 100,000 characters"),
+    ("dict as target", (NEGATION, "", "", {"a": 1}), r"The target word must be text, got dict"),
+    ("60,000-character target", (NEGATION, "", "", "a" + " " * 60_000 + "a"), r"The target word has 60,002 characters"),
+    ("path as model", (NEGATION, "", "../../etc", ""), r"allow-list"),
+]
+
+
+@pytest.mark.parametrize("args, message", [c[1:] for c in BAD_PATCH_HEADS], ids=[c[0] for c in BAD_PATCH_HEADS])
+def test_bad_input_to_patch_heads_gets_words(client, args, message):
+    with pytest.raises(gradio_client.exceptions.AppError, match=message) as caught:
+        client.predict(*args, api_name="/patch_heads")
+    assert "Traceback" not in str(caught.value)
+    assert_serving(client)
+
+
 def test_inputs_that_work_despite_looking_odd(client):
     emoji = client.predict("The dog 🐶 saw the cat 😺 and it ran away.", "coreference", "it", "dog", "",
                            api_name="/score_heads")
@@ -289,7 +327,7 @@ def test_every_model_event_shares_one_concurrency_group():
     demo = app.build_demo()
     grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
     names = {getattr(fn, "api_name", None) for fn in grouped}
-    assert {"score_heads", "head_view"} <= names
+    assert {"score_heads", "head_view", "patch_heads"} <= names
     assert all(fn.concurrency_limit == app.CONCURRENCY for fn in grouped)
     # Every queued event that can run a model is in the group: the button, submit, gallery, picks, view, report.
     assert len(grouped) >= 2 * 6 + 3 + 1 + 2

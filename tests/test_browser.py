@@ -195,6 +195,29 @@ def test_bad_input_gets_words_on_the_page(watched):
     watched.check_clean()
 
 
+def test_patching_tab_gallery_pair_shows_both_maps_the_scatter_and_a_clicked_head(watched):
+    page = watched.open()
+    page.get_by_role("tab", name="Patching (causal)").click()
+    page.locator("#patch-gallery").get_by_text("The lawyer did not sign").first.click()
+    page.locator("#patch-effect button[data-layer]").first.wait_for()
+    assert page.locator("#patch-effect button[data-layer]").count() == 72
+    assert page.locator("#patch-attention button[data-layer]").count() == 72
+    assert page.locator("#patch-effect .hh-title").inner_text().startswith("Noising effect of each head, not → really")
+    assert page.locator("#patch-attention .hh-title").inner_text().startswith("Attention 'not' → 'sign'")
+    assert page.locator("#patch-twin textarea").input_value() == "The lawyer did really sign the contract."
+    assert "Rank correlation (Spearman)" in page.locator("#patch-correlation").inner_text()
+    page.locator("#patch-scatter canvas, #patch-scatter svg").first.wait_for(state="attached")
+    page.locator("#patch-table [role=gridcell]").first.wait_for()
+    page.locator('#patch-attention button[data-layer="5"][data-head="9"]').click()
+    page.locator('#patch-effect button.hh-selected[data-layer="5"][data-head="9"]').wait_for()
+    assert page.locator("#patch-head").inner_text().startswith("Head 5-9: noising")
+    page.locator("#patch-kind").get_by_text("denoising:", exact=False).click()
+    page.wait_for_function("document.querySelector('#patch-effect .hh-title').textContent.startsWith('Denoising')",
+                           timeout=TIMEOUT)
+    watched.shot("patching")
+    watched.check_clean()
+
+
 def test_model_view_report_and_about_tabs_render(watched):
     page = watched.open()
     page.get_by_role("tab", name="Model view").click()
