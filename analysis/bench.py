@@ -11,7 +11,8 @@ baseline) on the same examples, alternated over several repetitions in one proce
 It fails loudly if ours and naive disagree by more than 1e-5. Wall-clock medians give the ratios; process
 CPU-time ratios are printed beside them, since a shared machine's load moves wall time more than CPU time.
 It also measures peak RSS of `analysis heads` at two input sizes, the demo's `/score_heads` against a
-single-sentence forward, the demo's start-up time, and (`--long-doc`) one 4,096-token document scored by
+single-sentence forward, `patch_pair` (the patching tab) against the pair's bare forward, the demo's
+start-up time, and (`--long-doc`) one 4,096-token document scored by
 Gemma-270M against its bare fused forward and its eager output_attentions forward, each in a child process.
 """
 from __future__ import annotations
@@ -306,6 +307,54 @@ def demo_latency(loaded, calls: int = 30) -> dict:
             "ratio": statistics.median(api) / statistics.median(floor)}
 
 
+def patch_latency(loaded, calls: int = 10) -> dict:
+    """Median time of `probing.patching.patch_pair` (every head noised and denoised, the demo's patching tab)
+    on an 11-word negation pair, against one bare forward pass of the two texts; and the same without the
+    skip of unchanged layers (every patched row from layer 0), to show what that saves."""
+    import contextlib
+
+    import torch
+
+    from probing import hooks, patching
+    clean = "The lawyer from the city did not sign the new contract today."
+    corrupt = clean.replace(" not ", " really ")
+    ids = torch.tensor([loaded.tokenizer(clean)["input_ids"], loaded.tokenizer(corrupt)["input_ids"]])
+
+    @contextlib.contextmanager
+    def from_layer_zero(model, layer, hidden, returns_tuple):
+        with hooks.replace_layer_input(model, layer, torch.arange(hidden.shape[0]), hidden):
+            yield
+
+    def bare():
+        with torch.inference_mode():
+            loaded.model(input_ids=ids)
+
+    def patch():
+        return patching.patch_pair(loaded, clean, corrupt, kinds=("noising", "denoising"))
+
+    skip = hooks.start_at_layer
+    for _ in range(2):
+        patch(), bare()
+    times = {"patch": [], "forward": [], "patch_no_skip": []}
+    for _ in range(calls):
+        for name, function in (("forward", bare), ("patch", patch)):
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+        hooks.start_at_layer = from_layer_zero
+        try:
+            start = time.perf_counter()
+            patch()
+            times["patch_no_skip"].append(time.perf_counter() - start)
+        finally:
+            hooks.start_at_layer = skip
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return {"patch_ms": 1000 * median["patch"], "forward_ms": 1000 * median["forward"],
+            "patch_no_skip_ms": 1000 * median["patch_no_skip"], "ratio": median["patch"] / median["forward"],
+            "skip_saves": 1 - median["patch"] / median["patch_no_skip"],
+            "rows": 2 * loaded.n_layers * loaded.n_heads + 3}
+
+
 def first_page_seconds() -> float:
     """Seconds from `python app.py` to the first served page."""
     with socket.socket() as s:
@@ -361,6 +410,12 @@ def run(args: argparse.Namespace) -> int:
         results["demo"] = latency
         print(f"/score_heads on a 20-word sentence: {latency['score_heads_ms']:.1f} ms median over 30 calls vs "
               f"{latency['forward_ms']:.1f} ms bare forward (ratio {latency['ratio']:.2f})", flush=True)
+        patched = patch_latency(loaded)
+        results["patching"] = patched
+        print(f"patch_pair, {patched['rows']} patched rows of an 11-word pair: {patched['patch_ms']:.0f} ms median vs "
+              f"{patched['forward_ms']:.1f} ms for the pair's bare forward (ratio {patched['ratio']:.1f}); running each "
+              f"row from its patched layer saves {100 * patched['skip_saves']:.0f}% "
+              f"({patched['patch_no_skip_ms']:.0f} ms from layer 0)", flush=True)
         startup = first_page_seconds()
         results["first_page_s"] = startup
         print(f"time to the first served page after `python app.py`: {startup:.1f} s", flush=True)
