@@ -1,11 +1,12 @@
-"""The demo's heatmap: diverging colours centred on 0 for signed values, significant heads marked, plain legend."""
+"""The demo's heatmap (`probing.demo.heatmap`): a grid of clickable heads, diverging colours centred on 0 for
+signed values, significant and argmax heads marked and explained, narrow grids that do not overflow."""
 import re
 
 import numpy as np
 
 from probing.demo.heatmap import ARGMAX_MEANING, heatmap_html, is_signed
-from probing.demo.glossary import (COLUMN_MEANINGS, heatmap_title, plain_table, sentence_heatmap, significant_heads,
-                              table_legend)
+
+EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
 
 
 def backgrounds(grid):
@@ -46,33 +47,16 @@ def test_narrow_grids_hide_numbers_instead_of_overflowing():
     assert "@container (max-width: 480px){.hh-wrap button.hh-cell{font-size:0 !important}" in grid
 
 
-def test_significant_heads_come_from_the_committed_minilm_table():
-    from probing.demo.backend import dataset_table
-    table = dataset_table("minilm", "coreference")
-    marks = significant_heads(table, (6, 12))
-    # GAP-dev beside coreference sentences (the committed report has it): 38 heads beat the nearest-candidate
-    # baseline after maxT correction, the best of them 4-10 and 3-1.
-    assert marks.sum() == int(table["significant"].astype(str).str.lower().eq("true").sum()) == 38
-    assert marks[4, 10] and marks[3, 1]
-    assert significant_heads(None, (6, 12)) is None
-
-
-def test_plain_table_labels_each_have_a_meaning():
-    from probing.demo.backend import empty_top_table
-    for relation in ("coreference", "negation"):
-        table = plain_table(empty_top_table(relation))
-        assert "head" in table.columns and not any(c in ("attention", "selectivity") for c in table.columns)
-        legend = table_legend(table)
-        assert legend.count("\n") + 1 == len(table.columns) == sum(c in COLUMN_MEANINGS for c in table.columns)
-    assert "every row shows the same number" in table_legend(plain_table(empty_top_table("coreference")))
-
-
-def test_negation_titles_say_what_each_metric_shows():
-    from probing.demo import backend as demo
-    scores = demo.analyse("The lawyer did not sign the contract.", "negation", "not", "", None).scores
-    assert heatmap_title(scores, "mean_attention") == "Attention 'not' → 'sign', every layer × head"
-    baseline = heatmap_title(scores, "next_word_baseline")
-    assert "'sign'" not in baseline and baseline.startswith("Baseline: attention from each word to the word after")
-    grid = sentence_heatmap(scores, "selectivity", selected=(1, 7), dataset=demo.dataset_table("minilm", "negation"))
-    assert "0 (white)" in grid and re.search(r'class="hh-cell[^"]*hh-significant', grid) and "minus this baseline. Red: above 0" in grid
-    assert "hh-cell hh-argmax" not in sentence_heatmap(scores, "next_word_baseline")     # the baseline has no target
+def test_heatmap_is_a_grid_of_clickable_heads():
+    values = np.arange(12, dtype=float).reshape(3, 4) / 12
+    marked = np.zeros((3, 4), bool)
+    marked[1, 2] = True
+    grid = heatmap_html(values, f"attention: {EVIL!r}", marked, selected=(2, 3))
+    cells = re.findall(r'<button type="button" class="([^"]*)" data-layer="(\d+)" data-head="(\d+)"', grid)
+    assert [(int(l), int(h)) for _, l, h in cells] == [(l, h) for l in range(3) for h in range(4)]
+    assert [(l, h) for c, l, h in cells if "hh-argmax" in c] == [("1", "2")]
+    assert [(l, h) for c, l, h in cells if "hh-selected" in c] == [("2", "3")]
+    assert "<script" not in grid and "&lt;img src=x onerror=alert(1)&gt;" in grid
+    assert not re.search(r"https?:|javascript:", grid)
+    with_nan = heatmap_html(np.full((2, 2), np.nan), "nothing")
+    assert with_nan.count("n/a</button>") == 4
