@@ -5,8 +5,8 @@ complete result or files that no reader trusts."""
 from __future__ import annotations
 
 import argparse
-import os
 
+from probing.parallel import is_main_process, launched_in_parallel
 from probing.report.outputs import prepare_out_dir, write_complete
 from probing.report.heads import HEAD_FILES, run_heads, summary_text
 
@@ -43,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, HEAD_FILES, args.force)
-    # Under `accelerate launch` (WORLD_SIZE > 1) the examples are split across the processes.
-    parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    main_process = not parallel or int(os.environ.get("RANK", "0")) == 0
+    # Under `accelerate launch` with several processes the examples are split across them.
+    parallel = launched_in_parallel()
+    main_process = not parallel or is_main_process()
 
     def produce(staging):
         return run_heads(args.data, args.model, staging, relation=args.relation, data_root=args.data_root,

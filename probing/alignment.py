@@ -161,29 +161,50 @@ def unit_attention(attention: torch.Tensor, from_index: torch.Tensor, from_weigh
     return torch.bmm(rows, to_matrix)
 
 
+def band_width(words: torch.Tensor) -> int:
+    """D = twice the largest number of pieces in a word: a word plus its neighbour, at most."""
+    valid = words[words >= 0]
+    if valid.numel() == 0:
+        return 0
+    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), int(words.max()) + 1) * (words >= 0)[..., None]
+    return int(2 * one_hot.sum(1).max())
+
+
 def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as (B, H, W-1).
 
     Entry w holds the pair (w, w+1) in both directions. Mean over attending pieces, sum over attended-to
     pieces; pairs that do not exist are 0. Words are runs of pieces, so the next word's pieces lie within a
-    narrow band beside each piece: only that band of the attention matrix is read.
+    narrow band beside each piece: only that band of the attention matrix is read (then `adjacent_from_band`).
     """
-    n_words = int(words.max()) + 1 if words.numel() else 0
     batch, heads, n_pieces, _ = attention.shape
-    if n_words < 2:
-        return attention.new_zeros(batch, heads, 0)
+    width = band_width(words)
     step = -1 if reverse else 1
-    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(attention.dtype)
-    one_hot = one_hot * (words >= 0)[..., None].to(attention.dtype)                  # (B, T, W)
+    columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
+    columns = columns.clamp(0, n_pieces - 1)                                           # (T, D)
+    band = attention.gather(3, columns.view(1, 1, n_pieces, width).expand(batch, heads, n_pieces, width))
+    return adjacent_from_band(band, words, reverse)
+
+
+def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Word-level attention w -> w+1 (reverse: w+1 -> w), (B, H, W-1), from the band of the attention pattern
+    beside each piece: band[b, h, t, d-1] is the attention from piece t to piece t + step*d (step -1 when
+    reverse), d = 1..D. Entries outside the sequence are never read. The fused path reads this band without
+    the full pattern (`probing.attention`); `adjacent_word_attention` gathers it from the full pattern."""
+    n_words = int(words.max()) + 1 if words.numel() else 0
+    batch, heads, n_pieces, width = band.shape
+    if n_words < 2:
+        return band.new_zeros(batch, heads, 0)
+    step = -1 if reverse else 1
+    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(band.dtype)
+    one_hot = one_hot * (words >= 0)[..., None].to(band.dtype)                          # (B, T, W)
     pieces_per_word = one_hot.sum(1)                                                  # (B, W)
-    band = int(2 * pieces_per_word.max())               # a word plus its neighbour, at most
-    columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, band + 1, device=words.device)
+    columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
     inside = (columns >= 0) & (columns < n_pieces)                                    # (T, D)
     columns = columns.clamp(0, n_pieces - 1)
-    column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, band)
+    column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, width)
     in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)   # (B, T, D)
-    values = attention.gather(3, columns.view(1, 1, n_pieces, band).expand(batch, heads, n_pieces, band))
-    per_piece = (values * in_next[:, None].to(attention.dtype)).sum(-1)             # (B, H, T)
+    per_piece = (band * in_next[:, None].to(band.dtype)).sum(-1)                      # (B, H, T)
     per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
     # For w -> w+1 the attending word is w (entries 0..W-2); for w+1 -> w it is w+1 (entries 1..W-1).
     return per_word[..., 1:] if reverse else per_word[..., :-1]

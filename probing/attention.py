@@ -41,6 +41,8 @@ from typing import Callable
 
 import torch
 
+from probing.alignment import adjacent_from_band, band_width   # the band's arithmetic, shared with the eager path
+
 IMPLEMENTATION = "probing_reads"
 FUSED, EAGER = "fused", "eager"
 PATH_NAMES = {FUSED: "fused: SDPA kernel + source rows and adjacent-word band only",
@@ -341,38 +343,6 @@ def _drop_special(attention: torch.Tensor, is_word: torch.Tensor) -> torch.Tenso
     """Zero special/padding columns and renormalise each row (as `alignment.drop_special_columns`)."""
     from probing.alignment import drop_special_columns
     return drop_special_columns(attention, is_word)
-
-
-# ---- From the band to word-level adjacent attention ------------------------------------------------------------
-
-def band_width(words: torch.Tensor) -> int:
-    """D = twice the largest number of pieces in a word: a word plus its neighbour, at most (as alignment does)."""
-    valid = words[words >= 0]
-    if valid.numel() == 0:
-        return 0
-    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), int(words.max()) + 1) * (words >= 0)[..., None]
-    return int(2 * one_hot.sum(1).max())
-
-
-def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Word-level attention w -> w+1 (reverse: w+1 -> w) from the band, (B, H, W-1); the arithmetic of
-    `alignment.adjacent_word_attention` after its gather."""
-    n_words = int(words.max()) + 1 if words.numel() else 0
-    batch, heads, n_pieces, width = band.shape
-    if n_words < 2:
-        return band.new_zeros(batch, heads, 0)
-    step = -1 if reverse else 1
-    one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(band.dtype)
-    one_hot = one_hot * (words >= 0)[..., None].to(band.dtype)                          # (B, T, W)
-    pieces_per_word = one_hot.sum(1)
-    columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
-    inside = (columns >= 0) & (columns < n_pieces)
-    columns = columns.clamp(0, n_pieces - 1)
-    column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, width)
-    in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)
-    per_piece = (band * in_next[:, None].to(band.dtype)).sum(-1)                      # (B, H, T)
-    per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
-    return per_word[..., 1:] if reverse else per_word[..., :-1]
 
 
 # ---- Installing on a model, and deciding which path a model takes -------------------------------------------

@@ -569,6 +569,20 @@ def strata_table(main: ExampleScores, relation: str, keys: list[str], controls: 
 DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "type")
 
 
+def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+                            renormalize: bool = False, progress: bool = False, mention: str = "head",
+                            label: str = "examples") -> tuple[ExampleScores, list[str]]:
+    """`score_examples` over this process's shard of an `accelerate launch` run, gathered from every process in
+    rank order (the original order); the same return value, exactly, since every row is one example."""
+    from probing.parallel import map_shards
+    parts = map_shards(lambda shard, show: score_examples(loaded, shard, batch_tokens, renormalize, show,
+                                                          mention=mention, label=label),
+                       examples, progress)
+    scores = ExampleScores.concat([p[0] for p in parts])
+    skipped = [reason for p in parts for reason in p[1]]
+    return scores, skipped
+
+
 def score_heads(model: str | LoadedModel | None, examples: list[Example], *, relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
                 n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
@@ -584,10 +598,7 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     from probing.models import load_model
     mention_rule("coreference", mention)          # checked up front
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if parallel:
-        from probing.parallel import score_examples_parallel as score
-    else:
-        score = score_examples
+    score = score_examples_parallel if parallel else score_examples
     if relation is not None:
         examples = [e for e in examples if e.relation == relation]
         if not examples:

@@ -10,6 +10,14 @@ def minilm():
     return load_model("minilm")
 
 
+@pytest.fixture
+def default_allow_list(monkeypatch):
+    """The demo's allow-list as a public demo ships it: no overrides from the environment."""
+    from probing.demo import guard
+    monkeypatch.delenv(guard.ALLOW_ANY_ENV, raising=False)
+    monkeypatch.delenv(guard.ALLOWED_ENV, raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_causal_path(tmp_path_factory):
     """A 2-layer x 2-head GPT-2 with random weights and MiniLM's tokenizer, saved to a folder."""

@@ -66,6 +66,7 @@ def test_single_head_ablation_minilm(minilm):
     _assert_single_head_ablation(minilm, layer=1, head=4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(local_model_path("mpnet") is None, reason="mpnet is not installed")
 def test_single_head_ablation_mpnet():
     loaded = load_model("mpnet")
@@ -73,6 +74,7 @@ def test_single_head_ablation_mpnet():
     _assert_single_head_ablation(loaded, layer=2, head=3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(local_model_path("gemma-270m") is None, reason="gemma-270m is not installed")
 def test_single_head_ablation_gemma():
     loaded = load_model("gemma-270m")

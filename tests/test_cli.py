@@ -5,7 +5,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -176,18 +175,6 @@ def test_kill_9_while_publishing_leaves_a_folder_no_reader_trusts(tmp_path):
                                         for p in out.iterdir())
 
 
-def test_stale_temporary_files_are_removed(tmp_path):
-    from probing.report.outputs import remove_stale_temporaries
-    (tmp_path / ".heads.csv.abc123.tmp").write_text("old code, no pid")
-    (tmp_path / ".report.md.p999999999.x.tmp").write_text("a dead pid")
-    (tmp_path / f".summary.json.p{os.getpid()}.y.tmp").write_text("this process: still writing")
-    (tmp_path / ".staging-999999999-zz").mkdir()
-    (tmp_path / "heads.csv").write_text("a result")
-    assert sorted(remove_stale_temporaries(tmp_path)) == [".heads.csv.abc123.tmp", ".report.md.p999999999.x.tmp",
-                                                          ".staging-999999999-zz"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".summary.json.p{os.getpid()}.y.tmp", "heads.csv"]
-
-
 def test_out_path_problems_are_one_line_and_leave_no_folder(tmp_path, capsys):
     data = _write(tmp_path / "small.jsonl", SMALL)
     a_file = tmp_path / "a-file"
@@ -221,6 +208,7 @@ def test_deeply_nested_json_is_a_bad_row(tmp_path, capsys):
     assert "2 records, 1 skipped" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "gap-coreference").exists()
                     and not os.environ.get("PROBING_DATA_ROOT"), reason="GAP data not present")
 def test_default_model_gap_heads_beat_nearest_candidate(minilm):

@@ -160,6 +160,7 @@ def test_installed_mpnet_gives_12x12_attentions():
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(1, 12, n), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(local_model_path("gemma-270m") is None,
                     reason="gemma-270m not installed (python -m probing.install_models gemma-270m)")
 def test_installed_gemma_gives_18x4_causal_attentions():

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["heads", "--data", "builtin-negation", "--limit", "40", "--n-boot", "200", "--n-perm", "2000"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
                     reason="accelerate's launcher is not installed")
 def test_two_cpu_processes_equal_one(tmp_path):

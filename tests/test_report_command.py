@@ -26,6 +26,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 # ---- the committed reports are current -------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", COMMITTED)
 def test_committed_report_was_made_by_the_current_scoring_code(folder):
     """Compares recorded keys only (no rerun). If this fails, the change that altered the numbers must also
@@ -65,6 +66,7 @@ def _copy_code(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_code_version_changes_with_scoring_code_only(tmp_path):
     root = _copy_code(tmp_path)
     before = {c: report.code_version(c, root) for c in ("heads", "probe", "ablate")}
@@ -104,6 +106,7 @@ def _fresh_report(out: Path, data_root: Path) -> list:
     return steps
 
 
+@pytest.mark.slow
 def test_stale_steps_is_empty_for_current_keys_and_names_each_difference(tmp_path):
     out, data_root = tmp_path / "report", tmp_path / "no-datasets"
     data_root.mkdir()
@@ -128,6 +131,7 @@ def test_stale_steps_is_empty_for_current_keys_and_names_each_difference(tmp_pat
     assert problems[2] == "heads/old-set: recorded, but no such step in the current plan"
 
 
+@pytest.mark.slow
 def test_check_command_exit_codes(tmp_path, capsys):
     out, data_root = tmp_path / "report", tmp_path / "no-datasets"
     data_root.mkdir()
@@ -188,6 +192,7 @@ def test_quick_run_writes_under_out_quick_and_leaves_the_repository_clean(tmp_pa
     assert "--quick never writes into the committed reports" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_partial_report_is_checked_on_the_steps_it_recorded(tmp_path):
     out, data_root = tmp_path / "report", tmp_path / "no-datasets"
     data_root.mkdir()

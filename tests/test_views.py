@@ -175,6 +175,7 @@ def test_bad_input_raises_a_clear_value_error(call, message):
         call(attention())
 
 
+@pytest.mark.slow
 def test_renders_in_a_real_browser_without_network_or_dialogs(tmp_path):
     """Headless chromium draws bertviz's SVG inside the sandboxed iframe, offline; skipped without chromium."""
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -238,17 +239,3 @@ def test_word_shading_refuses_mismatched_input():
         word_shading_html(["a"], [float("nan")], source=0)
     with pytest.raises(ValueError, match="give both text and one span per word"):
         word_shading_html(["a"], [1.0], source=0, text="a")
-
-
-def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
-    from probing.demo import backend as demo
-    from probing.demo.word_attention import sentence_word_attention
-    text = "The uncle thanked Laura because she had helped him."
-    analysis = demo.analyse(text, "coreference", "she", "Laura", None)
-    shaded = sentence_word_attention(minilm, text, analysis.example.source_span)
-    assert shaded.words == ["The", "uncle", "thanked", "Laura", "because", "she", "had", "helped", "him", "."]
-    assert shaded.words[shaded.source] == "she" and shaded.values.shape == (6, 12, 10)
-    # The shading of "Laura" is the number the heatmap and the table show for that head.
-    np.testing.assert_allclose(shaded.values[:, :, 3], analysis.scores.attention, atol=1e-5)
-    # Every head's attention from "she" goes to words or special tokens, nowhere else.
-    np.testing.assert_allclose(shaded.values.sum(-1) + shaded.special, 1.0, atol=1e-5)

@@ -83,7 +83,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from . import Example, ExampleError, LoadReport, example_from_dict
+from .format import Example, ExampleError, LoadReport, example_from_dict
 
 DATA_ROOT_ENV = "PROBING_DATA_ROOT"
 

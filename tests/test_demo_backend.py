@@ -1,8 +1,11 @@
-"""The demo's library side, called directly: input checks, word lists, scores equal to the library's,
-the clickable heatmap, and public-demo model safety (allow-list, no remote code, LRU, failed loads)."""
+"""The demo's backend (`probing.demo.backend`), called directly: one request from text to scores, heatmap and
+views in one forward pass, its worded errors, the gallery, the top-heads table, head and model views, the report
+files (only complete folders, a private download folder), and public-demo model safety (allow-list, no remote
+code, LRU, failed loads)."""
 import html
 import json
-import re
+import os
+import stat
 from collections import OrderedDict
 
 import numpy as np
@@ -10,23 +13,15 @@ import pytest
 
 from probing import models
 from probing.demo import backend as demo, guard as demo_guard
-from probing.demo.glossary import heatmap_title, metric_values, sentence_heatmap
-from probing.examples import Example, find_span
-from probing.demo.explore import (MAX_TEXT_CHARS, InputError, clean_text, find_negation_cues, find_pronouns,
-                             make_example, resolve_word, score_sentence)
-from probing.demo.heatmap import heatmap_html
+from probing.demo.glossary import sentence_heatmap
+from probing.demo.guard import DemoError
+from probing.examples import find_span
 from probing.heads import score_examples
+from probing.report.outputs import mark_complete
 
 COREF = "The doctor called the nurse because she was late."
 NEGATION = "The lawyer did not sign the contract."
 EVIL = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
-
-
-@pytest.fixture
-def default_allow_list(monkeypatch):
-    """The allow-list as a public demo ships it: no overrides from the environment."""
-    monkeypatch.delenv(demo_guard.ALLOW_ANY_ENV, raising=False)
-    monkeypatch.delenv(demo_guard.ALLOWED_ENV, raising=False)
 
 
 @pytest.fixture
@@ -36,40 +31,7 @@ def fresh_model_state(monkeypatch):
     monkeypatch.setattr(demo, "GATE", demo_guard.ModelGate())
 
 
-# ---- text ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text", [None, "", "   ", "\n\t ", "\x00\x01\x02", " \x00 \x7f "])
-def test_empty_text_is_refused_in_words(text):
-    with pytest.raises(InputError, match=r"^The sentence is empty: type a sentence or pick an example\.$"):
-        clean_text(text)
-
-
-def test_text_over_the_limit_is_refused_and_says_so():
-    with pytest.raises(InputError, match=r"100,000 characters; the limit here is 5,000\. It was refused, not cut"):
-        clean_text("a" * 100_000)
-    assert clean_text("a" * MAX_TEXT_CHARS) == "a" * MAX_TEXT_CHARS
-
-
-def test_control_characters_become_spaces_and_offsets_stay():
-    text = "The doctor\x00 called the nurse because she\x07 was late."
-    cleaned = clean_text(text)
-    assert len(cleaned) == len(text) and "\x00" not in cleaned and "\x07" not in cleaned
-    assert cleaned[find_span(text, "she")[0]:][:3] == "she"
-    analysis = demo.analyse(text, "coreference", "she", "nurse", None)
-    assert any("2 control characters were (such as NUL) replaced by spaces" in n for n in analysis.notes)
-
-
-def test_pronouns_and_cues_come_from_a_closed_word_list():
-    assert [w for w, _ in find_pronouns("John told Mary that he saw her and their dog, not its owner.")] == \
-        ["he", "her", "their", "its"]
-    assert [w for w, _ in find_negation_cues("I do not know; they weren't there. Nothing, knot.")] == ["not", "n't"]
-    # One cue pattern for the loaders and the demo: the curly apostrophe counts, a word's inner "not" does not.
-    assert find_negation_cues("They weren’t there, not once; cannot.") == [("n’t", (9, 12)), ("not", (20, 23))]
-    sources, words = demo.word_choices(COREF, "coreference")
-    assert sources == [("she (36:39)", "she (36:39)")]
-    assert ("nurse (22:27)", "nurse (22:27)") in words and all("." not in label for label, _ in words)
-    assert demo.word_choices("x" * (MAX_TEXT_CHARS + 1), "coreference") == ([], [])
-
+# ---- words the page needs ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["他说明天会下雨。", "قال إن الطقس سيكون جميلا غدا", "Το σπίτι είναι μεγάλο."])
 def test_other_scripts_without_a_pronoun_say_so_and_offer_an_example(text):
@@ -89,60 +51,7 @@ def test_emoji_and_other_scripts_around_a_pronoun_work():
     assert np.isfinite(analysis.scores.attention).all() and analysis.scores.attention.max() > 0
 
 
-@pytest.mark.parametrize("word, message", [
-    ("surgeon", r"The source word 'surgeon' does not occur in the sentence\."),
-    ("the", r"The source word 'the' occurs 2 times \(0:3, 18:21\); give it as start:end offsets\."),
-    ("40:99", r"The source span 40:99 is out of range or reversed for a text of 49 characters\."),
-    ("39:36", r"The source span 39:36 is out of range or reversed"),
-    ("-1:3", r"The source span -1:3 is out of range"),
-    ("10:11", r"The source span 10:11 covers only white space\."),
-    ("he (36:39)", r"The source 'he' is not at 36:39 in this sentence \(that is 'she'\); the text changed"),
-    ("", r"No source word was given\."),
-])
-def test_bad_words_and_spans_get_messages(word, message):
-    with pytest.raises(InputError, match=message):
-        resolve_word(COREF, word, "source")
-
-
-def test_words_resolve_by_text_offsets_or_label():
-    assert resolve_word(COREF, "She", "source") == (36, 39)
-    assert resolve_word(COREF, "36:39", "source") == (36, 39) == resolve_word(COREF, "she (36:39)", "source")
-
-
-def test_make_example_checks_relation_and_overlap():
-    with pytest.raises(InputError, match=r"Unknown relation 'syntax': use 'coreference' or 'negation'\."):
-        make_example(COREF, "syntax", "she", "nurse")
-    with pytest.raises(InputError, match=r"overlap"):
-        make_example(COREF, "coreference", "she", "36:39")
-    with pytest.raises(InputError, match=r"No antecedent was given: pick the word the pronoun refers to"):
-        make_example(COREF, "coreference", "she", " ")
-    with pytest.raises(InputError, match=r"Pick the pronoun: she \(36:39\)"):
-        make_example(COREF, "coreference", "", "nurse")
-    negation = make_example("They weren't barking.", "negation", "", "")
-    assert (negation.source, negation.target) == ("n't", "barking")
-
-
-# ---- scores equal the library's --------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, relation, source, target", [
-    (COREF, "coreference", "she", "nurse"),
-    (NEGATION, "negation", "not", "sign"),
-    ("The dogs weren't barking at night.", "negation", "n't", "barking"),
-])
-def test_sentence_scores_equal_score_examples(minilm, text, relation, source, target):
-    source_span = (text.index("n't"), text.index("n't") + 3) if source == "n't" else find_span(text, source)
-    example = Example(text=text, relation=relation, source_span=source_span, target_span=find_span(text, target))
-    library, skipped = score_examples(minilm, [example])
-    assert not skipped
-    mine = score_sentence(minilm, make_example(text, relation, source, target))
-    np.testing.assert_array_equal(mine.attention, library.attention[0])
-    np.testing.assert_array_equal(mine.is_argmax, library.is_argmax[0])
-    rows = mine.heads()
-    assert [(r["layer"], r["head"]) for r in rows] == [(l, h) for l in range(6) for h in range(12)]
-    for row in rows:
-        assert abs(row["attention"] - float(library.attention[0, row["layer"], row["head"]])) <= 5e-7
-    assert library.attention[0].std() > 0.01   # the numbers differ between heads: the comparison means something
-
+# ---- the API answer, truncation, HTML --------------------------------------------------------------------
 
 def test_score_heads_api_json(minilm):
     answer = demo.score_heads_api(COREF, "coreference", "she", "nurse", None)
@@ -178,34 +87,7 @@ def test_html_in_the_text_stays_text():
     assert "<script>alert(2)" not in html.unescape(view.html.split('srcdoc="', 1)[1])
 
 
-# ---- the heatmap ----------------------------------------------------------------------------------------
-
-def test_heatmap_is_a_grid_of_clickable_heads():
-    values = np.arange(12, dtype=float).reshape(3, 4) / 12
-    marked = np.zeros((3, 4), bool)
-    marked[1, 2] = True
-    grid = heatmap_html(values, f"attention: {EVIL!r}", marked, selected=(2, 3))
-    cells = re.findall(r'<button type="button" class="([^"]*)" data-layer="(\d+)" data-head="(\d+)"', grid)
-    assert [(int(l), int(h)) for _, l, h in cells] == [(l, h) for l in range(3) for h in range(4)]
-    assert [(l, h) for c, l, h in cells if "hh-argmax" in c] == [("1", "2")]
-    assert [(l, h) for c, l, h in cells if "hh-selected" in c] == [("2", "3")]
-    assert "<script" not in grid and "&lt;img src=x onerror=alert(1)&gt;" in grid
-    assert not re.search(r"https?:|javascript:", grid)
-    with_nan = heatmap_html(np.full((2, 2), np.nan), "nothing")
-    assert with_nan.count("n/a</button>") == 4
-
-
-def test_negation_heatmap_switches_metric():
-    scores = demo.analyse(NEGATION, "negation", "not", "", None).scores
-    np.testing.assert_allclose(metric_values(scores, "above_baseline"), scores.attention - scores.next_word_baseline)
-    np.testing.assert_array_equal(metric_values(scores, "next_word_baseline"), scores.next_word_baseline)
-    titles = {metric: heatmap_title(scores, metric) for metric in demo.HEATMAP_METRICS}
-    assert len(set(titles.values())) == 3
-    for metric, title in titles.items():
-        assert html.escape(title) in sentence_heatmap(scores, metric)
-    with pytest.raises(ValueError, match=r"Unknown heatmap metric 'bogus'"):
-        metric_values(scores, "bogus")
-
+# ---- gallery and top-heads table ----------------------------------------------------------------------------------------
 
 def test_gallery_examples_come_with_gold_words_preselected():
     for relation in demo.DATASET_FOR:
@@ -275,12 +157,6 @@ def test_models_off_the_allow_list_are_refused_without_loading(default_allow_lis
         demo.report_files(name, compute=True)
 
 
-def test_allow_list_by_default(default_allow_list):
-    allowed = demo_guard.allowed_models()
-    assert allowed[0] == "minilm" and "gpt2" in allowed and "/etc" not in allowed
-    assert demo_guard.check_model_allowed("") == "minilm"
-
-
 def test_remote_code_never_runs(tmp_path, monkeypatch, fresh_model_state):
     """A model folder that asks for its own code: refused, and its code is never imported."""
     folder = tmp_path / "evil-model"
@@ -346,3 +222,55 @@ def test_causal_model_measures_negation_backwards_and_says_so(monkeypatch, tiny_
     assert any("causal (left-to-right) model" in n and "'sign' → 'not'" in n for n in analysis.notes)
     answer = demo.score_heads_api(NEGATION, "negation", "not", "", tiny_causal_path)
     assert answer["direction"] == "next_word->cue" and len(answer["heads"]) == 4
+
+
+def test_one_analysis_makes_one_forward_pass_and_equals_the_library(minilm):
+    calls = []
+    # The model object the demo holds (its gate may have loaded its own copy after other tests cleared caches).
+    handle = demo.get_model(None).model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        analysis = demo.analyse(COREF, "coreference", "she", "nurse", None)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert analysis.view.html.startswith('<iframe sandbox="allow-scripts" ')
+    assert f"&quot;layer&quot;:{analysis.best_layer}," in analysis.view.html
+    from probing.examples import Example
+    example = Example(text=COREF, relation="coreference", source_span=find_span(COREF, "she"),
+                      target_span=find_span(COREF, "nurse"))
+    scores, _ = score_examples(minilm, [example])
+    # The demo reads the full pattern of its one pass (eager); the library's default is the fused reads,
+    # which agree with eager to float32 rounding (the contract is 1e-5).
+    np.testing.assert_allclose(analysis.scores.attention, scores.attention[0], rtol=0, atol=1e-5)
+
+
+def test_two_word_negation_has_no_baseline_and_does_not_crash():
+    analysis = demo.analyse("not bad", "negation", "", "", None)
+    assert analysis.scores.target == "bad" and len(analysis.top_table) == 8
+    assert analysis.top_table["above_baseline"].isna().all()      # no other adjacent pair: no baseline, shown empty
+
+
+def test_download_folder_is_private_and_refuses_symlinks(tmp_path, monkeypatch):
+    import tempfile
+    root = demo.downloads_dir()
+    assert root.parent == __import__("pathlib").Path(tempfile.gettempdir()) and root.name != "probing-downloads"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700 and root.stat().st_uid == os.getuid()
+    report = tmp_path / "report" / "heads" / "builtin-coref"
+    report.mkdir(parents=True)
+    (report / "heads.csv").write_text("layer,head\n")
+    (report / "link.csv").symlink_to("/etc/passwd")
+    from probing.demo.report_page import report_files as offered
+    assert [p.name for p in offered(tmp_path / "report")] == ["heads.csv"]     # the link is never offered
+
+
+def test_report_cache_trusts_only_complete_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(demo, "CACHE_DIR", tmp_path / "cache")
+    folder = tmp_path / "cache" / "minilm" / "heads" / "builtin-coref"
+    folder.mkdir(parents=True)
+    (folder / "heads.csv").write_text("layer,head,accuracy,mean_attention,nearest_candidate_accuracy\n0,0,0.5,0.1,0.2\n")
+    assert demo.dataset_table("minilm", "coreference") is None           # a killed run's file: not trusted
+    with pytest.raises(DemoError, match="No dataset-level report"):
+        demo.report_files("minilm", compute=False)
+    mark_complete(folder, ["heads.csv"])
+    assert demo.dataset_table("minilm", "coreference")["accuracy"].tolist() == [0.5]

@@ -1,0 +1,38 @@
+"""`probing.examples.load_examples`: a built-in set's name, a JSONL path or a dataset's name to validated examples;
+`limit` keeps each kept sentence's control; an unknown name lists the known ones. (The real datasets are tested
+in test_examples_loaders.py, the format in test_examples_format.py.)"""
+import json
+
+import pytest
+
+from probing.examples import BUILTIN_SETS, ExampleError, load_examples
+
+
+def test_builtin_sets_by_name():
+    negation, report = load_examples("builtin-negation")
+    assert report.source == "builtin-negation" and len(negation) == report.n_records == 372
+    assert sum(e.is_control for e in negation) == 186            # every negated sentence has its control
+    coref, _ = load_examples("builtin-coref")
+    assert len(coref) == 294 and {e.relation for e in coref} == {"coreference"}
+
+
+def test_limit_keeps_the_controls_of_the_kept_sentences():
+    examples, report = load_examples("builtin-negation", limit=5)
+    assert [e.id for e in examples] == [f"neg-000{i}" for i in range(1, 6)] + [f"neg-000{i}-ctl" for i in range(1, 6)]
+    assert report.n_records == 10
+
+
+def test_a_jsonl_path_is_read_as_a_file(tmp_path):
+    row = {"text": "The lawyer did not sign the contract.", "relation": "negation", "source_span": [15, 18],
+           "target_span": [19, 23]}
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (example,), report = load_examples(str(path))
+    assert (example.source, example.target, example.id) == ("not", "sign", "mine:1") and report.n_records == 1
+
+
+def test_an_unknown_name_lists_the_known_datasets():
+    with pytest.raises(ExampleError, match=r"unknown dataset 'nope' \(and not a file\); known datasets: "
+                                           r"builtin-coref, builtin-negation, gap-dev"):
+        load_examples("nope")
+    assert set(BUILTIN_SETS) == {"builtin-coref", "builtin-negation"}
