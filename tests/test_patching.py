@@ -81,6 +81,38 @@ def test_tiny_gpt2_sanity_and_plain_agreement(tiny_causal_path):
     np.testing.assert_allclose(result.effects["denoising"], denoising, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def tiny_roberta_path(tmp_path_factory):
+    """A 2-layer x 2-head RobertaForMaskedLM with random weights and MiniLM's tokenizer (pad id 0)."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+    from probing.models import resolve_path
+    torch.manual_seed(2)
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("minilm"))
+    config = RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=37, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_tiny_roberta_sanity_plain_agreement_and_masked_twins(tiny_roberta_path):
+    """RoBERTa (a hub id the demo allows): the embedding readout agrees with the plain loop, and its LM head
+    reads Winograd twins with the pronoun masked."""
+    loaded = load_model(tiny_roberta_path)
+    result = patching.patch_pair(loaded, CLEAN, CORRUPT, kinds=("noising", "denoising", "row_noising"))
+    _assert_sanity(result)
+    noising, denoising = _plain_effects(loaded, CLEAN, CORRUPT)
+    np.testing.assert_allclose(result.effects["noising"], noising, atol=1e-5)
+    np.testing.assert_allclose(result.effects["denoising"], denoising, atol=1e-5)
+    rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
+            (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
+             _twin(corrupt, "it" if " it " in corrupt else "he", b, f"w{i}", "corrupt"))]
+    masked = patching.patch_heads(loaded, rows, kinds=("noising",), n_boot=50, n_perm=50)
+    assert masked.readout.endswith("at the masked pronoun") and masked.sanity["passed"] and len(masked.pair_ids) == 3
+
+
 def test_head_with_zero_output_has_zero_effects(tiny_causal_path):
     """Zero value weights make z[1, 0] exactly 0 in every run: all its effects are exactly 0."""
     from transformers import GPT2Model
