@@ -78,8 +78,9 @@ The page's three endpoints can be called with `gradio_client` (`Client(url).pred
 - **`/score_heads`** `(text, relation, source, target, model)`: `relation` is `coreference` or `negation`;
   `source` and `target` are words of the text (each must occur once) or `start:end` character offsets; for
   negation the target may be empty (the word after the cue); an empty `model` is the default. Returns JSON:
-  `model`, `direction`, `tokens` and `heads`, one `{layer, head, attention, is_argmax, ...}` per head (negation rows add `next_word_baseline` and `above_baseline`, which was called `selectivity` before)
-  (word-level attention as `probing.heads.score_examples` computes it, rounded to 6 decimals).
+  `model`, `direction`, `tokens` and `heads`, one `{layer, head, attention, is_argmax, ...}` per head
+  (word-level attention as `probing.heads.score_examples` computes it, rounded to 6 decimals); negation rows
+  add `next_word_baseline` and `above_baseline` (called `selectivity` before).
 - **`/head_view`** `(text, model, layer, head)`: the bertviz head view as a sandboxed `<iframe>`; layer and
   head are optional.
 - **`/patch_heads`** `(clean, corrupt, model, target)`: patches every head between a sentence and its minimal
