@@ -81,3 +81,29 @@ def test_the_committed_minilm_report_has_findings_and_a_clean_archive(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert any(n.endswith("heads/builtin-coref/heads.csv") for n in names)
     assert not any("/." in n or n.endswith(".done.json") for n in names)
+
+
+def test_patching_findings_put_the_gate_first_and_name_heads_only_when_it_passes(tmp_path):
+    from probing.demo.report_page import patching_finding
+    base = {"data": "toy-pairs", "n_pairs": 40, "relation": "negation", "n_layers": 2, "n_heads": 2,
+            "top": {"noising": [[1, 0, 0.3], [0, 1, 0.1]]}, "named": {"noising": [[1, 0]]},
+            "correlation": {"noising": {"spearman": -0.4, "ci_low": -0.6, "ci_high": -0.1}}}
+    passed = patching_finding({**base, "control": {"n_pairs": 40},
+                               "gate": {"passed": True, "clean_minus_corrupt": 2.0, "ci": [1.5, 2.5],
+                                        "relation_minus_control": 0.9, "relation_minus_control_ci": [0.7, 1.1]}})
+    assert "head 1-0 (0.300" in passed and "1 heads matter beyond chance and beyond their effect on the " \
+        "relation-free control" in passed and "tend to matter less" in passed and "+0.700 to +1.100" in passed
+    # an LM readout has no control pairs: the sentence does not claim one
+    no_control = patching_finding({**base, "gate": {"passed": True, "clean_minus_corrupt": 1.0, "ci": [0.2, 1.8]}})
+    assert "control" not in no_control and "1 heads matter beyond chance after correction" in no_control
+    failed = patching_finding({**base, "named": {"noising": []},
+                               "gate": {"passed": False, "measure": "substitution preference: cos ...",
+                                        "clean_minus_corrupt": 0.0001, "ci": [-0.001, 0.001]}})
+    assert "fails the behaviour test first (substitution preference: 0.0001" in failed
+    assert "no head is named (a null result)" in failed and "is not a finding" in failed and "Spearman" not in failed
+    assert patching_finding({"gate": {}}) is None
+    folder = tmp_path / "report"
+    (folder / "patching" / "toy-pairs").mkdir(parents=True)
+    (folder / "patching" / "toy-pairs" / "summary.json").write_text(json.dumps(
+        {**base, "gate": {"passed": True, "clean_minus_corrupt": 1.0, "ci": [0.2, 1.8]}}))
+    assert "- Patching, **toy-pairs**" in findings_markdown(folder, "toy")

@@ -107,6 +107,48 @@ def heads_finding(summary: dict) -> str | None:
     return f"- {where}:" + "".join(parts)
 
 
+def _ci(low, high) -> str:
+    return f"95% CI {low:+.3f} to {high:+.3f}"
+
+
+def patching_finding(summary: dict) -> str | None:
+    """The patching result in words for one `analysis patch` summary: the behavioural gate first, then the
+    heads whose output the model needs (named only when the gate passed and maxT p_fwer < 0.05), and whether
+    attention predicts it (the rank correlation with its CI); None when the summary lacks the numbers."""
+    gate, top = summary.get("gate") or {}, summary.get("top") or {}
+    if "passed" not in gate or "noising" not in top:
+        return None
+    where = (f"**{summary.get('data')}** ({summary.get('n_pairs')} minimal pairs, {summary.get('relation')}, "
+             f"{summary.get('n_layers', 0) * summary.get('n_heads', 0)} heads)")
+    if not gate["passed"]:
+        measure = str(gate.get("measure", "the behaviour test")).split(":")[0].split(",")[0]
+        text = (f"the model fails the behaviour test first ({measure}: {gate['clean_minus_corrupt']:.4f}, "
+                f"{_ci(*gate['ci'])}), so there is nothing to localise and no head is named (a null result)")
+        head, effect = top["noising"][0][:2], top["noising"][0][2]
+        return f"- Patching, {where}: {text}; the largest point effect, head {head[0]}-{head[1]} at {effect:.3f}, " \
+               "is not a finding."
+    else:
+        head, effect = top["noising"][0][:2], top["noising"][0][2]
+        named = summary.get("named", {}).get("noising") or []
+        beyond = " and beyond their effect on the relation-free control pairs" if summary.get("control") else ""
+        passed = ("the swap moves the model more than a relation-free swap does (difference "
+                  f"{gate['relation_minus_control']:+.3f}, {_ci(*gate['relation_minus_control_ci'])}); "
+                  if "relation_minus_control" in gate else "")
+        text = passed + (f"swapping one head's output between the two sentences takes away most through head "
+                f"{head[0]}-{head[1]} ({effect:.3f} of the whole difference); "
+                + (f"{len(named)} heads matter beyond chance{beyond} after correction ({', '.join(f'{l}-{h}' for l, h in named[:5])}"
+                   f"{', ...' if len(named) > 5 else ''})" if named else f"no head matters beyond chance{beyond} "
+                   "after correction"))
+    correlation = (summary.get("correlation") or {}).get("noising")
+    if correlation:
+        rho, low, high = correlation["spearman"], correlation["ci_low"], correlation["ci_high"]
+        reading = ("heads with more attention tend to matter more" if low > 0 else
+                   "heads with more attention tend to matter less" if high < 0 else
+                   "attention does not predict which heads matter")
+        text += f". Attention vs effect over all heads: Spearman {rho:+.2f} ({_ci(low, high)}): {reading}"
+    return f"- Patching, {where}: {text}."
+
+
 def findings_markdown(folder: Path, model: str) -> str:
     """The summary shown first: one sentence per scored dataset, the demo's two sets first, in words."""
     folder = Path(folder)
@@ -120,6 +162,14 @@ def findings_markdown(folder: Path, model: str) -> str:
         except (OSError, ValueError):
             line = None
         lines.append(line or f"- **{name}**: scored; see its section below.")
+    patching = folder / "patching"
+    for summary in sorted(patching.glob("*/summary.json")) if patching.exists() else []:
+        try:
+            line = patching_finding(json.loads(summary.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            line = None
+        if line:
+            lines.append(line)
     if not lines:
         return f"No head scores for **{model}** in this report yet."
     extra = [label for sub, label in (("patching", "activation patching of every head on minimal pairs"),
