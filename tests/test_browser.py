@@ -142,7 +142,7 @@ def test_negation_gallery_and_metric_switch(watched):
     page.locator("#neg-gallery").get_by_text("The lawyer did not sign").click()
     wait_for_view(page, "neg", "lawyer")
     title = page.locator("#neg-heatmap .hh-title")
-    assert title.inner_text().startswith("Selectivity: attention 'not' → 'sign' minus the baseline")
+    assert title.inner_text().startswith("Above baseline: attention 'not' → 'sign' minus the next-word baseline")
     assert page.locator("#neg-heatmap").get_by_text("0 (white)").is_visible()       # diverging, centred on 0
     assert page.locator("#neg-heatmap button.hh-significant").count() > 0
     assert "Causal models" in page.locator("#neg-message").locator("xpath=..").inner_text() or \
