@@ -347,6 +347,8 @@ over all heads at once (p_fwer): only they support a claim that a head matters.
 
 {chr(10).join(f"- **{column}**: {meaning}" for column, meaning in patch_view.TABLE_MEANINGS.items())}"""
 PATCH_PLACEHOLDER = '<p style="color:#777">Patch a pair to see every head here.</p>'
+PATCH_STALE_NOTE = ("The sentence or its twin changed, so the previous pair's maps, scatter and table were cleared. "
+                    "Press **Patch every head** for this pair.")
 
 
 def _patch_outputs(view, selected=None):
@@ -393,6 +395,15 @@ def pick_patch_head(view, evt: gr.EventData):
         return effect, attention, _escape(line)
     except (KeyError, TypeError, ValueError, AttributeError):
         return gr.update(), gr.update(), gr.update()
+
+
+def clear_patched(view):
+    """Typing in the sentence or twin box clears the previous pair's maps, so they never stand beside another
+    pair's text."""
+    if view is None:
+        return (gr.update(),) * 7 + (None,)
+    return (PATCH_STALE_NOTE, PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
+            patch_view.empty_top_table(view.kind), "", None)
 
 
 def suggest_twin(clean):
@@ -457,6 +468,10 @@ def patching_tab(model: gr.Dropdown) -> None:
     button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
+    # .input, not .change: a run or a gallery click that fills the twin box must not clear its own results
+    for box in (clean, twin):
+        box.input(clear_patched, state, [message, effect_map, attention_map, scatter, correlation, table, head_note,
+                                         state], queue=False, **private)
     kind.input(switch_patch_kind, [state, kind], [effect_map, attention_map, scatter, correlation, table, state],
                queue=False, **private)
     for heatmap in (effect_map, attention_map):

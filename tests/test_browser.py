@@ -215,6 +215,10 @@ def test_patching_tab_gallery_pair_shows_both_maps_the_scatter_and_a_clicked_hea
     page.wait_for_function("document.querySelector('#patch-effect .hh-title').textContent.startsWith('Denoising')",
                            timeout=TIMEOUT)
     watched.shot("patching")
+    # typing another twin clears the maps, so they never stand beside a pair they were not made from
+    page.locator("#patch-twin textarea").press_sequentially(" x")
+    page.locator("#patch-effect").get_by_text("Patch a pair to see every head here.").wait_for(timeout=TIMEOUT)
+    assert "twin changed" in page.locator("#patch-message").inner_text()
     watched.check_clean()
 
 
