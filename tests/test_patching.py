@@ -81,19 +81,25 @@ def test_tiny_gpt2_sanity_and_plain_agreement(tiny_causal_path):
     np.testing.assert_allclose(result.effects["denoising"], denoising, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny_roberta_path(tmp_path_factory):
-    """A 2-layer x 2-head RobertaForMaskedLM with random weights and MiniLM's tokenizer (pad id 0)."""
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+def _tiny_masked_lm(tmp_path_factory, family: str, seed: int, **config) -> str:
+    """A 2-layer x 2-head masked LM of `family` ("Bert", "Roberta") with random weights and MiniLM's tokenizer
+    (it has a mask token), saved to a folder."""
+    import transformers
     from probing.models import resolve_path
-    torch.manual_seed(2)
-    folder = tmp_path_factory.mktemp("tiny-roberta")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path("minilm"))
-    config = RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=37, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
-    RobertaForMaskedLM(config).save_pretrained(folder)
+    torch.manual_seed(seed)
+    folder = tmp_path_factory.mktemp(f"tiny-{family.lower()}-mlm")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_path("minilm"))
+    settings = getattr(transformers, f"{family}Config")(vocab_size=tokenizer.vocab_size, hidden_size=32,
+                                                        num_hidden_layers=2, num_attention_heads=2,
+                                                        intermediate_size=37, **config)
+    getattr(transformers, f"{family}ForMaskedLM")(settings).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta_path(tmp_path_factory):
+    return _tiny_masked_lm(tmp_path_factory, "Roberta", 2, max_position_embeddings=130, pad_token_id=0)
 
 
 @pytest.mark.slow
@@ -195,17 +201,7 @@ def test_cli_end_to_end(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_masked_path(tmp_path_factory):
-    """A 2-layer x 2-head BertForMaskedLM with random weights and MiniLM's tokenizer (it has a mask token)."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-    from probing.models import resolve_path
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("tiny-bert-mlm")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path("minilm"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return _tiny_masked_lm(tmp_path_factory, "Bert", 1, max_position_embeddings=64)
 
 
 def _plain_logit_effects(lm, ids, position, answers):
