@@ -2,6 +2,12 @@
 import pytest
 
 from probing.examples import Example, find_span
+from probing.examples.loaders import DATA_ROOT_ENV, default_data_root
+
+# Tests that read the real datasets (../shared/data, or $PROBING_DATA_ROOT) skip in a bare clone, and say why.
+needs_datasets = pytest.mark.skipif(
+    not default_data_root().is_dir(),
+    reason=f"the datasets are not at {default_data_root()} (a bare clone; set {DATA_ROOT_ENV} to run these)")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import torch
 from probing import attention as A
 from probing.alignment import adjacent_word_attention, drop_special_columns
 from probing.heads import score_examples
-from tests.conftest import COREF_EXAMPLES, NEGATION_EXAMPLES
+from tests.conftest import COREF_EXAMPLES, NEGATION_EXAMPLES, needs_datasets
 
 TOL = 1e-5
 
@@ -118,7 +118,8 @@ def test_minilm_fused_equals_eager_on_hand_made_examples(minilm, renormalize):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["builtin-negation", "builtin-coref", "gap-dev"])
+@pytest.mark.parametrize("name", ["builtin-negation", "builtin-coref",
+                                  pytest.param("gap-dev", marks=needs_datasets)])
 def test_minilm_fused_equals_eager_on_dataset_subsets(minilm, name):
     from probing.examples import load_examples
     examples = [e for e in load_examples(name, limit=40)[0] if not e.is_control]

@@ -15,6 +15,7 @@ from probing.report.outputs import DONE_MARKER, current_umask, is_complete
 from probing.report.heads import HEAD_FILES
 from probing.examples import load_examples
 from probing.heads import score_heads
+from tests.conftest import needs_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -209,8 +210,7 @@ def test_deeply_nested_json_is_a_bad_row(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "gap-coreference").exists()
-                    and not os.environ.get("PROBING_DATA_ROOT"), reason="GAP data not present")
+@needs_datasets
 def test_default_model_gap_heads_beat_nearest_candidate(minilm):
     examples, _ = load_examples("gap-dev", limit=300)
     table = score_heads(minilm, examples, n_boot=200, n_perm=1000).table

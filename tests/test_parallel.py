@@ -1,5 +1,6 @@
 """`accelerate launch --cpu --num_processes 2` gives exactly the single-process head table."""
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,20 @@ ARGS = ["heads", "--data", "builtin-negation", "--limit", "40", "--n-boot", "200
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
                     reason="accelerate's launcher is not installed")
+def _free_port() -> int:
+    """A port no one is listening on now (accelerate's default, 29500, may be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_cpu_processes_equal_one(tmp_path):
     launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     single, double = tmp_path / "single", tmp_path / "double"
     assert main(ARGS + ["--out", str(single)]) == 0
     result = subprocess.run([launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "analysis", *ARGS,
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "--main_process_port", str(_free_port()), "-m", "analysis", *ARGS,
                              "--out", str(double)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     a, b = pd.read_csv(single / "heads.csv"), pd.read_csv(double / "heads.csv")
