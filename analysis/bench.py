@@ -321,7 +321,7 @@ def patch_latency(loaded, calls: int = 10) -> dict:
     ids = torch.tensor([loaded.tokenizer(clean)["input_ids"], loaded.tokenizer(corrupt)["input_ids"]])
 
     @contextlib.contextmanager
-    def from_layer_zero(model, layer, hidden, returns_tuple):
+    def from_layer_zero(model, layer, hidden):
         with hooks.replace_layer_input(model, layer, torch.arange(hidden.shape[0]), hidden):
             yield
 

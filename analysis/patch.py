@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
           + (f", vs control {gate['relation_minus_control']:+.3f} [{gate['relation_minus_control_ci'][0]:+.3f}, "
              f"{gate['relation_minus_control_ci'][1]:+.3f}]" if "control_mean" in gate else "") + ")")
     for kind in (k for k in ("noising", "denoising") if k in result.per_pair):
-        top = ", ".join(f"{l}-{h} ({v:+.3f})" for l, h, v in result.top(kind, 5))
+        top = ", ".join(f"{l}-{h} ({v:+.3f})" for l, h, v in result.ranked(kind, 5))
         print(f"top {kind}: {top}; named: {', '.join(f'{l}-{h}' for l, h in result.named[kind]) or 'none'}")
         if kind in result.correlation:
             c = result.correlation[kind]

@@ -35,8 +35,7 @@ from torch import nn
 
 from probing import stats
 from probing.hooks import MODES, ablate_heads, check_heads, head_layout
-from probing.models import LoadedModel
-from probing.patching import load_lm_model  # noqa: F401  (re-exported: the LM test loads it from here)
+from probing.models import LoadedModel, load_lm_model
 from probing.runner import Encoded, encode, length_batches, pad_ids
 
 DEFAULT_MODE = "zero"

@@ -15,19 +15,20 @@ attention function with Transformers 5's `AttentionInterface` that, inside each 
 
 Nothing of size T² per layer is kept: a layer leaves a `LayerRead` of S·T + T·D numbers per head.
 
-Which path runs is chosen per call by a context variable (thread-safe for the demo's server threads):
+Which path runs is chosen per call by one context variable (thread-safe for the demo's server threads):
 - no plan (anyone calling the model directly, `output_attentions=True`, the demo's views): the module's own
   eager function with the eager mask, exactly as if the model had been loaded with `attn_implementation="eager"`;
+- `PatternEdits` (activation patching, `probing.hooks.edit_pattern`): the same eager function, then each edit
+  of this module's probabilities [batch, head, query_pos, key_pos] in the order entered, and the output
+  recomputed as `pattern @ value` (values repeated per query head under GQA); untouched modules are
+  bit-identical to eager;
 - a `ReadPlan`: the fused kernel plus the reads above (the mask is built as for "sdpa");
 - a bare plan (`bare=True`): transformers' own `sdpa_attention_forward`, the reference "fused forward".
 
-Models whose attention modules do not go through `AttentionInterface` (MPNet) are detected by a one-off probe
-(`supports_reads`) and keep the eager `output_attentions` path.
-
-The seam for attention-pattern overrides (activation patching): `ReadPlan.pattern_override`, a callback
-`(layer_index, probabilities (B, H, T, T)) -> probabilities` run on the layers in `ReadPlan.override_layers`.
-Those layers (and only those) compute their full pattern, hand it to the callback, take the layer's output
-as `returned_probabilities @ V`, and read rows and band from the returned pattern; the other layers stay fused.
+`install(model)` points a model's configs at this function once (no plan: exactly eager); nothing swaps the
+config per call. Models whose attention modules do not go through `AttentionInterface` (MPNet) are detected by
+a one-off probe (`supports_reads`) and keep the eager `output_attentions` path; their pattern edits are a
+forward hook in `probing.hooks`.
 """
 from __future__ import annotations
 
@@ -97,8 +98,6 @@ class ReadPlan:
     step: int = 1                              # +1 or -1: which side the band lies on
     is_word: torch.Tensor | None = None        # (B, T) bool; given = renormalise over word columns only
     bare: bool = False                         # only the fused output, nothing read (the benchmark's floor)
-    pattern_override: Callable[[int, torch.Tensor], torch.Tensor] | None = None
-    override_layers: frozenset[int] = frozenset()
     layers: list[LayerRead] = field(default_factory=list)
     _masks: dict = field(default_factory=dict)  # id(bool mask) -> (mask, additive float mask), per forward
 
@@ -113,12 +112,29 @@ class ReadPlan:
         return cached[1]
 
 
-_PLAN: contextvars.ContextVar[ReadPlan | None] = contextvars.ContextVar("probing_read_plan", default=None)
+@dataclass(frozen=True)
+class PatternEdits:
+    """Edits of attention probabilities for the eager path: (attention module, fn) in the order entered;
+    fn(pattern [batch, head, query_pos, key_pos]) -> a new pattern, or None to leave it (e.g. to cache it)."""
+    edits: tuple[tuple[object, Callable[[torch.Tensor], torch.Tensor | None]], ...] = ()
+
+    def apply(self, module, pattern: torch.Tensor) -> torch.Tensor:
+        """The pattern after every edit of `module`; the same tensor object when nothing changed it."""
+        new = pattern
+        for target, edit in self.edits:
+            if target is module:
+                edited = edit(new)
+                new = new if edited is None else edited.to(pattern.dtype)
+        return new
+
+
+_PLAN: contextvars.ContextVar[ReadPlan | PatternEdits | None] = contextvars.ContextVar("probing_read_plan",
+                                                                                      default=None)
 
 
 @contextmanager
-def reading(plan: ReadPlan):
-    """Run the model's forward passes inside this block with `plan` (this thread/context only)."""
+def reading(plan: ReadPlan | None):
+    """Run the model's forward passes inside this block with `plan` (this thread/context only; None: eager)."""
     token = _PLAN.set(plan)
     try:
         yield plan
@@ -126,12 +142,24 @@ def reading(plan: ReadPlan):
         _PLAN.reset(token)
 
 
+@contextmanager
+def editing(edits: list[tuple[object, Callable]]):
+    """Inside this block (this thread/context only), the eager path applies `edits` ((attention module, fn)
+    pairs) after the edits of any enclosing `editing` block. Not inside a fused `ReadPlan`: its reads would not
+    see the edits."""
+    current = _PLAN.get()
+    if isinstance(current, ReadPlan):
+        raise UnsupportedAttention("attention-pattern edits run on the eager path, not inside fused reads")
+    with reading(PatternEdits((current.edits if current else ()) + tuple(edits))):
+        yield
+
+
 # ---- The registered functions ----------------------------------------------------------------------------
 
 def _mask_function(*args, **kwargs):
     """Masks as "sdpa" builds them under a plan (boolean, or None when causal/bidirectional), else as "eager"."""
     from transformers.masking_utils import eager_mask, sdpa_mask
-    return (sdpa_mask if _PLAN.get() is not None else eager_mask)(*args, **kwargs)
+    return (sdpa_mask if isinstance(_PLAN.get(), ReadPlan) else eager_mask)(*args, **kwargs)
 
 
 def _eager_function(module):
@@ -146,13 +174,17 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                       is_causal=None, **kwargs):
     """The function registered as `IMPLEMENTATION`; query (B, H, T, d), key/value (B, H_kv, T, d)."""
     plan = _PLAN.get()
-    if plan is None:
+    if not isinstance(plan, ReadPlan):
         if getattr(module, "reorder_and_upcast_attn", False):      # GPT-2's optional upcast path
-            return module._upcast_and_reordered_attn(query, key, value, attention_mask)
-        if is_causal is not None:
-            kwargs["is_causal"] = is_causal
-        return _eager_function(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                       **kwargs)
+            output, pattern = module._upcast_and_reordered_attn(query, key, value, attention_mask)
+        else:
+            if is_causal is not None:
+                kwargs["is_causal"] = is_causal
+            output, pattern = _eager_function(module)(module, query, key, value, attention_mask, dropout=dropout,
+                                                      scaling=scaling, **kwargs)
+        if plan is None:
+            return output, pattern
+        return _edited(module, plan, output, pattern, value)
     if plan.bare:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -165,6 +197,17 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     output, read = _fused_layer(module, plan, layer, query, key, value, attention_mask, scaling, is_causal)
     plan.layers.append(read)
     return output, None
+
+
+def _edited(module, plan: PatternEdits, output, pattern, value):
+    """(output [batch, pos, head, d_head], pattern) after this module's edits: untouched, the eager output
+    itself; edited, `pattern @ value` (under GQA query head h reads key/value head h // repeat)."""
+    new = plan.apply(module, pattern)
+    if new is pattern:
+        return output, pattern
+    repeat = new.shape[1] // value.shape[1]
+    value = value.repeat_interleave(repeat, dim=1) if repeat > 1 else value
+    return torch.matmul(new, value).transpose(1, 2).contiguous(), new
 
 
 def _register() -> None:
@@ -191,8 +234,6 @@ def _fused_layer(module, plan: ReadPlan, layer: int, query, key, value, attentio
     additive = plan.additive(attention_mask, query.dtype)          # (B|1, 1, T, T) or None
     if additive is not None:
         additive = additive[..., :n_pieces, :key.shape[2]]
-    if plan.pattern_override is not None and layer in plan.override_layers:
-        return _overridden_layer(plan, layer, query, key, value, additive, causal, scale)
     output, lse = fused_attention(query, key, value, additive, causal, scale)
     rows = band = None
     if plan.source_index is not None:
@@ -204,25 +245,6 @@ def _fused_layer(module, plan: ReadPlan, layer: int, query, key, value, attentio
             lse = row_logsumexp(query, key, additive, causal, scale, plan.is_word)
         band = band_probabilities(query, key, lse, additive, causal, scale, plan.band_width, plan.step,
                                   plan.is_word)
-    return output.transpose(1, 2).contiguous(), LayerRead(rows=rows, band=band, step=plan.step)
-
-
-def _overridden_layer(plan: ReadPlan, layer, query, key, value, additive, causal, scale):
-    """The patching seam: the full pattern of this layer, handed to the override, drives the output and reads."""
-    logits = torch.matmul(query, key.transpose(2, 3)) * scale
-    logits = logits + _mask_block(additive, causal, 0, query.shape[2], key.shape[2], query.device, logits.dtype)
-    probabilities = torch.softmax(logits.float(), dim=-1)
-    probabilities = plan.pattern_override(layer, probabilities)
-    output = torch.matmul(probabilities.to(value.dtype), value)
-    rows = band = None
-    if plan.source_index is not None:
-        index = plan.source_index[:, None, :, None].expand(-1, probabilities.shape[1], -1, probabilities.shape[3])
-        rows = probabilities.gather(2, index)
-        if plan.is_word is not None:
-            rows = _drop_special(rows, plan.is_word)
-    if plan.band_width > 0:
-        full = _drop_special(probabilities, plan.is_word) if plan.is_word is not None else probabilities
-        band = band_from_full(full, plan.band_width, plan.step)
     return output.transpose(1, 2).contiguous(), LayerRead(rows=rows, band=band, step=plan.step)
 
 
@@ -330,7 +352,7 @@ def band_probabilities(query, key, lse, additive, causal: bool, scale: float, wi
 
 
 def band_from_full(attention: torch.Tensor, width: int, step: int) -> torch.Tensor:
-    """The same band read out of a full (B, H, T, T) pattern (tests, and the override seam)."""
+    """The same band read out of a full (B, H, T, T) pattern (the probe and tests)."""
     batch, heads, n_pieces, _ = attention.shape
     columns = torch.arange(n_pieces, device=attention.device)[:, None] + \
         step * torch.arange(1, width + 1, device=attention.device)
@@ -365,6 +387,21 @@ def _configs(model) -> list:
 def _set_implementation(model, name: str) -> None:
     for config in _configs(model):
         config._attn_implementation = name
+
+
+def install(model) -> bool:
+    """Point a model that runs eager attention at our function, once and for good (with no plan it computes
+    exactly what eager does). True when every config now names it; False when the model uses another
+    implementation (then it is left as it is)."""
+    with _lock:
+        configs = _configs(model)
+        if any(c._attn_implementation not in ("eager", IMPLEMENTATION) for c in configs):
+            return False
+        for config in configs:
+            if config._attn_implementation != IMPLEMENTATION:
+                # the internal field: the public setter also rewrites sub-configs and validates
+                config._attn_implementation_internal = IMPLEMENTATION
+        return True
 
 
 def supports_reads(loaded) -> bool:
@@ -421,12 +458,11 @@ def _eager_forward(loaded, input_ids, attention_mask):
 
 
 def read_forward(loaded, input_ids, attention_mask, *, source_index=None, band_width: int = 0, step: int = 1,
-                 is_word=None, pattern_override=None, override_layers=()) -> list[LayerRead]:
+                 is_word=None) -> list[LayerRead]:
     """One forward pass through the fused path; returns one LayerRead per layer (the model must support it)."""
     device = _device(loaded)
     plan = ReadPlan(source_index=None if source_index is None else source_index.to(device),
-                    band_width=band_width, step=step, is_word=None if is_word is None else is_word.to(device),
-                    pattern_override=pattern_override, override_layers=frozenset(override_layers))
+                    band_width=band_width, step=step, is_word=None if is_word is None else is_word.to(device))
     with reading(plan), torch.inference_mode():
         loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
     if len(plan.layers) != loaded.n_layers:

@@ -11,21 +11,19 @@ Two tensors per layer are reachable (TransformerLens names, shapes as the hooks 
 How the hooks attach:
 - `z`: a forward pre-hook on the output projection, found by shape and data flow, not by name (`head_layout`).
 - `pattern`, models that route attention through Transformers 5's `AttentionInterface` (BERT/MiniLM, GPT-2,
-  Gemma 3, most hub models): inside the context the attention modules' config says
-  `_attn_implementation = "probing_hooks"`, a function registered in `AttentionInterface` (and its mask in
-  `AttentionMaskInterface`, the eager mask). It calls the model's own `eager_attention_forward`, so untouched
-  heads are bit-identical to an eager run, then, for layers with an edit, rewrites the probabilities and
-  recomputes `pattern @ value` (values repeated per query head under GQA). Outside the context the config is
-  back to "eager".
+  Gemma 3, most hub models): through `probing.attention`'s context variable. The model's configs name
+  `probing.attention`'s function once and for good (`attention.install`: with no plan it is exactly eager);
+  inside `edit_pattern` the context holds a `PatternEdits`, so that function runs the model's own eager
+  attention, then this block's edits, and recomputes `pattern @ value` for edited modules. Untouched heads are
+  bit-identical to an eager run.
 - `pattern`, MPNet (its self-attention computes softmax inline, no interface): a forward hook on the
   self-attention's `dropout` module, which receives the probabilities (identity in eval mode), replaces its output.
 
-Every context manager removes its hooks and restores the config on exit, even on errors. Edits are functions
-`fn(tensor) -> tensor | None` (None: leave it as it is, e.g. to cache); they must not modify their input in place.
-Edits act only on forward passes of the thread that entered the block. Pattern edits swap a config attribute,
-so they hold one process-wide lock for their duration, and another thread's forward pass meanwhile takes the
-eager path (a server that also reads attention on the fused path runs patching alone: see
-`probing.demo.guard.exclusive_forward`).
+Every context manager removes its hooks on exit, even on errors. Edits are functions `fn(tensor) -> tensor |
+None` (None: leave it as it is, e.g. to cache); they must not modify their input in place. Edits act only on
+forward passes of the thread that entered the block: module hooks are wrapped by one helper (`_owner_only`),
+and pattern edits live in a context variable, which each thread has its own of. No lock, no global edit table,
+no configuration swapped per call.
 """
 from __future__ import annotations
 
@@ -40,10 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from probing import attention
 from probing.models import LoadedModel
 
 MODES = ("zero", "mean")
-HOOK_IMPLEMENTATION = "probing_hooks"
 # Attention modules that compute softmax inline: the submodule that receives the probabilities.
 PROBABILITY_MODULES = {"MPNetSelfAttention": "dropout"}
 
@@ -57,7 +55,8 @@ class UnsupportedArchitectureError(ValueError):
 @dataclass(frozen=True)
 class HeadLayout:
     """Head h of layer l is columns [h*head_dim, (h+1)*head_dim) of the input of `projections[l]`;
-    `layers[l]` is the transformer layer holding it."""
+    `layers[l]` is the transformer layer holding it; `returns_tuple`: whether a layer returns a tuple (MPNet)
+    or a tensor (BERT, GPT-2, Gemma 3 in Transformers 5), seen in a probe forward pass."""
     n_layers: int
     n_heads: int
     head_dim: int
@@ -65,6 +64,7 @@ class HeadLayout:
     projections: tuple[nn.Module, ...]
     names: tuple[str, ...]
     layers: tuple[nn.Module, ...] = ()
+    returns_tuple: bool = False
 
 
 _LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, HeadLayout]" = weakref.WeakKeyDictionary()
@@ -153,6 +153,21 @@ def _probe_calls(module: nn.Module, blocks: list[nn.Module], candidates: list[li
     return called
 
 
+def _layers_return_tuples(module: nn.Module, first_layer: nn.Module) -> bool:
+    """Whether the model's layers return a tuple, from one tiny forward pass (eager path, no edits)."""
+    seen = []
+    handle = first_layer.register_forward_hook(lambda _m, _args, out: seen.append(isinstance(out, tuple)))
+    try:
+        with attention.reading(None), torch.inference_mode():
+            module(input_ids=torch.tensor([[5, 6, 7, 8]], device=next(module.parameters()).device))
+    finally:
+        handle.remove()
+    if not seen:
+        raise UnsupportedArchitectureError(f"{type(module).__name__}: a test forward pass did not run its first "
+                                           "layer; this architecture is not supported")
+    return seen[0]
+
+
 def head_layout(model) -> HeadLayout:
     """Locate each layer's attention output projection: within the layer's attention block, the linear map
     from n_heads*head_dim to hidden_size that runs last and not on the block's own input. Cached per model."""
@@ -182,7 +197,8 @@ def head_layout(model) -> HeadLayout:
     else:
         projections = tuple(c[0] for c in candidates)
     layout = HeadLayout(n_layers=n_layers, n_heads=n_heads, head_dim=head_dim, hidden_size=hidden,
-                        projections=projections, names=tuple(names[p] for p in projections), layers=tuple(layers))
+                        projections=projections, names=tuple(names[p] for p in projections), layers=tuple(layers),
+                        returns_tuple=_layers_return_tuples(module, layers[0]))
     _LAYOUTS[module] = layout
     return layout
 
@@ -213,6 +229,16 @@ def _check_layers(edits: dict, n_layers: int) -> None:
         raise ValueError(f"layers {bad} do not exist: this model has {n_layers} layers (0-{n_layers - 1})")
 
 
+def _owner_only(fn: Callable, otherwise: Callable = lambda *args, **kwargs: None) -> Callable:
+    """`fn` on the thread that installs it; `otherwise` (default: return None, which leaves a hook's tensor as
+    it is) on any other thread, whose forward pass through the same modules must not be touched."""
+    owner = threading.get_ident()
+
+    def call(*args, **kwargs):
+        return (fn if threading.get_ident() == owner else otherwise)(*args, **kwargs)
+    return call
+
+
 # ---- z: each head's output -----------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -222,12 +248,8 @@ def edit_z(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor | None]
     layout = head_layout(model)
     _check_layers(edits, layout.n_layers)
 
-    owner = threading.get_ident()     # another thread's forward pass through the same modules is left alone
-
     def hook_for(fn):
         def hook(_module, args):
-            if threading.get_ident() != owner:
-                return None
             if not args:
                 raise RuntimeError("the output projection was called without a positional input; cannot hook z")
             flat = args[0]
@@ -241,7 +263,7 @@ def edit_z(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor | None]
     handles = []
     try:
         for layer, fn in edits.items():
-            handles.append(layout.projections[layer].register_forward_pre_hook(hook_for(fn)))
+            handles.append(layout.projections[layer].register_forward_pre_hook(_owner_only(hook_for(fn))))
         yield layout
     finally:
         for handle in handles:
@@ -372,38 +394,10 @@ def _broadcast_writer(patches, is_z: bool, query: int | None):
 
 # ---- pattern: each head's attention probabilities -----------------------------------------------------
 
-_PATTERN_EDITS: dict[int, list[Callable]] = {}   # id(attention module) -> edits, applied in the order entered
-_PATTERN_LOCK = threading.RLock()
-
-
-def _hooked_attention(module, query, key, value, attention_mask, **kwargs):
-    """The registered attention function: the model's own eager attention, then this module's pattern edit."""
-    eager = sys.modules[type(module).__module__].eager_attention_forward
-    output, pattern = eager(module, query, key, value, attention_mask, **kwargs)
-    new = pattern
-    for edit in _PATTERN_EDITS.get(id(module), ()):
-        edited = edit(new)
-        new = new if edited is None else edited.to(pattern.dtype)
-    if new is pattern:
-        return output, pattern
-    repeat = new.shape[1] // value.shape[1]          # GQA: query head h reads key/value head h // repeat
-    value = value.repeat_interleave(repeat, dim=1) if repeat > 1 else value
-    output = torch.matmul(new, value).transpose(1, 2).contiguous()
-    return output, new
-
-
-def _register_interface() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    if HOOK_IMPLEMENTATION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(HOOK_IMPLEMENTATION, _hooked_attention)
-        AttentionMaskInterface.register(HOOK_IMPLEMENTATION, eager_mask)
-
-
-def _uses_interface(attention: nn.Module) -> bool:
-    source = sys.modules.get(type(attention).__module__)
+def _uses_interface(module: nn.Module) -> bool:
+    source = sys.modules.get(type(module).__module__)
     return (hasattr(source, "ALL_ATTENTION_FUNCTIONS") and hasattr(source, "eager_attention_forward")
-            and hasattr(attention, "config"))
+            and hasattr(module, "config"))
 
 
 def _pattern_sites(layer: nn.Module) -> tuple[list[nn.Module], nn.Module | None]:
@@ -419,10 +413,23 @@ def _pattern_sites(layer: nn.Module) -> tuple[list[nn.Module], nn.Module | None]
     return interface, receiver
 
 
-def _owned(fn: Callable) -> Callable:
-    """`fn` for the thread that installs it; None (leave the pattern as it is) for any other thread."""
-    owner = threading.get_ident()
-    return lambda tensor: fn(tensor) if threading.get_ident() == owner else None
+def _pattern_edits(model, layout: HeadLayout, edits: dict) -> tuple[list, list]:
+    """((attention module, fn) pairs for the context variable, (receiver, fn) pairs for forward hooks)."""
+    through_interface, receivers = [], []
+    for index, layer in enumerate(layout.layers):
+        interface, receiver = _pattern_sites(layer)
+        if not interface and receiver is None:
+            raise UnsupportedArchitectureError(
+                f"{type(as_module(model)).__name__}: layer {index}'s attention neither uses Transformers' "
+                "AttentionInterface nor is a known inline-softmax module; cannot hook its pattern")
+        if index in edits:
+            through_interface += [(module, edits[index]) for module in interface]
+            receivers += [(receiver, edits[index])] if receiver is not None else []
+    if through_interface and not attention.install(as_module(model)):
+        raise UnsupportedArchitectureError(
+            f"{type(as_module(model)).__name__} runs a fused attention implementation; load it with "
+            "attn_implementation='eager' to edit attention patterns")
+    return through_interface, receivers
 
 
 @contextlib.contextmanager
@@ -431,43 +438,15 @@ def edit_pattern(model, edits: dict[int, Callable[[torch.Tensor], torch.Tensor |
     before it weights the values; None leaves it unchanged. Under GQA the pattern is per query head."""
     layout = head_layout(model)
     _check_layers(edits, layout.n_layers)
-    module = as_module(model)
-    with _PATTERN_LOCK:
-        handles, configs, registered = [], {}, []
-        try:
-            for index, layer in enumerate(layout.layers):
-                interface, receiver = _pattern_sites(layer)
-                if not interface and receiver is None:
-                    raise UnsupportedArchitectureError(
-                        f"{type(module).__name__}: layer {index}'s attention neither uses Transformers' "
-                        "AttentionInterface nor is a known inline-softmax module; cannot hook its pattern")
-                if index not in edits:
-                    continue
-                fn = _owned(edits[index])
-                if receiver is not None:
-                    handles.append(receiver.register_forward_hook(
-                        lambda _m, _args, output, fn=fn: fn(output)))
-                for attention in interface:
-                    _register_interface()
-                    _PATTERN_EDITS.setdefault(id(attention), []).append(fn)
-                    registered.append((id(attention), fn))
-                    configs[id(attention.config)] = attention.config
-            saved = {key: config._attn_implementation_internal for key, config in configs.items()}
-            for config in configs.values():
-                # Set the internal field: the public setter also rewrites sub-configs and validates.
-                config._attn_implementation_internal = HOOK_IMPLEMENTATION
-            try:
-                yield layout
-            finally:
-                for key, config in configs.items():
-                    config._attn_implementation_internal = saved[key]
-        finally:
-            for handle in handles:
-                handle.remove()
-            for key, fn in registered:
-                _PATTERN_EDITS[key].remove(fn)
-                if not _PATTERN_EDITS[key]:
-                    del _PATTERN_EDITS[key]
+    through_interface, receivers = _pattern_edits(model, layout, edits)
+    handles = [receiver.register_forward_hook(_owner_only(lambda _m, _args, output, fn=fn: fn(output)))
+               for receiver, fn in receivers]
+    try:
+        with attention.editing(through_interface):
+            yield layout
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -522,11 +501,7 @@ def replace_layer_input(model, layer: int, rows: torch.Tensor, values: torch.Ten
     layout = head_layout(model)
     _check_layers({layer: None}, layout.n_layers)
 
-    owner = threading.get_ident()
-
     def hook(_module, args, kwargs):
-        if threading.get_ident() != owner:
-            return None
         hidden = args[0] if args else kwargs["hidden_states"]
         hidden = hidden.clone()
         hidden[rows.to(hidden.device)] = values.to(hidden.device, hidden.dtype)
@@ -534,7 +509,7 @@ def replace_layer_input(model, layer: int, rows: torch.Tensor, values: torch.Ten
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    handle = layout.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    handle = layout.layers[layer].register_forward_pre_hook(_owner_only(hook), with_kwargs=True)
     try:
         yield
     finally:
@@ -542,29 +517,44 @@ def replace_layer_input(model, layer: int, rows: torch.Tensor, values: torch.Ten
 
 
 @contextlib.contextmanager
-def start_at_layer(model, layer: int, hidden: torch.Tensor, returns_tuple: bool):
+def cache_layer_inputs(model):
+    """Yields a dict that the next forward pass fills with {layer: the hidden states entering it  # [batch, pos,
+    d_model]} (a copy)."""
+    layout = head_layout(model)
+    cache: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def hook(_module, args, kwargs):
+            cache[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        return hook
+
+    handles = [block.register_forward_pre_hook(_owner_only(keep(layer)), with_kwargs=True)
+               for layer, block in enumerate(layout.layers)]
+    try:
+        yield cache
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def start_at_layer(model, layer: int, hidden: torch.Tensor):
     """Run the model from `layer` on: `hidden`  # [batch, pos, d_model] enters `layer`, and the layers before
-    it pass their input through without computing anything. Exact when `hidden` is what those layers give
-    (patching: rows that edit layer l share the unpatched run's layers 0..l-1). `returns_tuple`: whether the
-    model's layers return a tuple (MPNet) or a tensor (BERT, GPT-2, Gemma 3 in Transformers 5). Only the
-    thread that entered the block is affected: another thread's forward pass runs every layer."""
+    it pass their input through without computing anything (as a tuple where the layout says layers return
+    tuples). Exact when `hidden` is what those layers give (patching: rows that edit layer l share the
+    unpatched run's layers 0..l-1). Only the thread that entered the block is affected: another thread's
+    forward pass runs every layer."""
     layout = head_layout(model)
     _check_layers({layer: None}, layout.n_layers)
-    owner = threading.get_ident()
     skipped = layout.layers[:layer]
 
-    def passthrough(module):
-        original = module.forward
-
-        def forward(*args, **kwargs):
-            if threading.get_ident() != owner:
-                return original(*args, **kwargs)
-            states = args[0] if args else kwargs["hidden_states"]
-            return (states,) if returns_tuple else states
-        return forward
+    def passthrough(*args, **kwargs):
+        states = args[0] if args else kwargs["hidden_states"]
+        return (states,) if layout.returns_tuple else states
 
     for module in skipped:
-        module.forward = passthrough(module)      # an instance attribute shadows the class's forward
+        # an instance attribute shadows the class's forward
+        module.forward = _owner_only(passthrough, otherwise=module.forward)
     try:
         with replace_layer_input(model, layer, torch.arange(hidden.shape[0]), hidden):
             yield

@@ -211,3 +211,39 @@ def loaded_model_names() -> list[str]:
     """Names of the models held in memory, least recently used first."""
     with _lock:
         return list(_cache)
+
+
+# ---- The same checkpoint with its language-modelling head (patching's and ablation's logit readouts) -----
+
+_LM_CACHE: dict[str, tuple[object | None, str | None]] = {}
+
+
+def load_lm_model(loaded: LoadedModel):
+    """(the checkpoint with its language-modelling head (causal or masked), None), or (None, the reason) when it
+    has none trained (a sentence-embedding checkpoint: the head's weights are missing and would be random).
+    Only the last one loaded is kept: an LM head is as large as the model."""
+    if loaded.path in _LM_CACHE:
+        return _LM_CACHE[loaded.path]
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if loaded.is_causal else AutoModelForMaskedLM
+    if not loaded.is_causal and loaded.tokenizer.mask_token_id is None:
+        return None, "the tokenizer has no mask token, so a masked-LM readout is impossible"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True)
+    except Exception as err:  # an architecture without an LM class, a missing file...
+        return None, f"no {auto.__name__[len('AutoModelFor'):]} head could be loaded ({type(err).__name__}: " \
+                     f"{str(err).splitlines()[0] if str(err) else ''})"
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        result = None, (f"the checkpoint has no trained language-modelling head ({len(missing)} weights missing, "
+                        f"e.g. {missing[0]}): a sentence-embedding model cannot score completions")
+    else:
+        result = lm.eval().to(next(loaded.model.parameters()).device), None
+    _LM_CACHE.clear()
+    _LM_CACHE[loaded.path] = result
+    return result

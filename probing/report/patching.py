@@ -132,7 +132,7 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
         order = np.argsort(-attention[1], kind="stable")[:5]
         top_attention = [(int(result.table['layer'][i]), int(result.table['head'][i])) for i in order]
         top_effect = {(l, h) for kind in ("noising", "denoising") if kind in result.table
-                      for l, h, _ in result.top(kind, 5)}
+                      for l, h, _ in result.ranked(kind, 5)}
         lines.append(f"- top-5 heads by {attention[0]}: {_heads(top_attention)}; among the top-5 by noising or "
                      f"denoising: {_heads([h for h in top_attention if h in top_effect])}")
     if result.control:

@@ -1,0 +1,326 @@
+"""Minimal pairs for patching: what a pair is, where pairs come from (paired rows, twins, NEG-136 completions,
+masked twins, adverb controls), and the one check that two texts are a minimal pair (`minimal_pair`), used by
+`patch_pair`, `usable` and the demo's patching tab.
+
+A minimal pair: both texts have the same number of pieces and differ in one word's pieces alone (the source
+word itself, "not" <-> "really", he <-> she, or for Winograd-style twins another word, "too wide" <-> "too
+narrow", with the source (the pronoun) at the same pieces in both). Other pairs are skipped with the reason.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from probing.models import LoadedModel
+
+# Control adverbs: one is swapped for the next of the same length in pieces (the built-in controls use these).
+ADVERBS = ("really", "actually", "also", "certainly", "probably", "still", "already", "indeed", "surely")
+TWIN_WORDS = {"not": "really", "really": "not", "he": "she", "she": "he", "him": "her", "his": "her",
+              "her": "his", "himself": "herself", "herself": "himself"}
+NEGATION_SWAPS = {"not": "really", "really": "not"}      # what a negation sentence is about: its cue
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A clean and a corrupt text that differ only in the swapped word; spans are character offsets."""
+    id: str
+    relation: str
+    clean: str
+    corrupt: str
+    clean_source: tuple[int, int]          # the source word in the clean text ("not", the pronoun)
+    corrupt_source: tuple[int, int]
+    clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
+    corrupt_target: tuple[int, int] | None = None  # the same in the corrupt text (twins: the other referent)
+    group: str = ""                        # resampling unit (defaults to the pair id)
+    answers: tuple[str, str] | None = None  # LM readout: (the answer the clean text favours, the corrupt's)
+
+
+@dataclass
+class PairSet:
+    """The usable pairs, and for every skipped pair its id and reason."""
+    pairs: list[Pair]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skipped_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _id, reason in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+# ---- The one minimal-pair check -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PiecePair:
+    """Both texts as pieces: ids, character offsets, and the pieces where they differ."""
+    clean_ids: list[int]
+    corrupt_ids: list[int]
+    clean_offsets: list[tuple[int, int]]
+    corrupt_offsets: list[tuple[int, int]]
+    swapped: list[int]
+
+
+class NotAMinimalPair(ValueError):
+    """Why two texts are not a minimal pair, in words; `kind` is "lengths", "identical" or "words", and
+    `pieces` the two encodings (None only for "lengths")."""
+
+    def __init__(self, kind: str, message: str, pieces: PiecePair | None):
+        super().__init__(message)
+        self.kind, self.pieces = kind, pieces
+
+
+def _pieces(loaded: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    encoded = loaded.tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=loaded.max_length)
+    return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+
+def _span_pieces(offsets, span) -> set[int]:
+    return {i for i, (s, e) in enumerate(offsets) if e > s and s < span[1] and span[0] < e}
+
+
+def _word_of_pieces(loaded: LoadedModel, text: str, pieces) -> int | None:
+    """The index of the one word (the tokenizer's pre-tokenised words) that holds all `pieces`, else None."""
+    word_ids = loaded.tokenizer(text, truncation=True, max_length=loaded.max_length).word_ids()
+    words = {word_ids[i] for i in pieces}
+    return words.pop() if len(words) == 1 and None not in words else None
+
+
+def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, *, within: tuple[int, int] | None = None,
+                 names: tuple[str, str] = ("clean text", "corrupt text")) -> PiecePair:
+    """The two texts as pieces if they are a minimal pair: as many pieces, differing somewhere, and only in one
+    word's pieces (the tokenizer's words; pieces inside the clean text's character span `within`, the source
+    word, also count as one word). Raises NotAMinimalPair, worded with `names` ("sentence", "twin")."""
+    clean_ids, clean_offsets = _pieces(loaded, clean)
+    corrupt_ids, corrupt_offsets = _pieces(loaded, corrupt)
+    if len(clean_ids) != len(corrupt_ids):
+        raise NotAMinimalPair("lengths", f"The {names[0]} has {len(clean_ids)} pieces and the {names[1]} "
+                              f"{len(corrupt_ids)}: patching needs a twin that swaps one word for a word of as "
+                              "many pieces (such as not ↔ really, he ↔ she).", None)
+    swapped = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
+    pieces = PiecePair(clean_ids, corrupt_ids, clean_offsets, corrupt_offsets, swapped)
+    if not swapped:
+        raise NotAMinimalPair("identical", f"The {names[0]} and the {names[1]} are the same to the model: change "
+                              "one word.", pieces)
+    in_source = within is not None and set(swapped) <= _span_pieces(clean_offsets, within)
+    if not in_source and _word_of_pieces(loaded, clean, swapped) is None:
+        shown = [text[offsets[swapped[0]][0]:offsets[swapped[-1]][1]]
+                 for text, offsets in ((clean, clean_offsets), (corrupt, corrupt_offsets))]
+        raise NotAMinimalPair("words", f"The {names[0]} and the {names[1]} differ in more than one word "
+                              f"({shown[0]!r} vs {shown[1]!r}): patching needs a minimal pair that swaps a single "
+                              "word.", pieces)
+    return pieces
+
+
+def _answer_ids(loaded: LoadedModel, answers: tuple[str, str]) -> tuple[int, int]:
+    """Each answer's first piece as the model would write it next: after a space for a decoder."""
+    prefix = " " if loaded.is_causal else ""
+    return tuple(loaded.tokenizer(prefix + word, add_special_tokens=False)["input_ids"][0] for word in answers)
+
+
+def _readout_position(loaded: LoadedModel, clean_ids: list[int]) -> int | None:
+    """Where a logit readout reads: a decoder's last piece, a masked LM's mask (None when there is none)."""
+    if loaded.is_causal:
+        return len(clean_ids) - 1
+    mask = loaded.tokenizer.mask_token_id
+    return clean_ids.index(mask) if mask in clean_ids else None
+
+
+def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple[bool, str, dict]:
+    """(usable, reason if not, token info): `minimal_pair`, with the source word at the same pieces in both.
+
+    Info: `ids` (clean, corrupt), `swapped` (the differing pieces), `source` (the source word's pieces: the query
+    rows of the `row_*` patches), `target`; with answers, also `answer_ids` and the readout `position`.
+    The reasons are counted in summaries, so their wording is fixed."""
+    several_words = False
+    try:
+        pieces = minimal_pair(loaded, pair.clean, pair.corrupt, within=pair.clean_source)
+    except NotAMinimalPair as err:
+        if err.kind == "lengths":
+            clean_word, corrupt_word = pair.clean[slice(*pair.clean_source)], pair.corrupt[slice(*pair.corrupt_source)]
+            hint = " (a contraction)" if "'" in clean_word or "’" in clean_word else ""
+            return False, f"different number of pieces: {clean_word!r} vs {corrupt_word!r}{hint}", {}
+        if err.kind == "identical":
+            return False, "the two texts tokenise identically", {}
+        pieces, several_words = err.pieces, True
+    source = _span_pieces(pieces.clean_offsets, pair.clean_source)
+    if source != _span_pieces(pieces.corrupt_offsets, pair.corrupt_source):
+        return False, "the source word sits at different pieces in the two texts", {}
+    if several_words:
+        return False, "the texts differ in more than one word", {}
+    target = sorted(_span_pieces(pieces.clean_offsets, pair.clean_target)) if pair.clean_target else []
+    info = {"ids": (pieces.clean_ids, pieces.corrupt_ids), "swapped": pieces.swapped, "source": sorted(source),
+            "target": target}
+    if pair.answers is not None and check_answers:
+        answer_ids = _answer_ids(loaded, pair.answers)
+        if answer_ids[0] == answer_ids[1]:
+            return False, "the two answers start with the same piece", {}
+        position = _readout_position(loaded, pieces.clean_ids)
+        if position is None:
+            return False, "no mask token in the text: a masked LM has nowhere to read the answer", {}
+        info.update(answer_ids=answer_ids, position=position)
+    return True, "", info
+
+
+def _coarse_reason(reason: str) -> str:
+    """Reasons counted in summaries: the kind of problem, without the words."""
+    if reason.startswith("different number of pieces"):
+        return ("different number of pieces (a contraction)" if "contraction" in reason
+                else "different number of pieces (the swapped words split differently)")
+    return reason
+
+
+def _coarse_counts(skipped: list[tuple[str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _id, reason in skipped:
+        counts[_coarse_reason(reason)] = counts.get(_coarse_reason(reason), 0) + 1
+    return counts
+
+
+# ---- Where pairs come from ------------------------------------------------------------------------------
+
+def _pair_from(clean, corrupt, pair_id: str) -> Pair:
+    return Pair(id=pair_id, relation=clean.relation, clean=clean.text, corrupt=corrupt.text,
+                clean_source=tuple(clean.source_span), corrupt_source=tuple(corrupt.source_span),
+                clean_target=tuple(clean.target_span), corrupt_target=tuple(corrupt.target_span),
+                group=str(clean.meta.get("group", clean.meta.get("template", pair_id))))
+
+
+def collect_pairs(examples) -> PairSet:
+    """Clean/corrupt pairs from `meta.pair` (negation: negated = clean, control = corrupt) and from `meta.twin`
+    with `meta.twin_role`; rows in neither scheme are ignored, incomplete pairs are skipped with the reason."""
+    by_pair: dict[str, dict[str, object]] = {}
+    for example in examples:
+        meta = example.meta or {}
+        if "twin" in meta:
+            role = str(meta.get("twin_role", ""))
+            if role not in ("clean", "corrupt"):
+                raise ValueError(f"example {example.id!r}: meta.twin_role must be 'clean' or 'corrupt', got {role!r}")
+            by_pair.setdefault(f"twin:{meta['twin']}", {})[role] = example
+        elif "pair" in meta and example.relation == "negation":
+            role = {"negated": "clean", "control": "corrupt"}.get(example.role)
+            if role is not None:
+                by_pair.setdefault(str(meta["pair"]), {})[role] = example
+    pairs, skipped = [], []
+    for pair_id, rows in by_pair.items():
+        if set(rows) != {"clean", "corrupt"}:
+            skipped.append((pair_id, f"incomplete pair: has only {', '.join(sorted(rows))}"))
+        else:
+            pairs.append(_pair_from(rows["clean"], rows["corrupt"], pair_id))
+    return PairSet(pairs, skipped)
+
+
+def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
+    """NEG-136-style pairs for a language-model readout, from negated rows whose meta has `context_neg`,
+    `target_aff` and `target_neg`: clean = the negated context ("A trout is not a"), corrupt = the same with the
+    cue swapped for the first adverb of as many pieces ("A trout is really a"); the answers are (target_neg,
+    target_aff), so a model that reads "not" favours the first after the clean context. A masked LM reads a
+    mask after the context ("A trout is not a [MASK]."); a decoder reads its last position."""
+    mask = loaded.tokenizer.mask_token if masked else None
+    if masked and mask is None:
+        raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
+    pairs, skipped = [], []
+    for example in examples:
+        meta = example.meta or {}
+        if example.relation != "negation" or not {"context_neg", "target_aff", "target_neg"} <= set(meta):
+            continue
+        pair_id, context = str(meta.get("pair", example.id)), str(meta["context_neg"])
+        cue = re.search(r"\bnot\b", context)
+        if cue is None:
+            skipped.append((pair_id, "the cue is a contraction (n't): no adverb swaps it piece for piece"
+                            if "n't" in context or "n’t" in context else "no 'not' in the context"))
+            continue
+        suffix = f" {mask}." if masked else ""
+        clean = context + suffix
+        for adverb in ADVERBS:
+            corrupt = context[:cue.start()] + adverb + context[cue.end():] + suffix
+            pair = Pair(id=pair_id, relation="negation", clean=clean, corrupt=corrupt, clean_source=cue.span(),
+                        corrupt_source=(cue.start(), cue.start() + len(adverb)), group=pair_id,
+                        answers=(str(meta["target_neg"]), str(meta["target_aff"])))
+            if usable(loaded, pair, check_answers=False)[0]:
+                pairs.append(pair)
+                break
+        else:
+            skipped.append((pair_id, "no adverb with as many pieces as 'not'"))
+    return PairSet(pairs, skipped)
+
+
+def _masked_twin(example, mask: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """(the text with its pronoun replaced by the mask, the mask's span, the target's span shifted to match)."""
+    start, end = example.source_span
+    text = example.text[:start] + mask + example.text[end:]
+    shift = len(mask) - (end - start)
+    target = tuple(example.target_span)
+    target = target if target[1] <= start else (target[0] + shift, target[1] + shift)
+    return text, (start, start + len(mask)), target
+
+
+def masked_twin_pairs(examples, loaded: LoadedModel) -> PairSet:
+    """Coreference twins for a masked LM's logit readout (Kocijan et al. 2019): in both twins the pronoun
+    becomes the mask token, and the readout is the logit of the clean twin's antecedent minus the corrupt
+    twin's (first pieces) at the mask. "The box would not fit through the door because [MASK] was too wide /
+    narrow": a model that resolves the pronoun favours "box" after "wide". Twins whose answers are the same
+    word (WinoBias pro/anti keep the referent and swap its gender) or that differ only in the pronoun (masked
+    away) are skipped with the reason."""
+    mask = loaded.tokenizer.mask_token
+    if mask is None:
+        raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
+    twins = collect_pairs([e for e in examples if e.relation == "coreference"])
+    by_id = {}
+    for example in examples:
+        if "twin" in (example.meta or {}):
+            by_id[(f"twin:{example.meta['twin']}", example.meta.get("twin_role"))] = example
+    pairs, skipped = [], list(twins.skipped)
+    for twin in twins.pairs:
+        clean, corrupt = by_id[(twin.id, "clean")], by_id[(twin.id, "corrupt")]
+        answers = (clean.target, corrupt.target)
+        if answers[0].lower() == answers[1].lower():
+            skipped.append((twin.id, "both twins have the same answer: no contrast for a logit readout"))
+            continue
+        masked = [_masked_twin(example, mask) for example in (clean, corrupt)]
+        if masked[0][0] == masked[1][0]:
+            skipped.append((twin.id, "the twins differ only in the pronoun, which the masked-LM readout masks"))
+            continue
+        pairs.append(Pair(id=twin.id, relation="coreference", clean=masked[0][0], corrupt=masked[1][0],
+                          clean_source=masked[0][1], corrupt_source=masked[1][1], clean_target=masked[0][2],
+                          group=twin.group, answers=answers))
+    return PairSet(pairs, skipped)
+
+
+def control_pairs(pairs: list[Pair], loaded: LoadedModel) -> PairSet:
+    """Adverb <-> adverb pairs built from the negation pairs' corrupt (adverb) texts: the adverb is swapped for
+    the next one in ADVERBS that keeps the pair usable, so the relation does not change but a word does."""
+    controls, skipped = [], []
+    for pair in pairs:
+        start, end = pair.corrupt_source
+        adverb = pair.corrupt[start:end]
+        if adverb.lower() not in ADVERBS:
+            skipped.append((pair.id, f"the corrupt word {adverb!r} is not a known adverb"))
+            continue
+        index = ADVERBS.index(adverb.lower())
+        for other in ADVERBS[index + 1:] + ADVERBS[:index]:
+            text = pair.corrupt[:start] + other + pair.corrupt[end:]
+            candidate = Pair(id=f"{pair.id}:control", relation="control", clean=pair.corrupt, corrupt=text,
+                             clean_source=(start, end), corrupt_source=(start, start + len(other)),
+                             clean_target=None, group=pair.group)
+            if usable(loaded, candidate)[0]:
+                controls.append(candidate)
+                break
+        else:
+            skipped.append((pair.id, "no other adverb with the same number of pieces"))
+    return PairSet(controls, skipped)
+
+
+def suggest_twin(text: str) -> tuple[str, str] | None:
+    """A minimal twin for a sentence, and what was swapped, for what the sentence is about: a negation cue first
+    ("not" <-> "really": "She did not like the soup." -> "She did really like the soup."), else the first
+    pronoun (he <-> she, him/his/her, himself/herself). None when there is nothing to swap."""
+    words = list(re.finditer(r"[A-Za-z]+", text))
+    cue = next((m for m in words if m.group().lower() in NEGATION_SWAPS), None)
+    match = cue or next((m for m in words if m.group().lower() in TWIN_WORDS), None)
+    if match is None:
+        return None
+    word = match.group()
+    swap = TWIN_WORDS[word.lower()]
+    if word[0].isupper():
+        swap = swap.capitalize()
+    return text[:match.start()] + swap + text[match.end():], f"{word} -> {swap}"
