@@ -126,7 +126,7 @@ def test_gallery_pairs_are_minimal_pairs_the_tab_accepts(minilm):
 
 
 def test_suggest_and_head_line(negation):
-    assert pv.suggest("She did not come.") == ("He did not come.", "Suggested twin (She -> He): 'He did not come.'")
+    assert pv.suggest("She did not come.") == ("She did really come.", "Suggested twin (not -> really): 'She did really come.'")
     with pytest.raises(DemoError, match="none can be suggested"):
         pv.suggest("Nothing to swap here.")
     line = pv.head_line(negation, 5, 9)

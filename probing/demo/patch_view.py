@@ -32,7 +32,8 @@ from probing.demo.guard import (DemoError, check_model_allowed, choice_field, ex
 from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
 from probing.models import LoadedModel
-from probing.patching import TWIN_WORDS, PairPatch, patch_pair, suggest_twin
+from probing.patching import TWIN_WORDS, NotAMinimalPair, PairPatch, patch_pair, suggest_twin
+from probing.patching import minimal_pair as check_minimal_pair
 from probing.report.outputs import is_complete
 
 # Every head's patched copy of the pair runs in one batch: MiniLM's 72 heads x 2 effects = 147 rows of the
@@ -111,31 +112,22 @@ def _encode(loaded: LoadedModel, text: str):
 
 
 def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, model_rows: int) -> tuple[list[int], tuple, tuple]:
-    """Check the pair as the tab needs it, in words: at most PATCH_MAX_TOKENS pieces each, as many pieces in both,
-    differing in one word. Returns the differing pieces and the swapped word's span in each text."""
-    encoded = {name: _encode(loaded, text) for name, text in (("sentence", clean), ("twin", corrupt))}
-    lengths = {name: len(e["input_ids"]) for name, e in encoded.items()}
+    """Check the pair as the tab needs it, in words: at most PATCH_MAX_TOKENS pieces each, then the library's
+    minimal-pair check (as many pieces in both, differing in one word). Returns the differing pieces and the
+    swapped word's span in each text."""
+    lengths = {name: len(_encode(loaded, text)["input_ids"]) for name, text in (("sentence", clean), ("twin", corrupt))}
     longest = max(lengths, key=lengths.get)
     if lengths[longest] > PATCH_MAX_TOKENS:
         raise DemoError(f"The {longest} has {lengths[longest]:,} pieces; this tab patches pairs of at most "
                         f"{PATCH_MAX_TOKENS}, because every head's patched copy of the sentence runs at once "
                         f"({model_rows} copies for this model). Shorten both sentences.")
-    clean_ids, corrupt_ids = encoded["sentence"]["input_ids"], encoded["twin"]["input_ids"]
-    if len(clean_ids) != len(corrupt_ids):
-        raise DemoError(f"The sentence has {len(clean_ids)} pieces and the twin {len(corrupt_ids)}: patching needs "
-                        "a twin that swaps one word for a word of as many pieces (such as not ↔ really, he ↔ she).")
-    differ = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
-    if not differ:
-        raise DemoError("The sentence and its twin are the same to the model: change one word.")
-    clean_pieces = [tuple(o) for o in encoded["sentence"]["offset_mapping"]]
-    corrupt_pieces = [tuple(o) for o in encoded["twin"]["offset_mapping"]]
-    source = _word_span(clean, (clean_pieces[differ[0]][0], clean_pieces[differ[-1]][1]))
-    twin = _word_span(corrupt, (corrupt_pieces[differ[0]][0], corrupt_pieces[differ[-1]][1]))
-    words = [w for w, s in words_with_spans(clean) if s[0] < source[1] and source[0] < s[1]]
-    if len(words) > 1 or any(not (source[0] <= clean_pieces[i][0] and clean_pieces[i][1] <= source[1])
-                             for i in differ):
-        raise DemoError(f"The sentence and its twin differ in more than one word ({clean[slice(*source)]!r} vs "
-                        f"{corrupt[slice(*twin)]!r}): patching needs a minimal pair that swaps a single word.")
+    try:
+        pieces = check_minimal_pair(loaded, clean, corrupt, names=("sentence", "twin"))
+    except NotAMinimalPair as err:
+        raise DemoError(str(err)) from None
+    differ = pieces.swapped
+    source = _word_span(clean, (pieces.clean_offsets[differ[0]][0], pieces.clean_offsets[differ[-1]][1]))
+    twin = _word_span(corrupt, (pieces.corrupt_offsets[differ[0]][0], pieces.corrupt_offsets[differ[-1]][1]))
     return differ, source, twin
 
 

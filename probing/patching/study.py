@@ -77,7 +77,8 @@ class PatchingResult:
 
     def ranked(self, by: str, k: int = 5) -> list[tuple[int, int, float]]:
         """The top k heads by `by` as (layer, head, effect) tuples (the summaries' `top` lists)."""
-        return [(int(r.layer), int(r.head), float(r[by])) for _, r in self.top(k, by).iterrows()]
+        top = self.top(k, by)
+        return [(int(l), int(h), float(v)) for l, h, v in zip(top["layer"], top["head"], top[by])]
 
     def to_dict(self) -> dict:
         return strict_json({
