@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from probing.ablation import (HeadSet, NegItem, ablate, completion_logprobs, coref_margins, empirical_p_value,
-                              head_output_means, layer_matched_sets, lm_negation_scores, load_lm_model,
+                              head_output_means, layer_matched_sets, lm_negation_scores,
                               pair_cosine_distances, sentence_embeddings)
 from probing.hooks import UnsupportedArchitectureError, ablate_heads, check_heads, head_layout
 from probing.install_models import local_model_path
-from probing.models import load_model
+from probing.models import load_lm_model, load_model
 from probing.runner import encode, pad_ids
 
 TEXTS = ["The lawyer did not sign the contract.", "The doctor called the nurse because she was late today."]

@@ -159,30 +159,21 @@ def test_bare_forward_is_transformers_sdpa(minilm):
     assert torch.equal(ours, theirs) and plan.layers == []
 
 
-def test_pattern_override_seam(minilm):
-    """The identity override changes nothing; a uniform pattern on one head is what the reads then see."""
-    batch = minilm.tokenizer(["The lawyer did not sign the contract."], return_tensors="pt")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    source = torch.tensor([[4]])
-    plain = A.read_forward(minilm, ids, mask, source_index=source, band_width=4)
-    same = A.read_forward(minilm, ids, mask, source_index=source, band_width=4,
-                          pattern_override=lambda layer, p: p, override_layers=[0, 3])
-    for a, b in zip(plain, same):
-        assert torch.allclose(a.rows, b.rows, atol=1e-5) and torch.allclose(a.band, b.band, atol=1e-5)
-    seen = []
-
-    def uniform_head_2(layer, probabilities):
-        seen.append((layer, tuple(probabilities.shape)))
-        probabilities = probabilities.clone()
-        probabilities[:, 2] = 1.0 / probabilities.shape[-1]
-        return probabilities
-    patched = A.read_forward(minilm, ids, mask, source_index=source, band_width=4,
-                             pattern_override=uniform_head_2, override_layers=[1])
-    n = ids.shape[1]
-    assert seen == [(1, (1, minilm.n_heads, n, n))]
-    assert torch.allclose(patched[1].rows[0, 2], torch.full((1, n), 1.0 / n))
-    assert torch.allclose(patched[0].rows, plain[0].rows, atol=1e-6)        # earlier layers untouched
-    assert not torch.allclose(patched[2].rows, plain[2].rows, atol=1e-4)   # later layers see the patch
+def test_pattern_edits_travel_in_the_context_variable(minilm):
+    """Pattern edits (probing.hooks.edit_pattern) are a PatternEdits plan: nested blocks add to it, exit
+    restores the plan before, and fused reads refuse them (their rows and band would not see the edits)."""
+    module = minilm.model.encoder.layer[0].attention.self
+    first, second = (lambda p: None), (lambda p: None)
+    assert A._PLAN.get() is None
+    with A.editing([(module, first)]):
+        with A.editing([(module, second)]):
+            assert [fn for _m, fn in A._PLAN.get().edits] == [first, second]
+        assert [fn for _m, fn in A._PLAN.get().edits] == [first]
+    assert A._PLAN.get() is None
+    with A.reading(A.ReadPlan(band_width=2)):
+        with pytest.raises(A.UnsupportedAttention, match="eager path"):
+            with A.editing([(module, first)]):
+                pass
 
 
 def test_tiny_gpt2_fused_equals_eager_reversed_and_truncated(tiny_causal_path):

@@ -3,7 +3,7 @@ number bit-identical, and are removed (config back to eager) on exit; MiniLM, a 
 import pytest
 import torch
 
-from probing import hooks
+from probing import attention, hooks
 from probing.install_models import local_model_path
 from probing.models import load_model
 
@@ -54,9 +54,12 @@ def _check_model(loaded, layer=1, head=1):
     # everything removed and restored
     assert all(len(p._forward_pre_hooks) == 0 for p in layout.projections)
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules()) == hooks_before
-    # the attention implementation is the one the model had (eager, or the scorer's registered reads)
-    assert getattr(module.config, "text_config", module.config)._attn_implementation == implementation
-    assert not hooks._PATTERN_EDITS
+    # the attention implementation is the one the model had, or (interface models) probing.attention's
+    # function, installed once: with no plan it is eager, bit for bit
+    after = getattr(module.config, "text_config", module.config)._attn_implementation
+    assert after in (implementation, attention.IMPLEMENTATION)
+    assert attention._PLAN.get() is None
+    assert torch.equal(_last(loaded, ids, mask, output_attentions=True).attentions[layer], base.attentions[layer])
 
 
 def test_hooks_minilm(minilm):
@@ -103,3 +106,26 @@ def test_hooks_mpnet():
 def test_hooks_gemma_gqa():
     """Gemma 3 shares one key/value head among query heads: z and the pattern are per query head."""
     _check_model(load_model("gemma-270m"), layer=3, head=2)
+
+
+@pytest.mark.parametrize("edit", ["pattern", "z", "start_at_layer"])
+def test_edits_touch_only_the_thread_that_entered_the_block(minilm, edit):
+    """While one thread is inside an edit block, another thread's forward pass through the same model is
+    bit-identical to an unedited one (and the editing thread's is not)."""
+    import threading
+    ids, mask = _batch(minilm)
+    base = _last(minilm, ids, mask).last_hidden_state
+    with hooks.cache_layer_inputs(minilm) as inputs:
+        _last(minilm, ids, mask)
+    blocks = {"pattern": lambda: hooks.replace_pattern(minilm, {(2, 4): torch.zeros(ids.shape[1], ids.shape[1])}),
+              "z": lambda: hooks.ablate_heads(minilm, [(2, 4)]),
+              "start_at_layer": lambda: hooks.start_at_layer(minilm, 3, inputs[3] * 2)}
+    seen = {}
+    with blocks[edit]():
+        worker = threading.Thread(target=lambda: seen.update(other=_last(minilm, ids, mask).last_hidden_state))
+        worker.start()
+        worker.join()
+        mine = _last(minilm, ids, mask).last_hidden_state
+    assert torch.equal(seen["other"], base) and not torch.allclose(mine, base)
+    assert torch.equal(_last(minilm, ids, mask).last_hidden_state, base)
+    assert inputs[0].shape == (*ids.shape, 384) and hooks.head_layout(minilm).returns_tuple is False
