@@ -384,12 +384,25 @@ class AblationResult:
     def verdicts(self) -> dict[str, str]:
         return {f"{r.head_set}:{r.measure}": r.verdict for r in self.table.itertuples()}
 
+    def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
+        """The k (head set, measure) rows with the largest `by` (default: damage, the loss the ablation
+        caused, signed so that larger is worse): the set, its measure, the effect with its CI, the damage and
+        the p-value against layer-matched random sets."""
+        by = by or "damage"
+        numeric = [c for c in self.table if pd.api.types.is_numeric_dtype(self.table[c])]
+        if by not in numeric:
+            raise ValueError(f"by must be one of {numeric}, got {by!r}")
+        columns = ["head_set", "measure", "effect", "effect_ci_low", "effect_ci_high", "damage", "p_vs_random"]
+        columns += [] if by in columns else [by]
+        return self.table.sort_values(by, ascending=False)[columns].head(k).reset_index(drop=True)
+
     def to_dict(self) -> dict:
-        return {"model": self.model, "mode": self.mode, "seed": self.seed, "draws": self.draws,
-                "head_sets": [{"name": s.name, "relation": s.relation, "heads": [list(h) for h in s.heads],
-                               "random": s.random, "chosen_by": s.chosen_by} for s in self.head_sets],
-                "results": self.table.to_dict(orient="records"), "counts": self.counts, "skipped": self.skipped,
-                "seconds": self.seconds, "notes": self.notes}
+        return stats.strict_json({
+            "model": self.model, "mode": self.mode, "seed": self.seed, "draws": self.draws,
+            "head_sets": [{"name": s.name, "relation": s.relation, "heads": [list(h) for h in s.heads],
+                           "random": s.random, "chosen_by": s.chosen_by} for s in self.head_sets],
+            "results": self.table.to_dict(orient="records"), "counts": self.counts, "skipped": self.skipped,
+            "seconds": self.seconds, "notes": self.notes})
 
 
 def _fmt(x: float) -> str:

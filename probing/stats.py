@@ -243,3 +243,19 @@ def label_permutation_tests(values, in_a, n_perm: int = 10000, seed: int = 0, gr
     p_fwer = np.empty_like(p_sorted)
     p_fwer[order] = p_sorted
     return p_value, p_fwer
+
+
+def strict_json(value):
+    """`value` as strict-JSON data: NaN and infinities become None, tuples lists, numpy numbers and arrays
+    Python ones (results' `to_dict()`; `json.dumps(..., allow_nan=False)` accepts it)."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value

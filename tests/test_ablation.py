@@ -232,6 +232,17 @@ def test_ablate_end_to_end_on_a_tiny_model(tiny_causal_path):
     damages = -draws["effect"].to_numpy()
     assert neg["p_vs_random"] == pytest.approx((1 + np.sum(damages >= neg["damage"])) / 4)
     assert result.to_dict()["head_sets"][0]["heads"] == [[1, 0]]
+    # the result's shape: strict JSON (no NaN: the random=False row has none), and top rows by damage
+    import json
+    results = json.loads(json.dumps(result.to_dict(), allow_nan=False))["results"]
+    assert [r["p_vs_random"] for r in results if r["head_set"] == "coref"] == [None, None]
+    top = result.top(2)
+    assert list(top.columns) == ["head_set", "measure", "effect", "effect_ci_low", "effect_ci_high", "damage",
+                                 "p_vs_random"]
+    assert len(top) == 2 and top["damage"].iloc[0] == result.table["damage"].max()
+    assert result.top(1, by="baseline")["baseline"].iloc[0] == result.table["baseline"].max()
+    with pytest.raises(ValueError, match="by must be one of"):
+        result.top(1, by="verdict")
     with pytest.raises(ValueError, match="out of range"):
         ablate(loaded, _examples(), head_sets=[HeadSet("bad", "negation", ((9, 0),))], draws=1)
     with pytest.raises(ValueError, match="nothing to measure coreference"):

@@ -8,8 +8,6 @@ sign-flip test).
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -23,21 +21,6 @@ from probing.patching.engine import (KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLER
 from probing.patching.gates import choose_gate
 from probing.patching.pairs import ADVERBS, PairSet, _coarse_counts, control_pairs
 from probing.patching.readouts import READOUTS, choose_readout, normalise_all
-
-
-def strict_json(value):
-    """`value` with NaN and infinities as None, tuples as lists and numpy numbers as Python ones (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return strict_json(value.tolist())
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 @dataclass
@@ -81,7 +64,7 @@ class PatchingResult:
         return [(int(l), int(h), float(v)) for l, h, v in zip(top["layer"], top["head"], top[by])]
 
     def to_dict(self) -> dict:
-        return strict_json({
+        return stats.strict_json({
             "model": self.model, "relation": self.relation, "readout": self.readout,
             "n_layers": self.n_layers, "n_heads": self.n_heads, "n_pairs": len(self.pair_ids),
             "gate": self.gate, "skipped": self.skipped, "sanity": self.sanity, "correlation": self.correlation,
