@@ -1,0 +1,79 @@
+"""probing.patching.pairs: pairs from rows and twins, skipped with reasons, the one minimal-pair check (also the
+demo's), Winograd twins that swap another word than the pronoun, and twin suggestions."""
+
+import numpy as np
+import pytest
+
+from probing import patching
+from probing.examples import Example
+from tests.patching_cases import CLEAN, CORRUPT, WINOGRAD, _neg, _twin
+
+
+def test_twin_suggestions_swap_what_the_sentence_is_about():
+    """The negation cue first (issue 23: "She" must not win over "not"), else the first pronoun."""
+    assert patching.suggest_twin("She did not like the soup.") == ("She did really like the soup.", "not -> really")
+    assert patching.suggest_twin(CLEAN) == (CORRUPT, "not -> really")
+    assert patching.suggest_twin("He said she left.") == ("She said she left.", "He -> She")
+    assert patching.suggest_twin("Not him, she said.") == ("Really him, she said.", "Not -> Really")
+    assert patching.suggest_twin("Nothing to swap here.") is None
+
+
+def test_pairs_skipped_with_reasons(minilm):
+    examples = [_neg(CLEAN, "not", "a", "negated"), _neg(CORRUPT, "really", "a", "control"),
+                _neg("The workers didn't open it.", "n't", "b", "negated"),
+                _neg("The workers did actually open it.", "actually", "b", "control"),
+                _neg("The cat did not eat.", "not", "c", "negated")]
+    pairs = patching.collect_pairs(examples)
+    assert [p.id for p in pairs.pairs] == ["a", "b"] and pairs.skipped[0][0] == "c"
+    ok, reason, info = patching.usable(minilm, pairs.pairs[1])
+    assert not ok and "contraction" in reason
+    ok, _, info = patching.usable(minilm, pairs.pairs[0])
+    assert ok and len(info["source"]) == 1 and info["target"]
+    twins = [Example(text="He said it.", relation="coreference", source_span=(0, 2), target_span=(8, 10), id="t1",
+                     meta={"twin": "w", "twin_role": "clean"}),
+             Example(text="She said it.", relation="coreference", source_span=(0, 3), target_span=(9, 11), id="t2",
+                     meta={"twin": "w", "twin_role": "corrupt"})]
+    assert [(p.clean, p.corrupt) for p in patching.collect_pairs(twins).pairs] == [("He said it.", "She said it.")]
+    with pytest.raises(ValueError, match="The clean text has 10 pieces and the corrupt text 9"):
+        patching.patch_pair(minilm, "The workers didn't open it.", "The workers did actually open it.")
+
+
+@pytest.mark.slow
+def test_winograd_twins_swap_a_word_other_than_the_pronoun(minilm):
+    rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in
+            (_twin(clean, "it" if " it " in clean else "he", a, f"w{i}", "clean"),
+             _twin(corrupt, "it" if " it " in corrupt else "he", b, f"w{i}", "corrupt"))]
+    pairs = patching.collect_pairs(rows)
+    ok, reason, info = patching.usable(minilm, pairs.pairs[0])
+    assert ok, reason
+    tokens = minilm.tokenizer.convert_ids_to_tokens(info["ids"][0])
+    assert [tokens[i] for i in info["swapped"]] == ["wide"] and [tokens[i] for i in info["source"]] == ["it"]
+    assert [tokens[i] for i in info["target"]] == ["box"]
+    two_words = patching.Pair(id="x", relation="coreference", clean="The cat sat here.", corrupt="A dog sat here.",
+                              clean_source=(8, 11), corrupt_source=(6, 9))
+    assert patching.usable(minilm, two_words)[1] == "the texts differ in more than one word"
+    # the pair's row patches read from the pronoun, not from the swapped adjective
+    text = WINOGRAD[0][0]
+    one = patching.patch_pair(minilm, text, WINOGRAD[0][2], source=(text.index(" it ") + 1, text.index(" it ") + 3),
+                              target=(4, 7), kinds=("noising", "row_noising"))
+    assert [one.tokens[i] for i in one.source] == ["it"] and [one.tokens[i] for i in one.swapped] == ["wide"]
+    np.testing.assert_allclose(one.attention, one.source_pattern[:, :, one.target].sum(-1))
+    with pytest.raises(ValueError, match="target must be"):
+        patching.patch_pair(minilm, text, WINOGRAD[0][2], target=(5, 500))
+
+
+def test_minimal_pair_is_one_check_with_worded_reasons(minilm):
+    pieces = patching.minimal_pair(minilm, CLEAN, CORRUPT)
+    assert [minilm.tokenizer.convert_ids_to_tokens(pieces.clean_ids)[i] for i in pieces.swapped] == ["not"]
+    cases = [(CLEAN, "The lawyer did unhappily sign the contract.", "lengths", "has 10 pieces and the"),
+             (CLEAN, CLEAN, "identical", "are the same to the model"),
+             (CLEAN, "The judge did really sign the contract.", "words", "differ in more than one word")]
+    for clean, corrupt, kind, words in cases:
+        with pytest.raises(patching.NotAMinimalPair, match=words) as err:
+            patching.minimal_pair(minilm, clean, corrupt, names=("sentence", "twin"))
+        assert err.value.kind == kind
+    # the demo's tab words the same check
+    from probing.demo import patch_view
+    from probing.demo.guard import DemoError
+    with pytest.raises(DemoError, match="The sentence and the twin differ in more than one word"):
+        patch_view.minimal_pair(minilm, CLEAN, "The judge did really sign the contract.", 10)
