@@ -32,7 +32,8 @@ Hooks (`probing.hooks`)
 - `head_layout`: where each layer's per-head outputs `z` live; `ablate_heads`, `cache_z`, `edit_z`, `replace_z`.
 
 Patching (`probing.patching`)
-- `patch_heads`: activation patching of every head on minimal pairs (`PatchingResult`); `patch_pair` for one.
+- `patch_heads`: activation patching of every head on minimal pairs (`PatchingResult`); `patch_pair` for one
+  (`PairPatch`).
 
 Ablation (`probing.ablation`)
 - `ablate`: top-k heads vs layer-matched random heads, zeroed or mean-ablated by hooks (`AblationResult`).
@@ -100,6 +101,7 @@ _EXPORTS = {
     "patch_heads": "probing.patching",
     "patch_pair": "probing.patching",
     "PatchingResult": "probing.patching",
+    "PairPatch": "probing.patching",
     # ablation
     "ablate": "probing.ablation",
     "AblationResult": "probing.ablation",
