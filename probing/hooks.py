@@ -141,9 +141,10 @@ def _probe_calls(module: nn.Module, blocks: list[nn.Module], candidates: list[li
 
     try:
         for index, (block, layer_candidates) in enumerate(zip(blocks, candidates)):
-            handles.append(block.register_forward_pre_hook(remember_block_input(index), with_kwargs=True))
+            handles.append(block.register_forward_pre_hook(_owner_only(remember_block_input(index)),
+                                                           with_kwargs=True))
             for candidate in layer_candidates:
-                handles.append(candidate.register_forward_pre_hook(remember_call(index, candidate)))
+                handles.append(candidate.register_forward_pre_hook(_owner_only(remember_call(index, candidate))))
         device = next(module.parameters()).device
         with torch.inference_mode():
             module(input_ids=torch.tensor([[5, 6, 7, 8]], device=device))
@@ -156,7 +157,7 @@ def _probe_calls(module: nn.Module, blocks: list[nn.Module], candidates: list[li
 def _layers_return_tuples(module: nn.Module, first_layer: nn.Module) -> bool:
     """Whether the model's layers return a tuple, from one tiny forward pass (eager path, no edits)."""
     seen = []
-    handle = first_layer.register_forward_hook(lambda _m, _args, out: seen.append(isinstance(out, tuple)))
+    handle = first_layer.register_forward_hook(_owner_only(lambda _m, _args, out: seen.append(isinstance(out, tuple))))
     try:
         with attention.reading(None), torch.inference_mode():
             module(input_ids=torch.tensor([[5, 6, 7, 8]], device=next(module.parameters()).device))
