@@ -487,6 +487,10 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     clean_patterns = torch.stack([patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                   # [L, H, k]
     attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
+    if target and min(target) > max(source) and not clean_patterns.triu(1).any():
+        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
+        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
+        attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
     return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
             "distance": distance, "attention": attention, "source_pattern": source_pattern.numpy(),
@@ -576,7 +580,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
 
     source, target: (start, end) character spans in the clean text. The source word is where the `row_*`
     patches and the attention are read from (default: the swapped word); with a target, `attention` is the
-    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces).
+    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces); a
+    decoder reads a later target the other way (target -> source: it cannot look ahead).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference."""

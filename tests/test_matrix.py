@@ -219,6 +219,9 @@ def test_patch_heads_on_two_pairs(loaded):
                                   n_boot=20, n_perm=20)
     assert result.sanity["passed"] and len(result.pair_ids) == 2
     assert len(result.table) == 4 and np.isfinite(result.table["noising"]).all()
+    # Attention vs effect: a decoder's attention is read next word -> cue (from the cue it is 0 on every head).
+    assert np.isfinite(result.table["attention"]).all() and result.table["attention"].std() > 0
+    assert np.isfinite(result.correlation["noising"]["spearman"])
 
 
 @pytest.fixture(scope="module")
