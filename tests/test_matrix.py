@@ -2,7 +2,7 @@
 
 Each family is built from its Transformers config class with tiny sizes (2 layers x 2 heads, hidden 32, the
 decoders with one key/value head where the family has grouped queries), saved with its LM head and MiniLM's
-tokenizer (no hub access), and then:
+tokenizer (Qwen2: a byte-level BPE, see FAMILIES) with no hub access, and then:
 - loaded by the repository's loader (`probing.models.load_model(folder)`): layers, heads, causal or not;
 - drawn by the views (`probing.views.head_view` / `model_view`) from attention rows that sum to 1;
 - scored by the head scorer on the fused and on the eager path, with the same numbers (to 1e-5), or, where the
@@ -10,7 +10,7 @@ tokenizer (no hub access), and then:
 - patched (`patching.patch_pair`, embedding and logit readouts; `patching.patch_heads` on two pairs);
 - probed (coreference, negation and layer probes on a few built-in examples).
 
-The README's "Model families" table is this file's FAMILIES and FUSED_FALLBACK. A family breaking a
+The README's "Model families" table states FAMILIES and FUSED_FALLBACK (checked below). A family breaking a
 capability fails its own parametrised test, named after it.
 """
 from __future__ import annotations
@@ -125,6 +125,18 @@ def loaded(request, family_folder):
 def _families(function):
     """Parametrise a test over every family; `loaded` is that family's model through the repository's loader."""
     return pytest.mark.parametrize("loaded", NAMES, indirect=True, ids=NAMES)(function)
+
+
+def test_readme_matrix_lists_these_families_and_fallbacks():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Model families", 1)[1].split("\n#", 1)[0]
+    header, _rule, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                            for line in section.splitlines() if line.startswith("|")]
+    scores = header.index("Head scores")
+    assert [row[0] for row in rows] == NAMES
+    assert {row[0] for row in rows if row[scores].startswith("fallback")} == FUSED_FALLBACK
+    assert all(cell.startswith("supported") for row in rows for i, cell in enumerate(row[1:], 1) if i != scores)
 
 
 @_families
