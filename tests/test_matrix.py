@@ -117,9 +117,21 @@ def _byte_bpe_tokenizer():
     return Qwen2Tokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
 
 
+@pytest.fixture(scope="session")
+def family_models(family_folder):
+    """family name -> its LoadedModel, loaded once (the loader's own cache keeps only 3, and tests go by capability)."""
+    models: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in models:
+            models[name] = load_model(family_folder(name))
+        return models[name]
+    return get
+
+
 @pytest.fixture
-def loaded(request, family_folder):
-    return load_model(family_folder(request.param))
+def loaded(request, family_models):
+    return family_models(request.param)
 
 
 def _families(function):
