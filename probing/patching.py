@@ -384,7 +384,7 @@ def _chunk_patches(rows: list[_Row], inputs: list[int], z: dict, patterns: dict,
 class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
-    None without a target; source_pattern: from the source word to every piece, [layers, heads, pieces]."""
+    None without a target (`attention_reversed`: a decoder's later target read target -> source); source_pattern: from the source word to every piece, [layers, heads, pieces]."""
     clean: str
     corrupt: str
     tokens: list[str]
@@ -398,6 +398,7 @@ class PairPatch:
     source_pattern: np.ndarray
     seconds: float
     readout: str = "embedding"
+    attention_reversed: bool = False
 
     @property
     def table(self) -> pd.DataFrame:
@@ -414,7 +415,8 @@ class PairPatch:
         return {"clean": self.clean, "corrupt": self.corrupt, "tokens": self.tokens, "source": self.source,
                 "swapped": self.swapped, "target": self.target, "distance": self.distance, "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
-                "attention": None if self.attention is None else self.attention.tolist()}
+                "attention": None if self.attention is None else self.attention.tolist(),
+                "attention_reversed": self.attention_reversed}
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
@@ -487,13 +489,14 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     clean_patterns = torch.stack([patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                   # [L, H, k]
     attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
-    if target and min(target) > max(source) and not clean_patterns.triu(1).any():
+    reversed_ = bool(target) and min(target) > max(source) and not clean_patterns.triu(1).any()
+    if reversed_:
         # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
         # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
         attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
     return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "attention": attention, "source_pattern": source_pattern.numpy(),
+            "distance": distance, "attention": attention, "attention_reversed": reversed_, "source_pattern": source_pattern.numpy(),
             "seconds": time.perf_counter() - started}
 
 
@@ -627,7 +630,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=tokens, source=source_pieces,
                      swapped=swapped, target=target_pieces, effects=effects, sanity=sanity,
                      distance=out["distance"], attention=out["attention"], source_pattern=out["source_pattern"],
-                     seconds=out["seconds"], readout="embedding" if readout is None else "logits")
+                     seconds=out["seconds"], readout="embedding" if readout is None else "logits",
+                     attention_reversed=out["attention_reversed"])
 
 
 # ---- Many pairs: effects, statistics, behaviour gate, controls, attention vs effect --------------------

@@ -229,6 +229,9 @@ def test_patch_pair_embedding_and_logit_readouts(loaded):
     for kind in patching.KINDS:
         assert result.effects[kind].shape == (2, 2) and np.isfinite(result.effects[kind]).all()
     assert np.abs(result.effects["noising"]).max() > 1e-4          # a random model's heads still matter
+    # Attention "not" -> "sign": a decoder cannot look ahead, so it reads "sign" -> "not" (and says so).
+    with_target = patching.patch_pair(loaded, CLEAN, CORRUPT, target=(19, 23), kinds=("noising",))
+    assert with_target.attention_reversed == loaded.is_causal and with_target.attention.min() > 0
     # The LM head: the answer's logit at the last piece (decoders) or at the mask (masked LMs).
     mask = "" if loaded.is_causal else f" {loaded.tokenizer.mask_token}."
     logits = patching.patch_pair(loaded, "A trout is not a" + mask, "A trout is really a" + mask,
