@@ -384,7 +384,8 @@ def _chunk_patches(rows: list[_Row], inputs: list[int], z: dict, patterns: dict,
 class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
-    None without a target (`attention_reversed`: a decoder's later target read target -> source); source_pattern: from the source word to every piece, [layers, heads, pieces]."""
+    None without a target (`attention_reversed`: a decoder's later target read target -> source);
+    source_pattern: from the source word to every piece, [layers, heads, pieces]."""
     clean: str
     corrupt: str
     tokens: list[str]
@@ -496,7 +497,8 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
         attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
     return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "attention": attention, "attention_reversed": reversed_, "source_pattern": source_pattern.numpy(),
+            "distance": distance, "attention": attention, "attention_reversed": reversed_,
+            "source_pattern": source_pattern.numpy(),
             "seconds": time.perf_counter() - started}
 
 
