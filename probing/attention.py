@@ -57,6 +57,10 @@ class UnsupportedAttention(RuntimeError):
     """The layer needs something the fused reads do not reproduce (logit soft-capping, position bias, dropout)."""
 
 
+class FusedPathUnavailable(UserWarning):
+    """Said when "auto" falls back to the eager path because the model cannot use the fused reads."""
+
+
 # ---- What one forward pass should read ----------------------------------------------------------------------
 
 @dataclass
@@ -490,6 +494,11 @@ def choose_path(loaded, path: str = "auto") -> str:
     if path == FUSED and not supported:
         raise UnsupportedAttention(f"model {loaded.name!r} does not route attention through Transformers' "
                                    "AttentionInterface; use the eager path")
+    if not supported:      # said, not silent: the eager path holds every layer's full pattern (slower, more memory)
+        import warnings
+        warnings.warn(f"model {loaded.name!r} cannot use the fused attention reads (its attention does not go "
+                      "through Transformers' AttentionInterface, or the reads did not match its eager patterns); "
+                      "falling back to the eager path (output_attentions)", FusedPathUnavailable, stacklevel=3)
     return FUSED if supported else EAGER
 
 

@@ -126,8 +126,13 @@ def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> Lo
                           getattr(tokenizer, "model_max_length", None)) if isinstance(v, int) and v > 0]
     # RoBERTa-style models offset positions by the padding index, hence the small margin.
     max_length = min(min(limits) if limits else 512, 4096)
-    if getattr(text_config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert"):
-        max_length = min(max_length, 512)
+    model_type = getattr(text_config, "model_type", "")
+    if model_type in ("roberta", "mpnet", "xlm-roberta", "camembert"):
+        # Their position ids start after the padding index (pad + 1; MPNet's is always 1), so fewer tokens fit
+        # than there are positions.
+        pad = getattr(text_config, "pad_token_id", None)
+        pad = 1 if model_type == "mpnet" or not isinstance(pad, int) else pad
+        max_length = min(max_length, 512, text_config.max_position_embeddings - pad - 1)
     loaded = LoadedModel(name=name, path=path, tokenizer=tokenizer, model=model, is_causal=False,
                          n_layers=text_config.num_hidden_layers, n_heads=text_config.num_attention_heads,
                          max_length=max_length)

@@ -296,8 +296,11 @@ def render(view: PatchView, kind: str, selected: tuple[int, int] | None = None) 
         selected=selected, diverging=True, significant=significant_marks(view.dataset, kind, effects[kind].shape),
         value_meaning=f"{kind.capitalize()}: {KIND_MEANINGS[kind]}. {EFFECT_MEANING}"
                       + (" Dot: the head's dataset-level effect has p_fwer < 0.05." if view.dataset is not None else ""))
+    # A decoder cannot look ahead: its attention to a later target is read the other way (see PairPatch).
+    words = (view.target_word, view.source_word) if view.result.attention_reversed else \
+        (view.source_word, view.target_word)
     attention_html = heatmap_html(
-        view.attention, f"Attention {view.source_word!r} → {view.target_word!r} in the sentence, every layer × head",
+        view.attention, f"Attention {words[0]!r} → {words[1]!r} in the sentence, every layer × head",
         selected=selected, diverging=False, value_meaning=ATTENTION_MEANING)
     view.kind, view.effect_html, view.attention_html = kind, effect_html, attention_html
     view.top_table = top_table(effects, view.attention, kind, view.dataset)

@@ -180,10 +180,15 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     clean_patterns = torch.stack([base.patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
     attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
+    reversed_ = bool(target) and min(target) > max(source) and not clean_patterns.triu(1).any()
+    if reversed_:
+        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
+        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
+        attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
     return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "attention": attention, "source_pattern": source_pattern.numpy(),
-            "seconds": time.perf_counter() - started}
+            "distance": distance, "attention": attention, "attention_reversed": reversed_,
+            "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
@@ -219,7 +224,8 @@ def _table(effects: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> pd.D
 class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
-    None without a target; source_pattern: from the source word to every piece, [layers, heads, pieces].
+    None without a target (`attention_reversed`: a decoder's later target read target -> source);
+    source_pattern: from the source word to every piece, [layers, heads, pieces].
     `sanity` holds the two checks' numbers and `passed` (both within their tolerance)."""
     clean: str
     corrupt: str
@@ -234,6 +240,7 @@ class PairPatch:
     source_pattern: np.ndarray
     seconds: float
     readout: str = "embedding"
+    attention_reversed: bool = False
 
     @property
     def table(self) -> pd.DataFrame:
@@ -254,7 +261,8 @@ class PairPatch:
                 "swapped": self.swapped, "target": self.target, "distance": self.distance,
                 "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
-                "attention": None if self.attention is None else self.attention.tolist()}
+                "attention": None if self.attention is None else self.attention.tolist(),
+                "attention_reversed": self.attention_reversed}
 
 
 def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
@@ -314,7 +322,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
 
     source, target: (start, end) character spans in the clean text. The source word is where the `row_*`
     patches and the attention are read from (default: the swapped word); with a target, `attention` is the
-    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces).
+    clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces); a
+    decoder reads a later target the other way (target -> source: it cannot look ahead).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference."""
@@ -340,4 +349,5 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                          pieces.clean_ids), source=source_pieces, swapped=pieces.swapped, target=target_pieces,
                      effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
-                     readout="embedding" if readout is None else "logits")
+                     readout="embedding" if readout is None else "logits",
+                     attention_reversed=out["attention_reversed"])
