@@ -35,13 +35,13 @@ import torch
 
 from probing.alignment import AlignmentError, Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
+from probing.lexicon import word_type
 from probing.models import LoadedModel
 from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
 
 DIRECTIONS_COREF = ("pronoun->candidate", "candidate->pronoun")
 DIRECTIONS_ADJACENT = ("w->w+1", "w+1->w")
 DEFAULT_GROUP_BY = {"winogender": "occupation"}
-DETERMINERS = ("the", "a", "an")
 # The built-in coreference set's categories, for sets written before meta["agreement_decides"] existed:
 # pronoun gender, number or animacy alone picks the answer in every category but the Winograd pairs.
 _AGREEMENT_BY_CATEGORY = {"two-candidate": True, "plural": True, "possessive": True, "winograd": False}
@@ -95,12 +95,6 @@ def agreement_decides(example: Example) -> bool | None:
     if isinstance(value, bool):
         return value
     return _AGREEMENT_BY_CATEGORY.get(example.meta.get("category"))
-
-
-def word_type(text: str) -> str:
-    """A candidate's word type: lowercased, leading determiner dropped ("The doctor" -> "doctor")."""
-    words = text.lower().split()
-    return " ".join(words[1:] if len(words) > 1 and words[0] in DETERMINERS else words)
 
 
 # ---- Coreference: (pronoun, candidate) attention in both directions --------------------------------

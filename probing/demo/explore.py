@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from probing.examples import Example
-from probing.examples.loaders import NEGATION_CUE, PRONOUNS
+from probing.demo.guard import shown
+from probing.lexicon import NEGATION_CUE, PRONOUNS
 from probing.alignment import AlignmentError, make_layout
 from probing.heads import oriented, score_examples
 from probing.models import LoadedModel, direction_for
@@ -23,11 +24,6 @@ _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 class InputError(ValueError):
     """Input the demo or API cannot use; the message says what is wrong in words."""
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """User text quoted in a message: repr-quoted and cut short (a message never echoes a megabyte)."""
-    return repr(text[:limit]) + (f"… ({len(text):,} characters)" if len(text) > limit else "")
 
 
 def control_characters(text: str) -> int:
@@ -125,8 +121,8 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
         label, (start, end) = labelled
         span = resolve_word(text, f"{start}:{end}", role)
         if text[span[0]:span[1]] != label:
-            raise InputError(f"The {role} {_shown(label)} is not at {span[0]}:{span[1]} in this sentence "
-                             f"(that is {_shown(text[span[0]:span[1]])}); the text changed. Pick the word again.")
+            raise InputError(f"The {role} {shown(label)} is not at {span[0]}:{span[1]} in this sentence "
+                             f"(that is {shown(text[span[0]:span[1]])}); the text changed. Pick the word again.")
         return span
     offsets = parse_offsets(word, role)
     if offsets:
@@ -140,10 +136,10 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
     pattern = re.escape(word) if not re.match(r"\w", word[0]) else r"(?<!\w)" + re.escape(word) + r"(?!\w)"
     matches = [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
     if not matches:
-        raise InputError(f"The {role} word {_shown(word)} does not occur in the sentence.")
+        raise InputError(f"The {role} word {shown(word)} does not occur in the sentence.")
     if len(matches) > 1:
         where = ", ".join(f"{s}:{e}" for s, e in matches[:10]) + (", ..." if len(matches) > 10 else "")
-        raise InputError(f"The {role} word {_shown(word)} occurs {len(matches)} times ({where}); "
+        raise InputError(f"The {role} word {shown(word)} occurs {len(matches)} times ({where}); "
                          "give it as start:end offsets.")
     return matches[0]
 
@@ -151,7 +147,7 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
 def make_example(text: str, relation: str, source: str | None, target: str | None = None) -> Example:
     """An Example from a sentence and the words a user named; negation's target defaults to the next word."""
     if relation not in ("coreference", "negation"):
-        raise InputError(f"Unknown relation {_shown(str(relation))}: use 'coreference' or 'negation'.")
+        raise InputError(f"Unknown relation {shown(str(relation))}: use 'coreference' or 'negation'.")
     text = clean_text(text)
     if relation == "negation":
         cues = find_negation_cues(text)
