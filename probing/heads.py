@@ -34,11 +34,11 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import AlignmentError, Layout, MENTION_RULES, make_layout
+from probing.alignment import Layout, MENTION_RULES
 from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
-from probing.models import LoadedModel, direction_for
-from probing.runner import encode, length_batches, pad_ids, release_freed_memory
+from probing.models import LoadedModel, as_loaded, direction_for
+from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
 
 ALPHA = 0.05            # family-wise level for `significant` and the flags
 MIN_UNITS = 30          # below this many resampling units a report refuses to claim anything
@@ -161,27 +161,35 @@ def mention_rule(relation: str, mention: str) -> str:
     return mention if relation == "coreference" else "span"
 
 
+def _piece_index(layouts: list[Layout], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a forward pass must know to read a batch: the source pieces [batch, source_piece] (padded with
+    piece 0) and the word number of every piece [batch, pos] (-1 for specials and padding)."""
+    n_source = max(len(l.source) for l in layouts)
+    from_index = np.zeros((len(layouts), n_source), np.int64)
+    words = np.full((len(layouts), width), -1, np.int64)
+    for row, layout in enumerate(layouts):
+        from_index[row, :len(layout.source)] = layout.source
+        words[row, :layout.n_pieces] = layout.words
+    return from_index, words
+
+
 def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
     """Index tensors for one batch: source pieces and weights, candidate matrix, target and nearest candidate,
     words, pair masks."""
     n_rows = len(layouts)
     n_units = max(len(l.units) for l in layouts)
-    n_source = max(len(l.source) for l in layouts)
     n_words = max(int(l.words.max()) + 1 for l in layouts)
     # Filled in numpy (cheap element writes), handed to torch once.
-    from_index = np.zeros((n_rows, n_source), np.int64)
-    from_weights = np.zeros((n_rows, n_source), np.float32)
+    from_index, words = _piece_index(layouts, width)
+    from_weights = np.zeros(from_index.shape, np.float32)
     to_matrix = np.zeros((n_rows, width, n_units), np.float32)
     unit_mask = np.zeros((n_rows, n_units), bool)
-    words = np.full((n_rows, width), -1, np.int64)
     pair_mask = np.zeros((n_rows, max(n_words - 1, 0)), np.float32)
     for row, layout in enumerate(layouts):
-        from_index[row, :len(layout.source)] = layout.source
         from_weights[row, :len(layout.source)] = 1.0 / len(layout.source)
         for c, pieces in enumerate(layout.units):
             to_matrix[row, pieces, c] = 1.0
         unit_mask[row, :len(layout.units)] = True
-        words[row, :layout.n_pieces] = layout.words
         pair_mask[row, :int(layout.words.max())] = 1.0        # pairs (w, w+1) that exist ...
         cue = layout.target_words if cue_is_target else layout.source_words
         pair_mask[row, [w for w in cue if w < pair_mask.shape[1]]] = 0.0   # ... except those starting in the cue
@@ -217,23 +225,44 @@ def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor
                        torch.full_like(summed, float("nan")))
 
 
-def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
-                 path: str = "eager") -> dict[str, np.ndarray]:
-    """Forward one batch and reduce it to per-example, per-head numbers.
+def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, relation: str,
+                  renormalize: bool = False, path: str = "eager") -> list:
+    """One forward pass over a batch of encoded texts: per layer, the attention the scorer reads.
 
-    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention`);
-    "eager": the full patterns from output_attentions (the reference). Both give the same reads."""
+    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention.LayerRead`);
+    "eager": the full patterns from output_attentions (`FullLayer`, the reference). Both give the same reads;
+    `score_attention` turns either into numbers. Renormalisation (attention to special tokens dropped) is done
+    here, on the reads."""
     reverse = relation == "negation" and loaded.is_causal
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
-    tensors = _batch_tensors(layouts, ids.shape[1], reverse)
-    device = next(loaded.model.parameters()).device
+    from_index, words = (torch.from_numpy(a).to(next(loaded.model.parameters()).device)
+                         for a in _piece_index(layouts, ids.shape[1]))
+    return read_layers(loaded, ids, mask, from_index, words, path=path, band=relation == "negation",
+                       reverse=reverse, renormalize=renormalize)
+
+
+def _read_device(read) -> torch.device:
+    tensor = getattr(read, "attention", None)
+    if tensor is None:
+        tensor = read.rows if read.rows is not None else read.band
+    return tensor.device
+
+
+def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False
+                    ) -> dict[str, np.ndarray]:
+    """Per-example, per-head numbers from one batch's attention reads: pure arithmetic, no model call.
+
+    layouts: the batch's examples laid out on their pieces (`runner.encode_and_align`), in the reads' row
+    order; reads: one per layer (`forward_reads`, or `FullLayer`s over attention already computed, as the
+    demo does); reverse: negation read backwards (a causal model: next word -> cue).
+    Returns `attention`, `is_argmax`, `nearest_choice` and `next_word_baseline`, each [batch, layer, head]."""
+    width = max(l.n_pieces for l in layouts)
+    tensors = _batch_tensors(layouts, width, reverse)
+    device = _read_device(reads[0])
     from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(device) for t in tensors)
-    # Each layer's reads: the source rows and (negation) the adjacent-word band; renormalisation is done there.
-    layers = read_layers(loaded, ids, mask, from_i, words, path=path, band=relation == "negation",
-                         reverse=reverse, renormalize=renormalize)
     out = {"attention": [], "is_argmax": [], "nearest_choice": [], "next_word_baseline": []}
-    for layer in layers:
-        per_unit = layer.unit_attention(from_i, from_w, to_m)                    # (B, H, C)
+    for layer in reads:
+        per_unit = layer.unit_attention(from_i, from_w, to_m)                    # [batch, head, candidate]
         on_target, is_argmax, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
         out["attention"].append(on_target)
         out["is_argmax"].append(is_argmax)
@@ -242,20 +271,6 @@ def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
             reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
             if relation == "negation" else torch.full_like(on_target, float("nan")))
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
-
-
-def align(loaded: LoadedModel, examples: list[Example], mention: str = "span"):
-    """Encode every text once and lay out its spans under the mention rule; (encoded, layouts, skip reasons)."""
-    encoded = encode(loaded, [e.text for e in examples])
-    layouts, skipped = [], []
-    for example, enc in zip(examples, encoded):
-        try:
-            layouts.append(make_layout(example.text, example.source_span, example.target_span,
-                                       example.candidate_spans, enc.offsets, enc.word_ids, mention=mention))
-        except AlignmentError as err:
-            layouts.append(None)
-            skipped.append(f"{example.id}: {err}")
-    return encoded, layouts, skipped
 
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
@@ -273,7 +288,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
     relation = relations.pop()
     measured = [oriented(e, loaded.is_causal) for e in examples]
-    encoded, layouts, skipped = align(loaded, measured, mention_rule(relation, mention))
+    encoded, layouts, skipped = encode_and_align(loaded, measured, mention_rule(relation, mention))
     # Offsets and word ids are spent once the layouts exist; keep only compact piece ids.
     piece_ids = [np.asarray(e.input_ids, dtype=np.int32) for e in encoded]
     del encoded
@@ -287,8 +302,10 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     bar = _progress(len(usable), progress, label)
     for batch in batches:
         rows = [usable[i] for i in batch]
-        reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
-                               relation, renormalize, path)
+        batch_layouts = [layouts[r] for r in rows]
+        reads = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize, path)
+        reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal)
+        del reads
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
