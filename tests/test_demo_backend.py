@@ -63,6 +63,7 @@ def test_score_heads_api_json(minilm):
     assert negation["target"] == "sign" and {"next_word_baseline", "above_baseline"} <= negation["heads"][0].keys()
 
 
+@pytest.mark.slow   # a 512-token forward and its head view: over 3 s under load
 def test_text_longer_than_the_model_limit_is_truncated_with_a_note():
     text = "The man said that he was late. " + "Then it rained again. " * 150
     analysis = demo.analyse(text, "coreference", "he", "man", None)
