@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     main_process = not parallel or is_main_process()
 
     def produce(staging):
-        return run_heads(args.data, args.model, staging, relation=args.relation, data_root=args.data_root,
+        return run_heads(args.model, args.data, staging, relation=args.relation, data_root=args.data_root,
                          skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
                          batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
                          device=args.device, dtype=args.dtype, parallel=parallel,

@@ -124,9 +124,32 @@ class HeadScores:
         task = task or self.primary_task
         return self.table[self.table["task"] == task].reset_index(drop=True)
 
+    def ranked(self, by: str | None = None, task: str | None = None) -> pd.DataFrame:
+        """Every column of one task's table (default: the primary task), best head first by `by` (default: the
+        main score)."""
+        by = by or self.main_score
+        table = self.task_table(task)
+        if by not in table:
+            raise ValueError(f"by={by!r} is not a column of the head table; columns: {', '.join(table.columns)}")
+        return table.sort_values(by, ascending=False)
+
     def top(self, k: int = 5, by: str | None = None, task: str | None = None) -> pd.DataFrame:
-        """The k best heads of one task (default: the primary) by `by` (default: the main score)."""
-        return self.task_table(task).sort_values(by or self.main_score, ascending=False).head(k)
+        """The k best heads of one task by `by` (default: the main score), with the few columns a person reads
+        first: the head, the score with its CI and corrected p-value, and the baselines it is read against.
+        `ranked` (or `.table`) has every column."""
+        ranked = self.ranked(by, task).head(k)
+        columns = [c for c in dict.fromkeys(["layer", "head", by or self.main_score] + self._read_first())
+                   if c in ranked]
+        return ranked[columns].reset_index(drop=True)
+
+    def _read_first(self) -> list[str]:
+        key = self.main_score
+        scored = [key, f"{key}_ci_low", f"{key}_ci_high"]
+        if self.relation == "negation":
+            return scored + ["paired_p_fwer", "p_fwer", "significant", "mean_attention", "control_attention",
+                             "next_word_baseline", "above_baseline", "n_examples"]
+        return scored + ["p_fwer", "significant", "mean_attention", "nearest_candidate_accuracy",
+                         "agreement_oracle_accuracy", "flags", "n_examples"]
 
     def to_dict(self) -> dict:
         """Every number, JSON-ready: the settings, each task's counts and baselines, and one record per task
@@ -612,10 +635,9 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     they carry `meta.group`. parallel=True splits the examples across the processes of an `accelerate launch`
     run; every process gets the same, exactly combined result.
     """
-    from probing.models import load_model
-    mention_rule("coreference", mention)          # checked up front
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    score = score_examples_parallel if parallel else score_examples
+    # Every option is checked before the model loads or runs: a typo costs a message, not a scoring run.
+    _check_options(batch_tokens=batch_tokens, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    mention_rule("coreference", mention)
     if relation is not None:
         examples = [e for e in examples if e.relation == relation]
         if not examples:
@@ -625,6 +647,11 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     control_examples = [e for e in examples if e.is_control]
     if not main_examples:
         raise ValueError("every example is a control; nothing to score")
+    missing = [k for k in by or [] if not any(k in e.meta for e in main_examples)]
+    if missing:
+        raise ValueError(f"--by {', '.join(missing)}: no example's meta has this key")
+    loaded = as_loaded(model)
+    score = score_examples_parallel if parallel else score_examples
     main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress, mention=mention,
                           label="examples")
     controls = None
@@ -634,9 +661,6 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
         skipped += control_skipped
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     keys = list(dict.fromkeys([k for k in DEFAULT_STRATA if any(k in m for m in main.meta)] + list(by or [])))
-    missing = [k for k in by or [] if not any(k in m for m in main.meta)]
-    if missing:
-        raise ValueError(f"--by {', '.join(missing)}: no example's meta has this key")
     strata = strata_table(main, relation, keys, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     tasks = task_summaries(main, relation, controls, n_perm=n_perm, seed=seed, cluster=cluster)
     unit = "meta.group" if any(t["resampling_unit"] == "meta.group" for t in tasks.values()) else "example"
@@ -644,6 +668,15 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
                       controls=controls, skipped=skipped, mention=mention_rule(relation, mention),
                       resampling_unit=unit, tasks=tasks, strata=strata, attention_path=main.attention_path)
+
+
+def _check_options(**counts: int) -> None:
+    """batch_tokens, n_boot, n_perm must be positive whole numbers, seed a whole number (bool is refused)."""
+    for name, value in counts.items():
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not whole or (name != "seed" and value < 1):
+            raise ValueError(f"{name} must be a {'whole' if name == 'seed' else 'positive whole'} number, "
+                             f"got {value!r}")
 
 
 def _single_relation(examples: list[Example]) -> str:

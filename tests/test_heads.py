@@ -213,7 +213,7 @@ def test_head_mention_differs_from_span_sum(minilm):
 @pytest.fixture(scope="module")
 def builtin_negation_scores(minilm):
     from probing.examples import load_examples
-    examples, _ = load_examples("builtin-negation")
+    examples = load_examples("builtin-negation")
     return score_heads(minilm, examples, n_boot=200, n_perm=10000)
 
 

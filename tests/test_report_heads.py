@@ -41,7 +41,7 @@ def test_coreference_summary_names_mention_and_tasks(minilm):
 
 def test_claim_comes_from_the_corrected_test_with_enough_units(minilm):
     from probing.examples import load_examples
-    examples, _ = load_examples("builtin-coref")
+    examples = load_examples("builtin-coref")
     scores = score_heads(minilm, examples[:0] + [e for e in examples if e.candidate_spans][:60],
                          n_boot=50, n_perm=500, cluster=False)
     summary = build_summary(scores, "builtin-coref", LoadReport("b", 60))

@@ -299,7 +299,7 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
             if progress is not None:
                 progress((step, len(missing)), desc=f"scoring every head of {loaded.name} on {data}")
             write_complete(folder / "heads" / data, HEAD_FILES,
-                           lambda staging, data=data: run_heads(data, loaded.name, staging))
+                           lambda staging, data=data: run_heads(loaded.name, data, staging))
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]

@@ -19,26 +19,29 @@ CAVEAT = ("Attention weights show where a head looks, not why the model decides 
           "probing, not an explanation.")
 
 
-def run_heads(data: str, model: str | None, out: Path, relation: str | None = None, data_root=None,
+def run_heads(model, data: str, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
               batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
               device: str | None = None, dtype: str | None = None, parallel: bool = False,
               mention: str = "head", by: list[str] | None = None) -> dict:
     """Load the data, score every head, write the head files to `out`; return the summary.
 
-    parallel=True (inside `accelerate launch`) shards the scoring; only the main process writes files.
+    model: a LoadedModel, or a name / path to load (on `device` with `dtype`); data: a built-in set's name, a
+    JSONL path or a dataset's name. parallel=True (inside `accelerate launch`) shards the scoring; only the main
+    process writes files.
     """
     import sys
     from probing.examples import load_examples
     from probing.heads import score_heads
-    from probing.models import load_model
-    examples, load_report = load_examples(data, data_root=data_root, skip_bad=skip_bad, limit=limit)
+    from probing.models import as_loaded
+    examples = load_examples(data, data_root=data_root, skip_bad=skip_bad, limit=limit)
+    load_report = examples.report
     if progress:
         print(load_report.summary(), file=sys.stderr)
     if parallel:
         from probing.parallel import is_main_process, process_device
         device = device or str(process_device())
-    scores = score_heads(load_model(model, device=device, dtype=dtype), examples, relation=relation,
+    scores = score_heads(as_loaded(model, device=device, dtype=dtype), examples, relation=relation,
                          batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
                          progress=progress, parallel=parallel, mention=mention, by=by)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
@@ -66,7 +69,7 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
     for task, info in scores.tasks.items():
         table = scores.task_table(task)
         tasks[task] = {**info, "baselines": task_baselines(scores.relation, table),
-                       "top_heads": _head_records(scores.top(k, task=task), columns),
+                       "top_heads": _head_records(scores.ranked(task=task).head(k), columns),
                        "n_significant_heads_fwer": int(table["significant"].sum()),
                        "claim": claim(scores, task)}
     summary = {
@@ -79,8 +82,8 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         "n_skipped_loading": load_report.n_skipped, "skipped_loading": load_report.skipped[:50],
         "ranked_by": key, "renormalized_without_special_tokens": renormalize,
         "primary_task": primary,
-        "top_heads": _head_records(scores.top(k), columns),
-        "top_heads_by_mean_attention": _head_records(scores.top(k, by="mean_attention"), columns),
+        "top_heads": _head_records(scores.ranked().head(k), columns),
+        "top_heads_by_mean_attention": _head_records(scores.ranked(by="mean_attention").head(k), columns),
         "n_significant_heads_holm": int((scores.task_table()["p_holm"] < ALPHA).sum()),
         "n_significant_heads_fwer": int(scores.task_table()["significant"].sum()),
         "significance": (f"`significant` = the main score's Westfall-Young maxT p_fwer < {ALPHA} "
@@ -113,7 +116,7 @@ def claim(scores, task: str) -> str:
         return (f"Only {info['n_units']} independent units ({info['resampling_unit']}): too few to claim "
                 "anything; the numbers are descriptive.")
     key = scores.main_score
-    best = scores.top(1, task=task).iloc[0]
+    best = scores.ranked(task=task).iloc[0]
     fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
     against = {"paired_difference": "its control adverb", "above_baseline": "the next-word baseline",
                "accuracy": "the nearest-candidate baseline"}[key]
@@ -167,7 +170,7 @@ def save_heatmap(scores, path, k: int = 5) -> None:
         significant = table["significant"].to_numpy().reshape(scores.n_layers, scores.n_heads)
         layers, heads = np.nonzero(significant)
         ax.scatter(heads, layers, s=18, c="black", edgecolors="white", linewidths=0.8, marker="o")
-        for _, row in scores.top(k, task=task).iterrows():
+        for _, row in scores.ranked(task=task).head(k).iterrows():
             ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="gold", lw=2))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
@@ -252,8 +255,8 @@ def heads_markdown(scores, summary: dict) -> str:
                   f"scored on the other): {cross['score']:.3f}.",
                   f"Heads with p_fwer < 0.05: {info['n_heads_p_fwer_below_0.05']}.", "", f"**{info['claim']}**", ""]
     if scores.relation == "negation":
-        best_raw = scores.top(1, by="mean_attention").iloc[0]
-        best = scores.top(1).iloc[0]
+        best_raw = scores.ranked(by="mean_attention").iloc[0]
+        best = scores.ranked().iloc[0]
         lines += [f"The head with the highest raw `mean_attention` is {best_raw['layer']}-{best_raw['head']} "
                   f"({best_raw['mean_attention']:.3f}, any word's next word {best_raw['next_word_baseline']:.3f}); "
                   f"the best by {scores.main_score} is {best['layer']}-{best['head']}.", ""]
