@@ -54,14 +54,14 @@ def task_of(example: Example) -> str:
 class ExampleScores:
     """Per-example, per-head reductions (plain arrays a notebook user can inspect)."""
     ids: list[str]
-    attention: np.ndarray        # (N, L, H) source -> target word-level attention
-    is_argmax: np.ndarray        # (N, L, H) float: argmax credit of the target (1, 1/k on a k-way tie, 0)
-    next_word_baseline: np.ndarray  # (N, L, H) mean adjacent-pair attention (NaN where not computed)
-    nearest_hit: np.ndarray      # (N,) bool: the candidate nearest the source is the target
-    first_hit: np.ndarray        # (N,) bool: the first candidate in the text is the target
-    n_candidates: np.ndarray     # (N,)
+    attention: np.ndarray        # [example, layer, head] source -> target word-level attention
+    is_argmax: np.ndarray        # [example, layer, head] float: argmax credit of the target (1, 1/k on a k-way tie, 0)
+    next_word_baseline: np.ndarray  # [example, layer, head] mean adjacent-pair attention (NaN where not computed)
+    nearest_hit: np.ndarray      # [example] bool: the candidate nearest the source is the target
+    first_hit: np.ndarray        # [example] bool: the first candidate in the text is the target
+    n_candidates: np.ndarray     # [example]
     pairs: list[str] = field(default_factory=list)  # meta["pair"] per example ("" when unpaired)
-    nearest_choice: np.ndarray | None = None         # (N, L, H) argmax credit of the nearest candidate
+    nearest_choice: np.ndarray | None = None         # [example, layer, head] argmax credit of the nearest candidate
     groups: list[str] = field(default_factory=list)  # meta["group"] per example, else its id
     tasks: list[str] = field(default_factory=list)   # task_of per example
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
@@ -225,22 +225,22 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
 def argmax_credit(per_unit: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """Credit of candidate `unit` for the argmax: 1 if it alone is the maximum, 1/k in an exact k-way tie, else 0.
 
-    per_unit (B, H, C) with -inf for missing candidates; unit (B,) -> (B, H)."""
-    at_max = per_unit == per_unit.max(-1, keepdim=True).values                    # (B, H, C)
+    per_unit [batch, head, candidate] with -inf for missing candidates; unit [batch] -> [batch, head]."""
+    at_max = per_unit == per_unit.max(-1, keepdim=True).values                    # [batch, head, candidate]
     chosen = at_max.gather(-1, unit[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
     return chosen.to(per_unit.dtype) / at_max.sum(-1).to(per_unit.dtype)
 
 
 def reduce_candidates(per_unit: torch.Tensor, unit_mask, targets, nearest):
-    """One layer's word-level attention to each candidate (B, H, C) -> target attention, target credit and
-    nearest-candidate credit, each (B, H)."""
+    """One layer's word-level attention to each candidate [batch, head, candidate] -> target attention, target credit and
+    nearest-candidate credit, each [batch, head]."""
     per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
     on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
     return on_target, argmax_credit(per_unit, targets), argmax_credit(per_unit, nearest)
 
 
 def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor:
-    """One layer's adjacent-pair attention (B, H, W-1) -> its mean over the pairs kept by pair_mask, (B, H);
+    """One layer's adjacent-pair attention [batch, head, word_pair] -> its mean over the pairs kept by pair_mask, [batch, head];
     NaN where no pair is kept."""
     n_pairs = pair_mask.sum(-1)
     summed = (adjacent * pair_mask[:, None, :]).sum(-1)
@@ -356,7 +356,7 @@ def _progress(total: int, enabled: bool, label: str = "examples"):
 # ---- From per-example arrays to one row per head ---------------------------------------------------------
 
 def _flat(values: np.ndarray) -> np.ndarray:
-    """(N, L, H) -> (N, L*H) float64."""
+    """[example, layer, head] -> [example, layer*head] float64."""
     return values.reshape(len(values), -1).astype(np.float64)
 
 
@@ -479,7 +479,7 @@ def _confound_columns(cols: _Columns, main: ExampleScores, cluster: bool) -> Non
     if len(twin_rows):
         table["twin_accuracy"] = is_argmax[twin_rows].mean(0)
         cols.test("twin_", is_argmax[twin_rows] - chance[twin_rows], _groups(main, twin_rows, cluster))
-        both = np.stack([is_argmax[a] * is_argmax[b] for a, b in pairs])   # (pairs, heads): right on both twins
+        both = np.stack([is_argmax[a] * is_argmax[b] for a, b in pairs])   # [pair, layer*head]: right on both twins
         cols.mean_ci("twin_consistency", both, _groups(main, [a for a, _ in pairs], cluster))
         table["n_twin_pairs"] = len(pairs)
     _pro_anti_columns(cols, main, pairs, cluster)

@@ -20,18 +20,18 @@ def words_of(word_ids, offsets) -> dict[int, list[int]]:
 
 
 def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]]) -> np.ndarray:
-    """One head's (T, T) piece attention -> (G, G) group attention: sum over attended-to, mean over attending.
+    """One head's [query_pos, key_pos] piece attention -> [group, group] group attention: sum over attended-to, mean over attending.
 
     Clark et al.'s `get_word_word_attention` ("mean" mode), with groups given as lists of piece indices;
     pieces in no group (special tokens) are dropped.
     """
-    columns = np.stack([attention[:, group].sum(axis=-1) for group in piece_groups], axis=-1)   # (T, G)
-    return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # (G, G)
+    columns = np.stack([attention[:, group].sum(axis=-1) for group in piece_groups], axis=-1)   # [pos, group]
+    return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # [group, group]
 
 
 def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head") -> dict[str, np.ndarray]:
     """attention, is_argmax (argmax credit, 1/k on exact k-way ties) and next_word_baseline arrays of shape
-    (layers, heads).
+    [layer, head].
 
     The rules, written out independently of `probing.alignment`: a span's pieces are those inside it, else
     those overlapping it; a coreference mention of several words is its last word's pieces (mention="head")."""

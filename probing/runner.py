@@ -70,7 +70,7 @@ def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int 
     bound whatever the longest text in the data: peak memory does not grow with the dataset.
     The long-document path: a text longer than `batch_tokens` (or than `max_cells` allows) starts a batch of
     its own and runs alone; on the fused attention path (`probing.attention`) such a text costs its forward
-    pass plus a few rows and a band per layer, never a (T, T) pattern.
+    pass plus a few rows and a band per layer, never a [pos, pos] pattern.
     """
     max_cells = max_cells or batch_tokens * 128
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
