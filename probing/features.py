@@ -229,12 +229,12 @@ class AdjacentPairFeatures:
     """One row per adjacent word pair (w, w+1) of every usable sentence."""
     model: str
     features: np.ndarray        # (P, 2, L, H); direction 0 w->w+1, 1 w+1->w
-    label: np.ndarray           # (P,) bool: w is the negation cue of a negated sentence
-    hard_negative: np.ndarray   # (P,) bool: w is the substitute adverb of a control sentence
+    label: np.ndarray           # [pair] bool: w is the negation cue of a negated sentence
+    hard_negative: np.ndarray   # [pair] bool: w is the substitute adverb of a control sentence
     word: list[str]             # lowercased text of w
-    position: np.ndarray        # (P,) index of w among the sentence's words
-    n_words: np.ndarray         # (P,) words in the sentence
-    example: np.ndarray         # (P,) row of the pair's sentence in `ids`
+    position: np.ndarray        # [pair] index of w among the sentence's words
+    n_words: np.ndarray         # [pair] words in the sentence
+    example: np.ndarray         # [pair] row of the pair's sentence in `ids`
     ids: list[str]              # one per sentence
     groups: list[str]           # one per sentence: meta["pair"] (negated and control together), else the id
     roles: list[str]            # one per sentence: "negated", "control" or ""
