@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from probing.examples import BUILTIN_SETS, ExampleError, load_examples
+from probing.examples import BUILTIN_SETS, ExampleError, Examples, LoadReport, load_examples
 
 
 def test_builtin_sets_by_name():
     negation = load_examples("builtin-negation")
     report = negation.report
+    assert isinstance(negation, Examples) and isinstance(negation, list) and isinstance(report, LoadReport)
     assert report.source == "builtin-negation" and len(negation) == report.n_records == 372
     assert sum(e.is_control for e in negation) == 186            # every negated sentence has its control
     coref = load_examples("builtin-coref")

@@ -258,3 +258,37 @@ def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]
     assert "stereotype" not in table["flags"].iloc[1]
+
+
+def test_bad_options_are_refused_before_any_forward_pass(minilm, monkeypatch):
+    """`by`, the counts and the mention rule are checked first: a typo never costs a scoring run."""
+    import probing.heads as heads
+
+    def refused(*args, **kwargs):
+        raise AssertionError("scored before the options were checked")
+
+    monkeypatch.setattr(heads, "score_examples", refused)
+    examples = NEGATION_EXAMPLES
+    with pytest.raises(ValueError, match="--by no_such_key: no example's meta has this key"):
+        score_heads(minilm, examples, by=["no_such_key"])
+    with pytest.raises(ValueError, match="n_boot must be a positive whole number, got 0"):
+        score_heads(minilm, examples, n_boot=0)
+    with pytest.raises(ValueError, match="n_perm must be a positive whole number, got 2.5"):
+        score_heads(minilm, examples, n_perm=2.5)
+    with pytest.raises(ValueError, match="mention must be one of"):
+        score_heads(minilm, examples, mention="whole")
+
+
+def test_top_shows_the_columns_read_first_and_ranked_keeps_every_column(minilm):
+    scores = score_heads(minilm, COREF_EXAMPLES, n_boot=20, n_perm=100)
+    top = scores.top(3)
+    assert list(top.columns[:3]) == ["layer", "head", "accuracy"] and len(top) == 3
+    assert len(top.columns) <= 12 < len(scores.table.columns)
+    assert {"accuracy_ci_low", "accuracy_ci_high", "p_fwer", "nearest_candidate_accuracy"} <= set(top.columns)
+    ranked = scores.ranked()
+    assert list(ranked.columns) == list(scores.table.columns)
+    assert top[["layer", "head"]].to_numpy().tolist() == ranked[["layer", "head"]].head(3).to_numpy().tolist()
+    assert ranked["accuracy"].is_monotonic_decreasing
+    assert "mean_attention" in scores.top(2, by="mean_attention").columns
+    with pytest.raises(ValueError, match="by='nope' is not a column"):
+        scores.top(2, by="nope")
