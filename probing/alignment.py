@@ -7,7 +7,9 @@ Conventions (Clark et al. 2019, `bpe_utils.py`):
 - a mention of several words (`mention="head"`, the default for coreference) is represented by its last
   word's pieces, its head word for names and simple noun phrases (Clark et al. 2019); `mention="span"`
   keeps every selected piece (attention is then summed over the whole mention);
-- word-level attention from unit S to unit T = mean over S's pieces of the sum over T's pieces.
+- word-level attention from unit S to unit T = the sum over T's pieces, read from S's pieces by the source-piece
+  rule (`SOURCE_PIECE_RULES`): "mean" averages over S's pieces (Clark et al.), "last" reads S's last piece
+  only, the one adjacent to what follows (a two-piece "n't" is read from its `t`, not from `'`).
 
 Everything here is a small pure function over arrays, so it can be tested on hand-made tensors.
 """
@@ -52,6 +54,23 @@ def _whitespace_words(offsets, text, raw) -> list[int]:
 
 
 MENTION_RULES = ("head", "span")
+SOURCE_PIECE_RULES = ("last", "mean")
+
+
+def check_source_pieces(source_pieces: str) -> str:
+    if source_pieces not in SOURCE_PIECE_RULES:
+        raise ValueError(f"source_pieces must be one of {SOURCE_PIECE_RULES}, got {source_pieces!r}")
+    return source_pieces
+
+
+def source_weights(n_pieces: int, source_pieces: str) -> np.ndarray:
+    """The weight of each of a source's pieces (in text order): 1/n each ("mean"), or all on the last ("last")."""
+    check_source_pieces(source_pieces)
+    if source_pieces == "mean":
+        return np.full(n_pieces, 1.0 / n_pieces)
+    weights = np.zeros(n_pieces)
+    weights[-1] = 1.0
+    return weights
 
 
 def span_pieces(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
@@ -170,11 +189,13 @@ def band_width(words: torch.Tensor) -> int:
     return int(2 * one_hot.sum(1).max())
 
 
-def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False,
+                            source_pieces: str = "mean") -> torch.Tensor:
     """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as [batch, head, word_pair].
 
-    Entry w holds the pair (w, w+1) in both directions. Mean over attending pieces, sum over attended-to
-    pieces; pairs that do not exist are 0. Words are runs of pieces, so the next word's pieces lie within a
+    Entry w holds the pair (w, w+1) in both directions. The attending word is read by `source_pieces` (mean
+    over its pieces, or its last piece), the attended-to word is summed over its pieces; pairs that do not
+    exist are 0. Words are runs of pieces, so the next word's pieces lie within a
     narrow band beside each piece: only that band of the attention matrix is read (then `adjacent_from_band`).
     """
     batch, heads, n_pieces, _ = attention.shape
@@ -183,10 +204,11 @@ def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, revers
     columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
     columns = columns.clamp(0, n_pieces - 1)                                           # [pos, band]
     band = attention.gather(3, columns.view(1, 1, n_pieces, width).expand(batch, heads, n_pieces, width))
-    return adjacent_from_band(band, words, reverse)
+    return adjacent_from_band(band, words, reverse, source_pieces)
 
 
-def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False,
+                       source_pieces: str = "mean") -> torch.Tensor:
     """Word-level attention w -> w+1 (reverse: w+1 -> w), [batch, head, word_pair], from the band of the attention pattern
     beside each piece: band[b, h, t, d-1] is the attention from piece t to piece t + step*d (step -1 when
     reverse), d = 1..D. Entries outside the sequence are never read. The fused path reads this band without
@@ -205,6 +227,12 @@ def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = 
     column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, width)
     in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)   # [batch, pos, band]
     per_piece = (band * in_next[:, None].to(band.dtype)).sum(-1)                      # [batch, head, pos]
-    per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
+    if check_source_pieces(source_pieces) == "last":
+        # Keep each word's last piece only: the piece whose successor belongs to another word (or to none).
+        following = torch.cat([words[:, 1:], words.new_full((batch, 1), -1)], 1)
+        one_hot = one_hot * (following != words)[..., None].to(band.dtype)
+        per_word = torch.bmm(per_piece, one_hot)
+    else:
+        per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
     # For w -> w+1 the attending word is w (entries 0..W-2); for w+1 -> w it is w+1 (entries 1..W-1).
     return per_word[..., 1:] if reverse else per_word[..., :-1]

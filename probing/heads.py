@@ -2,7 +2,9 @@
 
 Per example and head we keep a few numbers, reduced on the batch in torch (never the whole dataset's
 attention tensors):
-- `attention`: word-level attention source -> target (mean over source pieces, sum over target pieces).
+- `attention`: word-level attention source -> target: read from the source's LAST piece (the one adjacent to
+  what follows; `source_pieces="last"`, default) or averaged over its pieces (`"mean"`, Clark et al.), summed
+  over the target's pieces. The same rule reads the attending word of every next-word-baseline pair.
   A span's pieces are those inside it (so "n't" is `'` + `t`, never its host); a coreference mention of
   several words is its last word (`mention="head"`, default) or all of it (`mention="span"`);
 - `is_argmax`: the credit the target gets for the argmax among candidates: 1 when it alone gets the most attention,
@@ -34,7 +36,7 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import Layout, MENTION_RULES
+from probing.alignment import Layout, MENTION_RULES, check_source_pieces, source_weights
 from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
 from probing.models import LoadedModel, as_loaded, direction_for
@@ -105,6 +107,7 @@ class HeadScores:
     controls: ExampleScores | None
     skipped: list[str]
     mention: str = "head"
+    source_pieces: str = "last"  # how a source of several pieces is read (alignment.SOURCE_PIECE_RULES)
     resampling_unit: str = "example"
     tasks: dict = field(default_factory=dict)      # per task: counts, baselines, cross-fitted best head
     strata: pd.DataFrame | None = None             # head tables per stratum of meta[key] (`by`, `stratum`)
@@ -156,6 +159,7 @@ class HeadScores:
         and head (the per-example arrays stay in `examples` / `controls`)."""
         return {"model": self.model, "relation": self.relation, "direction": self.direction,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "mention": self.mention,
+                "source_pieces": self.source_pieces,
                 "resampling_unit": self.resampling_unit, "attention_path": self.attention_path,
                 "main_score": self.main_score, "n_skipped": len(self.skipped), "tasks": self.tasks,
                 "heads": self.table.astype(object).where(self.table.notna(), None).to_dict("records")}
@@ -196,7 +200,7 @@ def _piece_index(layouts: list[Layout], width: int) -> tuple[np.ndarray, np.ndar
     return from_index, words
 
 
-def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
+def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool, source_pieces: str = "last"):
     """Index tensors for one batch: source pieces and weights, candidate matrix, target and nearest candidate,
     words, pair masks."""
     n_rows = len(layouts)
@@ -209,7 +213,7 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
     unit_mask = np.zeros((n_rows, n_units), bool)
     pair_mask = np.zeros((n_rows, max(n_words - 1, 0)), np.float32)
     for row, layout in enumerate(layouts):
-        from_weights[row, :len(layout.source)] = 1.0 / len(layout.source)
+        from_weights[row, :len(layout.source)] = source_weights(len(layout.source), source_pieces)
         for c, pieces in enumerate(layout.units):
             to_matrix[row, pieces, c] = 1.0
         unit_mask[row, :len(layout.units)] = True
@@ -271,16 +275,17 @@ def _read_device(read) -> torch.device:
     return tensor.device
 
 
-def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False
-                    ) -> dict[str, np.ndarray]:
+def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False,
+                    source_pieces: str = "last") -> dict[str, np.ndarray]:
     """Per-example, per-head numbers from one batch's attention reads: pure arithmetic, no model call.
 
     layouts: the batch's examples laid out on their pieces (`runner.encode_and_align`), in the reads' row
     order; reads: one per layer (`forward_reads`, or `FullLayer`s over attention already computed, as the
-    demo does); reverse: negation read backwards (a causal model: next word -> cue).
+    demo does); reverse: negation read backwards (a causal model: next word -> cue); source_pieces: how a
+    source of several pieces, and each attending word of the baseline, is read ("last" or "mean").
     Returns `attention`, `is_argmax`, `nearest_choice` and `next_word_baseline`, each [batch, layer, head]."""
     width = max(l.n_pieces for l in layouts)
-    tensors = _batch_tensors(layouts, width, reverse)
+    tensors = _batch_tensors(layouts, width, reverse, source_pieces)
     device = _read_device(reads[0])
     from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(device) for t in tensors)
     out = {"attention": [], "is_argmax": [], "nearest_choice": [], "next_word_baseline": []}
@@ -291,18 +296,22 @@ def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: 
         out["is_argmax"].append(is_argmax)
         out["nearest_choice"].append(nearest_choice)
         out["next_word_baseline"].append(
-            reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
+            reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse,
+                                                                    source_pieces=source_pieces), pair_mask)
             if relation == "negation" else torch.full_like(on_target, float("nan")))
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
 
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
                    renormalize: bool = False, progress: bool = False, mention: str = "head",
-                   label: str = "examples", attention: str = "auto") -> tuple[ExampleScores, list[str]]:
+                   label: str = "examples", attention: str = "auto", source_pieces: str = "last"
+                   ) -> tuple[ExampleScores, list[str]]:
     """Per-example head numbers for examples of one relation; returns them and the skip reasons.
 
     `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar;
-    `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager"."""
+    `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager";
+    `source_pieces`: "last" or "mean" (see the module's docstring)."""
+    check_source_pieces(source_pieces)
     if not examples:
         raise ValueError("no examples to score")
     path = choose_path(loaded, attention)
@@ -327,7 +336,8 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         rows = [usable[i] for i in batch]
         batch_layouts = [layouts[r] for r in rows]
         reads = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize, path)
-        reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal)
+        reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal,
+                                  source_pieces=source_pieces)
         del reads
         for name, values in reduced.items():
             result[name][batch] = values
@@ -611,12 +621,12 @@ DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "ty
 
 def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
                             renormalize: bool = False, progress: bool = False, mention: str = "head",
-                            label: str = "examples") -> tuple[ExampleScores, list[str]]:
+                            label: str = "examples", source_pieces: str = "last") -> tuple[ExampleScores, list[str]]:
     """`score_examples` over this process's shard of an `accelerate launch` run, gathered from every process in
     rank order (the original order); the same return value, exactly, since every row is one example."""
     from probing.parallel import map_shards
     parts = map_shards(lambda shard, show: score_examples(loaded, shard, batch_tokens, renormalize, show,
-                                                          mention=mention, label=label),
+                                                          mention=mention, label=label, source_pieces=source_pieces),
                        examples, progress)
     scores = ExampleScores.concat([p[0] for p in parts])
     skipped = [reason for p in parts for reason in p[1]]
@@ -626,10 +636,12 @@ def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_
 def score_heads(model: str | LoadedModel | None, examples: list[Example], *, relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
                 n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
-                mention: str = "head", by: list[str] | None = None, cluster: bool = True) -> HeadScores:
+                mention: str = "head", by: list[str] | None = None, cluster: bool = True,
+                source_pieces: str = "last") -> HeadScores:
     """Score every head on examples of one relation; controls (meta role "control") feed the control columns.
 
     mention: "head" (a multi-word coreference mention is its last word) or "span" (the whole mention).
+    source_pieces: "last" (a source of several pieces is read from its last piece) or "mean" (averaged).
     by: meta keys to stratify by, besides the default ones present in the data (cue form, whether the next
     word is the negated predicate, category, stereotype, type). cluster=False resamples examples even where
     they carry `meta.group`. parallel=True splits the examples across the processes of an `accelerate launch`
@@ -638,6 +650,7 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     # Every option is checked before the model loads or runs: a typo costs a message, not a scoring run.
     _check_options(batch_tokens=batch_tokens, n_boot=n_boot, n_perm=n_perm, seed=seed)
     mention_rule("coreference", mention)
+    check_source_pieces(source_pieces)
     if relation is not None:
         examples = [e for e in examples if e.relation == relation]
         if not examples:
@@ -653,11 +666,11 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     loaded = as_loaded(model)
     score = score_examples_parallel if parallel else score_examples
     main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress, mention=mention,
-                          label="examples")
+                          label="examples", source_pieces=source_pieces)
     controls = None
     if control_examples:
         controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress,
-                                          mention=mention, label="controls")
+                                          mention=mention, label="controls", source_pieces=source_pieces)
         skipped += control_skipped
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     keys = list(dict.fromkeys([k for k in DEFAULT_STRATA if any(k in m for m in main.meta)] + list(by or [])))
@@ -667,6 +680,7 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
                       controls=controls, skipped=skipped, mention=mention_rule(relation, mention),
+                      source_pieces=source_pieces,
                       resampling_unit=unit, tasks=tasks, strata=strata, attention_path=main.attention_path)
 
 
