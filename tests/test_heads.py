@@ -292,3 +292,43 @@ def test_top_shows_the_columns_read_first_and_ranked_keeps_every_column(minilm):
     assert "mean_attention" in scores.top(2, by="mean_attention").columns
     with pytest.raises(ValueError, match="by='nope' is not a column"):
         scores.top(2, by="nope")
+
+
+def _two_piece_cue():
+    """"It wasn't funny." laid out by hand as BERT pieces: [CLS] It wasn ' t fun ##ny . [SEP]; the cue "n't" is
+    ' + t (pieces 3, 4), its next word "funny" is fun + ##ny (pieces 5, 6). One head's attention, by hand:
+    ' gives "funny" 0.1, t gives it 0.9; "funny" -> "." is 0.2 from fun and 0.6 from ##ny."""
+    from probing.alignment import make_layout
+    text = "It wasn't funny."
+    offsets = [(0, 0), (0, 2), (3, 7), (7, 8), (8, 9), (10, 13), (13, 15), (15, 16), (0, 0)]
+    word_ids = [None, 0, 1, 2, 3, 4, 4, 5, None]
+    layout = make_layout(text, (6, 9), (10, 15), None, offsets, word_ids)
+    attention = torch.zeros(1, 1, 9, 9)               # [batch, head, query_pos, key_pos], float32 as a model's
+    attention[0, 0, 3, 5] = attention[0, 0, 3, 6] = 0.05              # ' -> funny: 0.1 in all
+    attention[0, 0, 4, 5], attention[0, 0, 4, 6] = 0.5, 0.4           # t -> funny: 0.9
+    attention[0, 0, 1, 2] = 0.3                                        # It -> wasn
+    attention[0, 0, 2, 3] = 0.2                                        # wasn -> '
+    attention[0, 0, 5, 7], attention[0, 0, 6, 7] = 0.2, 0.6           # fun -> ., ##ny -> .
+    return layout, attention
+
+
+@pytest.mark.parametrize("rule, cue_to_next, baseline", [
+    ("last", 0.9, (0.3 + 0.2 + 0.6) / 3),       # t, and each baseline word from its last piece (##ny)
+    ("mean", 0.5, (0.3 + 0.2 + 0.4) / 3),       # Clark et al.: the mean of ' and t, of fun and ##ny
+])
+def test_a_two_piece_cue_is_read_from_its_last_piece_unless_mean_is_asked(rule, cue_to_next, baseline):
+    """Known answers: the baseline's pairs are It->wasn, wasn->' and funny->. (pairs starting in the cue's
+    words ' and t are left out); the target is summed over its pieces under both rules."""
+    from probing.attention import FullLayer
+    from probing.heads import score_attention
+    from probing.naive import word_attention_matrix
+    layout, attention = _two_piece_cue()
+    got = score_attention([layout], [FullLayer(attention)], "negation", source_pieces=rule)
+    # float32 arithmetic on a handful of numbers: equal to the hand-computed answer within 1e-6.
+    assert got["attention"][0, 0, 0] == pytest.approx(cue_to_next, abs=1e-6)
+    assert got["next_word_baseline"][0, 0, 0] == pytest.approx(baseline, abs=1e-6)
+    # The independent reference's word matrix agrees: words are It, wasn, ', t, funny, .
+    words = word_attention_matrix(attention[0, 0].numpy(), [[1], [2], [3], [4], [5, 6], [7]], rule)
+    assert words[4, 5] == pytest.approx(0.6 if rule == "last" else 0.4, abs=1e-6)
+    with pytest.raises(ValueError, match="source_pieces must be one of"):
+        score_attention([layout], [FullLayer(attention)], "negation", source_pieces="first")
