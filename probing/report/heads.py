@@ -19,11 +19,20 @@ CAVEAT = ("Attention weights show where a head looks, not why the model decides 
           "probing, not an explanation.")
 
 
+SOURCE_PIECES_RULE = {
+    "last": "a source of several pieces (the cue, the control adverb, the pronoun, each word of the next-word "
+            "baseline) is read from its last piece, the one adjacent to what follows; targets are summed over "
+            "their pieces",
+    "mean": "a source of several pieces is averaged over its pieces (Clark et al. 2019); targets are summed "
+            "over their pieces",
+}
+
+
 def run_heads(model, data: str, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
               batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
               device: str | None = None, dtype: str | None = None, parallel: bool = False,
-              mention: str = "head", by: list[str] | None = None) -> dict:
+              mention: str = "head", by: list[str] | None = None, source_pieces: str = "last") -> dict:
     """Load the data, score every head, write the head files to `out`; return the summary.
 
     model: a LoadedModel, or a name / path to load (on `device` with `dtype`); data: a built-in set's name, a
@@ -43,7 +52,7 @@ def run_heads(model, data: str, out: Path, relation: str | None = None, data_roo
         device = device or str(process_device())
     scores = score_heads(as_loaded(model, device=device, dtype=dtype), examples, relation=relation,
                          batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
-                         progress=progress, parallel=parallel, mention=mention, by=by)
+                         progress=progress, parallel=parallel, mention=mention, by=by, source_pieces=source_pieces)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
     if not parallel or is_main_process():
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -75,6 +84,7 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
     summary = {
         "model": scores.model, "data": data_name, "relation": scores.relation, "direction": scores.direction,
         "layers": scores.n_layers, "heads": scores.n_heads, "mention": scores.mention,
+        "source_pieces": scores.source_pieces, "source_pieces_rule": SOURCE_PIECES_RULE[scores.source_pieces],
         "resampling_unit": scores.resampling_unit,
         "n_units": scores.tasks[primary]["n_units"],
         "n_examples": len(scores.examples), "n_controls": len(scores.controls) if scores.controls else 0,
@@ -230,6 +240,8 @@ def heads_markdown(scores, summary: dict) -> str:
              + ("(a multi-word mention is its last word). " if summary["mention"] == "head" else
                 "(cue and next word are used whole). " if summary["relation"] == "negation" else
                 "(attention summed over the whole mention). ")
+             + f"Source pieces: **{summary.get('source_pieces', 'mean')}** "
+             f"({SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}). "
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
@@ -281,7 +293,9 @@ def summary_text(summary: dict) -> str:
     """A short summary for stdout, one block per task."""
     key = summary["ranked_by"]
     lines = [f"{summary['model']} | {summary['data']} | {summary['relation']} ({summary['direction']}) | "
-             f"{summary['n_examples']} examples | mention: {summary['mention']} | unit: {summary['resampling_unit']}"]
+             f"{summary['n_examples']} examples | mention: {summary['mention']} | "
+             f"source pieces: {summary.get('source_pieces', 'mean')} | unit: {summary['resampling_unit']}",
+             f"source-piece rule: {SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}"]
     for task, info in summary["tasks"].items():
         tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in info["top_heads"])
         lines += [f"[{task}] {info['n_examples']} examples, {info['n_units']} units; top heads by {key}: {tops}",
