@@ -8,12 +8,12 @@ from probing.heads import score_examples, score_heads
 from probing.naive import naive_example_scores
 
 
-def _assert_matches_naive(loaded, examples, batch_tokens):
-    scores, skipped = score_examples(loaded, examples, batch_tokens=batch_tokens)
+def _assert_matches_naive(loaded, examples, batch_tokens, source_pieces="last"):
+    scores, skipped = score_examples(loaded, examples, batch_tokens=batch_tokens, source_pieces=source_pieces)
     assert skipped == []
     for example in examples:
         row = scores.ids.index(example.id)
-        naive = naive_example_scores(loaded, example)
+        naive = naive_example_scores(loaded, example, source_pieces=source_pieces)
         np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
         assert (scores.is_argmax[row] == naive["is_argmax"]).all()
         if example.relation == "negation":
@@ -24,6 +24,11 @@ def _assert_matches_naive(loaded, examples, batch_tokens):
 def test_encoder_scores_match_naive(minilm, batch_tokens):
     _assert_matches_naive(minilm, NEGATION_EXAMPLES, batch_tokens)
     _assert_matches_naive(minilm, COREF_EXAMPLES, batch_tokens)
+
+
+def test_encoder_scores_match_naive_under_the_mean_rule_too(minilm):
+    """Clark et al.'s average over a source's pieces ("n't" is ' + t here) stays available and stays right."""
+    _assert_matches_naive(minilm, NEGATION_EXAMPLES, 4096, source_pieces="mean")
 
 
 def test_causal_model_is_detected_and_reads_negation_backwards(tiny_causal_path):
@@ -221,33 +226,59 @@ def _head(table, layer, head):
     return table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
 
 
+@pytest.fixture(scope="module")
+def builtin_negation_mean(minilm):
+    """The same scores under Clark et al.'s average over a source's pieces (`source_pieces="mean"`)."""
+    from probing.examples import load_examples
+    return score_heads(minilm, load_examples("builtin-negation"), n_boot=200, n_perm=10000, source_pieces="mean")
+
+
 @pytest.mark.slow
 def test_builtin_negation_paired_difference_leads_and_its_top_head_survives_maxt(builtin_negation_scores):
     result = builtin_negation_scores
     assert result.main_score == "paired_difference" and result.resampling_unit == "meta.group"
-    top = result.top(1).iloc[0]
-    assert (top["layer"], top["head"]) == (1, 7)
-    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
-    assert top["paired_p_fwer"] < 0.001 and top["p_fwer"] < 0.001
+    assert result.source_pieces == "last"
+    top = result.top(2)
+    assert [tuple(r) for r in top[["layer", "head"]].to_numpy()] == [(1, 7), (1, 8)]
+    assert top["paired_difference"].tolist() == pytest.approx([0.212, 0.206], abs=0.002)
+    assert (top["paired_p_fwer"] < 0.001).all() and (top["p_fwer"] < 0.001).all()
     assert result.tasks["all-words"]["n_units"] == 45
+    assert result.task_table()["significant"].sum() == 25
 
 
 @pytest.mark.slow
-def test_not_and_nt_items_separately(builtin_negation_scores):
-    strata = builtin_negation_scores.strata
+def test_builtin_negation_under_the_mean_rule_keeps_the_previous_numbers(builtin_negation_mean):
+    top = builtin_negation_mean.top(1).iloc[0]
+    assert (top["layer"], top["head"]) == (1, 7)
+    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
+    assert builtin_negation_mean.task_table()["significant"].sum() == 22
+
+
+def _cue_forms(scores):
+    strata = scores.strata
     cue = strata[strata["by"] == "cue_form"]
-    not_items, nt_items = cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
+    return cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
+
+
+@pytest.mark.slow
+def test_not_and_nt_items_separately(builtin_negation_scores, builtin_negation_mean):
+    not_items, nt_items = _cue_forms(builtin_negation_scores)
     assert not_items["n_examples"].iloc[0] == 96 and nt_items["n_examples"].iloc[0] == 90
-    # 1-8 attends from "not" to the next word (0.863) and is selective there; from the pieces ' and t of
-    # "n't" it attends 0.50 and less than any word to its next word: the host "hasn" is no longer averaged in.
+    # 1-8 attends from "not" to the next word (0.863) and is selective there; read from the last piece of
+    # "n't" (t, beside the next word) it attends 0.875 and is selective there too: it is the best n't head.
     assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
     assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
-    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
-    assert _head(nt_items, 1, 8)["above_baseline"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
-    # 1-7 is the best by paired difference on both cue forms
-    for part in (not_items, nt_items):
-        best = part.sort_values("paired_difference", ascending=False).iloc[0]
-        assert (best["layer"], best["head"]) == (1, 7) and best["paired_p_fwer"] < 0.001
+    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.875, abs=0.002)
+    assert _head(nt_items, 1, 8)["paired_difference"] == pytest.approx(0.231, abs=0.002)
+    assert _head(nt_items, 1, 8)["paired_p_fwer"] < 0.001
+    best = nt_items.sort_values("paired_difference", ascending=False).iloc[0]
+    assert (best["layer"], best["head"]) == (1, 8)
+    # Averaged over ' and t (the mean rule), the same head looks unselective on n't: 0.50, below its baseline.
+    # The artefact the last-piece rule removes; "not" (one piece) is the same under both rules.
+    mean_not, mean_nt = _cue_forms(builtin_negation_mean)
+    assert _head(mean_nt, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
+    assert _head(mean_nt, 1, 8)["above_baseline"] < 0 and _head(mean_nt, 1, 8)["paired_p_fwer"] > 0.5
+    assert _head(mean_not, 1, 8)["mean_attention"] == _head(not_items, 1, 8)["mean_attention"]
 
 
 def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
