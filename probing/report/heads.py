@@ -240,8 +240,8 @@ def heads_markdown(scores, summary: dict) -> str:
              + ("(a multi-word mention is its last word). " if summary["mention"] == "head" else
                 "(cue and next word are used whole). " if summary["relation"] == "negation" else
                 "(attention summed over the whole mention). ")
-             + f"Source pieces: **{summary.get('source_pieces', 'mean')}** "
-             f"({SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}). "
+             + f"Source pieces: **{summary.get('source_pieces', 'mean')}**: "
+             f"{SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}. "
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
