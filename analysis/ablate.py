@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation, sources, tables = [], {}, {}
     for relation, names in DATA.items():
         for name in names:
-            examples = load_examples(name, data_root=args.data_root)[0]
+            examples = load_examples(name, data_root=args.data_root)
             if relation == "coreference":   # the measures need a distractor: exactly two candidates
                 examples = [e for e in examples if e.candidate_spans and len(e.candidate_spans) == 2]
             examples = _first_groups(examples, args.limit)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     skipped_data = []
     for name in EVALUATION_ONLY:
         try:
-            evaluation += _first_groups(load_examples(name, data_root=args.data_root)[0], args.limit)
+            evaluation += _first_groups(load_examples(name, data_root=args.data_root), args.limit)
         except ExampleError as err:
             skipped_data.append(f"{name}: {err}")
     head_sets = []

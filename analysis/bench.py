@@ -167,7 +167,7 @@ def long_document(loaded, n_tokens: int = 4096, data_root=None):
     """A coreference example of about n_tokens pieces: the antecedent in the first sentence, GAP passages in
     between, the pronoun in the last sentence; candidates: the antecedent and a GAP name near the middle."""
     from probing.examples import Example, load_examples
-    passages = [e for e in load_examples("gap-dev", data_root=data_root)[0]]
+    passages = list(load_examples("gap-dev", data_root=data_root))
     count = lambda text: len(loaded.tokenizer(text)["input_ids"])  # noqa: E731
     budget = n_tokens - count(LONG_HEAD + LONG_TAIL)
     words, used, distractor = [], 0, None
@@ -275,7 +275,7 @@ def long_document_report(model: str, n_tokens: int, data_root, eager_limit_gib: 
 def peak_rss_of_heads(n: int, model: str | None, data_root) -> float:
     """Peak RSS (MiB) of a child process that runs the head scorer on the first n GAP examples (dev, then test)."""
     code = ("import sys, resource; from probing.examples import load_examples; from probing.heads import score_heads;"
-            f"ex = [e for name in ('gap-dev', 'gap-test') for e in load_examples(name, data_root={data_root!r})[0]][:{n}];"
+            f"ex = [e for name in ('gap-dev', 'gap-test') for e in load_examples(name, data_root={data_root!r})][:{n}];"
             f"assert len(ex) == {n};"
             f"score_heads({model!r}, ex, n_boot=200, n_perm=1000);"
             # VmHWM is this process's own peak; ru_maxrss would carry over the parent's peak across exec.
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} CPUs", flush=True)
     rows = []
     for name in args.data:
-        examples, _ = load_examples(name, data_root=args.data_root, limit=args.n)
+        examples = load_examples(name, data_root=args.data_root, limit=args.n)
         rows.append(time_dataset(loaded, name, examples, args.repeats, args.naive_n))
         r = rows[-1]
         print(f"{name:18s} n={r['n']:5d} tokens={r['tokens']:7d}  sdpa {r['sdpa_s']:6.2f}s  floor {r['floor_s']:6.2f}s"

@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", action="append", default=[], metavar="KEY",
                         help="also report the head table per value of meta[KEY] (repeatable); cue form, "
                              "next_is_predicate, category, stereotype and type are stratified when present")
+    parser.add_argument("--source-pieces", choices=["last", "mean"], default="last", help="how a multi-piece source is read")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
@@ -48,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     main_process = not parallel or is_main_process()
 
     def produce(staging):
-        return run_heads(args.data, args.model, staging, relation=args.relation, data_root=args.data_root,
+        return run_heads(args.model, args.data, staging, relation=args.relation, data_root=args.data_root,
                          skip_bad=args.skip_bad, limit=args.limit, renormalize=args.renormalize,
                          batch_tokens=args.batch_tokens, n_boot=args.n_boot, n_perm=args.n_perm, progress=True,
                          device=args.device, dtype=args.dtype, parallel=parallel,
-                         mention=args.mention, by=args.by)
+                         mention=args.mention, by=args.by, source_pieces=args.source_pieces)
 
     # Only the main process writes files; the others score their shard and publish nothing.
     summary = write_complete(out, HEAD_FILES, produce, publish_result=main_process)

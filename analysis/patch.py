@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from probing.patching import KINDS, patch_heads
     out = prepare_out_dir(args.out, PATCH_FILES, args.force)
     out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
-    examples, _report = load_examples(args.data, data_root=args.data_root)
+    examples = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
     if args.limit is not None:
         # the first N pairs (rows sharing meta.pair or meta.twin; an unpaired row is its own pair)

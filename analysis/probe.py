@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(name: str, args) -> list:
     from probing.examples import load_examples
-    examples, report = load_examples(name, data_root=args.data_root, skip_bad=args.skip_bad, limit=args.limit)
+    examples = load_examples(name, data_root=args.data_root, skip_bad=args.skip_bad, limit=args.limit)
+    report = examples.report
     print(report.summary(), file=sys.stderr)
     return examples
 

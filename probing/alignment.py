@@ -7,7 +7,9 @@ Conventions (Clark et al. 2019, `bpe_utils.py`):
 - a mention of several words (`mention="head"`, the default for coreference) is represented by its last
   word's pieces, its head word for names and simple noun phrases (Clark et al. 2019); `mention="span"`
   keeps every selected piece (attention is then summed over the whole mention);
-- word-level attention from unit S to unit T = mean over S's pieces of the sum over T's pieces.
+- word-level attention from unit S to unit T = the sum over T's pieces, read from S's pieces by the source-piece
+  rule (`SOURCE_PIECE_RULES`): "mean" averages over S's pieces (Clark et al.), "last" reads S's last piece
+  only, the one adjacent to what follows (a two-piece "n't" is read from its `t`, not from `'`).
 
 Everything here is a small pure function over arrays, so it can be tested on hand-made tensors.
 """
@@ -52,6 +54,23 @@ def _whitespace_words(offsets, text, raw) -> list[int]:
 
 
 MENTION_RULES = ("head", "span")
+SOURCE_PIECE_RULES = ("last", "mean")
+
+
+def check_source_pieces(source_pieces: str) -> str:
+    if source_pieces not in SOURCE_PIECE_RULES:
+        raise ValueError(f"source_pieces must be one of {SOURCE_PIECE_RULES}, got {source_pieces!r}")
+    return source_pieces
+
+
+def source_weights(n_pieces: int, source_pieces: str) -> np.ndarray:
+    """The weight of each of a source's pieces (in text order): 1/n each ("mean"), or all on the last ("last")."""
+    check_source_pieces(source_pieces)
+    if source_pieces == "mean":
+        return np.full(n_pieces, 1.0 / n_pieces)
+    weights = np.zeros(n_pieces)
+    weights[-1] = 1.0
+    return weights
 
 
 def span_pieces(span: tuple[int, int], offsets, words: np.ndarray) -> list[int]:
@@ -79,7 +98,7 @@ def mention_pieces(pieces: list[int], words: np.ndarray, mention: str) -> list[i
 class Layout:
     """Where one example's source, candidates and word pairs sit among its pieces."""
     n_pieces: int
-    words: np.ndarray            # (T,) word number per piece, -1 for specials/padding
+    words: np.ndarray            # [pos] word number per piece, -1 for specials/padding
     source: np.ndarray           # piece indices of the source unit
     units: list[np.ndarray]      # piece indices of each candidate unit; units[target] is the gold one
     target: int
@@ -151,13 +170,13 @@ def unit_attention(attention: torch.Tensor, from_index: torch.Tensor, from_weigh
                    to_matrix: torch.Tensor) -> torch.Tensor:
     """Mean over attending pieces, sum over attended-to pieces (a 0/1 matrix), for one source unit per row.
 
-    attention (B, H, T, T); from_index (B, S) the source pieces, padded with any index; from_weights (B, S)
-    1/|source| for real entries and 0 for padding; to_matrix (B, T, C) -> (B, H, C).
+    attention [batch, head, query_pos, key_pos]; from_index [batch, source_piece] the source pieces, padded with any index; from_weights [batch, source_piece]
+    1/|source| for real entries and 0 for padding; to_matrix [batch, pos, candidate] -> [batch, head, candidate].
     Only the source rows are read, so the cost is B*H*S*T rather than B*H*T*T.
     """
     batch, heads, n_pieces, _ = attention.shape
     index = from_index[:, None, :, None].expand(batch, heads, from_index.shape[1], n_pieces)
-    rows = (attention.gather(2, index) * from_weights[:, None, :, None]).sum(2)       # (B, H, T)
+    rows = (attention.gather(2, index) * from_weights[:, None, :, None]).sum(2)       # [batch, head, pos]
     return torch.bmm(rows, to_matrix)
 
 
@@ -170,24 +189,27 @@ def band_width(words: torch.Tensor) -> int:
     return int(2 * one_hot.sum(1).max())
 
 
-def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as (B, H, W-1).
+def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False,
+                            source_pieces: str = "mean") -> torch.Tensor:
+    """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as [batch, head, word_pair].
 
-    Entry w holds the pair (w, w+1) in both directions. Mean over attending pieces, sum over attended-to
-    pieces; pairs that do not exist are 0. Words are runs of pieces, so the next word's pieces lie within a
+    Entry w holds the pair (w, w+1) in both directions. The attending word is read by `source_pieces` (mean
+    over its pieces, or its last piece), the attended-to word is summed over its pieces; pairs that do not
+    exist are 0. Words are runs of pieces, so the next word's pieces lie within a
     narrow band beside each piece: only that band of the attention matrix is read (then `adjacent_from_band`).
     """
     batch, heads, n_pieces, _ = attention.shape
     width = band_width(words)
     step = -1 if reverse else 1
     columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
-    columns = columns.clamp(0, n_pieces - 1)                                           # (T, D)
+    columns = columns.clamp(0, n_pieces - 1)                                           # [pos, band]
     band = attention.gather(3, columns.view(1, 1, n_pieces, width).expand(batch, heads, n_pieces, width))
-    return adjacent_from_band(band, words, reverse)
+    return adjacent_from_band(band, words, reverse, source_pieces)
 
 
-def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Word-level attention w -> w+1 (reverse: w+1 -> w), (B, H, W-1), from the band of the attention pattern
+def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False,
+                       source_pieces: str = "mean") -> torch.Tensor:
+    """Word-level attention w -> w+1 (reverse: w+1 -> w), [batch, head, word_pair], from the band of the attention pattern
     beside each piece: band[b, h, t, d-1] is the attention from piece t to piece t + step*d (step -1 when
     reverse), d = 1..D. Entries outside the sequence are never read. The fused path reads this band without
     the full pattern (`probing.attention`); `adjacent_word_attention` gathers it from the full pattern."""
@@ -197,14 +219,20 @@ def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = 
         return band.new_zeros(batch, heads, 0)
     step = -1 if reverse else 1
     one_hot = torch.nn.functional.one_hot(words.clamp_min(0), n_words).to(band.dtype)
-    one_hot = one_hot * (words >= 0)[..., None].to(band.dtype)                          # (B, T, W)
-    pieces_per_word = one_hot.sum(1)                                                  # (B, W)
+    one_hot = one_hot * (words >= 0)[..., None].to(band.dtype)                          # [batch, pos, word]
+    pieces_per_word = one_hot.sum(1)                                                  # [batch, word]
     columns = torch.arange(n_pieces, device=words.device)[:, None] + step * torch.arange(1, width + 1, device=words.device)
-    inside = (columns >= 0) & (columns < n_pieces)                                    # (T, D)
+    inside = (columns >= 0) & (columns < n_pieces)                                    # [pos, band]
     columns = columns.clamp(0, n_pieces - 1)
     column_word = words.gather(1, columns.reshape(1, -1).expand(batch, -1)).view(batch, n_pieces, width)
-    in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)   # (B, T, D)
-    per_piece = (band * in_next[:, None].to(band.dtype)).sum(-1)                      # (B, H, T)
-    per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
+    in_next = inside & (words[:, :, None] >= 0) & (column_word == words[:, :, None] + step)   # [batch, pos, band]
+    per_piece = (band * in_next[:, None].to(band.dtype)).sum(-1)                      # [batch, head, pos]
+    if check_source_pieces(source_pieces) == "last":
+        # Keep each word's last piece only: the piece whose successor belongs to another word (or to none).
+        following = torch.cat([words[:, 1:], words.new_full((batch, 1), -1)], 1)
+        one_hot = one_hot * (following != words)[..., None].to(band.dtype)
+        per_word = torch.bmm(per_piece, one_hot)
+    else:
+        per_word = torch.bmm(per_piece, one_hot) / pieces_per_word.clamp_min(1)[:, None]
     # For w -> w+1 the attending word is w (entries 0..W-2); for w+1 -> w it is w+1 (entries 1..W-1).
     return per_word[..., 1:] if reverse else per_word[..., :-1]

@@ -75,9 +75,10 @@ class LayerRead:
         rows = (self.rows * from_weights[:, None, :, None]).sum(2)                    # (B, H, T)
         return torch.bmm(rows, to_matrix)
 
-    def adjacent_word_attention(self, words: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    def adjacent_word_attention(self, words: torch.Tensor, reverse: bool = False,
+                                source_pieces: str = "mean") -> torch.Tensor:
         """As `alignment.adjacent_word_attention` on the full pattern, from the band alone: (B, H, W-1)."""
-        return adjacent_from_band(self.band, words, reverse)
+        return adjacent_from_band(self.band, words, reverse, source_pieces)
 
 
 @dataclass
@@ -89,9 +90,9 @@ class FullLayer:
         from probing.alignment import unit_attention
         return unit_attention(self.attention, from_index, from_weights, to_matrix)
 
-    def adjacent_word_attention(self, words, reverse: bool = False) -> torch.Tensor:
+    def adjacent_word_attention(self, words, reverse: bool = False, source_pieces: str = "mean") -> torch.Tensor:
         from probing.alignment import adjacent_word_attention
-        return adjacent_word_attention(self.attention, words, reverse=reverse)
+        return adjacent_word_attention(self.attention, words, reverse=reverse, source_pieces=source_pieces)
 
 
 @dataclass

@@ -35,13 +35,13 @@ import torch
 
 from probing.alignment import AlignmentError, Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
+from probing.lexicon import word_type
 from probing.models import LoadedModel
 from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
 
 DIRECTIONS_COREF = ("pronoun->candidate", "candidate->pronoun")
 DIRECTIONS_ADJACENT = ("w->w+1", "w+1->w")
 DEFAULT_GROUP_BY = {"winogender": "occupation"}
-DETERMINERS = ("the", "a", "an")
 # The built-in coreference set's categories, for sets written before meta["agreement_decides"] existed:
 # pronoun gender, number or animacy alone picks the answer in every category but the Winograd pairs.
 _AGREEMENT_BY_CATEGORY = {"two-candidate": True, "plural": True, "possessive": True, "winograd": False}
@@ -97,12 +97,6 @@ def agreement_decides(example: Example) -> bool | None:
     return _AGREEMENT_BY_CATEGORY.get(example.meta.get("category"))
 
 
-def word_type(text: str) -> str:
-    """A candidate's word type: lowercased, leading determiner dropped ("The doctor" -> "doctor")."""
-    words = text.lower().split()
-    return " ".join(words[1:] if len(words) > 1 and words[0] in DETERMINERS else words)
-
-
 # ---- Coreference: (pronoun, candidate) attention in both directions --------------------------------
 
 @dataclass
@@ -111,11 +105,11 @@ class CandidateFeatures:
     model: str
     ids: list[str]
     groups: list[str]
-    features: np.ndarray        # (N, C, 2, L, H); direction 0 pronoun->candidate, 1 candidate->pronoun
-    candidate_mask: np.ndarray  # (N, C) bool: the candidate exists
-    target: np.ndarray          # (N,) gold candidate index
-    nearest: np.ndarray         # (N,) candidate closest to the pronoun
-    first: np.ndarray           # (N,) candidate that comes first in the text
+    features: np.ndarray        # [example, candidate, direction, layer, head]; direction 0 pronoun->candidate, 1 candidate->pronoun
+    candidate_mask: np.ndarray  # [example, candidate] bool: the candidate exists
+    target: np.ndarray          # [example] gold candidate index
+    nearest: np.ndarray         # [example] candidate closest to the pronoun
+    first: np.ndarray           # [example] candidate that comes first in the text
     skipped: list[str] = field(default_factory=list)
     candidate_words: list[tuple[str, ...]] = field(default_factory=list)  # word type of each candidate
     twins: list[str | None] = field(default_factory=list)                # meta["twin"] per example
@@ -141,14 +135,14 @@ class CandidateFeatures:
 
 
 def _source_columns(attention: torch.Tensor, from_index: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
-    """Attention from every piece into the source's pieces, summed: (B, H, T). Reads only the source columns."""
+    """Attention from every piece into the source's pieces, summed: [batch, head, pos]. Reads only the source columns."""
     batch, heads, n_pieces, _ = attention.shape
     index = from_index[:, None, None, :].expand(batch, heads, n_pieces, from_index.shape[1])
     return (attention.gather(3, index) * source_mask[:, None, None, :]).sum(-1)
 
 
 def _coref_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormalize: bool) -> np.ndarray:
-    """Forward one batch; return (B, C, 2, L, H) pronoun<->candidate word-level attention."""
+    """Forward one batch; return [batch, candidate, direction, layer, head] pronoun<->candidate word-level attention."""
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     width, n_units = ids.shape[1], max(len(l.units) for l in layouts)
     n_source = max(len(l.source) for l in layouts)
@@ -173,11 +167,11 @@ def _coref_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormal
         layer_att = layer_att.float()
         if renormalize:
             layer_att = drop_special_columns(layer_att, words >= 0)
-        forward = unit_attention(layer_att, from_index, from_weights, to_units)              # (B, H, C)
-        backward = torch.bmm(_source_columns(layer_att, from_index, source_mask), from_units)  # (B, H, C)
+        forward = unit_attention(layer_att, from_index, from_weights, to_units)              # [batch, head, candidate]
+        backward = torch.bmm(_source_columns(layer_att, from_index, source_mask), from_units)  # [batch, head, candidate]
         per_layer.append(torch.stack([forward, backward], 1))                                 # (B, 2, H, C)
     stacked = torch.stack(per_layer, 2)                                                       # (B, 2, L, H, C)
-    return stacked.permute(0, 4, 1, 2, 3).cpu().numpy()                                       # (B, C, 2, L, H)
+    return stacked.permute(0, 4, 1, 2, 3).cpu().numpy()                                       # [batch, candidate, direction, layer, head]
 
 
 def candidate_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
@@ -235,12 +229,12 @@ class AdjacentPairFeatures:
     """One row per adjacent word pair (w, w+1) of every usable sentence."""
     model: str
     features: np.ndarray        # (P, 2, L, H); direction 0 w->w+1, 1 w+1->w
-    label: np.ndarray           # (P,) bool: w is the negation cue of a negated sentence
-    hard_negative: np.ndarray   # (P,) bool: w is the substitute adverb of a control sentence
+    label: np.ndarray           # [pair] bool: w is the negation cue of a negated sentence
+    hard_negative: np.ndarray   # [pair] bool: w is the substitute adverb of a control sentence
     word: list[str]             # lowercased text of w
-    position: np.ndarray        # (P,) index of w among the sentence's words
-    n_words: np.ndarray         # (P,) words in the sentence
-    example: np.ndarray         # (P,) row of the pair's sentence in `ids`
+    position: np.ndarray        # [pair] index of w among the sentence's words
+    n_words: np.ndarray         # [pair] words in the sentence
+    example: np.ndarray         # [pair] row of the pair's sentence in `ids`
     ids: list[str]              # one per sentence
     groups: list[str]           # one per sentence: meta["pair"] (negated and control together), else the id
     roles: list[str]            # one per sentence: "negated", "control" or ""
@@ -285,7 +279,7 @@ def _word_texts(text: str, layout: Layout, offsets) -> list[str]:
 
 
 def _adjacent_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormalize: bool) -> np.ndarray:
-    """Forward one batch; return (B, W-1, 2, L, H) attention within each adjacent word pair."""
+    """Forward one batch; return [batch, word_pair, direction, layer, head] attention within each adjacent word pair."""
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     words = torch.full(ids.shape, -1, dtype=torch.long)
     for row, layout in enumerate(layouts):
@@ -297,10 +291,10 @@ def _adjacent_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renor
         layer_att = layer_att.float()
         if renormalize:
             layer_att = drop_special_columns(layer_att, words >= 0)
-        forward = adjacent_word_attention(layer_att, words)                   # (B, H, W-1)
-        backward = adjacent_word_attention(layer_att, words, reverse=True)    # (B, H, W-1)
+        forward = adjacent_word_attention(layer_att, words)                   # [batch, head, word_pair]
+        backward = adjacent_word_attention(layer_att, words, reverse=True)    # [batch, head, word_pair]
         per_layer.append(torch.stack([forward, backward], 1))                 # (B, 2, H, W-1)
-    return torch.stack(per_layer, 2).permute(0, 4, 1, 2, 3).cpu().numpy()     # (B, W-1, 2, L, H)
+    return torch.stack(per_layer, 2).permute(0, 4, 1, 2, 3).cpu().numpy()     # [batch, word_pair, direction, layer, head]
 
 
 def _cue_word(example: Example, layout: Layout) -> int:
@@ -378,14 +372,14 @@ class WordStates:
     """Hidden state of the word after each example's source, at every layer (0 = embeddings)."""
     model: str
     ids: list[str]
-    states: np.ndarray          # (N, L+1, D)
+    states: np.ndarray          # [example, layer+1, d_model]
     kept: list[int]             # index of each row's example in the input list
     skipped: list[str] = field(default_factory=list)
     words: list[str] = field(default_factory=list)   # lowercased text of the probed word, one per row
 
 
 def _hidden_states_by_layer(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """Per-layer hidden states (embeddings first), a tuple of (B, T, D) tensors."""
+    """Per-layer hidden states (embeddings first), a tuple of [batch, pos, band] tensors."""
     device = next(loaded.model.parameters()).device
     with torch.inference_mode():
         out = loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
@@ -422,7 +416,7 @@ def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_token
         weights = torch.zeros(ids.shape, dtype=torch.float32)
         for position, r in enumerate(rows):
             weights[position, pieces[r]] = 1.0 / len(pieces[r])
-        hidden = torch.stack([h.float() for h in _hidden_states_by_layer(loaded, ids, mask)], 1)   # (B, L+1, T, D)
+        hidden = torch.stack([h.float() for h in _hidden_states_by_layer(loaded, ids, mask)], 1)   # [batch, layer+1, pos, d_model]
         pooled = torch.einsum("bltd,bt->bld", hidden, weights.to(hidden.device)).cpu().numpy()
         if states is None:
             states = np.zeros((len(usable),) + pooled.shape[1:], np.float32)

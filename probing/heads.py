@@ -2,7 +2,9 @@
 
 Per example and head we keep a few numbers, reduced on the batch in torch (never the whole dataset's
 attention tensors):
-- `attention`: word-level attention source -> target (mean over source pieces, sum over target pieces).
+- `attention`: word-level attention source -> target: read from the source's LAST piece (the one adjacent to
+  what follows; `source_pieces="last"`, default) or averaged over its pieces (`"mean"`, Clark et al.), summed
+  over the target's pieces. The same rule reads the attending word of every next-word-baseline pair.
   A span's pieces are those inside it (so "n't" is `'` + `t`, never its host); a coreference mention of
   several words is its last word (`mention="head"`, default) or all of it (`mention="span"`);
 - `is_argmax`: the credit the target gets for the argmax among candidates: 1 when it alone gets the most attention,
@@ -34,11 +36,11 @@ import pandas as pd
 import torch
 
 from probing import stats
-from probing.alignment import AlignmentError, Layout, MENTION_RULES, make_layout
+from probing.alignment import Layout, MENTION_RULES, check_source_pieces, source_weights
 from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.examples import Example
-from probing.models import LoadedModel, direction_for
-from probing.runner import encode, length_batches, pad_ids, release_freed_memory
+from probing.models import LoadedModel, as_loaded, direction_for
+from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
 
 ALPHA = 0.05            # family-wise level for `significant` and the flags
 MIN_UNITS = 30          # below this many resampling units a report refuses to claim anything
@@ -54,14 +56,14 @@ def task_of(example: Example) -> str:
 class ExampleScores:
     """Per-example, per-head reductions (plain arrays a notebook user can inspect)."""
     ids: list[str]
-    attention: np.ndarray        # (N, L, H) source -> target word-level attention
-    is_argmax: np.ndarray        # (N, L, H) float: argmax credit of the target (1, 1/k on a k-way tie, 0)
-    next_word_baseline: np.ndarray  # (N, L, H) mean adjacent-pair attention (NaN where not computed)
-    nearest_hit: np.ndarray      # (N,) bool: the candidate nearest the source is the target
-    first_hit: np.ndarray        # (N,) bool: the first candidate in the text is the target
-    n_candidates: np.ndarray     # (N,)
+    attention: np.ndarray        # [example, layer, head] source -> target word-level attention
+    is_argmax: np.ndarray        # [example, layer, head] float: argmax credit of the target (1, 1/k on a k-way tie, 0)
+    next_word_baseline: np.ndarray  # [example, layer, head] mean adjacent-pair attention (NaN where not computed)
+    nearest_hit: np.ndarray      # [example] bool: the candidate nearest the source is the target
+    first_hit: np.ndarray        # [example] bool: the first candidate in the text is the target
+    n_candidates: np.ndarray     # [example]
     pairs: list[str] = field(default_factory=list)  # meta["pair"] per example ("" when unpaired)
-    nearest_choice: np.ndarray | None = None         # (N, L, H) argmax credit of the nearest candidate
+    nearest_choice: np.ndarray | None = None         # [example, layer, head] argmax credit of the nearest candidate
     groups: list[str] = field(default_factory=list)  # meta["group"] per example, else its id
     tasks: list[str] = field(default_factory=list)   # task_of per example
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
@@ -105,6 +107,7 @@ class HeadScores:
     controls: ExampleScores | None
     skipped: list[str]
     mention: str = "head"
+    source_pieces: str = "last"  # how a source of several pieces is read (alignment.SOURCE_PIECE_RULES)
     resampling_unit: str = "example"
     tasks: dict = field(default_factory=dict)      # per task: counts, baselines, cross-fitted best head
     strata: pd.DataFrame | None = None             # head tables per stratum of meta[key] (`by`, `stratum`)
@@ -124,15 +127,39 @@ class HeadScores:
         task = task or self.primary_task
         return self.table[self.table["task"] == task].reset_index(drop=True)
 
+    def ranked(self, by: str | None = None, task: str | None = None) -> pd.DataFrame:
+        """Every column of one task's table (default: the primary task), best head first by `by` (default: the
+        main score)."""
+        by = by or self.main_score
+        table = self.task_table(task)
+        if by not in table:
+            raise ValueError(f"by={by!r} is not a column of the head table; columns: {', '.join(table.columns)}")
+        return table.sort_values(by, ascending=False)
+
     def top(self, k: int = 5, by: str | None = None, task: str | None = None) -> pd.DataFrame:
-        """The k best heads of one task (default: the primary) by `by` (default: the main score)."""
-        return self.task_table(task).sort_values(by or self.main_score, ascending=False).head(k)
+        """The k best heads of one task by `by` (default: the main score), with the few columns a person reads
+        first: the head, the score with its CI and corrected p-value, and the baselines it is read against.
+        `ranked` (or `.table`) has every column."""
+        ranked = self.ranked(by, task).head(k)
+        columns = [c for c in dict.fromkeys(["layer", "head", by or self.main_score] + self._read_first())
+                   if c in ranked]
+        return ranked[columns].reset_index(drop=True)
+
+    def _read_first(self) -> list[str]:
+        key = self.main_score
+        scored = [key, f"{key}_ci_low", f"{key}_ci_high"]
+        if self.relation == "negation":
+            return scored + ["paired_p_fwer", "p_fwer", "significant", "mean_attention", "control_attention",
+                             "next_word_baseline", "above_baseline", "n_examples"]
+        return scored + ["p_fwer", "significant", "mean_attention", "nearest_candidate_accuracy",
+                         "agreement_oracle_accuracy", "flags", "n_examples"]
 
     def to_dict(self) -> dict:
         """Every number, JSON-ready: the settings, each task's counts and baselines, and one record per task
         and head (the per-example arrays stay in `examples` / `controls`)."""
         return {"model": self.model, "relation": self.relation, "direction": self.direction,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "mention": self.mention,
+                "source_pieces": self.source_pieces,
                 "resampling_unit": self.resampling_unit, "attention_path": self.attention_path,
                 "main_score": self.main_score, "n_skipped": len(self.skipped), "tasks": self.tasks,
                 "heads": self.table.astype(object).where(self.table.notna(), None).to_dict("records")}
@@ -161,27 +188,35 @@ def mention_rule(relation: str, mention: str) -> str:
     return mention if relation == "coreference" else "span"
 
 
-def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
+def _piece_index(layouts: list[Layout], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a forward pass must know to read a batch: the source pieces [batch, source_piece] (padded with
+    piece 0) and the word number of every piece [batch, pos] (-1 for specials and padding)."""
+    n_source = max(len(l.source) for l in layouts)
+    from_index = np.zeros((len(layouts), n_source), np.int64)
+    words = np.full((len(layouts), width), -1, np.int64)
+    for row, layout in enumerate(layouts):
+        from_index[row, :len(layout.source)] = layout.source
+        words[row, :layout.n_pieces] = layout.words
+    return from_index, words
+
+
+def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool, source_pieces: str = "last"):
     """Index tensors for one batch: source pieces and weights, candidate matrix, target and nearest candidate,
     words, pair masks."""
     n_rows = len(layouts)
     n_units = max(len(l.units) for l in layouts)
-    n_source = max(len(l.source) for l in layouts)
     n_words = max(int(l.words.max()) + 1 for l in layouts)
     # Filled in numpy (cheap element writes), handed to torch once.
-    from_index = np.zeros((n_rows, n_source), np.int64)
-    from_weights = np.zeros((n_rows, n_source), np.float32)
+    from_index, words = _piece_index(layouts, width)
+    from_weights = np.zeros(from_index.shape, np.float32)
     to_matrix = np.zeros((n_rows, width, n_units), np.float32)
     unit_mask = np.zeros((n_rows, n_units), bool)
-    words = np.full((n_rows, width), -1, np.int64)
     pair_mask = np.zeros((n_rows, max(n_words - 1, 0)), np.float32)
     for row, layout in enumerate(layouts):
-        from_index[row, :len(layout.source)] = layout.source
-        from_weights[row, :len(layout.source)] = 1.0 / len(layout.source)
+        from_weights[row, :len(layout.source)] = source_weights(len(layout.source), source_pieces)
         for c, pieces in enumerate(layout.units):
             to_matrix[row, pieces, c] = 1.0
         unit_mask[row, :len(layout.units)] = True
-        words[row, :layout.n_pieces] = layout.words
         pair_mask[row, :int(layout.words.max())] = 1.0        # pairs (w, w+1) that exist ...
         cue = layout.target_words if cue_is_target else layout.source_words
         pair_mask[row, [w for w in cue if w < pair_mask.shape[1]]] = 0.0   # ... except those starting in the cue
@@ -194,22 +229,22 @@ def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool):
 def argmax_credit(per_unit: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """Credit of candidate `unit` for the argmax: 1 if it alone is the maximum, 1/k in an exact k-way tie, else 0.
 
-    per_unit (B, H, C) with -inf for missing candidates; unit (B,) -> (B, H)."""
-    at_max = per_unit == per_unit.max(-1, keepdim=True).values                    # (B, H, C)
+    per_unit [batch, head, candidate] with -inf for missing candidates; unit [batch] -> [batch, head]."""
+    at_max = per_unit == per_unit.max(-1, keepdim=True).values                    # [batch, head, candidate]
     chosen = at_max.gather(-1, unit[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
     return chosen.to(per_unit.dtype) / at_max.sum(-1).to(per_unit.dtype)
 
 
 def reduce_candidates(per_unit: torch.Tensor, unit_mask, targets, nearest):
-    """One layer's word-level attention to each candidate (B, H, C) -> target attention, target credit and
-    nearest-candidate credit, each (B, H)."""
+    """One layer's word-level attention to each candidate [batch, head, candidate] -> target attention, target credit and
+    nearest-candidate credit, each [batch, head]."""
     per_unit = per_unit.masked_fill(~unit_mask[:, None, :], float("-inf"))
     on_target = per_unit.gather(-1, targets[:, None, None].expand(-1, per_unit.shape[1], 1))[..., 0]
     return on_target, argmax_credit(per_unit, targets), argmax_credit(per_unit, nearest)
 
 
 def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor:
-    """One layer's adjacent-pair attention (B, H, W-1) -> its mean over the pairs kept by pair_mask, (B, H);
+    """One layer's adjacent-pair attention [batch, head, word_pair] -> its mean over the pairs kept by pair_mask, [batch, head];
     NaN where no pair is kept."""
     n_pairs = pair_mask.sum(-1)
     summed = (adjacent * pair_mask[:, None, :]).sum(-1)
@@ -217,54 +252,66 @@ def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor
                        torch.full_like(summed, float("nan")))
 
 
-def _score_batch(loaded: LoadedModel, layouts, input_ids, relation, renormalize,
-                 path: str = "eager") -> dict[str, np.ndarray]:
-    """Forward one batch and reduce it to per-example, per-head numbers.
+def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, relation: str,
+                  renormalize: bool = False, path: str = "eager") -> list:
+    """One forward pass over a batch of encoded texts: per layer, the attention the scorer reads.
 
-    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention`);
-    "eager": the full patterns from output_attentions (the reference). Both give the same reads."""
+    path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention.LayerRead`);
+    "eager": the full patterns from output_attentions (`FullLayer`, the reference). Both give the same reads;
+    `score_attention` turns either into numbers. Renormalisation (attention to special tokens dropped) is done
+    here, on the reads."""
     reverse = relation == "negation" and loaded.is_causal
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
-    tensors = _batch_tensors(layouts, ids.shape[1], reverse)
-    device = next(loaded.model.parameters()).device
+    from_index, words = (torch.from_numpy(a).to(next(loaded.model.parameters()).device)
+                         for a in _piece_index(layouts, ids.shape[1]))
+    return read_layers(loaded, ids, mask, from_index, words, path=path, band=relation == "negation",
+                       reverse=reverse, renormalize=renormalize)
+
+
+def _read_device(read) -> torch.device:
+    tensor = getattr(read, "attention", None)
+    if tensor is None:
+        tensor = read.rows if read.rows is not None else read.band
+    return tensor.device
+
+
+def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False,
+                    source_pieces: str = "last") -> dict[str, np.ndarray]:
+    """Per-example, per-head numbers from one batch's attention reads: pure arithmetic, no model call.
+
+    layouts: the batch's examples laid out on their pieces (`runner.encode_and_align`), in the reads' row
+    order; reads: one per layer (`forward_reads`, or `FullLayer`s over attention already computed, as the
+    demo does); reverse: negation read backwards (a causal model: next word -> cue); source_pieces: how a
+    source of several pieces, and each attending word of the baseline, is read ("last" or "mean").
+    Returns `attention`, `is_argmax`, `nearest_choice` and `next_word_baseline`, each [batch, layer, head]."""
+    width = max(l.n_pieces for l in layouts)
+    tensors = _batch_tensors(layouts, width, reverse, source_pieces)
+    device = _read_device(reads[0])
     from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(device) for t in tensors)
-    # Each layer's reads: the source rows and (negation) the adjacent-word band; renormalisation is done there.
-    layers = read_layers(loaded, ids, mask, from_i, words, path=path, band=relation == "negation",
-                         reverse=reverse, renormalize=renormalize)
     out = {"attention": [], "is_argmax": [], "nearest_choice": [], "next_word_baseline": []}
-    for layer in layers:
-        per_unit = layer.unit_attention(from_i, from_w, to_m)                    # (B, H, C)
+    for layer in reads:
+        per_unit = layer.unit_attention(from_i, from_w, to_m)                    # [batch, head, candidate]
         on_target, is_argmax, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
         out["attention"].append(on_target)
         out["is_argmax"].append(is_argmax)
         out["nearest_choice"].append(nearest_choice)
         out["next_word_baseline"].append(
-            reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse), pair_mask)
+            reduce_next_word_baseline(layer.adjacent_word_attention(words, reverse=reverse,
+                                                                    source_pieces=source_pieces), pair_mask)
             if relation == "negation" else torch.full_like(on_target, float("nan")))
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
 
 
-def align(loaded: LoadedModel, examples: list[Example], mention: str = "span"):
-    """Encode every text once and lay out its spans under the mention rule; (encoded, layouts, skip reasons)."""
-    encoded = encode(loaded, [e.text for e in examples])
-    layouts, skipped = [], []
-    for example, enc in zip(examples, encoded):
-        try:
-            layouts.append(make_layout(example.text, example.source_span, example.target_span,
-                                       example.candidate_spans, enc.offsets, enc.word_ids, mention=mention))
-        except AlignmentError as err:
-            layouts.append(None)
-            skipped.append(f"{example.id}: {err}")
-    return encoded, layouts, skipped
-
-
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
                    renormalize: bool = False, progress: bool = False, mention: str = "head",
-                   label: str = "examples", attention: str = "auto") -> tuple[ExampleScores, list[str]]:
+                   label: str = "examples", attention: str = "auto", source_pieces: str = "last"
+                   ) -> tuple[ExampleScores, list[str]]:
     """Per-example head numbers for examples of one relation; returns them and the skip reasons.
 
     `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar;
-    `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager"."""
+    `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager";
+    `source_pieces`: "last" or "mean" (see the module's docstring)."""
+    check_source_pieces(source_pieces)
     if not examples:
         raise ValueError("no examples to score")
     path = choose_path(loaded, attention)
@@ -273,7 +320,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         raise ValueError(f"examples mix relations {sorted(relations)}; score one relation at a time")
     relation = relations.pop()
     measured = [oriented(e, loaded.is_causal) for e in examples]
-    encoded, layouts, skipped = align(loaded, measured, mention_rule(relation, mention))
+    encoded, layouts, skipped = encode_and_align(loaded, measured, mention_rule(relation, mention))
     # Offsets and word ids are spent once the layouts exist; keep only compact piece ids.
     piece_ids = [np.asarray(e.input_ids, dtype=np.int32) for e in encoded]
     del encoded
@@ -287,8 +334,11 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     bar = _progress(len(usable), progress, label)
     for batch in batches:
         rows = [usable[i] for i in batch]
-        reduced = _score_batch(loaded, [layouts[r] for r in rows], [piece_ids[r] for r in rows],
-                               relation, renormalize, path)
+        batch_layouts = [layouts[r] for r in rows]
+        reads = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize, path)
+        reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal,
+                                  source_pieces=source_pieces)
+        del reads
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
@@ -316,7 +366,7 @@ def _progress(total: int, enabled: bool, label: str = "examples"):
 # ---- From per-example arrays to one row per head ---------------------------------------------------------
 
 def _flat(values: np.ndarray) -> np.ndarray:
-    """(N, L, H) -> (N, L*H) float64."""
+    """[example, layer, head] -> [example, layer*head] float64."""
     return values.reshape(len(values), -1).astype(np.float64)
 
 
@@ -439,7 +489,7 @@ def _confound_columns(cols: _Columns, main: ExampleScores, cluster: bool) -> Non
     if len(twin_rows):
         table["twin_accuracy"] = is_argmax[twin_rows].mean(0)
         cols.test("twin_", is_argmax[twin_rows] - chance[twin_rows], _groups(main, twin_rows, cluster))
-        both = np.stack([is_argmax[a] * is_argmax[b] for a, b in pairs])   # (pairs, heads): right on both twins
+        both = np.stack([is_argmax[a] * is_argmax[b] for a, b in pairs])   # [pair, layer*head]: right on both twins
         cols.mean_ci("twin_consistency", both, _groups(main, [a for a, _ in pairs], cluster))
         table["n_twin_pairs"] = len(pairs)
     _pro_anti_columns(cols, main, pairs, cluster)
@@ -571,12 +621,12 @@ DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "ty
 
 def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
                             renormalize: bool = False, progress: bool = False, mention: str = "head",
-                            label: str = "examples") -> tuple[ExampleScores, list[str]]:
+                            label: str = "examples", source_pieces: str = "last") -> tuple[ExampleScores, list[str]]:
     """`score_examples` over this process's shard of an `accelerate launch` run, gathered from every process in
     rank order (the original order); the same return value, exactly, since every row is one example."""
     from probing.parallel import map_shards
     parts = map_shards(lambda shard, show: score_examples(loaded, shard, batch_tokens, renormalize, show,
-                                                          mention=mention, label=label),
+                                                          mention=mention, label=label, source_pieces=source_pieces),
                        examples, progress)
     scores = ExampleScores.concat([p[0] for p in parts])
     skipped = [reason for p in parts for reason in p[1]]
@@ -586,19 +636,21 @@ def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_
 def score_heads(model: str | LoadedModel | None, examples: list[Example], *, relation: str | None = None,
                 batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
                 n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
-                mention: str = "head", by: list[str] | None = None, cluster: bool = True) -> HeadScores:
+                mention: str = "head", by: list[str] | None = None, cluster: bool = True,
+                source_pieces: str = "last") -> HeadScores:
     """Score every head on examples of one relation; controls (meta role "control") feed the control columns.
 
     mention: "head" (a multi-word coreference mention is its last word) or "span" (the whole mention).
+    source_pieces: "last" (a source of several pieces is read from its last piece) or "mean" (averaged).
     by: meta keys to stratify by, besides the default ones present in the data (cue form, whether the next
     word is the negated predicate, category, stereotype, type). cluster=False resamples examples even where
     they carry `meta.group`. parallel=True splits the examples across the processes of an `accelerate launch`
     run; every process gets the same, exactly combined result.
     """
-    from probing.models import load_model
-    mention_rule("coreference", mention)          # checked up front
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    score = score_examples_parallel if parallel else score_examples
+    # Every option is checked before the model loads or runs: a typo costs a message, not a scoring run.
+    _check_options(batch_tokens=batch_tokens, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    mention_rule("coreference", mention)
+    check_source_pieces(source_pieces)
     if relation is not None:
         examples = [e for e in examples if e.relation == relation]
         if not examples:
@@ -608,25 +660,37 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
     control_examples = [e for e in examples if e.is_control]
     if not main_examples:
         raise ValueError("every example is a control; nothing to score")
+    missing = [k for k in by or [] if not any(k in e.meta for e in main_examples)]
+    if missing:
+        raise ValueError(f"--by {', '.join(missing)}: no example's meta has this key")
+    loaded = as_loaded(model)
+    score = score_examples_parallel if parallel else score_examples
     main, skipped = score(loaded, main_examples, batch_tokens, renormalize, progress, mention=mention,
-                          label="examples")
+                          label="examples", source_pieces=source_pieces)
     controls = None
     if control_examples:
         controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress,
-                                          mention=mention, label="controls")
+                                          mention=mention, label="controls", source_pieces=source_pieces)
         skipped += control_skipped
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     keys = list(dict.fromkeys([k for k in DEFAULT_STRATA if any(k in m for m in main.meta)] + list(by or [])))
-    missing = [k for k in by or [] if not any(k in m for m in main.meta)]
-    if missing:
-        raise ValueError(f"--by {', '.join(missing)}: no example's meta has this key")
     strata = strata_table(main, relation, keys, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     tasks = task_summaries(main, relation, controls, n_perm=n_perm, seed=seed, cluster=cluster)
     unit = "meta.group" if any(t["resampling_unit"] == "meta.group" for t in tasks.values()) else "example"
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),
                       n_layers=loaded.n_layers, n_heads=loaded.n_heads, table=table, examples=main,
                       controls=controls, skipped=skipped, mention=mention_rule(relation, mention),
+                      source_pieces=source_pieces,
                       resampling_unit=unit, tasks=tasks, strata=strata, attention_path=main.attention_path)
+
+
+def _check_options(**counts: int) -> None:
+    """batch_tokens, n_boot, n_perm must be positive whole numbers, seed a whole number (bool is refused)."""
+    for name, value in counts.items():
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not whole or (name != "seed" and value < 1):
+            raise ValueError(f"{name} must be a {'whole' if name == 'seed' else 'positive whole'} number, "
+                             f"got {value!r}")
 
 
 def _single_relation(examples: list[Example]) -> str:

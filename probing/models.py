@@ -212,6 +212,12 @@ def load_model(name_or_path: str | None = None, device: str | None = None, dtype
     return loaded
 
 
+def as_loaded(model: "str | LoadedModel | None", device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """The model itself when it is already a LoadedModel, else `load_model(model, device, dtype)`: every entry
+    point takes either."""
+    return model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+
+
 def loaded_model_names() -> list[str]:
     """Names of the models held in memory, least recently used first."""
     with _lock:

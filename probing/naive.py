@@ -19,22 +19,29 @@ def words_of(word_ids, offsets) -> dict[int, list[int]]:
     return groups
 
 
-def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]]) -> np.ndarray:
-    """One head's (T, T) piece attention -> (G, G) group attention: sum over attended-to, mean over attending.
+def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]], source_pieces: str = "mean"
+                          ) -> np.ndarray:
+    """One head's [query_pos, key_pos] piece attention -> [group, group] group attention: sum over attended-to;
+    the attending group is averaged over its pieces ("mean", Clark et al.'s `get_word_word_attention`) or read
+    from its last piece ("last").
 
-    Clark et al.'s `get_word_word_attention` ("mean" mode), with groups given as lists of piece indices;
-    pieces in no group (special tokens) are dropped.
+    Groups are lists of piece indices in text order; pieces in no group (special tokens) are dropped.
     """
-    columns = np.stack([attention[:, group].sum(axis=-1) for group in piece_groups], axis=-1)   # (T, G)
-    return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # (G, G)
+    columns = np.stack([attention[:, group].sum(axis=-1) for group in piece_groups], axis=-1)   # [pos, group]
+    if source_pieces == "last":
+        return np.stack([columns[group[-1]] for group in piece_groups], axis=0)                 # [group, group]
+    return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # [group, group]
 
 
-def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head") -> dict[str, np.ndarray]:
+def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head",
+                         source_pieces: str = "last") -> dict[str, np.ndarray]:
     """attention, is_argmax (argmax credit, 1/k on exact k-way ties) and next_word_baseline arrays of shape
-    (layers, heads).
+    [layer, head].
 
     The rules, written out independently of `probing.alignment`: a span's pieces are those inside it, else
-    those overlapping it; a coreference mention of several words is its last word's pieces (mention="head")."""
+    those overlapping it; a coreference mention of several words is its last word's pieces (mention="head");
+    a source of several pieces is read from its last piece (source_pieces="last") or their mean ("mean"), and
+    so is the attending word of each next-word-baseline pair."""
     is_causal = loaded.is_causal if is_causal is None else is_causal
     src_span, tgt_span, candidates = example.source_span, example.target_span, example.candidate_spans
     reverse = example.relation == "negation" and is_causal
@@ -76,15 +83,16 @@ def naive_example_scores(loaded, example, is_causal: bool | None = None, mention
         layer_attention = out.attentions[layer][0].numpy()
         for h in range(n_heads):
             matrix = layer_attention[h]
-            # Mean over the source's pieces of the sum over each unit's pieces.
-            scores = [float(np.mean([sum(matrix[i, j] for j in unit) for i in src])) for unit in units]
+            # The sum over each unit's pieces, read from the source's last piece or averaged over its pieces.
+            readers = src[-1:] if source_pieces == "last" else src
+            scores = [float(np.mean([sum(matrix[i, j] for j in unit) for i in readers])) for unit in units]
             result["attention"][layer, h] = scores[target_index]
             best = max(scores)
             tied = [i for i, s in enumerate(scores) if s == best]
             result["is_argmax"][layer, h] = 1.0 / len(tied) if target_index in tied else 0.0
             if example.relation == "negation":
                 # Clark et al.: convert the head's whole attention map to words, then read adjacent pairs.
-                word_matrix = word_attention_matrix(matrix, word_pieces)
+                word_matrix = word_attention_matrix(matrix, word_pieces, source_pieces)
                 pairs = [word_matrix[k + 1, k] if reverse else word_matrix[k, k + 1]
                          for k in range(len(word_list) - 1) if k not in cue_words]
                 if pairs:

@@ -189,8 +189,8 @@ def head_weight_table(coef: np.ndarray, directions: tuple[str, str], n_layers: i
 
 
 def _loaded(model):
-    from probing.models import LoadedModel, load_model
-    return model if isinstance(model, LoadedModel) else load_model(model)
+    from probing.models import as_loaded
+    return as_loaded(model)
 
 
 def check_options(n_folds: int, n_boot: int, Cs) -> None:

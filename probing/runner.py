@@ -1,8 +1,11 @@
-"""Tokenising examples and running the model in length-sorted batches that return attention.
+"""Text to pieces and words (once), and the forward passes that return attention.
 
-`encode` tokenises every text once (fast tokenizer, with offsets); `length_batches` groups the encodings
-by length so that padding stays small; `forward_attentions` runs one batch under `inference_mode`.
-`run_with_attention` is the single-sentence path the demo uses.
+`encode_and_align` is the one place text becomes pieces and words: it tokenises every text once (fast
+tokenizer, with offsets, `encode`) and lays out each example's spans on those pieces (`alignment.make_layout`).
+Everything downstream (the dataset scorer, the demo's scores, shading and views) reads these arrays and never
+tokenises again. `length_batches` groups encodings by length so that padding stays small;
+`forward_attentions` runs one batch under `inference_mode`; `attend` is the single-sentence forward the demo
+makes once per request.
 """
 from __future__ import annotations
 
@@ -40,14 +43,18 @@ def encode(loaded: LoadedModel, texts: list[str], chunk: int = 256) -> list[Enco
     return out
 
 
-def encode_and_align(loaded: LoadedModel, examples) -> tuple[list[Encoded], list[Layout | None], list[str]]:
-    """Encode every text once and lay out its spans; a layout is None (with a reason) when alignment fails."""
+def encode_and_align(loaded: LoadedModel, examples, mention: str = "span"
+                     ) -> tuple[list[Encoded], list[Layout | None], list[str]]:
+    """Encode every text once and lay out its spans under the mention rule (`alignment.MENTION_RULES`).
+
+    Returns (encodings, layouts, skip reasons); a layout is None, with a reason "id: why", when a span maps
+    to no piece (`AlignmentError`)."""
     encoded = encode(loaded, [e.text for e in examples])
     layouts, skipped = [], []
     for example, enc in zip(examples, encoded):
         try:
             layouts.append(make_layout(example.text, example.source_span, example.target_span,
-                                       example.candidate_spans, enc.offsets, enc.word_ids))
+                                       example.candidate_spans, enc.offsets, enc.word_ids, mention=mention))
         except AlignmentError as err:
             layouts.append(None)
             skipped.append(f"{example.id}: {err}")
@@ -63,7 +70,7 @@ def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int 
     bound whatever the longest text in the data: peak memory does not grow with the dataset.
     The long-document path: a text longer than `batch_tokens` (or than `max_cells` allows) starts a batch of
     its own and runs alone; on the fused attention path (`probing.attention`) such a text costs its forward
-    pass plus a few rows and a band per layer, never a (T, T) pattern.
+    pass plus a few rows and a band per layer, never a [pos, pos] pattern.
     """
     max_cells = max_cells or batch_tokens * 128
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -81,7 +88,7 @@ def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int 
 
 
 def pad_ids(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad piece ids into (B, T) input_ids and attention_mask tensors."""
+    """Right-pad piece ids into input_ids and attention_mask tensors, each [batch, pos]."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -92,7 +99,8 @@ def pad_ids(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def forward_attentions(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """Per-layer attention weights, a tuple of (B, H, T, T) tensors; raises if the model returns none."""
+    """Per-layer attention weights, a tuple of [batch, head, query_pos, key_pos] tensors; raises if the model
+    returns none."""
     device = next(loaded.model.parameters()).device
     with torch.inference_mode():
         out = loaded.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
@@ -131,14 +139,18 @@ class SentenceAttention:
     text: str
     tokens: list[str]
     encoded: Encoded
-    attention: np.ndarray  # (layers, heads, pieces, pieces), float32
+    attention: np.ndarray  # [layer, head, query_pos, key_pos], float32
 
 
-def run_with_attention(loaded: LoadedModel, text: str) -> SentenceAttention:
-    """Tokenise one text and return its tokens and its attention for every layer and head."""
-    encoded = encode(loaded, [text])[0]
+def attend(loaded: LoadedModel, text: str, encoded: Encoded) -> SentenceAttention:
+    """One forward pass over a text already encoded: its tokens and its attention for every layer and head."""
     ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
     attentions = forward_attentions(loaded, ids, mask)
     stacked = torch.stack([a[0] for a in attentions]).float().cpu().numpy()
     tokens = loaded.tokenizer.convert_ids_to_tokens(encoded.input_ids)
     return SentenceAttention(text=text, tokens=tokens, encoded=encoded, attention=stacked)
+
+
+def run_with_attention(loaded: LoadedModel, text: str) -> SentenceAttention:
+    """Tokenise one text and return its tokens and its attention for every layer and head."""
+    return attend(loaded, text, encode(loaded, [text])[0])

@@ -445,11 +445,11 @@ def model_view(model, text: str, *, layers: list[int] | None = None, max_tokens:
 
 def _attention_of(model, text: str) -> tuple[list[str], np.ndarray, str]:
     """Tokens and attention (layers, heads, tokens, tokens) of one text, and a note if the model cut it."""
-    from probing.models import LoadedModel, load_model
+    from probing.models import as_loaded
     from probing.runner import run_with_attention
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"text must be a non-empty string; got {text!r}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = as_loaded(model)
     sentence = run_with_attention(loaded, text)
     note = (f"The text is longer than the {loaded.max_length} tokens {loaded.name} reads; only its beginning "
             "is shown." if sentence.encoded.truncated else "")

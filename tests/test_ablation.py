@@ -208,8 +208,8 @@ def test_sentence_embedding_checkpoint_has_no_lm_test(minilm):
 
 def _examples():
     from probing.examples import load_examples
-    negation, _ = load_examples("builtin-negation")
-    coref, _ = load_examples("builtin-coref")
+    negation = load_examples("builtin-negation")
+    coref = load_examples("builtin-coref")
     pairs = {f"neg-{i:04d}" for i in range(1, 7)}
     return ([e for e in negation if e.meta.get("pair") in pairs]
             + [e for e in coref if e.candidate_spans and len(e.candidate_spans) == 2][:6])

@@ -122,7 +122,7 @@ def test_minilm_fused_equals_eager_on_hand_made_examples(minilm, renormalize):
                                   pytest.param("gap-dev", marks=needs_datasets)])
 def test_minilm_fused_equals_eager_on_dataset_subsets(minilm, name):
     from probing.examples import load_examples
-    examples = [e for e in load_examples(name, limit=40)[0] if not e.is_control]
+    examples = [e for e in load_examples(name, limit=40) if not e.is_control]
     scores = _compare(minilm, examples, renormalize=name == "builtin-negation")
     assert len(scores) > 10
 
@@ -222,6 +222,6 @@ def test_gemma_fused_equals_eager():
     loaded = load_model("gemma-270m")
     assert A.supports_reads(loaded)
     for name in ("builtin-negation", "gap-dev"):
-        examples = [e for e in load_examples(name, limit=12)[0] if not e.is_control]
+        examples = [e for e in load_examples(name, limit=12) if not e.is_control]
         for renormalize in (False, True):
             _compare(loaded, examples, renormalize)

@@ -212,7 +212,7 @@ def test_deeply_nested_json_is_a_bad_row(tmp_path, capsys):
 @pytest.mark.slow
 @needs_datasets
 def test_default_model_gap_heads_beat_nearest_candidate(minilm):
-    examples, _ = load_examples("gap-dev", limit=300)
+    examples = load_examples("gap-dev", limit=300)
     table = score_heads(minilm, examples, n_boot=200, n_perm=1000).table
     best = table.sort_values("accuracy", ascending=False).iloc[0]
     assert (best["layer"], best["head"]) in {(3, 1), (4, 10), (3, 7)}

@@ -63,6 +63,7 @@ def test_score_heads_api_json(minilm):
     assert negation["target"] == "sign" and {"next_word_baseline", "above_baseline"} <= negation["heads"][0].keys()
 
 
+@pytest.mark.slow   # a 512-token forward and its head view: over 3 s under load
 def test_text_longer_than_the_model_limit_is_truncated_with_a_note():
     text = "The man said that he was late. " + "Then it rained again. " * 150
     analysis = demo.analyse(text, "coreference", "he", "man", None)
@@ -274,3 +275,28 @@ def test_report_cache_trusts_only_complete_folders(tmp_path, monkeypatch):
         demo.report_files("minilm", compute=False)
     mark_complete(folder, ["heads.csv"])
     assert demo.dataset_table("minilm", "coreference")["accuracy"].tolist() == [0.5]
+
+
+def test_one_analysis_tokenises_once_and_runs_one_forward(monkeypatch):
+    """The request path: one encoding (runner.encode), one forward pass (runner.forward_attentions), and the
+    scores, the shading and the head view all read it; the dataset scorer's own forward never runs."""
+    from probing import attention, runner
+    demo.get_model(None)                      # loaded before counting (a load runs its own probe forward)
+    calls = {"encode": 0, "forward": 0}
+    real_encode, real_forward = runner.encode, runner.forward_attentions
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the dataset scorer's forward ran inside a demo request")
+
+    monkeypatch.setattr(runner, "encode", counted("encode", real_encode))
+    monkeypatch.setattr(runner, "forward_attentions", counted("forward", real_forward))
+    monkeypatch.setattr(attention, "read_layers", refused)
+    analysis = demo.analyse("The dogs weren't barking at night.", "negation", "n't", "barking", None)
+    assert calls == {"encode": 1, "forward": 1}
+    assert analysis.scores.attention.shape == (6, 12) and analysis.view.html and analysis.shading is not None

@@ -5,19 +5,22 @@ import json
 
 import pytest
 
-from probing.examples import BUILTIN_SETS, ExampleError, load_examples
+from probing.examples import BUILTIN_SETS, ExampleError, Examples, LoadReport, load_examples
 
 
 def test_builtin_sets_by_name():
-    negation, report = load_examples("builtin-negation")
+    negation = load_examples("builtin-negation")
+    report = negation.report
+    assert isinstance(negation, Examples) and isinstance(negation, list) and isinstance(report, LoadReport)
     assert report.source == "builtin-negation" and len(negation) == report.n_records == 372
     assert sum(e.is_control for e in negation) == 186            # every negated sentence has its control
-    coref, _ = load_examples("builtin-coref")
+    coref = load_examples("builtin-coref")
     assert len(coref) == 294 and {e.relation for e in coref} == {"coreference"}
 
 
 def test_limit_keeps_the_controls_of_the_kept_sentences():
-    examples, report = load_examples("builtin-negation", limit=5)
+    examples = load_examples("builtin-negation", limit=5)
+    report = examples.report
     assert [e.id for e in examples] == [f"neg-000{i}" for i in range(1, 6)] + [f"neg-000{i}-ctl" for i in range(1, 6)]
     assert report.n_records == 10
 
@@ -27,7 +30,8 @@ def test_a_jsonl_path_is_read_as_a_file(tmp_path):
            "target_span": [19, 23]}
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
-    (example,), report = load_examples(str(path))
+    loaded = load_examples(str(path))
+    (example,), report = loaded, loaded.report
     assert (example.source, example.target, example.id) == ("not", "sign", "mine:1") and report.n_records == 1
 
 

@@ -14,7 +14,7 @@ from probing.naive import word_attention_matrix, words_of
 
 @pytest.fixture(scope="module")
 def builtin_coref():
-    return load_examples("builtin-coref")[0]
+    return load_examples("builtin-coref")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from probing.heads import score_examples, score_heads
 from probing.naive import naive_example_scores
 
 
-def _assert_matches_naive(loaded, examples, batch_tokens):
-    scores, skipped = score_examples(loaded, examples, batch_tokens=batch_tokens)
+def _assert_matches_naive(loaded, examples, batch_tokens, source_pieces="last"):
+    scores, skipped = score_examples(loaded, examples, batch_tokens=batch_tokens, source_pieces=source_pieces)
     assert skipped == []
     for example in examples:
         row = scores.ids.index(example.id)
-        naive = naive_example_scores(loaded, example)
+        naive = naive_example_scores(loaded, example, source_pieces=source_pieces)
         np.testing.assert_allclose(scores.attention[row], naive["attention"], atol=1e-5)
         assert (scores.is_argmax[row] == naive["is_argmax"]).all()
         if example.relation == "negation":
@@ -24,6 +24,11 @@ def _assert_matches_naive(loaded, examples, batch_tokens):
 def test_encoder_scores_match_naive(minilm, batch_tokens):
     _assert_matches_naive(minilm, NEGATION_EXAMPLES, batch_tokens)
     _assert_matches_naive(minilm, COREF_EXAMPLES, batch_tokens)
+
+
+def test_encoder_scores_match_naive_under_the_mean_rule_too(minilm):
+    """Clark et al.'s average over a source's pieces ("n't" is ' + t here) stays available and stays right."""
+    _assert_matches_naive(minilm, NEGATION_EXAMPLES, 4096, source_pieces="mean")
 
 
 def test_causal_model_is_detected_and_reads_negation_backwards(tiny_causal_path):
@@ -213,7 +218,7 @@ def test_head_mention_differs_from_span_sum(minilm):
 @pytest.fixture(scope="module")
 def builtin_negation_scores(minilm):
     from probing.examples import load_examples
-    examples, _ = load_examples("builtin-negation")
+    examples = load_examples("builtin-negation")
     return score_heads(minilm, examples, n_boot=200, n_perm=10000)
 
 
@@ -221,33 +226,59 @@ def _head(table, layer, head):
     return table[(table["layer"] == layer) & (table["head"] == head)].iloc[0]
 
 
+@pytest.fixture(scope="module")
+def builtin_negation_mean(minilm):
+    """The same scores under Clark et al.'s average over a source's pieces (`source_pieces="mean"`)."""
+    from probing.examples import load_examples
+    return score_heads(minilm, load_examples("builtin-negation"), n_boot=200, n_perm=10000, source_pieces="mean")
+
+
 @pytest.mark.slow
 def test_builtin_negation_paired_difference_leads_and_its_top_head_survives_maxt(builtin_negation_scores):
     result = builtin_negation_scores
     assert result.main_score == "paired_difference" and result.resampling_unit == "meta.group"
-    top = result.top(1).iloc[0]
-    assert (top["layer"], top["head"]) == (1, 7)
-    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
-    assert top["paired_p_fwer"] < 0.001 and top["p_fwer"] < 0.001
+    assert result.source_pieces == "last"
+    top = result.top(2)
+    assert [tuple(r) for r in top[["layer", "head"]].to_numpy()] == [(1, 7), (1, 8)]
+    assert top["paired_difference"].tolist() == pytest.approx([0.212, 0.206], abs=0.002)
+    assert (top["paired_p_fwer"] < 0.001).all() and (top["p_fwer"] < 0.001).all()
     assert result.tasks["all-words"]["n_units"] == 45
+    assert result.task_table()["significant"].sum() == 25
 
 
 @pytest.mark.slow
-def test_not_and_nt_items_separately(builtin_negation_scores):
-    strata = builtin_negation_scores.strata
+def test_builtin_negation_under_the_mean_rule_keeps_the_previous_numbers(builtin_negation_mean):
+    top = builtin_negation_mean.top(1).iloc[0]
+    assert (top["layer"], top["head"]) == (1, 7)
+    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
+    assert builtin_negation_mean.task_table()["significant"].sum() == 22
+
+
+def _cue_forms(scores):
+    strata = scores.strata
     cue = strata[strata["by"] == "cue_form"]
-    not_items, nt_items = cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
+    return cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
+
+
+@pytest.mark.slow
+def test_not_and_nt_items_separately(builtin_negation_scores, builtin_negation_mean):
+    not_items, nt_items = _cue_forms(builtin_negation_scores)
     assert not_items["n_examples"].iloc[0] == 96 and nt_items["n_examples"].iloc[0] == 90
-    # 1-8 attends from "not" to the next word (0.863) and is selective there; from the pieces ' and t of
-    # "n't" it attends 0.50 and less than any word to its next word: the host "hasn" is no longer averaged in.
+    # 1-8 attends from "not" to the next word (0.863) and is selective there; read from the last piece of
+    # "n't" (t, beside the next word) it attends 0.875 and is selective there too: it is the best n't head.
     assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
     assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
-    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
-    assert _head(nt_items, 1, 8)["above_baseline"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
-    # 1-7 is the best by paired difference on both cue forms
-    for part in (not_items, nt_items):
-        best = part.sort_values("paired_difference", ascending=False).iloc[0]
-        assert (best["layer"], best["head"]) == (1, 7) and best["paired_p_fwer"] < 0.001
+    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.875, abs=0.002)
+    assert _head(nt_items, 1, 8)["paired_difference"] == pytest.approx(0.231, abs=0.002)
+    assert _head(nt_items, 1, 8)["paired_p_fwer"] < 0.001
+    best = nt_items.sort_values("paired_difference", ascending=False).iloc[0]
+    assert (best["layer"], best["head"]) == (1, 8)
+    # Averaged over ' and t (the mean rule), the same head looks unselective on n't: 0.50, below its baseline.
+    # The artefact the last-piece rule removes; "not" (one piece) is the same under both rules.
+    mean_not, mean_nt = _cue_forms(builtin_negation_mean)
+    assert _head(mean_nt, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
+    assert _head(mean_nt, 1, 8)["above_baseline"] < 0 and _head(mean_nt, 1, 8)["paired_p_fwer"] > 0.5
+    assert _head(mean_not, 1, 8)["mean_attention"] == _head(not_items, 1, 8)["mean_attention"]
 
 
 def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
@@ -258,3 +289,77 @@ def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
     assert table["pro_anti_gap"].tolist() == [1.0, 0.0] and table["n_pro_anti_pairs"].iloc[0] == 0
     assert table["pro_anti_p_fwer"].iloc[0] < 0.001 and "stereotype" in table["flags"].iloc[0]
     assert "stereotype" not in table["flags"].iloc[1]
+
+
+def test_bad_options_are_refused_before_any_forward_pass(minilm, monkeypatch):
+    """`by`, the counts and the mention rule are checked first: a typo never costs a scoring run."""
+    import probing.heads as heads
+
+    def refused(*args, **kwargs):
+        raise AssertionError("scored before the options were checked")
+
+    monkeypatch.setattr(heads, "score_examples", refused)
+    examples = NEGATION_EXAMPLES
+    with pytest.raises(ValueError, match="--by no_such_key: no example's meta has this key"):
+        score_heads(minilm, examples, by=["no_such_key"])
+    with pytest.raises(ValueError, match="n_boot must be a positive whole number, got 0"):
+        score_heads(minilm, examples, n_boot=0)
+    with pytest.raises(ValueError, match="n_perm must be a positive whole number, got 2.5"):
+        score_heads(minilm, examples, n_perm=2.5)
+    with pytest.raises(ValueError, match="mention must be one of"):
+        score_heads(minilm, examples, mention="whole")
+
+
+def test_top_shows_the_columns_read_first_and_ranked_keeps_every_column(minilm):
+    scores = score_heads(minilm, COREF_EXAMPLES, n_boot=20, n_perm=100)
+    top = scores.top(3)
+    assert list(top.columns[:3]) == ["layer", "head", "accuracy"] and len(top) == 3
+    assert len(top.columns) <= 12 < len(scores.table.columns)
+    assert {"accuracy_ci_low", "accuracy_ci_high", "p_fwer", "nearest_candidate_accuracy"} <= set(top.columns)
+    ranked = scores.ranked()
+    assert list(ranked.columns) == list(scores.table.columns)
+    assert top[["layer", "head"]].to_numpy().tolist() == ranked[["layer", "head"]].head(3).to_numpy().tolist()
+    assert ranked["accuracy"].is_monotonic_decreasing
+    assert "mean_attention" in scores.top(2, by="mean_attention").columns
+    with pytest.raises(ValueError, match="by='nope' is not a column"):
+        scores.top(2, by="nope")
+
+
+def _two_piece_cue():
+    """"It wasn't funny." laid out by hand as BERT pieces: [CLS] It wasn ' t fun ##ny . [SEP]; the cue "n't" is
+    ' + t (pieces 3, 4), its next word "funny" is fun + ##ny (pieces 5, 6). One head's attention, by hand:
+    ' gives "funny" 0.1, t gives it 0.9; "funny" -> "." is 0.2 from fun and 0.6 from ##ny."""
+    from probing.alignment import make_layout
+    text = "It wasn't funny."
+    offsets = [(0, 0), (0, 2), (3, 7), (7, 8), (8, 9), (10, 13), (13, 15), (15, 16), (0, 0)]
+    word_ids = [None, 0, 1, 2, 3, 4, 4, 5, None]
+    layout = make_layout(text, (6, 9), (10, 15), None, offsets, word_ids)
+    attention = torch.zeros(1, 1, 9, 9)               # [batch, head, query_pos, key_pos], float32 as a model's
+    attention[0, 0, 3, 5] = attention[0, 0, 3, 6] = 0.05              # ' -> funny: 0.1 in all
+    attention[0, 0, 4, 5], attention[0, 0, 4, 6] = 0.5, 0.4           # t -> funny: 0.9
+    attention[0, 0, 1, 2] = 0.3                                        # It -> wasn
+    attention[0, 0, 2, 3] = 0.2                                        # wasn -> '
+    attention[0, 0, 5, 7], attention[0, 0, 6, 7] = 0.2, 0.6           # fun -> ., ##ny -> .
+    return layout, attention
+
+
+@pytest.mark.parametrize("rule, cue_to_next, baseline", [
+    ("last", 0.9, (0.3 + 0.2 + 0.6) / 3),       # t, and each baseline word from its last piece (##ny)
+    ("mean", 0.5, (0.3 + 0.2 + 0.4) / 3),       # Clark et al.: the mean of ' and t, of fun and ##ny
+])
+def test_a_two_piece_cue_is_read_from_its_last_piece_unless_mean_is_asked(rule, cue_to_next, baseline):
+    """Known answers: the baseline's pairs are It->wasn, wasn->' and funny->. (pairs starting in the cue's
+    words ' and t are left out); the target is summed over its pieces under both rules."""
+    from probing.attention import FullLayer
+    from probing.heads import score_attention
+    from probing.naive import word_attention_matrix
+    layout, attention = _two_piece_cue()
+    got = score_attention([layout], [FullLayer(attention)], "negation", source_pieces=rule)
+    # float32 arithmetic on a handful of numbers: equal to the hand-computed answer within 1e-6.
+    assert got["attention"][0, 0, 0] == pytest.approx(cue_to_next, abs=1e-6)
+    assert got["next_word_baseline"][0, 0, 0] == pytest.approx(baseline, abs=1e-6)
+    # The independent reference's word matrix agrees: words are It, wasn, ', t, funny, .
+    words = word_attention_matrix(attention[0, 0].numpy(), [[1], [2], [3], [4], [5, 6], [7]], rule)
+    assert words[4, 5] == pytest.approx(0.6 if rule == "last" else 0.4, abs=1e-6)
+    with pytest.raises(ValueError, match="source_pieces must be one of"):
+        score_attention([layout], [FullLayer(attention)], "negation", source_pieces="first")

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle (imports inside functions count too), every module importable on its own,
-a light `import probing` whose `__all__` is the public API, and a test file for every library module."""
+"""The package's shape: no import cycle (imports inside functions count too), no import from a lower floor to a
+higher one, every module importable on its own, a light `import probing` whose `__all__` is the public API, and a
+test file for every library module."""
 from __future__ import annotations
 
 import ast
@@ -113,6 +114,96 @@ def test_no_import_cycle_in_probing_or_analysis():
     assert "probing.heads" in graph and "probing.parallel" in graph["probing.heads"]   # the graph sees inside functions
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# ---- floors: imports run down (or sideways), never up ---------------------------------------------------
+
+# The house, lowest floor first. A module may import from its own floor or any floor below, never from above.
+# Every module must be placed (a new module fails `test_every_module_has_a_floor` until it is). Entries are
+# dotted names; an entry covers its submodules ("probing.report" covers probing.report.heads).
+FLOORS = (
+    ("ground: word lists, files, statistics, alignment, the example format",
+     ("probing.lexicon", "probing.outputs", "probing.stats", "probing.alignment", "probing.parallel",
+      "probing.install_models", "probing.examples")),
+    ("engine: loading models, running them, reading their attention",
+     ("probing.models", "probing.attention", "probing.hooks", "probing.runner")),
+    ("measures: scores, features, probes, patching, ablation",
+     ("probing.heads", "probing.naive", "probing.features", "probing.probes", "probing.patching",
+      "probing.ablation")),
+    ("presentation: reports, views, the demo's plain functions",
+     ("probing.report", "probing.views", "probing.demo")),
+    ("entry points: the commands, the app, the package's API map",
+     ("analysis", "app", "probing")),
+)
+
+
+def floor_of(module: str) -> int | None:
+    """The floor of a module: that of the longest FLOORS entry that is the module or a package above it."""
+    best, floor = -1, None
+    for number, (_, entries) in enumerate(FLOORS):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and len(entry) > best:
+                best, floor = len(entry), number
+    return floor
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of `modules` a file imports, resolved exactly: `from probing import stats` is probing.stats
+    (a submodule), not the package `probing` (whose __init__ is the API map, top floor)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return {m for m in found if m in modules and m != name}
+
+
+def with_app(modules: dict[str, Path]) -> dict[str, Path]:
+    return {**modules, "app": ROOT / "app.py"}
+
+
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    """Every import from a lower floor to a higher one, as "a (floor) -> b (floor)"."""
+    found = []
+    for name, path in sorted(modules.items()):
+        for target in sorted(imported_modules(name, path, modules)):
+            if floor_of(target) > floor_of(name):
+                found.append(f"{name} ({FLOORS[floor_of(name)][0].split(':')[0]}) -> "
+                             f"{target} ({FLOORS[floor_of(target)][0].split(':')[0]})")
+    return found
+
+
+def test_the_floor_check_finds_an_import_that_runs_up(tmp_path):
+    (tmp_path / "probing").mkdir()
+    (tmp_path / "probing" / "__init__.py").write_text("")
+    (tmp_path / "probing" / "stats.py").write_text("def f():\n    from probing.heads import score_heads\n")
+    (tmp_path / "probing" / "heads.py").write_text("from probing import stats\n")
+    modules = {"probing": tmp_path / "probing" / "__init__.py",
+               **{f"probing.{m}": tmp_path / "probing" / f"{m}.py" for m in ("stats", "heads")}}
+    assert imported_modules("probing.heads", modules["probing.heads"], modules) == {"probing.stats"}
+    assert upward_imports(modules) == ["probing.stats (ground) -> probing.heads (measures)"]
+    (tmp_path / "probing" / "stats.py").write_text("import math\n")
+    assert upward_imports(modules) == []
+
+
+def test_every_module_has_a_floor():
+    unplaced = [m for m in with_app(module_files()) if floor_of(m) is None]
+    assert not unplaced, f"modules on no floor (add them to FLOORS): {unplaced}"
+
+
+def test_no_import_runs_from_a_lower_floor_to_a_higher_one():
+    """File publishing (atomic writes) is ground floor in probing/outputs.py; while it still lives in
+    probing/report/outputs.py, examples/format.py's import of it is the one arrow that runs up."""
+    upward = upward_imports(with_app(module_files()))
+    assert not upward, "imports that run up a floor:\n" + "\n".join(upward)
 
 
 # ---- importable on its own, and a light `import probing` ------------------------------------------------

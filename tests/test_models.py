@@ -50,7 +50,7 @@ def test_decoder_scores_negation_backwards_even_without_its_head(tmp_path):
     from probing.heads import score_heads
     torch.manual_seed(1)
     loaded = load_model(_save(tmp_path / "gpt2-bare2", GPT2Model(_gpt2_config())))
-    examples, _ = load_examples("builtin-negation", limit=6)
+    examples = load_examples("builtin-negation", limit=6)
     scores = score_heads(loaded, examples, n_boot=20, n_perm=50)
     assert scores.direction == "next_word->cue"
     assert (scores.table["mean_attention"] > 0.01).all()

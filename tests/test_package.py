@@ -20,7 +20,7 @@ import json, sys
 import probing, analysis
 from probing.examples import load_examples
 from probing.views import _libraries_js
-examples, _ = load_examples("builtin-negation")
+examples = load_examples("builtin-negation")
 print(json.dumps({"probing": probing.__file__, "analysis": analysis.__file__, "n_examples": len(examples),
                   "libraries": len(_libraries_js())}))
 """

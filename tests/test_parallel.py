@@ -25,6 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow   # two `accelerate launch` processes, each loading a model: about 10 s
 def test_two_cpu_processes_equal_one(tmp_path):
     launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     single, double = tmp_path / "single", tmp_path / "double"

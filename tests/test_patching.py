@@ -15,7 +15,7 @@ from probing.models import load_model
 def test_cli_end_to_end(tmp_path):
     from analysis.__main__ import main
     from probing.examples import load_examples
-    examples, _ = load_examples("builtin-negation")
+    examples = load_examples("builtin-negation")
     chosen = [e for e in examples if e.meta.get("pair") in ("neg-0001", "neg-0003")]
     data = tmp_path / "pairs.jsonl"
     write_jsonl(chosen, data)

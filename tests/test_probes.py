@@ -166,7 +166,7 @@ def test_adverb_swap_examples_replace_the_adverb_and_keep_the_target():
 
 @pytest.fixture(scope="module")
 def coref_features(minilm):
-    return candidate_features(minilm, load_examples("builtin-coref")[0])
+    return candidate_features(minilm, load_examples("builtin-coref"))
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def coref_result(coref_features):
 
 @pytest.fixture(scope="module")
 def negation_features(minilm):
-    return adjacent_pair_features(minilm, load_examples("builtin-negation")[0])
+    return adjacent_pair_features(minilm, load_examples("builtin-negation"))
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,7 @@ def test_negation_transfer_from_not_to_nt_beats_its_controls(negation_result):
 @pytest.mark.slow
 def test_layer_probe_negation_against_the_adverb_swap(minilm):
     from probing.probes import layer_probe
-    examples = load_examples("builtin-negation")[0]
+    examples = load_examples("builtin-negation")
     result = layer_probe(minilm, examples, task="negation", n_folds=3, Cs=(0.1,), n_boot=100)
     t = result.table.set_index("layer")
     assert {"control_train_accuracy", "adverb_swap_accuracy", "negation_minus_swap"} <= set(t.columns)

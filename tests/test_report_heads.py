@@ -27,6 +27,13 @@ def test_small_negation_report_refuses_to_claim(minilm, tmp_path):
     table = pd.read_csv(tmp_path / "heads.csv")
     assert {"task", "p_fwer", "paired_p_fwer", "paired_difference", "n_units"} <= set(table.columns)
     assert json.loads((tmp_path / "summary.json").read_text())["mention"] == "span"
+    # The source-piece rule is stated in the summary, its text and the report.
+    assert summary["source_pieces"] == scores.source_pieces == "last"
+    assert "read from its last piece" in summary["source_pieces_rule"] and "Source pieces: **last**" in report
+    assert "source-piece rule: a source of several pieces" in summary_text(summary)
+    mean = build_summary(score_heads(minilm, NEGATION_EXAMPLES, n_boot=50, n_perm=200, source_pieces="mean"),
+                         "tiny", LoadReport("tiny", 5))
+    assert mean["source_pieces"] == "mean" and "Clark et al." in mean["source_pieces_rule"]
 
 
 def test_coreference_summary_names_mention_and_tasks(minilm):
@@ -41,7 +48,7 @@ def test_coreference_summary_names_mention_and_tasks(minilm):
 
 def test_claim_comes_from_the_corrected_test_with_enough_units(minilm):
     from probing.examples import load_examples
-    examples, _ = load_examples("builtin-coref")
+    examples = load_examples("builtin-coref")
     scores = score_heads(minilm, examples[:0] + [e for e in examples if e.candidate_spans][:60],
                          n_boot=50, n_perm=500, cluster=False)
     summary = build_summary(scores, "builtin-coref", LoadReport("b", 60))

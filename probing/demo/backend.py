@@ -22,20 +22,20 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from probing.examples import BUILTIN_SETS, Example, read_jsonl
 from probing.demo.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, clean_text, control_characters,
-                             find_negation_cues, find_pronouns, make_example, score_sentence, words_with_spans)
+                             find_negation_cues, find_pronouns, make_example, prepare, sentence_scores,
+                             words_with_spans)
 from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
 from probing.report.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
-from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
+from probing.runner import Encoded, SentenceAttention, attend, encode
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
 REPORTS_DIR = Path(os.environ.get("PROBING_REPORTS_DIR", COMMITTED_REPORTS))
@@ -81,32 +81,13 @@ def worded():
     except InputError as err:
         raise DemoError(str(err)) from None
 
-def forward(loaded: LoadedModel, text: str) -> tuple[SentenceAttention, tuple]:
+def forward(loaded: LoadedModel, text: str, encoded: Encoded | None = None) -> SentenceAttention:
     """The one forward pass of a request (under the global limit): the sentence's pieces and attention as
-    arrays for the views, and the per-layer attention tensors for the scorer."""
-    encoded = encode(loaded, [text])[0]
-    ids, mask = pad_ids([encoded.input_ids], loaded.tokenizer.pad_token_id)
+    arrays, for the scores, the shading and the views. `encoded`: the text's encoding when the request has
+    already made it (an analysis, through `explore.prepare`), so it is never tokenised twice."""
+    encoded = encoded or encode(loaded, [text])[0]
     with forward_slot():
-        attentions = forward_attentions(loaded, ids, mask)
-    stacked = np.stack([a[0].float().cpu().numpy() for a in attentions])
-    tokens = loaded.tokenizer.convert_ids_to_tokens(encoded.input_ids)
-    return SentenceAttention(text=text, tokens=tokens, encoded=encoded, attention=stacked), attentions
-
-
-class _Replay:
-    """Stands in for the model inside the dataset scorer: it answers the scorer's forward with the attention
-    of the pass already made, so a sentence's scores are the library's and the model runs once."""
-
-    def __init__(self, model, input_ids: list[int], attentions: tuple):
-        self.model, self.input_ids, self.attentions = model, list(input_ids), attentions
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def __call__(self, input_ids, attention_mask=None, output_attentions=True, **_):
-        if input_ids.shape[0] != 1 or input_ids[0].tolist() != self.input_ids:
-            raise RuntimeError("the scorer asked for another text than the one the model ran on")
-        return SimpleNamespace(attentions=self.attentions)
+        return attend(loaded, text, encoded)
 
 
 def word_choices(text: str, relation: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -205,11 +186,10 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
     with worded():
         example = make_example(text, relation, source, target)
     loaded = get_model(name)
-    sentence, attentions = forward(loaded, example.text)
     with worded():
-        replayed = dataclasses.replace(loaded, model=_Replay(loaded.model, sentence.encoded.input_ids, attentions))
-        # The eager path: the scorer reads full patterns, which the replayed pass already holds.
-        scores = score_sentence(replayed, example, attention="eager")
+        prepared = prepare(loaded, example)          # encoded and laid out once, checked before the forward
+    sentence = forward(loaded, example.text, prepared.encoded)
+    scores = sentence_scores(loaded, prepared, sentence)
     ranking = (scores.attention if relation == "coreference"
                else scores.attention - np.nan_to_num(scores.next_word_baseline))
     best_layer, best_head = (int(i) for i in np.unravel_index(int(np.argmax(ranking)), ranking.shape))
@@ -319,7 +299,7 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
             if progress is not None:
                 progress((step, len(missing)), desc=f"scoring every head of {loaded.name} on {data}")
             write_complete(folder / "heads" / data, HEAD_FILES,
-                           lambda staging, data=data: run_heads(data, loaded.name, staging))
+                           lambda staging, data=data: run_heads(loaded.name, data, staging))
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]
@@ -433,7 +413,7 @@ def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: i
     loaded = get_model(name)
     with worded():
         layer, head = _index("layer", layer, loaded.n_layers), _index("head", head, loaded.n_heads)
-    sentence, _ = forward(loaded, cleaned)
+    sentence = forward(loaded, cleaned)
     return _head_view_of(sentence, loaded, text, layer, head, max_tokens)
 
 
@@ -447,7 +427,7 @@ def model_view(text: str, model: str | None, layers: list[int] | None = None,
     loaded = get_model(name)
     with worded():
         layers = [_index("layer", l, loaded.n_layers) for l in layers] if layers else None
-    sentence, _ = forward(loaded, cleaned)
+    sentence = forward(loaded, cleaned)
     result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
     return View(result.html, " ".join(notes))

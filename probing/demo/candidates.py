@@ -19,11 +19,8 @@ import re
 from dataclasses import dataclass
 
 from probing.demo.explore import words_with_spans
-from probing.examples.loaders import PRONOUNS
+from probing.lexicon import DETERMINERS, PRONOUNS
 
-DETERMINERS = frozenset(
-    "the a an this that these those his her their its my your our some every each no another either neither "
-    "any both several many few".split())
 FUNCTION_WORDS = frozenset(
     "i you we me us my your our mine yours ours myself yourself ourselves yourselves "
     "the a an this that these those some every each no another any both all "

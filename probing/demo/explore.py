@@ -1,7 +1,9 @@
 """One sentence at a time: find pronouns and negation cues, resolve the words a user names, score every head.
 
-This is what the demo and its `/score_heads` API call. The numbers come from `probing.heads.score_examples`,
-the same code that scores datasets, so a sentence's scores in the demo equal the library's.
+This is what the demo and its `/score_heads` API call. A request is encoded and laid out once (`prepare`,
+through `runner.encode_and_align`), runs one forward pass (`runner.attend`), and its numbers come from
+`probing.heads.score_attention`, the arithmetic that scores datasets, so a sentence's scores in the demo equal
+the library's.
 """
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from probing.examples import Example
-from probing.examples.loaders import NEGATION_CUE, PRONOUNS
-from probing.alignment import AlignmentError, make_layout
-from probing.heads import oriented, score_examples
+from probing.demo.guard import shown
+from probing.lexicon import NEGATION_CUE, PRONOUNS
+from probing.alignment import Layout
+from probing.attention import FullLayer
+from probing.heads import oriented, score_attention
 from probing.models import LoadedModel, direction_for
+from probing.runner import Encoded, SentenceAttention, attend, encode_and_align
 
 MAX_TEXT_CHARS = 5000     # longer input is refused in words before it reaches the tokenizer
 EMPTY_MESSAGE = "The sentence is empty: type a sentence or pick an example."
@@ -23,11 +29,6 @@ _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 class InputError(ValueError):
     """Input the demo or API cannot use; the message says what is wrong in words."""
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """User text quoted in a message: repr-quoted and cut short (a message never echoes a megabyte)."""
-    return repr(text[:limit]) + (f"… ({len(text):,} characters)" if len(text) > limit else "")
 
 
 def control_characters(text: str) -> int:
@@ -125,8 +126,8 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
         label, (start, end) = labelled
         span = resolve_word(text, f"{start}:{end}", role)
         if text[span[0]:span[1]] != label:
-            raise InputError(f"The {role} {_shown(label)} is not at {span[0]}:{span[1]} in this sentence "
-                             f"(that is {_shown(text[span[0]:span[1]])}); the text changed. Pick the word again.")
+            raise InputError(f"The {role} {shown(label)} is not at {span[0]}:{span[1]} in this sentence "
+                             f"(that is {shown(text[span[0]:span[1]])}); the text changed. Pick the word again.")
         return span
     offsets = parse_offsets(word, role)
     if offsets:
@@ -140,10 +141,10 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
     pattern = re.escape(word) if not re.match(r"\w", word[0]) else r"(?<!\w)" + re.escape(word) + r"(?!\w)"
     matches = [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
     if not matches:
-        raise InputError(f"The {role} word {_shown(word)} does not occur in the sentence.")
+        raise InputError(f"The {role} word {shown(word)} does not occur in the sentence.")
     if len(matches) > 1:
         where = ", ".join(f"{s}:{e}" for s, e in matches[:10]) + (", ..." if len(matches) > 10 else "")
-        raise InputError(f"The {role} word {_shown(word)} occurs {len(matches)} times ({where}); "
+        raise InputError(f"The {role} word {shown(word)} occurs {len(matches)} times ({where}); "
                          "give it as start:end offsets.")
     return matches[0]
 
@@ -151,7 +152,7 @@ def resolve_word(text: str, word: str | None, role: str) -> tuple[int, int]:
 def make_example(text: str, relation: str, source: str | None, target: str | None = None) -> Example:
     """An Example from a sentence and the words a user named; negation's target defaults to the next word."""
     if relation not in ("coreference", "negation"):
-        raise InputError(f"Unknown relation {_shown(str(relation))}: use 'coreference' or 'negation'.")
+        raise InputError(f"Unknown relation {shown(str(relation))}: use 'coreference' or 'negation'.")
     text = clean_text(text)
     if relation == "negation":
         cues = find_negation_cues(text)
@@ -190,9 +191,9 @@ class SentenceScores:
     direction: str
     source: str
     target: str
-    attention: np.ndarray      # (L, H) source -> target (or next word -> cue for causal negation)
-    is_argmax: np.ndarray      # (L, H) argmax credit of the target among the other words (1, 1/k on a tie, 0)
-    next_word_baseline: np.ndarray  # (L, H) mean adjacent-pair attention (negation), NaN otherwise
+    attention: np.ndarray      # [layer, head] source -> target (or next word -> cue for causal negation)
+    is_argmax: np.ndarray      # [layer, head] argmax credit of the target among the other words (1, 1/k on a tie)
+    next_word_baseline: np.ndarray  # [layer, head] mean adjacent-pair attention (negation), NaN otherwise
     truncated: bool
 
     def heads(self) -> list[dict]:
@@ -211,31 +212,48 @@ class SentenceScores:
         return rows
 
 
-def score_sentence(loaded: LoadedModel, example: Example, attention: str = "auto") -> SentenceScores:
-    """Score every head on one example with the dataset scorer; a span lost to truncation is an InputError.
+@dataclass
+class Prepared:
+    """One sentence ready for its forward pass: the example as measured, its pieces and its layout."""
+    example: Example           # as the user named it
+    measured: Example          # as measured (a causal model reads negation backwards: next word -> cue)
+    encoded: Encoded           # the text's pieces, offsets and word ids (the request's only tokenisation)
+    layout: Layout             # the example's spans on those pieces
 
-    `attention` is the scorer's attention path ("auto", "fused" or "eager"; see `probing.attention`)."""
-    from probing.runner import encode
-    encoded = encode(loaded, [example.text])[0]
+
+def prepare(loaded: LoadedModel, example: Example) -> Prepared:
+    """Encode and lay out one example once (`runner.encode_and_align`); a span lost to truncation or that the
+    tokenizer cannot separate is an InputError, raised before any forward pass."""
+    measured = oriented(example, loaded.is_causal)
+    (encoded,), (layout,), skipped = encode_and_align(loaded, [measured])
     read_up_to = max((e for s, e in encoded.offsets), default=0)
     for role, (start, end) in (("source", example.source_span), ("target", example.target_span)):
         if start >= read_up_to:
             raise InputError(f"The {role} word {example.text[start:end]!r} at {start}:{end} lies beyond the first "
                              f"{loaded.max_length} tokens that {loaded.name} reads, so the text was truncated "
                              "before it. Shorten the text or move the words closer to its start.")
-    measured = oriented(example, loaded.is_causal)
-    try:
-        make_layout(measured.text, measured.source_span, measured.target_span, measured.candidate_spans,
-                    encoded.offsets, encoded.word_ids)
-    except AlignmentError as err:
-        raise InputError(f"{loaded.name}'s tokenizer cannot separate these words: {err}. "
-                         "Pick two words further apart.") from None
-    try:
-        scores, skipped = score_examples(loaded, [example], attention=attention)
-    except ValueError as err:
-        raise InputError(f"Cannot score this sentence with {loaded.name}: {err}") from None
+    if layout is None:
+        reason = skipped[0].partition(": ")[2]
+        raise InputError(f"{loaded.name}'s tokenizer cannot separate these words: {reason}. "
+                         "Pick two words further apart.")
+    return Prepared(example=example, measured=measured, encoded=encoded, layout=layout)
+
+
+def sentence_scores(loaded: LoadedModel, prepared: Prepared, sentence: SentenceAttention) -> SentenceScores:
+    """Every head's numbers for one prepared sentence, from the attention of the forward pass already made
+    (`runner.attend`): the dataset scorer's arithmetic (`heads.score_attention`) on the full patterns."""
+    example = prepared.example
+    reads = [FullLayer(torch.from_numpy(layer)[None]) for layer in sentence.attention]   # [1, head, pos, pos]
+    values = score_attention([prepared.layout], reads, example.relation,
+                             reverse=example.relation == "negation" and loaded.is_causal)
     return SentenceScores(model=loaded.name, relation=example.relation,
                           direction=direction_for(example.relation, loaded.is_causal),
-                          source=example.source, target=example.target, attention=scores.attention[0],
-                          is_argmax=scores.is_argmax[0], next_word_baseline=scores.next_word_baseline[0],
-                          truncated=encoded.truncated)
+                          source=example.source, target=example.target, attention=values["attention"][0],
+                          is_argmax=values["is_argmax"][0], next_word_baseline=values["next_word_baseline"][0],
+                          truncated=prepared.encoded.truncated)
+
+
+def score_sentence(loaded: LoadedModel, example: Example) -> SentenceScores:
+    """Score every head on one example: one encoding, one forward pass, the dataset scorer's arithmetic."""
+    prepared = prepare(loaded, example)
+    return sentence_scores(loaded, prepared, attend(loaded, example.text, prepared.encoded))

@@ -1,5 +1,6 @@
 """Annotated examples: where they come from. `load_examples` takes a built-in set's name, a JSONL path or a real
-dataset's name (`probing.examples.loaders`) and returns validated `Example`s with a `LoadReport`.
+dataset's name (`probing.examples.loaders`) and returns validated `Example`s: a list (`Examples`) whose
+`.report` is the `LoadReport` (counts, every skipped row and why).
 
 The format itself (the `Example` type, its validation, JSONL reading and writing) lives in
 `probing.examples.format` and is re-exported here; `loaders` and `build_builtin` build on it.
@@ -9,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from probing.examples.format import (MAX_LINE_BYTES, RELATIONS, Example, ExampleError, LoadReport,
+from probing.examples.format import (MAX_LINE_BYTES, RELATIONS, Example, ExampleError, Examples, LoadReport,
                                      example_from_dict, find_span, jsonl_line, read_jsonl, write_jsonl)
 
-__all__ = ["BUILTIN_DIR", "BUILTIN_SETS", "MAX_LINE_BYTES", "RELATIONS", "Example", "ExampleError", "LoadReport",
+__all__ = ["BUILTIN_DIR", "BUILTIN_SETS", "MAX_LINE_BYTES", "RELATIONS", "Example", "ExampleError", "Examples",
+           "LoadReport",
            "example_from_dict", "find_span", "jsonl_line", "load_examples", "read_jsonl", "write_jsonl"]
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -23,8 +25,9 @@ BUILTIN_SETS = {
 
 
 def load_examples(name_or_path: str, data_root: str | os.PathLike | None = None, skip_bad: bool = False,
-                  limit: int | None = None) -> tuple[list[Example], LoadReport]:
-    """Examples from a built-in set name, a JSONL path, or a real dataset's name (read under data_root)."""
+                  limit: int | None = None) -> Examples:
+    """Examples from a built-in set name, a JSONL path, or a real dataset's name (read under data_root); the
+    returned list's `.report` says how many were read and why any were skipped."""
     if name_or_path in BUILTIN_SETS:
         examples, report = read_jsonl(BUILTIN_SETS[name_or_path], skip_bad=skip_bad)
         report.source = name_or_path
@@ -35,11 +38,11 @@ def load_examples(name_or_path: str, data_root: str | os.PathLike | None = None,
         if name_or_path not in DATASETS:
             raise ExampleError(f"unknown dataset {name_or_path!r} (and not a file); known datasets: "
                                f"{', '.join(list(BUILTIN_SETS) + [d for d in DATASETS if d not in BUILTIN_SETS])}")
-        return load_dataset(name_or_path, data_root=data_root, skip_bad=skip_bad, limit=limit)
+        return Examples(*load_dataset(name_or_path, data_root=data_root, skip_bad=skip_bad, limit=limit))
     if limit is not None:
         examples = _limit_keeping_pairs(examples, limit)
         report.n_records = len(examples)
-    return examples, report
+    return Examples(examples, report)
 
 
 def _limit_keeping_pairs(examples: list[Example], limit: int) -> list[Example]:

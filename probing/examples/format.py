@@ -90,6 +90,16 @@ class LoadReport:
         return text
 
 
+class Examples(list):
+    """A list of examples that also carries how they were loaded (`report`: a LoadReport).
+
+    What `load_examples` returns: use it as the list it is; read `.report` for the counts and skip reasons."""
+
+    def __init__(self, examples=(), report: LoadReport | None = None):
+        super().__init__(examples)
+        self.report = report
+
+
 def _short(value, limit: int = 80) -> str:
     """A value quoted in a message, cut short (a bad row may hold megabytes)."""
     text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 100 else f"a {type(value).__name__} of {len(value):,} items"

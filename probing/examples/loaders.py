@@ -83,24 +83,15 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from probing.lexicon import (FEMALE_PRONOUNS, MALE_PRONOUNS, NEGATION_CUE, NEUTRAL_PRONOUNS, PERSON_PRONOUNS,
+                             strip_article)
+
 from .format import Example, ExampleError, LoadReport, example_from_dict
 
 DATA_ROOT_ENV = "PROBING_DATA_ROOT"
 
-MALE_PRONOUNS = frozenset({"he", "him", "his", "himself"})
-FEMALE_PRONOUNS = frozenset({"she", "her", "hers", "herself"})
-NEUTRAL_PRONOUNS = frozenset({"they", "them", "their", "theirs", "themself", "themselves"})
-# The pronouns that refer to people: the ones the coreference datasets mark. The one list of pronouns: the
-# demo, and any code that looks for pronouns, imports it from here.
-PERSON_PRONOUNS = MALE_PRONOUNS | FEMALE_PRONOUNS | NEUTRAL_PRONOUNS
-PRONOUNS = PERSON_PRONOUNS | frozenset({"it", "its", "itself"})   # every third-person personal pronoun
-DETERMINERS = ("the", "a", "an")
-
 _WORD = r"[A-Za-z0-9]+(?:['\u2019-][A-Za-z0-9]+)*"
 _NEXT_WORD = re.compile(r"\s+(" + _WORD + ")")
-# A negation cue: the word "not", or the "n't" of a contraction (straight or curly apostrophe), never inside a
-# word. The one definition: the loaders and the demo's cue finder use it.
-NEGATION_CUE = re.compile(r"(?<![\w'’])not(?!\w)|(?<=[A-Za-z])n['’]t(?!\w)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,13 +209,6 @@ def _word(text: str, pattern: str, start: int = 0, end: int | None = None) -> tu
 def _phrase(words: str) -> str:
     """A regex for a literal phrase, with any white space between its words."""
     return r"\s+".join(re.escape(w) for w in words.split())
-
-
-def _strip_determiner(phrase: str) -> str:
-    words = phrase.split()
-    if len(words) > 1 and words[0].lower() in DETERMINERS:
-        words = words[1:]
-    return " ".join(words)
 
 
 def _next_word(text: str, end: int) -> tuple[int, int] | None:
@@ -385,7 +369,7 @@ def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str
     pronoun = pronouns[0]
     start, end = nouns[0]
     phrase = text[start:end]
-    core = _strip_determiner(phrase)
+    core = strip_article(phrase)
     antecedent = (start + phrase.rindex(core), start + phrase.rindex(core) + len(core))
     other, search_from = None, 0
     while other is None:
@@ -462,7 +446,7 @@ _PREPOSITIONS = frozenset({"of", "in", "on", "under", "with", "from", "at", "to"
 
 def _answer_variants(answer: str) -> list[tuple[str, str]]:
     """Ways to look for a WSC answer in the text, best first: exact (no determiner), head noun, last, first word."""
-    core = _strip_determiner(answer)
+    core = strip_article(answer)
     words = core.split()
     head_words = []
     for word in words:

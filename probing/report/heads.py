@@ -19,28 +19,40 @@ CAVEAT = ("Attention weights show where a head looks, not why the model decides 
           "probing, not an explanation.")
 
 
-def run_heads(data: str, model: str | None, out: Path, relation: str | None = None, data_root=None,
+SOURCE_PIECES_RULE = {
+    "last": "a source of several pieces (the cue, the control adverb, the pronoun, each word of the next-word "
+            "baseline) is read from its last piece, the one adjacent to what follows; targets are summed over "
+            "their pieces",
+    "mean": "a source of several pieces is averaged over its pieces (Clark et al. 2019); targets are summed "
+            "over their pieces",
+}
+
+
+def run_heads(model, data: str, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
               batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
               device: str | None = None, dtype: str | None = None, parallel: bool = False,
-              mention: str = "head", by: list[str] | None = None) -> dict:
+              mention: str = "head", by: list[str] | None = None, source_pieces: str = "last") -> dict:
     """Load the data, score every head, write the head files to `out`; return the summary.
 
-    parallel=True (inside `accelerate launch`) shards the scoring; only the main process writes files.
+    model: a LoadedModel, or a name / path to load (on `device` with `dtype`); data: a built-in set's name, a
+    JSONL path or a dataset's name. parallel=True (inside `accelerate launch`) shards the scoring; only the main
+    process writes files.
     """
     import sys
     from probing.examples import load_examples
     from probing.heads import score_heads
-    from probing.models import load_model
-    examples, load_report = load_examples(data, data_root=data_root, skip_bad=skip_bad, limit=limit)
+    from probing.models import as_loaded
+    examples = load_examples(data, data_root=data_root, skip_bad=skip_bad, limit=limit)
+    load_report = examples.report
     if progress:
         print(load_report.summary(), file=sys.stderr)
     if parallel:
         from probing.parallel import is_main_process, process_device
         device = device or str(process_device())
-    scores = score_heads(load_model(model, device=device, dtype=dtype), examples, relation=relation,
+    scores = score_heads(as_loaded(model, device=device, dtype=dtype), examples, relation=relation,
                          batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
-                         progress=progress, parallel=parallel, mention=mention, by=by)
+                         progress=progress, parallel=parallel, mention=mention, by=by, source_pieces=source_pieces)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
     if not parallel or is_main_process():
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -66,12 +78,13 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
     for task, info in scores.tasks.items():
         table = scores.task_table(task)
         tasks[task] = {**info, "baselines": task_baselines(scores.relation, table),
-                       "top_heads": _head_records(scores.top(k, task=task), columns),
+                       "top_heads": _head_records(scores.ranked(task=task).head(k), columns),
                        "n_significant_heads_fwer": int(table["significant"].sum()),
                        "claim": claim(scores, task)}
     summary = {
         "model": scores.model, "data": data_name, "relation": scores.relation, "direction": scores.direction,
         "layers": scores.n_layers, "heads": scores.n_heads, "mention": scores.mention,
+        "source_pieces": scores.source_pieces, "source_pieces_rule": SOURCE_PIECES_RULE[scores.source_pieces],
         "resampling_unit": scores.resampling_unit,
         "n_units": scores.tasks[primary]["n_units"],
         "n_examples": len(scores.examples), "n_controls": len(scores.controls) if scores.controls else 0,
@@ -79,8 +92,8 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         "n_skipped_loading": load_report.n_skipped, "skipped_loading": load_report.skipped[:50],
         "ranked_by": key, "renormalized_without_special_tokens": renormalize,
         "primary_task": primary,
-        "top_heads": _head_records(scores.top(k), columns),
-        "top_heads_by_mean_attention": _head_records(scores.top(k, by="mean_attention"), columns),
+        "top_heads": _head_records(scores.ranked().head(k), columns),
+        "top_heads_by_mean_attention": _head_records(scores.ranked(by="mean_attention").head(k), columns),
         "n_significant_heads_holm": int((scores.task_table()["p_holm"] < ALPHA).sum()),
         "n_significant_heads_fwer": int(scores.task_table()["significant"].sum()),
         "significance": (f"`significant` = the main score's Westfall-Young maxT p_fwer < {ALPHA} "
@@ -113,7 +126,7 @@ def claim(scores, task: str) -> str:
         return (f"Only {info['n_units']} independent units ({info['resampling_unit']}): too few to claim "
                 "anything; the numbers are descriptive.")
     key = scores.main_score
-    best = scores.top(1, task=task).iloc[0]
+    best = scores.ranked(task=task).iloc[0]
     fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
     against = {"paired_difference": "its control adverb", "above_baseline": "the next-word baseline",
                "accuracy": "the nearest-candidate baseline"}[key]
@@ -167,7 +180,7 @@ def save_heatmap(scores, path, k: int = 5) -> None:
         significant = table["significant"].to_numpy().reshape(scores.n_layers, scores.n_heads)
         layers, heads = np.nonzero(significant)
         ax.scatter(heads, layers, s=18, c="black", edgecolors="white", linewidths=0.8, marker="o")
-        for _, row in scores.top(k, task=task).iterrows():
+        for _, row in scores.ranked(task=task).head(k).iterrows():
             ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="gold", lw=2))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
@@ -227,6 +240,8 @@ def heads_markdown(scores, summary: dict) -> str:
              + ("(a multi-word mention is its last word). " if summary["mention"] == "head" else
                 "(cue and next word are used whole). " if summary["relation"] == "negation" else
                 "(attention summed over the whole mention). ")
+             + f"Source pieces: **{summary.get('source_pieces', 'mean')}**: "
+             f"{SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}. "
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
@@ -252,8 +267,8 @@ def heads_markdown(scores, summary: dict) -> str:
                   f"scored on the other): {cross['score']:.3f}.",
                   f"Heads with p_fwer < 0.05: {info['n_heads_p_fwer_below_0.05']}.", "", f"**{info['claim']}**", ""]
     if scores.relation == "negation":
-        best_raw = scores.top(1, by="mean_attention").iloc[0]
-        best = scores.top(1).iloc[0]
+        best_raw = scores.ranked(by="mean_attention").iloc[0]
+        best = scores.ranked().iloc[0]
         lines += [f"The head with the highest raw `mean_attention` is {best_raw['layer']}-{best_raw['head']} "
                   f"({best_raw['mean_attention']:.3f}, any word's next word {best_raw['next_word_baseline']:.3f}); "
                   f"the best by {scores.main_score} is {best['layer']}-{best['head']}.", ""]
@@ -278,7 +293,9 @@ def summary_text(summary: dict) -> str:
     """A short summary for stdout, one block per task."""
     key = summary["ranked_by"]
     lines = [f"{summary['model']} | {summary['data']} | {summary['relation']} ({summary['direction']}) | "
-             f"{summary['n_examples']} examples | mention: {summary['mention']} | unit: {summary['resampling_unit']}"]
+             f"{summary['n_examples']} examples | mention: {summary['mention']} | "
+             f"source pieces: {summary.get('source_pieces', 'mean')} | unit: {summary['resampling_unit']}",
+             f"source-piece rule: {SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}"]
     for task, info in summary["tasks"].items():
         tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in info["top_heads"])
         lines += [f"[{task}] {info['n_examples']} examples, {info['n_units']} units; top heads by {key}: {tops}",
