@@ -35,7 +35,7 @@ from torch import nn
 
 from probing import stats
 from probing.hooks import MODES, ablate_heads, check_heads, head_layout
-from probing.models import LoadedModel, load_lm_model
+from probing.models import LoadedModel, as_loaded, load_lm_model
 from probing.runner import Encoded, encode, length_batches, pad_ids
 
 DEFAULT_MODE = "zero"
@@ -448,10 +448,9 @@ def ablate(model, examples, *, head_sets, draws: int = DEFAULT_DRAWS, mode: str 
            n_boot: int = 1000, lm_test: bool = True, progress: bool = False) -> AblationResult:
     """Knock out each head set and `draws` layer-matched random sets; measure the relation's effects on
     `examples` (negation pairs, NEG-136 rows, two-candidate coreference examples)."""
-    from probing.models import load_model
     from tqdm import tqdm
     started = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = as_loaded(model)
     head_layout(loaded)  # fail early on an unsupported architecture
     head_sets = _check(loaded, list(head_sets), draws, mode, n_boot)
     workload = build_workload(loaded, examples)

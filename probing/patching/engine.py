@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from probing import hooks
-from probing.models import LoadedModel
+from probing.models import LoadedModel, as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
 
@@ -38,11 +38,6 @@ def check_kinds(kinds) -> tuple[str, ...]:
     if bad or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {list(kinds)}")
     return kinds
-
-
-def as_loaded(model) -> LoadedModel:
-    from probing.models import load_model
-    return model if isinstance(model, LoadedModel) else load_model(model)
 
 
 # ---- Which rows one pair's batch holds ------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pandas as pd
 
 from probing import hooks, stats
 from probing.patching.correlation import attention_vector, rank_correlation
-from probing.patching.engine import (KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, as_loaded, check_kinds,
-                                     run_pairs)
+from probing.models import as_loaded
+from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
 from probing.patching.gates import choose_gate
 from probing.patching.pairs import ADVERBS, PairSet, _coarse_counts, control_pairs
 from probing.patching.readouts import READOUTS, choose_readout, normalise_all
