@@ -223,13 +223,16 @@ def _head(table, layer, head):
 
 @pytest.mark.slow
 def test_builtin_negation_paired_difference_leads_and_its_top_head_survives_maxt(builtin_negation_scores):
+    # The crossed design: 46 host frames (the units), each negated sentence against the mean of its item's
+    # adverb controls. Numbers under the averaged-source-pieces rule.
     result = builtin_negation_scores
     assert result.main_score == "paired_difference" and result.resampling_unit == "meta.group"
     top = result.top(1).iloc[0]
-    assert (top["layer"], top["head"]) == (1, 7)
-    assert top["paired_difference"] == pytest.approx(0.162, abs=0.002)
+    assert (top["layer"], top["head"]) == (2, 8)
+    assert top["paired_difference"] == pytest.approx(0.218, abs=0.002)
     assert top["paired_p_fwer"] < 0.001 and top["p_fwer"] < 0.001
-    assert result.tasks["all-words"]["n_units"] == 45
+    assert result.tasks["all-words"]["n_units"] == 46
+    assert len(result.controls) == 138                      # one (mean) control per frame x predicate item
 
 
 @pytest.mark.slow
@@ -237,17 +240,20 @@ def test_not_and_nt_items_separately(builtin_negation_scores):
     strata = builtin_negation_scores.strata
     cue = strata[strata["by"] == "cue_form"]
     not_items, nt_items = cue[cue["stratum"] == "not"], cue[cue["stratum"] == "n't"]
-    assert not_items["n_examples"].iloc[0] == 96 and nt_items["n_examples"].iloc[0] == 90
-    # 1-8 attends from "not" to the next word (0.863) and is selective there; from the pieces ' and t of
-    # "n't" it attends 0.50 and less than any word to its next word: the host "hasn" is no longer averaged in.
-    assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.863, abs=0.002)
+    assert not_items["n_examples"].iloc[0] == 132 and nt_items["n_examples"].iloc[0] == 123
+    # 1-8 attends from "not" to the next word (0.897) and is selective there; averaged over the pieces ' and t
+    # of "n't" it attends 0.51 and is below its controls (the source-piece artefact of issue 20).
+    assert _head(not_items, 1, 8)["mean_attention"] == pytest.approx(0.897, abs=0.002)
     assert _head(not_items, 1, 8)["paired_p_fwer"] < 0.001
-    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.502, abs=0.002)
-    assert _head(nt_items, 1, 8)["above_baseline"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
-    # 1-7 is the best by paired difference on both cue forms
+    assert _head(nt_items, 1, 8)["mean_attention"] == pytest.approx(0.510, abs=0.002)
+    assert _head(nt_items, 1, 8)["paired_difference"] < 0 and _head(nt_items, 1, 8)["paired_p_fwer"] > 0.5
+    # 2-8 is the best by paired difference on both cue forms
     for part in (not_items, nt_items):
         best = part.sort_values("paired_difference", ascending=False).iloc[0]
-        assert (best["layer"], best["head"]) == (1, 7) and best["paired_p_fwer"] < 0.001
+        assert (best["layer"], best["head"]) == (2, 8) and best["paired_p_fwer"] < 0.001
+    # every adverb has its own stratum: each negated sentence against that adverb's control alone
+    adverbs = set(strata[strata["by"] == "adverb"]["stratum"])
+    assert {"really", "actually", "also", "certainly", "probably", "still"} <= adverbs
 
 
 def test_unpaired_pro_anti_gap_is_tested_by_label_permutation():
