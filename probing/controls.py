@@ -91,3 +91,23 @@ def adverb_strata(main, controls, relation: str, table_of, **table_options):
         table.insert(0, "by", "adverb")
         tables.append(table)
     return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def balanced_controls(examples: list) -> list:
+    """Examples with as many controls per item (`meta.pair`) as it has negated sentences, for a classifier that
+    tells negated from control sentences: all controls of an item would make "control" the majority class
+    (4 to 7 per item against 1 or 2). Which adverbs are kept rotates from item to item, so each adverb keeps its
+    share; items with one control per negated sentence, and rows without a pair, are kept as they are."""
+    negated: dict[str, int] = {}
+    for e in examples:
+        if e.role == "negated" and e.meta.get("pair"):
+            negated[e.meta["pair"]] = negated.get(e.meta["pair"], 0) + 1
+    controls: dict[str, list] = {}
+    for e in examples:
+        if e.role == "control" and e.meta.get("pair"):
+            controls.setdefault(e.meta["pair"], []).append(e)
+    keep = set()
+    for item, (pair, rows) in enumerate(controls.items()):
+        want = negated.get(pair, len(rows))
+        keep |= {id(rows[(item + k) % len(rows)]) for k in range(min(want, len(rows)))}
+    return [e for e in examples if e.role != "control" or not e.meta.get("pair") or id(e) in keep]

@@ -70,3 +70,18 @@ def test_score_heads_on_real_items_pairs_each_negated_sentence_with_its_mean_con
     assert np.allclose(result.controls.attention[0], expected, atol=1e-6)
     adverbs = result.strata[result.strata["by"] == "adverb"]
     assert set(adverbs["stratum"]) == {"really", "actually", "indeed", "also", "certainly"}
+
+
+def test_balanced_controls_keep_one_control_per_negated_sentence_rotating_adverbs():
+    from probing.controls import balanced_controls
+    from probing.examples import load_examples
+    examples, _ = load_examples("builtin-negation")
+    kept = balanced_controls(examples)
+    from collections import Counter
+    roles = Counter(e.role for e in kept)
+    assert roles["negated"] == roles["control"] == 255
+    per_item = Counter(e.meta["pair"] for e in kept if e.role == "control")
+    negated = Counter(e.meta["pair"] for e in kept if e.role == "negated")
+    assert per_item == negated
+    assert len({e.meta["adverb"] for e in kept if e.role == "control"}) >= 8      # every adverb still appears
+    assert balanced_controls(kept) == kept                                        # already balanced: unchanged
