@@ -133,7 +133,7 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
 
     The task (candidates / all-words) is the exploration set's primary one; a confirmation set is read on the
     same task when it has it, else on its own primary task (noted)."""
-    from probing.heads import score_heads
+    from probing.heads import MIN_UNITS, score_heads
     from probing.models import LoadedModel, load_model
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     options = dict(n_boot=n_boot, n_perm=n_perm, seed=seed, mention=mention, batch_tokens=batch_tokens,
@@ -160,7 +160,11 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
         if scores.main_score != explore.main_score:
             notes.append(f"{set_name}: scored by {scores.main_score} (the set has no controls), not "
                          f"{explore.main_score}")
-        tables.append(confirmation_rows(scores.task_table(set_task), scores.main_score, chosen, set_name, alpha))
+        rows = confirmation_rows(scores.task_table(set_task), scores.main_score, chosen, set_name, alpha)
+        if int(rows["n_units"].iloc[0]) < MIN_UNITS:
+            notes.append(f"{set_name}: only {int(rows['n_units'].iloc[0])} units (< {MIN_UNITS}); the sign-flip test "
+                         "is exact, but by the report's rule these numbers are descriptive, not a claim")
+        tables.append(rows)
     keep = ["layer", "head", explore.main_score, f"{explore.main_score}_ci_low", f"{explore.main_score}_ci_high",
             fwer_column(explore.main_score), "n_examples", "n_units"]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
