@@ -112,3 +112,12 @@ def test_flags_cite_their_tests_and_a_non_significant_twin_test_says_not_tested_
     assert "agreement (where agreement decides: p_fwer 0.001; twins: not tested enough (25 pairs))" in text
     assert "nearest (p_fwer 0.012)" in text
     assert flag_text({"flags": ""}) == "-"
+
+
+def test_the_ci_rule_says_when_the_two_way_interval_applies():
+    from types import SimpleNamespace
+    from probing.report.heads import ci_rule
+    crossed = SimpleNamespace(examples=SimpleNamespace(meta=[{"predicate": "verb-sign", "group": "f01"}]))
+    assert "two-way" in ci_rule(crossed) and "Cameron-Gelbach-Miller" in ci_rule(crossed)
+    plain = SimpleNamespace(examples=SimpleNamespace(meta=[{"group": "g"}]))
+    assert "two-way" not in ci_rule(plain)

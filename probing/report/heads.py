@@ -92,12 +92,22 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         "test": str(scores.table["test"].iloc[0]),
         "baselines": task_baselines(scores.relation, scores.task_table()),
         "tasks": tasks,
+        "ci": ci_rule(scores),
     }
     if scores.strata is not None:
         summary["strata"] = {f"{by}={stratum}|{task}": _head_records(
             part.sort_values(key if key in part else "accuracy", ascending=False).head(k), columns)
             for (by, stratum, task), part in scores.strata.groupby(["by", "stratum", "task"], sort=False)}
     return summary
+
+
+def ci_rule(scores) -> str:
+    """How the CIs were made: a one-way cluster bootstrap, or (examples crossed by a second factor,
+    meta.predicate) the wider of that and the two-way Cameron-Gelbach-Miller interval (probing.stats)."""
+    if any("predicate" in m for m in scores.examples.meta):
+        return ("95% CI: the wider of the cluster bootstrap over meta.group and the two-way (meta.group x "
+                "meta.predicate) Cameron-Gelbach-Miller interval, per head")
+    return "95% CI: percentile bootstrap over the resampling units"
 
 
 def task_baselines(relation: str, table) -> dict:
@@ -307,7 +317,8 @@ def heads_markdown(scores, summary: dict) -> str:
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
-             f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only.", ""]
+             f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only. "
+             f"{summary.get('ci', '')}.", ""]
     if scores.relation == "negation":
         lines += ["`paired_difference` = attention cue -> next word minus attention control adverb -> the same "
                   "next word in the same sentence: the main score where controls exist. `above_baseline` = "
