@@ -365,7 +365,9 @@ def twin_pairs(main: ExampleScores) -> list[tuple[int, int]]:
 
 
 def _groups(main: ExampleScores, rows, cluster: bool):
-    return stats.clusters([main.groups[r] for r in rows], [main.meta[r].get("predicate") for r in rows]) if cluster else None
+    if not cluster:
+        return None     # a second crossed factor (meta.predicate) widens the CIs to the two-way interval
+    return stats.clusters([main.groups[r] for r in rows], [main.meta[r].get("predicate") for r in rows])
 
 
 def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = 1000,
