@@ -40,9 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "next_is_predicate, category, stereotype and type are stratified when present")
     parser.add_argument("--source-pieces", choices=["last", "mean"], default="last", help="how a multi-piece source is read")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    parser.add_argument("--confirm", action="store_true",
+                        help="choose heads on the set's exploration half and test them on held-out sets "
+                             "(builtin-negation, builtin-coref, gap-dev); writes confirm.json and confirm.md")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.confirm:
+        from probing.report.confirm import confirm_command
+        return confirm_command(args)
     out = prepare_out_dir(args.out, HEAD_FILES, args.force)
     # Under `accelerate launch` with several processes the examples are split across them.
     parallel = launched_in_parallel()

@@ -38,6 +38,7 @@ import torch
 from probing import stats
 from probing.alignment import Layout, MENTION_RULES, check_source_pieces, source_weights
 from probing.attention import PATH_NAMES, choose_path, read_layers
+from probing.controls import adverb_strata, mean_over_adverbs
 from probing.examples import Example
 from probing.models import LoadedModel, as_loaded, direction_for
 from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
@@ -414,14 +415,16 @@ def twin_pairs(main: ExampleScores) -> list[tuple[int, int]]:
 
 
 def _groups(main: ExampleScores, rows, cluster: bool):
-    return [main.groups[r] for r in rows] if cluster else None
+    if not cluster:
+        return None     # a second crossed factor (meta.predicate) widens the CIs to the two-way interval
+    return stats.clusters([main.groups[r] for r in rows], [main.meta[r].get("predicate") for r in rows])
 
 
 def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = 1000,
                     n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame:
     """One task's table: one row per (layer, head) with scores, baselines, CIs and corrected tests."""
     n, n_layers, n_heads = main.attention.shape
-    groups = main.groups if cluster else None
+    groups = _groups(main, range(n), cluster)
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads),
                           "head": np.tile(np.arange(n_heads), n_layers), "n_examples": n,
                           "n_units": stats.n_units(groups, n)})
@@ -672,9 +675,14 @@ def score_heads(model: str | LoadedModel | None, examples: list[Example], *, rel
         controls, control_skipped = score(loaded, control_examples, batch_tokens, renormalize, progress,
                                           mention=mention, label="controls", source_pieces=source_pieces)
         skipped += control_skipped
+    by_adverb = adverb_strata(main, controls, relation, head_table, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                              cluster=cluster)
+    controls = mean_over_adverbs(controls)     # several controls per item: their mean is the item's control
     table = head_table(main, relation, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
     keys = list(dict.fromkeys([k for k in DEFAULT_STRATA if any(k in m for m in main.meta)] + list(by or [])))
     strata = strata_table(main, relation, keys, controls, n_boot=n_boot, n_perm=n_perm, seed=seed, cluster=cluster)
+    strata = strata if by_adverb is None else pd.concat([s for s in (strata, by_adverb) if s is not None],
+                                                      ignore_index=True)
     tasks = task_summaries(main, relation, controls, n_perm=n_perm, seed=seed, cluster=cluster)
     unit = "meta.group" if any(t["resampling_unit"] == "meta.group" for t in tasks.values()) else "example"
     return HeadScores(model=loaded.name, relation=relation, direction=direction_for(relation, loaded.is_causal),

@@ -49,6 +49,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from probing.examples import Example, example_from_dict
+from probing.controls import balanced_controls
 from probing.features import (DEFAULT_GROUP_BY, DIRECTIONS_ADJACENT, DIRECTIONS_COREF, AdjacentPairFeatures,
                               CandidateFeatures, adjacent_pair_features, candidate_features, fold_groups,
                               negation_group, resolve_group_by, word_hidden_states)
@@ -808,7 +809,7 @@ def layer_inputs(examples, task: str, group_by: str | None = None) -> tuple[list
         roles: dict[str, set] = {}
         for e in examples:
             roles.setdefault(negation_group(e), set()).add(e.role)
-        examples = [e for e in examples if roles[negation_group(e)] == {"negated", "control"}]
+        examples = balanced_controls([e for e in examples if roles[negation_group(e)] == {"negated", "control"}])
         return examples, [e.role for e in examples], [negation_group(e) for e in examples]
     if task == "coreference":
         examples = [e for e in examples if e.relation == "coreference" and e.meta.get("gender")]

@@ -210,8 +210,9 @@ def _examples():
     from probing.examples import load_examples
     negation = load_examples("builtin-negation")
     coref = load_examples("builtin-coref")
-    pairs = {f"neg-{i:04d}" for i in range(1, 7)}
-    return ([e for e in negation if e.meta.get("pair") in pairs]
+    # six items, each its "not" sentence and one adverb control
+    ids = {f"neg-f0{f}-p{p}-{row}" for f in (1, 2) for p in (1, 2, 3) for row in ("not", "ctl-really")}
+    return ([e for e in negation if e.id in ids]
             + [e for e in coref if e.candidate_spans and len(e.candidate_spans) == 2][:6])
 
 

@@ -12,17 +12,19 @@ def test_builtin_sets_by_name():
     negation = load_examples("builtin-negation")
     report = negation.report
     assert isinstance(negation, Examples) and isinstance(negation, list) and isinstance(report, LoadReport)
-    assert report.source == "builtin-negation" and len(negation) == report.n_records == 372
-    assert sum(e.is_control for e in negation) == 186            # every negated sentence has its control
+    assert report.source == "builtin-negation" and len(negation) == report.n_records == 1056
+    assert sum(e.is_control for e in negation) == 801            # every item has each fitting adverb's control
     coref = load_examples("builtin-coref")
-    assert len(coref) == 294 and {e.relation for e in coref} == {"coreference"}
+    assert len(coref) == 346 and {e.relation for e in coref} == {"coreference"}
 
 
 def test_limit_keeps_the_controls_of_the_kept_sentences():
     examples = load_examples("builtin-negation", limit=5)
     report = examples.report
-    assert [e.id for e in examples] == [f"neg-000{i}" for i in range(1, 6)] + [f"neg-000{i}-ctl" for i in range(1, 6)]
-    assert report.n_records == 10
+    negated = ["neg-f01-p1-nt", "neg-f01-p1-not", "neg-f01-p2-nt", "neg-f01-p2-not", "neg-f01-p3-nt"]
+    adverbs = ["really", "actually", "indeed", "also", "certainly"]
+    assert [e.id for e in examples] == negated + [f"neg-f01-p{p}-ctl-{a}" for p in (1, 2, 3) for a in adverbs]
+    assert report.n_records == 20
 
 
 def test_a_jsonl_path_is_read_as_a_file(tmp_path):

@@ -16,8 +16,8 @@ ROOT = default_data_root()
 
 # name -> (records, skipped, data rows). Paired sets make two records per data row.
 EXPECTED = {
-    "gap-dev": (1799, 201, 2000),
-    "gap-test": (1773, 227, 2000),
+    "gap-dev": (1794, 206, 2000),      # 5 rows lose a mention to the head rule (see test_mention_head)
+    "gap-test": (1766, 234, 2000),
     "gap-validation": (392, 62, 454),
     "winobias": (3168, 0, 3168),
     "winogender": (720, 0, 720),
@@ -92,8 +92,9 @@ def test_round_trip(data_root, name):
 
 def test_gap_spans(data_root):
     e = _by_id("gap-dev")["gap-dev:development-1"]
-    assert (e.source, e.target) == ("her", "Cheryl Cassidy")
-    assert [e.text[s:t] for s, t in e.candidate_spans] == ["Cheryl Cassidy", "Pauline"]
+    assert (e.source, e.target) == ("her", "Cassidy")           # the head word; the whole name stays in meta
+    assert [e.text[s:t] for s, t in e.candidate_spans] == ["Cassidy", "Pauline"]
+    assert e.text[slice(*e.meta["mention_spans"]["A"])] == "Cheryl Cassidy"
     assert e.meta["gender"] == "female" and e.meta["split"] == "development" and e.meta["answer"] == "A"
     e = _by_id("gap-dev")["gap-dev:development-2"]
     assert (e.source, e.target, e.meta["gender"]) == ("His", "MacKenzie", "male")
@@ -123,7 +124,7 @@ def test_winobias_spans(data_root):
     assert (e.source, e.target) == ("him", "chief")
     assert [e.text[s:t] for s, t in e.candidate_spans] == ["assistant", "chief"]
     e = ex["winobias:pro.type1.test:275"]  # multi-word occupation
-    assert e.target == "construction worker" and e.source == "him"
+    assert e.target == "worker" and e.source == "him"         # multi-word occupation: its head word
     groups: dict[str, set] = {}
     for e in ex.values():
         groups.setdefault(e.meta["group"], set()).add(e.meta["stereotype"])
@@ -369,3 +370,36 @@ def test_old_blimp_name_is_an_alias(data_root):
     new, _ = load_dataset("blimp-npi-licensing", ROOT, limit=4)
     assert [e.to_dict() for e in old] == [e.to_dict() for e in new]
     assert "NPI licensing" in DATASETS["blimp-negation"].description
+
+
+# ---- Mention head words ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mention, head", [
+    ("a sack of potatoes", "sack"), ("the man who left early", "man"), ("Smith, the baker", "Smith"),
+    ("Tina's", "Tina"), ("James'", "James"), ("C*rdoba", "C*rdoba"), ("Jos* Mar*a", "Mar*a"),
+    ("John Smith", "Smith"), ("Edward I of England", "Edward"), ("Adie (**", "Adie"),
+    ("Emma of Waldeck and Pyrmont", "Emma"), ("O'Neal", "O'Neal"), ("Graeme Dott.", "Dott"), ("Anna", "Anna")])
+def test_mention_head_words(mention, head):
+    from probing.examples.loaders import mention_head
+    text = f"Yesterday {mention} came."
+    span, reason = mention_head(text, (10, 10 + len(mention)))
+    assert reason == "" and text[span[0]:span[1]] == head
+
+
+@pytest.mark.parametrize("mention, reason", [
+    ("Sam and Amy", "coordination"), ("Jack *", "non-word"), ("William P", "single piece"), ("J.R.", "single piece")])
+def test_mentions_without_a_usable_head_are_refused_with_the_reason(mention, reason):
+    from probing.examples.loaders import mention_head
+    span, why = mention_head(mention, (0, len(mention)))
+    assert span is None and reason in why
+
+
+def test_gap_spans_are_head_words_and_skipped_mentions_say_why(data_root):
+    examples, report = _load("gap-dev")
+    for e in examples:
+        full = e.meta["mention_spans"]
+        for (start, end), label in zip(e.candidate_spans, ("A", "B")):
+            assert full[label][0] <= start < end <= full[label][1]
+            assert any(ch.isalnum() for ch in e.text[start:end]) and e.text[start:end] != "s"
+    head_skips = [s for s in report.skipped if "mention skipped" in s]
+    assert len(head_skips) == 5 and any("coordination 'David and Lisa'" in s for s in head_skips)

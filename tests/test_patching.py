@@ -16,7 +16,8 @@ def test_cli_end_to_end(tmp_path):
     from analysis.__main__ import main
     from probing.examples import load_examples
     examples = load_examples("builtin-negation")
-    chosen = [e for e in examples if e.meta.get("pair") in ("neg-0001", "neg-0003")]
+    chosen = [e for e in examples if e.id in ("neg-f01-p1-not", "neg-f01-p1-ctl-really", "neg-f01-p2-not",
+                                              "neg-f01-p2-ctl-really")]
     data = tmp_path / "pairs.jsonl"
     write_jsonl(chosen, data)
     out = tmp_path / "out"

@@ -65,3 +65,66 @@ def test_signed_scores_use_a_diverging_scale_centred_on_zero():
     assert cmap == "RdBu_r" and norm(0.0) == pytest.approx(0.5) and norm(-0.3) == pytest.approx(0.0)
     cmap, norm = colour_scale("accuracy", grid)
     assert cmap == "viridis" and norm(0.0) == 0.0 and norm(1.0) == 1.0
+
+
+# ---- Coreference: the best head against the strongest baseline; flags cite significant tests only ----------
+
+def _coref_scores(head_credit, agreement_decides, nearest_hit):
+    from probing.heads import ExampleScores, HeadScores, head_table
+    credit = np.asarray(head_credit, float)[:, None, :]
+    n = len(credit)
+    metas = [{"agreement_decides": bool(a)} for a in agreement_decides]
+    main = ExampleScores(ids=[f"e{i}" for i in range(n)], attention=credit.copy(), is_argmax=credit,
+                         next_word_baseline=np.full(credit.shape, np.nan), nearest_hit=np.asarray(nearest_hit, bool),
+                         first_hit=np.asarray(nearest_hit, bool), n_candidates=np.full(n, 2), pairs=[""] * n,
+                         nearest_choice=np.zeros_like(credit), groups=[f"g{i}" for i in range(n)],
+                         tasks=["candidates"] * n, meta=metas)
+    table = head_table(main, "coreference", n_boot=100, n_perm=2000)
+    return HeadScores(model="toy", relation="coreference", direction="pronoun -> antecedent", n_layers=1,
+                      n_heads=credit.shape[2], table=table, examples=main, controls=None, skipped=[])
+
+
+def test_the_headline_tests_the_best_head_against_the_agreement_oracle_paired_by_example():
+    from probing.report.heads import headline, strongest_baseline_test
+    # 40 examples: agreement decides 30 (oracle 1) and not 10 (oracle 1/2): oracle accuracy 0.875;
+    # the nearest candidate is right on half (0.5). Head 0 is always right; head 1 only where agreement decides.
+    decides = np.arange(40) < 30
+    credits = np.stack([np.ones(40), decides.astype(float)], 1)
+    test = strongest_baseline_test(_coref_scores(credits, decides, np.arange(40) % 2 == 0), "candidates",
+                                   n_perm=2000, n_boot=200)
+    assert test["baseline"] == "agreement oracle" and test["head"] == "0-0"
+    assert test["baseline_accuracy"] == pytest.approx(0.875) and test["head_accuracy"] == 1.0
+    assert test["difference"] == pytest.approx(0.125) and test["n_pairs"] == 40
+    assert test["p_value"] < 0.01 and "beats" in headline(test)
+    # Without agreement information the nearest candidate is the baseline
+    no_info = _coref_scores(credits, decides, np.arange(40) % 2 == 0)
+    no_info.examples.meta = [{} for _ in range(40)]
+    test = strongest_baseline_test(no_info, "candidates", n_perm=2000, n_boot=200)
+    assert test["baseline"] == "nearest candidate" and test["baseline_accuracy"] == 0.5
+
+
+def test_a_head_no_better_than_the_oracle_does_not_beat_it():
+    from probing.report.heads import headline, strongest_baseline_test
+    decides = np.ones(40, bool)
+    credits = np.stack([np.ones(40), np.zeros(40)], 1)           # oracle 1.0 everywhere; head 0 ties it
+    test = strongest_baseline_test(_coref_scores(credits, decides, np.zeros(40, bool)), "candidates", n_perm=500)
+    assert test["difference"] == 0 and test["p_value"] == 1.0 and "does not reliably beat" in headline(test)
+
+
+def test_flags_cite_their_tests_and_a_non_significant_twin_test_says_not_tested_enough():
+    from probing.report.heads import flag_text
+    row = {"flags": "agreement;nearest", "agreement_decided_p_fwer": 0.001, "twin_p_fwer": 0.31,
+           "n_twin_pairs": 25, "nearest_p_fwer": 0.012}
+    text = flag_text(row)
+    assert "agreement (where agreement decides: p_fwer 0.001; twins: not tested enough (25 pairs))" in text
+    assert "nearest (p_fwer 0.012)" in text
+    assert flag_text({"flags": ""}) == "-"
+
+
+def test_the_ci_rule_says_when_the_two_way_interval_applies():
+    from types import SimpleNamespace
+    from probing.report.heads import ci_rule
+    crossed = SimpleNamespace(examples=SimpleNamespace(meta=[{"predicate": "verb-sign", "group": "f01"}]))
+    assert "two-way" in ci_rule(crossed) and "Cameron-Gelbach-Miller" in ci_rule(crossed)
+    plain = SimpleNamespace(examples=SimpleNamespace(meta=[{"group": "g"}]))
+    assert "two-way" not in ci_rule(plain)

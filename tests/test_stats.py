@@ -111,3 +111,42 @@ def test_label_permutation_detects_an_unpaired_gap_and_not_noise():
     assert p_fwer[1] > 0.05 and p_fwer[2] > 0.05 and (p_fwer >= p - 1e-12).all()
     with pytest.raises(ValueError, match="both kinds"):
         label_permutation_tests(values, np.ones(80, bool))
+
+
+# ---- Two-way clustering (frame x predicate) ---------------------------------------------------------------
+
+def test_two_way_ci_by_hand():
+    from probing.stats import two_way_ci
+    # values 1..4, frames a a b b, predicates x y x y; mean 2.5, residuals -1.5 -0.5 0.5 1.5.
+    # V_frame = 2/1 * ((-2)^2 + 2^2) / 16 = 1; V_pred = 2/1 * ((-1)^2 + 1^2) / 16 = 0.25;
+    # V_cell = 4/3 * (2.25 + 0.25 + 0.25 + 2.25) / 16 = 5/12; Var = 1 + 0.25 - 5/12 = 5/6; t(0.975, df 1) = 12.7062.
+    low, high = two_way_ci(np.array([[1.0], [2.0], [3.0], [4.0]]), list("aabb"), list("xyxy"))
+    half = 12.706204736 * np.sqrt(5 / 6)
+    assert low[0] == pytest.approx(2.5 - half, rel=1e-6) and high[0] == pytest.approx(2.5 + half, rel=1e-6)
+
+
+def test_two_way_variance_falls_back_to_the_larger_one_way_when_negative():
+    from probing.stats import two_way_ci
+    # Every cell its own frame and predicate pattern that makes V_cell large: a diagonal design.
+    values = np.array([[1.0], [1.0], [3.0], [3.0]])
+    frames, predicates = list("aabb"), list("xxyy")        # the two factors coincide: V1 = V2 = V12
+    low, high = two_way_ci(values, frames, predicates)
+    one_way = 2 / 1 * (2 ** 2 + 2 ** 2) / 16               # 1.0 (V1 + V2 - V12 = V1 here, positive)
+    assert high[0] - 2.0 == pytest.approx(12.706204736 * np.sqrt(one_way), rel=1e-6)
+
+
+def test_bootstrap_reports_the_wider_of_one_way_and_two_way():
+    from probing.stats import Clusters, bootstrap_ci, clusters, two_way_ci
+    rng = np.random.default_rng(0)
+    frames = np.repeat(np.arange(40), 3)
+    predicates = (frames * 2 + np.tile([0, 5, 10], 40)) % 15
+    # A strong predicate effect that frame resampling alone does not see
+    values = (predicates[:, None] % 2) * 1.0 + rng.normal(0, 0.05, (120, 1))
+    one_low, one_high = bootstrap_ci(values, 500, groups=list(frames))
+    two_low, two_high = two_way_ci(values, list(frames), list(predicates))
+    low, high = bootstrap_ci(values, 500, groups=Clusters(list(frames), list(predicates)))
+    assert (two_high - two_low)[0] > (one_high - one_low)[0]
+    assert (low[0], high[0]) == (two_low[0], two_high[0])
+    # a factor with one level, or absent, leaves one-way clustering as it was
+    assert type(clusters(["a", "b"], ["x", "x"])) is list and type(clusters(["a", "b"], None)) is list
+    assert type(clusters(["a", "a", "b"], ["x", "y", "x"])) is Clusters

@@ -23,23 +23,32 @@ Coreference (`relation: "coreference"`)
                        alone picks the antecedent, False for Winograd pairs
       group            the template id; all variants of one frame (and both halves of a Winograd pair)
                        share it, for grouped cross-validation and as the clustering unit of the statistics
+      split            "explore" / "confirm": within each category the templates alternate between the two
+                       halves (fixed; the held-out half of probing.confirm)
       flip_word, twin, twin_role  Winograd only: the flip word; the pair's id (its group) shared by both
                        halves; "clean" for the first half, "corrupt" for the second
     Every sentence with two candidates carries `candidate_spans` (both head nouns).
 
-Negation (`relation: "negation"`)
-    Each negated sentence "S HOST not X ..." / "S HOSTn't X ..." has one control, a separate record, in
-    which the cue is replaced at the same position by a non-negating adverb: "S HOST ADVERB X ...".
-    For "n't" the contraction is expanded first, so the texts differ by the cue only after un-contracting:
-    "The lawyer didn't sign" -> "The lawyer did really sign", "can't" -> "can ...", "won't" -> "will ...".
-    The cue span of a contraction is always the three characters "n't" ("did|n't", "ca|n't", "wo|n't").
-    source = the cue (negated) or the adverb (control); target = the next word, the same word in both.
-    meta: pair (the negated record's id), role (negated / control), cue and cue_form ("not" / "n't"),
-    host (the word carrying the negation, uncontracted), host_type (auxiliary / copula / modal),
-    next_is_predicate (False when the word after the cue is not the negated predicate's head: "is not *a*
-    doctor", "does not *fully* understand", "is not *at* home"), group (the predicate after the cue, the
-    clustering unit: sentences sharing a predicate share the word the cue attends to); controls add
-    adverb and control_note (the substitution made). Ids: "neg-0001" and its control "neg-0001-ctl".
+Negation (`relation: "negation"`): a crossed design that can carry a claim
+    FRAMES lists 46 host frames (subject + auxiliary / modal / copula + a slot); each gets 3 predicates from
+    its slot's pool (bare verb, participle, -ing form, copula predicate) by a rotation that reuses every
+    predicate across frames, so frame and predicate are crossed. Each (frame, predicate) item is written in
+    every negated form English has for the host ("did not" and "didn't"; "may", "might", "am" only "not";
+    "can" only "can't") and, as controls, with every non-negating adverb that fits the slot (4 to 7) where the
+    uncontracted cue stood: "The lawyer didn't sign the contract." / "The lawyer did not sign ..." /
+    "The lawyer did really sign ...", "... did actually sign ...". The cue span of a contraction is the three
+    characters "n't" ("did|n't", "ca|n't", "wo|n't"). source = the cue (negated) or the adverb (control);
+    target = the next word, the same word in all of an item's rows.
+    meta: pair (the item id "neg-f01-p1", shared by all its rows: the scoring compares each negated sentence
+    with the mean over the item's controls, with per-adverb strata; see probing.controls), role (negated /
+    control), frame ("The lawyer did _"), group (the frame id "f01": the resampling unit), predicate (the
+    predicate id, shared across frames and verb forms: the second clustering factor), host, host_type
+    (auxiliary / copula / modal), next_is_predicate (False when the word after the cue is not the predicate's
+    head: "is not *a* doctor", "is not *at* home"), split ("explore" for odd frames, "confirm" for even ones:
+    the held-out half, see probing.confirm); negated rows add cue and cue_form ("not" / "n't"), controls add
+    adverb and control_note. Ids: "neg-f01-p1-nt", "neg-f01-p1-not", "neg-f01-p1-ctl-really". Within an item the
+    "n't" row comes before the "not" row and the controls follow, so a reader that keeps one row per pair and
+    role (probing.patching.collect_pairs keeps the last) gets the "not" sentence and the last adverb.
 """
 from __future__ import annotations
 
@@ -179,6 +188,30 @@ SIMPLE_FRAMES = [
     ("sm-16", "{A} lost {P} keys again.", "subject", "poss", "people"),
     ("sm-17", "{A}, after a long and difficult day at the busy office downtown, finally came home to {P} "
               "family.", "subject", "poss", "people"),
+    # sm-18 .. sm-30: added so that the all-words task has 30 templates (its resampling units), the number a
+    # report needs before it claims anything.
+    ("sm-18", "{A} missed the bus, so {P} walked to work.", "subject", "subj", "people"),
+    ("sm-19", "Our teacher thanked {A} and gave {P} a small present.", "object", "obj", "people"),
+    ("sm-20", "{A} opened the letter and read it while {P} waited for the train.", "subject", "subj",
+     "people"),
+    ("sm-21", "After the long meeting on Monday afternoon, the director asked {A} whether {P} wanted some "
+              "coffee.", "object", "subj", "people"),
+    ("sm-22", "{A} sold {P} old bicycle to a neighbour.", "subject", "poss", "people"),
+    ("sm-23", "{A} fell, and the cleaner quickly picked {P} up.", "subject", "obj",
+     things("the cup", "the spoon", "the phone", "the book")),
+    ("sm-24", "We painted {A} last summer, and now {P} looks new.", "object", "subj",
+     things("the fence", "the shed", "the gate", "the door")),
+    ("sm-25", "{A}, which we had kept for many long years, finally lost {P} handle.",
+     "subject", "poss", things("the basket", "the suitcase", "the drawer", "the kettle")),
+    ("sm-26", "{A} arrived late, and {P} apologised to the host.", "subject", "subj",
+     plurals("the guests", "the musicians", "the cousins", "the engineers")),
+    ("sm-27", "The coach watched {A} closely during the final match and praised {P} afterwards.", "object",
+     "obj", plurals("the players", "the runners", "the swimmers", "the skaters")),
+    ("sm-28", "{A} packed {P} tents before the rain started.", "subject", "poss",
+     plurals("the campers", "the scouts", "the climbers", "the hikers")),
+    ("sm-29", "The manager called {A} into the office on a grey Tuesday morning in early spring and told {P} "
+              "about the new plan.", "object", "obj", "people"),
+    ("sm-30", "{A} laughed when {P} heard the joke.", "subject", "subj", "people"),
 ]
 
 # Winograd-style pairs: same-type candidates, one flip word decides.
@@ -370,19 +403,26 @@ def coreference_rows() -> list[dict]:
 
     for i, row in enumerate(rows, start=1):
         row["id"] = f"coref-{i:04d}"
+    mark_splits(rows)
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Negation: word lists
-# ---------------------------------------------------------------------------------------------------------
+def mark_splits(rows: list[dict]) -> None:
+    """meta.split: within each category, the templates (groups) alternate between "explore" and "confirm" in
+    the order they are written, so both halves hold every category; a Winograd pair stays together."""
+    order: dict[str, list[str]] = {}
+    for row in rows:
+        groups = order.setdefault(row["meta"]["category"], [])
+        if row["meta"]["group"] not in groups:
+            groups.append(row["meta"]["group"])
+    for row in rows:
+        index = order[row["meta"]["category"]].index(row["meta"]["group"])
+        row["meta"]["split"] = "explore" if index % 2 == 0 else "confirm"
 
-SINGULAR_SUBJECTS = ["the lawyer", "my sister", "the new manager", "our neighbour", "Anna", "the pilot",
-                     "the young teacher", "David", "the driver", "my grandfather", "she", "the old farmer",
-                     "he", "the nurse"]
-PLURAL_SUBJECTS = ["the students", "my parents", "the workers", "we", "our neighbours", "the players",
-                   "the tourists", "they", "the engineers", "the guests", "you", "the children"]
-ANY_SUBJECTS = [s for pair in zip(SINGULAR_SUBJECTS, PLURAL_SUBJECTS) for s in pair]
+
+# ---------------------------------------------------------------------------------------------------------
+# Negation: a crossed design (frame x predicate x cue form x control adverb)
+# ---------------------------------------------------------------------------------------------------------
 
 VERBS = [  # (bare form, past participle, -ing form, the rest of the verb phrase)
     ("sign", "signed", "signing", "the contract"),
@@ -393,47 +433,29 @@ VERBS = [  # (bare form, past participle, -ing form, the rest of the verb phrase
     ("read", "read", "reading", "the letter"),
     ("pay", "paid", "paying", "the bill"),
     ("open", "opened", "opening", "the window"),
-    ("eat", "eaten", "eating", "breakfast"),
     ("watch", "watched", "watching", "the match"),
     ("visit", "visited", "visiting", "the museum"),
     ("clean", "cleaned", "cleaning", "the kitchen"),
-    ("write", "written", "writing", "the email"),
-    ("drive", "driven", "driving", "the car"),
-    ("take", "taken", "taking", "the early train"),
-    ("wear", "worn", "wearing", "a coat"),
-    ("tell", "told", "telling", "the truth"),
-    ("break", "broken", "breaking", "the rules"),
     ("feed", "fed", "feeding", "the dog"),
     ("fix", "fixed", "fixing", "the roof"),
     ("cook", "cooked", "cooking", "dinner"),
-    ("leave", "left", "leaving", "early"),
-    ("plant", "planted", "planting", "the trees"),
-    ("listen", "listened", "listening", "to the radio"),
+    ("tell", "told", "telling", "the truth"),
 ]
-# Verb phrases that start with an adverb, so that the word after the cue is not a verb.
-ADVERB_VERB_PHRASES = ["fully understand the question", "always agree with the boss", "properly lock the door",
-                       "completely trust the plan", "easily open the jar"]
-# Copula predicates: adjectives, noun phrases, prepositional phrases (the next word is never a verb).
-SINGULAR_PREDICATES = ["happy with the result", "a doctor", "at home", "ready for the exam", "very tall",
-                       "in the office", "afraid of the dark", "the tallest in the family", "sure about the plan",
-                       "angry about the delay", "busy today", "hungry", "the right person for the job",
-                       "interested in politics", "a good cook", "on the train", "quite sure about the answer",
-                       "so different from the others"]
-PLURAL_PREDICATES = ["happy with the result", "nurses", "at home", "ready for the exam", "very tall",
-                     "in the office", "afraid of the dark", "the tallest in the family", "sure about the plan",
-                     "angry about the delay", "busy today", "hungry", "the right people for the job",
-                     "interested in politics", "good cooks", "on the train", "quite sure about the answer",
-                     "so different from the others"]
+# Copula predicates (singular form, plural form): adjectives, noun phrases, prepositional phrases.
+COPULA_PREDICATES = [
+    ("happy with the result", "happy with the result"), ("a doctor", "doctors"), ("at home", "at home"),
+    ("ready for the exam", "ready for the exam"), ("very tall", "very tall"), ("in the office", "in the office"),
+    ("afraid of the dark", "afraid of the dark"), ("sure about the plan", "sure about the plan"),
+    ("angry about the delay", "angry about the delay"), ("busy today", "busy today"), ("hungry", "hungry"),
+    ("a good cook", "good cooks"), ("on the train", "on the train"), ("interested in politics",
+                                                                       "interested in politics"),
+]
+# Copula predicates whose first word is the predicate's head (an adjective or a bare noun); the others start
+# with a determiner, a preposition or an intensifier ("a doctor", "at home", "very tall", "good cooks").
+PREDICATE_HEADS_FIRST = {"happy", "ready", "afraid", "sure", "angry", "busy", "hungry", "interested", "doctors"}
 
-# Copula predicates whose first word is the predicate's head (an adjective or a bare noun); the others
-# start with a determiner, a preposition or an intensifier ("a doctor", "at home", "very tall", "good cooks").
-PREDICATE_HEADS_FIRST = {"happy", "ready", "afraid", "sure", "angry", "busy", "hungry", "interested", "nurses"}
-
-PREFIXES = ["", "", "As far as I know, ", "", "To be honest, ", "In the end, ", "", "Apparently, "]
-VERB_SUFFIXES = ["", " this time", "", " after all", " again"]
-COPULA_SUFFIXES = ["", "", " after all"]
-
-# Non-negating adverbs for the controls, chosen to read naturally after each kind of host.
+# Every non-negating adverb that reads naturally in the slot after each kind of host; each item gets all of
+# them as controls, so no adverb is confounded with a host (the old design gave each item one adverb).
 CONTROL_ADVERBS = {
     "do": ["really", "actually", "indeed", "also", "certainly"],
     "have": ["already", "probably", "also", "certainly", "actually"],
@@ -445,107 +467,111 @@ ADVERB_GROUP = {"did": "do", "does": "do", "do": "do", "has": "have", "have": "h
                 "may": "may", "might": "may"}
 
 CONTRACTED = {"can": "ca", "will": "wo"}      # "can't" = "ca" + "n't", "won't" = "wo" + "n't"
-NO_CONTRACTION = {"may", "might", "am"}      # always "not"
-ONLY_CONTRACTION = {"can"}                   # "can not" is avoided; always "can't"
+NO_CONTRACTION = {"may", "might", "am"}      # English has only "not" here ("mayn't", "amn't" are not used)
+ONLY_CONTRACTION = {"can"}                   # "can not" is avoided (it reads as "cannot"); only "can't"
 
-# (host, host_type, subjects, what follows the cue, how many sentences)
-NEGATION_PLAN = [
-    ("did", "auxiliary", ANY_SUBJECTS, "bare", 12),
-    ("does", "auxiliary", SINGULAR_SUBJECTS, "bare", 8),
-    ("do", "auxiliary", PLURAL_SUBJECTS, "bare", 8),
-    ("has", "auxiliary", SINGULAR_SUBJECTS, "participle", 8),
-    ("have", "auxiliary", PLURAL_SUBJECTS, "participle", 8),
-    ("had", "auxiliary", ANY_SUBJECTS, "participle", 6),
-    ("was", "auxiliary", SINGULAR_SUBJECTS, "ing", 6),
-    ("were", "auxiliary", PLURAL_SUBJECTS, "ing", 6),
-    ("is", "auxiliary", SINGULAR_SUBJECTS, "ing", 4),
-    ("are", "auxiliary", PLURAL_SUBJECTS, "ing", 4),
-    ("is", "copula", SINGULAR_SUBJECTS, "singular", 14),
-    ("are", "copula", PLURAL_SUBJECTS, "plural", 12),
-    ("was", "copula", SINGULAR_SUBJECTS, "singular", 14),
-    ("were", "copula", PLURAL_SUBJECTS, "plural", 12),
-    ("am", "copula", ["I"], "singular", 4),
-    ("can", "modal", ANY_SUBJECTS, "bare", 8),
-    ("could", "modal", ANY_SUBJECTS, "bare", 8),
-    ("should", "modal", ANY_SUBJECTS, "bare", 8),
-    ("must", "modal", ANY_SUBJECTS, "bare", 6),
-    ("may", "modal", ANY_SUBJECTS, "bare", 5),
-    ("might", "modal", ANY_SUBJECTS, "bare", 5),
-    ("will", "modal", ANY_SUBJECTS, "bare", 10),
-    ("would", "modal", ANY_SUBJECTS, "bare", 10),
+# The host frames: (subject, host, host_type, slot). slot: "bare" verb, "participle", "ing" form, or a
+# copula predicate in the subject's number ("singular" / "plural"). Each line is one frame, the resampling
+# unit; its predicates come from the slot's pool by rotation, so every predicate recurs across frames.
+FRAMES = [
+    ("The lawyer", "did", "auxiliary", "bare"), ("My parents", "did", "auxiliary", "bare"),
+    ("We", "did", "auxiliary", "bare"),
+    ("The new manager", "does", "auxiliary", "bare"), ("She", "does", "auxiliary", "bare"),
+    ("The students", "do", "auxiliary", "bare"), ("They", "do", "auxiliary", "bare"),
+    ("Our neighbour", "has", "auxiliary", "participle"), ("The pilot", "has", "auxiliary", "participle"),
+    ("The workers", "have", "auxiliary", "participle"), ("You", "have", "auxiliary", "participle"),
+    ("The driver", "had", "auxiliary", "participle"), ("The guests", "had", "auxiliary", "participle"),
+    ("My grandfather", "was", "auxiliary", "ing"), ("He", "was", "auxiliary", "ing"),
+    ("The players", "were", "auxiliary", "ing"), ("The engineers", "were", "auxiliary", "ing"),
+    ("The nurse", "is", "auxiliary", "ing"), ("The children", "are", "auxiliary", "ing"),
+    ("My sister", "is", "copula", "singular"), ("The young teacher", "is", "copula", "singular"),
+    ("David", "is", "copula", "singular"),
+    ("The tourists", "are", "copula", "plural"), ("Our neighbours", "are", "copula", "plural"),
+    ("Anna", "was", "copula", "singular"), ("The old farmer", "was", "copula", "singular"),
+    ("The manager", "was", "copula", "singular"),
+    ("The volunteers", "were", "copula", "plural"), ("My cousins", "were", "copula", "plural"),
+    ("I", "am", "copula", "singular"),
+    ("The waiter", "can", "modal", "bare"), ("The soldiers", "can", "modal", "bare"),
+    ("The doctor", "could", "modal", "bare"), ("My brothers", "could", "modal", "bare"),
+    ("The captain", "should", "modal", "bare"), ("The visitors", "should", "modal", "bare"),
+    ("The secretary", "must", "modal", "bare"), ("The cleaners", "must", "modal", "bare"),
+    ("The baker", "may", "modal", "bare"), ("The farmers", "may", "modal", "bare"),
+    ("The mechanic", "might", "modal", "bare"), ("The twins", "might", "modal", "bare"),
+    ("The chef", "will", "modal", "bare"), ("The interns", "will", "modal", "bare"),
+    ("The judge", "would", "modal", "bare"), ("The pupils", "would", "modal", "bare"),
 ]
+PREDICATES_PER_FRAME = 3
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Negation: building the rows
-# ---------------------------------------------------------------------------------------------------------
-
-def continuation(kind: str, line: int, k: int) -> tuple[str, str, str, bool]:
-    """The words after the cue for the k-th sentence of plan line `line`, the suffix before the full stop,
-    the predicate's id (shared by its singular/plural and verb-form variants) and whether the first word
-    after the cue is the negated predicate's head."""
-    if kind in ("singular", "plural"):
-        predicates = SINGULAR_PREDICATES if kind == "singular" else PLURAL_PREDICATES
-        index = (5 * k + 3 * line) % len(predicates)
-        words = predicates[index]
-        return (words, COPULA_SUFFIXES[(k + line) % len(COPULA_SUFFIXES)], f"pred-{SINGULAR_PREDICATES[index]}",
-                words.split()[0] in PREDICATE_HEADS_FIRST)
-    suffix = VERB_SUFFIXES[(k + line) % len(VERB_SUFFIXES)]
-    if kind == "bare" and k % 4 == 3:
-        words = ADVERB_VERB_PHRASES[(k // 4 + line) % len(ADVERB_VERB_PHRASES)]
-        return words, suffix, f"verb-{words.split()[1]}", False
-    bare, participle, ing, rest = VERBS[(7 * k + 5 * line) % len(VERBS)]
-    verb = {"bare": bare, "participle": participle, "ing": ing}[kind]
-    return f"{verb} {rest}", suffix, f"verb-{bare}", True
+def cue_forms(host: str) -> list[str]:
+    """The negation forms English has for a host, contraction first ("didn't" before "did not")."""
+    if host in NO_CONTRACTION:
+        return ["not"]
+    if host in ONLY_CONTRACTION:
+        return ["n't"]
+    return ["n't", "not"]
 
 
-def negation_pair(pair_id, prefix, subject, host, host_type, cue, words, suffix, adverb, predicate,
-                  next_is_predicate) -> list[dict]:
-    """The negated row and its control."""
-    def capitalized(text):
-        return text[0].upper() + text[1:]
+def frame_predicates(slot: str, index: int) -> list[tuple[str, str, bool]]:
+    """The predicates of the index-th frame with this slot: (words after the cue, predicate id shared across
+    frames and verb forms, whether the first of those words is the predicate's head)."""
+    pool = COPULA_PREDICATES if slot in ("singular", "plural") else VERBS
+    # Offsets 0, 5, 10 with a step of 2 between frames: three distinct predicates per frame whose
+    # combinations vary from frame to frame, so frame and predicate are crossed, not nested.
+    picks = [pool[(2 * index + 5 * k) % len(pool)] for k in range(PREDICATES_PER_FRAME)]
+    out = []
+    for entry in picks:
+        if slot in ("singular", "plural"):
+            words = entry[0] if slot == "singular" else entry[1]
+            out.append((words, f"pred-{entry[0]}", words.split()[0] in PREDICATE_HEADS_FIRST))
+        else:
+            bare, participle, ing, rest = entry
+            verb = {"bare": bare, "participle": participle, "ing": ing}[slot]
+            out.append((f"{verb} {rest}", f"verb-{bare}", True))
+    return out
 
-    lead = prefix + subject + " "
-    negated_lead = lead + (CONTRACTED.get(host, host) if cue == "n't" else host + " ")
-    negated = capitalized(negated_lead + cue + " " + words + suffix + ".")
-    source = (len(negated_lead), len(negated_lead) + len(cue))
+
+def negated_row(item_id, meta, subject, host, cue, words) -> dict:
+    """A negated sentence "S HOST not X." / "S HOSTn't X."; source the cue, target the next word."""
+    lead = f"{subject} {CONTRACTED.get(host, host)}" if cue == "n't" else f"{subject} {host} "
+    text = f"{lead}{cue} {words}."
+    source = (len(lead), len(lead) + len(cue))
     target = (source[1] + 1, source[1] + 1 + len(words.split()[0]))
+    suffix = "nt" if cue == "n't" else "not"
+    return {"id": f"{item_id}-{suffix}", "text": text, "relation": "negation",
+            "source_span": list(source), "target_span": list(target),
+            "meta": {**meta, "role": "negated", "cue": cue, "cue_form": cue}}
 
-    control_lead = lead + host + " "
-    control = capitalized(control_lead + adverb + " " + words + suffix + ".")
-    ctl_source = (len(control_lead), len(control_lead) + len(adverb))
-    ctl_target = (ctl_source[1] + 1, ctl_source[1] + 1 + len(words.split()[0]))
-    written = CONTRACTED.get(host, host) + "n't" if cue == "n't" else host + " not"
 
-    meta = {"pair": pair_id, "cue": cue, "cue_form": cue, "host": host, "host_type": host_type,
-            "next_is_predicate": next_is_predicate, "group": predicate}
-    return [
-        {"id": pair_id, "text": negated, "relation": "negation", "source_span": list(source),
-         "target_span": list(target), "meta": {**meta, "role": "negated"}},
-        {"id": pair_id + "-ctl", "text": control, "relation": "negation", "source_span": list(ctl_source),
-         "target_span": list(ctl_target),
-         "meta": {**meta, "role": "control", "adverb": adverb,
-                  "control_note": f"{written} -> {host} {adverb}"}},
-    ]
+def control_row(item_id, meta, subject, host, adverb, words) -> dict:
+    """The item's control with one adverb where the (uncontracted) cue stood: "S HOST ADVERB X."."""
+    lead = f"{subject} {host} "
+    text = f"{lead}{adverb} {words}."
+    source = (len(lead), len(lead) + len(adverb))
+    target = (source[1] + 1, source[1] + 1 + len(words.split()[0]))
+    return {"id": f"{item_id}-ctl-{adverb}", "text": text, "relation": "negation", "source_span": list(source),
+            "target_span": list(target),
+            "meta": {**meta, "role": "control", "adverb": adverb, "control_note": f"{host} not -> {host} {adverb}"}}
 
 
 def negation_rows() -> list[dict]:
-    rows, n = [], 0
-    for line, (host, host_type, subjects, kind, count) in enumerate(NEGATION_PLAN):
+    """Every frame x predicate item: its negated sentence in each cue form, then one control per adverb.
+
+    All rows of an item share meta.pair (the item id), so the scoring pairs each negated sentence with the
+    mean over the item's controls (probing.controls). Frames alternate between the exploration and the
+    confirmation half (meta.split), so both halves hold every host type."""
+    rows, seen_slots = [], {}
+    for f, (subject, host, host_type, slot) in enumerate(FRAMES, start=1):
+        index = seen_slots[slot] = seen_slots.get(slot, -1) + 1
+        frame_id = f"f{f:02d}"
         adverbs = CONTROL_ADVERBS[ADVERB_GROUP.get(host, "modal" if host_type == "modal" else "be")]
-        for k in range(count):
-            n += 1
-            if host in NO_CONTRACTION:
-                cue = "not"
-            elif host in ONLY_CONTRACTION:
-                cue = "n't"
-            else:
-                cue = "not" if (k + line) % 2 == 0 else "n't"
-            words, suffix, predicate, next_is_predicate = continuation(kind, line, k)
-            rows += negation_pair(f"neg-{n:04d}", PREFIXES[(n * 3) % len(PREFIXES)],
-                                  subjects[(3 * line + 5 * k) % len(subjects)], host, host_type, cue,
-                                  words, suffix, adverbs[(line + k) % len(adverbs)], predicate,
-                                  next_is_predicate)
+        for p, (words, predicate, next_is_predicate) in enumerate(frame_predicates(slot, index), start=1):
+            item_id = f"neg-{frame_id}-p{p}"
+            meta = {"pair": item_id, "frame": f"{subject} {host} _", "predicate": predicate, "host": host,
+                    "host_type": host_type, "next_is_predicate": next_is_predicate, "group": frame_id,
+                    "split": "explore" if f % 2 == 1 else "confirm"}
+            rows += [negated_row(item_id, meta, subject, host, cue, words) for cue in cue_forms(host)]
+            rows += [control_row(item_id, meta, subject, host, adverb, words) for adverb in adverbs]
     return rows
 
 

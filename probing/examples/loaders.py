@@ -44,7 +44,13 @@ What could solve an example, and how examples pair up (the meta contract shared 
 Per-dataset choices, beyond each loader's one-line docstring:
 
 * GAP: ids "gap-dev:development-1"; meta gender from the pronoun; group = the Wikipedia URL (several rows
-  come from one page). Rows with neither or both names coreferent are unusable (about 10%).
+  come from one page). Rows with neither or both names coreferent are unusable (about 10%). The spans of A
+  and B are their head words (`mention_head`; the whole names stay in meta["mention_spans"]); a row whose A or
+  B has no usable head (a coordination, a junk piece) is skipped with the reason.
+* Head words (`mention_head`, GAP and WinoBias): the last word before a preposition, relative pronoun or
+  comma ("a sack of potatoes" -> sack), a possessive 's stripped, "*" counted as a letter ("C*rdoba"); a
+  coordination ("Sam and Amy") is skipped as "coordination", and a head that would be punctuation or a
+  single leftover piece is skipped too.
 * WinoBias: the text is the bracket-free sentence exactly as in the file (its tokenised "farmer 's" and
   odd typos are kept). Some lines bracket a second pronoun of the same entity; the first one is the
   source. Candidates: the bracketed occupation and the first other occupation from
@@ -238,6 +244,65 @@ def _negated(text: str, cue: tuple[int, int], example_id: str, meta: dict) -> di
 
 
 # --------------------------------------------------------------------------------------------------
+# mention head words
+
+# Word lists for the head rule (kept here until probing.lexicon holds the shared lists).
+HEAD_PREPOSITIONS = frozenset({
+    "of", "in", "on", "at", "to", "for", "from", "with", "by", "about", "under", "over", "into", "onto",
+    "between", "among", "against", "during", "without", "within", "through", "across", "behind", "beyond",
+    "near", "after", "before", "since", "until", "like", "as", "via", "per"})
+RELATIVE_PRONOUNS = frozenset({"who", "whom", "whose", "which", "that", "where", "when"})
+COORDINATORS = frozenset({"and", "or", "&", "nor"})
+# A word of a mention: letters or digits, with "*" counted as a letter (GAP writes "*" for non-ASCII
+# letters: "C*rdoba"), joined by inner apostrophes or hyphens ("O'Brien", "Jean-Paul"); "&" is kept as a word
+# so that a coordination can be seen.
+_MENTION_WORD = re.compile(r"(?:[^\W_]|\*)+(?:['\u2019-](?:[^\W_]|\*)+)*|&|[,(]")
+_REGNAL = re.compile(r"(?:[IVX]{1,4})$")      # "Edward I", "Charles V": the name before the numeral is the head
+_POSSESSIVE = re.compile(r"['\u2019]s?$", re.IGNORECASE)
+
+
+def mention_head(text: str, span: tuple[int, int]) -> tuple[tuple[int, int] | None, str]:
+    """The head word of the mention text[span]: (its span, "") or (None, the reason it has no usable head).
+
+    The head of a mention of several words is its last word before the first preposition, relative pronoun
+    comma or parenthesis ("a sack of potatoes" -> sack, "the man who left" -> man, "Smith, the baker" -> Smith),
+    and not a regnal numeral ("Edward I of England" -> Edward); a
+    possessive 's (or a bare ') is stripped ("Tina's" -> Tina); "*" inside a word counts as a letter. A
+    coordination ("Sam and Amy") has no single head; a head that is punctuation, or a single character left
+    over from a longer mention, is refused."""
+    start, end = span
+    tokens = [(m.group(), m.start() + start) for m in _MENTION_WORD.finditer(text[start:end])]
+    words = [(w, at) for w, at in tokens if w not in ",("]
+    kept = []
+    for w, at in tokens:
+        if kept and (w in ",(" or w.lower() in HEAD_PREPOSITIONS or w.lower() in RELATIVE_PRONOUNS):
+            break
+        if w not in ",(":
+            kept.append((w, at))
+    # a coordination before any modifier ("Sam and Amy"; not "Emma of Waldeck and Pyrmont", whose head is Emma)
+    if any(w.lower() in COORDINATORS for w, _ in kept[1:-1]):
+        return None, f"coordination {text[start:end]!r} (no single head)"
+    if len(kept) > 1 and _REGNAL.match(kept[-1][0]):
+        kept.pop()
+    if not kept:
+        return None, f"no word in {text[start:end]!r}"
+    word, at = kept[-1]
+    stripped = _POSSESSIVE.sub("", word) if len(word) > 2 else word
+    if not any(ch.isalnum() for ch in stripped):
+        return None, f"the head of {text[start:end]!r} would be the non-word {stripped!r}"
+    if len(stripped) == 1 and len(words) > 1:
+        return None, f"the head of {text[start:end]!r} would be the single piece {stripped!r}"
+    return (at, at + len(stripped)), ""
+
+
+def _head_or_skip(text: str, span, label: str) -> list[int]:
+    head, reason = mention_head(text, tuple(span))
+    if head is None:
+        raise _Unusable(f"{label} mention skipped: {reason}")
+    return list(head)
+
+
+# --------------------------------------------------------------------------------------------------
 # coreference
 
 GAP_COLUMNS = ["ID", "Text", "Pronoun", "Pronoun-offset", "A", "A-offset", "A-coref",
@@ -263,10 +328,12 @@ def _gap_row(raw: bytes, name: str, line_no: int) -> dict:
     if flags == [True, True]:
         raise _Unusable("both A and B are marked as coreferent")
     answer = "A" if flags[0] else "B"
+    heads = {label: _head_or_skip(text, spans[label], label) for label in ("A", "B")}
     return {"text": text, "relation": "coreference", "source_span": spans["pronoun"],
-            "target_span": spans[answer], "candidate_spans": [spans["A"], spans["B"]], "id": f"{name}:{row_id}",
+            "target_span": heads[answer], "candidate_spans": [heads["A"], heads["B"]], "id": f"{name}:{row_id}",
             "meta": {"split": row_id.rsplit("-", 1)[0], "gender": _gender(pronoun), "pronoun": pronoun,
-                     "answer": answer, "A": a, "B": b_name, "url": url, "group": url or row_id, "line": line_no}}
+                     "answer": answer, "A": a, "B": b_name, "url": url, "group": url or row_id, "line": line_no,
+                     "mention_spans": {"A": spans["A"], "B": spans["B"]}}}
 
 
 def load_gap(path: Path, *, name: str = "gap", skip_bad: bool = False,
@@ -370,7 +437,7 @@ def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str
     start, end = nouns[0]
     phrase = text[start:end]
     core = strip_article(phrase)
-    antecedent = (start + phrase.rindex(core), start + phrase.rindex(core) + len(core))
+    antecedent = tuple(_head_or_skip(text, (start, end), "antecedent"))
     other, search_from = None, 0
     while other is None:
         found = _word(text, occupation_pattern, search_from)
@@ -379,7 +446,7 @@ def _winobias_row(line: str, occupation_pattern: str, name: str, stereotype: str
         if not any(found[0] < m[1] and m[0] < found[1] for m in mentions):
             other = found
         search_from = found[1]
-    candidates = sorted([list(antecedent), list(other)])
+    candidates = sorted([list(antecedent), _head_or_skip(text, other, "other occupation")])
     return {"text": text, "relation": "coreference", "source_span": list(pronoun),
             "target_span": list(antecedent), "candidate_spans": candidates,
             "id": f"{name}:{stereotype}.type{type_}.{split}:{number}",

@@ -81,6 +81,10 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
                        "top_heads": _head_records(scores.ranked(task=task).head(k), columns),
                        "n_significant_heads_fwer": int(table["significant"].sum()),
                        "claim": claim(scores, task)}
+        test = strongest_baseline_test(scores, task)
+        if test is not None:
+            tasks[task]["strongest_baseline_test"] = test
+            tasks[task]["headline"] = headline(test)
     summary = {
         "model": scores.model, "data": data_name, "relation": scores.relation, "direction": scores.direction,
         "layers": scores.n_layers, "heads": scores.n_heads, "mention": scores.mention,
@@ -101,12 +105,22 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         "test": str(scores.table["test"].iloc[0]),
         "baselines": task_baselines(scores.relation, scores.task_table()),
         "tasks": tasks,
+        "ci": ci_rule(scores),
     }
     if scores.strata is not None:
         summary["strata"] = {f"{by}={stratum}|{task}": _head_records(
             part.sort_values(key if key in part else "accuracy", ascending=False).head(k), columns)
             for (by, stratum, task), part in scores.strata.groupby(["by", "stratum", "task"], sort=False)}
     return summary
+
+
+def ci_rule(scores) -> str:
+    """How the CIs were made: a one-way cluster bootstrap, or (examples crossed by a second factor,
+    meta.predicate) the wider of that and the two-way Cameron-Gelbach-Miller interval (probing.stats)."""
+    if any("predicate" in m for m in scores.examples.meta):
+        return ("95% CI: the wider of the cluster bootstrap over meta.group and the two-way (meta.group x "
+                "meta.predicate) Cameron-Gelbach-Miller interval, per head")
+    return "95% CI: percentile bootstrap over the resampling units"
 
 
 def task_baselines(relation: str, table) -> dict:
@@ -116,6 +130,58 @@ def task_baselines(relation: str, table) -> dict:
                 "next_word_baseline_max_over_heads": float(table["next_word_baseline"].max())}
     names = ("nearest_candidate_accuracy", "first_candidate_accuracy", "chance_accuracy", "agreement_oracle_accuracy")
     return {name: float(table[name].iloc[0]) for name in names if name in table}
+
+
+def oracle_credit(meta: dict, n_candidates: int) -> float:
+    """What pronoun agreement alone scores on one example: 1 where it decides, chance 1/k where it does not,
+    NaN where the example does not say."""
+    if "agreement_decides" not in meta:
+        return float("nan")
+    return 1.0 if meta["agreement_decides"] else 1.0 / n_candidates
+
+
+def strongest_baseline_test(scores, task: str, n_perm: int = 10000, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """Coreference: the task's best head (by accuracy) against the strongest baseline that applies, paired by
+    example: the agreement oracle where the data says whether agreement decides and the oracle beats the
+    nearest candidate, else the nearest candidate. Returns the baseline's name, both accuracies, the mean
+    paired difference with its cluster-bootstrap CI, the one-sided sign-flip p (clustered by meta.group) and
+    the number of pairs; None for negation."""
+    from probing import stats
+    if scores.relation != "coreference":
+        return None
+    rows = [i for i, t in enumerate(scores.examples.tasks) if t == task]
+    sub = scores.examples.subset(rows)
+    table = scores.task_table(task)
+    best = table.sort_values("accuracy", ascending=False).iloc[0]
+    column = int(best["layer"]) * scores.n_heads + int(best["head"])
+    head_credit = sub.is_argmax.reshape(len(sub), -1)[:, column].astype(np.float64)
+    oracle = np.array([oracle_credit(m, k) for m, k in zip(sub.meta, sub.n_candidates)])
+    nearest = sub.nearest_hit.astype(np.float64)
+    said = ~np.isnan(oracle)
+    use_oracle = said.any() and oracle[said].mean() > nearest[said].mean()
+    keep = np.flatnonzero(said) if use_oracle else np.arange(len(sub))
+    baseline = (oracle if use_oracle else nearest)[keep]
+    differences = (head_credit[keep] - baseline)[:, None]
+    groups = [sub.groups[i] for i in keep]
+    p_value = float(stats.sign_flip_tests(differences, n_perm, seed=seed, groups=groups)[0][0])
+    low, high = stats.bootstrap_ci(differences, n_boot, seed=seed, groups=groups)
+    return {"head": f"{int(best['layer'])}-{int(best['head'])}",
+            "baseline": "agreement oracle" if use_oracle else "nearest candidate",
+            "head_accuracy": float(head_credit[keep].mean()), "baseline_accuracy": float(baseline.mean()),
+            "difference": float(differences.mean()), "ci_low": float(low[0]), "ci_high": float(high[0]),
+            "p_value": p_value, "n_pairs": int(len(keep)), "n_units": stats.n_units(groups, len(keep)),
+            "test": "one-sided sign-flip, head credit - baseline credit per example, clustered by meta.group; "
+                    "the head is the in-sample best, so this p is optimistic (see --confirm)"}
+
+
+def headline(test: dict) -> str:
+    """The best head against its strongest baseline, in one sentence that says whether the test passed."""
+    from probing.heads import ALPHA
+    verdict = "beats" if test["p_value"] < ALPHA else "does not reliably beat"
+    return (f"Against the strongest baseline that applies, the {test['baseline']} ({test['baseline_accuracy']:.3f}), "
+            f"{test['head']} ({test['head_accuracy']:.3f}) {verdict} it: paired difference {test['difference']:.3f} "
+            f"[{test['ci_low']:.3f}, {test['ci_high']:.3f}], p = {test['p_value']:.2g} over {test['n_pairs']} "
+            f"paired examples.")
 
 
 def claim(scores, task: str) -> str:
@@ -217,13 +283,34 @@ def _negation_rows(scores, table, k=5) -> list[str]:
     return lines
 
 
+def flag_text(row) -> str:
+    """A head's flags, each with the significant test it rests on; where the agreement flag's twin half is a
+    non-significant test (absence of evidence, not evidence), it says so: "not tested enough (n pairs)"."""
+    from probing.heads import ALPHA
+    parts = []
+    for flag in [f for f in str(row.get("flags", "") or "").split(";") if f]:
+        if flag == "agreement":
+            twin = row.get("twin_p_fwer", float("nan"))
+            twins = (f"twins: not tested enough ({int(row['n_twin_pairs'])} pairs)"
+                     if twin == twin and twin >= ALPHA and "n_twin_pairs" in row else "")
+            parts.append(f"agreement (where agreement decides: p_fwer {row['agreement_decided_p_fwer']:.2g}"
+                         + (f"; {twins}" if twins else "") + ")")
+        elif flag == "nearest":
+            parts.append(f"nearest (p_fwer {row['nearest_p_fwer']:.2g})")
+        elif flag == "stereotype":
+            parts.append(f"stereotype (p_fwer {row['pro_anti_p_fwer']:.2g})")
+        else:
+            parts.append(flag)
+    return "; ".join(parts) or "-"
+
+
 def _coref_rows(scores, table, k=5) -> list[str]:
     lines = ["| head | accuracy | mean_attention | p_fwer (vs nearest) | twin_consistency | pro_anti_gap | flags |",
              "|---|---|---|---|---|---|---|"]
     for _, row in table.sort_values("accuracy", ascending=False).head(k).iterrows():
         lines.append(f"| {row['layer']}-{row['head']} | {_ci(row, 'accuracy')} | {_ci(row, 'mean_attention')} | "
                      f"{row['p_fwer']:.2g} | {_maybe(row, 'twin_consistency', True)} | "
-                     f"{_maybe(row, 'pro_anti_gap', True)} | {row.get('flags', '') or '-'} |")
+                     f"{_maybe(row, 'pro_anti_gap', True)} | {flag_text(row)} |")
     return lines
 
 
@@ -245,7 +332,8 @@ def heads_markdown(scores, summary: dict) -> str:
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
-             f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only.", ""]
+             f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only. "
+             f"{summary.get('ci', '')}.", ""]
     if scores.relation == "negation":
         lines += ["`paired_difference` = attention cue -> next word minus attention control adverb -> the same "
                   "next word in the same sentence: the main score where controls exist. `above_baseline` = "
@@ -266,6 +354,8 @@ def heads_markdown(scores, summary: dict) -> str:
                   f"({info['best_head_in_sample']['score']:.3f}); cross-fitted (chosen on one half of the units, "
                   f"scored on the other): {cross['score']:.3f}.",
                   f"Heads with p_fwer < 0.05: {info['n_heads_p_fwer_below_0.05']}.", "", f"**{info['claim']}**", ""]
+        if "headline" in info:
+            lines += [f"**{info['headline']}**", ""]
     if scores.relation == "negation":
         best_raw = scores.ranked(by="mean_attention").iloc[0]
         best = scores.ranked().iloc[0]
@@ -301,4 +391,6 @@ def summary_text(summary: dict) -> str:
         lines += [f"[{task}] {info['n_examples']} examples, {info['n_units']} units; top heads by {key}: {tops}",
                   f"[{task}] baselines: " + ", ".join(f"{k}={v:.3f}" for k, v in info["baselines"].items()),
                   f"[{task}] {info['claim']}"]
+        if "headline" in info:
+            lines.append(f"[{task}] {info['headline']}")
     return "\n".join(lines)

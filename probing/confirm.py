@@ -1,0 +1,202 @@
+"""Held-out confirmation: choose heads on one set, test exactly those, unchanged, on sets they were not chosen on.
+
+Choosing the best of L x H heads and testing it on the same sentences is optimistic even with a family-wise
+correction over all heads (the choice itself used the data). So:
+
+1. **Explore.** Score every head on the exploration set; the chosen heads are those with the main score's
+   family-wise p (Westfall-Young maxT: `paired_p_fwer` for negation with controls, else `p_fwer`) below ALPHA,
+   best first, at most MAX_HEADS.
+2. **Confirm.** On each confirmation set, the chosen heads (and only they) are tested with that set's own
+   one-sided sign-flip test of its main score (paired difference against the control adverbs, or attention
+   above the next-word baseline where a set has no controls; for coreference, accuracy above the
+   nearest-candidate baseline), clustered by the set's `meta.group`; the per-head p values are Holm-adjusted
+   over the few chosen heads, separately for each set. A head is *confirmed* on a set when its Holm p < ALPHA.
+
+The built-in sets carry a fixed split (`meta.split` "explore" / "confirm", by frame / template, see
+`probing.examples.build_builtin`); `split_examples` reads it. `CONFIRM_PLAN` names, per exploration set, the
+held-out sets that fit it: the other half, plus an external set (negation: BLiMP NPI scope and CondaQA's
+"not"/"n't" cues; built-in coreference: WSC273; GAP-dev: GAP-test).
+
+The result (`ConfirmResult`) is plain data: `.table` (one row per confirmation set and chosen head),
+`.exploration` (the chosen heads' exploration numbers), `.to_dict()`, `.top(k, by=None)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from probing import stats
+
+ALPHA = 0.05
+MAX_HEADS = 5
+SPLIT_KEY = "split"
+
+# exploration set -> (how its exploration examples are taken, the confirmation sets: (label, dataset, part))
+# part: "confirm" = the dataset's confirmation half, None = the whole dataset.
+CONFIRM_PLAN = {
+    "builtin-negation": ("explore", [("builtin-negation (confirmation half)", "builtin-negation", "confirm"),
+                                     ("blimp-npi-scope", "blimp-npi-scope", None),
+                                     ("condaqa (not / n't cues)", "condaqa", None)]),
+    "builtin-coref": ("explore", [("builtin-coref (confirmation half)", "builtin-coref", "confirm"),
+                                  ("wsc273", "wsc273", None)]),
+    "gap-dev": (None, [("gap-test", "gap-test", None)]),
+}
+
+
+def split_examples(examples: list, part: str) -> list:
+    """The examples of one half ("explore" / "confirm") of a set with a fixed `meta.split`; controls follow their
+    item (they carry the same split). Raises ValueError when no example has that half."""
+    chosen = [e for e in examples if (e.meta or {}).get(SPLIT_KEY) == part]
+    if not chosen:
+        raise ValueError(f"no example has meta.{SPLIT_KEY} == {part!r}; this set has no fixed {part} half")
+    return chosen
+
+
+def fits_external(name: str, examples: list) -> list:
+    """The rows of an external set that fit the built-in format: BLiMP scope's licensing "not" only (its
+    'scope-bad' rows have the cue in the wrong clause); CondaQA's "not" / "n't" cues only (other cues, such as
+    "never" or "no", are other words than the ones chosen on)."""
+    if name.startswith("blimp"):
+        return [e for e in examples if e.role in ("negated", "control")]
+    if name == "condaqa":
+        return [e for e in examples if e.source.lower().replace("\u2019", "'") in ("not", "n't")]
+    return examples
+
+
+def fwer_column(main_score: str) -> str:
+    return "paired_p_fwer" if main_score == "paired_difference" else "p_fwer"
+
+
+def p_column(main_score: str) -> str:
+    return "paired_p_value" if main_score == "paired_difference" else "p_value"
+
+
+def choose_heads(table: pd.DataFrame, main_score: str, alpha: float = ALPHA, max_heads: int = MAX_HEADS) -> pd.DataFrame:
+    """The heads with family-wise p below alpha, best first by the main score, at most max_heads."""
+    passing = table[table[fwer_column(main_score)] < alpha]
+    return passing.sort_values(main_score, ascending=False).head(max_heads).reset_index(drop=True)
+
+
+def confirmation_rows(table: pd.DataFrame, main_score: str, chosen: list[tuple[int, int]], set_name: str,
+                      alpha: float = ALPHA) -> pd.DataFrame:
+    """The chosen heads' rows of one confirmation set's head table, with the Holm adjustment over them."""
+    index = table.set_index(["layer", "head"])
+    rows = index.loc[chosen].reset_index()
+    p = rows[p_column(main_score)].to_numpy()
+    out = pd.DataFrame({
+        "set": set_name, "layer": rows["layer"], "head": rows["head"],
+        "head_name": [f"{l}-{h}" for l, h in zip(rows["layer"], rows["head"])],
+        "score": main_score, "estimate": rows[main_score], "ci_low": rows[f"{main_score}_ci_low"],
+        "ci_high": rows[f"{main_score}_ci_high"], "p_value": p, "p_holm": stats.holm(p),
+        "n_examples": rows["n_examples"], "n_units": rows["n_units"]})
+    out["confirmed"] = out["p_holm"] < alpha
+    return out
+
+
+@dataclass
+class ConfirmResult:
+    """Heads chosen on the exploration set and their tests on each confirmation set (plain data)."""
+    model: str
+    relation: str
+    task: str
+    exploration_set: str
+    confirmation_sets: list[str]
+    main_score: str
+    chosen: list[str]                    # "layer-head", best first
+    exploration: pd.DataFrame            # the chosen heads' exploration rows (score, CI, p_fwer)
+    table: pd.DataFrame                  # one row per confirmation set and chosen head
+    notes: list[str] = field(default_factory=list)
+
+    def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
+        """The k rows with the highest `by` (default: the estimate) over all confirmation sets."""
+        return self.table.sort_values(by or "estimate", ascending=False).head(k)
+
+    def to_dict(self) -> dict:
+        def records(frame):
+            return frame.astype(object).where(frame.notna(), None).to_dict("records")
+        return {"model": self.model, "relation": self.relation, "task": self.task,
+                "exploration_set": self.exploration_set, "confirmation_sets": self.confirmation_sets,
+                "main_score": self.main_score, "chosen_heads": self.chosen, "alpha": ALPHA,
+                "selection": f"{fwer_column(self.main_score)} < {ALPHA} on the exploration set, best "
+                             f"{MAX_HEADS} by {self.main_score}",
+                "test": "one-sided sign-flip per chosen head on each confirmation set (clustered by meta.group), "
+                        "Holm over the chosen heads, per set",
+                "exploration": records(self.exploration), "confirmation": records(self.table), "notes": self.notes}
+
+
+def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], *, explore_name: str = "explore",
+                  relation: str | None = None, max_heads: int = MAX_HEADS, alpha: float = ALPHA,
+                  n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, mention: str = "head",
+                  batch_tokens: int = 4096, progress: bool = False) -> ConfirmResult:
+    """Choose heads on `explore_examples` and test exactly those on each of `confirm_sets` ({name: examples}).
+
+    The task (candidates / all-words) is the exploration set's primary one; a confirmation set is read on the
+    same task when it has it, else on its own primary task (noted)."""
+    from probing.heads import MIN_UNITS, score_heads
+    from probing.models import LoadedModel, load_model
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    options = dict(n_boot=n_boot, n_perm=n_perm, seed=seed, mention=mention, batch_tokens=batch_tokens,
+                   progress=progress)
+    explore = score_heads(loaded, explore_examples, relation=relation, **options)
+    task = explore.primary_task
+    chosen_rows = choose_heads(explore.task_table(task), explore.main_score, alpha, max_heads)
+    chosen = list(zip(chosen_rows["layer"].astype(int), chosen_rows["head"].astype(int)))
+    names = [f"{l}-{h}" for l, h in chosen]
+    notes, tables = [], []
+    if not chosen:
+        notes.append(f"no head has {fwer_column(explore.main_score)} < {alpha} on {explore_name}: nothing to confirm")
+    for set_name, examples in confirm_sets.items():
+        if not chosen:
+            break
+        examples = [e for e in examples if e.relation == explore.relation]
+        if not examples:
+            notes.append(f"{set_name}: no {explore.relation} examples; not tested")
+            continue
+        scores = score_heads(loaded, examples, relation=explore.relation, **options)
+        set_task = task if task in scores.tasks else scores.primary_task
+        if set_task != task:
+            notes.append(f"{set_name}: read on task {set_task!r} (it has no {task!r} examples)")
+        if scores.main_score != explore.main_score:
+            notes.append(f"{set_name}: scored by {scores.main_score} (the set has no controls), not "
+                         f"{explore.main_score}")
+        rows = confirmation_rows(scores.task_table(set_task), scores.main_score, chosen, set_name, alpha)
+        if int(rows["n_units"].iloc[0]) < MIN_UNITS:
+            notes.append(f"{set_name}: only {int(rows['n_units'].iloc[0])} units (< {MIN_UNITS}); the sign-flip test "
+                         "is exact, but by the report's rule these numbers are descriptive, not a claim")
+        tables.append(rows)
+    keep = ["layer", "head", explore.main_score, f"{explore.main_score}_ci_low", f"{explore.main_score}_ci_high",
+            fwer_column(explore.main_score), "n_examples", "n_units"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=["set", "layer", "head", "head_name", "score", "estimate", "ci_low", "ci_high", "p_value",
+                 "p_holm", "n_examples", "n_units", "confirmed"])
+    return ConfirmResult(model=loaded.name, relation=explore.relation, task=task, exploration_set=explore_name,
+                         confirmation_sets=list(confirm_sets), main_score=explore.main_score, chosen=names,
+                         exploration=chosen_rows[[c for c in keep if c in chosen_rows]], table=table, notes=notes)
+
+
+def planned_sets(data: str, data_root=None, limit: int | None = None) -> tuple[str, list, dict[str, list]]:
+    """For a set named in CONFIRM_PLAN: (exploration label, exploration examples, {confirmation label: examples})."""
+    from probing.examples import load_examples
+    if data not in CONFIRM_PLAN:
+        raise ValueError(f"--confirm knows held-out sets for {', '.join(CONFIRM_PLAN)}; not for {data!r}")
+    part, plan = CONFIRM_PLAN[data]
+    examples = load_examples(data, data_root=data_root)
+    explore = split_examples(examples, part) if part else examples
+    confirm = {}
+    for label, name, held_part in plan:
+        rows = examples if name == data else load_examples(name, data_root=data_root)
+        rows = split_examples(rows, held_part) if held_part else fits_external(name, rows)
+        confirm[label] = rows
+    if limit is not None:
+        explore = _first(explore, limit)
+        confirm = {k: _first(v, limit) for k, v in confirm.items()}
+    label = f"{data} (exploration half)" if part else data
+    return label, explore, confirm
+
+
+def _first(examples: list, limit: int) -> list:
+    """The first `limit` non-control examples and the controls of their pairs."""
+    main = [e for e in examples if not e.is_control][:limit]
+    pairs = {e.meta.get("pair") for e in main if e.meta.get("pair")}
+    return main + [e for e in examples if e.is_control and e.meta.get("pair") in pairs]

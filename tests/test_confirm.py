@@ -1,0 +1,107 @@
+"""`probing.confirm`: heads chosen on the exploration half are tested, unchanged, on held-out sets (Holm over the
+chosen few). Hand-made tables where the answer is known, the fixed splits, then a small real run with MiniLM."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probing.confirm import (CONFIRM_PLAN, ConfirmResult, choose_heads, confirm_heads, confirmation_rows,
+                             fits_external, split_examples)
+from probing.examples import load_examples
+from tests.conftest import needs_datasets
+
+
+def _table(scores, p_fwer, p_value=None):
+    n = len(scores)
+    return pd.DataFrame({"layer": np.arange(n) // 4, "head": np.arange(n) % 4, "paired_difference": scores,
+                         "paired_difference_ci_low": np.asarray(scores) - 0.1,
+                         "paired_difference_ci_high": np.asarray(scores) + 0.1, "paired_p_fwer": p_fwer,
+                         "paired_p_value": p_value if p_value is not None else p_fwer, "n_examples": 50,
+                         "n_units": 23})
+
+
+def test_choose_heads_takes_the_significant_best_first_at_most_five():
+    scores = [0.9, 0.1, 0.5, 0.8, 0.7, 0.6, 0.4, 0.3]
+    p_fwer = [0.001, 0.001, 0.2, 0.01, 0.02, 0.03, 0.04, 0.001]
+    chosen = choose_heads(_table(scores, p_fwer), "paired_difference")
+    assert [(r.layer, r.head) for r in chosen.itertuples()] == [(0, 0), (0, 3), (1, 0), (1, 1), (1, 2)]
+    assert choose_heads(_table(scores, [0.5] * 8), "paired_difference").empty
+
+
+def test_confirmation_is_holm_over_the_chosen_heads_only():
+    table = _table([0.3, 0.2, 0.1, 0.0], [1, 1, 1, 1], p_value=[0.01, 0.02, 0.04, 0.9])
+    rows = confirmation_rows(table, "paired_difference", [(0, 0), (0, 1), (0, 2)], "held-out")
+    # Holm over three: 3 * 0.01, 2 * 0.02, 1 * 0.04 (monotone)
+    assert rows["p_holm"].tolist() == pytest.approx([0.03, 0.04, 0.04])
+    assert rows["confirmed"].tolist() == [True, True, True] and rows["head_name"].tolist() == ["0-0", "0-1", "0-2"]
+    one = confirmation_rows(table, "paired_difference", [(0, 2)], "held-out")
+    assert one["p_holm"].tolist() == pytest.approx([0.04])
+
+
+def test_builtin_sets_split_by_frame_and_template_into_two_fixed_halves():
+    for name in ("builtin-negation", "builtin-coref"):
+        examples = load_examples(name)
+        explore, confirm = split_examples(examples, "explore"), split_examples(examples, "confirm")
+        assert len(explore) + len(confirm) == len(examples)
+        assert not {e.meta["group"] for e in explore} & {e.meta["group"] for e in confirm}
+    with pytest.raises(ValueError, match="no example has meta.split == 'explore'"):
+        split_examples([e for e in examples if e.meta["split"] == "confirm"], "explore")
+    assert set(CONFIRM_PLAN) == {"builtin-negation", "builtin-coref", "gap-dev"}
+
+
+@needs_datasets
+def test_external_negation_rows_that_fit_the_format():
+    blimp = load_examples("blimp-npi-scope")
+    kept = fits_external("blimp-npi-scope", blimp)
+    assert kept and all(e.role == "negated" for e in kept) and len(kept) < len(blimp)
+    condaqa = load_examples("condaqa")
+    kept = fits_external("condaqa", condaqa)
+    assert kept and {e.source.lower().replace("\u2019", "'") for e in kept} <= {"not", "n't"}
+
+
+def test_confirm_heads_on_the_builtin_negation_halves(minilm):
+    examples = load_examples("builtin-negation")
+    explore = split_examples(examples, "explore")
+    held = split_examples(examples, "confirm")
+    result = confirm_heads(minilm, explore, {"half": held}, explore_name="builtin-negation (exploration half)",
+                           n_boot=100, n_perm=2000)
+    assert isinstance(result, ConfirmResult) and 1 <= len(result.chosen) <= 5
+    assert result.exploration[result.main_score].is_monotonic_decreasing
+    assert result.table["head_name"].tolist() == result.chosen and set(result.table["set"]) == {"half"}
+    assert (result.table["p_holm"] >= result.table["p_value"]).all()
+    assert int(result.table["n_units"].iloc[0]) == 23
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["chosen_heads"] == result.chosen and data["exploration_set"].startswith("builtin-negation")
+    assert len(result.top(2)) == min(2, len(result.table))
+
+
+def test_confirm_markdown_names_the_sets_and_heads_and_escapes_them():
+    from probing.report.confirm import confirm_markdown
+    table = confirmation_rows(_table([0.3, 0.2], [1, 1], p_value=[0.01, 0.6]), "paired_difference", [(0, 0), (0, 1)],
+                              "<b>held|out</b>")
+    result = ConfirmResult(model="toy", relation="negation", task="all-words", exploration_set="mine (explore)",
+                           confirmation_sets=["<b>held|out</b>"], main_score="paired_difference", chosen=["0-0", "0-1"],
+                           exploration=_table([0.3, 0.2], [0.001, 0.01]), table=table, notes=["a note"])
+    text = confirm_markdown(result)
+    assert "**mine (explore)**" in text and "**0-0, 0-1**" in text and "&lt;b&gt;held&#124;out&lt;/b&gt;" in text
+    assert "<b>" not in text and "| 0-0 | paired_difference | 0.300 [0.200, 0.400] | 0.01 | 0.02 | 23 | yes |" in text
+    assert "| 0-1 | paired_difference | 0.200 [0.100, 0.300] | 0.6 | 0.6 | 23 | no |" in text and "- a note" in text
+
+
+@needs_datasets
+def test_analysis_heads_confirm_writes_the_section(tmp_path, capsys):
+    from analysis.__main__ import main
+    out = tmp_path / "confirm"
+    assert main(["heads", "--data", "builtin-coref", "--confirm", "--limit", "80", "--n-boot", "50", "--n-perm", "500",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "confirm.json").read_text())
+    assert data["exploration_set"] == "builtin-coref (exploration half)"
+    assert data["confirmation_sets"] == ["builtin-coref (confirmation half)", "wsc273"]
+    assert len(data["chosen_heads"]) <= 5
+    assert {r["set"] for r in data["confirmation"]} == (set(data["confirmation_sets"]) if data["chosen_heads"] else set())
+    text = (out / "confirm.md").read_text()
+    assert "Exploration set: **builtin-coref (exploration half)**" in text and "**wsc273**" in text
+    assert main(["heads", "--data", "winobias", "--confirm", "--out", str(tmp_path / "x")]) != 0
+    assert "--confirm knows held-out sets for builtin-negation, builtin-coref, gap-dev; not for 'winobias'" in \
+        capsys.readouterr().err
