@@ -128,3 +128,22 @@ def test_the_ci_rule_says_when_the_two_way_interval_applies():
     assert "two-way" in ci_rule(crossed) and "Cameron-Gelbach-Miller" in ci_rule(crossed)
     plain = SimpleNamespace(examples=SimpleNamespace(meta=[{"group": "g"}]))
     assert "two-way" not in ci_rule(plain)
+
+
+def test_negation_report_shows_both_source_piece_rules_and_they_differ_only_on_nt(minilm, tmp_path):
+    """A hand-made "n't" item (two pieces) against "not" items (one piece): the two rules agree on "not" rows
+    and disagree on the "n't" row; the report writes both columns."""
+    from probing.report.heads import heads_markdown, rules_side_by_side
+    last = score_heads(minilm, NEGATION_EXAMPLES, n_boot=20, n_perm=50, source_pieces="last")
+    mean = score_heads(minilm, NEGATION_EXAMPLES, n_boot=20, n_perm=50, source_pieces="mean")
+    side = rules_side_by_side(last, mean)
+    assert list(side["rules"]) == ["last", "mean"] and "all" in side["rules"]["last"]
+    nt = [e.id for e in NEGATION_EXAMPLES if "n't" in e.text]
+    at = {e: i for i, e in enumerate(last.examples.ids)}
+    one_piece = [at[e.id] for e in NEGATION_EXAMPLES if e.id in at and e.id not in nt]
+    assert np.array_equal(last.examples.attention[one_piece], mean.examples.attention[one_piece])
+    assert not np.allclose(last.examples.attention[at[nt[0]]], mean.examples.attention[at[nt[0]]])
+    summary = build_summary(last, "hand-made", LoadReport(source="hand-made", n_records=len(NEGATION_EXAMPLES)))
+    summary["source_pieces_side_by_side"] = side
+    text = heads_markdown(last, summary)
+    assert "## The source-piece rule, side by side" in text and "| items | last rule | mean rule |" in text

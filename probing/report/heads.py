@@ -54,6 +54,14 @@ def run_heads(model, data: str, out: Path, relation: str | None = None, data_roo
                          batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
                          progress=progress, parallel=parallel, mention=mention, by=by, source_pieces=source_pieces)
     summary = build_summary(scores, data, load_report, renormalize=renormalize)
+    if scores.relation == "negation":
+        # The same heads under the other source-piece rule, so a reader sees what the rule changes (issue: a
+        # two-piece "n't" averaged against a one-piece control adverb).
+        other_rule = "mean" if source_pieces == "last" else "last"
+        other = score_heads(as_loaded(model, device=device, dtype=dtype), examples, relation=relation,
+                            batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
+                            parallel=parallel, mention=mention, source_pieces=other_rule)
+        summary["source_pieces_side_by_side"] = rules_side_by_side(scores, other)
     if not parallel or is_main_process():
         Path(out).mkdir(parents=True, exist_ok=True)
         write_outputs(Path(out), scores, summary)
@@ -62,6 +70,43 @@ def run_heads(model, data: str, out: Path, relation: str | None = None, data_roo
 
 def _head_records(table, columns) -> list[dict]:
     return table[[c for c in columns if c in table]].to_dict(orient="records")
+
+
+def _top_by_cue_form(scores, k: int) -> dict[str, list[dict]]:
+    """The top k heads by the main score, over all items and per cue form ("not", "n't") where the data has it."""
+    key, fwer = scores.main_score, ("paired_p_fwer" if scores.main_score == "paired_difference" else "p_fwer")
+    columns = ["layer", "head", key, f"{key}_ci_low", f"{key}_ci_high", fwer, "mean_attention"]
+    parts = {"all": scores.task_table()}
+    if scores.strata is not None:
+        cue = scores.strata[(scores.strata["by"] == "cue_form") & (scores.strata["task"] == scores.primary_task)]
+        parts.update({str(form): part for form, part in cue.groupby("stratum", sort=False)})
+    return {name: _head_records(part.sort_values([key, "layer", "head"], ascending=[False, True, True]).head(k),
+                                columns) for name, part in parts.items()}
+
+
+def rules_side_by_side(scores, other, k: int = 5) -> dict:
+    """Top heads under both source-piece rules (`scores` is the run's own rule), per cue form."""
+    return {"main_score": scores.main_score, "rules": {
+        rule: _top_by_cue_form(result, k) for rule, result in ((scores.source_pieces, scores),
+                                                               (other.source_pieces, other))}}
+
+
+def _side_by_side_rows(side: dict) -> list[str]:
+    key = side["main_score"]
+    fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
+    rules = list(side["rules"])
+    lines = ["## The source-piece rule, side by side", "",
+             f"Top 5 heads by `{key}` when a source of several pieces (\"n't\" is `'` + `t`) is read from its "
+             "last piece, beside Clark et al.'s average over its pieces. One-piece sources (\"not\") are the same "
+             "under both rules, so only the n't rows can differ much.", "",
+             "| items | " + " | ".join(f"{rule} rule" for rule in rules) + " |", "|---|" + "---|" * len(rules)]
+    for part in side["rules"][rules[0]]:
+        cells = []
+        for rule in rules:
+            rows = side["rules"][rule].get(part, [])
+            cells.append(", ".join(f"{r['layer']}-{r['head']} ({r[key]:.3f}, p_fwer {r[fwer]:.2g})" for r in rows))
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def build_summary(scores, data_name: str, load_report, renormalize: bool = False, k: int = 5) -> dict:
@@ -362,6 +407,8 @@ def heads_markdown(scores, summary: dict) -> str:
         lines += [f"The head with the highest raw `mean_attention` is {best_raw['layer']}-{best_raw['head']} "
                   f"({best_raw['mean_attention']:.3f}, any word's next word {best_raw['next_word_baseline']:.3f}); "
                   f"the best by {scores.main_score} is {best['layer']}-{best['head']}.", ""]
+    if "source_pieces_side_by_side" in summary:
+        lines += _side_by_side_rows(summary["source_pieces_side_by_side"])
     if scores.strata is not None:
         lines += ["## Strata", "", "Each stratum has its own tests; top 3 heads by the main score.", "",
                   "| stratum | task | examples | units | top heads |", "|---|---|---|---|---|"]
