@@ -53,7 +53,7 @@ def test_code_files_are_the_scoring_code_and_not_the_demo():
     assert {"analysis/ablate.py", "probing/ablation.py"} <= files["ablate"]
     everything = set().union(*files.values())
     for unrelated in ("probing/views.py", "probing/demo/backend.py", "probing/demo/explore.py",
-                      "probing/demo/heatmap.py", "probing/report/outputs.py", "analysis/report.py", "app.py", "README.md"):
+                      "probing/demo/heatmap.py", "probing/outputs.py", "analysis/report.py", "app.py", "README.md"):
         assert unrelated not in everything
 
 

@@ -34,7 +34,7 @@ from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_mode
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
-from probing.report.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
+from probing.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
 from probing.runner import SentenceAttention, encode, forward_attentions, pad_ids
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.

@@ -33,7 +33,7 @@ from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
 from probing.models import LoadedModel
 from probing.patching import TWIN_WORDS, PairPatch, patch_pair, suggest_twin
-from probing.report.outputs import is_complete
+from probing.outputs import is_complete
 
 # Every head's patched copy of the pair runs in one batch: MiniLM's 72 heads x 2 effects = 147 rows of the
 # sentence's length, so the pair's length, not the number of requests, sets the memory and time one request holds.

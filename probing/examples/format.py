@@ -242,7 +242,7 @@ def jsonl_line(example: Example) -> str:
 
 def write_jsonl(examples: Iterable[Example], path: str | os.PathLike) -> None:
     """Write examples as JSONL, atomically (temporary file, then rename), with the umask's permissions."""
-    from probing.report.outputs import atomic_write
+    from probing.outputs import atomic_write
 
     def _write(tmp):
         with open(tmp, "w", encoding="utf-8") as handle:
