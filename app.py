@@ -28,10 +28,12 @@ from probing.models import DEFAULT_MODEL  # noqa: E402
 from probing.views import word_shading_html  # noqa: E402
 
 log = logging.getLogger("probing.app")
-# Forward passes run at once, all events and endpoints together (one concurrency group here, and one
-# semaphore in the backend); more requests wait in a bounded queue, at most a few per client session.
+# Scoring, views and reports share CONCURRENCY forward passes (one concurrency group here, one semaphore in
+# the guard); patching has its own lane (one job, a small queue of its own), so it never delays scoring.
+# More requests wait in a bounded queue, at most a few per client address (`guard.cap_queue`).
 CONCURRENCY = guard.CONCURRENCY
 MODEL_GROUP = {"concurrency_limit": CONCURRENCY, "concurrency_id": "model"}
+PATCH_GROUP = {"concurrency_limit": 1, "concurrency_id": guard.PATCH_GROUP_ID}
 QUEUE_SIZE = int(os.environ.get("PROBING_QUEUE_SIZE", "64"))
 # Gradio keeps every visitor's session (each page load or API client: a copy of the page's config and the
 # last outputs, 0.3-1 MB here) until this many newer sessions push it out; its default of 10,000 would let
@@ -464,9 +466,9 @@ def patching_tab(model: gr.Dropdown) -> None:
     inputs = [clean, twin, target, model, kind]
     outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
     gallery.click(lambda i: (*patch_view.gallery_pair(i), None), gallery, [clean, twin, target, state], queue=False,
-                  **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
-    button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
-    clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+                  **private).then(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    button.click(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    clean.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
     # .input, not .change: a run or a gallery click that fills the twin box must not clear its own results
     for box in (clean, twin):
@@ -565,7 +567,7 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
         gr.api(head_view, api_name="head_view", **MODEL_GROUP)
-        gr.api(patch_heads, api_name="patch_heads", **MODEL_GROUP)
+        gr.api(patch_heads, api_name="patch_heads", **PATCH_GROUP)
     return demo
 
 
@@ -620,13 +622,50 @@ def launch_settings() -> dict:
                 app_kwargs={"middleware": [Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
 
 
+def worded_errors(app: gr.Blocks) -> None:
+    """Every event of the page answers a failure in words: an exception other than `gr.Error` (a bad value
+    sent to a private event, say) would otherwise reach the client as `{"error": null}`."""
+    import functools
+    import inspect
+
+    def worded(fn):
+        if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):
+            return fn                              # none here; left as they are rather than half-wrapped
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except gr.Error:
+                    raise
+                except Exception as err:
+                    raise gr.Error(_message(err)) from None
+            return generator
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as err:
+                raise gr.Error(_message(err)) from None
+        return call
+
+    for block_fn in app.fns.values():
+        if block_fn.fn is not None:
+            block_fn.fn = worded(block_fn.fn)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = build_demo()
+    worded_errors(app)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    guard.cap_waiting_per_session(app._queue)      # one client cannot fill the shared queue
+    guard.cap_queue(app._queue)                    # per client address, and patching's own small queue
     backend.get_model(None)                        # the default model is loaded before anyone asks
-    app.launch(**launch_settings())
+    with guard.server_timeouts():                  # slow or idle connections are closed
+        app.launch(**launch_settings())
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -430,15 +431,18 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     ids = torch.tensor([clean_ids, corrupt_ids], device=device)
     layer_inputs: dict[int, torch.Tensor] = {}     # l -> the hidden states entering layer l  # [2, pos, d_model]
     returns_tuple = []
+    owner = threading.get_ident()   # the demo scores on the same model meanwhile: only this thread's pass counts
 
     def remember(layer):
         def hook(_module, args, kwargs):
-            layer_inputs[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+            if threading.get_ident() == owner:
+                layer_inputs[layer] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
         return hook
 
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns:
         handles = [block.register_forward_pre_hook(remember(l), with_kwargs=True) for l, block in enumerate(layout.layers)]
-        handles.append(layout.layers[0].register_forward_hook(lambda _m, _a, out: returns_tuple.append(isinstance(out, tuple))))
+        handles.append(layout.layers[0].register_forward_hook(
+            lambda _m, _a, out: returns_tuple.append(isinstance(out, tuple)) if threading.get_ident() == owner else None))
         try:
             base = _run(module, ids, readout)
         finally:

@@ -9,8 +9,8 @@ columns, from `reports/<model>/patching/builtin-negation/effects.csv`), which ca
 test that one sentence cannot have.
 
 Safety as in `backend`: every field goes through `guard` before a tokenizer sees it, the pair is capped at
-`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward holds every forward slot
-(`exclusive_forward()`: its hooks sit on the shared model), and
+`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward runs in patching's own lane
+(`exclusive_forward()`: one patching job at a time, never in scoring's slots; its hooks act on its thread only), and
 the library's ValueErrors become `DemoError` in words.
 """
 from __future__ import annotations
@@ -326,7 +326,7 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     clean, corrupt, target, name, kind = checked_request(clean, corrupt, target, model, kind)
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
-    # exclusive: patch_pair hooks the shared model, and the hooks would act on any other pass through it
+    # patching's lane: one job at a time; scoring keeps its slots (the hooks act on this thread's passes only)
     with exclusive_forward(), worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
         result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
