@@ -111,6 +111,11 @@ def _message(err: Exception) -> str:
     return f"Something went wrong ({type(err).__name__}). Try another sentence or model."
 
 
+def _refused(err: Exception) -> gr.Error:
+    """The error an event raises: the message in words, logged once by `_message` (Gradio prints no traceback)."""
+    return gr.Error(_message(err), print_exception=False)
+
+
 def _problem(err: Exception) -> str:
     """An error as words for the page, never a trace."""
     prefix = "**Problem:**" if isinstance(err, backend.DemoError) else "**Something went wrong:**"
@@ -583,7 +588,7 @@ def score_heads(text: str, relation: str = "coreference", source: str = "", targ
     try:
         return backend.score_heads_api(text, relation, source, target, model or None)
     except Exception as err:   # every failure, expected or not, answers in words (never {"error": null})
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def head_view(text: str, model: str = "", layer: int | None = None, head: int | None = None) -> str:
@@ -591,7 +596,7 @@ def head_view(text: str, model: str = "", layer: int | None = None, head: int | 
     try:
         return backend.head_view(text, model or None, layer, head).html
     except Exception as err:
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = "") -> dict:
@@ -605,7 +610,7 @@ def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = ""
     try:
         return patch_view.patch_heads_api(clean, corrupt, model or None, target)
     except Exception as err:
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def launch_settings() -> dict:
@@ -622,45 +627,39 @@ def launch_settings() -> dict:
                 app_kwargs={"middleware": [Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
 
 
-def worded_errors(app: gr.Blocks) -> None:
-    """Every event of the page answers a failure in words: an exception other than `gr.Error` (a bad value
-    sent to a private event, say) would otherwise reach the client as `{"error": null}`."""
-    import functools
-    import inspect
+def worded_refusals(app: gr.Blocks) -> None:
+    """Every event and endpoint answers a failure in words and logs it in one line.
 
-    def worded(fn):
-        if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):
-            return fn                              # none here; left as they are rather than half-wrapped
-        if inspect.isgeneratorfunction(fn):
-            @functools.wraps(fn)
-            def generator(*args, **kwargs):
-                try:
-                    yield from fn(*args, **kwargs)
-                except gr.Error:
-                    raise
-                except Exception as err:
-                    raise gr.Error(_message(err)) from None
-            return generator
+    Gradio runs every call (queued or not) through `process_api`; wrapped here, an exception other than
+    `gr.Error` (a bad value sent to one of the page's own events, too few inputs) no longer reaches the
+    client as `{"error": null}`, and a refusal (Gradio's own "not in the list of choices" included) is one
+    log line instead of a printed traceback."""
+    original = app.process_api
 
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as err:
-                raise gr.Error(_message(err)) from None
-        return call
+    async def process_api(*args, **kwargs):
+        try:
+            return await original(*args, **kwargs)
+        except gr.Error as err:
+            if err.print_exception:
+                log.info("refused: %s", guard.shown(str(err.message), 200))
+                err.print_exception = False
+            raise
+        except backend.DemoError as err:
+            raise _refused(err) from None
+        except Exception as err:
+            first = (str(err).splitlines() or [""])[0]
+            log.warning("refused a request that failed in Gradio or an event: %s: %s", type(err).__name__,
+                        guard.shown(first, 200))
+            raise gr.Error(f"This request could not be processed ({type(err).__name__}: {first[:200].rstrip('.')}).",
+                           print_exception=False) from None
 
-    for block_fn in app.fns.values():
-        if block_fn.fn is not None:
-            block_fn.fn = worded(block_fn.fn)
+    app.process_api = process_api
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = build_demo()
-    worded_errors(app)
+    worded_refusals(app)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     guard.cap_queue(app._queue)                    # per client address, and patching's own small queue
     backend.get_model(None)                        # the default model is loaded before anyone asks
