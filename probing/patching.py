@@ -538,7 +538,8 @@ def load_lm_model(loaded: LoadedModel):
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True)
+        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True,
+                                        trust_remote_code=False)
     except Exception as err:  # an architecture without an LM class, a missing file...
         return None, f"no {auto.__name__[len('AutoModelFor'):]} head could be loaded ({type(err).__name__}: " \
                      f"{str(err).splitlines()[0] if str(err) else ''})"
