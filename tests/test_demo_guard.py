@@ -237,9 +237,8 @@ def test_patching_and_scoring_at_once_give_the_numbers_each_gives_alone(minilm):
 
     def patching():
         try:
-            with demo_guard.exclusive_forward():
-                results["patch"] = [patch_pair(minilm, clean, corrupt, kinds=("noising", "pattern_noising"))
-                                    for _ in range(3)]
+            results["patch"] = [demo_guard.in_patch_lane(
+                lambda: patch_pair(minilm, clean, corrupt, kinds=("noising", "pattern_noising"))) for _ in range(3)]
         except Exception as err:  # reported below, not lost in the thread
             errors.append(err)
 
@@ -270,3 +269,21 @@ def test_allow_list_by_default(default_allow_list):
     allowed = demo_guard.allowed_models()
     assert allowed[0] == "minilm" and "gpt2" in allowed and "/etc" not in allowed
     assert demo_guard.check_model_allowed("") == "minilm"
+
+
+def test_the_patching_lane_is_one_dedicated_thread_of_lower_priority():
+    import os
+    seen = set()
+
+    def job():
+        seen.add(threading.get_native_id())
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    niceness = [demo_guard.in_patch_lane(job) for _ in range(3)]
+    assert len(seen) == 1 and threading.get_native_id() not in seen       # one thread, not the caller's
+    assert niceness[0] >= min(demo_guard.PATCH_NICE, 19) and len(set(niceness)) == 1
+    with pytest.raises(ZeroDivisionError):                                # its errors reach the caller
+        demo_guard.in_patch_lane(lambda: 1 / 0)
+    with demo_guard.forward_slot():                                       # and the lane was given back
+        assert demo_guard.PATCH_LANE.acquire(blocking=False)
+        demo_guard.PATCH_LANE.release()

@@ -44,12 +44,14 @@ MAX_JOBS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_JOBS_PER_CLIENT", "4"))  
 CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))   # scoring's forward passes at once
 PATCH_QUEUE_SIZE = int(os.environ.get("PROBING_PATCH_QUEUE_SIZE", "4"))   # patching jobs waiting for the lane
 PATCH_GROUP_ID = "patching"     # the Gradio concurrency group of patching events (limit 1)
+PATCH_NICE = int(os.environ.get("PROBING_PATCH_NICE", "10"))   # the patching thread's CPU priority (nice)
 ADDRESS_HEADER_ENV = "PROBING_CLIENT_ADDRESS_HEADER"   # e.g. x-forwarded-for behind the Space's proxy
 TRUSTED_PROXIES_ENV = "PROBING_TRUSTED_PROXIES"        # the proxy's addresses/networks, e.g. 10.0.0.0/8
 HEADER_TIMEOUT_S = float(os.environ.get("PROBING_HEADER_TIMEOUT_S", "10"))   # a request's headers, complete
 BODY_TIMEOUT_S = float(os.environ.get("PROBING_BODY_TIMEOUT_S", "20"))       # its body, complete
 KEEP_ALIVE_S = float(os.environ.get("PROBING_KEEP_ALIVE_S", "5"))            # an idle connection after an answer
 BODY_METHODS = ("POST", "PUT", "PATCH")
+MALLOC_ARENAS = int(os.environ.get("PROBING_MALLOC_ARENAS", "2"))
 UPLOAD_PATHS = ("/upload", "/process_recording", "/stream")
 LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request that starts a load waits this long
 RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
@@ -256,6 +258,50 @@ def exclusive_forward():
     """Hold the patching lane: at most one patching job runs at a time, beside (never instead of) scoring."""
     with PATCH_LANE:
         yield
+
+
+def _lower_priority() -> None:
+    """Run this thread (and the compute threads it starts) at a lower CPU priority: on a small machine
+    scoring, a request a visitor waits on for a fraction of a second, then gets the cores first. Linux nice
+    values are per thread; where that is not possible the lane simply runs at normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PATCH_NICE)
+    except (AttributeError, OSError) as err:
+        log.info("the patching lane runs at normal priority (%s)", err)
+
+
+_LANE_THREAD = None
+_LANE_THREAD_GUARD = threading.Lock()
+
+
+def in_patch_lane(job):
+    """`job()` run in the patching lane: one job at a time, on one dedicated thread of lower CPU priority,
+    so a flood of patching requests takes turns with scoring instead of starving it. Returns what `job`
+    returns and raises what it raises."""
+    global _LANE_THREAD
+    from concurrent.futures import ThreadPoolExecutor
+    with _LANE_THREAD_GUARD:
+        if _LANE_THREAD is None:
+            _LANE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-lane",
+                                              initializer=_lower_priority)
+    with exclusive_forward():
+        return _LANE_THREAD.submit(job).result()
+
+
+# ---- memory -----------------------------------------------------------------------------------------------------
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (normally up to 8 per core): every server thread that runs a forward pass
+    would otherwise get an arena of its own, each keeping its freed tensors' pages, and the server's memory
+    would creep up with the number of threads that ever served. Call before the server's threads start.
+    Returns whether the cap was set (False off glibc)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, int(arenas)))          # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
 
 
 # ---- request bodies, uploads and slow connections -----------------------------------------------------------

@@ -10,7 +10,7 @@ test that one sentence cannot have.
 
 Safety as in `backend`: every field goes through `guard` before a tokenizer sees it, the pair is capped at
 `PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward runs in patching's own lane
-(`exclusive_forward()`: one patching job at a time, never in scoring's slots; its hooks act on its thread only), and
+(`in_patch_lane`: one job at a time on its own lower-priority thread, never in scoring's slots), and
 the library's ValueErrors become `DemoError` in words.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from probing.demo import backend
 from probing.demo.candidates import antecedent_candidates
 from probing.demo.explore import (MAX_TEXT_CHARS, PRONOUNS, clean_text, next_word_span, resolve_word,
                                   words_with_spans)
-from probing.demo.guard import (DemoError, check_model_allowed, choice_field, exclusive_forward, shown, text_field,
+from probing.demo.guard import (DemoError, check_model_allowed, choice_field, in_patch_lane, shown, text_field,
                                 word_field)
 from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
@@ -326,11 +326,12 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     clean, corrupt, target, name, kind = checked_request(clean, corrupt, target, model, kind)
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
-    # patching's lane: one job at a time; scoring keeps its slots (the hooks act on this thread's passes only)
-    with exclusive_forward(), worded_library():
+    # patching's lane: one job at a time, on its own lower-priority thread; scoring keeps its slots (the hooks
+    # act on the lane thread's passes only)
+    with worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
-        result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
-                            kinds=KINDS)
+        result = in_patch_lane(lambda: patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span,
+                                                  target=pair.target_span, kinds=KINDS))
     attention = result.attention
     correlation = {k: spearman(attention, result.effects[k]) for k in KINDS}
     dataset = dataset_effects(loaded.name)
