@@ -34,7 +34,8 @@ from pathlib import Path
 
 from analysis import options
 from probing.models import DEFAULT_MODEL
-from probing.outputs import COMMITTED_REPORTS, check_out_dir, safe_name, write_complete, write_json, write_text
+from probing.outputs import (COMMITTED_REPORTS, check_out_dir, make_writable_dir, safe_name, write_complete, write_json,
+                             write_text)
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
@@ -303,8 +304,10 @@ def run(args: argparse.Namespace) -> int:
                             else "every step is current"))
         return 1 if problems else 0
     steps = select(plan(model, args.data_root, args.quick), args.only)
-    # Every folder is checked before the first step runs, so a bad --out fails now, not after an hour of steps.
-    for folder in [out] + [out / step.name for step in steps]:
+    # Every folder is checked before the first step runs, so a bad --out fails now, not after an hour of steps:
+    # the report's folder is made and written to, and no step's folder is blocked (by a file, say).
+    make_writable_dir(out)
+    for folder in [out / step.name for step in steps]:
         check_out_dir(folder)
     records = {}
     for number, step in enumerate(steps, start=1):

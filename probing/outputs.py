@@ -104,6 +104,21 @@ def prepare_out_dir(out_dir: str | os.PathLike, expected: list[str], force: bool
     return out
 
 
+def make_writable_dir(out_dir: str | os.PathLike) -> Path:
+    """Make the folder (parents included) and prove it can be written, by making and removing a temporary
+    file in it; OutputPathError in one line otherwise. For a command that writes many sub-folders over a
+    long run (`analysis report`): a read-only place fails now, not after the first hour."""
+    out = check_out_dir(out_dir)
+    _make_dirs(out)
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=f".write-check.p{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"--out {out} cannot be written: {err.strerror or err}") from None
+    return out
+
+
 def _make_dirs(out: Path) -> list[Path]:
     """mkdir -p, returning the folders it created (deepest last), with permission errors in words."""
     created = []

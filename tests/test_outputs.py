@@ -110,3 +110,17 @@ def test_files_none_publishes_every_file_the_run_wrote(tmp_path):
     write_complete(tmp_path / "out", None, produce)
     assert is_complete(tmp_path / "out")
     assert json.loads((tmp_path / "out" / DONE_MARKER).read_text())["files"] == ["one.csv", "two.md"]
+
+
+def test_make_writable_dir_makes_the_folder_and_proves_it_can_be_written(tmp_path):
+    from probing.outputs import OutputPathError, make_writable_dir
+    out = make_writable_dir(tmp_path / "a" / "b")
+    assert out.is_dir() and list(out.iterdir()) == []                 # the probe file is gone again
+    if os.geteuid() != 0:                                             # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OutputPathError, match="cannot be"):
+            make_writable_dir(locked / "out")
+    if Path("/sys").is_dir():                                         # no folder can be made there, even by root
+        with pytest.raises(OutputPathError, match=r"^--out /sys/probing-x cannot be (made|written): "):
+            make_writable_dir("/sys/probing-x")
