@@ -659,6 +659,7 @@ def worded_refusals(app: gr.Blocks) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     guard.limit_malloc_arenas()                    # before any server thread allocates: memory stays flat
+    guard.trim_memory_every()                      # and freed pages go back to the OS
     app = build_demo()
     worded_refusals(app)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)

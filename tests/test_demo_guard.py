@@ -287,3 +287,16 @@ def test_the_patching_lane_is_one_dedicated_thread_of_lower_priority():
     with demo_guard.forward_slot():                                       # and the lane was given back
         assert demo_guard.PATCH_LANE.acquire(blocking=False)
         demo_guard.PATCH_LANE.release()
+
+
+def test_memory_is_trimmed_in_the_background_and_arenas_capped(monkeypatch):
+    import time
+    from probing import runner
+    calls = []
+    monkeypatch.setattr(runner, "release_freed_memory", lambda: calls.append(time.monotonic()))
+    demo_guard.trim_memory_every(0.05)
+    time.sleep(0.5)
+    assert len(calls) >= 3
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert demo_guard.limit_malloc_arenas(8) is True       # 8: glibc's own per-core default, harmless here

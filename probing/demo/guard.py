@@ -52,6 +52,7 @@ BODY_TIMEOUT_S = float(os.environ.get("PROBING_BODY_TIMEOUT_S", "20"))       # i
 KEEP_ALIVE_S = float(os.environ.get("PROBING_KEEP_ALIVE_S", "5"))            # an idle connection after an answer
 BODY_METHODS = ("POST", "PUT", "PATCH")
 MALLOC_ARENAS = int(os.environ.get("PROBING_MALLOC_ARENAS", "2"))
+TRIM_EVERY_S = float(os.environ.get("PROBING_TRIM_EVERY_S", "10"))   # freed heap pages handed back this often
 UPLOAD_PATHS = ("/upload", "/process_recording", "/stream")
 LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request that starts a load waits this long
 RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
@@ -302,6 +303,21 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return bool(libc.mallopt(-8, int(arenas)))          # -8: M_ARENA_MAX
     except (OSError, AttributeError):
         return False
+
+
+def trim_memory_every(seconds: float = TRIM_EVERY_S) -> threading.Thread:
+    """A background thread that hands the heap's freed pages back to the OS every `seconds` (glibc's
+    malloc_trim, `probing.runner.release_freed_memory`): requests of every size come and go, and without it the
+    server's resident memory keeps the high-water mark of every burst of them."""
+    def trim():
+        from probing import runner           # here, not at the top: the guard itself imports no torch
+        while True:
+            time.sleep(seconds)
+            runner.release_freed_memory()
+
+    thread = threading.Thread(target=trim, daemon=True, name="memory trim")
+    thread.start()
+    return thread
 
 
 # ---- request bodies, uploads and slow connections -----------------------------------------------------------
