@@ -132,6 +132,10 @@ COREF = "The doctor called the nurse because she was late."
 NEGATION = "The lawyer did not sign the contract."
 NEGATION_TWIN = "The lawyer did really sign the contract."
 EMOJI = "The dog 🐶 saw the cat 😺 and it ran away."
+# A longer pair (about 20 pieces) for the session-hash flood: each accepted job runs a few seconds, so the
+# count of one address's jobs cannot drain while its 100 joins arrive.
+LONGER_NEGATION = "The lawyer did not sign the contract that the client had sent to the office last week."
+LONGER_TWIN = "The lawyer did really sign the contract that the client had sent to the office last week."
 
 
 @dataclass
@@ -406,7 +410,7 @@ def fresh_session_flood(url: str, n: int = 100) -> dict:
     greedy = visitor(60_000)
 
     def join(_):
-        body = {"data": [NEGATION, NEGATION_TWIN, "", ""], "fn_index": index, "session_hash": uuid.uuid4().hex,
+        body = {"data": [LONGER_NEGATION, LONGER_TWIN, "", ""], "fn_index": index, "session_hash": uuid.uuid4().hex,
                 "event_data": None, "trigger_id": None}
         return _post_json(url + "gradio_api/queue/join", body, greedy)
 
