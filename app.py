@@ -28,10 +28,12 @@ from probing.models import DEFAULT_MODEL  # noqa: E402
 from probing.views import word_shading_html  # noqa: E402
 
 log = logging.getLogger("probing.app")
-# Forward passes run at once, all events and endpoints together (one concurrency group here, and one
-# semaphore in the backend); more requests wait in a bounded queue, at most a few per client session.
+# Scoring, views and reports share CONCURRENCY forward passes (one concurrency group here, one semaphore in
+# the guard); patching has its own lane (one job, a small queue of its own), so it never delays scoring.
+# More requests wait in a bounded queue, at most a few per client address (`guard.cap_queue`).
 CONCURRENCY = guard.CONCURRENCY
 MODEL_GROUP = {"concurrency_limit": CONCURRENCY, "concurrency_id": "model"}
+PATCH_GROUP = {"concurrency_limit": 1, "concurrency_id": guard.PATCH_GROUP_ID}
 QUEUE_SIZE = int(os.environ.get("PROBING_QUEUE_SIZE", "64"))
 # Gradio keeps every visitor's session (each page load or API client: a copy of the page's config and the
 # last outputs, 0.3-1 MB here) until this many newer sessions push it out; its default of 10,000 would let
@@ -107,6 +109,11 @@ def _message(err: Exception) -> str:
         return str(err)
     log.error("unexpected error %s: %s", type(err).__name__, guard.shown(str(err), 200), exc_info=err)
     return f"Something went wrong ({type(err).__name__}). Try another sentence or model."
+
+
+def _refused(err: Exception) -> gr.Error:
+    """The error an event raises: the message in words, logged once by `_message` (Gradio prints no traceback)."""
+    return gr.Error(_message(err), print_exception=False)
 
 
 def _problem(err: Exception) -> str:
@@ -464,9 +471,9 @@ def patching_tab(model: gr.Dropdown) -> None:
     inputs = [clean, twin, target, model, kind]
     outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
     gallery.click(lambda i: (*patch_view.gallery_pair(i), None), gallery, [clean, twin, target, state], queue=False,
-                  **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
-    button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
-    clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+                  **private).then(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    button.click(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    clean.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
     # .input, not .change: a run or a gallery click that fills the twin box must not clear its own results
     for box in (clean, twin):
@@ -565,7 +572,7 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
         gr.api(head_view, api_name="head_view", **MODEL_GROUP)
-        gr.api(patch_heads, api_name="patch_heads", **MODEL_GROUP)
+        gr.api(patch_heads, api_name="patch_heads", **PATCH_GROUP)
     return demo
 
 
@@ -581,7 +588,7 @@ def score_heads(text: str, relation: str = "coreference", source: str = "", targ
     try:
         return backend.score_heads_api(text, relation, source, target, model or None)
     except Exception as err:   # every failure, expected or not, answers in words (never {"error": null})
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def head_view(text: str, model: str = "", layer: int | None = None, head: int | None = None) -> str:
@@ -589,7 +596,7 @@ def head_view(text: str, model: str = "", layer: int | None = None, head: int | 
     try:
         return backend.head_view(text, model or None, layer, head).html
     except Exception as err:
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = "") -> dict:
@@ -603,7 +610,7 @@ def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = ""
     try:
         return patch_view.patch_heads_api(clean, corrupt, model or None, target)
     except Exception as err:
-        raise gr.Error(_message(err)) from None
+        raise _refused(err) from None
 
 
 def launch_settings() -> dict:
@@ -620,13 +627,46 @@ def launch_settings() -> dict:
                 app_kwargs={"middleware": [Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
 
 
+def worded_refusals(app: gr.Blocks) -> None:
+    """Every event and endpoint answers a failure in words and logs it in one line.
+
+    Gradio runs every call (queued or not) through `process_api`; wrapped here, an exception other than
+    `gr.Error` (a bad value sent to one of the page's own events, too few inputs) no longer reaches the
+    client as `{"error": null}`, and a refusal (Gradio's own "not in the list of choices" included) is one
+    log line instead of a printed traceback."""
+    original = app.process_api
+
+    async def process_api(*args, **kwargs):
+        try:
+            return await original(*args, **kwargs)
+        except gr.Error as err:
+            if err.print_exception:
+                log.info("refused: %s", guard.shown(str(err.message), 200))
+                err.print_exception = False
+            raise
+        except backend.DemoError as err:
+            raise _refused(err) from None
+        except Exception as err:
+            first = (str(err).splitlines() or [""])[0]
+            log.warning("refused a request that failed in Gradio or an event: %s: %s", type(err).__name__,
+                        guard.shown(first, 200))
+            raise gr.Error(f"This request could not be processed ({type(err).__name__}: {first[:200].rstrip('.')}).",
+                           print_exception=False) from None
+
+    app.process_api = process_api
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    guard.limit_malloc_arenas()                    # before any server thread allocates: memory stays flat
+    guard.trim_memory_every()                      # and freed pages go back to the OS
     app = build_demo()
+    worded_refusals(app)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    guard.cap_waiting_per_session(app._queue)      # one client cannot fill the shared queue
+    guard.cap_queue(app._queue)                    # per client address, and patching's own small queue
     backend.get_model(None)                        # the default model is loaded before anyone asks
-    app.launch(**launch_settings())
+    with guard.server_timeouts():                  # slow or idle connections are closed
+        app.launch(**launch_settings())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """`python -m analysis COMMAND ...`: the command-line entry points.
 
-Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`. Expected
-failures (bad data, a model that cannot load, results already present) print one line in words and exit 2.
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`; their shared
+options are defined once in `analysis.options`. Only the chosen command's module is imported, and the modules
+import torch only inside `run`, so `--help` answers at once (with every option's default). Expected failures
+(bad data, a model that cannot load, results already present, an --out that cannot be written) print one
+line in words and exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from analysis import options
 
 COMMANDS = {
     "heads": ("analysis.heads", "score every head on a dataset"),
@@ -20,21 +25,26 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
+    module = None
     for name, (module_name, help_text) in COMMANDS.items():
-        modules[name] = importlib.import_module(module_name)
-        modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                        formatter_class=options.HelpFormatter)
+        if name == chosen:                  # the other commands' modules are never imported
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
     args = parser.parse_args(argv)
     import signal
-    from probing.report.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
+    from probing.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
     from probing.examples import ExampleError
     from probing.models import ModelLoadError
     previous = signal.getsignal(signal.SIGTERM)
     sigterm_as_interrupt()
     try:
-        return modules[args.command].run(args)
+        return module.run(args)
     except (ExampleError, ModelLoadError, OutputExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

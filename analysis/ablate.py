@@ -1,5 +1,6 @@
 """`python -m analysis ablate`: knock out the top-k negation and coreference heads (and the top-k by raw
-attention) and layer-matched random heads; writes ablation.json, ablation.csv, ablation.png and ablation.md.
+attention) and layer-matched random heads; writes ablation.json, ablation.csv, ablation.png and ablation.md,
+published whole with their completion marker last (`probing.outputs.write_complete`).
 
 The heads are chosen on data other than the evaluation data: the built-in sets are split by group (negation:
 the pair; coreference: the sentence frame) into a half that scores the heads and a half that evaluates the
@@ -11,35 +12,32 @@ import argparse
 import hashlib
 import sys
 
-import pandas as pd
+from analysis import options
 
-from probing.ablation import DEFAULT_DRAWS, DEFAULT_MODE, HeadSet, ablate
-from probing.heads import main_score
-from probing.hooks import MODES
-from probing.report.outputs import prepare_out_dir
-from probing.report.ablation import ABLATION_FILES, write_ablation_outputs
-
+# The parser's choices, here so that `--help` imports no torch; tests/test_cli.py checks them against
+# probing.ablation and probing.hooks.
+DEFAULT_DRAWS = 100
+DEFAULT_MODE = "zero"
+MODES = ("zero", "mean")
 RAW_SCORE = "mean_attention"
 DATA = {"negation": ["builtin-negation"], "coreference": ["builtin-coref"]}
 EVALUATION_ONLY = ["neg136-simp", "neg136-nat"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--k", type=int, default=3, help="heads knocked out per set (default 3)")
-    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
-                        help=f"layer-matched random sets per head set (default {DEFAULT_DRAWS})")
+    options.model(parser)
+    parser.add_argument("--k", type=int, default=3, help="heads knocked out per set")
+    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="layer-matched random sets per head set")
     parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                        help="zero (default): the head's z is set to 0; mean: to its mean over the texts")
+                        help="zero: the head's z is set to 0; mean: to its mean over the texts")
     parser.add_argument("--heads", default=None, help="given heads tables instead of the split: "
                         "negation=PATH,coreference=PATH (heads.csv files of `analysis heads`)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random head sets and bootstraps")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N groups of each set (a quick check, not a result)")
-    parser.add_argument("--data-root", default=None, help="folder holding NEG-136")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    options.seed(parser, "seed of the random head sets and bootstraps")
+    options.n_boot(parser)
+    options.limit(parser, "use only the first N groups of each set (a quick check, not a result)")
+    options.data_root(parser)
+    options.out(parser)
+    options.force(parser)
 
 
 def group_of(example) -> str:
@@ -59,7 +57,8 @@ def _first_groups(examples, limit):
     return [e for e in examples if group_of(e) in keep]
 
 
-def _given_tables(text: str) -> dict[str, pd.DataFrame]:
+def _given_tables(text: str) -> dict:
+    import pandas as pd
     tables = {}
     for item in text.split(","):
         relation, _, path = item.partition("=")
@@ -69,7 +68,7 @@ def _given_tables(text: str) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def top_heads(table: pd.DataFrame, by: str, k: int) -> tuple[tuple[int, int], ...]:
+def top_heads(table, by: str, k: int) -> tuple[tuple[int, int], ...]:
     """The k heads with the highest `by` (ties broken by layer, then head)."""
     if by not in table:
         raise ValueError(f"the heads table has no {by!r} column")
@@ -78,11 +77,25 @@ def top_heads(table: pd.DataFrame, by: str, k: int) -> tuple[tuple[int, int], ..
 
 
 def run(args: argparse.Namespace) -> int:
-    from probing.examples import ExampleError, load_examples
-    from probing.heads import score_heads
-    from probing.models import load_model
+    from probing.outputs import prepare_out_dir, write_complete
+    from probing.report.ablation import ABLATION_FILES
     out = prepare_out_dir(args.out, ABLATION_FILES, args.force)
-    out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
+    result = write_complete(out, ABLATION_FILES, lambda staging: _ablate(args, staging))
+    for row in result.table.itertuples():
+        print(f"{row.head_set} | {row.measure}: {row.verdict}")
+    for reason in result.skipped.values():
+        print(f"skipped: {reason}")
+    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in ABLATION_FILES)}", file=sys.stderr)
+    return 0
+
+
+def _ablate(args: argparse.Namespace, staging):
+    """Choose the head sets, knock them out, and write the files into the staging folder; returns the result."""
+    from probing.ablation import HeadSet, ablate
+    from probing.examples import ExampleError, load_examples
+    from probing.heads import main_score, score_heads
+    from probing.models import load_model
+    from probing.report.ablation import write_ablation_outputs
     loaded = load_model(args.model)
     given = _given_tables(args.heads) if args.heads else {}
     evaluation, sources, tables = [], {}, {}
@@ -121,10 +134,5 @@ def run(args: argparse.Namespace) -> int:
     selection = ("heads chosen on given tables" if given else
                  "heads chosen on one half of each built-in set's groups, the ablation evaluated on the other "
                  "half and on NEG-136 (never used for choosing)")
-    write_ablation_outputs(result, out, {"selection": selection, "ranking_sources": sources})
-    for row in result.table.itertuples():
-        print(f"{row.head_set} | {row.measure}: {row.verdict}")
-    for reason in result.skipped.values():
-        print(f"skipped: {reason}")
-    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in ABLATION_FILES)}", file=sys.stderr)
-    return 0
+    write_ablation_outputs(result, staging, {"selection": selection, "ranking_sources": sources})
+    return result

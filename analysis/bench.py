@@ -31,18 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import options
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="model to time (default minilm)")
+    options.model(parser, "model to time (default minilm)")
     parser.add_argument("--data", nargs="+", default=["gap-dev", "builtin-coref", "builtin-negation"],
                         help="datasets to time")
     parser.add_argument("--n", type=int, default=500, help="examples per dataset")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions (median reported)")
     parser.add_argument("--naive-n", type=int, default=None,
                         help="time naive on only the first N examples and scale (default: all)")
-    parser.add_argument("--data-root", default=None)
+    options.data_root(parser)
     parser.add_argument("--skip-extras", action="store_true",
                         help="only the three-way timing (no RSS, demo latency or start-up measurements)")
     parser.add_argument("--out", default=None, help="also write the results as JSON to this file")

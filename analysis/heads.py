@@ -1,54 +1,51 @@
 """`python -m analysis heads`: score every head on a dataset and write heads.csv, summary.json, heatmap.png
-and report.md to the output folder, then its completion marker `.done.json` (see `probing.report.outputs`): the
+and report.md to the output folder, then its completion marker `.done.json` (see `probing.outputs`): the
 files are made in a private staging folder and moved in together, so a killed run leaves either the previous
 complete result or files that no reader trusts."""
 from __future__ import annotations
 
 import argparse
 
-from probing.parallel import is_main_process, launched_in_parallel
-from probing.report.outputs import prepare_out_dir, write_complete
-from probing.report.heads import HEAD_FILES, run_heads, summary_text
+from analysis import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="a JSONL file, or a name: builtin-coref, builtin-negation, gap-dev, gap-test, "
-                             "gap-validation, winobias, winogender, wsc273, blimp-negation, "
-                             "blimp-negation-scope, neg136-simp, neg136-nat, condaqa")
+    options.data(parser, required=True)
     parser.add_argument("--relation", choices=["coreference", "negation"],
                         help="score only this relation (default: the data's single relation)")
-    parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the real datasets (default: $PROBING_DATA_ROOT or ../shared/data)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad rows instead of failing")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    options.model(parser)
+    options.out(parser)
+    options.data_root(parser)
+    options.skip_bad(parser)
+    options.limit(parser)
     parser.add_argument("--renormalize", action="store_true",
                         help="drop attention to special tokens and renormalise rows before scoring")
-    parser.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    parser.add_argument("--n-perm", type=int, default=10000, help="sign flips for the paired test")
-    parser.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="model weights' dtype (default float32; bfloat16 on a GPU halves memory)")
+    options.batch_tokens(parser)
+    options.n_boot(parser)
+    options.n_perm(parser)
+    options.device(parser)
     parser.add_argument("--mention", choices=["head", "span"], default="head",
                         help="a multi-word coreference mention is its last word (head, default) or the sum over "
                              "the whole span (span, the old rule)")
     parser.add_argument("--by", action="append", default=[], metavar="KEY",
                         help="also report the head table per value of meta[KEY] (repeatable); cue form, "
                              "next_is_predicate, category, stereotype and type are stratified when present")
-    parser.add_argument("--source-pieces", choices=["last", "mean"], default="last", help="how a multi-piece source is read")
-    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    parser.add_argument("--source-pieces", choices=["last", "mean"], default="last",
+                        help="how a source of several pieces is read: its last piece, or the mean over its pieces "
+                             "(Clark et al.)")
     parser.add_argument("--confirm", action="store_true",
                         help="choose heads on the set's exploration half and test them on held-out sets "
                              "(builtin-negation, builtin-coref, gap-dev); writes confirm.json and confirm.md")
+    options.force(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.confirm:
         from probing.report.confirm import confirm_command
         return confirm_command(args)
+    from probing.outputs import prepare_out_dir, write_complete
+    from probing.parallel import is_main_process, launched_in_parallel
+    from probing.report.heads import HEAD_FILES, run_heads, summary_text
     out = prepare_out_dir(args.out, HEAD_FILES, args.force)
     # Under `accelerate launch` with several processes the examples are split across them.
     parallel = launched_in_parallel()

@@ -1,30 +1,30 @@
 """`python -m analysis patch`: activation patching of every head (and of its attention pattern) on the minimal
-pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder."""
+pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder, published
+whole with its completion marker last (`probing.outputs.write_complete`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from probing.report.outputs import prepare_out_dir
-from probing.report.patching import PATCH_FILES, write_patching_outputs
+from analysis import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="a JSONL file or a dataset name with paired rows "
-                        "(builtin-negation; twins with meta.twin / meta.twin_role)")
-    parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--data-root", default=None, help="folder holding the real datasets")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs (a quick check)")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
-    parser.add_argument("--n-perm", type=int, default=10000, help="sign flips for the maxT tests")
-    parser.add_argument("--seed", type=int, default=0)
+    options.data(parser, "a JSONL file or a dataset name with paired rows (builtin-negation; twins with meta.twin / "
+                 "meta.twin_role)", required=True)
+    options.model(parser)
+    options.out(parser)
+    options.data_root(parser)
+    options.limit(parser, "use only the first N pairs (a quick check)")
+    options.n_boot(parser)
+    options.n_perm(parser, "sign flips for the maxT tests")
+    options.seed(parser)
     parser.add_argument("--readout", choices=["auto", "embedding", "logits"], default="auto",
                         help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
                         "trained LM head, else the sentence embedding")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
-    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    options.force(parser)
 
 
 def _attention_scores(loaded, examples, relation: str, n_boot: int):
@@ -43,11 +43,21 @@ def _pair_key(example) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probing.outputs import prepare_out_dir, write_complete
+    from probing.report.patching import PATCH_FILES
+    out = prepare_out_dir(args.out, PATCH_FILES, args.force)
+    result = write_complete(out, PATCH_FILES, lambda staging: _patch(args, staging))
+    _print_summary(result, args.data)
+    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
+    return 0
+
+
+def _patch(args: argparse.Namespace, staging):
+    """Load, patch every head, and write the files into the staging folder; returns the patching result."""
     from probing.examples import load_examples
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
-    out = prepare_out_dir(args.out, PATCH_FILES, args.force)
-    out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
+    from probing.report.patching import write_patching_outputs
     examples = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
     if args.limit is not None:
@@ -60,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
     result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
                          n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
-    write_patching_outputs(result, out, args.data)
+    write_patching_outputs(result, staging, args.data)
+    return result
+
+
+def _print_summary(result, data: str) -> None:
     gate = result.gate
-    print(f"{result.model} | {args.data} | {result.relation} | {len(result.pair_ids)} pairs | skipped {result.skipped}")
+    print(f"{result.model} | {data} | {result.relation} | {len(result.pair_ids)} pairs | skipped {result.skipped}")
     print(f"readout: {result.readout}")
     print(f"gate: {'passed' if gate['passed'] else 'FAILED'} ({gate['clean_minus_corrupt']:.3f} "
           f"[{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]"
@@ -76,5 +90,3 @@ def run(args: argparse.Namespace) -> int:
             print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     print(f"sanity: {result.sanity}")
-    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
-    return 0

@@ -1,7 +1,8 @@
 """`python -m analysis probe --task coref|negation|layers`: probing classifiers with baselines and controls.
 
 Parses the arguments, loads the data, calls `probing.probes` (coref_probe, negation_probe, layer_probe) and
-`probing.report.probes` (the files; see its docstring for what each task writes), and prints a summary.
+`probing.report.probes` (the files; see its docstring for what each task writes), publishes them whole with
+their completion marker last (`probing.outputs.write_complete`), and prints a summary.
 
 --data means, per task: coref - each value is evaluated on its own ("gap" = train gap-dev, tune C on
 gap-validation, test gap-test; any other name or JSONL = grouped k-fold); negation - all values are pooled
@@ -14,7 +15,7 @@ import argparse
 import sys
 import time
 
-from probing.report.outputs import prepare_out_dir
+from analysis import options
 
 DEFAULT_DATA = {"coref": ["gap", "builtin-coref"], "negation": ["builtin-negation"],
                 "layers": ["builtin-negation", "blimp-npi-licensing", "builtin-coref"]}
@@ -29,34 +30,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="repeatable. coref: each value evaluated separately ('gap' = dev/validation/test; "
                              "others grouped k-fold); negation, layers: pooled. Defaults: coref gap + builtin-coref; "
                              "negation builtin-negation; layers builtin-negation + blimp-npi-licensing + builtin-coref")
-    parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--data-root", default=None,
-                        help="folder holding the real datasets (default: $PROBING_DATA_ROOT or ../shared/data)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad rows instead of failing")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N examples of each dataset")
+    options.model(parser)
+    options.out(parser)
+    options.data_root(parser)
+    options.skip_bad(parser)
+    options.limit(parser, "use only the first N examples of each dataset")
     parser.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (of groups) for the CIs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the control labels")
-    parser.add_argument("--batch-tokens", type=int, default=4096, help="padded pieces per batch")
+    options.n_boot(parser, "bootstrap resamples (of groups) for the CIs")
+    options.seed(parser, "seed of the bootstrap and the control labels")
+    options.batch_tokens(parser)
     parser.add_argument("--train-cue", default="not", help="negation: the cue form the probe is trained on")
     parser.add_argument("--group-by", default=None,
                         help="meta key whose value defines the coreference CV groups (default: the library's "
                              "per-dataset default, e.g. occupation for winogender, else meta['group'])")
-    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    options.force(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from probing.outputs import prepare_out_dir, write_complete
     from probing.report.probes import expected_files
     for name in ("folds", "n_boot", "batch_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number")
     data = args.data or DEFAULT_DATA[args.task]
     out = prepare_out_dir(args.out, expected_files(args.task, data), args.force)
-    from probing.models import load_model
-    loaded = load_model(args.model)
     runner = {"coref": run_coref, "negation": run_negation, "layers": run_layers}[args.task]
-    written = runner(loaded, data, out, args)
+
+    def produce(staging):
+        from probing.models import load_model
+        return runner(load_model(args.model), data, staging, args)
+
+    # The files depend on the data (one per coreference set): every file the runner wrote is published.
+    written = write_complete(out, None, produce)
     print(f"wrote {', '.join(str(out / f) for f in written)}")
     return 0
 

@@ -32,13 +32,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis import options
 from probing.models import DEFAULT_MODEL
-from probing.report.outputs import COMMITTED_REPORTS, safe_name, write_json, write_text
+from probing.outputs import (COMMITTED_REPORTS, check_out_dir, make_writable_dir, safe_name, write_complete, write_json,
+                             write_text)
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose imports `code_files` follows
 # Modules that write or draw results but compute no number: editing them does not mark a report stale.
-PRESENTATION_ONLY = frozenset({"probing/report/outputs.py"})
+PRESENTATION_ONLY = frozenset({"probing/outputs.py"})
 HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
 
@@ -53,17 +55,18 @@ class Step:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="minilm (default), mpnet, gemma-270m, a hub id or a path")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: out/report/<model>, or out/quick/<model> with --quick)")
+    options.model(parser)
+    options.out(parser, required=False,
+                help_text="output folder, made when it does not exist (default: out/report/<model>, or "
+                          "out/quick/<model> with --quick)")
     parser.add_argument("--commit-reports", action="store_true",
                         help="write into the repository's committed reports/<model>/ (the folder the demo reads); "
                              "not with --quick")
-    parser.add_argument("--data-root", default=None, help="folder holding the real datasets")
+    options.data_root(parser)
     parser.add_argument("--quick", action="store_true",
                         help="small limits everywhere: a smoke test of the pipeline, not a result; never written "
                              "into the committed reports")
-    parser.add_argument("--force", action="store_true", help="rerun every step, even finished ones")
+    options.force(parser, "rerun every step, even finished ones")
     parser.add_argument("--only", action="append", default=None, metavar="STEP",
                         help="run only the steps named STEP or under it (repeatable, e.g. --only heads); the report "
                              "records the subset, says so at its top, and --check checks that subset")
@@ -225,7 +228,9 @@ def run_step(step: Step, folder: Path, key: dict) -> dict:
     code = module.run(args)
     if code != 0:
         raise RuntimeError(f"step {step.name} failed with exit code {code}")
-    record = {"key": key, "seconds": round(time.perf_counter() - started, 1)}
+    # The command published its files with a marker listing them; the step's key joins that marker, so a
+    # kill between the two leaves a complete folder without a key, which the next run simply redoes.
+    record = {**(_read_json(folder / DONE) or {}), "key": key, "seconds": round(time.perf_counter() - started, 1)}
     write_json(folder / DONE, record)
     return record
 
@@ -258,6 +263,8 @@ def stale_steps(out: Path, model: str, data_root=None) -> list[str]:
             problems.append(f"{step.name}: {'; '.join(changed)}")
     planned = {step.name for step in steps}
     for marker in sorted(out.rglob(DONE)):
+        if marker.parent == out:               # the report's own marker (summary.json, report.md), not a step
+            continue
         name = marker.parent.relative_to(out).as_posix()
         if name not in planned:
             problems.append(f"{name}: recorded, but no such step in the current plan")
@@ -267,15 +274,17 @@ def stale_steps(out: Path, model: str, data_root=None) -> list[str]:
 def output_folder(args: argparse.Namespace, model: str) -> Path:
     """Where this run writes: --out, the committed reports/<model> when asked for, else out/report/<model>."""
     folder_name = safe_name(model)
-    if args.commit_reports and args.out:
+    if args.commit_reports and args.out is not None:
         raise ValueError("give either --commit-reports or --out, not both")
-    if args.commit_reports or (args.check and not args.out):
+    if args.commit_reports or (args.check and args.out is None):
         if not COMMITTED_REPORTS.is_dir():
             raise ValueError(f"there is no committed reports folder at {COMMITTED_REPORTS} (this is not a checkout "
                              "of the repository); give --out")
         out = COMMITTED_REPORTS / folder_name
     else:
-        out = Path(args.out) if args.out else Path("out") / ("quick" if args.quick else "report") / folder_name
+        # an empty --out is refused in words (it would otherwise mean the current folder)
+        out = check_out_dir(args.out) if args.out is not None else \
+            Path("out") / ("quick" if args.quick else "report") / folder_name
     if args.quick and out.resolve().is_relative_to(COMMITTED_REPORTS.resolve()):
         raise ValueError(f"--quick never writes into the committed reports ({out}); give another --out, or "
                          "leave it out to write to out/quick/<model>")
@@ -295,6 +304,11 @@ def run(args: argparse.Namespace) -> int:
                             else "every step is current"))
         return 1 if problems else 0
     steps = select(plan(model, args.data_root, args.quick), args.only)
+    # Every folder is checked before the first step runs, so a bad --out fails now, not after an hour of steps:
+    # the report's folder is made and written to, and no step's folder is blocked (by a file, say).
+    make_writable_dir(out)
+    for folder in [out / step.name for step in steps]:
+        check_out_dir(folder)
     records = {}
     for number, step in enumerate(steps, start=1):
         folder = out / step.name
@@ -307,8 +321,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         records[step.name] = run_step(step, folder, key)
     summary = collect_summary(out, model, steps, records, quick=args.quick, only=args.only)
-    write_json(out / "summary.json", summary)
-    write_text(out / "report.md", report_markdown(out, summary, steps))
+
+    def produce(staging):
+        write_json(staging / "summary.json", summary)
+        write_text(staging / "report.md", report_markdown(out, summary, steps))
+
+    write_complete(out, ["summary.json", "report.md"], produce)
     print(f"wrote {out / 'report.md'} and {out / 'summary.json'}")
     return 0
 
@@ -367,7 +385,7 @@ def model_comparison(out: Path, model: str) -> str:
     """The top head per set by its main score, for this model and every other model reported beside it.
 
     Only complete result folders count (their completion marker written last): a killed run's files do not."""
-    from probing.report.outputs import is_complete
+    from probing.outputs import is_complete
     rows = []
     for folder in sorted(p for p in out.parent.iterdir() if p.is_dir()):
         for data in ("builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing"):

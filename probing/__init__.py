@@ -116,8 +116,8 @@ _EXPORTS = {
     "write_coref_report": "probing.report.probes",
     "write_negation_report": "probing.report.probes",
     "write_layers_report": "probing.report.probes",
-    "prepare_out_dir": "probing.report.outputs",
-    "write_complete": "probing.report.outputs",
+    "prepare_out_dir": "probing.outputs",
+    "write_complete": "probing.outputs",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -178,8 +178,9 @@ def convert_gguf(gguf_dir: str, gguf_name: str, dest: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     print(f"  dequantised in {time.perf_counter() - t0:.0f} s", flush=True)
     model.hf_quantizer = None
     for obj in (model.config, getattr(model.config, "text_config", None)):
@@ -190,9 +191,9 @@ def convert_gguf(gguf_dir: str, gguf_name: str, dest: str) -> None:
     del model
 
     # Check the saved copy loads on its own and gives eager attentions.
-    model = AutoModelForCausalLM.from_pretrained(dest, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(dest, attn_implementation="eager", trust_remote_code=False)
     model.eval()
-    enc = AutoTokenizer.from_pretrained(dest)("The cat sat on the mat because it was tired.",
+    enc = AutoTokenizer.from_pretrained(dest, trust_remote_code=False)("The cat sat on the mat because it was tired.",
                                               return_tensors="pt")
     with torch.no_grad():
         out = model(**enc, output_attentions=True)

@@ -5,7 +5,8 @@
 offline copies; anything else goes to `from_pretrained` as a hub id or a local path.
 
 Why eager attention: with the default SDPA kernel, `output_attentions=True` returns no weights.
-Why no `trust_remote_code`: a model name from a user must never run code from the hub.
+Why `trust_remote_code=False` on every load, said explicitly: a model name from a user must never run code
+from the hub or from a folder; left unset, Transformers would ask on stdin, and a "y" would run it.
 """
 from __future__ import annotations
 
@@ -104,9 +105,10 @@ def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> Lo
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     path = resolve_path(name)
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, attn_implementation="eager", dtype=getattr(torch, dtype))
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModel.from_pretrained(path, attn_implementation="eager", dtype=getattr(torch, dtype),
+                                          trust_remote_code=False)
     except ModelLoadError:
         raise
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load this name"
@@ -243,7 +245,8 @@ def load_lm_model(loaded: LoadedModel):
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True)
+        lm, info = auto.from_pretrained(loaded.path, attn_implementation="eager", output_loading_info=True,
+                                        trust_remote_code=False)
     except Exception as err:  # an architecture without an LM class, a missing file...
         return None, f"no {auto.__name__[len('AutoModelFor'):]} head could be loaded ({type(err).__name__}: " \
                      f"{str(err).splitlines()[0] if str(err) else ''})"

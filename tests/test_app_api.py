@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.loadtest import AppServer
+from analysis.loadtest import PROXY_ENV, AppServer, chunked_with_small_length, fresh_session_flood, rss_mb
 from probing.examples import Example, find_span
 from probing.demo import guard
 from probing.heads import score_examples
@@ -33,7 +33,9 @@ def broken_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny_causal_path, broken_model):
     """app.py on a free port, allowing the installed models plus a tiny causal model and a broken folder."""
-    env = {"PROBING_ALLOWED_MODELS": f"{tiny_causal_path},{broken_model}", "PROBING_ALLOW_ANY_MODEL": "0"}
+    # PROXY_ENV: the tests play the Space's proxy (X-Forwarded-For believed from 127.0.0.1 only), so that
+    # several client addresses can be simulated on loopback.
+    env = {"PROBING_ALLOWED_MODELS": f"{tiny_causal_path},{broken_model}", "PROBING_ALLOW_ANY_MODEL": "0", **PROXY_ENV}
     with AppServer(env=env) as running:
         yield running
 
@@ -322,23 +324,32 @@ def test_health_is_answered_while_an_oversized_body_streams_in(server):
         assert "over the limit of 262,144 bytes" in result["text"]
 
 
-def test_every_model_event_shares_one_concurrency_group():
+def test_every_model_event_is_in_scoring_s_group_or_patching_s_lane():
     import app
     demo = app.build_demo()
     grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
-    names = {getattr(fn, "api_name", None) for fn in grouped}
-    assert {"score_heads", "head_view", "patch_heads"} <= names
+    patching = [fn for fn in demo.fns.values() if fn.concurrency_id == guard.PATCH_GROUP_ID]
+    assert {"score_heads", "head_view"} <= {getattr(fn, "api_name", None) for fn in grouped}
     assert all(fn.concurrency_limit == app.CONCURRENCY for fn in grouped)
     # Every queued event that can run a model is in the group: the button, submit, gallery, picks, view, report.
-    assert len(grouped) >= 2 * 6 + 3 + 1 + 2
+    assert len(grouped) >= 2 * 6 + 1 + 2
+    # Patching (the tab's button, submit, gallery, and the API) has its own lane of one.
+    assert {fn.name for fn in patching} == {"run_patching", "patch_heads"} and len(patching) == 4
+    assert all(fn.concurrency_limit == 1 for fn in patching)
 
 
 def test_launch_defaults_and_queue(monkeypatch):
     """`python app.py` binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME/PORT say otherwise, with a bounded queue."""
     import gradio as gr
     import app
-    launched = []
-    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append((self, kw)))
+    import uvicorn
+    launched, configs = [], []
+
+    def launch(self, **kw):
+        launched.append((self, kw))
+        configs.append(uvicorn.Config(app=None, port=1))      # what Gradio's server would be built with
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     app.main()
@@ -347,7 +358,9 @@ def test_launch_defaults_and_queue(monkeypatch):
     assert kwargs["state_session_capacity"] == app.SESSION_CAPACITY <= 1000   # bounded per-visitor memory
     assert demo._queue.default_concurrency_limit == app.CONCURRENCY >= 1
     assert demo._queue.max_size == app.QUEUE_SIZE
-    assert demo._queue.push.__qualname__.startswith("cap_waiting_per_session")   # per-session cap installed
+    assert demo._queue.push.__qualname__.startswith("cap_queue")   # per-address cap and patching's queue installed
+    assert configs[-1].http.__name__ == "DeadlineH11Protocol" and configs[-1].timeout_keep_alive == guard.KEEP_ALIVE_S
+    assert uvicorn.Config is not type(configs[-1])                 # swapped only while launching
     assert kwargs["max_file_size"] == "1kb"
     assert [m.cls for m in kwargs["app_kwargs"]["middleware"]] == [guard.BodyLimit]
     downloads = Path(kwargs["allowed_paths"][-1])
@@ -356,3 +369,43 @@ def test_launch_defaults_and_queue(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
     app.main()
     assert (launched[-1][1]["server_name"], launched[-1][1]["server_port"]) == ("0.0.0.0", 8123)
+
+
+def test_a_chunked_body_with_a_small_declared_length_is_refused_and_memory_does_not_move(server, client):
+    before = rss_mb(server.pid)
+    answers = [chunked_with_small_length(server.url, megabytes=16) for _ in range(3)]
+    assert all(a.startswith("HTTP/1.1 400") for a in answers), answers
+    assert rss_mb(server.pid) - before < 50
+    assert_serving(client)
+
+
+def test_one_address_with_fresh_session_hashes_gets_at_most_its_cap_and_others_are_served(server):
+    flood = fresh_session_flood(server.url, n=100)
+    assert 1 <= flood["accepted"] <= guard.MAX_JOBS_PER_ADDRESS, flood
+    assert "You already have 4 requests waiting or running" in flood["message"]
+    assert flood["other_ok"], flood
+
+
+def test_every_upload_route_is_refused(server):
+    for route in ("gradio_api/upload", "gradio_api/process_recording"):
+        status, text = _post(server.url + route, b"--x\r\n\r\nhi\r\n--x--\r\n",
+                             {"Content-Type": "multipart/form-data; boundary=x"})
+        assert status == 403 and "accepts no file uploads" in text, (route, status, text)
+    status, text = _post(server.url + "gradio_api/process_recording", b"{}", {"Content-Type": "application/json"})
+    assert status == 403
+
+
+def test_the_page_s_own_events_answer_bad_values_in_words_and_log_one_line(server):
+    """A private event called with junk (too few inputs, a dict where a choice belongs) gets a message, never
+    `{"error": null}`, and the server's log gets one line per refusal, no traceback."""
+    import json as _json
+    config = _json.loads(urllib.request.urlopen(server.url + "config", timeout=30).read())
+    private = [d["id"] for d in config["dependencies"] if d.get("api_visibility") == "private"][:12]
+    assert private
+    for index in private:
+        for data in ([{"index": 99999}], [{"a": 1}, ["x"], 5, None, 7, 8, 9, 10]):
+            body = _json.dumps({"fn_index": index, "data": data, "session_hash": f"junk{index}"}).encode()
+            status, text = _post(server.url + "gradio_api/run/predict", body, {"Content-Type": "application/json"})
+            answer = _json.loads(text)
+            assert answer.get("error", "") is not None, (index, data, text)
+    assert "Traceback" not in server.log_tail(400)

@@ -17,7 +17,7 @@ from probing.demo.glossary import sentence_heatmap
 from probing.demo.guard import DemoError
 from probing.examples import find_span
 from probing.heads import score_examples
-from probing.report.outputs import mark_complete
+from probing.outputs import mark_complete
 
 COREF = "The doctor called the nurse because she was late."
 NEGATION = "The lawyer did not sign the contract."

@@ -200,8 +200,7 @@ def test_every_module_has_a_floor():
 
 
 def test_no_import_runs_from_a_lower_floor_to_a_higher_one():
-    """File publishing (atomic writes) is ground floor in probing/outputs.py; while it still lives in
-    probing/report/outputs.py, examples/format.py's import of it is the one arrow that runs up."""
+    """File publishing (atomic writes) is ground floor (probing/outputs.py), so examples/format.py may use it."""
     upward = upward_imports(with_app(module_files()))
     assert not upward, "imports that run up a floor:\n" + "\n".join(upward)
 

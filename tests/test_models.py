@@ -65,3 +65,39 @@ def test_folder_without_tokenizer_files_is_refused(tmp_path):
     path = _save(tmp_path / "no-tokenizer", BertModel(config), tokenizer=False)
     with pytest.raises(ModelLoadError, match=r"reads 11 of the 11 pieces .* unknown token .*lacks its tokenizer files"):
         load_model(path)
+
+
+def test_a_folder_that_asks_to_run_its_own_code_is_refused_without_a_question(tmp_path, monkeypatch):
+    """A config with `auto_map` (code shipped in the folder): the folder's code never runs (it would write a
+    file), nobody is asked on stdin (a "y" there used to run it), and the model loads as Transformers' own
+    class for its model_type."""
+    import io
+    import torch
+    from transformers import GPT2Model
+    torch.manual_seed(0)
+    folder = tmp_path / "remote-code"
+    _save(folder, GPT2Model(_gpt2_config()))
+    ran = tmp_path / "the-folder-code-ran"
+    (folder / "evil.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n"
+                                    "from transformers import GPT2Config as EvilConfig\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\ny\ny\n"))
+    assert type(load_model(str(folder)).model).__name__ == "GPT2Model"
+    assert not ran.exists()
+    assert __import__("sys").stdin.read() == "y\ny\ny\n"          # nothing was asked
+
+
+def test_every_from_pretrained_call_in_the_code_says_trust_remote_code_false():
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    calls = []
+    for path in [*(root / "probing").rglob("*.py"), *(root / "analysis").rglob("*.py"), root / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
+                flag = [k for k in node.keywords if k.arg == "trust_remote_code"]
+                calls.append((path.name, node.lineno, bool(flag) and isinstance(flag[0].value, ast.Constant)
+                              and flag[0].value.value is False))
+    assert calls and all(ok for *_, ok in calls), [c for c in calls if not c[2]]

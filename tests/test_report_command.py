@@ -53,7 +53,7 @@ def test_code_files_are_the_scoring_code_and_not_the_demo():
     assert {"analysis/ablate.py", "probing/ablation.py"} <= files["ablate"]
     everything = set().union(*files.values())
     for unrelated in ("probing/views.py", "probing/demo/backend.py", "probing/demo/explore.py",
-                      "probing/demo/heatmap.py", "probing/report/outputs.py", "analysis/report.py", "app.py", "README.md"):
+                      "probing/demo/heatmap.py", "probing/outputs.py", "analysis/report.py", "app.py", "README.md"):
         assert unrelated not in everything
 
 
@@ -207,3 +207,60 @@ def test_a_partial_report_is_checked_on_the_steps_it_recorded(tmp_path):
     assert report.select(steps, None) == steps
     with pytest.raises(ValueError, match="no step of the plan matches"):
         report.select(steps, ["head"])
+
+
+# ---- publishing: every folder checked first, each step's files whole, the report's own files marked ---------
+
+def test_report_refuses_an_unwritable_step_folder_before_computing_anything(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(report, "run_step", lambda *a: ran.append(a))
+    data_root = tmp_path / "no-datasets"
+    data_root.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "probe").write_text("a file where the probe steps' folder belongs")
+    assert main(["report", "--quick", "--out", str(out), "--data-root", str(data_root)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out / 'probe/coref'} cannot be made: " \
+                                              f"{out / 'probe'} is a file, not a folder"
+    assert ran == []
+
+
+def _fake_command(monkeypatch):
+    """A stand-in for the step commands that publishes like them (write_complete), in a few milliseconds."""
+    from types import SimpleNamespace
+    from probing.outputs import prepare_out_dir, write_complete
+
+    def add_arguments(parser):
+        parser.add_argument("--out")
+        parser.add_argument("--force", action="store_true")
+        known = parser.parse_known_args                  # the steps' other options are not this stand-in's
+        parser.parse_args = lambda argv: known(argv)[0]
+
+    def run(args):
+        out = prepare_out_dir(args.out, ["summary.json"], args.force)
+        write_complete(out, ["summary.json", "report.md"],
+                       lambda staging: ((staging / "summary.json").write_text("{}"),
+                                        (staging / "report.md").write_text("# step\n")))
+        return 0
+
+    module = SimpleNamespace(add_arguments=add_arguments, run=run)
+    monkeypatch.setattr(report.importlib, "import_module", lambda name: module)
+
+
+def test_report_into_a_new_nested_folder_publishes_every_step_and_itself_whole(tmp_path, monkeypatch):
+    from probing.outputs import DONE_MARKER, is_complete
+    _fake_command(monkeypatch)
+    data_root = tmp_path / "no-datasets"
+    data_root.mkdir()
+    out = tmp_path / "out" / "some" / "new" / "folder"
+    assert report.run(parse("--quick", "--out", str(out), "--data-root", str(data_root))) == 0
+    steps = report.plan("minilm", data_root, quick=True)
+    for step in steps:
+        record = json.loads((out / step.name / DONE_MARKER).read_text())
+        # the command's marker (its files, its run) and the report's key, in one record
+        assert is_complete(out / step.name) and record["files"] == ["summary.json", "report.md"]
+        assert record["key"] == report.step_key(step, "minilm", data_root)
+    assert is_complete(out) and json.loads((out / DONE_MARKER).read_text())["files"] == ["summary.json", "report.md"]
+    # the report's own marker is not taken for a step (a quick run's steps are all stale against the full plan)
+    planned = {step.name for step in report.plan("minilm", data_root, quick=False)}
+    assert all(problem.split(":")[0] in planned for problem in report.stale_steps(out, "minilm", data_root))

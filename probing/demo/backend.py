@@ -34,7 +34,7 @@ from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_mode
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
-from probing.report.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
+from probing.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
 from probing.runner import Encoded, SentenceAttention, attend, encode
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
@@ -365,8 +365,8 @@ def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataF
     dataset = dataset_table(model_name, scores.relation)
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
     pairs = list(zip(top["layer"], top["head"]))
-    for column, shown in DATASET_COLUMNS[scores.relation].items():   # None: not computed for this model yet
-        table[shown] = [round(float(indexed.loc[p, column]), 3)
+    for column, label in DATASET_COLUMNS[scores.relation].items():   # None: not computed for this model yet
+        table[label] = [round(float(indexed.loc[p, column]), 3)
                         if indexed is not None and column in indexed and p in indexed.index else None
                         for p in pairs]
     return table.reset_index(drop=True)

@@ -9,12 +9,20 @@ models it may load, and how much of the server one visitor may hold.
   runs in a background thread (the request that started it waits at most `LOAD_WAIT_S`; any other request
   hears "loading, try again in a moment" at once instead of holding a worker), and a failed load is remembered for `RETRY_FAILED_S` seconds,
   in a memory of at most `MAX_REMEMBERED` model names.
-- **Load** (`FORWARD_SLOTS`, `BodyLimit`, `cap_waiting_per_session`): one global limit on concurrent forward
-  passes, whatever the event; request bodies over `MAX_BODY_BYTES` and every upload refused before they are
-  read; at most `MAX_WAITING_PER_SESSION` queued jobs per client session.
+- **Load** (`FORWARD_SLOTS`, `PATCH_LANE`, `cap_queue`): scoring, views and reports share `CONCURRENCY`
+  forward-pass slots; patching has a lane of its own (one job at a time, a queue of `PATCH_QUEUE_SIZE`), so
+  it never takes a slot scoring uses. One client address (`client_address`: the peer, or the address a
+  trusted proxy reports) has at most `MAX_JOBS_PER_ADDRESS` requests waiting or running, on the page's events
+  and the `/call` routes alike; past that it hears "You already have 4 requests waiting or running …"
+  (HTTP 503 on the API).
+- **Connections** (`BodyLimit`, `server_timeouts`): ambiguous framing (Content-Length with
+  Transfer-Encoding, two lengths) refused from the headers; every body counted as it streams, over
+  `MAX_BODY_BYTES` or slower than `BODY_TIMEOUT_S` refused; every upload refused; headers must arrive within
+  `HEADER_TIMEOUT_S`, and idle connections close after `KEEP_ALIVE_S`. Each refusal is one log line.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -32,8 +40,20 @@ MAX_MODEL_CHARS = 200           # a model name or path
 MAX_CHOICE_CHARS = 40           # relation, metric, head label
 MAX_NUMBER_DIGITS = 6           # layer and head numbers
 MAX_BODY_BYTES = int(os.environ.get("PROBING_MAX_BODY_BYTES", str(256 * 1024)))   # room for a 100,000-character text refused in words
-MAX_WAITING_PER_SESSION = int(os.environ.get("PROBING_MAX_WAITING_PER_SESSION", "4"))
-CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))   # forward passes at once, all events together
+MAX_JOBS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_JOBS_PER_CLIENT", "4"))   # waiting + running, per address
+CONCURRENCY = int(os.environ.get("PROBING_CONCURRENCY", "2"))   # scoring's forward passes at once
+PATCH_QUEUE_SIZE = int(os.environ.get("PROBING_PATCH_QUEUE_SIZE", "4"))   # patching jobs waiting for the lane
+PATCH_GROUP_ID = "patching"     # the Gradio concurrency group of patching events (limit 1)
+PATCH_NICE = int(os.environ.get("PROBING_PATCH_NICE", "10"))   # the patching thread's CPU priority (nice)
+ADDRESS_HEADER_ENV = "PROBING_CLIENT_ADDRESS_HEADER"   # e.g. x-forwarded-for behind the Space's proxy
+TRUSTED_PROXIES_ENV = "PROBING_TRUSTED_PROXIES"        # the proxy's addresses/networks, e.g. 10.0.0.0/8
+HEADER_TIMEOUT_S = float(os.environ.get("PROBING_HEADER_TIMEOUT_S", "10"))   # a request's headers, complete
+BODY_TIMEOUT_S = float(os.environ.get("PROBING_BODY_TIMEOUT_S", "20"))       # its body, complete
+KEEP_ALIVE_S = float(os.environ.get("PROBING_KEEP_ALIVE_S", "5"))            # an idle connection after an answer
+BODY_METHODS = ("POST", "PUT", "PATCH")
+MALLOC_ARENAS = int(os.environ.get("PROBING_MALLOC_ARENAS", "2"))
+TRIM_EVERY_S = float(os.environ.get("PROBING_TRIM_EVERY_S", "10"))   # freed heap pages handed back this often
+UPLOAD_PATHS = ("/upload", "/process_recording", "/stream")
 LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request that starts a load waits this long
 RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
 MAX_REMEMBERED = 64             # failed model names remembered (bounded: any-model mode sees any name)
@@ -218,116 +238,341 @@ class ModelGate:
                 self.failed.popitem(last=False)
 
 
-# ---- one global limit on forward passes ---------------------------------------------------------------
+# ---- forward passes: scoring's slots, and patching's own lane ---------------------------------------------
 
 FORWARD_SLOTS = threading.BoundedSemaphore(max(1, CONCURRENCY))
+# Patching runs in a lane of its own: one job at a time, holding none of scoring's slots, so a visitor waiting
+# for scores is never behind anyone's patching. Its hooks act only on the thread that installed them
+# (`probing.hooks`), so a scoring pass running meanwhile on the same model is untouched.
+PATCH_LANE = threading.BoundedSemaphore(1)
 
 
 @contextmanager
 def forward_slot():
-    """Hold one of the CONCURRENCY forward-pass slots, whatever event or endpoint asked for the pass."""
+    """Hold one of the CONCURRENCY forward-pass slots of scoring, views and reports."""
     with FORWARD_SLOTS:
         yield
 
 
-_EXCLUSIVE = threading.Lock()      # two exclusive requests never hold half the slots each
-
-
 @contextmanager
 def exclusive_forward():
-    """Hold every forward-pass slot: for patching, whose hooks sit on the shared model's modules and would edit
-    any other request's forward pass running at the same time."""
-    with _EXCLUSIVE:
-        for _ in range(max(1, CONCURRENCY)):
-            FORWARD_SLOTS.acquire()
-    try:
+    """Hold the patching lane: at most one patching job runs at a time, beside (never instead of) scoring."""
+    with PATCH_LANE:
         yield
-    finally:
-        for _ in range(max(1, CONCURRENCY)):
-            FORWARD_SLOTS.release()
 
 
-# ---- request bodies and uploads -------------------------------------------------------------------------
+def _lower_priority() -> None:
+    """Run this thread (and the compute threads it starts) at a lower CPU priority: on a small machine
+    scoring, a request a visitor waits on for a fraction of a second, then gets the cores first. Linux nice
+    values are per thread; where that is not possible the lane simply runs at normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PATCH_NICE)
+    except (AttributeError, OSError) as err:
+        log.info("the patching lane runs at normal priority (%s)", err)
+
+
+_LANE_THREAD = None
+_LANE_THREAD_GUARD = threading.Lock()
+
+
+def in_patch_lane(job):
+    """`job()` run in the patching lane: one job at a time, on one dedicated thread of lower CPU priority,
+    so a flood of patching requests takes turns with scoring instead of starving it. Returns what `job`
+    returns and raises what it raises."""
+    global _LANE_THREAD
+    from concurrent.futures import ThreadPoolExecutor
+    with _LANE_THREAD_GUARD:
+        if _LANE_THREAD is None:
+            _LANE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-lane",
+                                              initializer=_lower_priority)
+    with exclusive_forward():
+        return _LANE_THREAD.submit(job).result()
+
+
+# ---- memory -----------------------------------------------------------------------------------------------------
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (normally up to 8 per core): every server thread that runs a forward pass
+    would otherwise get an arena of its own, each keeping its freed tensors' pages, and the server's memory
+    would creep up with the number of threads that ever served. Call before the server's threads start.
+    Returns whether the cap was set (False off glibc)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, int(arenas)))          # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
+def trim_memory_every(seconds: float = TRIM_EVERY_S) -> threading.Thread:
+    """A background thread that hands the heap's freed pages back to the OS every `seconds` (glibc's
+    malloc_trim, `probing.runner.release_freed_memory`): requests of every size come and go, and without it the
+    server's resident memory keeps the high-water mark of every burst of them."""
+    def trim():
+        from probing import runner           # here, not at the top: the guard itself imports no torch
+        while True:
+            time.sleep(seconds)
+            runner.release_freed_memory()
+
+    thread = threading.Thread(target=trim, daemon=True, name="memory trim")
+    thread.start()
+    return thread
+
+
+# ---- request bodies, uploads and slow connections -----------------------------------------------------------
 
 class BodyLimit:
-    """ASGI middleware: refuse uploads, and any request body over `max_bytes`, before it is read or parsed.
+    """ASGI middleware: refuse uploads, ambiguous framing and any request body over `max_bytes`, before the
+    app reads or parses a byte of it.
 
-    The declared Content-Length is checked first; a body without one (chunked) is read here up to the limit
-    and refused past it, so a 40 MB JSON body never reaches the JSON parser.
+    - A request with both Content-Length and Transfer-Encoding, several Content-Length headers, or one that is
+      not a plain number is refused (400) from its headers alone: which of the two framings the server
+      believes is exactly what request smuggling and limit bypasses play on.
+    - A declared length over the limit is refused (413) at once.
+    - Every body is then read here and counted as it streams, whatever it declared, at most `max_bytes` and
+      within `body_timeout_s` (408 past it: a body trickled in a byte at a time holds no worker for long).
+    - Uploads (`refused_paths`, and any multipart body) are refused (403): the demo has no upload component.
     """
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, refused_paths: tuple[str, ...] = ("/upload",)):
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES,
+                 refused_paths: tuple[str, ...] = UPLOAD_PATHS, body_timeout_s: float = BODY_TIMEOUT_S):
         self.app, self.max_bytes, self.refused_paths = app, max_bytes, refused_paths
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        if scope.get("method") == "POST" and any(path.endswith(p) for p in self.refused_paths):
-            return await _refuse(send, 403, "This demo accepts no file uploads.")
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared[:20])
-            except ValueError:
-                return await _refuse(send, 400, "The Content-Length header is not a number.")
-            if size > self.max_bytes:
-                return await _refuse(send, 413, f"The request body has {size:,} bytes; the limit here is "
-                                                f"{self.max_bytes:,}.")
-        if declared is not None or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            return await _refuse(send, *refusal)
+        if scope.get("method") not in BODY_METHODS and not _header_values(scope, b"transfer-encoding") \
+                and not _header_values(scope, b"content-length"):
             return await self.app(scope, receive, send)
-        # No declared length (a chunked body): read it here, at most max_bytes, before the app parses it.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await _refuse(send, 413, f"The request body is over the limit of {self.max_bytes:,} bytes.")
-            if not message.get("more_body", False):
-                break
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            return await _refuse(send, 408, f"The request body did not arrive within {self.body_timeout_s:g} s.")
+        if body is None:
+            return await _refuse(send, 413, f"The request body is over the limit of {self.max_bytes:,} bytes.")
         replayed = False
 
         async def replay():
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
+    def refusal(self, scope) -> tuple[int, str] | None:
+        """(status, message) for a request refused from its headers alone; None when it may be read."""
+        path = scope.get("path", "")
+        content_type = b"".join(_header_values(scope, b"content-type")).lower()
+        if scope.get("method") in BODY_METHODS and (any(path.rstrip("/").endswith(p) for p in self.refused_paths)
+                                                    or content_type.startswith(b"multipart/")):
+            return 403, "This demo accepts no file uploads."
+        lengths = _header_values(scope, b"content-length")
+        if lengths and _header_values(scope, b"transfer-encoding"):
+            return 400, "The request has both Content-Length and Transfer-Encoding; send one of them."
+        if len(lengths) > 1:
+            return 400, "The request has more than one Content-Length header."
+        if lengths:
+            if not (lengths[0].isdigit() and len(lengths[0]) <= 20):
+                return 400, "The Content-Length header is not a number."
+            if int(lengths[0]) > self.max_bytes:
+                return 413, f"The request body has {int(lengths[0]):,} bytes; the limit here is {self.max_bytes:,}."
+        return None
 
+    async def _read_body(self, receive) -> bytes | None:
+        """The whole body, counted as it streams; None as soon as it passes the limit."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)              # the client left: the app sees an empty body, then the disconnect
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _header_values(scope, name: bytes) -> list[bytes]:
+    return [value.strip() for key, value in scope.get("headers") or [] if key.lower() == name]
 
 
 async def _refuse(send, status: int, message: str) -> None:
+    """Answer with the message in JSON and close the connection (the unread body is not worth reading); one
+    log line, never a traceback."""
     import json
+    log.info("refused with %d: %s", status, message)
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 
-# ---- at most a few queued jobs per client session --------------------------------------------------------
+def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S):
+    """uvicorn's h11 protocol with one more limit: a connection must finish a request's headers within
+    `header_timeout_s` of opening (or of its previous answer), else it is closed. uvicorn itself only times
+    out a connection idle *after* an answer (`timeout_keep_alive`); one that opens and sends nothing, or
+    sends its headers a byte a minute, would hold a socket for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-def waiting_jobs(queue, session_hash: str) -> int:
-    """Jobs of this session waiting in a Gradio queue (its per-concurrency-group lists of events)."""
+    class DeadlineH11Protocol(H11Protocol):
+        _deadline = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc):
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(header_timeout_s, self._expire, self.cycle)
+
+        def _expire(self, cycle_when_armed):
+            # Still the cycle of the arming moment: no request has begun since. Close, quietly.
+            if self.cycle is cycle_when_armed and not self.transport.is_closing():
+                log.info("closed a connection that sent no complete request within %g s", header_timeout_s)
+                self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+@contextmanager
+def server_timeouts(header_timeout_s: float = HEADER_TIMEOUT_S, keep_alive_s: float = KEEP_ALIVE_S):
+    """Inside the block, every uvicorn server started (Gradio's `launch` starts one) uses the deadline
+    protocol above and closes idle kept-alive connections after `keep_alive_s`. Gradio builds uvicorn's
+    Config itself without passing these through, so its class is swapped for the block's duration."""
+    import uvicorn
+    original = uvicorn.Config
+    protocol = request_deadline_protocol(header_timeout_s)
+
+    class TimedConfig(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("http", protocol)
+            kwargs.setdefault("timeout_keep_alive", keep_alive_s)
+            super().__init__(*args, **kwargs)
+
+    uvicorn.Config = TimedConfig
+    try:
+        yield
+    finally:
+        uvicorn.Config = original
+
+
+# ---- who is asking: one client address per request -----------------------------------------------------------
+
+def _trusted_proxies() -> list:
+    import ipaddress
+    networks = []
+    for item in os.environ.get(TRUSTED_PROXIES_ENV, "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                log.warning("%s: %s is not an address or network; ignored", TRUSTED_PROXIES_ENV, shown(item))
+    return networks
+
+
+def client_address(request) -> str:
+    """The address a request counts against: the connection's peer, or, when that peer is a trusted proxy
+    ($PROBING_TRUSTED_PROXIES, addresses or networks) and $PROBING_CLIENT_ADDRESS_HEADER names its header, the
+    last address in that header (the one the proxy itself appended; earlier ones are the client's to invent).
+    A direct client's headers are never believed."""
+    import ipaddress
+    peer = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower()
+    if not header:
+        return peer
+    try:
+        peer_ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if not any(peer_ip in network for network in _trusted_proxies()):
+        return peer
+    values = request.headers.getlist(header) if hasattr(request.headers, "getlist") else [request.headers.get(header, "")]
+    reported = (values[-1] if values else "").split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(reported))
+    except ValueError:
+        return peer
+
+
+# ---- the queue: a cap per client address, and patching's own small queue ------------------------------------
+
+def _waiting(queue) -> list:
     groups = getattr(queue, "event_queue_per_concurrency_id", {}) or {}
-    return sum(1 for group in groups.values() for event in getattr(group, "queue", [])
-               if getattr(event, "session_hash", None) == session_hash)
+    return [event for group in groups.values() for event in getattr(group, "queue", [])]
 
 
-def cap_waiting_per_session(queue, limit: int = MAX_WAITING_PER_SESSION) -> None:
-    """Wrap the queue's `push` so one session can have at most `limit` jobs waiting: one client cannot fill
-    the shared queue. The refusal is the queue's own "queue full" answer, with a message in words."""
+def _running(queue) -> list:
+    return [event for job in getattr(queue, "active_jobs", []) or [] if job for event in job]
+
+
+def jobs_of_address(queue, address: str) -> int:
+    """Requests of this client address waiting in the queue or running now (every event and API route)."""
+    return sum(1 for event in _waiting(queue) + _running(queue)
+               if client_address(getattr(event, "request", None)) == address)
+
+
+def waiting_in_group(queue, concurrency_id: str) -> int:
+    groups = getattr(queue, "event_queue_per_concurrency_id", {}) or {}
+    group = groups.get(concurrency_id)
+    return len(getattr(group, "queue", []) or []) if group is not None else 0
+
+
+def per_address_message(limit: int) -> str:
+    return (f"You already have {limit} requests waiting or running on this demo (counted per address); "
+            "wait for one to finish, then try again.")
+
+
+def patch_queue_message(limit: int) -> str:
+    return (f"Patching is busy: {limit} patching requests are already waiting. Try again in a minute; "
+            "scoring sentences is not affected.")
+
+
+def cap_queue(queue, per_address: int = MAX_JOBS_PER_ADDRESS, patch_queue: int = PATCH_QUEUE_SIZE,
+              patch_group: str = PATCH_GROUP_ID) -> None:
+    """Wrap the queue's `push` (which `/queue/join` and every `/call/*` route go through) so that one client
+    address has at most `per_address` requests waiting or running, and at most `patch_queue` patching jobs
+    wait. The refusal is the queue's own "queue full" answer (HTTP 503 on the API routes) with its message in
+    words. Pushes are checked one at a time, so a burst cannot slip between the count and the push."""
+    import asyncio as _asyncio
     original = queue.push
+    lock = _asyncio.Lock()
 
     async def push(body, request, username):
-        session = getattr(body, "session_hash", None)
-        if session is not None and waiting_jobs(queue, session) >= limit:
-            return (False, f"You already have {limit} requests waiting; wait for them to finish.", "queue_full")
-        return await original(body, request, username)
+        async with lock:
+            address = client_address(request)
+            if jobs_of_address(queue, address) >= per_address:
+                log.info("refused a request of %s: %d requests waiting or running", address, per_address)
+                return False, per_address_message(per_address), "queue_full"
+            fn = _fn_of(queue, body)
+            if getattr(fn, "concurrency_id", None) == patch_group and waiting_in_group(queue, patch_group) >= patch_queue:
+                log.info("refused a patching request of %s: %d waiting", address, patch_queue)
+                return False, patch_queue_message(patch_queue), "queue_full"
+            return await original(body, request, username)
 
     queue.push = push
+
+
+def _fn_of(queue, body):
+    """The event function a queue body asks for (None when it names none: the queue's own push answers that)."""
+    fns = getattr(getattr(queue, "blocks", None), "fns", None) or {}
+    index = getattr(body, "fn_index", None)
+    return fns.get(index) if isinstance(index, int) else None

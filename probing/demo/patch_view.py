@@ -9,8 +9,8 @@ columns, from `reports/<model>/patching/builtin-negation/effects.csv`), which ca
 test that one sentence cannot have.
 
 Safety as in `backend`: every field goes through `guard` before a tokenizer sees it, the pair is capped at
-`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward holds every forward slot
-(`exclusive_forward()`: its hooks sit on the shared model), and
+`PATCH_MAX_TOKENS` pieces (every head's patched copy runs at once), the forward runs in patching's own lane
+(`in_patch_lane`: one job at a time on its own lower-priority thread, never in scoring's slots), and
 the library's ValueErrors become `DemoError` in words.
 """
 from __future__ import annotations
@@ -27,14 +27,14 @@ from probing.demo import backend
 from probing.demo.candidates import antecedent_candidates
 from probing.demo.explore import (MAX_TEXT_CHARS, PRONOUNS, clean_text, next_word_span, resolve_word,
                                   words_with_spans)
-from probing.demo.guard import (DemoError, check_model_allowed, choice_field, exclusive_forward, shown, text_field,
+from probing.demo.guard import (DemoError, check_model_allowed, choice_field, in_patch_lane, shown, text_field,
                                 word_field)
 from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
 from probing.models import LoadedModel
 from probing.patching import TWIN_WORDS, NotAMinimalPair, PairPatch, patch_pair, suggest_twin
 from probing.patching import minimal_pair as check_minimal_pair
-from probing.report.outputs import is_complete
+from probing.outputs import is_complete
 
 # Every head's patched copy of the pair runs in one batch: MiniLM's 72 heads x 2 effects = 147 rows of the
 # sentence's length, so the pair's length, not the number of requests, sets the memory and time one request holds.
@@ -321,11 +321,12 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     clean, corrupt, target, name, kind = checked_request(clean, corrupt, target, model, kind)
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
-    # exclusive: patch_pair hooks the shared model, and the hooks would act on any other pass through it
-    with exclusive_forward(), worded_library():
+    # patching's lane: one job at a time, on its own lower-priority thread; scoring keeps its slots (the hooks
+    # act on the lane thread's passes only)
+    with worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
-        result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
-                            kinds=KINDS)
+        result = in_patch_lane(lambda: patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span,
+                                                  target=pair.target_span, kinds=KINDS))
     attention = result.attention
     correlation = {k: spearman(attention, result.effects[k]) for k in KINDS}
     dataset = dataset_effects(loaded.name)

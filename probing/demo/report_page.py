@@ -12,7 +12,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from probing.report.outputs import safe_name  # noqa: F401  (app.py names the download after the model)
+from probing.outputs import safe_name  # noqa: F401  (app.py names the download after the model)
 
 # Named first: the primary evidence (GAP and the twin sets for coreference, the paired built-in set for
 # negation); the agreement-solvable built-in coreference items follow, reported as what they are.

@@ -163,13 +163,16 @@ _LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 
 
 def _parse_row(line: str) -> dict:
-    """One JSON row; malformed or too deeply nested JSON is an ExampleError naming the problem."""
+    """One JSON row; malformed or too deeply nested JSON, or a number too long to convert, is an ExampleError
+    naming the problem (so --skip-bad counts it like any other bad row)."""
     try:
         return json.loads(line)
     except json.JSONDecodeError as err:
         raise ExampleError(f"malformed JSON ({err.msg}: column {err.colno})") from None
     except RecursionError:
         raise ExampleError("nested too deeply to be an example row") from None
+    except ValueError as err:      # Python refuses integers of more than 4,300 digits (int_max_str_digits)
+        raise ExampleError(f"a number in the row is too long to read ({str(err).split(';')[0]})") from None
 
 
 def read_jsonl(path: str | os.PathLike, skip_bad: bool = False) -> tuple[list[Example], LoadReport]:
@@ -224,15 +227,17 @@ def _lines(handle, chunk: int = 1 << 16):
         if not block:
             break
         buffer += block
-        while True:
-            end = buffer.find(b"\n")
+        start = 0       # lines are cut at an offset and the buffer trimmed once per block: linear time even
+        while True:     # for a block of nothing but "\n" (re-slicing the buffer per line was quadratic)
+            end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            line, buffer = buffer[:end], buffer[end + 1:]
+            line, start = buffer[start:end], end + 1
             if skipping:
                 skipping = False
                 continue
             yield line.rstrip(b"\r")
+        buffer = buffer[start:]
         if len(buffer) > MAX_LINE_BYTES and not skipping:
             yield buffer[:MAX_LINE_BYTES + 1]        # refused by length; the rest of the line is skipped
             buffer, skipping = b"", True
@@ -252,7 +257,7 @@ def jsonl_line(example: Example) -> str:
 
 def write_jsonl(examples: Iterable[Example], path: str | os.PathLike) -> None:
     """Write examples as JSONL, atomically (temporary file, then rename), with the umask's permissions."""
-    from probing.report.outputs import atomic_write
+    from probing.outputs import atomic_write
 
     def _write(tmp):
         with open(tmp, "w", encoding="utf-8") as handle:

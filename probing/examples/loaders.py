@@ -652,6 +652,10 @@ def _jsonl_row(raw: bytes, fields: tuple[str, ...]) -> dict:
         row = json.loads(_decode(raw))
     except json.JSONDecodeError as err:
         raise _Malformed(f"malformed JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise _Malformed("nested too deeply to be a row") from None
+    except ValueError as err:      # an integer of more than 4,300 digits (Python's int_max_str_digits)
+        raise _Malformed(f"a number in the row is too long to read ({str(err).split(';')[0]})") from None
     if not isinstance(row, dict):
         raise _Malformed("the line is not a JSON object")
     missing = [f for f in fields if f not in row]

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from probing import hooks
-from probing.models import LoadedModel, as_loaded
+from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
 

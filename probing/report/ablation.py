@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probing.ablation import AblationResult
-from probing.report.outputs import atomic_write, write_json, write_text
+from probing.outputs import atomic_write, write_json, write_text
 
 ABLATION_FILES = ["ablation.json", "ablation.csv", "ablation.png", "ablation.md"]
 

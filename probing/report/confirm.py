@@ -2,7 +2,7 @@
 
 Files: confirm.json (every number, `ConfirmResult.to_dict()`) and confirm.md (the section: the exploration set,
 the confirmation sets, the chosen heads, and per set each head's estimate, CI, p and Holm p), published together
-with the completion marker (see `probing.report.outputs`). See `probing.confirm` for the method.
+with the completion marker (see `probing.outputs`). See `probing.confirm` for the method.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import html
 import sys
 from pathlib import Path
 
-from probing.report.outputs import prepare_out_dir, write_complete, write_json, write_text
+from probing.outputs import prepare_out_dir, write_complete, write_json, write_text
 
 CONFIRM_FILES = ["confirm.json", "confirm.md"]
 

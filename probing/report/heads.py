@@ -2,7 +2,7 @@
 the demo write. Claims in the Markdown come from the maxT-corrected tests only, never with fewer than
 `probing.heads.MIN_UNITS` resampling units.
 
-Every file is written atomically (see `probing.report.outputs`).
+Every file is written atomically (see `probing.outputs`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probing.report.outputs import atomic_write, write_json, write_text
+from probing.outputs import atomic_write, write_json, write_text
 
 HEAD_FILES = ["heads.csv", "summary.json", "heatmap.png", "report.md", "strata.csv"]
 CAVEAT = ("Attention weights show where a head looks, not why the model decides what it decides "

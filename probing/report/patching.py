@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probing.report.outputs import atomic_write, write_json, write_text
+from probing.outputs import atomic_write, write_json, write_text
 from probing.patching import PatchingResult
 
 PATCH_FILES = ["effects.csv", "summary.json", "patching.png", "report.md"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probing.report.outputs import atomic_write, safe_name, write_json, write_text
+from probing.outputs import atomic_write, safe_name, write_json, write_text
 
 CAVEAT = ("A probe shows that information is linearly decodable from these features, not that the model uses "
           "it (Hewitt & Liang 2019; Belinkov 2022); compare every number with its baseline and control.")

@@ -1,14 +1,19 @@
-"""Writing result files safely: never overwrite results silently, never leave a half-written file, and never
-let a reader trust a folder that a killed run left half old, half new.
+"""Publishing result folders, for every command (`heads`, `patch`, `probe`, `ablate`, `report`), the demo's
+report cache and the example sets alike: never overwrite results silently, never leave a half-written
+file, and never let a reader trust a folder that a killed run left half old, half new.
 
 - Every file goes to a temporary name in the same folder and is renamed into place (`atomic_write`), with
   the permissions the umask asks for (not the 0600 of a temporary file).
 - A result folder is **complete** only when its marker `.done.json` (`DONE_MARKER`), written last, says so:
   `write_complete(out, files, produce)` lets `produce` write every file into a private staging folder, then
-  removes the old marker, renames the files into `out` (SIGTERM and SIGINT held back meanwhile) and writes
-  the marker. A kill at any point leaves either the previous complete result, or files with no marker that
-  no reader trusts (`is_complete`). Readers: the demo's report cache, `analysis report`'s model comparison.
+  removes the old marker and the previous result's files that the new one does not replace, renames the
+  files into `out` (SIGTERM and SIGINT held back meanwhile) and writes the marker. A kill at any point
+  leaves either the previous complete result, or files with no marker that no reader trusts
+  (`is_complete`). Readers: the demo's report cache, `analysis report`'s model comparison.
 - Temporary files and staging folders that a killed run left behind are removed by the next writer.
+- `--out` may name a folder that does not exist yet (parents included: they are made, and removed again when
+  the run fails); an empty name, a file, or a place that cannot be written is refused in one line
+  (`OutputPathError`, which the commands turn into exit code 2) before anything is computed.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ DONE_MARKER = ".done.json"
 _STAGING_PREFIX = ".staging-"
 # The checkout's committed reports (reports/ beside probing/). Only the commands and the demo use this default;
 # library functions take their paths as arguments.
-COMMITTED_REPORTS = Path(__file__).resolve().parents[2] / "reports"
+COMMITTED_REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def safe_name(name: str) -> str:
@@ -70,6 +75,8 @@ def file_mode() -> int:
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
     """The output folder, or OutputPathError in one line when it cannot be one (nothing is created)."""
+    if not str(out_dir).strip():
+        raise OutputPathError("--out is empty: name the folder to write into (it is made if it does not exist)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out {out} is a file, not a folder")
@@ -94,6 +101,21 @@ def prepare_out_dir(out_dir: str | os.PathLike, expected: list[str], force: bool
     existing = [name for name in expected if (out / name).exists()]
     if existing and not force:
         raise OutputExistsError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite them")
+    return out
+
+
+def make_writable_dir(out_dir: str | os.PathLike) -> Path:
+    """Make the folder (parents included) and prove it can be written, by making and removing a temporary
+    file in it; OutputPathError in one line otherwise. For a command that writes many sub-folders over a
+    long run (`analysis report`): a read-only place fails now, not after the first hour."""
+    out = check_out_dir(out_dir)
+    _make_dirs(out)
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=f".write-check.p{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"--out {out} cannot be written: {err.strerror or err}") from None
     return out
 
 
@@ -217,14 +239,34 @@ def _signals_held():
             signal.raise_signal(pending[0])
 
 
+def _marked_files(folder: Path) -> list[str]:
+    """The plain file names the folder's marker lists (none without a readable marker)."""
+    try:
+        record = json.loads((folder / DONE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = record.get("files", []) if isinstance(record, dict) else []
+    return [f for f in files if isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..", DONE_MARKER)] \
+        if isinstance(files, list) else []
+
+
+def written_files(staging: Path) -> list[str]:
+    """The files a run wrote into its staging folder (for commands whose file list depends on the data)."""
+    return sorted(p.name for p in staging.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def publish(staging: Path, out: Path, files: list[str]) -> str:
     """Move `files` from staging into `out` under the completion protocol; returns the new run id."""
     missing = [f for f in files if not (staging / f).is_file()]
     if missing:
         raise RuntimeError(f"the run wrote no {', '.join(missing)}; nothing was published to {out}")
     run = uuid.uuid4().hex
+    previous = _marked_files(out)
     with _signals_held():
         mark_incomplete(out)                       # from here until the marker, the folder is not trusted
+        for name in previous:                      # the old result's files the new one does not replace:
+            if name not in files:                  # left in place, they would sit beside the new ones
+                (out / name).unlink(missing_ok=True)
         for name in files:
             os.replace(staging / name, out / name)
         mark_complete(out, files, run)
@@ -232,9 +274,9 @@ def publish(staging: Path, out: Path, files: list[str]) -> str:
     return run
 
 
-def write_complete(out_dir: str | os.PathLike, files: list[str], produce, publish_result: bool = True):
+def write_complete(out_dir: str | os.PathLike, files: list[str] | None, produce, publish_result: bool = True):
     """Run `produce(staging)`, which writes `files` into a private staging folder inside `out`, then publish
-    them with the marker last. A failure or interrupt before publishing leaves `out` as it was (and removes
+    them with the marker last (`files=None`: every file `produce` wrote). A failure or interrupt before publishing leaves `out` as it was (and removes
     folders this call created, when they are empty). Returns what `produce` returned.
 
     publish_result=False (e.g. a non-main process of a parallel run, which writes nothing) only cleans up.
@@ -250,7 +292,7 @@ def write_complete(out_dir: str | os.PathLike, files: list[str], produce, publis
     try:
         result = produce(staging)
         if publish_result:
-            publish(staging, out, files)
+            publish(staging, out, written_files(staging) if files is None else files)
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
