@@ -50,7 +50,8 @@ HEATMAP_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to see every hea
 TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["11%", "17%", "18%", "18%", "18%", "18%"]}
 # Table headers wrap between words only ("attention" was broken into "attentio|n"); on a narrow screen the
 # table and its headers shrink instead of scrolling sideways.
-CSS = """#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
+CSS = patch_view.TABLE_CSS + """
+#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
 @media (max-width: 520px) {
   #coref-table table *, #neg-table table * {font-size: 10.5px !important}
   #coref-table .cell-wrap, #neg-table .cell-wrap {padding: 3px 2px !important}
@@ -259,7 +260,8 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     key = "coref" if relation == "coreference" else "neg"
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            text = gr.Textbox(label="Sentence", lines=2, max_lines=8, elem_id=f"{key}-text",
+            # lines=1: Enter analyses (Shift+Enter adds a line); the box still grows for a long sentence
+            text = gr.Textbox(label="Sentence", lines=1, max_lines=8, elem_id=f"{key}-text",
                               placeholder="Type a sentence, or click an example on the right.",
                               info=f"At most {backend.MAX_TEXT_CHARS:,} characters (longer text is refused); "
                                    f"the model reads at most {backend.DEMO_MAX_TOKENS} tokens (longer text is "
@@ -351,12 +353,18 @@ PATCH_STALE_NOTE = ("The sentence or its twin changed, so the previous pair's ma
                     "Press **Patch every head** for this pair.")
 
 
+def _scatter(view):
+    """The scatter with one colour key per layer of this model (the legend lists them all)."""
+    return gr.ScatterPlot(value=view.scatter, color_map=patch_view.layer_colours(view.attention.shape[0]))
+
+
 def _patch_outputs(view, selected=None):
-    """The page's parts of a patched pair: heatmaps, scatter, correlation line, table."""
+    """The page's parts of a patched pair: heatmaps, scatter, correlation line, table (HTML: it fits 420 px)."""
     if selected is not None:
         view = patch_view.render(view, view.kind, selected)
-    return (view.effect_html, view.attention_html, view.scatter,
-            patch_view.correlation_line(view.correlation[view.kind], view.kind), view.top_table)
+    return (view.effect_html, view.attention_html, _scatter(view),
+            patch_view.correlation_line(view.correlation[view.kind], view.kind),
+            patch_view.table_html(view.top_table, view.kind))
 
 
 def run_patching(clean, twin, target, model, kind):
@@ -371,7 +379,7 @@ def run_patching(clean, twin, target, model, kind):
         return (message, view.pair.corrupt, *_patch_outputs(view), "", view)
     except Exception as err:
         return (_problem(err), gr.update(), PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
-                patch_view.empty_top_table(kind if kind in patch_view.KINDS else "noising"), "", None)
+                patch_view.table_html(patch_view.empty_top_table(), "noising"), "", None)
 
 
 def switch_patch_kind(view, kind):
@@ -403,7 +411,21 @@ def clear_patched(view):
     if view is None:
         return (gr.update(),) * 7 + (None,)
     return (PATCH_STALE_NOTE, PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
-            patch_view.empty_top_table(view.kind), "", None)
+            patch_view.table_html(patch_view.empty_top_table(view.kind), view.kind), "", None)
+
+
+def gallery_fill(index):
+    """A gallery click: the pair and its target, and which sentence that target was filled for."""
+    clean, twin, target = patch_view.gallery_pair(index)
+    return clean, twin, target, None, clean
+
+
+def forget_filled_target(text, filled_for):
+    """Typing a new sentence after a gallery pair empties the target the gallery filled in (it belongs to the
+    gallery's sentence: "sign" would make the next pair fail). A target the visitor typed is left alone."""
+    if filled_for is not None and text != filled_for:
+        return "", None
+    return gr.update(), filled_for
 
 
 def suggest_twin(clean):
@@ -418,12 +440,12 @@ def patching_tab(model: gr.Dropdown) -> None:
     """A sentence and its minimal twin: every head's patching effect beside its attention, and their scatter."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            clean = gr.Textbox(label="Sentence", lines=2, max_lines=6, elem_id="patch-text",
+            clean = gr.Textbox(label="Sentence", lines=1, max_lines=6, elem_id="patch-text",
                                placeholder="Type a sentence with not, he or she, or click a pair on the right.",
                                info=f"Sentence and twin: at most {patch_view.PATCH_MAX_TOKENS} pieces each, "
                                     "because every head's patched copy of the sentence runs at once.")
             with gr.Row(equal_height=True):
-                twin = gr.Textbox(label="Twin: the same sentence with one word swapped", lines=2, max_lines=6,
+                twin = gr.Textbox(label="Twin: the same sentence with one word swapped", lines=1, max_lines=6,
                                   scale=4, elem_id="patch-twin",
                                   info="Empty: the suggested twin (not ↔ really, he ↔ she) is used.")
                 suggest = gr.Button("Suggest twin", scale=1, min_width=110, elem_id="patch-suggest")
@@ -439,6 +461,7 @@ def patching_tab(model: gr.Dropdown) -> None:
                                  label="Example pairs (click one to patch it)", elem_id="patch-gallery")
     message = gr.Markdown(elem_id="patch-message")
     state = gr.State(None)
+    filled_for = gr.State(None)     # the sentence a gallery click filled the target for
     with gr.Row(equal_height=False):
         with gr.Column(min_width=300):
             effect_map = gr.HTML(PATCH_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Patching effect",
@@ -452,21 +475,25 @@ def patching_tab(model: gr.Dropdown) -> None:
             scatter = gr.ScatterPlot(x="attention", y="effect", color="layer", tooltip=["head", "attention", "effect"],
                                      x_title="attention: swapped word → target", y_title="patching effect",
                                      color_title="layer", label="Effect against attention, one point per head",
-                                     height=320, elem_id="patch-scatter")
+                                     x_axis_format=".2f", y_axis_format=".2f", x_label_angle=0,
+                                     height=360, elem_id="patch-scatter")
             correlation = gr.Markdown(elem_id="patch-correlation")
         with gr.Column(scale=5, min_width=300):
-            table = gr.Dataframe(patch_view.empty_top_table(), interactive=False, wrap=True, elem_id="patch-table",
-                                 label="Top heads on this pair (by the effect shown), beside the same effect over "
-                                       "the built-in negation pairs")
+            gr.Markdown("**Top heads on this pair** (by the effect shown), beside the same effect over the built-in "
+                        "negation pairs (\"set\")")
+            table = gr.HTML(patch_view.table_html(patch_view.empty_top_table(), "noising"), elem_id="patch-table",
+                            padding=False)
     gr.Markdown(PATCH_LEGEND, elem_id="patch-legend")
 
     private = {"api_visibility": "private"}
     inputs = [clean, twin, target, model, kind]
     outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
-    gallery.click(lambda i: (*patch_view.gallery_pair(i), None), gallery, [clean, twin, target, state], queue=False,
+    gallery.click(gallery_fill, gallery, [clean, twin, target, state, filled_for], queue=False,
                   **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+    clean.input(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
     button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
+    twin.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
     # .input, not .change: a run or a gallery click that fills the twin box must not clear its own results
     for box in (clean, twin):
@@ -481,31 +508,38 @@ def patching_tab(model: gr.Dropdown) -> None:
 # ---- the other tabs ---------------------------------------------------------------------------------
 
 def model_view_tab(model: gr.Dropdown) -> None:
-    gr.Markdown("Every head of the chosen layers at once (bertviz's model view). Click a thumbnail to enlarge it.")
-    text = gr.Textbox(label="Sentence", value="The doctor called the nurse because she was late.", elem_id="mv-text")
+    gr.Markdown("Every head of the chosen layers at once (bertviz's model view). Click a thumbnail to enlarge it. "
+                "On a narrow screen, pick a few heads at a time: fewer heads get wider thumbnails.")
+    text = gr.Textbox(label="Sentence", value="The doctor called the nurse because she was late.", elem_id="mv-text",
+                      lines=1, max_lines=1, info="Enter shows the view.")
     layers = gr.CheckboxGroup(choices=[str(i) for i in range(6)], value=[str(i) for i in range(6)],
                               label="Layers to show (fewer layers, lighter page)", elem_id="mv-layers")
+    heads = gr.CheckboxGroup(choices=[str(i) for i in range(12)], value=[str(i) for i in range(12)],
+                             label="Heads to show (none ticked: all)", elem_id="mv-heads")
     button = gr.Button("Show model view", variant="primary", elem_id="mv-run")
     note = gr.Markdown()
     view = gr.HTML(js_on_load=None, elem_id="mv-view")
 
-    def show(text, model, layers):
+    def show(text, model, layers, heads):
         try:
-            result = backend.model_view(text, model, [int(l) for l in layers] or None)
+            result = backend.model_view(text, model, [int(l) for l in layers] or None,
+                                        heads=[int(h) for h in heads] or None)
             return result.html, _note(result.note)
         except Exception as err:
             return "", _problem(err)
 
     def layer_choices(model):
         try:
-            n = backend.get_model(model).n_layers
-            return gr.update(choices=[str(i) for i in range(n)], value=[str(i) for i in range(min(n, 6))])
+            loaded = backend.get_model(model)
+            n, n_heads = loaded.n_layers, loaded.n_heads
+            return (gr.update(choices=[str(i) for i in range(n)], value=[str(i) for i in range(min(n, 6))]),
+                    gr.update(choices=[str(i) for i in range(n_heads)], value=[str(i) for i in range(n_heads)]))
         except Exception:
-            return gr.update()
+            return gr.update(), gr.update()
 
-    button.click(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
-    text.submit(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
-    model.change(layer_choices, model, layers, api_visibility="private", **MODEL_GROUP)
+    button.click(show, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    text.submit(show, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    model.change(layer_choices, model, [layers, heads], api_visibility="private", **MODEL_GROUP)
 
 
 def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
@@ -515,9 +549,10 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     status = gr.Markdown(elem_id="report-status")
     findings = gr.Markdown(elem_id="report-summary")
     with gr.Row():
-        coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False,
+        # min_width: on a narrow screen each heatmap takes its own full-width row instead of a thumbnail
+        coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False, min_width=360,
                                show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
-        neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False,
+        neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False, min_width=360,
                              show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):

@@ -438,17 +438,21 @@ def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: i
 
 
 def model_view(text: str, model: str | None, layers: list[int] | None = None,
-               max_tokens: int = MODEL_VIEW_TOKENS) -> View:
-    """The bertviz model view of one sentence (a subset of layers keeps the page light)."""
+               max_tokens: int = MODEL_VIEW_TOKENS, heads: list[int] | None = None) -> View:
+    """The bertviz model view of one sentence (a subset of layers keeps the page light; a subset of heads
+    gives wider thumbnails, for a narrow screen)."""
     from probing.views import model_view_html
     text, name, layers = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model), layers_field(layers)
+    heads = layers_field(heads)          # the same shape of field: a short list of small numbers
     with worded():
         cleaned = clean_text(text)
     loaded = get_model(name)
     with worded():
         layers = [_index("layer", l, loaded.n_layers) for l in layers] if layers else None
+        heads = [_index("head", h, loaded.n_heads) for h in heads] if heads else None
     sentence, _ = forward(loaded, cleaned)
-    result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens)
+    result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens,
+                             heads=heads)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
     return View(result.html, " ".join(notes))
 
