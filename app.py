@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 
 from probing.demo import backend  # noqa: E402
 from probing.demo import guard  # noqa: E402
-from probing.demo import glossary, patch_view, report_page  # noqa: E402
+from probing.demo import downloads, glossary, patch_view, report_page, share_link  # noqa: E402
 from probing.demo.candidates import antecedent_candidates  # noqa: E402
 from probing.demo.heatmap import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
 from probing.demo.model_menu import model_menu  # noqa: E402
@@ -147,9 +147,9 @@ def _heatmap(state, selected):
 def _shading(state, layer, head):
     """The sentence's words shaded by one head's attention from the source word."""
     shading = state["shading"]
-    source = shading.words[shading.source]
+    source = shading.source_name or f"\u201c{shading.words[shading.source]}\u201d"
     return word_shading_html(shading.words, shading.values[layer, head], shading.source,
-                             title=f"Head {layer}-{head}: attention from \u201c{source}\u201d to each word",
+                             title=f"Head {layer}-{head}: attention from {source} to each word",
                              special=float(shading.special[layer, head]), text=state["text"], spans=shading.spans)
 
 
@@ -254,7 +254,27 @@ def clear_stale(state, text):
             gr.update(choices=[], value=None), "", "", VIEW_PLACEHOLDER, None)
 
 
-def relation_tab(relation: str, model: gr.Dropdown) -> None:
+def relation_downloads(state) -> str:
+    """CSV and JSON links for the analysed sentence's per-head numbers (nothing before an analysis)."""
+    if not state:
+        return ""
+    scores = state["scores"]
+    context = {"sentence": state["text"], "model": state["model_name"], "relation": scores.relation,
+               "direction": scores.direction, "source": scores.source, "target": scores.target}
+    return downloads.links_html(scores.heads(), context, f"{state['model_name']}-{scores.relation}-heads")
+
+
+def patch_downloads(view) -> str:
+    """CSV and JSON links for the patched pair's per-head effects and attention."""
+    if view is None:
+        return ""
+    data = view.to_dict()
+    context = {"sentence": data["clean"], "twin": data["corrupt"], "model": data["model"], "swap": data["swap"],
+               "target": data["target"]["word"]}
+    return downloads.links_html(data["heads"], context, f"{data['model']}-patching-heads")
+
+
+def relation_tab(relation: str, model: gr.Dropdown) -> dict:
     """One explorer tab (coreference or negation): inputs, gallery, heatmap, top heads, head view."""
     _, source_label, target_label = RELATIONS[relation]
     key = "coref" if relation == "coreference" else "neg"
@@ -293,6 +313,7 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
             heatmap = gr.HTML(HEATMAP_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Layer × head",
                               elem_id=f"{key}-heatmap", padding=True, container=True)
         with gr.Column(scale=5, min_width=300):
+            table_links = gr.HTML("", elem_id=f"{key}-downloads", padding=False)
             top_table = gr.Dataframe(empty_table,
                                      label="Top heads for this sentence, beside their scores on a dataset: GAP for coreference where the report has it, else the built-in set (click a row)",
                                      interactive=False, wrap=True, elem_id=f"{key}-table",
@@ -328,10 +349,15 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     button.click(run, inputs, outputs, **private, **MODEL_GROUP)
     text.submit(run, inputs, outputs, **private, **MODEL_GROUP)
     picked = [heatmap, head_choice, view, view_note, words, state]
+    state.change(relation_downloads, state, table_links, queue=False, **private)
+    # The address bar follows what is on screen: a link to this sentence, model, tab and head.
+    head_choice.change(None, [text, source, target, model, head_choice], None, **private,
+                       js=share_link.write_js(relation, ["text", "source", "target", "model", "head"]))
     metric.input(switch_metric, [state, metric], [heatmap, state], queue=False, **private)
     heatmap.click(pick_from_heatmap, state, picked, **private, **MODEL_GROUP)
     top_table.select(pick_from_table, [state, top_table], picked, **private, **MODEL_GROUP)
     head_choice.input(pick_from_dropdown, [state, head_choice], picked, **private, **MODEL_GROUP)
+    return {"fill": [text, source, target], "inputs": [model, metric], "outputs": outputs}
 
 
 # ---- the patching tab ------------------------------------------------------------------------------
@@ -436,7 +462,7 @@ def suggest_twin(clean):
         return gr.update(), _problem(err)
 
 
-def patching_tab(model: gr.Dropdown) -> None:
+def patching_tab(model: gr.Dropdown) -> dict:
     """A sentence and its minimal twin: every head's patching effect beside its attention, and their scatter."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -483,6 +509,7 @@ def patching_tab(model: gr.Dropdown) -> None:
                         "negation pairs (\"set\")")
             table = gr.HTML(patch_view.table_html(patch_view.empty_top_table(), "noising"), elem_id="patch-table",
                             padding=False)
+            table_links = gr.HTML("", elem_id="patch-downloads", padding=False)
     gr.Markdown(PATCH_LEGEND, elem_id="patch-legend")
 
     private = {"api_visibility": "private"}
@@ -491,6 +518,9 @@ def patching_tab(model: gr.Dropdown) -> None:
     gallery.click(gallery_fill, gallery, [clean, twin, target, state, filled_for], queue=False,
                   **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     clean.input(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
+    state.change(patch_downloads, state, table_links, queue=False, **private)
+    table_links.change(None, [clean, twin, target, model], None, **private,
+                       js=share_link.write_js("patching", ["text", "twin", "target", "model"]))
     button.click(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     clean.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
     twin.submit(run_patching, inputs, outputs, **private, **MODEL_GROUP)
@@ -503,11 +533,22 @@ def patching_tab(model: gr.Dropdown) -> None:
                queue=False, **private)
     for heatmap in (effect_map, attention_map):
         heatmap.click(pick_patch_head, state, [effect_map, attention_map, head_note], queue=False, **private)
+    return {"fill": [clean, twin, target], "inputs": [model], "outputs": outputs}
 
 
 # ---- the other tabs ---------------------------------------------------------------------------------
 
-def model_view_tab(model: gr.Dropdown) -> None:
+def show_model_view(text, model, layers, heads):
+    """The model view of the chosen layers and heads (none ticked: all)."""
+    try:
+        result = backend.model_view(text, model, [int(l) for l in layers] or None,
+                                    heads=[int(h) for h in heads] or None)
+        return result.html, _note(result.note)
+    except Exception as err:
+        return "", _problem(err)
+
+
+def model_view_tab(model: gr.Dropdown) -> dict:
     gr.Markdown("Every head of the chosen layers at once (bertviz's model view). Click a thumbnail to enlarge it. "
                 "On a narrow screen, pick a few heads at a time: fewer heads get wider thumbnails.")
     text = gr.Textbox(label="Sentence", value="The doctor called the nurse because she was late.", elem_id="mv-text",
@@ -520,14 +561,6 @@ def model_view_tab(model: gr.Dropdown) -> None:
     note = gr.Markdown()
     view = gr.HTML(js_on_load=None, elem_id="mv-view")
 
-    def show(text, model, layers, heads):
-        try:
-            result = backend.model_view(text, model, [int(l) for l in layers] or None,
-                                        heads=[int(h) for h in heads] or None)
-            return result.html, _note(result.note)
-        except Exception as err:
-            return "", _problem(err)
-
     def layer_choices(model):
         try:
             loaded = backend.get_model(model)
@@ -537,9 +570,12 @@ def model_view_tab(model: gr.Dropdown) -> None:
         except Exception:
             return gr.update(), gr.update()
 
-    button.click(show, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
-    text.submit(show, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    button.click(show_model_view, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    text.submit(show_model_view, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
     model.change(layer_choices, model, [layers, heads], api_visibility="private", **MODEL_GROUP)
+    view.change(None, [text, model], None, api_visibility="private",
+                js=share_link.write_js("model-view", ["text", "model"]))
+    return {"fill": [text], "inputs": [model, layers, heads], "outputs": [view, note]}
 
 
 def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
@@ -557,8 +593,8 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):
         report = gr.Markdown(elem_id="report-text")
-    files = gr.File(label="Download: the whole report as one .zip, and its main CSV and JSON files",
-                    file_count="multiple", interactive=False, elem_id="report-files")
+    # Links, not a file component: a gr.File shows a "Remove this file" button even when read-only.
+    files = gr.HTML("", elem_id="report-files", padding=False)
     button = gr.Button("Compute the report for the chosen model", elem_id="report-run")
 
     def show(model, compute, progress=gr.Progress()):
@@ -570,14 +606,80 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
                                                      report_page.safe_name(name))
             return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from {_escape(found.folder)}).",
                     report_page.findings_markdown(folder, _escape(name)), found.coref_heatmap,
-                    found.negation_heatmap, found.markdown, downloads)
+                    found.negation_heatmap, found.markdown, report_page.downloads_html(downloads))
         except Exception as err:
-            return (_problem(err), "", None, None, "", None)
+            return (_problem(err), "", None, None, "", "")
 
     outputs = [status, findings, coref_image, neg_image, report, files]
     # Showing a report that exists is cheap; computing one is not, so it gets a single worker.
     button.click(lambda m: show(m, True), model, outputs, api_visibility="private", **MODEL_GROUP)
     tab.select(lambda m: show(m, False), model, outputs, api_visibility="private")
+
+
+# ---- the shareable link ------------------------------------------------------------------------------
+
+def _as_choice(word, choices):
+    """A linked word as the dropdown holds it ("Laura (18:23)"), when it names one choice; else as given."""
+    if not word:
+        return None
+    same = [value for label, value in choices if value == word or label.rsplit(" (", 1)[0] == word]
+    return same[0] if len(same) == 1 else word
+
+
+def open_link(raw, choices):
+    """A page load: the link's checked values into the page (note, model, tab, each tab's boxes, the link)."""
+    link = share_link.parse_link(raw, choices)
+    fills = []
+    for tab in ("coreference", "negation"):
+        if link.tab != tab:
+            fills += [gr.update()] * 3
+            continue
+        sources, words = backend.word_choices(link.text, tab)
+        fills += [link.text, gr.update(choices=sources, value=_as_choice(link.source, sources)),
+                  gr.update(choices=words, value=_as_choice(link.target, words))]
+    mine = link.tab == "patching"
+    fills += [link.text if mine else gr.update(), link.twin if mine else gr.update(),
+              link.target if mine else gr.update()]
+    fills += [link.text if link.tab == "model-view" and link.text else gr.update()]
+    note = f"*{_escape(link.problem)}*" if link.problem else ""
+    return (note, link.model or gr.update(), gr.Tabs(selected=link.tab) if link.tab else gr.update(),
+            link, *fills)
+
+
+def _source_of(relation, link):
+    """The link's source word, else the sentence's first pronoun (coreference) or cue (negation)."""
+    if link.source:
+        return link.source
+    sources, _ = backend.word_choices(link.text, relation)
+    return sources[0][1] if sources else ""
+
+
+def run_linked_relation(relation, link, model, metric):
+    """The linked sentence analysed on its tab, and the linked head shown (nothing for another tab)."""
+    if link is None or link.tab != relation or not link.text:
+        return (gr.update(),) * 8
+    outputs = run_relation(relation, link.text, _source_of(relation, link), link.target, model, metric)
+    state = outputs[-1]
+    if state and link.head is not None:
+        picked = _pick(state, *link.head)          # (heatmap, dropdown, view, note, words, state)
+        if picked[-1] is not state:                 # shown (a new state): the dropdown keeps its choices
+            choice = gr.update(choices=backend.head_labels(state["model_name"]), value=f"{link.head[0]}-{link.head[1]}")
+            outputs = (outputs[0], picked[0], outputs[2], choice, *picked[2:])
+        else:                                       # no such head: the best head stays, and the note says why
+            outputs = (*outputs[:5], picked[3], *outputs[6:])
+    return outputs
+
+
+def run_linked_patching(link, model):
+    if link is None or link.tab != "patching" or not link.text:
+        return (gr.update(),) * 9
+    return run_patching(link.text, link.twin, link.target, model, "noising")
+
+
+def run_linked_model_view(link, model, layers, heads):
+    if link is None or link.tab != "model-view" or not link.text:
+        return gr.update(), gr.update()
+    return show_model_view(link.text, model, layers, heads)
 
 
 def build_demo() -> gr.Blocks:
@@ -586,18 +688,36 @@ def build_demo() -> gr.Blocks:
         menu = model_menu()
         model = gr.Dropdown(menu.choices, value=DEFAULT_MODEL, label="Model", elem_id="model",
                             allow_custom_value=menu.allow_typed, info=menu.note)
-        with gr.Tabs():
+        link_note = gr.Markdown(elem_id="link-note")
+        raw_link = gr.Textbox(visible=False)      # the page's URL values as JSON, filled by share_link.READ_JS
+        link = gr.State(None)
+        parts = {}
+        with gr.Tabs() as tabs:
             for relation, (title, _, _) in RELATIONS.items():
-                with gr.Tab(title, id=relation):
-                    relation_tab(relation, model)
-            with gr.Tab("Patching (causal)", id="patching"):
-                patching_tab(model)
-            with gr.Tab("Model view", id="model-view"):
-                model_view_tab(model)
+                with gr.Tab(title, id=relation) as tab:
+                    parts[relation] = relation_tab(relation, model)
+            with gr.Tab("Patching (causal)", id="patching") as tab:
+                parts["patching"] = patching_tab(model)
+            with gr.Tab("Model view", id="model-view") as tab:
+                parts["model-view"] = model_view_tab(model)
             with gr.Tab("Probing report", id="report") as report:
                 report_tab(model, report)
-            with gr.Tab("About", id="about"):
+            with gr.Tab("About", id="about") as tab:
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
+        # No URL write on a tab's select: Gradio fires it for the first tab as the page opens, which would
+        # overwrite the link before READ_JS reads it. Each tab writes its tab with its results instead.
+        fills = [box for key in ("coreference", "negation", "patching", "model-view") for box in parts[key]["fill"]]
+        private = {"api_visibility": "private"}
+        opened = demo.load(lambda raw: open_link(raw, menu.choices), raw_link,
+                           [link_note, model, tabs, link, *fills], js=share_link.READ_JS, queue=False, **private)
+        for relation in RELATIONS:
+            opened = opened.then(lambda l, m, metric, r=relation: run_linked_relation(r, l, m, metric),
+                                 [link, *parts[relation]["inputs"]], parts[relation]["outputs"], **private,
+                                 **MODEL_GROUP)
+        opened = opened.then(run_linked_patching, [link, *parts["patching"]["inputs"]], parts["patching"]["outputs"],
+                             **private, **MODEL_GROUP)
+        opened.then(run_linked_model_view, [link, *parts["model-view"]["inputs"]], parts["model-view"]["outputs"],
+                    **private, **MODEL_GROUP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
         gr.api(head_view, api_name="head_view", **MODEL_GROUP)
         gr.api(patch_heads, api_name="patch_heads", **MODEL_GROUP)
