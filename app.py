@@ -517,7 +517,9 @@ def patching_tab(model: gr.Dropdown) -> dict:
     outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
     gallery.click(gallery_fill, gallery, [clean, twin, target, state, filled_for], queue=False,
                   **private).then(run_patching, inputs, outputs, **private, **MODEL_GROUP)
-    clean.input(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
+    # .change, not .input: a pasted or script-filled sentence counts too; the gallery's own fill sets the
+    # sentence and `filled_for` together, so it clears nothing.
+    clean.change(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
     state.change(patch_downloads, state, table_links, queue=False, **private)
     table_links.change(None, [clean, twin, target, model], None, **private,
                        js=share_link.write_js("patching", ["text", "twin", "target", "model"]))
