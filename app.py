@@ -498,11 +498,12 @@ def patching_tab(model: gr.Dropdown) -> dict:
     head_note = gr.Markdown(elem_id="patch-head")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
+            # The title as Markdown, not the plot's label: with a label Gradio cuts the colour legend off below.
+            gr.Markdown("**Effect against attention**, one point per head, coloured by layer")
             scatter = gr.ScatterPlot(x="attention", y="effect", color="layer", tooltip=["head", "attention", "effect"],
                                      x_title="attention: swapped word → target", y_title="patching effect",
-                                     color_title="layer", label="Effect against attention, one point per head",
-                                     x_axis_format=".2f", y_axis_format=".2f", x_label_angle=0,
-                                     height=360, elem_id="patch-scatter")
+                                     color_title="layer", show_label=False, x_axis_format=".2f",
+                                     y_axis_format=".2f", height=340, elem_id="patch-scatter")
             correlation = gr.Markdown(elem_id="patch-correlation")
         with gr.Column(scale=5, min_width=300):
             gr.Markdown("**Top heads on this pair** (by the effect shown), beside the same effect over the built-in "

@@ -327,11 +327,11 @@ def table_html(table: pd.DataFrame, kind: str) -> str:
 
 
 def scatter_frame(effects: np.ndarray, attention: np.ndarray) -> pd.DataFrame:
-    """One row per head: its label, layer (as text "layer 3", for a colour legend with keys), attention and
-    effect."""
+    """One row per head: its label, layer (as text, for a colour legend with one key per layer; short, so
+    the keys fit a narrow screen), attention and effect."""
     n_layers, n_heads = attention.shape
     return pd.DataFrame({"head": [f"{l}-{h}" for l in range(n_layers) for h in range(n_heads)],
-                         "layer": [f"layer {l}" for l in range(n_layers) for _ in range(n_heads)],
+                         "layer": [str(l) for l in range(n_layers) for _ in range(n_heads)],
                          "attention": attention.reshape(-1).astype(float).round(4),
                          "effect": effects.reshape(-1).astype(float).round(4)})
 
@@ -342,8 +342,8 @@ LAYER_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00
 
 
 def layer_colours(n_layers: int) -> dict[str, str]:
-    """The scatter's colour per layer label ("layer 0" ...), so its legend shows a key for each layer."""
-    return {f"layer {l}": LAYER_PALETTE[l % len(LAYER_PALETTE)] for l in range(n_layers)}
+    """The scatter's colour per layer label ("0", "1", ...), so its legend shows a key for each layer."""
+    return {str(l): LAYER_PALETTE[l % len(LAYER_PALETTE)] for l in range(n_layers)}
 
 
 def correlation_line(rho: float | None, kind: str) -> str:
