@@ -59,7 +59,15 @@ CSS = patch_view.TABLE_CSS + """
   #coref-table th .header, #neg-table th .header {overflow-wrap: anywhere !important}
   #coref-table table, #neg-table table {table-layout: fixed; width: 100% !important; min-width: 0 !important}
 }
-.stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}"""
+.stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}
+/* On a narrow screen the report's heatmaps wrap to full-width rows (min_width), where Gradio's image frame
+   collapses to 0 px tall: give the picture its own height from its width. */
+@media (max-width: 640px) {
+  #report-coref .image-container, #report-neg .image-container, #report-coref button, #report-neg button,
+  #report-coref .image-frame, #report-neg .image-frame {height: auto !important; width: 100% !important}
+  #report-coref img, #report-neg img {width: 100% !important; height: auto !important; min-height: 80px;
+                                      object-fit: contain}  /* min-height: a lazy image of 0 px never loads */
+}"""
 STALE_NOTE = ("The sentence changed, so the heatmap, table and views of the previous sentence were cleared. "
               "Press **Analyse** for this one.")
 CANDIDATES_LABEL = "Next: which word does the pronoun refer to?"
