@@ -8,6 +8,8 @@ API (a contract; see `score_heads` and `head_view` below):
 - `/head_view` (text, model, layer, head) -> the bertviz head view as a sandboxed iframe;
 - `/patch_heads` (clean, corrupt, model, target) -> JSON with every head's patching effects and attention.
 Bad input raises `gr.Error` with a message in words; the server keeps serving.
+
+The page keeps its sentence, model, tab and head in its URL (`probing.demo.share_link`): a link reopens them.
 """
 from __future__ import annotations
 
