@@ -150,7 +150,8 @@ def test_negation_gallery_and_metric_switch(watched):
         page.get_by_text("Causal models").is_visible()
     watched.shot("negation")
     for label, expected in (("attention: cue → next word", "Attention 'not' → 'sign'"),
-                         ("baseline: any word → the word after it", "Baseline: attention from each word")):
+                         ("baseline: any word → the word after it", "Baseline: attention from each word"),
+                         ("paired difference on the built-in set (the main score)", "Paired difference on the built-in")):
         page.locator("#neg-metric").get_by_text(label, exact=True).click()
         page.wait_for_function(
             f"document.querySelector('#neg-heatmap .hh-title').textContent.startsWith({expected!r})", timeout=TIMEOUT)

@@ -43,7 +43,7 @@ DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 # The dataset beside a sentence's scores ("set:" columns, heatmap dots): for coreference GAP where the report
 # has it, since most built-in items are solved by pronoun agreement alone; else the built-in set.
 SET_COLUMNS_FROM = {"coreference": ("gap-dev", "builtin-coref"), "negation": ("builtin-negation",)}
-HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "above_baseline")
+HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "above_baseline", "set_paired_difference")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
 ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
 DEMO_MAX_TOKENS = int(os.environ.get("PROBING_DEMO_MAX_TOKENS", "512"))
