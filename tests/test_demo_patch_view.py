@@ -157,3 +157,23 @@ def test_patching_runs_in_its_own_lane_one_job_at_a_time_beside_scoring():
     assert all(guard.FORWARD_SLOTS.acquire(blocking=False) for _ in range(guard.CONCURRENCY))
     for _ in range(guard.CONCURRENCY):                              # patching never held a scoring slot
         guard.FORWARD_SLOTS.release()
+
+
+def test_the_page_table_keeps_four_columns_on_a_narrow_screen_and_escapes_everything():
+    """The HTML table: every top head with this pair's effect, attention and the set's effect with its CI; the
+    other effect and p_fwer in the hidden-on-wide details line; headers of whole words; nothing unescaped."""
+    import pandas as pd
+    from probing.demo.patch_view import TABLE_CSS, empty_top_table, table_html
+    table = pd.DataFrame({"head": ["5-9", "<b>x</b>"], "noising": [0.474, 0.1], "denoising": [0.507, -0.2],
+                          "attention": [0.012, 0.3], "set: noising": [0.352, None],
+                          "set: noising 95% CI": ["0.298 to 0.395", None],
+                          "set: noising p_fwer < 0.05": ["yes", None]})
+    page = table_html(table, "noising")
+    assert page.count('<tr class="pt-main">') == 2 and page.count('<tr class="pt-details">') == 2
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    header = page.split("</thead>")[0]
+    shown = [h for h in header.split("<th")[2:] if 'class="pt-wide"' not in h]    # [0], [1]: <table> and <thead>
+    assert len(shown) == 4 and "this pair: noising" in header and "95% CI" in header
+    assert "denoising 0.507 · set p_fwer &lt; 0.05: yes" in page and "0.298 to 0.395" in page
+    assert "word-break: normal" in TABLE_CSS and ".pt-table .pt-wide {display: none}" in TABLE_CSS
+    assert "Patch a pair" in table_html(empty_top_table("denoising"), "denoising")

@@ -107,3 +107,13 @@ def test_patching_findings_put_the_gate_first_and_name_heads_only_when_it_passes
     (folder / "patching" / "toy-pairs" / "summary.json").write_text(json.dumps(
         {**base, "gate": {"passed": True, "clean_minus_corrupt": 1.0, "ci": [0.2, 1.8]}}))
     assert "- Patching, **toy-pairs**" in findings_markdown(folder, "toy")
+
+
+def test_downloads_are_plain_links_with_escaped_names(tmp_path):
+    from probing.demo.report_page import downloads_html
+    odd = tmp_path / 'a "quoted" <name>.csv'
+    odd.write_text("task,layer\n")
+    page = downloads_html([str(odd)])
+    assert page.count("<a ") == 1 and 'href="gradio_api/file=' in page and "<name>" not in page
+    assert "&lt;name&gt;" in page and "(11 B)" in page and "Remove" not in page
+    assert downloads_html([]) == ""

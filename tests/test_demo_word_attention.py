@@ -15,3 +15,17 @@ def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
     np.testing.assert_allclose(shaded.values[:, :, 3], analysis.scores.attention, atol=1e-5)
     # Every head's attention from "she" goes to words or special tokens, nowhere else.
     np.testing.assert_allclose(shaded.values.sum(-1) + shaded.special, 1.0, atol=1e-5)
+
+
+def test_the_source_is_named_as_a_reader_sees_it():
+    """"didn't" is three pieces ("didn", "'", "t"); the title names the cue "n't" and its word, never "'"."""
+    from probing.demo.word_attention import source_name, word_attention
+    text = "The lawyer didn't sign."
+    assert source_name(text, (14, 17)) == "\u201cn't\u201d (in \u201cdidn't\u201d)"
+    assert source_name(text, (11, 17)) == "\u201cdidn't\u201d"
+    assert source_name("She said it.", (0, 3)) == "\u201cShe\u201d"
+    offsets = [(0, 0), (0, 3), (4, 10), (11, 15), (15, 16), (16, 17), (18, 22), (22, 23), (0, 0)]
+    word_ids = [None, 0, 1, 2, 3, 4, 5, 6, None]
+    attention = np.full((1, 1, 9, 9), 1 / 9)
+    shaded = word_attention(text, offsets, word_ids, attention, (14, 17))
+    assert shaded.words[shaded.source] == "'" and shaded.source_name == "\u201cn't\u201d (in \u201cdidn't\u201d)"

@@ -73,25 +73,38 @@ def test_truncation_is_noted():
 
 @pytest.mark.slow
 def test_quickstart_notebook_runs_offline_and_shows_the_inlined_views(tmp_path, monkeypatch):
+    """Run as after the README's set-up: from the notebooks folder, with nothing of the checkout on PYTHONPATH
+    and no `pip install -e .` (its first cell finds the repository root); only HTML for the views."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the checkout's library, installed or not
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")     # any attempt to reach the hub fails the notebook
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert all(cell.get("outputs", []) == [] for cell in notebook.cells), "commit the notebook without outputs"
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
 
     outputs = [cell.outputs for cell in notebook.cells if cell.cell_type == "code"]
     assert not [o for cell in outputs for o in cell if o.output_type == "error"]
     printed = "".join(o.get("text", "") for cell in outputs for o in cell if o.output_type == "stream")
+    assert f"probing from {ROOT / 'probing'}" in printed
     assert "builtin-negation: 372 records, 0 skipped" in printed and "cue->next_word" in printed
     best = re.search(r"head (\d+)-(\d+)", printed)
     assert best and best.groups() == ("1", "7")           # the negation head of MiniLM (see README)
-    shown = [next((o["data"] for o in cell if o.output_type == "execute_result"), {}) for cell in outputs]
-    table = shown[1]["text/html"]
-    assert "above_baseline_ci_low" in table and "next_word_baseline" in table
-    head_view, model_view = shown[2]["text/html"], shown[3]["text/html"]
-    assert_offline_view(head_view, opens_on='"layer":1,"heads":[7]')
-    assert_offline_view(model_view, opens_on='"include_layers":[1]')
+    # The table: the columns the text describes, sorted by the main score as the text says.
+    table = next(o["data"] for o in outputs[2] if o.output_type == "execute_result")["text/html"]
+    assert "paired_difference_ci_low" in table and "paired_p_fwer" in table and "p_holm" not in table
+    values = [float(v) for v in re.findall(r"<tr>\s*<th>\d+</th>\s*<td>[\d.]+</td>\s*<td>[\d.]+</td>\s*<td>(-?[\d.]+)</td>",
+                                           table)]
+    assert len(values) == 5 and values == sorted(values, reverse=True)
+    text = " ".join("".join(c.source) for c in notebook.cells if c.cell_type == "markdown")
+    assert "p_holm" not in text and "sorted by `paired_difference`" in text
+    # The views: HTML only (display_data with text/html), never their markup printed as text.
+    displayed = [o for cell in outputs[3:] for o in cell if o.output_type == "display_data"]
+    assert len(displayed) == 2 and all(set(o["data"]) >= {"text/html"} for o in displayed)
+    assert "<iframe" not in printed
+    assert_offline_view(displayed[0]["data"]["text/html"], opens_on='"layer":1,"heads":[7]')
+    assert_offline_view(displayed[1]["data"]["text/html"], opens_on='"include_layers":[1]')
+    size = len(nbformat.writes(notebook))
+    assert size < 3_000_000, f"the executed notebook is {size:,} bytes"

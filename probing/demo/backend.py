@@ -43,7 +43,7 @@ DATASET_FOR = {"coreference": "builtin-coref", "negation": "builtin-negation"}
 # The dataset beside a sentence's scores ("set:" columns, heatmap dots): for coreference GAP where the report
 # has it, since most built-in items are solved by pronoun agreement alone; else the built-in set.
 SET_COLUMNS_FROM = {"coreference": ("gap-dev", "builtin-coref"), "negation": ("builtin-negation",)}
-HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "above_baseline")
+HEATMAP_METRICS = ("mean_attention", "next_word_baseline", "above_baseline", "set_paired_difference")
 CACHE_DIR = Path(os.environ.get("PROBING_CACHE_DIR", Path.home() / ".cache" / "probing-reports"))
 ABOUT = (Path(__file__).resolve().parent / "about.md").read_text(encoding="utf-8")
 DEMO_MAX_TOKENS = int(os.environ.get("PROBING_DEMO_MAX_TOKENS", "512"))
@@ -418,17 +418,21 @@ def head_view(text: str, model: str | None, layer=None, head=None, max_tokens: i
 
 
 def model_view(text: str, model: str | None, layers: list[int] | None = None,
-               max_tokens: int = MODEL_VIEW_TOKENS) -> View:
-    """The bertviz model view of one sentence (a subset of layers keeps the page light)."""
+               max_tokens: int = MODEL_VIEW_TOKENS, heads: list[int] | None = None) -> View:
+    """The bertviz model view of one sentence (a subset of layers keeps the page light; a subset of heads
+    gives wider thumbnails, for a narrow screen)."""
     from probing.views import model_view_html
     text, name, layers = text_field(text, MAX_TEXT_CHARS), check_model_allowed(model), layers_field(layers)
+    heads = layers_field(heads)          # the same shape of field: a short list of small numbers
     with worded():
         cleaned = clean_text(text)
     loaded = get_model(name)
     with worded():
         layers = [_index("layer", l, loaded.n_layers) for l in layers] if layers else None
+        heads = [_index("head", h, loaded.n_heads) for h in heads] if heads else None
     sentence = forward(loaded, cleaned)
-    result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens)
+    result = model_view_html(sentence.tokens, sentence.attention, layers=layers, max_tokens=max_tokens,
+                             heads=heads)
     notes = text_notes(text, loaded, sentence.encoded.truncated) + ([result.note] if result.note else [])
     return View(result.html, " ".join(notes))
 

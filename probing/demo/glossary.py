@@ -15,11 +15,15 @@ from probing.demo.heatmap import heatmap_html
 # The negation heatmap's choices: (label shown, metric), and what each metric's numbers mean.
 METRIC_CHOICES = [("above baseline: attention minus the next-word baseline", "above_baseline"),
                   ("attention: cue → next word", "mean_attention"),
-                  ("baseline: any word → the word after it", "next_word_baseline")]
+                  ("baseline: any word → the word after it", "next_word_baseline"),
+                  ("paired difference on the built-in set (the main score)", "set_paired_difference")]
 METRIC_HELP = ("Above baseline = the head's attention from the cue to the next word minus its baseline (its attention "
                "from any word to the word after it in this sentence). Above 0 (red): the head does more than "
                "look one word ahead.")
-SIGNED_METRICS = ("above_baseline",)
+SIGNED_METRICS = ("above_baseline", "set_paired_difference")
+# A sentence has no control twin of its own, so the paired difference (cue vs a control adverb in the same
+# place) comes from the model's report on the built-in negation set: the same heads, scored over 45 templates.
+SET_METRICS = {"set_paired_difference": "paired_difference"}
 
 # Columns of the top-heads table: the demo's names -> plain labels, and a one-line meaning per label.
 PLAIN_COLUMNS = {
@@ -70,6 +74,9 @@ def heatmap_title(scores: SentenceScores, metric: str) -> str:
                 f"pairs (the pair starting at the cue {source} left out), every layer × head")
     if metric == "above_baseline":
         return f"Above baseline: attention {arrow} minus the next-word baseline, every layer × head"
+    if metric == "set_paired_difference":
+        return ("Paired difference on the built-in negation set: attention cue → next word minus a control adverb "
+                "→ the same word, every layer × head (not this sentence)")
     return f"Attention {arrow}, every layer × head"
 
 
@@ -79,11 +86,28 @@ def value_meaning(relation: str, metric: str) -> str:
         return "Each number: the share of the source word's attention that goes to the target word (0 to 1)."
     if metric == "next_word_baseline":
         return "Each number: how much this head looks one word ahead in general; the bar the cue must clear."
+    if metric == "set_paired_difference":
+        return ("Each number: the head's mean attention from not/n't to the next word minus its attention from a "
+                "control adverb in the same place (\"did really sign\"), over the built-in set; red: the head "
+                "singles out the cue. Grey n/a: no report for this model yet (Probing report tab).")
     return "Each number: attention from the cue to the next word minus this baseline. Red: above 0; blue: below."
 
 
-def metric_values(scores: SentenceScores, metric: str) -> np.ndarray:
+def set_values(dataset: pd.DataFrame | None, column: str, shape: tuple[int, int]) -> np.ndarray:
+    """(layers, heads) of one column of the model's table on the built-in set; NaN where it has none."""
+    values = np.full(shape, np.nan)
+    if dataset is None or column not in dataset:
+        return values
+    for layer, head, value in zip(dataset["layer"], dataset["head"], dataset[column]):
+        if 0 <= layer < shape[0] and 0 <= head < shape[1]:
+            values[int(layer), int(head)] = float(value)
+    return values
+
+
+def metric_values(scores: SentenceScores, metric: str, dataset: pd.DataFrame | None = None) -> np.ndarray:
     """The (layers, heads) values a metric shows; coreference has only attention."""
+    if scores.relation == "negation" and metric in SET_METRICS:
+        return set_values(dataset, SET_METRICS[metric], scores.attention.shape)
     if scores.relation != "negation" or metric == "mean_attention":
         return scores.attention
     if metric == "next_word_baseline":
@@ -111,8 +135,8 @@ def sentence_heatmap(scores: SentenceScores, metric: str, selected: tuple[int, i
     `dataset` is the model's `heads.csv` on the built-in set (or None): its significant heads get a dot.
     """
     metric = metric if scores.relation == "negation" else "mean_attention"
-    values = metric_values(scores, metric)
-    return heatmap_html(values, heatmap_title(scores, metric), scores.is_argmax if metric != "next_word_baseline"
-                        else None, selected=selected, diverging=True if metric in SIGNED_METRICS else None,
+    values = metric_values(scores, metric, dataset)
+    sentence_metric = metric not in ("next_word_baseline", *SET_METRICS)
+    return heatmap_html(values, heatmap_title(scores, metric), scores.is_argmax if sentence_metric else None, selected=selected, diverging=True if metric in SIGNED_METRICS else None,
                         significant=significant_heads(dataset, values.shape),
                         value_meaning=value_meaning(scores.relation, metric))

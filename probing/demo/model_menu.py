@@ -50,8 +50,24 @@ class ModelMenu:
     note: str
 
 
+def install_hint() -> str:
+    """How to add the optional offline models that are not installed yet (empty when all are)."""
+    from probing.install_models import OPTIONAL_MODELS
+    missing = [name for name in OPTIONAL_MODELS if name not in installed_short_names()]
+    if not missing:
+        return ""
+    return (f" To add {' and '.join(missing)} offline, run `python -m probing.install_models {' '.join(missing)}` "
+            "on the server and restart the demo.")
+
+
 def model_menu(reachable: bool | None = None) -> ModelMenu:
     """The dropdown's content; `reachable` None runs the start-up check (unless PROBING_HUB_CHECK=0)."""
+    menu = _menu(reachable)
+    menu.note += install_hint()
+    return menu
+
+
+def _menu(reachable: bool | None) -> ModelMenu:
     allowed = allowed_models()
     # Installed short names and local folders need no hub; everything else is a hub id.
     offline = [m for m in allowed if m in installed_short_names() or Path(m).expanduser().is_dir()]

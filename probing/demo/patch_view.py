@@ -15,6 +15,7 @@ the library's ValueErrors become `DemoError` in words.
 """
 from __future__ import annotations
 
+import html
 import os
 import re
 from contextlib import contextmanager
@@ -269,13 +270,72 @@ def empty_top_table(kind: str = "noising") -> pd.DataFrame:
                                  f"set: {kind} 95% CI", f"set: {kind} p_fwer < 0.05"])
 
 
+# A narrow screen shows the four columns a reader needs first; the others go to a details line under each row.
+NARROW_COLUMNS = ("head", "this pair", "attention", "set")
+TABLE_CSS = """.pt-table {width: 100%; border-collapse: collapse; font-size: 14px; table-layout: auto}
+.pt-table th, .pt-table td {padding: 4px 6px; border-bottom: 1px solid #e5e7eb; text-align: right;
+  word-break: normal; overflow-wrap: normal; hyphens: none}
+.pt-table th {font-weight: 600; vertical-align: bottom; white-space: normal}
+.pt-table th:first-child, .pt-table td:first-child {text-align: left}
+.pt-table .pt-ci {display: block; color: #666; font-size: 12px; white-space: nowrap}
+.pt-table tr.pt-details td {display: none}
+@media (max-width: 640px) {
+  .pt-table {font-size: 13px}
+  .pt-table .pt-wide {display: none}
+  .pt-table tr.pt-main td {border-bottom: 0}
+  .pt-table tr.pt-details td {display: table-cell; text-align: left; color: #555; font-size: 12px; padding-top: 0}
+}"""
+
+
+def _cell(value, decimals: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.{decimals}f}" if isinstance(value, (float, np.floating)) else html.escape(str(value))
+
+
+def table_html(table: pd.DataFrame, kind: str) -> str:
+    """The top-heads table as the page shows it: on a wide screen every column, on a narrow one (CSS `pt-wide`
+    hidden) head, this pair's effect, attention and the set's effect with its CI, and a details line under each
+    row with the rest, so nothing scrolls sideways and no header breaks inside a word. Every value is escaped."""
+    kind = choice_field(kind, "effect", KINDS)
+    other = "denoising" if kind == "noising" else "noising"
+    ci, passed = f"set: {kind} 95% CI", f"set: {kind} p_fwer < 0.05"
+    header = (f"<tr><th>head</th><th>this pair: {kind}</th><th>attention</th><th class=\"pt-wide\">this pair: "
+              f"{other}</th><th>set: {kind} <span class=\"pt-ci\">95% CI</span></th>"
+              f"<th class=\"pt-wide\">set: p_fwer &lt; 0.05</th></tr>")
+    rows = []
+    for _, row in table.iterrows():
+        interval = row.get(ci)
+        rows.append(
+            f"<tr class=\"pt-main\"><td>{_cell(row['head'])}</td><td>{_cell(row[kind])}</td>"
+            f"<td>{_cell(row['attention'])}</td><td class=\"pt-wide\">{_cell(row[other])}</td>"
+            f"<td>{_cell(row.get(f'set: {kind}'))}<span class=\"pt-ci\">{_cell(interval)}</span></td>"
+            f"<td class=\"pt-wide\">{_cell(row.get(passed))}</td></tr>"
+            f"<tr class=\"pt-details\"><td colspan=\"6\">{other} {_cell(row[other])} · set p_fwer &lt; 0.05: "
+            f"{_cell(row.get(passed))}</td></tr>")
+    if not rows:
+        rows.append('<tr><td colspan="6" style="color:#777">Patch a pair to list its top heads.</td></tr>')
+    return f'<table class="pt-table"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def scatter_frame(effects: np.ndarray, attention: np.ndarray) -> pd.DataFrame:
-    """One row per head: its label, layer (as text, for colour), attention and effect."""
+    """One row per head: its label, layer (as text, for a colour legend with one key per layer; short, so
+    the keys fit a narrow screen), attention and effect."""
     n_layers, n_heads = attention.shape
     return pd.DataFrame({"head": [f"{l}-{h}" for l in range(n_layers) for h in range(n_heads)],
                          "layer": [str(l) for l in range(n_layers) for _ in range(n_heads)],
                          "attention": attention.reshape(-1).astype(float).round(4),
                          "effect": effects.reshape(-1).astype(float).round(4)})
+
+
+# Colour-blind-safe keys for the scatter's layers (Okabe-Ito, then Tableau's), cycled for deeper models.
+LAYER_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+                 "#8c564b", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def layer_colours(n_layers: int) -> dict[str, str]:
+    """The scatter's colour per layer label ("0", "1", ...), so its legend shows a key for each layer."""
+    return {str(l): LAYER_PALETTE[l % len(LAYER_PALETTE)] for l in range(n_layers)}
 
 
 def correlation_line(rho: float | None, kind: str) -> str:

@@ -6,6 +6,8 @@ Internal files (resume markers such as `.done.json`, hidden or temporary files) 
 """
 from __future__ import annotations
 
+import html
+
 import json
 import os
 import threading
@@ -229,3 +231,20 @@ def report_downloads(folder: Path, out_dir: Path, name: str) -> list[str]:
             os.replace(partial, target)
         downloads.append(str(target))
     return downloads
+
+
+def downloads_html(paths: list[str]) -> str:
+    """The report's downloads as plain links served by Gradio's file route (the folder is on `allowed_paths`):
+    read-only, with no "Remove this file" button as a file component has. Names and paths are escaped."""
+    from urllib.parse import quote
+    items = []
+    for path in paths:
+        file = Path(path)
+        size = file.stat().st_size if file.exists() else 0
+        shown = f"{size / 1024:,.0f} kB" if size >= 1024 else f"{size} B"
+        items.append(f'<li><a href="gradio_api/file={html.escape(quote(str(file)), quote=True)}" '
+                     f'download="{html.escape(file.name, quote=True)}">{html.escape(file.name)}</a> ({shown})</li>')
+    if not items:
+        return ""
+    return ('<div class="report-downloads"><b>Download:</b> the whole report as one .zip, and its main CSV and '
+            f'JSON files<ul>{"".join(items)}</ul></div>')

@@ -23,10 +23,24 @@ class WordAttention:
     source: int                     # index of the source word among `words`
     values: np.ndarray              # (layers, heads, words) word-level attention from the source word
     special: np.ndarray             # (layers, heads) attention from the source word to special tokens
+    source_name: str = ""           # the source as a reader names it: “n't” (in “didn't”), not the piece “'”
 
     def to_dict(self) -> dict:
         return {"words": self.words, "spans": [list(s) for s in self.spans], "source": self.source,
                 "values": np.round(self.values, 6).tolist(), "special": np.round(self.special, 6).tolist()}
+
+
+def source_name(text: str, span: tuple[int, int]) -> str:
+    """The source in words for a title: its own text, and the whole word it sits in when that is longer
+    ("n't" of "didn't" is three pieces, "didn", "'" and "t", none of which is the cue a reader sees)."""
+    start, end = span
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    own = text[span[0]:span[1]]
+    whole = text[start:end].strip(".,;:!?\"()[]{}")
+    return f"\u201c{own}\u201d" + (f" (in \u201c{whole}\u201d)" if whole and whole != own else "")
 
 
 def word_attention(text: str, offsets: list[tuple[int, int]], word_ids: list[int | None], attention: np.ndarray,
@@ -49,7 +63,8 @@ def word_attention(text: str, offsets: list[tuple[int, int]], word_ids: list[int
     rows = attention[:, :, from_pieces, :].mean(axis=2)              # (layers, heads, pieces)
     one_hot = (words[:, None] == np.arange(n_words)[None, :]).astype(np.float64)   # (pieces, words)
     return WordAttention(words=[text[s:e] for s, e in spans], spans=spans, source=source_words[0],
-                         values=rows @ one_hot, special=rows[:, :, words < 0].sum(-1))
+                         values=rows @ one_hot, special=rows[:, :, words < 0].sum(-1),
+                         source_name=source_name(text, source_span))
 
 
 def sentence_word_attention(loaded, text: str, source_span: tuple[int, int]) -> WordAttention:

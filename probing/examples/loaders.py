@@ -896,11 +896,18 @@ DATASETS.update({alias: DATASETS[name] for alias, name in ALIASES.items()})  # s
 
 
 def default_data_root() -> Path:
-    """$PROBING_DATA_ROOT if set, else ../shared/data next to the repository root."""
+    """$PROBING_DATA_ROOT if set; in a repository checkout (or an editable install of one), ../shared/data next
+    to the repository root. An installed copy has no such neighbour, and a folder guessed inside
+    site-packages would only fail later with a confusing path, so it asks for the data root instead."""
     env = os.environ.get(DATA_ROOT_ENV, "").strip()
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    repository = Path(__file__).resolve().parents[2]
+    if (repository / "pyproject.toml").is_file():   # the checkout's root; site-packages has none
+        return repository.parent / "shared" / "data"
+    raise ExampleError(f"no data root: this copy of probing is installed as a package, so it cannot guess where "
+                       f"the real datasets are; set the {DATA_ROOT_ENV} environment variable or pass "
+                       f"data_root= (--data-root on the command line) to the folder that holds them")
 
 
 def load_dataset(name: str, data_root: str | os.PathLike | None = None, skip_bad: bool = False,

@@ -1,0 +1,72 @@
+"""The shareable link's checks (`probing.demo.share_link`) and the per-sentence downloads (`downloads`): bad or
+oversized values are dropped in words, unknown models refused, and the files hold every head."""
+import base64
+import csv
+import io
+import json
+import re
+
+from probing.demo import downloads
+from probing.demo.share_link import LIMITS, MAX_LINK_JSON_CHARS, READ_JS, parse_link, write_js
+
+MODELS = ["minilm", "mpnet"]
+
+
+def test_a_good_link_is_read_whole():
+    raw = json.dumps({"tab": "negation", "text": "She did not go.", "model": "mpnet", "head": "11-3",
+                      "source": "not", "target": "go"})
+    link = parse_link(raw, MODELS)
+    assert (link.tab, link.text, link.model, link.head, link.source, link.target, link.problem) == \
+        ("negation", "She did not go.", "mpnet", (11, 3), "not", "go", "")
+
+
+def test_an_unknown_model_is_refused_and_not_echoed():
+    link = parse_link(json.dumps({"model": "evil/<script>", "text": "x"}), MODELS)
+    assert link.model == "" and "not offered" in link.problem and "<script>" not in link.problem
+    assert link.text == "x"
+
+
+def test_bad_parts_are_dropped():
+    link = parse_link(json.dumps({"tab": "nowhere", "head": "1-2-3", "text": ["list"], "twin": 5}), MODELS)
+    assert (link.tab, link.head, link.text, link.twin) == ("", None, "", "")
+    assert parse_link(json.dumps({"text": "x" * (LIMITS["text"] + 1)}), MODELS).text == ""
+    assert parse_link(json.dumps({"head": "12345-1"}), MODELS).head is None
+
+
+def test_unreadable_or_huge_links_are_ignored_before_parsing():
+    assert "too long" in parse_link("{" + " " * MAX_LINK_JSON_CHARS + "}", MODELS).problem
+    assert "could not be read" in parse_link("{not json", MODELS).problem
+    assert "could not be read" in parse_link("[1, 2]", MODELS).problem
+    assert parse_link("", MODELS).problem == "" and parse_link(None, MODELS).problem == ""
+
+
+def test_the_scripts_bound_what_they_read_and_write():
+    assert "window.location.search.slice(0, " in READ_JS and "JSON.stringify(link)" in READ_JS
+    script = write_js("patching", ["text", "twin"])
+    assert "history.replaceState" in script and '"patching"' in script and ".slice(0, limits[key])" in script
+    for bad in (lambda: write_js("elsewhere", ["text"]), lambda: write_js("negation", ["password"])):
+        try:
+            bad()
+        except ValueError:
+            continue
+        raise AssertionError("an unknown tab or key was accepted")
+
+
+def _decoded(link_html: str, kind: str) -> tuple[str, str]:
+    match = re.search(rf'download="([^"]+\.{kind})" href="data:[^;]+;charset=utf-8;base64,([A-Za-z0-9+/=]+)"',
+                      link_html)
+    return match.group(1), base64.b64decode(match.group(2)).decode("utf-8")
+
+
+def test_downloads_hold_every_head_with_the_sentence_and_safe_names():
+    rows = [{"layer": l, "head": h, "attention": 0.1 * h} for l in range(2) for h in range(3)]
+    context = {"sentence": 'He said "<b>hi</b>", then left.', "model": "minilm"}
+    page = downloads.links_html(rows, context, "minilm/../coreference heads")
+    assert "<b>" not in page
+    name, text = _decoded(page, "csv")
+    assert name == "minilm-..-coreference-heads.csv" and "/" not in name
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert len(table) == 6 and table[0]["sentence"] == context["sentence"] and table[5]["head"] == "2"
+    name, text = _decoded(page, "json")
+    assert json.loads(text) == {**context, "heads": rows}
+    assert downloads.links_html([], context, "x") == ""
