@@ -92,6 +92,7 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     steps = [Step(f"heads/{name}", "heads", ["--data", name] + common + limit
                   + (["--n-boot", "200", "--n-perm", "2000"] if quick else []), [name])
              for name in HEADS_DATA if available(name, data_root)]
+    steps += confirm_steps(common, limit, quick, data_root)
     gap = available("gap-dev", data_root) and available("gap-test", data_root)
     coref_data = ["builtin-coref"] + (["gap"] if gap else []) + \
         [n for n in ("winobias", "winogender") if available(n, data_root)]
@@ -122,6 +123,19 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     steps.append(Step("ablation", "ablate", common + ablate_quick,
                       ["builtin-negation", "builtin-coref"] + [n for n in ("neg136-simp", "neg136-nat")
                                                                 if available(n, data_root)]))
+    return steps
+
+
+def confirm_steps(common: list[str], limit: list[str], quick: bool, data_root) -> list[Step]:
+    """Held-out confirmation (`analysis heads --confirm`) for each set that has a plan, when every set it
+    reads is present: heads chosen on the exploration half, tested unchanged on the held-out sets."""
+    from probing.confirm import CONFIRM_PLAN
+    steps = []
+    for name, (_part, held_out) in CONFIRM_PLAN.items():
+        data = list(dict.fromkeys([name] + [dataset for _label, dataset, _held in held_out]))
+        if all(available(d, data_root) for d in data):
+            steps.append(Step(f"confirm/{name}", "heads", ["--data", name, "--confirm"] + common + limit
+                              + (["--n-boot", "200", "--n-perm", "2000"] if quick else []), data))
     return steps
 
 
@@ -368,9 +382,20 @@ def report_markdown(out: Path, summary: dict, steps: list[Step]) -> str:
               "not why the model decides: the probes ask whether the pattern carries the relation better than a "
               "control, and the ablations whether the model needs those heads.", "",
               "## Contents", ""]
-    lines += [f"- [{step.name}](#{re.sub(r'[^a-z0-9-]', '', step.name.replace('/', '-').lower())})" for step in steps]
+    confirmed = [step for step in steps if step.name.startswith("confirm/")]
+    rest = [step for step in steps if step not in confirmed]
+    lines += [f"- [{step.name}](#{re.sub(r'[^a-z0-9-]', '', step.name.replace('/', '-').lower())})" for step in rest]
+    if confirmed:
+        # The claims first: heads chosen on one half and tested unchanged on data they were not chosen on.
+        lines += ["", "## Confirmed on held-out data", "",
+                  "Each relation's heads are chosen on an exploration set and tested, unchanged, on sets they were "
+                  "not chosen on (Holm over the few chosen heads). Everything after this section is exploratory: "
+                  "chosen and tested on the same data.", ""]
+        for step in confirmed:
+            for path in sorted((out / step.name).glob("*.md")):
+                lines += [_demote(_demote(_relink(path.read_text(encoding="utf-8"), step.name))), ""]
     lines += ["", model_comparison(out, summary["model"]), ""]
-    for step in steps:
+    for step in rest:
         folder = out / step.name
         lines += [f'<a id="{re.sub(r"[^a-z0-9-]", "", step.name.replace("/", "-").lower())}"></a>', ""]
         reports = sorted(p for p in folder.glob("*.md"))

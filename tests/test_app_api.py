@@ -333,8 +333,9 @@ def test_every_model_event_is_in_scoring_s_group_or_patching_s_lane():
     assert all(fn.concurrency_limit == app.CONCURRENCY for fn in grouped)
     # Every queued event that can run a model is in the group: the button, submit, gallery, picks, view, report.
     assert len(grouped) >= 2 * 6 + 1 + 2
-    # Patching (the tab's button, submit, gallery, and the API) has its own lane of one.
-    assert {fn.name for fn in patching} == {"run_patching", "patch_heads"} and len(patching) == 4
+    # Patching (the tab's button, Enter in the sentence and in the twin, the gallery, and the API) has its own
+    # lane of one.
+    assert {fn.name for fn in patching} == {"run_patching", "patch_heads"} and len(patching) == 5
     assert all(fn.concurrency_limit == 1 for fn in patching)
 
 
