@@ -74,34 +74,3 @@ def test_confirm_heads_on_the_builtin_negation_halves(minilm):
     data = json.loads(json.dumps(result.to_dict()))
     assert data["chosen_heads"] == result.chosen and data["exploration_set"].startswith("builtin-negation")
     assert len(result.top(2)) == min(2, len(result.table))
-
-
-def test_confirm_markdown_names_the_sets_and_heads_and_escapes_them():
-    from probing.report.confirm import confirm_markdown
-    table = confirmation_rows(_table([0.3, 0.2], [1, 1], p_value=[0.01, 0.6]), "paired_difference", [(0, 0), (0, 1)],
-                              "<b>held|out</b>")
-    result = ConfirmResult(model="toy", relation="negation", task="all-words", exploration_set="mine (explore)",
-                           confirmation_sets=["<b>held|out</b>"], main_score="paired_difference", chosen=["0-0", "0-1"],
-                           exploration=_table([0.3, 0.2], [0.001, 0.01]), table=table, notes=["a note"])
-    text = confirm_markdown(result)
-    assert "**mine (explore)**" in text and "**0-0, 0-1**" in text and "&lt;b&gt;held&#124;out&lt;/b&gt;" in text
-    assert "<b>" not in text and "| 0-0 | paired_difference | 0.300 [0.200, 0.400] | 0.01 | 0.02 | 23 | yes |" in text
-    assert "| 0-1 | paired_difference | 0.200 [0.100, 0.300] | 0.6 | 0.6 | 23 | no |" in text and "- a note" in text
-
-
-@needs_datasets
-def test_analysis_heads_confirm_writes_the_section(tmp_path, capsys):
-    from analysis.__main__ import main
-    out = tmp_path / "confirm"
-    assert main(["heads", "--data", "builtin-coref", "--confirm", "--limit", "80", "--n-boot", "50", "--n-perm", "500",
-                 "--out", str(out)]) == 0
-    data = json.loads((out / "confirm.json").read_text())
-    assert data["exploration_set"] == "builtin-coref (exploration half)"
-    assert data["confirmation_sets"] == ["builtin-coref (confirmation half)", "wsc273"]
-    assert len(data["chosen_heads"]) <= 5
-    assert {r["set"] for r in data["confirmation"]} == (set(data["confirmation_sets"]) if data["chosen_heads"] else set())
-    text = (out / "confirm.md").read_text()
-    assert "Exploration set: **builtin-coref (exploration half)**" in text and "**wsc273**" in text
-    assert main(["heads", "--data", "winobias", "--confirm", "--out", str(tmp_path / "x")]) != 0
-    assert "--confirm knows held-out sets for builtin-negation, builtin-coref, gap-dev; not for 'winobias'" in \
-        capsys.readouterr().err

@@ -231,7 +231,7 @@ def test_patching_and_scoring_at_once_give_the_numbers_each_gives_alone(minilm):
     returns exactly the attention it returns alone, and the patching result is the one it gives alone."""
     from probing.patching import patch_pair
     clean, corrupt = "The lawyer did not sign the contract.", "The lawyer did really sign the contract."
-    alone_scores = demo.forward(minilm, COREF)[0].attention
+    alone_scores = demo.forward(minilm, COREF).attention
     alone_patch = patch_pair(minilm, clean, corrupt, kinds=("noising", "pattern_noising"))
     results, errors = {}, []
 
@@ -246,7 +246,7 @@ def test_patching_and_scoring_at_once_give_the_numbers_each_gives_alone(minilm):
     worker.start()
     scored = []
     while worker.is_alive() or not scored:
-        scored.append(demo.forward(minilm, COREF)[0].attention)
+        scored.append(demo.forward(minilm, COREF).attention)
     worker.join(120)
     assert not errors, errors
     assert len(scored) >= 2

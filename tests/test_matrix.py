@@ -110,7 +110,7 @@ def _byte_bpe_tokenizer():
     from tokenizers import ByteLevelBPETokenizer
     from transformers import Qwen2Tokenizer
     from probing.examples import load_examples
-    texts = [e.text for name in ("builtin-negation", "builtin-coref") for e in load_examples(name)[0]]
+    texts = [e.text for name in ("builtin-negation", "builtin-coref") for e in load_examples(name)]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False)
     model = json.loads(bpe._tokenizer.to_str())["model"]
@@ -255,8 +255,8 @@ def test_patch_heads_on_two_pairs(loaded):
 def probe_examples():
     """A few built-in examples per probe: 24 coreference rows with candidates and gender, 12 negation pairs."""
     from probing.examples import load_examples
-    coref = [e for e in load_examples("builtin-coref")[0] if e.candidate_spans and e.meta.get("gender")]
-    negation = load_examples("builtin-negation")[0]
+    coref = [e for e in load_examples("builtin-coref") if e.candidate_spans and e.meta.get("gender")]
+    negation = load_examples("builtin-negation")
     pairs = {e.meta["pair"] for e in negation if e.role == "negated"}
     keep = sorted(pairs)[:12]
     return coref[:24], [e for e in negation if e.meta.get("pair") in keep and e.role in ("negated", "control")]
