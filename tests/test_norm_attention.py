@@ -94,3 +94,15 @@ def test_the_norm_column_leaves_every_other_column_as_it_was(tiny_bert):
     np.testing.assert_allclose(with_norm["norm_attention"], expected, rtol=1e-6)
     assert (with_norm["norm_attention_ci_low"] <= with_norm["norm_attention"] + 1e-9).all()
     assert without["norm_attention"].isna().all() and "not available" in without["norm_attention_note"][0]
+
+
+def test_patching_reports_the_norm_beside_the_attention(tiny_bert):
+    from probing.patching import patch_pair
+    clean, corrupt = "The lawyer did not sign the contract yesterday.", "The lawyer did really sign the contract yesterday."
+    result = patch_pair(tiny_bert, clean, corrupt, target=(clean.index("sign"), clean.index("sign") + 4),
+                        kinds=("noising", "denoising"))
+    weight, norm = _by_hand(tiny_bert, EXAMPLES[0])           # "not" is one piece: mean = last piece
+    np.testing.assert_allclose(result.attention, weight, atol=1e-5)
+    np.testing.assert_allclose(result.norm_attention, norm, atol=1e-5)
+    assert {"attention", "norm_attention"} <= set(result.table.columns)
+    assert result.to_dict()["norm_attention"] == result.norm_attention.tolist()

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probing import hooks
+from probing import attention as attention_function, hooks
 from probing.models import LoadedModel, as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
@@ -119,13 +119,28 @@ class _Base:
     z: dict[int, torch.Tensor]                 # layer -> [2, pos, head, d_head]
     patterns: dict[int, torch.Tensor]          # layer -> [2, head, q, k]
     layer_inputs: dict[int, torch.Tensor]      # layer -> the hidden states entering it  # [2, pos, d_model]
+    norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available (MPNet)
 
 
 def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
+    weights = attention_function.head_output_weights(hooks.head_layout(module))
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
-            hooks.cache_layer_inputs(module) as layer_inputs:
+            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights) as norms:
         output = run_readout(module, ids, readout)
-    return _Base(output, z, patterns, layer_inputs)
+    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(weights) else None)
+
+
+def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[int]) -> tuple[np.ndarray | None, bool]:
+    """(the clean run's source -> target reading of `patterns` [layer, head, q, k] (mean over the source's
+    pieces, sum over the target's), [layers, heads] or None without a target; whether it was read backwards)."""
+    source_pattern = patterns[:, :, source].mean(2)                                              # [L, H, k]
+    reading = source_pattern[:, :, target].sum(-1).numpy() if target else None
+    reversed_ = bool(target) and min(target) > max(source) and not patterns.triu(1).any()
+    if reversed_:
+        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
+        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
+        reading = patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
+    return reading, reversed_
 
 
 def _start(module, layer: int, chunk: list[_Row], base: _Base):
@@ -174,13 +189,13 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
                for i, kind in enumerate(kinds)}
     clean_patterns = torch.stack([base.patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
-    attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
-    reversed_ = bool(target) and min(target) > max(source) and not clean_patterns.triu(1).any()
-    if reversed_:
-        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
-        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
-        attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
-    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+    attention, reversed_ = _source_to_target(clean_patterns, source, target)
+    norm_attention = None
+    if base.norms is not None and target:
+        # Kobayashi et al.'s alpha_st ||f(x_t)||, read exactly as the weights are (same pieces, same direction)
+        clean_norms = torch.stack([n[0] for n in base.norms]).cpu()                               # [L, H, k]
+        norm_attention, _ = _source_to_target(clean_patterns * clean_norms[:, :, None, :], source, target)
+    return {"values": by_kind, "norm_attention": norm_attention, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
             "distance": distance, "attention": attention, "attention_reversed": reversed_,
             "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
@@ -220,6 +235,7 @@ class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
     None without a target (`attention_reversed`: a decoder's later target read target -> source);
+    norm_attention: the same reading of Kobayashi et al.'s alpha ||f(x)|| (None where not available: MPNet);
     source_pattern: from the source word to every piece, [layers, heads, pieces].
     `sanity` holds the two checks' numbers and `passed` (both within their tolerance)."""
     clean: str
@@ -236,10 +252,14 @@ class PairPatch:
     seconds: float
     readout: str = "embedding"
     attention_reversed: bool = False
+    norm_attention: np.ndarray | None = None   # [layers, heads] the same reading of alpha ||f(x)|| (None: MPNet)
 
     @property
     def table(self) -> pd.DataFrame:
-        return _table(self.effects, {} if self.attention is None else {"attention": self.attention})
+        extra = {} if self.attention is None else {"attention": self.attention}
+        if self.norm_attention is not None:
+            extra["norm_attention"] = self.norm_attention
+        return _table(self.effects, extra)
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest effect `by` (default: the first kind): layer, head, that effect, and the
@@ -257,6 +277,7 @@ class PairPatch:
                 "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist(),
+                "norm_attention": None if self.norm_attention is None else self.norm_attention.tolist(),
                 "attention_reversed": self.attention_reversed}
 
 
@@ -345,4 +366,4 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                      effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
                      readout="embedding" if readout is None else "logits",
-                     attention_reversed=out["attention_reversed"])
+                     attention_reversed=out["attention_reversed"], norm_attention=out["norm_attention"])
