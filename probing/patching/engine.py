@@ -45,9 +45,14 @@ def check_kinds(kinds) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class _Row:
     kind: str         # one of KINDS, or a sanity row
-    layer: int
+    layer: int        # the layer the row edits (a set's: its first layer, where the row starts)
     head: int
     run: int          # the run the row starts from: 0 clean, 1 corrupt; its patches take the other run's values
+    heads: tuple[tuple[int, int], ...] | None = None    # a head set's (layer, head)s patched together (z kinds)
+
+    def patched(self) -> tuple[tuple[int, int], ...]:
+        """The (layer, head)s whose z this row takes from the other run: its set, or its one head."""
+        return self.heads if self.heads is not None else ((self.layer, self.head),)
 
 
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
@@ -91,7 +96,8 @@ def _chunk_patches(rows: list[_Row], z: dict, patterns: dict, source: torch.Tens
     for local, row in enumerate(rows):
         other = 1 - row.run
         if row.kind in ("noising", "denoising"):
-            z_rows.setdefault(row.layer, []).append((local, row.head, z[row.layer][other, :, row.head]))
+            for layer, head in row.patched():
+                z_rows.setdefault(layer, []).append((local, head, z[layer][other, :, head]))
         elif row.kind in ("pattern_noising", "pattern_denoising"):
             pattern_rows.setdefault((row.layer, False), []).append(
                 (local, row.head, patterns[row.layer][other, row.head]))
@@ -199,6 +205,38 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
             "distance": distance, "attention": attention, "attention_reversed": reversed_,
             "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
+
+
+def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:
+    """One row per (kind, head set), then the sanity rows: a set's heads take the other run's z together, in one
+    row that starts at the set's first layer. Only the z kinds (noising, denoising)."""
+    bad = [k for k in kinds if k not in ("noising", "denoising")]
+    if bad or not head_sets or any(not heads for heads in head_sets):
+        raise ValueError(f"head sets patch z only (noising, denoising), and each set needs a head; got kinds "
+                         f"{list(kinds)} and {len(head_sets)} sets")
+    rows = [_Row(kind, min(layer for layer, _ in heads), -1, 1 if kind == "denoising" else 0, tuple(heads))
+            for kind in kinds for heads in head_sets]
+    return rows + _plan(0, 0, ())
+
+
+def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_sets, kinds=("noising", "denoising"),
+                  max_rows: int = 512, readout: LogitReadout | None = None) -> dict:
+    """As `_patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
+    takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
+    effects, and a one-head set gives exactly that head's single-head number."""
+    started = time.perf_counter()
+    layout = hooks.head_layout(module)
+    head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
+    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
+    base = _base_run(module, ids, readout)
+    value, base_values, distance = value_function(base.output, readout)
+    rows = set_rows(head_sets, kinds)
+    values = _patched_values(module, ids, rows, base, [], max_rows, readout, value)
+    n = len(head_sets)
+    return {"values": {kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
+            "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
+            "distance": distance, "seconds": time.perf_counter() - started}
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
