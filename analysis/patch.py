@@ -1,12 +1,16 @@
 """`python -m analysis patch`: activation patching of every head (and of its attention pattern) on the minimal
-pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder."""
+pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder, and with
+--sets also sets.csv (heads patched together against layer-matched random sets) and its report section."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from probing.report.outputs import prepare_out_dir
-from probing.report.patching import PATCH_FILES, write_patching_outputs
+from probing.report.outputs import atomic_write, write_text
+from probing.report.patching import PATCH_FILES, head_sets_markdown, write_patching_outputs
+
+SETS_FILE = "sets.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trained LM head, else the sentence embedding")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
+    parser.add_argument("--sets", action="store_true", help="also patch head sets together: the top-k by attention "
+                        "score, the top-k by single-head effect and each whole layer, against layer-matched random "
+                        "sets of k heads (noising, denoising); writes sets.csv")
+    parser.add_argument("--set-sizes", default="1,3,5", help="comma-separated set sizes k for --sets (default 1,3,5)")
+    parser.add_argument("--n-random", type=int, default=100, help="random sets per chosen set for --sets")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
@@ -42,11 +51,30 @@ def _pair_key(example) -> str:
     return str(meta.get("twin", meta.get("pair", example.id)))
 
 
+def _set_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--set-sizes must be whole numbers separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--set-sizes must be positive whole numbers, got {text!r}")
+    return sizes
+
+
+def _write_sets(sets, out) -> None:
+    """sets.csv, and the section appended to report.md (written just before by write_patching_outputs)."""
+    atomic_write(out / SETS_FILE, lambda tmp: sets.table.to_csv(tmp, index=False, float_format="%.6g"))
+    write_text(out / "report.md", (out / "report.md").read_text() + "\n" + head_sets_markdown(sets))
+
+
 def run(args: argparse.Namespace) -> int:
     from probing.examples import load_examples
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
-    out = prepare_out_dir(args.out, PATCH_FILES, args.force)
+    sizes = _set_sizes(args.set_sizes) if args.sets else ()
+    if args.sets and args.n_random < 1:
+        raise ValueError(f"--n-random must be a positive whole number, got {args.n_random}")
+    out = prepare_out_dir(args.out, PATCH_FILES + ([SETS_FILE] if args.sets else []), args.force)
     out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
     examples = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
@@ -61,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
                          n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, out, args.data)
+    sets = None
+    if args.sets:
+        from probing.patching.sets import patch_head_sets
+        sets = patch_head_sets(loaded, examples, k=sizes, n_random=args.n_random, seed=args.seed, result=result,
+                               attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True)
+        _write_sets(sets, out)
     gate = result.gate
     print(f"{result.model} | {args.data} | {result.relation} | {len(result.pair_ids)} pairs | skipped {result.skipped}")
     print(f"readout: {result.readout}")
@@ -75,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             c = result.correlation[kind]
             print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+    if sets is not None:
+        for row in sets.table[sets.table["selection"] != "layer"].itertuples():
+            print(f"set {row.kind} top-{row.k} by {row.selection} ({row.heads}): {row.effect:+.3f} "
+                  f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]; random {row.random_mean:+.3f}; p_random {row.p_random:.2f}")
     print(f"sanity: {result.sanity}")
     print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
     return 0

@@ -109,3 +109,23 @@ def test_patch_head_sets_compares_with_random_sets(tiny):
     assert again.table.equals(table)          # seeded: the same random sets
     with pytest.raises(ValueError, match="positive whole"):
         patch_head_sets(tiny, _examples(), k=(0,))
+
+
+def test_cli_sets_writes_the_comparison(tmp_path, capsys):
+    import pandas as pd
+    from analysis.__main__ import main
+    from probing.examples import write_jsonl
+    data = tmp_path / "pairs.jsonl"
+    write_jsonl(_examples()[:4], data)
+    out = tmp_path / "out"
+    assert main(["patch", "--data", str(data), "--out", str(out), "--kinds", "noising,denoising", "--n-boot", "50",
+                 "--n-perm", "50", "--sets", "--set-sizes", "1,2", "--n-random", "10"]) == 0
+    sets = pd.read_csv(out / "sets.csv")
+    assert len(sets) == 2 * (2 * 2 + 6) and {"effect", "ci_low", "random_mean", "p_random"} <= set(sets)
+    report = (out / "report.md").read_text()
+    assert "## Head sets (compensation)" in report and "Behaviour first" in report
+    effects = pd.read_csv(out / "effects.csv")
+    assert {"attention", "norm_attention"} <= set(effects)
+    assert "top-1 by attention" in capsys.readouterr().out
+    assert main(["patch", "--data", str(data), "--out", str(tmp_path / "o2"), "--sets", "--set-sizes", "1,x"]) == 2
+    assert "--set-sizes must be whole numbers" in capsys.readouterr().err
