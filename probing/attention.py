@@ -162,16 +162,30 @@ class NormPlan:
 
 
 _NORMS: contextvars.ContextVar[NormPlan | None] = contextvars.ContextVar("probing_norm_plan", default=None)
+# Attention modules that compute softmax inline (no AttentionInterface): their value projection, whose output
+# [batch, pos, head*d_head] a forward hook hands to the same norm arithmetic.
+VALUE_MODULES = {"MPNetSelfAttention": "v"}
 
 
 @contextmanager
-def measuring_norms(weights: list[torch.Tensor]):
+def measuring_norms(weights: list[torch.Tensor], model=None):
     """Inside this block (this thread/context only) every attention call also leaves its layer's value-vector
-    norms ||v_t^h W_O^h|| in the yielded `NormPlan.norms` (see the module docstring)."""
+    norms ||v_t^h W_O^h|| in the yielded `NormPlan.norms` (see the module docstring). With `model`, its
+    inline-softmax attention modules (MPNet) leave them too, through a forward hook on their value projection
+    (the hook reads the context variable, so another thread's forward pass leaves nothing here)."""
     token = _NORMS.set(NormPlan(list(weights)))
+    handles = []
+    for module in ([] if model is None else model.modules()):
+        name = VALUE_MODULES.get(type(module).__name__)
+        if name is not None:
+            head_dim = module.attention_head_size
+            handles.append(getattr(module, name).register_forward_hook(
+                lambda _m, _args, out, d=head_dim: _leave_norms(out.view(*out.shape[:-1], -1, d).transpose(1, 2))))
     try:
         yield _NORMS.get()
     finally:
+        for handle in handles:
+            handle.remove()
         _NORMS.reset(token)
 
 
@@ -574,10 +588,10 @@ def read_layers(loaded, input_ids, attention_mask, source_index, words, *, path:
     """Per-layer attention reads for one batch: LayerRead (fused) or FullLayer (eager), both offering
     `.unit_attention(from_index, from_weights, to_matrix)`, `.adjacent_word_attention(words, reverse)` and
     `.weighted_by(norms)`. With `norm_weights` (`head_output_weights`), returns (reads, norms): per layer
-    ||f_h(x_t)|| [B, H, T] from the same forward pass, or None when the model's attention did not go through
-    our function on every layer (MPNet)."""
+    ||f_h(x_t)|| [B, H, T] from the same forward pass (MPNet: from a hook on its value projection), or None when
+    they were not seen on every layer."""
     is_word = words >= 0
-    with measuring_norms(norm_weights or []) as norm_plan:
+    with measuring_norms(norm_weights or [], loaded.model if norm_weights else None) as norm_plan:
         if path == EAGER:
             from probing.runner import forward_attentions
             full = forward_attentions(loaded, input_ids, attention_mask)

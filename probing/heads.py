@@ -14,7 +14,8 @@ attention tensors):
 - `norm_attention`: the norm-based score of Kobayashi et al. (2020) read the same way: sum over the target's
   pieces of ||alpha_st f(x_t)||, f(x_t) = v_t W_O (the head's value vector through its slice of the output
   projection), from the same source pieces, in the same forward pass (`probing.attention.measuring_norms`).
-  NaN where the model's attention does not go through our attention function (MPNet);
+  MPNet, whose attention does not use the interface, gives its values through a hook on its value projection;
+  NaN for an architecture that gives neither;
 - `next_word_baseline` (negation): the mean, over the example's adjacent word pairs (w, w+1) that do not start
   in the cue's words, of word-level attention w -> w+1. The table's `next_word_baseline` is its mean over
   examples, and `above_baseline` is `mean_attention - next_word_baseline`.
@@ -486,13 +487,15 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
 
 def _norm_columns(cols: _Columns, main: ExampleScores, groups) -> None:
     """`norm_attention` with its CI, last (every other column keeps its place and value); NaN when the model's
-    attention gives no value-vector norms (MPNet), said in `norm_attention_note`."""
+    attention gives no value-vector norms (neither our attention function nor a known inline module), said
+    in `norm_attention_note`."""
     norm = main.norm_attention
     if norm is None or np.isnan(norm).all():
         for name in ("norm_attention", "norm_attention_ci_low", "norm_attention_ci_high"):
             cols.table[name] = np.nan
-        cols.table["norm_attention_note"] = ("not available: this model's attention does not go through the "
-                                             "registered attention function, which computes the norms")
+        cols.table["norm_attention_note"] = ("not available: this model's attention goes neither through the "
+                                             "registered attention function nor through a known inline "
+                                             "attention module, where the value vectors are read")
         return
     cols.mean_ci("norm_attention", _flat(norm), groups)
 

@@ -36,6 +36,33 @@ def tiny_bert(tmp_path_factory):
     return load_model(str(folder))
 
 
+@pytest.fixture(scope="module")
+def tiny_mpnet(tmp_path_factory):
+    """A 2-layer x 4-head MPNet (its attention computes softmax inline, outside AttentionInterface)."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+    from probing.models import resolve_path
+    torch.manual_seed(4)
+    folder = tmp_path_factory.mktemp("tiny-mpnet")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("minilm"))
+    model = MPNetModel(MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                   pad_token_id=0))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 0.5)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_model(str(folder))
+
+
+def _value_and_output(block):
+    """(the value projection, the output projection) of a BERT or an MPNet layer."""
+    if hasattr(block.attention, "attn"):                    # MPNet: attention.attn.{v, o}
+        return block.attention.attn.v, block.attention.attn.o
+    return block.attention.self.value, block.attention.output.dense
+
+
 @torch.no_grad()
 def _by_hand(loaded, example) -> tuple[np.ndarray, np.ndarray]:
     """(weight, norm) [layer, head] for one example: read from the source's last piece, summed over the target's
@@ -54,9 +81,9 @@ def _by_hand(loaded, example) -> tuple[np.ndarray, np.ndarray]:
     weights, norms = [], []
     for index, block in enumerate(loaded.model.encoder.layer):
         x = out.hidden_states[index][0].double()                                        # [pos, d_model]
-        attention = block.attention
-        value = x @ attention.self.value.weight.double().T + attention.self.value.bias.double()   # [pos, H*d]
-        w_o = attention.output.dense.weight.double()                                    # [d_model, H*d]
+        value_projection, output_projection = _value_and_output(block)
+        value = x @ value_projection.weight.double().T + value_projection.bias.double()  # [pos, H*d]
+        w_o = output_projection.weight.double()                                         # [d_model, H*d]
         alpha = out.attentions[index][0].double()                                       # [head, q, k]
         layer_w, layer_n = [], []
         for h in range(n_heads):
@@ -96,13 +123,26 @@ def test_the_norm_column_leaves_every_other_column_as_it_was(tiny_bert):
     assert without["norm_attention"].isna().all() and "not available" in without["norm_attention_note"][0]
 
 
-def test_patching_reports_the_norm_beside_the_attention(tiny_bert):
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_mpnet"])
+def test_patching_reports_the_norm_beside_the_attention(model, request):
     from probing.patching import patch_pair
+    tiny = request.getfixturevalue(model)
     clean, corrupt = "The lawyer did not sign the contract yesterday.", "The lawyer did really sign the contract yesterday."
-    result = patch_pair(tiny_bert, clean, corrupt, target=(clean.index("sign"), clean.index("sign") + 4),
+    result = patch_pair(tiny, clean, corrupt, target=(clean.index("sign"), clean.index("sign") + 4),
                         kinds=("noising", "denoising"))
-    weight, norm = _by_hand(tiny_bert, EXAMPLES[0])           # "not" is one piece: mean = last piece
+    weight, norm = _by_hand(tiny, EXAMPLES[0])                # "not" is one piece: mean = last piece
     np.testing.assert_allclose(result.attention, weight, atol=1e-5)
     np.testing.assert_allclose(result.norm_attention, norm, atol=1e-5)
     assert {"attention", "norm_attention"} <= set(result.table.columns)
     assert result.to_dict()["norm_attention"] == result.norm_attention.tolist()
+
+
+def test_mpnet_gives_the_norm_through_its_value_projection(tiny_mpnet):
+    """MPNet's attention does not use AttentionInterface (eager path): the norms come from a hook on its value
+    projection, and equal the hand computation."""
+    scores, _ = score_examples(tiny_mpnet, EXAMPLES)
+    assert scores.attention_path.startswith("eager")
+    for row, example in enumerate(EXAMPLES):
+        weight, norm = _by_hand(tiny_mpnet, example)
+        np.testing.assert_allclose(scores.attention[row], weight, atol=1e-5)
+        np.testing.assert_allclose(scores.norm_attention[row], norm, atol=1e-5)

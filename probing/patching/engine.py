@@ -125,13 +125,13 @@ class _Base:
     z: dict[int, torch.Tensor]                 # layer -> [2, pos, head, d_head]
     patterns: dict[int, torch.Tensor]          # layer -> [2, head, q, k]
     layer_inputs: dict[int, torch.Tensor]      # layer -> the hidden states entering it  # [2, pos, d_model]
-    norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available (MPNet)
+    norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available
 
 
 def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
     weights = attention_function.head_output_weights(hooks.head_layout(module))
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
-            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights) as norms:
+            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights, module) as norms:
         output = run_readout(module, ids, readout)
     return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(weights) else None)
 
@@ -273,7 +273,7 @@ class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
     None without a target (`attention_reversed`: a decoder's later target read target -> source);
-    norm_attention: the same reading of Kobayashi et al.'s alpha ||f(x)|| (None where not available: MPNet);
+    norm_attention: the same reading of Kobayashi et al.'s alpha ||f(x)|| (None where the model gives no value norms);
     source_pattern: from the source word to every piece, [layers, heads, pieces].
     `sanity` holds the two checks' numbers and `passed` (both within their tolerance)."""
     clean: str
@@ -290,7 +290,7 @@ class PairPatch:
     seconds: float
     readout: str = "embedding"
     attention_reversed: bool = False
-    norm_attention: np.ndarray | None = None   # [layers, heads] the same reading of alpha ||f(x)|| (None: MPNet)
+    norm_attention: np.ndarray | None = None   # [layers, heads] the same reading of alpha ||f(x)|| (None: not available)
 
     @property
     def table(self) -> pd.DataFrame:
