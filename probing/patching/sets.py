@@ -176,7 +176,9 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
              f"attention sets: the top-k heads by {score_name}; effect sets: the top-k by the single-head effect "
              "of the same kind, chosen on these same pairs (in-sample: the comparison favours them)",
              f"random sets: {n_random} per chosen set, as many heads in each layer as the chosen set (seed {seed}); "
-             "p_random = share of random sets whose mean effect is at least the chosen set's"]
+             "p_random = share of random sets whose mean effect is at least the chosen set's (a random set can be "
+             "the chosen set itself: with k = 1 it is one head of the same layer, so p_random cannot fall much "
+             f"below 1/{layout.n_heads})"]
     return HeadSetResult(model=loaded.name, relation=result.relation, readout=readout_text, n_pairs=len(pairs),
                          attention_score=score_name, n_random=n_random, table=pd.DataFrame(rows),
                          sanity=_sanity(sanity_outs, scale, lm is not None), notes=notes)
