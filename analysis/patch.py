@@ -1,12 +1,15 @@
 """`python -m analysis patch`: activation patching of every head (and of its attention pattern) on the minimal
-pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder, published
-whole with its completion marker last (`probing.outputs.write_complete`)."""
+pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder, and with
+--sets also sets.csv (heads patched together against layer-matched random sets) and its report section; all
+published whole with the completion marker last (`probing.outputs.write_complete`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from analysis import options
+
+SETS_FILE = "sets.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trained LM head, else the sentence embedding")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
+    parser.add_argument("--sets", action="store_true", help="also patch head sets together: the top-k by attention "
+                        "score, the top-k by single-head effect and each whole layer, against layer-matched random "
+                        "sets of k heads (noising, denoising); writes sets.csv")
+    parser.add_argument("--set-sizes", default="1,3,5", help="comma-separated set sizes k for --sets")
+    parser.add_argument("--n-random", type=int, default=100, help="random sets per chosen set for --sets")
     options.force(parser)
+
+
+def _set_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--set-sizes must be whole numbers separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--set-sizes must be positive whole numbers, got {text!r}")
+    return sizes
 
 
 def _attention_scores(loaded, examples, relation: str, n_boot: int):
@@ -45,15 +63,20 @@ def _pair_key(example) -> str:
 def run(args: argparse.Namespace) -> int:
     from probing.outputs import prepare_out_dir, write_complete
     from probing.report.patching import PATCH_FILES
-    out = prepare_out_dir(args.out, PATCH_FILES, args.force)
-    result = write_complete(out, PATCH_FILES, lambda staging: _patch(args, staging))
-    _print_summary(result, args.data)
-    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
+    sizes = _set_sizes(args.set_sizes) if args.sets else ()    # options checked before any model loads
+    if args.sets and args.n_random < 1:
+        raise ValueError(f"--n-random must be a positive whole number, got {args.n_random}")
+    files = PATCH_FILES + ([SETS_FILE] if args.sets else [])
+    out = prepare_out_dir(args.out, files, args.force)
+    result, sets = write_complete(out, files, lambda staging: _patch(args, staging, sizes))
+    _print_summary(result, args.data, sets)
+    print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in files)}", file=sys.stderr)
     return 0
 
 
-def _patch(args: argparse.Namespace, staging):
-    """Load, patch every head, and write the files into the staging folder; returns the patching result."""
+def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
+    """Load, patch every head (and the head sets when asked), and write the files into the staging folder;
+    returns the patching result and the head sets (None without --sets)."""
     from probing.examples import load_examples
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
@@ -71,10 +94,19 @@ def _patch(args: argparse.Namespace, staging):
                          n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, staging, args.data)
-    return result
+    if not args.sets:
+        return result, None
+    from probing.outputs import atomic_write, write_text
+    from probing.patching.sets import patch_head_sets
+    from probing.report.patching import head_sets_markdown
+    sets = patch_head_sets(loaded, examples, k=sizes, n_random=args.n_random, seed=args.seed, result=result,
+                           attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True)
+    atomic_write(staging / SETS_FILE, lambda tmp: sets.table.to_csv(tmp, index=False, float_format="%.6g"))
+    write_text(staging / "report.md", (staging / "report.md").read_text() + "\n" + head_sets_markdown(sets))
+    return result, sets
 
 
-def _print_summary(result, data: str) -> None:
+def _print_summary(result, data: str, sets=None) -> None:
     gate = result.gate
     print(f"{result.model} | {data} | {result.relation} | {len(result.pair_ids)} pairs | skipped {result.skipped}")
     print(f"readout: {result.readout}")
@@ -90,3 +122,7 @@ def _print_summary(result, data: str) -> None:
             print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     print(f"sanity: {result.sanity}")
+    if sets is not None:
+        for row in sets.table[sets.table["selection"] != "layer"].itertuples():
+            print(f"set {row.kind} top-{row.k} by {row.selection} ({row.heads}): {row.effect:+.3f} "
+                  f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]; random {row.random_mean:+.3f}; p_random {row.p_random:.2f}")

@@ -25,6 +25,12 @@ Which path runs is chosen per call by one context variable (thread-safe for the 
 - a `ReadPlan`: the fused kernel plus the reads above (the mask is built as for "sdpa");
 - a bare plan (`bare=True`): transformers' own `sdpa_attention_forward`, the reference "fused forward".
 
+Norm-based attention (Kobayashi et al. 2020, "Attention is not only a weight"): inside `measuring_norms(weights)`
+every call of the registered function, on any path, also leaves ||f_h(x_t)|| per head and piece, where
+f_h(x_t) = v_t^h W_O^h is the head's value vector (bias b_V included, as the module computed it) through its own
+slice of the output projection; ||alpha_st f_h(x_t)|| = alpha_st ||f_h(x_t)|| since alpha >= 0, so the readers
+multiply their attention weights by these norms. Layers run in order, so the n-th call is layer n.
+
 `install(model)` points a model's configs at this function once (no plan: exactly eager); nothing swaps the
 config per call. Models whose attention modules do not go through `AttentionInterface` (MPNet) are detected by
 a one-off probe (`supports_reads`) and keep the eager `output_attentions` path; their pattern edits are a
@@ -80,6 +86,11 @@ class LayerRead:
         """As `alignment.adjacent_word_attention` on the full pattern, from the band alone: (B, H, W-1)."""
         return adjacent_from_band(self.band, words, reverse, source_pieces)
 
+    def weighted_by(self, norms: torch.Tensor) -> "LayerRead":
+        """The source rows as norms alpha_st ||f(x_t)|| (norms [B, H, T], `transformed_norms`); no band."""
+        return LayerRead(rows=self.rows * norms[:, :, None, :self.rows.shape[-1]].to(self.rows.device),
+                         band=None, step=self.step)
+
 
 @dataclass
 class FullLayer:
@@ -93,6 +104,11 @@ class FullLayer:
     def adjacent_word_attention(self, words, reverse: bool = False, source_pieces: str = "mean") -> torch.Tensor:
         from probing.alignment import adjacent_word_attention
         return adjacent_word_attention(self.attention, words, reverse=reverse, source_pieces=source_pieces)
+
+    def weighted_by(self, norms: torch.Tensor) -> "FullLayer":
+        """The pattern as norms alpha_st ||f(x_t)|| (norms [B, H, T], `transformed_norms`)."""
+        keys = self.attention.shape[-1]
+        return FullLayer(self.attention * norms[:, :, None, :keys].to(self.attention.device))
 
 
 @dataclass
@@ -137,6 +153,69 @@ _PLAN: contextvars.ContextVar[ReadPlan | PatternEdits | None] = contextvars.Cont
                                                                                       default=None)
 
 
+@dataclass
+class NormPlan:
+    """Per layer, each head's slice of the output projection, [head, d_head, d_model]; the forward pass leaves
+    `norms`: per layer ||f_h(x_t)|| as [batch, head, pos] (float32)."""
+    weights: list[torch.Tensor]
+    norms: list[torch.Tensor] = field(default_factory=list)
+
+
+_NORMS: contextvars.ContextVar[NormPlan | None] = contextvars.ContextVar("probing_norm_plan", default=None)
+# Attention modules that compute softmax inline (no AttentionInterface): their value projection, whose output
+# [batch, pos, head*d_head] a forward hook hands to the same norm arithmetic.
+VALUE_MODULES = {"MPNetSelfAttention": "v"}
+
+
+@contextmanager
+def measuring_norms(weights: list[torch.Tensor], model=None):
+    """Inside this block (this thread/context only) every attention call also leaves its layer's value-vector
+    norms ||v_t^h W_O^h|| in the yielded `NormPlan.norms` (see the module docstring). With `model`, its
+    inline-softmax attention modules (MPNet) leave them too, through a forward hook on their value projection
+    (the hook reads the context variable, so another thread's forward pass leaves nothing here)."""
+    token = _NORMS.set(NormPlan(list(weights)))
+    handles = []
+    for module in ([] if model is None else model.modules()):
+        name = VALUE_MODULES.get(type(module).__name__)
+        if name is not None:
+            head_dim = module.attention_head_size
+            handles.append(getattr(module, name).register_forward_hook(
+                lambda _m, _args, out, d=head_dim: _leave_norms(out.view(*out.shape[:-1], -1, d).transpose(1, 2))))
+    try:
+        yield _NORMS.get()
+    finally:
+        for handle in handles:
+            handle.remove()
+        _NORMS.reset(token)
+
+
+def transformed_norms(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """||f_h(x_t)|| = ||v_t^h W_O^h||: value [batch, kv_head, pos, d_head] (under GQA query head h reads
+    kv head h // repeat), weight [head, d_head, d_model] -> [batch, head, pos] float32."""
+    repeat = weight.shape[0] // value.shape[1]
+    value = value.repeat_interleave(repeat, dim=1) if repeat > 1 else value
+    transformed = torch.einsum("bhtd,hdo->bhto", value.float(), weight.to(value.device).float())
+    return torch.linalg.vector_norm(transformed, dim=-1)
+
+
+def head_output_weights(layout) -> list[torch.Tensor]:
+    """Per layer, W_O split by head, [head, d_head, d_model], from a `probing.hooks.HeadLayout` (its output
+    projections: nn.Linear weight [d_model, head*d_head], or GPT-2's Conv1D weight [head*d_head, d_model])."""
+    weights = []
+    for projection in layout.projections:
+        weight = projection.weight.detach()
+        if isinstance(projection, torch.nn.Linear):
+            weight = weight.t()
+        weights.append(weight.reshape(layout.n_heads, layout.head_dim, layout.hidden_size))
+    return weights
+
+
+def _leave_norms(value: torch.Tensor) -> None:
+    plan = _NORMS.get()
+    if plan is not None and len(plan.norms) < len(plan.weights):
+        plan.norms.append(transformed_norms(value.detach(), plan.weights[len(plan.norms)]))
+
+
 @contextmanager
 def reading(plan: ReadPlan | None):
     """Run the model's forward passes inside this block with `plan` (this thread/context only; None: eager)."""
@@ -178,6 +257,7 @@ def _eager_function(module):
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
     """The function registered as `IMPLEMENTATION`; query (B, H, T, d), key/value (B, H_kv, T, d)."""
+    _leave_norms(value)
     plan = _PLAN.get()
     if not isinstance(plan, ReadPlan):
         if getattr(module, "reorder_and_upcast_attn", False):      # GPT-2's optional upcast path
@@ -504,15 +584,23 @@ def choose_path(loaded, path: str = "auto") -> str:
 
 
 def read_layers(loaded, input_ids, attention_mask, source_index, words, *, path: str, band: bool,
-                reverse: bool, renormalize: bool) -> list:
+                reverse: bool, renormalize: bool, norm_weights: list[torch.Tensor] | None = None):
     """Per-layer attention reads for one batch: LayerRead (fused) or FullLayer (eager), both offering
-    `.unit_attention(from_index, from_weights, to_matrix)` and `.adjacent_word_attention(words, reverse)`."""
+    `.unit_attention(from_index, from_weights, to_matrix)`, `.adjacent_word_attention(words, reverse)` and
+    `.weighted_by(norms)`. With `norm_weights` (`head_output_weights`), returns (reads, norms): per layer
+    ||f_h(x_t)|| [B, H, T] from the same forward pass (MPNet: from a hook on its value projection), or None when
+    they were not seen on every layer."""
     is_word = words >= 0
-    if path == EAGER:
-        from probing.runner import forward_attentions
-        full = forward_attentions(loaded, input_ids, attention_mask)
-        return [FullLayer(_drop_special(a.float(), is_word.to(a.device)) if renormalize else a.float())
-                for a in full]
-    return read_forward(loaded, input_ids, attention_mask, source_index=source_index,
-                        band_width=band_width(words) if band else 0, step=-1 if reverse else 1,
-                        is_word=is_word if renormalize else None)
+    with measuring_norms(norm_weights or [], loaded.model if norm_weights else None) as norm_plan:
+        if path == EAGER:
+            from probing.runner import forward_attentions
+            full = forward_attentions(loaded, input_ids, attention_mask)
+            reads = [FullLayer(_drop_special(a.float(), is_word.to(a.device)) if renormalize else a.float())
+                     for a in full]
+        else:
+            reads = read_forward(loaded, input_ids, attention_mask, source_index=source_index,
+                                 band_width=band_width(words) if band else 0, step=-1 if reverse else 1,
+                                 is_word=is_word if renormalize else None)
+    if norm_weights is None:
+        return reads
+    return reads, (norm_plan.norms if len(norm_plan.norms) == len(reads) else None)

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import numpy as np
 
-PER_ROW_ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_choice")   # (N, L, H), averaged
+PER_ROW_ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_choice",
+                  "norm_attention")   # (N, L, H), averaged
 FIRST_OF_ITEM = ("nearest_hit", "first_hit", "n_candidates")                         # (N,), the same per item
 
 

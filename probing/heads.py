@@ -11,6 +11,11 @@ attention tensors):
   1/k when it ties (exactly) with k-1 others, else 0. Candidates are the example's `candidate_spans`, else
   every word holding no source or target piece, never special tokens;
 - `nearest_choice`: the same credit for the candidate nearest the source (what a positional head picks);
+- `norm_attention`: the norm-based score of Kobayashi et al. (2020) read the same way: sum over the target's
+  pieces of ||alpha_st f(x_t)||, f(x_t) = v_t W_O (the head's value vector through its slice of the output
+  projection), from the same source pieces, in the same forward pass (`probing.attention.measuring_norms`).
+  MPNet, whose attention does not use the interface, gives its values through a hook on its value projection;
+  NaN for an architecture that gives neither;
 - `next_word_baseline` (negation): the mean, over the example's adjacent word pairs (w, w+1) that do not start
   in the cue's words, of word-level attention w -> w+1. The table's `next_word_baseline` is its mean over
   examples, and `above_baseline` is `mean_attention - next_word_baseline`.
@@ -69,9 +74,10 @@ class ExampleScores:
     tasks: list[str] = field(default_factory=list)   # task_of per example
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
     attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
+    norm_attention: np.ndarray | None = None   # [example, layer, head] sum_t ||alpha_st f(x_t)|| (NaN: not available)
 
     ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_hit", "first_hit", "n_candidates",
-              "nearest_choice")
+              "nearest_choice", "norm_attention")
     LISTS = ("ids", "pairs", "groups", "tasks", "meta")
 
     def __len__(self) -> int:
@@ -80,7 +86,8 @@ class ExampleScores:
     def subset(self, rows) -> "ExampleScores":
         """The examples at the given row indices, in that order."""
         rows = list(rows)
-        return ExampleScores(**{name: getattr(self, name)[rows] for name in self.ARRAYS},
+        return ExampleScores(**{name: None if getattr(self, name) is None else getattr(self, name)[rows]
+                                for name in self.ARRAYS},
                              **{name: [getattr(self, name)[r] for r in rows] for name in self.LISTS})
 
     @staticmethod
@@ -89,7 +96,8 @@ class ExampleScores:
         parts = [p for p in parts if len(p)]
         if not parts:
             raise ValueError("no scored examples to combine")
-        return ExampleScores(**{name: np.concatenate([getattr(p, name) for p in parts])
+        return ExampleScores(**{name: None if any(getattr(p, name) is None for p in parts)
+                                else np.concatenate([getattr(p, name) for p in parts])
                                 for name in ExampleScores.ARRAYS},
                              **{name: [x for p in parts for x in getattr(p, name)] for name in ExampleScores.LISTS},
                              attention_path=" + ".join(dict.fromkeys(p.attention_path for p in parts)))
@@ -254,8 +262,9 @@ def reduce_next_word_baseline(adjacent: torch.Tensor, pair_mask) -> torch.Tensor
 
 
 def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, relation: str,
-                  renormalize: bool = False, path: str = "eager") -> list:
-    """One forward pass over a batch of encoded texts: per layer, the attention the scorer reads.
+                  renormalize: bool = False, path: str = "eager", norms: bool = False):
+    """One forward pass over a batch of encoded texts: per layer, the attention the scorer reads; with
+    norms=True, (reads, per layer ||f_h(x_t)|| [batch, head, pos] or None where not available).
 
     path "fused": each layer leaves only its source rows and adjacent-word band (`probing.attention.LayerRead`);
     "eager": the full patterns from output_attentions (`FullLayer`, the reference). Both give the same reads;
@@ -265,8 +274,13 @@ def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, r
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     from_index, words = (torch.from_numpy(a).to(next(loaded.model.parameters()).device)
                          for a in _piece_index(layouts, ids.shape[1]))
+    norm_weights = None
+    if norms:
+        from probing.attention import head_output_weights
+        from probing.hooks import head_layout
+        norm_weights = head_output_weights(head_layout(loaded))
     return read_layers(loaded, ids, mask, from_index, words, path=path, band=relation == "negation",
-                       reverse=reverse, renormalize=renormalize)
+                       reverse=reverse, renormalize=renormalize, norm_weights=norm_weights)
 
 
 def _read_device(read) -> torch.device:
@@ -277,19 +291,25 @@ def _read_device(read) -> torch.device:
 
 
 def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False,
-                    source_pieces: str = "last") -> dict[str, np.ndarray]:
+                    source_pieces: str = "last", norms: list | None = None) -> dict[str, np.ndarray]:
     """Per-example, per-head numbers from one batch's attention reads: pure arithmetic, no model call.
 
     layouts: the batch's examples laid out on their pieces (`runner.encode_and_align`), in the reads' row
     order; reads: one per layer (`forward_reads`, or `FullLayer`s over attention already computed, as the
     demo does); reverse: negation read backwards (a causal model: next word -> cue); source_pieces: how a
     source of several pieces, and each attending word of the baseline, is read ("last" or "mean").
-    Returns `attention`, `is_argmax`, `nearest_choice` and `next_word_baseline`, each [batch, layer, head]."""
+    Returns `attention`, `is_argmax`, `nearest_choice` and `next_word_baseline`, each [batch, layer, head];
+    with `norms` (per layer ||f_h(x_t)|| [batch, head, pos], `forward_reads(norms=True)`) also `norm_attention`,
+    the same reading of alpha_st ||f(x_t)||."""
     width = max(l.n_pieces for l in layouts)
     tensors = _batch_tensors(layouts, width, reverse, source_pieces)
     device = _read_device(reads[0])
     from_i, from_w, to_m, unit_mask, targets, nearest, words, pair_mask = (t.to(device) for t in tensors)
     out = {"attention": [], "is_argmax": [], "nearest_choice": [], "next_word_baseline": []}
+    if norms is not None:
+        out["norm_attention"] = [
+            reduce_candidates(layer.weighted_by(norm).unit_attention(from_i, from_w, to_m), unit_mask, targets,
+                              nearest)[0] for layer, norm in zip(reads, norms)]
     for layer in reads:
         per_unit = layer.unit_attention(from_i, from_w, to_m)                    # [batch, head, candidate]
         on_target, is_argmax, nearest_choice = reduce_candidates(per_unit, unit_mask, targets, nearest)
@@ -332,14 +352,16 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     shape = (len(usable), loaded.n_layers, loaded.n_heads)
     result = {name: np.zeros(shape, np.float32) for name in ("attention", "is_argmax", "nearest_choice",
                                                               "next_word_baseline")}
+    result["norm_attention"] = np.full(shape, np.nan, np.float32)   # stays NaN where the norms are not available
     bar = _progress(len(usable), progress, label)
     for batch in batches:
         rows = [usable[i] for i in batch]
         batch_layouts = [layouts[r] for r in rows]
-        reads = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize, path)
+        reads, norms = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize,
+                                     path, norms=True)
         reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal,
-                                  source_pieces=source_pieces)
-        del reads
+                                  source_pieces=source_pieces, norms=norms)
+        del reads, norms
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
@@ -459,7 +481,23 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
     table["p_holm"] = stats.holm(table["p_value"].to_numpy())
     fwer = "paired_p_fwer" if "paired_p_fwer" in table else "p_fwer"
     table["significant"] = table[fwer] < ALPHA
+    _norm_columns(cols, main, groups)
     return table
+
+
+def _norm_columns(cols: _Columns, main: ExampleScores, groups) -> None:
+    """`norm_attention` with its CI, last (every other column keeps its place and value); NaN when the model's
+    attention gives no value-vector norms (neither our attention function nor a known inline module), said
+    in `norm_attention_note`."""
+    norm = main.norm_attention
+    if norm is None or np.isnan(norm).all():
+        for name in ("norm_attention", "norm_attention_ci_low", "norm_attention_ci_high"):
+            cols.table[name] = np.nan
+        cols.table["norm_attention_note"] = ("not available: this model's attention goes neither through the "
+                                             "registered attention function nor through a known inline "
+                                             "attention module, where the value vectors are read")
+        return
+    cols.mean_ci("norm_attention", _flat(norm), groups)
 
 
 def agreement_oracle(main: ExampleScores) -> float:

@@ -245,16 +245,19 @@ def significant_marks(dataset: pd.DataFrame | None, kind: str, shape: tuple[int,
 
 
 def top_table(effects: dict[str, np.ndarray], attention: np.ndarray, kind: str,
-              dataset: pd.DataFrame | None, k: int = TOP_K) -> pd.DataFrame:
-    """The k heads with the largest chosen effect on this pair, with both effects and the attention, beside
-    the dataset-level effect of the same kind with its 95% CI and whether its corrected p_fwer is below 0.05."""
+              dataset: pd.DataFrame | None, k: int = TOP_K, norm_attention: np.ndarray | None = None) -> pd.DataFrame:
+    """The k heads with the largest chosen effect on this pair, with both effects, the attention and its
+    norm-based counterpart (empty where the model gives none), beside the dataset-level effect of the same kind
+    with its 95% CI and whether its corrected p_fwer is below 0.05."""
     n_heads = attention.shape[1]
     order = np.argsort(-effects[kind], axis=None, kind="stable")[:k]
     pairs = [(int(i) // n_heads, int(i) % n_heads) for i in order]
     table = pd.DataFrame({"head": [f"{l}-{h}" for l, h in pairs],
                           "noising": [round(float(effects["noising"][p]), 3) for p in pairs],
                           "denoising": [round(float(effects["denoising"][p]), 3) for p in pairs],
-                          "attention": [round(float(attention[p]), 3) for p in pairs]})
+                          "attention": [round(float(attention[p]), 3) for p in pairs],
+                          "norm attention": [None if norm_attention is None else round(float(norm_attention[p]), 3)
+                                             for p in pairs]})
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
     has = lambda p: indexed is not None and p in indexed.index and kind in indexed  # noqa: E731
     table[f"set: {kind}"] = [round(float(indexed.loc[p, kind]), 3) if has(p) else None for p in pairs]
@@ -266,7 +269,7 @@ def top_table(effects: dict[str, np.ndarray], attention: np.ndarray, kind: str,
 
 
 def empty_top_table(kind: str = "noising") -> pd.DataFrame:
-    return pd.DataFrame(columns=["head", "noising", "denoising", "attention", f"set: {kind}",
+    return pd.DataFrame(columns=["head", "noising", "denoising", "attention", "norm attention", f"set: {kind}",
                                  f"set: {kind} 95% CI", f"set: {kind} p_fwer < 0.05"])
 
 
@@ -363,7 +366,8 @@ def render(view: PatchView, kind: str, selected: tuple[int, int] | None = None) 
         view.attention, f"Attention {words[0]!r} → {words[1]!r} in the sentence, every layer × head",
         selected=selected, diverging=False, value_meaning=ATTENTION_MEANING)
     view.kind, view.effect_html, view.attention_html = kind, effect_html, attention_html
-    view.top_table = top_table(effects, view.attention, kind, view.dataset)
+    view.top_table = top_table(effects, view.attention, kind, view.dataset,
+                               norm_attention=view.result.norm_attention)
     view.scatter = scatter_frame(effects[kind], view.attention)
     return view
 
@@ -481,6 +485,9 @@ TABLE_MEANINGS = {
                "(1 = all of it, 0 = none).",
     "denoising": "this pair: the share restored when the twin's run gets this head from the sentence.",
     "attention": "this pair: the share of the swapped word's attention that goes to the target word (0 to 1).",
+    "norm attention": "this pair: the same attention weighted by the size of what the head moves from the target "
+                      "word (the attention times the length of its value vector through the head's output "
+                      "projection; Kobayashi et al. 2020). Empty for a model whose attention we cannot read this way.",
     "set: …": "the same effect averaged over the negation pairs of the built-in set, with its 95% bootstrap CI and "
               "whether the test corrected over all heads (p_fwer) finds it above 0. One sentence has no CI and no "
               "test: only these columns support a claim about a head.",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probing import hooks
+from probing import attention as attention_function, hooks
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
@@ -45,9 +45,14 @@ def check_kinds(kinds) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class _Row:
     kind: str         # one of KINDS, or a sanity row
-    layer: int
+    layer: int        # the layer the row edits (a set's: its first layer, where the row starts)
     head: int
     run: int          # the run the row starts from: 0 clean, 1 corrupt; its patches take the other run's values
+    heads: tuple[tuple[int, int], ...] | None = None    # a head set's (layer, head)s patched together (z kinds)
+
+    def patched(self) -> tuple[tuple[int, int], ...]:
+        """The (layer, head)s whose z this row takes from the other run: its set, or its one head."""
+        return self.heads if self.heads is not None else ((self.layer, self.head),)
 
 
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
@@ -91,7 +96,8 @@ def _chunk_patches(rows: list[_Row], z: dict, patterns: dict, source: torch.Tens
     for local, row in enumerate(rows):
         other = 1 - row.run
         if row.kind in ("noising", "denoising"):
-            z_rows.setdefault(row.layer, []).append((local, row.head, z[row.layer][other, :, row.head]))
+            for layer, head in row.patched():
+                z_rows.setdefault(layer, []).append((local, head, z[layer][other, :, head]))
         elif row.kind in ("pattern_noising", "pattern_denoising"):
             pattern_rows.setdefault((row.layer, False), []).append(
                 (local, row.head, patterns[row.layer][other, row.head]))
@@ -119,13 +125,28 @@ class _Base:
     z: dict[int, torch.Tensor]                 # layer -> [2, pos, head, d_head]
     patterns: dict[int, torch.Tensor]          # layer -> [2, head, q, k]
     layer_inputs: dict[int, torch.Tensor]      # layer -> the hidden states entering it  # [2, pos, d_model]
+    norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available
 
 
 def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
+    weights = attention_function.head_output_weights(hooks.head_layout(module))
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
-            hooks.cache_layer_inputs(module) as layer_inputs:
+            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights, module) as norms:
         output = run_readout(module, ids, readout)
-    return _Base(output, z, patterns, layer_inputs)
+    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(weights) else None)
+
+
+def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[int]) -> tuple[np.ndarray | None, bool]:
+    """(the clean run's source -> target reading of `patterns` [layer, head, q, k] (mean over the source's
+    pieces, sum over the target's), [layers, heads] or None without a target; whether it was read backwards)."""
+    source_pattern = patterns[:, :, source].mean(2)                                              # [L, H, k]
+    reading = source_pattern[:, :, target].sum(-1).numpy() if target else None
+    reversed_ = bool(target) and min(target) > max(source) and not patterns.triu(1).any()
+    if reversed_:
+        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
+        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
+        reading = patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
+    return reading, reversed_
 
 
 def _start(module, layer: int, chunk: list[_Row], base: _Base):
@@ -174,16 +195,48 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
                for i, kind in enumerate(kinds)}
     clean_patterns = torch.stack([base.patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
-    attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
-    reversed_ = bool(target) and min(target) > max(source) and not clean_patterns.triu(1).any()
-    if reversed_:
-        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
-        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
-        attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
-    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+    attention, reversed_ = _source_to_target(clean_patterns, source, target)
+    norm_attention = None
+    if base.norms is not None and target:
+        # Kobayashi et al.'s alpha_st ||f(x_t)||, read exactly as the weights are (same pieces, same direction)
+        clean_norms = torch.stack([n[0] for n in base.norms]).cpu()                               # [L, H, k]
+        norm_attention, _ = _source_to_target(clean_patterns * clean_norms[:, :, None, :], source, target)
+    return {"values": by_kind, "norm_attention": norm_attention, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
             "distance": distance, "attention": attention, "attention_reversed": reversed_,
             "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
+
+
+def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:
+    """One row per (kind, head set), then the sanity rows: a set's heads take the other run's z together, in one
+    row that starts at the set's first layer. Only the z kinds (noising, denoising)."""
+    bad = [k for k in kinds if k not in ("noising", "denoising")]
+    if bad or not head_sets or any(not heads for heads in head_sets):
+        raise ValueError(f"head sets patch z only (noising, denoising), and each set needs a head; got kinds "
+                         f"{list(kinds)} and {len(head_sets)} sets")
+    rows = [_Row(kind, min(layer for layer, _ in heads), -1, 1 if kind == "denoising" else 0, tuple(heads))
+            for kind in kinds for heads in head_sets]
+    return rows + _plan(0, 0, ())
+
+
+def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_sets, kinds=("noising", "denoising"),
+                  max_rows: int = 512, readout: LogitReadout | None = None) -> dict:
+    """As `_patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
+    takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
+    effects, and a one-head set gives exactly that head's single-head number."""
+    started = time.perf_counter()
+    layout = hooks.head_layout(module)
+    head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
+    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
+    base = _base_run(module, ids, readout)
+    value, base_values, distance = value_function(base.output, readout)
+    rows = set_rows(head_sets, kinds)
+    values = _patched_values(module, ids, rows, base, [], max_rows, readout, value)
+    n = len(head_sets)
+    return {"values": {kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
+            "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
+            "distance": distance, "seconds": time.perf_counter() - started}
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
@@ -220,6 +273,7 @@ class PairPatch:
     """Every head's effects on one pair. effects[kind]: [layers, heads]; attention: the clean run's attention
     from the source word (mean over its pieces) to the target word (sum over its pieces), [layers, heads], or
     None without a target (`attention_reversed`: a decoder's later target read target -> source);
+    norm_attention: the same reading of Kobayashi et al.'s alpha ||f(x)|| (None where the model gives no value norms);
     source_pattern: from the source word to every piece, [layers, heads, pieces].
     `sanity` holds the two checks' numbers and `passed` (both within their tolerance)."""
     clean: str
@@ -236,10 +290,14 @@ class PairPatch:
     seconds: float
     readout: str = "embedding"
     attention_reversed: bool = False
+    norm_attention: np.ndarray | None = None   # [layers, heads] the same reading of alpha ||f(x)|| (None: not available)
 
     @property
     def table(self) -> pd.DataFrame:
-        return _table(self.effects, {} if self.attention is None else {"attention": self.attention})
+        extra = {} if self.attention is None else {"attention": self.attention}
+        if self.norm_attention is not None:
+            extra["norm_attention"] = self.norm_attention
+        return _table(self.effects, extra)
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest effect `by` (default: the first kind): layer, head, that effect, and the
@@ -257,6 +315,7 @@ class PairPatch:
                 "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist(),
+                "norm_attention": None if self.norm_attention is None else self.norm_attention.tolist(),
                 "attention_reversed": self.attention_reversed}
 
 
@@ -345,4 +404,4 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                      effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
                      readout="embedding" if readout is None else "logits",
-                     attention_reversed=out["attention_reversed"])
+                     attention_reversed=out["attention_reversed"], norm_attention=out["norm_attention"])

@@ -112,6 +112,9 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     raw_attention = [o["attention"] for o in outs if o["attention"] is not None]
     if raw_attention and len(raw_attention) == len(outs):
         table["attention"] = np.stack(raw_attention).reshape(len(outs), -1).mean(0)
+    raw_norm = [o.get("norm_attention") for o in outs if o.get("norm_attention") is not None]
+    if raw_norm and len(raw_norm) == len(outs):     # Kobayashi et al.'s norm, read as the attention is
+        table["norm_attention"] = np.stack(raw_norm).reshape(len(outs), -1).mean(0)
     return table, per_pair
 
 

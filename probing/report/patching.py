@@ -142,3 +142,29 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
     lines += [f"- {reason}: {count}" for reason, count in result.skipped.items()] or ["- none"]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes] + ["", "![patching](patching.png)", ""]
     return "\n".join(lines)
+
+
+def head_sets_markdown(sets) -> str:
+    """The `analysis patch --sets` section (a `probing.patching.sets.HeadSetResult`): each chosen set's effect
+    with its CI beside layer-matched random sets of the same size, then each whole layer."""
+    def number(value, fmt="+.3f"):
+        return "-" if value is None or not np.isfinite(value) else format(value, fmt)
+
+    lines = ["## Head sets (compensation)", "",
+             f"{sets.n_pairs} pairs; heads patched together, so that other heads cannot make up for one patched "
+             f"head. Each chosen set against {sets.n_random} random sets of as many heads per layer; p_random = the "
+             "share of random sets whose mean effect is at least as large. 95% cluster-bootstrap CIs over pairs.",
+             "", "| effect | chosen by | k | heads | mean [95% CI] | random sets: mean [2.5%, 97.5%] | p_random |",
+             "|---|---|---|---|---|---|---|"]
+    table = sets.table
+    for row in table[table["selection"] != "layer"].itertuples():
+        lines.append(f"| {row.kind} | {row.selection} | {row.k} | {row.heads} | {number(row.effect)} "
+                     f"[{number(row.ci_low)}, {number(row.ci_high)}] | {number(row.random_mean)} "
+                     f"[{number(row.random_low)}, {number(row.random_high)}] | {number(row.p_random, '.2f')} |")
+    lines += ["", "Whole layers (every head of the layer patched together):", "",
+              "| effect | layer | mean [95% CI] |", "|---|---|---|"]
+    for row in table[table["selection"] == "layer"].itertuples():
+        lines.append(f"| {row.kind} | {int(row.layer)} | {number(row.effect)} [{number(row.ci_low)}, "
+                     f"{number(row.ci_high)}] |")
+    lines += [""] + [f"- {note}" for note in sets.notes] + [""]
+    return "\n".join(lines)
