@@ -172,7 +172,15 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     n = layout.n_layers * layout.n_heads
     by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
                for i, kind in enumerate(kinds)}
-    clean_patterns = torch.stack([base.patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
+    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
+            "distance": distance, **_summaries(base, source, target, layout.n_layers),
+            "seconds": time.perf_counter() - started, "method": "exact"}
+
+
+def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int) -> dict:
+    """The clean run's attention from the source word (to the target, and to every piece)."""
+    clean_patterns = torch.stack([base.patterns[l][0] for l in range(n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
     attention = source_pattern[:, :, target].sum(-1).numpy() if target else None
     reversed_ = bool(target) and min(target) > max(source) and not clean_patterns.triu(1).any()
@@ -180,16 +188,17 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
         # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
         # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
         attention = clean_patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
-    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
-            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "attention": attention, "attention_reversed": reversed_,
-            "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
+    return {"attention": attention, "attention_reversed": reversed_, "source_pattern": source_pattern.numpy()}
 
 
-def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
-    """Patch every usable pair (through `lm` with the logit readout when given); unusable ones join the skipped
-    list with their reason. Effects are not normalised yet (see `readouts.normalise_all`)."""
+def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
+              method: str = "exact") -> tuple[list, list, PairSet]:
+    """Patch every usable pair (through `lm` with the logit readout when given), exactly or (method
+    "attribution") by the first-order estimate of `attribution.py`; unusable ones join the skipped list with
+    their reason. Effects are not normalised yet (see `readouts.normalise_all`)."""
     from tqdm import tqdm
+    from probing.patching.attribution import attribute_ids
+    patch_ids = attribute_ids if method == "attribution" else _patch_ids
     outs, kept, skipped = [], [], list(pair_set.skipped)
     for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
@@ -197,7 +206,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> 
             skipped.append((pair.id, reason))
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
-        outs.append(_patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
+        outs.append(patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
                                kinds, max_rows, readout))
         kept.append(pair)
     return outs, kept, PairSet(kept, skipped)
@@ -236,6 +245,7 @@ class PairPatch:
     seconds: float
     readout: str = "embedding"
     attention_reversed: bool = False
+    method: str = "exact"                  # "attribution": effects are first-order estimates (attribution.py)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -257,7 +267,7 @@ class PairPatch:
                 "sanity": self.sanity, "seconds": self.seconds, "readout": self.readout,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist(),
-                "attention_reversed": self.attention_reversed}
+                "attention_reversed": self.attention_reversed, "method": self.method}
 
 
 def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
@@ -310,7 +320,7 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
-               max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
+               max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact") -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -321,7 +331,11 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     decoder reads a later target the other way (target -> source: it cannot look ahead).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
-    this pair's clean - corrupt difference."""
+    this pair's clean - corrupt difference.
+    method: "exact" (every head's patched runs) or "attribution" (first-order estimates from one forward and
+    one backward pass, `attribution.py`: a screen, not evidence)."""
+    from probing.patching.attribution import attribute_ids, check_method
+    check_method(method, ("exact", "attribution"))
     loaded = as_loaded(model)
     kinds = check_kinds(kinds)
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
@@ -334,7 +348,7 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     if answers is not None:
         module, readout = _logit_readout(loaded, clean_text, corrupt_text, pieces.clean_offsets, pieces.swapped,
                                          answers, relation)
-    out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds, max_rows,
+    out = (attribute_ids if method == "attribution" else _patch_ids)(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds, max_rows,
                      readout)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
@@ -345,4 +359,4 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                      effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
                      readout="embedding" if readout is None else "logits",
-                     attention_reversed=out["attention_reversed"])
+                     attention_reversed=out["attention_reversed"], method=method)
