@@ -53,11 +53,16 @@ class _Row:
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
 
 
-def _plan(n_layers: int, n_heads: int, kinds) -> list[_Row]:
-    """Every (kind, layer, head) row, then the sanity rows. Noising rows start from clean, denoising from
-    corrupt; the own-run rows from each run; the embedding check from corrupt."""
+def _all_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+
+
+def _plan(n_layers: int, n_heads: int, kinds, heads=None) -> list[_Row]:
+    """Every (kind, layer, head) row (only `heads` when given), then the sanity rows. Noising rows start from
+    clean, denoising from corrupt; the own-run rows from each run; the embedding check from corrupt."""
+    heads = _all_heads(n_layers, n_heads) if heads is None else heads
     rows = [_Row(kind, layer, head, 1 if kind.endswith("denoising") else 0)
-            for kind in kinds for layer in range(n_layers) for head in range(n_heads)]
+            for kind in kinds for layer, head in heads]
     return rows + [_Row("sanity_own", -1, -1, 0), _Row("sanity_own", -1, -1, 1),
                    _Row("sanity_embeddings", -1, -1, 1)]
 
@@ -155,23 +160,27 @@ def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-               kinds, max_rows: int, readout: LogitReadout | None = None) -> dict:
+               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None) -> dict:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
     Returns raw readout values v (embedding: <e(run), e(clean) - e(corrupt)>; logits: the logit difference):
     `values[kind]` [layers, heads] of the patched runs, `clean`/`corrupt` of the unpatched runs and the sanity
-    runs' values; `readouts.normalise` turns them into effects."""
+    runs' values; `readouts.normalise` turns them into effects. heads: only these (layer, head)s are patched
+    (the screen's confirmation); the others' values are NaN."""
     started = time.perf_counter()
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = _base_run(module, ids, readout)
     value, base_values, distance = value_function(base.output, readout)
-    rows = _plan(layout.n_layers, layout.n_heads, kinds)
+    heads = _all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
+    rows = _plan(layout.n_layers, layout.n_heads, kinds, heads)
     values = _patched_values(module, ids, rows, base, source, max_rows, readout, value)
-    n = layout.n_layers * layout.n_heads
-    by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
-               for i, kind in enumerate(kinds)}
+    n, where = len(heads), tuple(np.array(heads, dtype=int).reshape(-1, 2).T)
+    by_kind = {}
+    for i, kind in enumerate(kinds):
+        by_kind[kind] = np.full((layout.n_layers, layout.n_heads), np.nan)
+        by_kind[kind][where] = values[i * n:(i + 1) * n].numpy()
     return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
             "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
             "distance": distance, **_summaries(base, source, target, layout.n_layers),
@@ -192,13 +201,15 @@ def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int)
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
-              method: str = "exact") -> tuple[list, list, PairSet]:
+              method: str = "exact", heads=None) -> tuple[list, list, PairSet]:
     """Patch every usable pair (through `lm` with the logit readout when given), exactly or (method
     "attribution") by the first-order estimate of `attribution.py`; unusable ones join the skipped list with
-    their reason. Effects are not normalised yet (see `readouts.normalise_all`)."""
+    their reason. Effects are not normalised yet (see `readouts.normalise_all`). heads: patch only these
+    (layer, head)s exactly (others NaN)."""
     from tqdm import tqdm
     from probing.patching.attribution import attribute_ids
-    patch_ids = attribute_ids if method == "attribution" else _patch_ids
+    patch_ids = attribute_ids if method == "attribution" else (
+        lambda *args, **kwargs: _patch_ids(*args, **kwargs, heads=heads))
     outs, kept, skipped = [], [], list(pair_set.skipped)
     for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
