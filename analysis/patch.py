@@ -1,5 +1,7 @@
 """`python -m analysis patch`: activation patching of every head (and of its attention pattern) on the minimal
-pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder."""
+pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder.
+Under `accelerate launch` with several processes the pairs are split across them (`engine.run_pairs`) and only
+the main process writes."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trained LM head, else the sentence embedding")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
+    parser.add_argument("--method", choices=["exact", "attribution", "screen"], default="exact",
+                        help="exact (default): every head patched; attribution: first-order estimates from one "
+                        "forward and one backward pass per pair, no head named; screen: estimates, then exact "
+                        "patching of the top heads and a random sample of the rest (estimate and exact side by side)")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
 
 
@@ -45,9 +51,12 @@ def _pair_key(example) -> str:
 def run(args: argparse.Namespace) -> int:
     from probing.examples import load_examples
     from probing.models import load_model
+    from probing.parallel import is_main_process, launched_in_parallel
     from probing.patching import KINDS, patch_heads
+    main_process = not launched_in_parallel() or is_main_process()
     out = prepare_out_dir(args.out, PATCH_FILES, args.force)
-    out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)   # prepare_out_dir checks the folder; the writers need it made
     examples = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
     if args.limit is not None:
@@ -58,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
     result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
-                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
+                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True,
+                         method=args.method)
+    if not main_process:
+        return 0       # every process computed the same result from all shards; one writes it
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, out, args.data)
     gate = result.gate
@@ -75,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
             c = result.correlation[kind]
             print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+    for kind, agreement in result.screen.get("by_kind", {}).items():
+        print(f"screen {kind}: estimate vs exact over {agreement['n_heads_compared']} heads patched exactly: "
+              f"Spearman {agreement['spearman']:+.3f}, exact top 5 in estimate top 10: {agreement['top5_in_top10']}"
+              + (f"; missed {', '.join(f'{l}-{h}' for l, h in agreement['missed_by_estimate'])}"
+                 if agreement["missed_by_estimate"] else "")
+              + f"; largest exact effect among random heads {agreement['largest_exact_among_random']:+.3f}")
     print(f"sanity: {result.sanity}")
     print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
     return 0

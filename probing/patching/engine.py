@@ -187,6 +187,11 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
             "seconds": time.perf_counter() - started, "method": "exact"}
 
 
+def _layout_size(module) -> tuple[int, int]:
+    layout = hooks.head_layout(module)
+    return layout.n_layers, layout.n_heads
+
+
 def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int) -> dict:
     """The clean run's attention from the source word (to the target, and to every piece)."""
     clean_patterns = torch.stack([base.patterns[l][0] for l in range(n_layers)]).float()   # [L, H, q, k]
@@ -206,12 +211,28 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
     "attribution") by the first-order estimate of `attribution.py`; unusable ones join the skipped list with
     their reason. Effects are not normalised yet (see `readouts.normalise_all`). heads: patch only these
     (layer, head)s exactly (others NaN)."""
+    from probing.parallel import launched_in_parallel, map_shards
+    if not launched_in_parallel():
+        outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads)
+        return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+    # Under `accelerate launch`: each process patches its contiguous shard of pairs; every process gets all
+    # shards back in rank order, i.e. the original order, so everything downstream sees one process's lists.
+    parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads),
+                       pair_set.pairs, progress)
+    outs = [o for part in parts for o in part[0]]
+    kept = [p for part in parts for p in part[1]]
+    skipped = [s for part in parts for s in part[2]]
+    return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+
+
+def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads):
+    """(outputs, kept pairs, skipped (id, reason)) of `pairs` in this process."""
     from tqdm import tqdm
     from probing.patching.attribution import attribute_ids
     patch_ids = attribute_ids if method == "attribution" else (
         lambda *args, **kwargs: _patch_ids(*args, **kwargs, heads=heads))
-    outs, kept, skipped = [], [], list(pair_set.skipped)
-    for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
+    outs, kept, skipped = [], [], []
+    for pair in tqdm(pairs, disable=not progress, unit="pair", leave=False):
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
         if not ok:
             skipped.append((pair.id, reason))
@@ -220,7 +241,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
         outs.append(patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
                                kinds, max_rows, readout))
         kept.append(pair)
-    return outs, kept, PairSet(kept, skipped)
+    return outs, kept, skipped
 
 
 # ---- patch_pair: one pair, the demo's call --------------------------------------------------------------
@@ -331,7 +352,8 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
-               max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact") -> PairPatch:
+               max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact",
+               heads=None) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -344,7 +366,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference.
     method: "exact" (every head's patched runs) or "attribution" (first-order estimates from one forward and
-    one backward pass, `attribution.py`: a screen, not evidence)."""
+    one backward pass, `attribution.py`: a screen, not evidence). heads: with method "exact", patch only
+    these (layer, head)s (the others' effects are NaN): the demo confirms its screen's top heads this way."""
     from probing.patching.attribution import attribute_ids, check_method
     check_method(method, ("exact", "attribution"))
     loaded = as_loaded(model)
@@ -359,8 +382,13 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     if answers is not None:
         module, readout = _logit_readout(loaded, clean_text, corrupt_text, pieces.clean_offsets, pieces.swapped,
                                          answers, relation)
-    out = (attribute_ids if method == "attribution" else _patch_ids)(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds, max_rows,
-                     readout)
+    if method == "attribution":
+        out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
+                            max_rows, readout)
+    else:
+        heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
+        out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
+                         max_rows, readout, heads)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
