@@ -114,3 +114,15 @@ def test_patch_heads_methods_keep_columns_and_name_only_from_exact(minilm):
     for kind in ("noising", "denoising"):
         assert set(screened.named[kind]) <= set(zip(patched["layer"], patched["head"]))
         assert screened.screen["by_kind"][kind]["n_heads_compared"] == len(patched)
+
+
+@pytest.mark.slow
+def test_patch_pair_on_some_heads_gives_exact_values_there_and_nan_elsewhere(minilm):
+    full = patching.patch_pair(minilm, CLEAN, CORRUPT, kinds=("noising",))
+    some = patching.patch_pair(minilm, CLEAN, CORRUPT, kinds=("noising",), heads=[(5, 9), (0, 0)])
+    assert np.isnan(some.effects["noising"]).sum() == minilm.n_layers * minilm.n_heads - 2
+    for layer, head in [(5, 9), (0, 0)]:
+        assert some.effects["noising"][layer, head] == pytest.approx(full.effects["noising"][layer, head], abs=1e-6)
+    assert some.sanity["passed"]
+    with pytest.raises(ValueError, match="out of range"):
+        patching.patch_pair(minilm, CLEAN, CORRUPT, heads=[(99, 0)])
