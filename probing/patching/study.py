@@ -247,10 +247,8 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
                                                    else "exact", heads)
     gate = choose_gate(loaded, kept, outs, logit_readout=lm is not None, control_distances=control_distances,
                        n_boot=n_boot, seed=seed, groups=groups)
-    effects_over_all_heads = per_pair
-    if method != "exact":
-        # screen: the correlation needs every head, so it is over the estimates (said in the notes)
-        effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
+    # screen: the correlation needs every head, so it is over the estimates (said in the notes)
+    effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
     score, score_name = attention_vector(attention_scores, table, layout.n_layers, layout.n_heads)
     correlation = {} if score is None else {
         kind: {"attention_score": score_name, **rank_correlation(score, effects_over_all_heads[kind], n_boot,
