@@ -375,8 +375,8 @@ def _patching_agreement(exact: dict, estimate: dict) -> dict:
 
 def patching_bench(loaded, n_pairs: int, data_root=None) -> dict:
     """Exact patching (`engine._patch_ids`, every kind) and attribution patching (`attribution.attribute_ids`)
-    of the first n_pairs usable builtin-negation pairs, alternated pair by pair; summed seconds, their ratio,
-    and the agreement of the mean effects per kind (embedding readout, as `analysis patch` uses for MiniLM)."""
+    of the first n_pairs usable builtin-negation pairs, alternated pair by pair after one untimed warm-up of
+    each; summed seconds, their ratio, and the agreement of the mean effects per kind (embedding readout, as `analysis patch` uses for MiniLM)."""
     from probing.examples import load_examples
     from probing.patching.attribution import attribute_ids
     from probing.patching.engine import KINDS, _patch_ids
@@ -386,6 +386,8 @@ def patching_bench(loaded, n_pairs: int, data_root=None) -> dict:
     infos = [info for ok, _, info in (usable(loaded, p) for p in pairs) if ok][:n_pairs]
     seconds = {"exact": 0.0, "attribution": 0.0}
     outs = {"exact": [], "attribution": []}
+    for function in (_patch_ids, attribute_ids):      # warm-up, untimed: the first backward pass sets up autograd
+        function(loaded.model, *infos[0]["ids"], infos[0]["source"], infos[0]["target"], ("noising",), 512)
     for info in infos:
         for method, function in (("exact", _patch_ids), ("attribution", attribute_ids)):
             start = time.perf_counter()
