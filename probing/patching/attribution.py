@@ -59,7 +59,7 @@ def _shifted(store: dict, layer: int):
     layer's heads through later layers' heads), and it works when the weights do not require gradients."""
     def fn(tensor):
         leaf = torch.zeros_like(tensor, requires_grad=True)
-        store[layer] = (tensor.detach().clone(), leaf)
+        store[layer] = (tensor.detach(), leaf)      # nothing edits it in place later: no copy
         return tensor + leaf
     return fn
 
