@@ -23,3 +23,11 @@ def test_first_answer_is_estimated_and_the_top_heads_become_exact():
     assert patched[top]
     assert not any(n.startswith("First answer:") for n in confirmed.notes)
     assert pv.confirm_top_heads(exact) is exact       # an exact view has nothing to confirm
+
+
+def test_first_answer_leaves_its_sanity_checks_to_the_confirmation():
+    first = pv.patch_pair_view(CLEAN, TWIN, "", None, "noising", method="attribution")
+    assert first.result.sanity == {"passed": None}
+    assert first.to_dict()["sanity"] == {"passed": None}
+    confirmed = pv.confirm_top_heads(first, k=2)
+    assert confirmed.result.sanity["passed"] is True

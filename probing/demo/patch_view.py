@@ -328,7 +328,7 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     with exclusive_forward(), worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
         result = patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span, target=pair.target_span,
-                            kinds=KINDS, method=method)
+                            kinds=KINDS, method=method, check=method == "exact")
     attention = result.attention
     correlation = {k: spearman(attention, result.effects[k]) for k in KINDS}
     dataset = dataset_effects(loaded.name)
@@ -341,14 +341,16 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     elif pair.clean[slice(*pair.source_span)].lower() not in NEGATION_WORDS:
         notes.append(f"The \"set\" columns are the heads' effects on negation pairs (not ↔ really, {DATASET}); "
                      f"this pair swaps {pair.swap}, so compare with care.")
-    worst = max(result.sanity["own_noising_max_abs"], result.sanity["own_denoising_max_abs"],
-                abs(result.sanity["embedding_denoising"] - 1))
+    worst = 0.0 if result.sanity["passed"] is None else max(  # None: checked by the exact confirmation
+        result.sanity["own_noising_max_abs"], result.sanity["own_denoising_max_abs"],
+        abs(result.sanity["embedding_denoising"] - 1))
     if worst > 1e-4:
         notes.append(f"Sanity check off by {worst:.2g} (patching a run with its own activations should change "
                      "nothing): treat these numbers with care.")
     if method == "attribution":
         notes.append("First answer: every effect is a first-order estimate (attribution patching); exact values "
-                     f"replace the estimates of the top {CONFIRMED_HEADS} heads per effect once they are patched.")
+                     f"replace the estimates of the top {CONFIRMED_HEADS} heads per effect once they are patched, "
+                     "and the sanity checks run with them.")
     view = PatchView(model=loaded.name, pair=pair, result=result, attention=attention, kind=kind, effect_html="",
                      attention_html="", top_table=empty_top_table(kind), scatter=pd.DataFrame(),
                      correlation=correlation, notes=notes, dataset=dataset)
@@ -382,10 +384,13 @@ def confirm_top_heads(view: PatchView, k: int = CONFIRMED_HEADS) -> PatchView:
     estimated = np.ones_like(view.attention, dtype=bool)
     estimated[where] = False
     result = PairPatch(**{**view.result.__dict__, "effects": merged, "method": "exact for the top heads",
-                          "seconds": view.result.seconds + exact.seconds})
+                          "seconds": view.result.seconds + exact.seconds, "sanity": exact.sanity})
     notes = [n for n in view.notes if not n.startswith("First answer:")]
     notes.append(f"Exact patching of the {len(heads)} top heads by estimate replaced their estimates (largest "
                  f"change {max(gaps):.3f}); the other heads' effects are still first-order estimates.")
+    if not exact.sanity["passed"]:
+        notes.append("Sanity check failed (patching a run with its own activations should change nothing): "
+                     "treat these numbers with care.")
     confirmed = PatchView(**{**view.__dict__, "result": result, "notes": notes, "estimated": estimated})
     return render(confirmed, view.kind)
 

@@ -353,7 +353,7 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
                max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact",
-               heads=None) -> PairPatch:
+               heads=None, check: bool = True) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -367,7 +367,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     this pair's clean - corrupt difference.
     method: "exact" (every head's patched runs) or "attribution" (first-order estimates from one forward and
     one backward pass, `attribution.py`: a screen, not evidence). heads: with method "exact", patch only
-    these (layer, head)s (the others' effects are NaN): the demo confirms its screen's top heads this way."""
+    these (layer, head)s (the others' effects are NaN): the demo confirms its screen's top heads this way.
+    check=False (method "attribution" only): skip the sanity runs; `sanity` is then {"passed": None}."""
     from probing.patching.attribution import attribute_ids, check_method
     check_method(method, ("exact", "attribution"))
     loaded = as_loaded(model)
@@ -384,7 +385,7 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                                          answers, relation)
     if method == "attribution":
         out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
-                            max_rows, readout)
+                            max_rows, readout, check)
     else:
         heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
         out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
@@ -395,7 +396,9 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     effects, sanity = normalise(out, scale)
     return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=loaded.tokenizer.convert_ids_to_tokens(
                          pieces.clean_ids), source=source_pieces, swapped=pieces.swapped, target=target_pieces,
-                     effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
+                     effects=effects, distance=out["distance"],
+                     sanity=_pair_sanity(sanity, scale, readout is not None) if check or method == "exact"
+                     else {"passed": None},
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
                      readout="embedding" if readout is None else "logits",
                      attention_reversed=out["attention_reversed"], method=method)
