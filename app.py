@@ -411,18 +411,26 @@ def _patch_outputs(view, selected=None):
 
 
 def run_patching(clean, twin, target, model, kind):
-    """Patch every head: message, twin (the suggested one when empty), heatmaps, scatter, correlation, table,
-    head line, state."""
+    """Patch every head, in two answers: first every effect estimated by attribution patching (one forward and
+    one backward pass, at once), then the top heads patched exactly. Each answer: message, twin (the suggested
+    one when empty), heatmaps, scatter, correlation, table, head line, state."""
     try:
-        view = patch_view.patch_pair_view(clean, twin, target, model, kind)
-        message = "\n\n".join([f"Patched **{_escape(view.pair.swap)}** with {_escape(view.model)}: "
-                                f"{len(view.result.tokens)} pieces, every head in one batch "
-                                f"({view.result.seconds:.2f} s). Click a head in either map for its numbers."]
-                               + [f"**Note:** {_escape(n)}" for n in view.notes])
-        return (message, view.pair.corrupt, *_patch_outputs(view), "", view)
+        view = patch_view.patch_pair_view(clean, twin, target, model, kind, method="attribution")
+        yield _patching_answer(view, "estimated every head by attribution patching; exact values for the top "
+                                     "heads follow")
+        view = patch_view.confirm_top_heads(view)
+        yield _patching_answer(view, "the top heads patched exactly, the rest estimated")
     except Exception as err:
-        return (_problem(err), gr.update(), PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
-                patch_view.table_html(patch_view.empty_top_table(), "noising"), "", None)
+        yield (_problem(err), gr.update(), PATCH_PLACEHOLDER, PATCH_PLACEHOLDER, None, "",
+               patch_view.table_html(patch_view.empty_top_table(), "noising"), "", None)
+
+
+def _patching_answer(view, how: str):
+    message = "\n\n".join([f"Patched **{_escape(view.pair.swap)}** with {_escape(view.model)}: "
+                            f"{len(view.result.tokens)} pieces, {how} ({view.result.seconds:.2f} s). Click a head "
+                            f"in either map for its numbers."]
+                           + [f"**Note:** {_escape(n)}" for n in view.notes])
+    return (message, view.pair.corrupt, *_patch_outputs(view), "", view)
 
 
 def switch_patch_kind(view, kind):
@@ -692,8 +700,9 @@ def run_linked_relation(relation, link, model, metric):
 
 def run_linked_patching(link, model):
     if link is None or link.tab != "patching" or not link.text:
-        return (gr.update(),) * 9
-    return run_patching(link.text, link.twin, link.target, model, "noising")
+        yield (gr.update(),) * 9
+        return
+    yield from run_patching(link.text, link.twin, link.target, model, "noising")
 
 
 def run_linked_model_view(link, model, layers, heads):
@@ -714,15 +723,15 @@ def build_demo() -> gr.Blocks:
         parts = {}
         with gr.Tabs() as tabs:
             for relation, (title, _, _) in RELATIONS.items():
-                with gr.Tab(title, id=relation) as tab:
+                with gr.Tab(title, id=relation):
                     parts[relation] = relation_tab(relation, model)
-            with gr.Tab("Patching (causal)", id="patching") as tab:
+            with gr.Tab("Patching (causal)", id="patching"):
                 parts["patching"] = patching_tab(model)
-            with gr.Tab("Model view", id="model-view") as tab:
+            with gr.Tab("Model view", id="model-view"):
                 parts["model-view"] = model_view_tab(model)
             with gr.Tab("Probing report", id="report") as report:
                 report_tab(model, report)
-            with gr.Tab("About", id="about") as tab:
+            with gr.Tab("About", id="about"):
                 gr.Markdown(backend.ABOUT + "\n\n" + GLOSSARY + "\n\n" + API_HELP)
         # No URL write on a tab's select: Gradio fires it for the first tab as the page opens, which would
         # overwrite the link before READ_JS reads it. Each tab writes its tab with its results instead.

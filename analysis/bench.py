@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time one long document with this model (e.g. gemma-270m): scoring vs the "
                              "bare fused forward vs eager output_attentions, peak RSS and seconds")
     parser.add_argument("--long-tokens", type=int, default=4096, help="pieces in the long document")
+    parser.add_argument("--patching", action="store_true",
+                        help="only the patching bench: exact vs attribution patching (time, ratio, agreement per "
+                             "kind) on builtin-negation pairs for MiniLM (and MPNet when installed), and the "
+                             "demo's first attribution answer on a 64-piece pair")
+    parser.add_argument("--pairs", type=int, default=6, help="pairs per model in the patching bench")
     parser.add_argument("--eager-memory-gib", type=float, default=12.0,
                         help="address-space limit for the eager long-document child (it may run out)")
 
@@ -357,6 +362,111 @@ def patch_latency(loaded, calls: int = 10) -> dict:
             "rows": 2 * loaded.n_layers * loaded.n_heads + 3}
 
 
+def _patching_agreement(exact: dict, estimate: dict) -> dict:
+    """Per kind, over the mean effects [layers*heads] of the pairs: Spearman over every head, and how many of
+    exact's top 5 heads are in the estimate's top 10 (with the ones that are not)."""
+    from scipy.stats import spearmanr
+    rows = {}
+    for kind in exact:
+        x, y = exact[kind], estimate[kind]
+        top5, top10 = np.argsort(-x, kind="stable")[:5], set(np.argsort(-y, kind="stable")[:10].tolist())
+        rows[kind] = {"spearman": float(spearmanr(x, y)[0]), "top5_in_top10": sum(int(i) in top10 for i in top5),
+                      "missed": [int(i) for i in top5 if int(i) not in top10]}
+    return rows
+
+
+def patching_bench(loaded, n_pairs: int, data_root=None) -> dict:
+    """Exact patching (`engine._patch_ids`, every kind) and attribution patching (`attribution.attribute_ids`)
+    of the first n_pairs usable builtin-negation pairs, alternated pair by pair after one untimed warm-up of
+    each; summed seconds, their ratio, and the agreement of the mean effects per kind (embedding readout, as `analysis patch` uses for MiniLM)."""
+    from probing.examples import load_examples
+    from probing.patching.attribution import attribute_ids
+    from probing.patching.engine import KINDS, _patch_ids
+    from probing.patching.pairs import collect_pairs, usable
+    from probing.patching.readouts import normalise_all
+    pairs = [p for p in collect_pairs(load_examples("builtin-negation", data_root=data_root)).pairs]
+    infos = [info for ok, _, info in (usable(loaded, p) for p in pairs) if ok][:n_pairs]
+    seconds = {"exact": 0.0, "attribution": 0.0}
+    outs = {"exact": [], "attribution": []}
+    for function in (_patch_ids, attribute_ids):      # warm-up, untimed: the first backward pass sets up autograd
+        function(loaded.model, *infos[0]["ids"], infos[0]["source"], infos[0]["target"], ("noising",), 512)
+    for info in infos:
+        for method, function in (("exact", _patch_ids), ("attribution", attribute_ids)):
+            start = time.perf_counter()
+            outs[method].append(function(loaded.model, *info["ids"], info["source"], info["target"], KINDS, 512))
+            seconds[method] += time.perf_counter() - start
+    means = {}
+    for method, method_outs in outs.items():
+        normalise_all(method_outs, per_pair_scale=True)
+        means[method] = {k: np.mean([o["effects"][k].reshape(-1) for o in method_outs], 0) for k in KINDS}
+    return {"model": loaded.name, "pairs": len(infos), "exact_s": seconds["exact"],
+            "attribution_s": seconds["attribution"], "attribution/exact": seconds["attribution"] / seconds["exact"],
+            "agreement": _patching_agreement(means["exact"], means["attribution"])}
+
+
+def first_answer_latency(loaded, n_pieces: int = 64, calls: int = 5) -> dict:
+    """The demo's first answer on a pair of n_pieces pieces: `patch_pair(method="attribution", check=False)`
+    (noising and denoising, as the tab asks) against the
+    floor of the pair's two bare forwards (one batch of 2, gradients on) plus one backward pass."""
+    import torch
+
+    from probing import patching
+    words = "The lawyer from the old city did not sign the new contract with the bank today because".split()
+    clean = " ".join(words)
+    while len(loaded.tokenizer(clean)["input_ids"]) < n_pieces:
+        clean += " and the " + words[len(clean) % len(words)]
+    ids = loaded.tokenizer(clean)["input_ids"]
+    clean = loaded.tokenizer.decode(ids[1:n_pieces - 1]) if not loaded.is_causal else clean
+    corrupt = clean.replace(" not ", " really ", 1)
+    batch = torch.tensor([loaded.tokenizer(clean)["input_ids"], loaded.tokenizer(corrupt)["input_ids"]])
+
+    def floor():
+        with torch.enable_grad():
+            hidden = loaded.model(input_ids=batch).last_hidden_state
+            torch.autograd.grad(hidden.sum(), [p for p in loaded.model.parameters() if p.requires_grad][:1]
+                                or [hidden])
+
+    def answer():
+        # as the demo's tab asks for it: its sanity runs come with the exact confirmation of the top heads
+        return patching.patch_pair(loaded, clean, corrupt, kinds=("noising", "denoising"), method="attribution",
+                                   check=False)
+    answer(), floor()
+    times = {"answer": [], "floor": []}
+    for _ in range(calls):
+        for name, function in (("floor", floor), ("answer", answer)):
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return {"pieces": int(batch.shape[1]), "answer_ms": 1000 * median["answer"], "floor_ms": 1000 * median["floor"],
+            "ratio": median["answer"] / median["floor"]}
+
+
+def run_patching_bench(args) -> int:
+    from probing.install_models import local_model_path
+    from probing.models import load_model
+    results = []
+    print(f"load {open('/proc/loadavg').read().split()[:3]} on {os.cpu_count()} CPUs", flush=True)
+    for name in ["minilm"] + (["mpnet"] if local_model_path("mpnet") else []):
+        loaded = load_model(name)
+        row = patching_bench(loaded, args.pairs, args.data_root)
+        print(f"{row['model']} builtin-negation, {row['pairs']} pairs: exact {row['exact_s']:.2f} s, attribution "
+              f"{row['attribution_s']:.2f} s, attribution/exact {row['attribution/exact']:.3f}", flush=True)
+        for kind, a in row["agreement"].items():
+            print(f"  {kind:18s} Spearman {a['spearman']:+.3f}  exact top 5 in attribution top 10: "
+                  f"{a['top5_in_top10']}/5" + (f" (missed heads {', '.join(f'{i // loaded.n_heads}-{i % loaded.n_heads}' for i in a['missed'])})"
+                                               if a["missed"] else ""), flush=True)
+        first = first_answer_latency(loaded)
+        row["first_answer"] = first
+        print(f"  demo first answer (attribution) on a {first['pieces']}-piece pair: {first['answer_ms']:.0f} ms vs "
+              f"{first['floor_ms']:.0f} ms for two bare forwards + one backward (ratio {first['ratio']:.2f})", flush=True)
+        results.append(row)
+    print(f"load {open('/proc/loadavg').read().split()[:3]}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def first_page_seconds() -> float:
     """Seconds from `python app.py` to the first served page."""
     with socket.socket() as s:
@@ -381,6 +491,8 @@ def first_page_seconds() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.patching:
+        return run_patching_bench(args)
     import torch
     from probing.examples import load_examples
     from probing.models import load_model

@@ -1,7 +1,8 @@
 """`python -m analysis patch`: activation patching of every head (and of its attention pattern) on the minimal
 pairs of a dataset; writes effects.csv, summary.json, patching.png and report.md to the output folder, and with
 --sets also sets.csv (heads patched together against layer-matched random sets) and its report section; all
-published whole with the completion marker last (`probing.outputs.write_complete`)."""
+published whole with the completion marker last (`probing.outputs.write_complete`). Under `accelerate launch`
+with several processes the pairs are split across them (`engine.run_pairs`) and only the main process writes."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trained LM head, else the sentence embedding")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
+    parser.add_argument("--method", choices=["exact", "attribution", "screen"], default="exact",
+                        help="exact: every head patched; attribution: first-order estimates from one forward and one "
+                        "backward pass per pair, no head named; screen: estimates, then exact patching of the top "
+                        "heads and a random sample of the rest (estimate and exact side by side)")
     parser.add_argument("--sets", action="store_true", help="also patch head sets together: the top-k by attention "
                         "score, the top-k by single-head effect and each whole layer, against layer-matched random "
                         "sets of k heads (noising, denoising); writes sets.csv")
@@ -66,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
     sizes = _set_sizes(args.set_sizes) if args.sets else ()    # options checked before any model loads
     if args.sets and args.n_random < 1:
         raise ValueError(f"--n-random must be a positive whole number, got {args.n_random}")
+    from probing.parallel import is_main_process, launched_in_parallel
     files = PATCH_FILES + ([SETS_FILE] if args.sets else [])
     out = prepare_out_dir(args.out, files, args.force)
-    result, sets = write_complete(out, files, lambda staging: _patch(args, staging, sizes))
+    # every process computes the same result from all shards; only the main one publishes it
+    main_process = not launched_in_parallel() or is_main_process()
+    result, sets = write_complete(out, files, lambda staging: _patch(args, staging, sizes),
+                                  publish_result=main_process)
+    if not main_process:
+        return 0
     _print_summary(result, args.data, sets)
     print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in files)}", file=sys.stderr)
     return 0
@@ -91,7 +102,8 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
     result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
-                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
+                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True,
+                         method=args.method)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, staging, args.data)
     if not args.sets:
@@ -121,6 +133,12 @@ def _print_summary(result, data: str, sets=None) -> None:
             c = result.correlation[kind]
             print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+    for kind, agreement in result.screen.get("by_kind", {}).items():
+        print(f"screen {kind}: estimate vs exact over {agreement['n_heads_compared']} heads patched exactly: "
+              f"Spearman {agreement['spearman']:+.3f}, exact top 5 in estimate top 10: {agreement['top5_in_top10']}"
+              + (f"; missed {', '.join(f'{l}-{h}' for l, h in agreement['missed_by_estimate'])}"
+                 if agreement["missed_by_estimate"] else "")
+              + f"; largest exact effect among random heads {agreement['largest_exact_among_random']:+.3f}")
     print(f"sanity: {result.sanity}")
     if sets is not None:
         for row in sets.table[sets.table["selection"] != "layer"].itertuples():

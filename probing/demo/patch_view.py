@@ -184,6 +184,7 @@ class PatchView:
     correlation: dict[str, float | None]   # Spearman rho of attention vs each effect, over heads
     notes: list[str]
     dataset: pd.DataFrame | None = None
+    estimated: np.ndarray | None = None     # [layers, heads] True where an effect is still an estimate
 
     @property
     def source_word(self) -> str:
@@ -380,8 +381,10 @@ def checked_request(clean, corrupt, target, model, kind) -> tuple[str | None, st
 
 
 def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: str | None,
-                    kind: str = "noising") -> PatchView:
-    """Patch every head between a sentence and its twin (both effects), and lay the result out for the page."""
+                    kind: str = "noising", method: str = "exact") -> PatchView:
+    """Patch every head between a sentence and its twin (both effects), and lay the result out for the page.
+    method "attribution": the quick first answer, every effect a first-order estimate (one forward and one
+    backward pass); `confirm_top_heads` then patches the top heads exactly."""
     clean, corrupt, target, name, kind = checked_request(clean, corrupt, target, model, kind)
     loaded = backend.get_model(name)
     pair = checked_pair(loaded, clean, corrupt, target)
@@ -390,7 +393,8 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     with worded_library():
         # attention: the clean run's, from the swapped word (mean over its pieces) to the target (sum over its)
         result = in_patch_lane(lambda: patch_pair(loaded, pair.clean, pair.corrupt, source=pair.source_span,
-                                                  target=pair.target_span, kinds=KINDS))
+                                                  target=pair.target_span, kinds=KINDS, method=method,
+                                                  check=method == "exact"))
     attention = result.attention
     correlation = {k: spearman(attention, result.effects[k]) for k in KINDS}
     dataset = dataset_effects(loaded.name)
@@ -403,15 +407,59 @@ def patch_pair_view(clean: str, corrupt: str | None, target: str | None, model: 
     elif pair.clean[slice(*pair.source_span)].lower() not in NEGATION_WORDS:
         notes.append(f"The \"set\" columns are the heads' effects on negation pairs (not ↔ really, {DATASET}); "
                      f"this pair swaps {pair.swap}, so compare with care.")
-    worst = max(result.sanity["own_noising_max_abs"], result.sanity["own_denoising_max_abs"],
-                abs(result.sanity["embedding_denoising"] - 1))
+    worst = 0.0 if result.sanity["passed"] is None else max(  # None: checked by the exact confirmation
+        result.sanity["own_noising_max_abs"], result.sanity["own_denoising_max_abs"],
+        abs(result.sanity["embedding_denoising"] - 1))
     if worst > 1e-4:
         notes.append(f"Sanity check off by {worst:.2g} (patching a run with its own activations should change "
                      "nothing): treat these numbers with care.")
+    if method == "attribution":
+        notes.append("First answer: every effect is a first-order estimate (attribution patching); exact values "
+                     f"replace the estimates of the top {CONFIRMED_HEADS} heads per effect once they are patched, "
+                     "and the sanity checks run with them.")
     view = PatchView(model=loaded.name, pair=pair, result=result, attention=attention, kind=kind, effect_html="",
                      attention_html="", top_table=empty_top_table(kind), scatter=pd.DataFrame(),
                      correlation=correlation, notes=notes, dataset=dataset)
     return render(view, kind)
+
+
+CONFIRMED_HEADS = 10       # heads per effect patched exactly after the first (estimated) answer
+
+
+def confirm_top_heads(view: PatchView, k: int = CONFIRMED_HEADS) -> PatchView:
+    """The first answer's top k heads per effect (by estimate) patched exactly: their effects become exact,
+    the rest stay estimates (`view.estimated` marks them), and a note says how far estimate and exact were."""
+    if view.result.method != "attribution":
+        return view
+    effects = view.result.effects
+    flat = set()
+    for kind in KINDS:
+        flat.update(int(i) for i in np.argsort(-effects[kind], axis=None, kind="stable")[:k])
+    n_heads = view.attention.shape[1]
+    heads = [divmod(i, n_heads) for i in sorted(flat)]
+    loaded = backend.get_model(view.model)
+    with worded_library():
+        exact = in_patch_lane(lambda: patch_pair(loaded, view.pair.clean, view.pair.corrupt,
+                                                 source=view.pair.source_span, target=view.pair.target_span,
+                                                 kinds=KINDS, heads=heads))
+    where = tuple(np.array(heads).T)
+    merged = {kind: effects[kind].copy() for kind in KINDS}
+    gaps = []
+    for kind in KINDS:
+        merged[kind][where] = exact.effects[kind][where]
+        gaps.append(float(np.max(np.abs(effects[kind][where] - exact.effects[kind][where]))))
+    estimated = np.ones_like(view.attention, dtype=bool)
+    estimated[where] = False
+    result = PairPatch(**{**view.result.__dict__, "effects": merged, "method": "exact for the top heads",
+                          "seconds": view.result.seconds + exact.seconds, "sanity": exact.sanity})
+    notes = [n for n in view.notes if not n.startswith("First answer:")]
+    notes.append(f"Exact patching of the {len(heads)} top heads by estimate replaced their estimates (largest "
+                 f"change {max(gaps):.3f}); the other heads' effects are still first-order estimates.")
+    if not exact.sanity["passed"]:
+        notes.append("Sanity check failed (patching a run with its own activations should change nothing): "
+                     "treat these numbers with care.")
+    confirmed = PatchView(**{**view.__dict__, "result": result, "notes": notes, "estimated": estimated})
+    return render(confirmed, view.kind)
 
 
 def patch_heads_api(clean: str, corrupt: str, model: str | None, target: str | None) -> dict:

@@ -58,11 +58,16 @@ class _Row:
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
 
 
-def _plan(n_layers: int, n_heads: int, kinds) -> list[_Row]:
-    """Every (kind, layer, head) row, then the sanity rows. Noising rows start from clean, denoising from
-    corrupt; the own-run rows from each run; the embedding check from corrupt."""
+def _all_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+
+
+def _plan(n_layers: int, n_heads: int, kinds, heads=None) -> list[_Row]:
+    """Every (kind, layer, head) row (only `heads` when given), then the sanity rows. Noising rows start from
+    clean, denoising from corrupt; the own-run rows from each run; the embedding check from corrupt."""
+    heads = _all_heads(n_layers, n_heads) if heads is None else heads
     rows = [_Row(kind, layer, head, 1 if kind.endswith("denoising") else 0)
-            for kind in kinds for layer in range(n_layers) for head in range(n_heads)]
+            for kind in kinds for layer, head in heads]
     return rows + [_Row("sanity_own", -1, -1, 0), _Row("sanity_own", -1, -1, 1),
                    _Row("sanity_embeddings", -1, -1, 1)]
 
@@ -176,35 +181,50 @@ def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-               kinds, max_rows: int, readout: LogitReadout | None = None) -> dict:
+               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None) -> dict:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
     Returns raw readout values v (embedding: <e(run), e(clean) - e(corrupt)>; logits: the logit difference):
     `values[kind]` [layers, heads] of the patched runs, `clean`/`corrupt` of the unpatched runs and the sanity
-    runs' values; `readouts.normalise` turns them into effects."""
+    runs' values; `readouts.normalise` turns them into effects. heads: only these (layer, head)s are patched
+    (the screen's confirmation); the others' values are NaN."""
     started = time.perf_counter()
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = _base_run(module, ids, readout)
     value, base_values, distance = value_function(base.output, readout)
-    rows = _plan(layout.n_layers, layout.n_heads, kinds)
+    heads = _all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
+    rows = _plan(layout.n_layers, layout.n_heads, kinds, heads)
     values = _patched_values(module, ids, rows, base, source, max_rows, readout, value)
-    n = layout.n_layers * layout.n_heads
-    by_kind = {kind: values[i * n:(i + 1) * n].numpy().reshape(layout.n_layers, layout.n_heads)
-               for i, kind in enumerate(kinds)}
-    clean_patterns = torch.stack([base.patterns[l][0] for l in range(layout.n_layers)]).float()   # [L, H, q, k]
+    n, where = len(heads), tuple(np.array(heads, dtype=int).reshape(-1, 2).T)
+    by_kind = {}
+    for i, kind in enumerate(kinds):
+        by_kind[kind] = np.full((layout.n_layers, layout.n_heads), np.nan)
+        by_kind[kind][where] = values[i * n:(i + 1) * n].numpy()
+    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
+            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
+            "distance": distance, **_summaries(base, source, target, layout.n_layers),
+            "seconds": time.perf_counter() - started, "method": "exact"}
+
+
+def _layout_size(module) -> tuple[int, int]:
+    layout = hooks.head_layout(module)
+    return layout.n_layers, layout.n_heads
+
+
+def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int) -> dict:
+    """The clean run's attention from the source word (to the target, and to every piece)."""
+    clean_patterns = torch.stack([base.patterns[l][0] for l in range(n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
     attention, reversed_ = _source_to_target(clean_patterns, source, target)
     norm_attention = None
-    if base.norms is not None and target:
+    if getattr(base, "norms", None) is not None and target:
         # Kobayashi et al.'s alpha_st ||f(x_t)||, read exactly as the weights are (same pieces, same direction)
         clean_norms = torch.stack([n[0] for n in base.norms]).cpu()                               # [L, H, k]
         norm_attention, _ = _source_to_target(clean_patterns * clean_norms[:, :, None, :], source, target)
-    return {"values": by_kind, "norm_attention": norm_attention, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
-            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "attention": attention, "attention_reversed": reversed_,
-            "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
+    return {"attention": attention, "attention_reversed": reversed_, "norm_attention": norm_attention,
+            "source_pattern": source_pattern.numpy()}
 
 
 def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:
@@ -239,21 +259,43 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
             "distance": distance, "seconds": time.perf_counter() - started}
 
 
-def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
-    """Patch every usable pair (through `lm` with the logit readout when given); unusable ones join the skipped
-    list with their reason. Effects are not normalised yet (see `readouts.normalise_all`)."""
+def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
+              method: str = "exact", heads=None) -> tuple[list, list, PairSet]:
+    """Patch every usable pair (through `lm` with the logit readout when given), exactly or (method
+    "attribution") by the first-order estimate of `attribution.py`; unusable ones join the skipped list with
+    their reason. Effects are not normalised yet (see `readouts.normalise_all`). heads: patch only these
+    (layer, head)s exactly (others NaN)."""
+    from probing.parallel import launched_in_parallel, map_shards
+    if not launched_in_parallel():
+        outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads)
+        return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+    # Under `accelerate launch`: each process patches its contiguous shard of pairs; every process gets all
+    # shards back in rank order, i.e. the original order, so everything downstream sees one process's lists.
+    parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads),
+                       pair_set.pairs, progress)
+    outs = [o for part in parts for o in part[0]]
+    kept = [p for part in parts for p in part[1]]
+    skipped = [s for part in parts for s in part[2]]
+    return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+
+
+def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads):
+    """(outputs, kept pairs, skipped (id, reason)) of `pairs` in this process."""
     from tqdm import tqdm
-    outs, kept, skipped = [], [], list(pair_set.skipped)
-    for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
+    from probing.patching.attribution import attribute_ids
+    patch_ids = attribute_ids if method == "attribution" else (
+        lambda *args, **kwargs: _patch_ids(*args, **kwargs, heads=heads))
+    outs, kept, skipped = [], [], []
+    for pair in tqdm(pairs, disable=not progress, unit="pair", leave=False):
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
         if not ok:
             skipped.append((pair.id, reason))
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
-        outs.append(_patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
+        outs.append(patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
                                kinds, max_rows, readout))
         kept.append(pair)
-    return outs, kept, PairSet(kept, skipped)
+    return outs, kept, skipped
 
 
 # ---- patch_pair: one pair, the demo's call --------------------------------------------------------------
@@ -291,6 +333,7 @@ class PairPatch:
     readout: str = "embedding"
     attention_reversed: bool = False
     norm_attention: np.ndarray | None = None   # [layers, heads] the same reading of alpha ||f(x)|| (None: not available)
+    method: str = "exact"                  # "attribution": effects are first-order estimates (attribution.py)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -316,7 +359,7 @@ class PairPatch:
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
                 "attention": None if self.attention is None else self.attention.tolist(),
                 "norm_attention": None if self.norm_attention is None else self.norm_attention.tolist(),
-                "attention_reversed": self.attention_reversed}
+                "attention_reversed": self.attention_reversed, "method": self.method}
 
 
 def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
@@ -369,7 +412,8 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
-               max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
+               max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact",
+               heads=None, check: bool = True) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -380,7 +424,13 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     decoder reads a later target the other way (target -> source: it cannot look ahead).
     answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
-    this pair's clean - corrupt difference."""
+    this pair's clean - corrupt difference.
+    method: "exact" (every head's patched runs) or "attribution" (first-order estimates from one forward and
+    one backward pass, `attribution.py`: a screen, not evidence). heads: with method "exact", patch only
+    these (layer, head)s (the others' effects are NaN): the demo confirms its screen's top heads this way.
+    check=False (method "attribution" only): skip the sanity runs; `sanity` is then {"passed": None}."""
+    from probing.patching.attribution import attribute_ids, check_method
+    check_method(method, ("exact", "attribution"))
     loaded = as_loaded(model)
     kinds = check_kinds(kinds)
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
@@ -393,15 +443,23 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     if answers is not None:
         module, readout = _logit_readout(loaded, clean_text, corrupt_text, pieces.clean_offsets, pieces.swapped,
                                          answers, relation)
-    out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds, max_rows,
-                     readout)
+    if method == "attribution":
+        out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
+                            max_rows, readout, check)
+    else:
+        heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
+        out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
+                         max_rows, readout, heads)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
     effects, sanity = normalise(out, scale)
     return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=loaded.tokenizer.convert_ids_to_tokens(
                          pieces.clean_ids), source=source_pieces, swapped=pieces.swapped, target=target_pieces,
-                     effects=effects, sanity=_pair_sanity(sanity, scale, readout is not None), distance=out["distance"],
+                     effects=effects, distance=out["distance"],
+                     sanity=_pair_sanity(sanity, scale, readout is not None) if check or method == "exact"
+                     else {"passed": None},
                      attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
                      readout="embedding" if readout is None else "logits",
-                     attention_reversed=out["attention_reversed"], norm_attention=out["norm_attention"])
+                     attention_reversed=out["attention_reversed"], norm_attention=out["norm_attention"],
+                     method=method)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from probing import hooks, stats
+from probing.patching.attribution import check_method, confirm_screen, estimate_columns, method_notes
 from probing.patching.correlation import attention_vector, rank_correlation
 from probing.models import as_loaded
 from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
@@ -46,6 +47,8 @@ class PatchingResult:
     control: dict
     seconds: float
     notes: list[str] = field(default_factory=list)
+    method: str = "exact"                    # exact | attribution | screen (patch_heads)
+    screen: dict = field(default_factory=dict)   # screen: estimate vs exact on the heads patched exactly
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest mean effect `by` (default: the first kind run): layer, head, the
@@ -70,7 +73,8 @@ class PatchingResult:
             "gate": self.gate, "skipped": self.skipped, "sanity": self.sanity, "correlation": self.correlation,
             "named": {k: [list(h) for h in v] for k, v in self.named.items()},
             "top": {kind: [list(t) for t in self.ranked(kind)] for kind in self.per_pair},
-            "control": self.control, "seconds": self.seconds, "notes": self.notes})
+            "control": self.control, "seconds": self.seconds, "notes": self.notes, "method": self.method,
+            "screen": self.screen})
 
 
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
@@ -99,14 +103,24 @@ def _pairs_to_run(loaded, examples, readout: str, max_pairs):
     return pair_set, lm, readout_text
 
 
+def _tested(values: np.ndarray, statistics) -> tuple[np.ndarray, ...]:
+    """`statistics(values)` (a tuple of per-column arrays) on the columns patched exactly, NaN elsewhere:
+    method="screen" patches only some heads, and the maxT family is those heads."""
+    tested = ~np.isnan(values).any(0)
+    out = tuple(np.full(values.shape[1], np.nan) for _ in range(2))
+    for full, part in zip(out, statistics(values[:, tested])):
+        full[tested] = part
+    return out
+
+
 def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed):
     """(table: one row per head with each kind's mean, CI and p_fwer, and the mean attention when every pair
     has a target; per_pair[kind]: [pairs, layers*heads])."""
     per_pair = {kind: np.stack([o["effects"][kind].reshape(-1) for o in outs]) for kind in kinds}
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)})
     for index, kind in enumerate(kinds):
-        low, high = stats.bootstrap_ci(per_pair[kind], n_boot, seed=seed, groups=groups)
-        _p, p_fwer = stats.sign_flip_tests(per_pair[kind], n_perm, seed + index, groups=groups)
+        low, high = _tested(per_pair[kind], lambda v: stats.bootstrap_ci(v, n_boot, seed=seed, groups=groups))
+        p_fwer = _tested(per_pair[kind], lambda v: stats.sign_flip_tests(v, n_perm, seed + index, groups=groups))[1]
         table[kind], table[f"{kind}_ci_low"], table[f"{kind}_ci_high"] = per_pair[kind].mean(0), low, high
         table[f"{kind}_p_fwer"] = p_fwer
     raw_attention = [o["attention"] for o in outs if o["attention"] is not None]
@@ -118,11 +132,12 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     return table, per_pair
 
 
-def _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups, n_perm, seed):
+def _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups, n_perm, seed, method="exact", heads=None):
     """Negation's adverb <-> adverb control pairs: adds control effects and the specificity test to `table`.
     Returns (the control summary, per kept pair its control pair's distance (NaN where none) or None)."""
     control_set = control_pairs(kept, loaded)
-    control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds[:2], max_rows, False)
+    control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds[:2], max_rows, False,
+                                                        method=method, heads=heads)
     normalise_all(control_outs, per_pair_scale=True)
     control = {"built_from": "each negation pair's adverb control, with its adverb swapped for the next adverb "
                              f"in {list(ADVERBS)} of as many pieces", "n_pairs": len(control_outs),
@@ -138,7 +153,8 @@ def _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups, n_perm
         ctrl = np.stack([by_id[kept[i].id]["effects"][kind].reshape(-1) for i in matched])
         table[f"control_{kind}"] = ctrl.mean(0)
         diff = per_pair[kind][matched] - ctrl
-        _p, p_fwer = stats.sign_flip_tests(diff, n_perm, seed + 100 + index, groups=[groups[i] for i in matched])
+        p_fwer = _tested(diff, lambda v: stats.sign_flip_tests(v, n_perm, seed + 100 + index,
+                                                                groups=[groups[i] for i in matched]))[1]
         table[f"{kind}_minus_control"] = diff.mean(0)
         table[f"{kind}_specific_p_fwer"] = p_fwer
     return control, distances
@@ -193,7 +209,8 @@ def _notes(readout_text, scale, alpha, control, logit_readout: bool, controls: b
 
 def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attention_scores=None,
                 controls: bool = True, n_boot: int = 1000, n_perm: int = 10000, alpha: float = 0.05, seed: int = 0,
-                max_pairs: int | None = None, max_rows: int = 512, progress: bool = False) -> PatchingResult:
+                max_pairs: int | None = None, max_rows: int = 512, progress: bool = False,
+                method: str = "exact") -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal
     pairs in `examples`, with CIs, maxT p_fwer, the behavioural gate, control pairs (negation: adverb <->
     adverb) and the attention-vs-effect rank correlation.
@@ -203,7 +220,11 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     rows have answers and the model a trained LM head). Control pairs run with the embedding readout only.
     attention_scores: optional per-head scores to correlate with (a heads table with layer, head and one score
     column named in `attention_scores.attrs["score"]`, or a [layers, heads] array); without it, the clean
-    run's attention from the source word to the target word is used."""
+    run's attention from the source word to the target word is used.
+    method: "exact" (every head patched), "attribution" (first-order estimates for every head, no head named:
+    `attribution.py`) or "screen" (estimates for every head, then exact patching of the top heads by estimate
+    plus a random sample of the rest; only those are tested and named; `{kind}_estimate` columns and `screen`
+    hold estimate vs exact)."""
     started = time.perf_counter()
     kinds = check_kinds(kinds)
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
@@ -211,27 +232,36 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
     pair_set, lm, readout_text = _pairs_to_run(loaded, examples, readout, max_pairs)
     relation = pair_set.pairs[0].relation
-    outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm)
+    method = check_method(method)
+    outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm,
+                                     method="exact" if method == "exact" else "attribution")
     if not outs:
         raise ValueError(f"none of the {len(pair_set.skipped)} pairs is usable: {pair_set.skipped_counts()}")
     scale = normalise_all(outs, per_pair_scale=lm is None)
+    heads, screen = None, {}
+    if method == "screen":
+        outs, heads, screen = confirm_screen(loaded, kept, outs, kinds, max_rows, progress, lm, layout.n_heads, seed)
     groups = [p.group or p.id for p in kept]
     table, per_pair = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot, n_perm, seed)
     control, control_distances = {}, None
     if controls and relation == "negation" and lm is None:
         control, control_distances = _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups,
-                                                   n_perm, seed)
+                                                   n_perm, seed, "attribution" if method == "attribution"
+                                                   else "exact", heads)
     gate = choose_gate(loaded, kept, outs, logit_readout=lm is not None, control_distances=control_distances,
                        n_boot=n_boot, seed=seed, groups=groups)
+    # screen: the correlation needs every head, so it is over the estimates (said in the notes)
+    effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
     score, score_name = attention_vector(attention_scores, table, layout.n_layers, layout.n_heads)
     correlation = {} if score is None else {
-        kind: {"attention_score": score_name, **rank_correlation(score, per_pair[kind], n_boot, seed, groups)}
+        kind: {"attention_score": score_name, **rank_correlation(score, effects_over_all_heads[kind], n_boot,
+                                                                 seed, groups)}
         for kind in kinds if kind in ("noising", "denoising")}
     return PatchingResult(
         model=loaded.name, relation=relation, readout=readout_text, n_layers=layout.n_layers,
         n_heads=layout.n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate.to_dict(),
         skipped=_coarse_counts(pair_set.skipped), skipped_pairs=pair_set.skipped,
         sanity=_sanity(outs, scale, lm is not None), correlation=correlation,
-        named=_named_heads(table, kinds, alpha, gate.passed), control=control,
-        seconds=round(time.perf_counter() - started, 1),
-        notes=_notes(readout_text, scale, alpha, control, lm is not None, controls, relation))
+        named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution"), control=control,
+        seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
+        notes=_notes(readout_text, scale, alpha, control, lm is not None, controls, relation) + method_notes(method))
