@@ -25,7 +25,8 @@ import torch
 from probing import hooks
 from probing.models import LoadedModel, as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
-from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
+from probing.patching.readouts import (LogitReadout, language_model, normalise, pooled_positions, run_readout,
+                                       value_function)
 
 KINDS = ("noising", "denoising", "pattern_noising", "pattern_denoising", "row_noising", "row_denoising")
 SANITY_TOLERANCE = 1e-5
@@ -155,7 +156,7 @@ def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-               kinds, max_rows: int, readout: LogitReadout | None = None) -> dict:
+               kinds, max_rows: int, readout: LogitReadout | None = None, all_positions: bool = False) -> dict:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
@@ -166,7 +167,8 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = _base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout)
+    value, base_values, distance = value_function(base.output, readout,
+                                                  pooled_positions(clean_ids, corrupt_ids, all_positions))
     rows = _plan(layout.n_layers, layout.n_heads, kinds)
     values = _patched_values(module, ids, rows, base, source, max_rows, readout, value)
     n = layout.n_layers * layout.n_heads
@@ -186,9 +188,11 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
             "source_pattern": source_pattern.numpy(), "seconds": time.perf_counter() - started}
 
 
-def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> tuple[list, list, PairSet]:
-    """Patch every usable pair (through `lm` with the logit readout when given); unusable ones join the skipped
-    list with their reason. Effects are not normalised yet (see `readouts.normalise_all`)."""
+def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
+              all_positions: bool = False) -> tuple[list, list, PairSet]:
+    """Patch every usable pair (through `lm` with the logit readout when given; the embedding readout leaves the
+    swapped pieces out unless `all_positions`); unusable ones join the skipped list with their reason. Effects
+    are not normalised yet (see `readouts.normalise_all`)."""
     from tqdm import tqdm
     outs, kept, skipped = [], [], list(pair_set.skipped)
     for pair in tqdm(pair_set.pairs, disable=not progress, unit="pair", leave=False):
@@ -198,7 +202,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None) -> 
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         outs.append(_patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
-                               kinds, max_rows, readout))
+                               kinds, max_rows, readout, all_positions))
         kept.append(pair)
     return outs, kept, PairSet(kept, skipped)
 
@@ -310,7 +314,7 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
-               max_rows: int = 512, answers: tuple[str, str] | None = None) -> PairPatch:
+               max_rows: int = 512, answers: tuple[str, str] | None = None, all_positions: bool = False) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -319,7 +323,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     patches and the attention are read from (default: the swapped word); with a target, `attention` is the
     clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces); a
     decoder reads a later target the other way (target -> source: it cannot look ahead).
-    answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
+    answers=None: the embedding readout (the final states averaged over the pieces the two texts share, or over
+    every piece with all_positions=True). answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference."""
     loaded = as_loaded(model)
@@ -335,7 +340,7 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
         module, readout = _logit_readout(loaded, clean_text, corrupt_text, pieces.clean_offsets, pieces.swapped,
                                          answers, relation)
     out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds, max_rows,
-                     readout)
+                     readout, all_positions)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
