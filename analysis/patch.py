@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
     parser.add_argument("--n-perm", type=int, default=10000, help="sign flips for the maxT tests")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--readout", choices=["auto", "embedding", "logits"], default="auto",
+    parser.add_argument("--readout", choices=["auto", "embedding", "logits", "all-positions"], default="auto",
                         help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
-                        "trained LM head, else the sentence embedding")
+                        "trained LM head, else the sentence embedding over the pieces both texts share; "
+                        "all-positions: the embedding over every piece, the swapped word included")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
@@ -57,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     kinds = KINDS if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
-    result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
-                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True)
+    # the correlation uses the attention on the patched pairs themselves (same items); the heads-table score
+    # is kept beside it in effects.csv
+    result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, n_boot=args.n_boot,
+                         n_perm=args.n_perm, seed=args.seed, progress=True)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, out, args.data)
     gate = result.gate
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"top {kind}: {top}; named: {', '.join(f'{l}-{h}' for l, h in result.named[kind]) or 'none'}")
         if kind in result.correlation:
             c = result.correlation[kind]
-            print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
+            print(f"attention vs {kind}, within-layer Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     print(f"sanity: {result.sanity}")
     print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in PATCH_FILES)}", file=sys.stderr)
