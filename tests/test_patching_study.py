@@ -160,8 +160,8 @@ def test_wsc273_twins_report_their_controls_and_name_only_heads_that_beat_them(m
         pytest.skip("WSC273 is not in ../shared/data")
     examples = load_examples("wsc273", data_root=str(root))
     controls = patching.load_twin_controls()
-    twins = [t for t in dict.fromkeys(e.meta["twin"] for e in examples) if t in controls][:10]
-    rows = [e for e in examples if e.meta["twin"] in twins]
+    twins = [t for t in dict.fromkeys(e.meta.get("twin") for e in examples) if t in controls][:10]
+    rows = [e for e in examples if e.meta.get("twin") in twins]
     result = patching.patch_heads(minilm, rows, kinds=("noising", "denoising"), n_boot=100, n_perm=200)
     assert len(result.pair_ids) == 10 and result.control["n_pairs"] == 10
     assert all(i.endswith(":control") for i in result.control["ids"])
