@@ -127,7 +127,10 @@ def _named_lines(result: PatchingResult) -> list[str]:
 def _correlation_lines(result: PatchingResult) -> list[str]:
     lines = []
     for kind, corr in result.correlation.items():
+        # a layer whose effects are all equal has no rank order (row_* in the last layer: the source row only
+        # changes the source position, which the default readout leaves out)
         layers = "; ".join(f"L{c['layer']} {c['spearman']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+                           if np.isfinite(c["spearman"]) else f"L{c['layer']} undefined (no spread)"
                            for c in corr.get("per_layer", []))
         lines.append(f"- {kind}: within-layer Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, "
                      f"{corr['ci_high']:+.3f}] against {corr['attention_score']} ({corr['n_heads']} heads, "
