@@ -2,7 +2,6 @@
 embedding readout leaves the swapped pieces out, checked against plain hooks."""
 
 import numpy as np
-import pytest
 
 from probing import patching
 
@@ -19,7 +18,6 @@ def test_normalisation_by_hand():
     assert second["effects"]["noising"].tolist() == [[0.0, 4 / 3]]
 
 
-@pytest.mark.slow
 def test_default_readout_leaves_the_swapped_word_out_against_plain_hooks(minilm):
     """On a pair no other test uses, patch_pair's default readout equals an independent reference (plain forward
     passes, a hand-written pre-hook per head, the mean over the positions whose piece is the same in both texts)
