@@ -23,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.n_boot(parser)
     options.n_perm(parser, "sign flips for the maxT tests")
     options.seed(parser)
-    parser.add_argument("--readout", choices=["auto", "embedding", "logits"], default="auto",
+    parser.add_argument("--readout", choices=["auto", "embedding", "logits", "all-positions"], default="auto",
                         help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
-                        "trained LM head, else the sentence embedding")
+                        "trained LM head, else the sentence embedding over the pieces both texts share; "
+                        "all-positions: the embedding over every piece, the swapped word included")
     parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
                         "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
     parser.add_argument("--method", choices=["exact", "attribution", "screen"], default="exact",
@@ -101,9 +102,10 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     kinds = KINDS if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
-    result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, attention_scores=scores,
-                         n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, progress=True,
-                         method=args.method)
+    # the correlation uses the attention on the patched pairs themselves (same items); the heads-table score
+    # is kept beside it in effects.csv
+    result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, n_boot=args.n_boot,
+                         n_perm=args.n_perm, seed=args.seed, progress=True, method=args.method)
     result.table["attention_score"] = scores["attention_score"].to_numpy()
     write_patching_outputs(result, staging, args.data)
     if not args.sets:
@@ -131,7 +133,7 @@ def _print_summary(result, data: str, sets=None) -> None:
         print(f"top {kind}: {top}; named: {', '.join(f'{l}-{h}' for l, h in result.named[kind]) or 'none'}")
         if kind in result.correlation:
             c = result.correlation[kind]
-            print(f"attention ({c['attention_score']}) vs {kind}: Spearman {c['spearman']:+.3f} "
+            print(f"attention vs {kind}, within-layer Spearman {c['spearman']:+.3f} "
                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
     for kind, agreement in result.screen.get("by_kind", {}).items():
         print(f"screen {kind}: estimate vs exact over {agreement['n_heads_compared']} heads patched exactly: "

@@ -12,20 +12,23 @@ from probing.examples import Example
 CLEAN, CORRUPT = "The lawyer did not sign the contract.", "The lawyer did really sign the contract."
 
 
-def _plain_effects(loaded, clean, corrupt):
-    """One forward per head with a hand-written pre-hook on the output projection (no probing.hooks edits)."""
+def _plain_effects(loaded, clean, corrupt, all_positions=False):
+    """One forward per head with a hand-written pre-hook on the output projection (no probing.hooks edits). The
+    readout averages the final states over the positions whose piece is the same in both texts (every position
+    with all_positions=True), found here from the ids directly."""
     module = loaded.model
     layout = hooks.head_layout(loaded)
     ids = torch.tensor([loaded.tokenizer(clean)["input_ids"], loaded.tokenizer(corrupt)["input_ids"]])
+    keep = torch.arange(ids.shape[1]) if all_positions else torch.nonzero(ids[0] == ids[1]).flatten()
     inputs = {}
     handles = [p.register_forward_hook(lambda m, a, o, l=l: inputs.__setitem__(l, a[0].clone()))
                for l, p in enumerate(layout.projections)]
     with torch.inference_mode():
-        base = module(input_ids=ids).last_hidden_state.double().mean(1)
+        base = module(input_ids=ids).last_hidden_state.double()[:, keep].mean(1)
     for h in handles:
         h.remove()
     e_clean, e_corrupt = base
-    readout = lambda batch: module(input_ids=batch).last_hidden_state.double().mean(1)[0]  # noqa: E731
+    readout = lambda batch: module(input_ids=batch).last_hidden_state.double()[:, keep].mean(1)[0]  # noqa: E731
     m = lambda e: float((e - e_corrupt) @ (e_clean - e_corrupt) / ((e_clean - e_corrupt) @ (e_clean - e_corrupt)))  # noqa
     return _per_head_runs(layout, inputs, ids, lambda batch: m(readout(batch)))
 

@@ -39,20 +39,21 @@ def test_cli_end_to_end(tmp_path):
     for kind in ("noising", "denoising", "row_denoising"):
         expected = np.mean([one.effects[kind].reshape(-1) for one in ones], 0)
         np.testing.assert_allclose(table[kind], expected, rtol=1e-5, atol=1e-6)
-    # the gate's distances, by a plain forward pass: ||mean hidden(clean) - mean hidden(corrupt)||
-    def distance(a, b):
+    # the gate's measure, by a plain forward pass: the readout difference v(clean) - v(corrupt) =
+    # ||e(clean) - e(corrupt)||^2, e the mean final state over the positions whose piece is the same in both texts
+    def difference(a, b):
         ids = torch.tensor([minilm.tokenizer(a)["input_ids"], minilm.tokenizer(b)["input_ids"]])
+        keep = torch.nonzero(ids[0] == ids[1]).flatten()
         with torch.inference_mode():
-            e = minilm.model(input_ids=ids).last_hidden_state.double().mean(1)
-        return float(torch.linalg.norm(e[0] - e[1]))
+            e = minilm.model(input_ids=ids).last_hidden_state.double()[:, keep].mean(1)
+        return float(((e[0] - e[1]) ** 2).sum())
     gate = summary["gate"]
-    distances = [distance(p.clean, p.corrupt) for p in pairs]
-    controls = [distance(p.clean, p.corrupt) for p in patching.control_pairs(pairs, minilm).pairs]
-    assert gate["clean_minus_corrupt"] == pytest.approx(np.mean(distances), abs=1e-9)
-    assert gate["control_mean"] == pytest.approx(np.mean(controls), abs=1e-9)
-    differences = np.array(distances) - np.array(controls)
-    # two pairs in two groups: each bootstrap replicate's mean is one pair's difference or their average, so the
-    # CI's lower bound is the smaller difference, and the gate passes exactly when both pairs move the embedding
-    # more than their controls (in one group the replicates are all the mean)
-    decisive = differences.min() if pairs[0].group != pairs[1].group else differences.mean()
-    assert gate["passed"] == bool(decisive > 0)
+    differences = [difference(p.clean, p.corrupt) for p in pairs]
+    controls = [difference(p.clean, p.corrupt) for p in patching.control_pairs(pairs, minilm).pairs]
+    assert gate["clean_minus_corrupt"] == pytest.approx(np.mean(differences), rel=1e-6)
+    assert gate["control_mean"] == pytest.approx(np.mean(controls), rel=1e-6)
+    # two pairs: far below 30 units, so the gate fails, nothing is named and the report says "too few"
+    assert gate["too_few"] and not gate["passed"] and gate["n_units"] <= 2
+    assert all(not heads for heads in summary["named"].values())
+    report = (out / "report.md").read_text()
+    assert "**Too few**" in report and "t-based cluster interval" in report and "not used" not in report

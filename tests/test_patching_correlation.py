@@ -1,33 +1,57 @@
-"""probing.patching.correlation: Spearman's rho of attention against effect equals scipy's, ties included, with a
-bootstrap CI that contains it; attention scores given as a table or an array are put in the heads' order."""
+"""probing.patching.correlation: the within-layer (depth-partialled) Spearman of a head score against the effects,
+checked against scipy layer by layer; depth alone does not make it positive; a per-pair score is resampled with
+the effects; any [layers, heads] score goes through the same function."""
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from probing.patching.correlation import attention_vector, rank_correlation
+from probing.patching.correlation import attention_scores, score_vs_effect
 
 
-def test_rank_correlation_matches_scipy_and_its_ci_holds_it():
-    rng = np.random.default_rng(0)
-    attention = np.array([0.1, 0.5, 0.5, 0.9, 0.3, 0.7])            # a tie, as real scores have
-    per_pair = attention[None, :] * 2 + rng.normal(0, 0.3, (8, 6))    # [pairs, heads]
-    result = rank_correlation(attention, per_pair, n_boot=300, seed=0, groups=[f"g{i // 2}" for i in range(8)])
-    assert result["spearman"] == pytest.approx(spearmanr(attention, per_pair.mean(0)).statistic, abs=1e-12)
-    assert result["ci_low"] <= result["spearman"] <= result["ci_high"] and result["n_heads"] == 6
-    reversed_effects = rank_correlation(attention, -per_pair, n_boot=50, seed=0, groups=None)
-    assert reversed_effects["spearman"] == pytest.approx(-result["spearman"], abs=1e-12)
+def _depth_confounded(n_pairs=12, seed=0):
+    """3 layers x 4 heads: score and effect both grow with depth, but within each layer they are reversed."""
+    rng = np.random.default_rng(seed)
+    within = np.array([0.0, 1.0, 2.0, 3.0])
+    score = np.stack([10 * layer + within for layer in range(3)])               # [layers, heads]
+    effect = np.stack([10 * layer - within for layer in range(3)])
+    per_pair = effect.reshape(1, -1) + rng.normal(0, 0.2, (n_pairs, 12))       # [pairs, layers*heads]
+    return score, effect, per_pair
 
 
-def test_attention_scores_as_a_table_or_an_array():
-    table = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1]})
-    scores = pd.DataFrame({"layer": [1, 0, 1, 0], "head": [1, 1, 0, 0], "mean_attention": [4.0, 2.0, 3.0, 1.0]})
-    scores.attrs["score"] = "mean_attention"
-    values, name = attention_vector(scores, table, 2, 2)
-    assert values.tolist() == [1.0, 2.0, 3.0, 4.0] and name == "mean_attention"
-    assert attention_vector(np.arange(4.0).reshape(2, 2), table, 2, 2)[0].tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert attention_vector(None, table, 2, 2) == (None, "")
-    with pytest.raises(ValueError, match="must have shape \\(2, 2\\)"):
-        attention_vector(np.zeros(3), table, 2, 2)
-    with pytest.raises(ValueError, match="lacks some heads"):
-        attention_vector(scores.iloc[:3], table, 2, 2)
+def test_within_layer_spearman_removes_depth():
+    score, effect, per_pair = _depth_confounded()
+    assert spearmanr(score.ravel(), per_pair.mean(0)).statistic > 0.6          # over all heads: depth wins
+    result = score_vs_effect(score, per_pair, 3, 4, n_boot=300, seed=0, groups=None)
+    assert result["spearman"] < -0.8 and result["ci_low"] <= result["spearman"] <= result["ci_high"]
+    mean = per_pair.mean(0).reshape(3, 4)
+    for layer in result["per_layer"]:
+        expected = spearmanr(score[layer["layer"]], mean[layer["layer"]]).statistic
+        assert layer["spearman"] == pytest.approx(expected, abs=1e-12)
+    assert result["resampled"].startswith("pairs (effect; score fixed)")
+
+
+def test_per_pair_score_is_resampled_with_the_effects():
+    _score, _effect, per_pair = _depth_confounded(seed=1)
+    rng = np.random.default_rng(2)
+    # a per-pair score that tracks each pair's own effect: within-layer rho near +1, a CI from both sides
+    per_pair_score = per_pair.reshape(-1, 3, 4) + rng.normal(0, 0.05, (12, 3, 4))
+    result = score_vs_effect(per_pair_score, per_pair, 3, 4, n_boot=300, seed=0,
+                             groups=[f"g{i // 2}" for i in range(12)])
+    assert result["spearman"] > 0.9 and result["resampled"] == "pairs, score and effect together"
+    assert result["n_pairs"] == 12 and len(result["per_layer"]) == 3
+    fixed = score_vs_effect(per_pair_score.mean(0), per_pair, 3, 4, n_boot=300, seed=0, groups=None)
+    assert fixed["spearman"] == pytest.approx(result["spearman"], abs=1e-12)     # same point estimate
+    with pytest.raises(ValueError, match="layers, heads"):
+        score_vs_effect(np.zeros((2, 5)), per_pair, 3, 4, 10, 0, None)
+    with pytest.raises(ValueError, match="12 pairs"):
+        score_vs_effect(np.zeros((5, 3, 4)), per_pair, 3, 4, 10, 0, None)
+
+
+def test_the_score_to_compare():
+    outs = [{"attention": np.full((2, 2), float(i))} for i in range(3)]
+    values, name = attention_scores(outs, None, 2, 2)
+    assert values.shape == (3, 2, 2) and "patched pair" in name
+    assert attention_scores([{"attention": None}], None, 2, 2) == (None, "")
+    assert attention_scores(outs, np.ones((2, 2)), 2, 2)[1] == "given"
+    with pytest.raises(ValueError, match="must have shape"):
+        attention_scores(outs, np.zeros(3), 2, 2)

@@ -1,4 +1,5 @@
-"""probing.patching.readouts: normalisation by hand (per pair, and by the mean difference for logits)."""
+"""probing.patching.readouts: normalisation by hand (per pair, and by the mean difference for logits); the default
+embedding readout leaves the swapped pieces out, checked against plain hooks."""
 
 import numpy as np
 
@@ -15,3 +16,25 @@ def test_normalisation_by_hand():
     second = {**out, "values": {"noising": np.array([[5.0, 1.0]])}, "clean": 5.0, "own_clean": 5.0, "embedding": 5.0}
     assert patching.readouts.normalise_all([dict(out), second], per_pair_scale=False) == 3.0
     assert second["effects"]["noising"].tolist() == [[0.0, 4 / 3]]
+
+
+def test_default_readout_leaves_the_swapped_word_out_against_plain_hooks(minilm):
+    """On a pair no other test uses, patch_pair's default readout equals an independent reference (plain forward
+    passes, a hand-written pre-hook per head, the mean over the positions whose piece is the same in both texts)
+    to 1e-4; the all-positions readout equals the reference over every position, and the two differ."""
+    from tests.patching_cases import _plain_effects
+    clean, corrupt = "The gardener did not water the roses.", "The gardener did still water the roses."
+    default = patching.patch_pair(minilm, clean, corrupt, kinds=("noising", "denoising"))
+    noising, denoising = _plain_effects(minilm, clean, corrupt)
+    np.testing.assert_allclose(default.effects["noising"], noising, atol=1e-4)
+    np.testing.assert_allclose(default.effects["denoising"], denoising, atol=1e-4)
+    every = patching.patch_pair(minilm, clean, corrupt, kinds=("noising",), all_positions=True)
+    noising_all, _ = _plain_effects(minilm, clean, corrupt, all_positions=True)
+    np.testing.assert_allclose(every.effects["noising"], noising_all, atol=1e-4)
+    assert np.abs(every.effects["noising"] - default.effects["noising"]).max() > 1e-3
+    assert default.sanity["passed"] and every.sanity["passed"]
+
+
+def test_pooled_positions_by_hand():
+    assert patching.readouts.pooled_positions([1, 5, 7, 2], [1, 6, 7, 2]) == [0, 2, 3]
+    assert patching.readouts.pooled_positions([1, 5], [1, 6], all_positions=True) is None

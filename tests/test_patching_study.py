@@ -101,3 +101,75 @@ def test_result_shapes(tiny_causal_path):
     assert isinstance(one, patching.PairPatch) and one.sanity["passed"]
     assert list(one.top(4).columns) == ["layer", "head", "noising"] and len(one.table) == 4
     json.dumps(one.to_dict(), allow_nan=False)
+
+
+def _five_negation_pairs():
+    sentences = ["The lawyer did not sign the contract.", "The cat did not eat the fish.",
+                 "The girl did not read the book.", "The man did not open the door.",
+                 "The boy did not wash the car."]
+    rows = []
+    for i, text in enumerate(sentences):
+        rows += [_neg(text, "not", f"p{i}", "negated"), _neg(text.replace("not", "really"), "really", f"p{i}", "control")]
+    return rows
+
+
+def test_five_pairs_are_too_few_and_name_nothing(tiny_causal_path, tmp_path):
+    """5 pairs with their adverb controls: the gate reports its control, fails as "too few" (< 30 units), no head
+    is named, the CIs are the small-sample t intervals, and the report says so in words."""
+    from probing.report.patching import patching_markdown
+    tiny = load_model(tiny_causal_path)
+    result = patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising", "denoising"), n_boot=50,
+                                  n_perm=50)
+    gate = result.gate
+    assert len(result.pair_ids) == 5 and result.control["n_pairs"] == 5
+    assert gate["too_few"] and not gate["passed"] and gate["n_units"] == 5 and "control_mean" in gate
+    assert all(heads == [] for heads in result.named.values())
+    assert {"control_noising", "noising_minus_control", "denoising_specific_p_fwer"} <= set(result.table)
+    assert any("t-based cluster interval (5 units < 50)" in note for note in result.notes)
+    text = patching_markdown(result, "five pairs")
+    assert "**Too few**" in text and "none (too few units to name a head)" in text and "not used" not in text
+    # without control pairs nothing can be named either
+    bare = patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising",), controls=False, n_boot=20,
+                                n_perm=20)
+    assert not bare.gate["passed"] and "no relation-free control" in bare.gate["note"] and not bare.named["noising"]
+
+
+def test_a_head_is_named_only_when_it_beats_its_control():
+    """_named_heads by hand: significance alone names nothing; the control comparison, the gate and 30 units
+    all have to hold."""
+    import pandas as pd
+    from probing.patching.study import _named_heads
+    table = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "noising": [0.3, 0.2, 0.1],
+                          "noising_p_fwer": [0.001, 0.001, 0.2], "noising_specific_p_fwer": [0.01, 0.4, 0.01]})
+    assert _named_heads(table, ["noising"], 0.05, True, 40) == {"noising": [(0, 0)]}
+    assert _named_heads(table, ["noising"], 0.05, False, 40) == {"noising": []}     # gate failed
+    assert _named_heads(table, ["noising"], 0.05, True, 29) == {"noising": []}      # too few units
+    no_control = table.drop(columns="noising_specific_p_fwer")
+    assert _named_heads(no_control, ["noising"], 0.05, True, 40) == {"noising": []}  # not from p_fwer alone
+
+
+@pytest.mark.slow
+def test_wsc273_twins_report_their_controls_and_name_only_heads_that_beat_them(minilm):
+    """10 WSC273 twins with MiniLM (embedding readout): every twin's hand-written control pair runs, the gate
+    compares with it, and a head is named only where it beats its control (here: 10 units, so none)."""
+    from pathlib import Path
+    from probing.examples import load_examples
+    from probing.report.patching import patching_markdown
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (root / "wsc273").exists():
+        pytest.skip("WSC273 is not in ../shared/data")
+    examples = load_examples("wsc273", data_root=str(root))
+    controls = patching.load_twin_controls()
+    twins = [t for t in dict.fromkeys(e.meta.get("twin") for e in examples) if t in controls][:10]
+    rows = [e for e in examples if e.meta.get("twin") in twins]
+    result = patching.patch_heads(minilm, rows, kinds=("noising", "denoising"), n_boot=100, n_perm=200)
+    assert len(result.pair_ids) == 10 and result.control["n_pairs"] == 10
+    assert all(i.endswith(":control") for i in result.control["ids"])
+    gate = result.gate
+    assert "control_mean" in gate and gate["n_units"] == 10 and gate["too_few"] and not gate["passed"]
+    for kind, heads in result.named.items():
+        specific = result.table.set_index(["layer", "head"])[f"{kind}_specific_p_fwer"]
+        assert all(specific[h] < 0.05 for h in heads)
+    text = patching_markdown(result, "wsc273")
+    assert "## Control pairs" in text and "10 pairs, each twin's clean text" in text
+    assert "wsc273_controls.jsonl" in text and "not used" not in text

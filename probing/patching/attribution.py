@@ -31,7 +31,7 @@ import torch
 
 from probing import hooks
 from probing.patching.engine import SANITY_ROWS, _Base, _patched_values, _plan, _summaries, run_pairs
-from probing.patching.readouts import LogitReadout, value_function
+from probing.patching.readouts import LogitReadout, pooled_positions, value_function
 
 METHODS = ("exact", "attribution", "screen")
 
@@ -64,7 +64,7 @@ def _shifted(store: dict, layer: int):
     return fn
 
 
-def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None):
+def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, positions: list[int] | None = None):
     """(base run as `engine._Base`, readout value fn, base values [2], distance, dm/dz per layer
     [2, pos, head, d_head], dm/dpattern per layer [2, head, q, k]): one forward of both texts with gradients and
     one backward pass of the sum of both rows' values."""
@@ -75,7 +75,7 @@ def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None):
             hooks.edit_pattern(module, {l: _shifted(pattern_store, l) for l in range(layout.n_layers)}), \
             hooks.cache_layer_inputs(module) as layer_inputs:
         output = _readout_with_grad(module, ids, readout)
-        value, base_values, distance = value_function(output.detach(), readout)
+        value, base_values, distance = value_function(output.detach(), readout, positions)
         leaves = [z_store[l][1] for l in range(layout.n_layers)] + \
                  [pattern_store[l][1] for l in range(layout.n_layers)]
         grads = torch.autograd.grad(value(output).sum(), leaves)
@@ -106,14 +106,16 @@ def _estimates(kind: str, base: _Base, z_grads, pattern_grads, source: list[int]
 
 
 def attribute_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-                  kinds, max_rows: int = 512, readout: LogitReadout | None = None, check: bool = True) -> dict:
+                  kinds, max_rows: int = 512, readout: LogitReadout | None = None, check: bool = True,
+                  all_positions: bool = False) -> dict:
     """`engine._patch_ids`'s output (same keys, raw readout values) with the patched runs' values estimated
     to first order instead of run; the sanity rows run exactly. check=False skips them (their values are NaN):
     they cost as much again as the gradient run, and the demo's quick first answer leaves them to the exact
     confirmation that follows it."""
     started = time.perf_counter()
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base, value, base_values, distance, z_grads, pattern_grads = _gradient_run(module, ids, readout)
+    base, value, base_values, distance, z_grads, pattern_grads = _gradient_run(
+        module, ids, readout, pooled_positions(clean_ids, corrupt_ids, all_positions))
     by_kind = {kind: _estimates(kind, base, z_grads, pattern_grads, source, base_values) for kind in kinds}
     layout = hooks.head_layout(module)
     sanity_rows = _plan(layout.n_layers, layout.n_heads, ())
@@ -162,7 +164,8 @@ def agreement(estimate: np.ndarray, exact: np.ndarray, n_heads: int) -> dict:
 
 
 def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_rows: int, progress: bool, lm,
-                   n_heads: int, seed: int = 0, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM):
+                   n_heads: int, seed: int = 0, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
+                   all_positions: bool = False):
     """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
     runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
     the screen's summary: per kind the agreement of estimate and exact over those heads, and the largest exact
@@ -171,7 +174,8 @@ def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_row
     from probing.patching.readouts import normalise_all
     estimates = {kind: np.stack([o["effects"][kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
     heads, drawn = screened_heads(estimates, n_heads, top_k, n_random, seed)
-    outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads)
+    outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads,
+                                   all_positions=all_positions)
     if [p.id for p in confirmed] != [p.id for p in kept]:
         raise RuntimeError("the screen's exact runs did not keep the same pairs as its estimates")
     normalise_all(outs, per_pair_scale=lm is None)

@@ -25,7 +25,8 @@ import torch
 from probing import attention as attention_function, hooks
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
-from probing.patching.readouts import LogitReadout, language_model, normalise, run_readout, value_function
+from probing.patching.readouts import (LogitReadout, language_model, normalise, pooled_positions, run_readout,
+                                       value_function)
 
 KINDS = ("noising", "denoising", "pattern_noising", "pattern_denoising", "row_noising", "row_denoising")
 SANITY_TOLERANCE = 1e-5
@@ -181,7 +182,8 @@ def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None) -> dict:
+               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None,
+               all_positions: bool = False) -> dict:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
@@ -193,7 +195,8 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = _base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout)
+    value, base_values, distance = value_function(base.output, readout,
+                                                  pooled_positions(clean_ids, corrupt_ids, all_positions))
     heads = _all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
     rows = _plan(layout.n_layers, layout.n_heads, kinds, heads)
     values = _patched_values(module, ids, rows, base, source, max_rows, readout, value)
@@ -240,7 +243,7 @@ def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:
 
 
 def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_sets, kinds=("noising", "denoising"),
-                  max_rows: int = 512, readout: LogitReadout | None = None) -> dict:
+                  max_rows: int = 512, readout: LogitReadout | None = None, all_positions: bool = False) -> dict:
     """As `_patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
     takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
     effects, and a one-head set gives exactly that head's single-head number."""
@@ -249,7 +252,8 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
     head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = _base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout)
+    value, base_values, distance = value_function(base.output, readout,
+                                                  pooled_positions(clean_ids, corrupt_ids, all_positions))
     rows = set_rows(head_sets, kinds)
     values = _patched_values(module, ids, rows, base, [], max_rows, readout, value)
     n = len(head_sets)
@@ -260,18 +264,20 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
-              method: str = "exact", heads=None) -> tuple[list, list, PairSet]:
-    """Patch every usable pair (through `lm` with the logit readout when given), exactly or (method
-    "attribution") by the first-order estimate of `attribution.py`; unusable ones join the skipped list with
-    their reason. Effects are not normalised yet (see `readouts.normalise_all`). heads: patch only these
-    (layer, head)s exactly (others NaN)."""
+              method: str = "exact", heads=None, all_positions: bool = False) -> tuple[list, list, PairSet]:
+    """Patch every usable pair (through `lm` with the logit readout when given; the embedding readout leaves the
+    swapped pieces out unless `all_positions`), exactly or (method "attribution") by the first-order estimate
+    of `attribution.py`; unusable ones join the skipped list with their reason. Effects are not normalised yet
+    (see `readouts.normalise_all`). heads: patch only these (layer, head)s exactly (others NaN)."""
     from probing.parallel import launched_in_parallel, map_shards
     if not launched_in_parallel():
-        outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads)
+        outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads,
+                                              all_positions)
         return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
     # Under `accelerate launch`: each process patches its contiguous shard of pairs; every process gets all
     # shards back in rank order, i.e. the original order, so everything downstream sees one process's lists.
-    parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads),
+    parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads,
+                                                        all_positions),
                        pair_set.pairs, progress)
     outs = [o for part in parts for o in part[0]]
     kept = [p for part in parts for p in part[1]]
@@ -279,7 +285,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
     return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
 
 
-def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads):
+def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads, all_positions):
     """(outputs, kept pairs, skipped (id, reason)) of `pairs` in this process."""
     from tqdm import tqdm
     from probing.patching.attribution import attribute_ids
@@ -293,7 +299,7 @@ def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method,
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         outs.append(patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
-                               kinds, max_rows, readout))
+                              kinds, max_rows, readout, all_positions=all_positions))
         kept.append(pair)
     return outs, kept, skipped
 
@@ -413,7 +419,7 @@ def _pair_sanity(sanity: dict, scale: float, logits: bool) -> dict:
 def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, int] | None = None,
                target: tuple[int, int] | None = None, relation: str | None = None, kinds=KINDS,
                max_rows: int = 512, answers: tuple[str, str] | None = None, method: str = "exact",
-               heads=None, check: bool = True) -> PairPatch:
+               heads=None, check: bool = True, all_positions: bool = False) -> PairPatch:
     """Every head's patching effects for one clean/corrupt pair (the demo's call). The swapped word is found
     from the tokens: the pieces that differ, which must lie in one word. ValueError when the pair is not a
     minimal pair (`pairs.minimal_pair`).
@@ -422,7 +428,8 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     patches and the attention are read from (default: the swapped word); with a target, `attention` is the
     clean run's attention from the source word (mean over its pieces) to the target (sum over its pieces); a
     decoder reads a later target the other way (target -> source: it cannot look ahead).
-    answers=None: the embedding readout. answers=(clean answer, corrupt answer): the logit difference between
+    answers=None: the embedding readout (the final states averaged over the pieces the two texts share, or over
+    every piece with all_positions=True). answers=(clean answer, corrupt answer): the logit difference between
     their first pieces at the last position (decoders) or at the text's mask token (masked LMs), normalised by
     this pair's clean - corrupt difference.
     method: "exact" (every head's patched runs) or "attribution" (first-order estimates from one forward and
@@ -445,11 +452,11 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                                          answers, relation)
     if method == "attribution":
         out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
-                            max_rows, readout, check)
+                            max_rows, readout, check, all_positions=all_positions)
     else:
         heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
         out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
-                         max_rows, readout, heads)
+                         max_rows, readout, heads, all_positions)
     scale = out["clean"] - out["corrupt"]
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")

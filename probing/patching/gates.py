@@ -1,165 +1,103 @@
 """Behaviour first: before any head is named, the model must show the behaviour the heads would explain.
 
-One function, `choose_gate`, decides which gate a run gets:
-- logit readout (a trained LM head): the CI of v(clean) - v(corrupt) must lie above 0 (`logit_gate`; Ettinger
-  2020: small LMs often ignore "not");
-- embedding readout, negation with control pairs: the distance ||e(clean) - e(corrupt)|| must beat the same
-  distance on adverb <-> adverb control pairs, paired, CI above 0 (`embedding_gate` with controls);
-- embedding readout, coreference twins: each twin's embedding must sit nearer the reading with its own referent
-  substituted for the pronoun (`twin_gate`, after Trinh & Le 2018);
-- otherwise: the swap must move the embedding at all (`embedding_gate` without controls).
+The gate tests the quantity the effects are fractions of, on the same pairs: the readout's clean - corrupt
+difference v(clean) - v(corrupt) (embedding readout: ||e(clean) - e(corrupt)||^2 over the pieces the texts
+share; logit readout: the logit difference between the two answers). It passes only when that difference on
+the relation pairs beats the same difference on their relation-free control pairs (negation: adverb <->
+adverb; Winograd twins: a swap that keeps the referent), paired by item, with a clustered CI above 0, and only
+with at least `stats.MIN_UNITS` units. Below `stats.SMALL_SAMPLE_UNITS` the CI is the t-based cluster interval.
+Without control pairs the gate cannot pass (a word swap always moves the readout), so no head is named.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
 
 from probing import stats
-from probing.models import LoadedModel
-from probing.patching.pairs import Pair
+
+EMBEDDING_MEASURE = ("readout difference v(clean) - v(corrupt) = ||e(clean) - e(corrupt)||^2 (the embedding "
+                     "the effects are fractions of)")
+LOGIT_MEASURE = {"negation": "logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb)",
+                 "coreference": "logit difference (clean answer - corrupt answer) at the masked pronoun, clean "
+                                "twin minus corrupt twin"}
 
 
 @dataclass(frozen=True)
 class Gate:
-    """The behavioural gate's outcome. `passed`: whether heads may be named; `ci`: the 95% cluster-bootstrap CI
-    of `clean_minus_corrupt`; the control fields only with control pairs, `n_pairs` only for twins."""
+    """The behavioural gate's outcome. `passed`: whether heads may be named; `ci`: the CI of
+    `clean_minus_corrupt` on the relation pairs; `relation_minus_control(_ci)`: the paired comparison with the
+    control pairs (absent without them); `n_units`: the independent units (clusters) the comparison rests on;
+    `ci_method`: cluster bootstrap, or the t-based interval below 50 units; `too_few`: under 30 units."""
     measure: str
     clean_minus_corrupt: float
     ci: list[float]
     passed: bool
     note: str
-    n_pairs: int | None = None
+    n_pairs: int
+    n_units: int
+    ci_method: str
+    too_few: bool
     control_mean: float | None = None
     relation_minus_control: float | None = None
     relation_minus_control_ci: list[float] | None = None
 
-    # the order of the keys in summaries (kept as it was before the gate had a type)
-    _ORDER = ("measure", "n_pairs", "clean_minus_corrupt", "ci", "control_mean", "relation_minus_control",
-              "relation_minus_control_ci", "passed", "note")
+    _ORDER = ("measure", "n_pairs", "n_units", "too_few", "clean_minus_corrupt", "ci", "control_mean",
+              "relation_minus_control", "relation_minus_control_ci", "ci_method", "passed", "note")
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {name: values[name] for name in self._ORDER if values[name] is not None}
 
 
-def _ci(values: np.ndarray, n_boot: int, seed: int, groups) -> list[float]:
-    low, high = stats.bootstrap_ci(values[:, None], n_boot, seed=seed, groups=groups)
-    return [float(low[0]), float(high[0])]
+def too_few_note(units: int) -> str:
+    return (f"too few: {units} independent units (< {stats.MIN_UNITS}), so the gate fails and no head is named "
+            "whatever the numbers")
 
 
-def embedding_gate(distances: np.ndarray, control_distances: np.ndarray | None, n_boot: int, seed: int,
-                   groups) -> Gate:
-    """Does the swap move the embedding more than a relation-preserving swap does (without controls: at all)?"""
-    ci = _ci(distances, n_boot, seed, groups)
-    measure, mean = "||e(clean) - e(corrupt)||, mean over pairs", float(distances.mean())
-    if control_distances is None:
-        return Gate(measure, mean, ci, passed=bool(ci[0] > 0), note="no control pairs: the gate only asks that "
-                    "the swap moves the embedding at all, which any word swap does")
-    diff = distances - control_distances
-    diff_ci = _ci(diff, n_boot, seed, groups)
-    return Gate(measure, mean, ci, passed=bool(diff_ci[0] > 0), control_mean=float(control_distances.mean()),
-                relation_minus_control=float(diff.mean()), relation_minus_control_ci=diff_ci,
-                note="passes when the relation's swap moves the embedding more than an adverb <-> adverb swap "
-                     "(paired, cluster-bootstrap CI above 0)")
+def _ci(values: np.ndarray, n_boot: int, seed: int, groups) -> tuple[list[float], str]:
+    low, high, method = stats.cluster_ci(values[:, None], n_boot, seed=seed, groups=groups)
+    return [float(low[0]), float(high[0])], method
 
 
-def logit_gate(differences: np.ndarray, n_boot: int, seed: int, groups, relation: str) -> Gate:
-    """LM readout: does the swap move the logit difference toward the clean answer?"""
-    ci = _ci(differences, n_boot, seed, groups)
-    passed = bool(ci[0] > 0)
-    measure = ("logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb)"
-               if relation == "negation" else
-               "logit difference (clean answer - corrupt answer) at the masked pronoun, clean twin minus corrupt twin")
-    return Gate(measure + ", mean over pairs", float(differences.mean()), ci, passed,
-                note="passes when the CI is above 0" + ("" if passed else
-                     ": it is not, so there is no behaviour to localise and no head is named"))
+def controlled_gate(relation: np.ndarray, control: np.ndarray | None, measure: str, n_boot: int, seed: int,
+                    groups) -> Gate:
+    """relation: per pair, v(clean) - v(corrupt) [pairs]; control: the same on each pair's control pair (NaN
+    where it has none), or None without control pairs. Pairs without a control are left out of the paired
+    comparison (and of its unit count)."""
+    groups = list(groups)
+    ci, method = _ci(relation, n_boot, seed, groups)
+    if control is None or np.isnan(control).all():
+        units = stats.n_units(groups, len(relation))
+        return Gate(measure, float(relation.mean()), ci, passed=False, n_pairs=len(relation), n_units=units,
+                    ci_method=method, too_few=units < stats.MIN_UNITS,
+                    note="no relation-free control pairs: any word swap moves the readout, so the gate cannot "
+                         "pass and no head is named")
+    matched = ~np.isnan(control)
+    matched_groups = [g for g, m in zip(groups, matched) if m]
+    units = stats.n_units(matched_groups, int(matched.sum()))
+    diff = relation[matched] - control[matched]
+    diff_ci, method = _ci(diff, n_boot, seed, matched_groups)
+    too_few = units < stats.MIN_UNITS
+    passed = bool(diff_ci[0] > 0) and not too_few
+    note = ("passes when the relation pairs' difference beats their control pairs' (paired by item, clustered CI "
+            f"above 0) with at least {stats.MIN_UNITS} units")
+    if too_few:
+        note = too_few_note(units)
+    elif not passed:
+        note += ": it does not, so there is no behaviour to localise and no head is named"
+    return Gate(measure, float(relation.mean()), ci, passed, note, n_pairs=int(matched.sum()), n_units=units,
+                ci_method=method, too_few=too_few, control_mean=float(control[matched].mean()),
+                relation_minus_control=float(diff.mean()), relation_minus_control_ci=diff_ci)
 
 
-TWIN_MEASURE = ("substitution preference: cos(e(twin), e(twin with its own referent for the pronoun)) - "
-                "cos(e(twin), e(twin with the other referent)), summed over the two twins, mean over pairs")
-
-
-def twin_gate(preferences: np.ndarray, n_boot: int, seed: int, groups) -> Gate:
-    """Coreference twins, embedding readout: does the swap move each twin toward its own referent
-    (`substitution_preferences`)? A control that can fail: a model blind to the swap scores 0."""
-    keep = ~np.isnan(preferences)
-    if not keep.any():
-        return Gate(TWIN_MEASURE, float("nan"), [float("nan"), float("nan")], passed=False, n_pairs=0,
-                    note="no pair's twins have different referents (e.g. WinoBias pro/anti keep the referent): "
-                         "there is no coreference behaviour to localise, and no head is named")
-    values = preferences[keep]
-    ci = _ci(values, n_boot, seed, None if groups is None else [g for g, k in zip(groups, keep) if k])
-    passed = bool(ci[0] > 0)
-    return Gate(TWIN_MEASURE, float(values.mean()), ci, passed, n_pairs=int(keep.sum()),
-                note="passes when the CI is above 0: the embedding moves toward the right referent"
-                     + ("" if passed else "; it does not, so no head is named"))
-
-
-def _mention(text: str, span: tuple[int, int]) -> str:
-    """The target word with its article when the text has one before it ("the trophy"), for substitution."""
-    before = text[:span[0]].rstrip().rsplit(" ", 1)[-1]
-    word = text[span[0]:span[1]]
-    return f"the {word}" if before.lower() in ("the", "a", "an") else word
-
-
-def _embeddings(loaded: LoadedModel, texts: list[str], batch: int = 64) -> torch.Tensor:
-    """Mean-pooled final hidden states over the non-padding pieces  # [texts, d_model], float64."""
-    out = []
-    device = next(loaded.model.parameters()).device
-    for start in range(0, len(texts), batch):
-        encoded = loaded.tokenizer(texts[start:start + batch], padding=True, truncation=True,
-                                   max_length=loaded.max_length, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            hidden = loaded.model(input_ids=encoded["input_ids"],
-                                  attention_mask=encoded["attention_mask"]).last_hidden_state.double()
-        mask = encoded["attention_mask"].unsqueeze(-1).double()
-        out.append(((hidden * mask).sum(1) / mask.sum(1)).cpu())
-    return torch.cat(out)
-
-
-def substitution_preferences(loaded: LoadedModel, pairs: list[Pair]) -> np.ndarray:
-    """Per twin pair, whether the embedding tells the two referents apart the right way round (a substitution
-    test after Trinh & Le 2018): each twin with its pronoun replaced by its own referent, and by the other
-    twin's. preference = [cos(e(clean), e(clean, own)) - cos(e(clean), e(clean, other))] + the same for the
-    corrupt twin; > 0 when both twins sit nearer the reading with their own referent. NaN for pairs whose
-    twins share the referent (WinoBias pro/anti) or lack a target."""
-    texts, usable_rows = [], []
-    for index, pair in enumerate(pairs):
-        if pair.clean_target is None or pair.corrupt_target is None:
-            continue
-        own, other = _mention(pair.clean, pair.clean_target), _mention(pair.corrupt, pair.corrupt_target)
-        if own.lower() == other.lower():
-            continue
-        for text, (start, end) in ((pair.clean, pair.clean_source), (pair.corrupt, pair.corrupt_source)):
-            texts += [text, text[:start] + own + text[end:], text[:start] + other + text[end:]]
-        usable_rows.append(index)
-    preferences = np.full(len(pairs), np.nan)
-    if not texts:
-        return preferences
-    e = torch.nn.functional.normalize(_embeddings(loaded, texts), dim=-1)
-    e = e.view(len(usable_rows), 2, 3, -1)                       # [pairs, twin (clean, corrupt), text, d_model]
-    similarity = (e[:, :, :1] * e[:, :, 1:]).sum(-1)              # [pairs, twin, (own, other)]
-    clean_pref = similarity[:, 0, 0] - similarity[:, 0, 1]        # the clean twin's referent is "own"
-    corrupt_pref = similarity[:, 1, 1] - similarity[:, 1, 0]      # the corrupt twin's referent is "other"
-    preferences[usable_rows] = (clean_pref + corrupt_pref).numpy()
-    return preferences
-
-
-def choose_gate(loaded: LoadedModel, pairs: list[Pair], outs: list[dict], *, logit_readout: bool,
-                control_distances: np.ndarray | None, n_boot: int, seed: int, groups: list[str]) -> Gate:
-    """The one place where a run's gate is decided (see the top of this file). `outs`: each kept pair's raw
-    patching output (its `clean`, `corrupt` and `distance`); `control_distances`: per pair, its control pair's
-    distance (NaN where it has none), or None when the run had no control pairs."""
-    relation = pairs[0].relation
-    if logit_readout:
-        return logit_gate(np.array([o["clean"] - o["corrupt"] for o in outs]), n_boot, seed, groups, relation)
-    distances = np.array([o["distance"] for o in outs])
-    if control_distances is not None:
-        matched = ~np.isnan(control_distances)     # pairs without a control pair are left out of the comparison
-        return embedding_gate(distances[matched], control_distances[matched], n_boot, seed,
-                              [g for g, m in zip(groups, matched) if m])
-    if relation == "coreference":
-        return twin_gate(substitution_preferences(loaded, pairs), n_boot, seed, groups)
-    return embedding_gate(distances, None, n_boot, seed, groups)
+def choose_gate(relation: str, outs: list[dict], control_outs: list[dict | None] | None, *, logit_readout: bool,
+                n_boot: int, seed: int, groups: list[str]) -> Gate:
+    """The one place where a run's gate is decided. `outs`: each kept pair's raw patching output (`clean`,
+    `corrupt`: the unpatched readout values); `control_outs`: per kept pair its control pair's output (None
+    where it has none), or None when the run has no control pairs."""
+    measure = (LOGIT_MEASURE.get(relation, LOGIT_MEASURE["coreference"]) if logit_readout else EMBEDDING_MEASURE)
+    relation_diff = np.array([o["clean"] - o["corrupt"] for o in outs])
+    control_diff = None if control_outs is None else np.array(
+        [np.nan if c is None else c["clean"] - c["corrupt"] for c in control_outs])
+    return controlled_gate(relation_diff, control_diff, measure + ", mean over pairs", n_boot, seed, groups)

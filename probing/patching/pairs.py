@@ -8,8 +8,10 @@ narrow", with the source (the pronoun) at the same pieces in both). Other pairs 
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from probing.models import LoadedModel
 
@@ -301,13 +303,96 @@ def control_pairs(pairs: list[Pair], loaded: LoadedModel) -> PairSet:
             text = pair.corrupt[:start] + other + pair.corrupt[end:]
             candidate = Pair(id=f"{pair.id}:control", relation="control", clean=pair.corrupt, corrupt=text,
                              clean_source=(start, end), corrupt_source=(start, start + len(other)),
-                             clean_target=None, group=pair.group)
+                             clean_target=None, group=pair.group, answers=pair.answers)
             if usable(loaded, candidate)[0]:
                 controls.append(candidate)
                 break
         else:
             skipped.append((pair.id, "no other adverb with the same number of pieces"))
     return PairSet(controls, skipped)
+
+
+TWIN_CONTROLS = Path(__file__).resolve().parent.parent / "examples" / "builtin" / "wsc273_controls.jsonl"
+
+
+def load_twin_controls(path=TWIN_CONTROLS) -> dict[str, tuple[str, str]]:
+    """The hand-written twin controls: twin id ("wsc273:pair1") -> (the clean twin's special word, a word that
+    keeps the referent: "large" -> "big"). The file's first line is its provenance, not a control."""
+    controls = {}
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        row = json.loads(line) if line.strip() else {}
+        if "twin" in row:
+            if not (isinstance(row.get("word"), str) and isinstance(row.get("control"), str)):
+                raise ValueError(f"{path}, line {line_no}: a twin control needs 'word' and 'control' strings")
+            controls[str(row["twin"])] = (row["word"], row["control"])
+    return controls
+
+
+def _word_at(text: str, start: int, end: int) -> tuple[int, int]:
+    """The whole word around the characters start..end (a swapped piece can be part of a word)."""
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    return start, end
+
+
+def _twin_control(pair: Pair, loaded: LoadedModel, control: tuple[str, str]) -> tuple[Pair | None, str]:
+    """(the control pair: the clean twin, and the clean twin with its special word swapped for one that keeps
+    the referent; or None and why not)."""
+    try:
+        pieces = minimal_pair(loaded, pair.clean, pair.corrupt, within=pair.clean_source)
+    except NotAMinimalPair:
+        return None, "the twins are not a minimal pair"
+    start, end = _word_at(pair.clean, pieces.clean_offsets[pieces.swapped[0]][0],
+                          pieces.clean_offsets[pieces.swapped[-1]][1])
+    word, other = control
+    if pair.clean[start:end].lower() != word.lower():
+        return None, f"the control's word {word!r} is not the twins' special word {pair.clean[start:end]!r}"
+    if pair.clean[start:end][0].isupper():
+        other = other[0].upper() + other[1:]
+    text = pair.clean[:start] + other + pair.clean[end:]
+    shift = len(other) - (end - start) if start < pair.clean_source[0] else 0
+    candidate = Pair(id=f"{pair.id}:control", relation="control", clean=pair.clean, corrupt=text,
+                     clean_source=pair.clean_source,
+                     corrupt_source=(pair.clean_source[0] + shift, pair.clean_source[1] + shift),
+                     clean_target=pair.clean_target, group=pair.group, answers=pair.answers)
+    ok, reason, _info = usable(loaded, candidate)
+    return (candidate, "") if ok else (None, f"control pair unusable: {reason}")
+
+
+def twin_control_pairs(pairs: list[Pair], loaded: LoadedModel, controls: dict | None = None) -> PairSet:
+    """Relation-free controls for Winograd-style twins: per twin pair, the clean twin against the same text with
+    its special word swapped for one that does not flip the referent ("too large" <-> "too big"), from the
+    hand-written `wsc273_controls.jsonl` (or `controls`: twin id -> (word, control word)). Masked twins keep
+    their mask and answers, so a control pair's logit difference should be near 0."""
+    controls = load_twin_controls() if controls is None else controls
+    kept, skipped = [], []
+    for pair in pairs:
+        key = pair.id[len("twin:"):] if pair.id.startswith("twin:") else pair.id
+        if key not in controls:
+            skipped.append((pair.id, "no control swap written for this twin"))
+            continue
+        candidate, reason = _twin_control(pair, loaded, controls[key])
+        if candidate is None:
+            skipped.append((pair.id, reason))
+        else:
+            kept.append(candidate)
+    return PairSet(kept, skipped)
+
+
+def relation_controls(pairs: list[Pair], loaded: LoadedModel) -> tuple[PairSet, str] | None:
+    """The relation-free control pairs for these pairs, and how they were built; None for a relation without
+    controls. Negation: adverb <-> adverb (`control_pairs`); coreference twins: `twin_control_pairs`."""
+    relation = pairs[0].relation
+    if relation == "negation":
+        return control_pairs(pairs, loaded), ("each negation pair's adverb text against the same text with the "
+                                              f"next adverb in {list(ADVERBS)} of as many pieces")
+    if relation == "coreference":
+        return twin_control_pairs(pairs, loaded), ("each twin's clean text against the same text with its special "
+                                                   "word swapped for one that keeps the referent (hand-written, "
+                                                   "probing/examples/builtin/wsc273_controls.jsonl)")
+    return None
 
 
 def suggest_twin(text: str) -> tuple[str, str] | None:

@@ -1,8 +1,10 @@
 """What a patched run is measured by (the readout), and which readout a dataset and model get.
 
-- Embedding (encoders without an LM head): e(x) = mean of the final hidden states over all positions; a run's
-  value is <e(run), e(clean) - e(corrupt)>, and effects are divided by the pair's own clean - corrupt value,
-  so clean = 1, corrupt = 0.
+- Embedding (encoders without an LM head): e(x) = mean of the final hidden states over the positions whose
+  piece is the same in both texts of the pair (the swapped word's own state left out: about a third of the
+  all-positions projection was that state, so a head that merely carries the swapped word scored as "used");
+  `all-positions` averages every position (the earlier readout). A run's value is <e(run), e(clean) -
+  e(corrupt)>, and effects are divided by the pair's own clean - corrupt value, so clean = 1, corrupt = 0.
 - Logits (models with a trained LM head): v(run) = logit of answers[0] - logit of answers[1] (first pieces) at
   the readout position (a decoder's last piece, a masked LM's mask); effects are divided by the mean
   v(clean) - v(corrupt) over pairs (one pair's difference can be ~0), so clean = 1, corrupt = 0 on average.
@@ -19,7 +21,7 @@ from torch import nn
 from probing.models import LoadedModel, load_lm_model
 from probing.patching.pairs import PairSet, collect_pairs, completion_pairs, masked_twin_pairs
 
-READOUTS = ("auto", "embedding", "logits")
+READOUTS = ("auto", "embedding", "logits", "all-positions")
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,23 @@ def run_readout(module, ids: torch.Tensor, readout: LogitReadout | None) -> torc
         return logits[:, readout.answers[0]] - logits[:, readout.answers[1]]
 
 
-def value_function(base: torch.Tensor, readout: LogitReadout | None):
+def pooled_positions(clean_ids, corrupt_ids, all_positions: bool = False) -> list[int] | None:
+    """The positions the embedding readout averages: those whose piece is the same in both texts (None: all)."""
+    if all_positions:
+        return None
+    return [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a == b]
+
+
+def value_function(base: torch.Tensor, readout: LogitReadout | None, positions: list[int] | None = None):
     """(fn turning a run's output into its value [batch] (float64), the base values [2], the pair's distance)
-    from the unpatched clean and corrupt runs' outputs `base` (rows 0 and 1)."""
+    from the unpatched clean and corrupt runs' outputs `base` (rows 0 and 1). The embedding readout averages
+    the final states at `positions` (None: every position)."""
     if readout is not None:
         return (lambda out: out), base, float(base[0] - base[1])
-    e_clean, e_corrupt = base.double().mean(1)
+    keep = slice(None) if positions is None else torch.tensor(positions, device=base.device)
+    e_clean, e_corrupt = base.double()[:, keep].mean(1)
     direction = e_clean - e_corrupt
-    value = lambda hidden: hidden.double().mean(1) @ direction          # noqa: E731
+    value = lambda hidden: hidden.double()[:, keep].mean(1) @ direction          # noqa: E731
     return value, value(base), float(torch.linalg.norm(direction))
 
 
@@ -116,4 +127,6 @@ def choose_readout(loaded, examples, readout: str) -> tuple[PairSet, nn.Module |
     pair_set = collect_pairs(examples)
     if not pair_set.pairs and completions:
         pair_set = completion_pairs(examples, loaded, masked=False)
-    return pair_set, None, "embedding: mean-pooled final hidden states projected on clean - corrupt"
+    where = ("every position" if readout == "all-positions" else
+             "the positions whose piece is the same in both texts (the swapped word left out)")
+    return pair_set, None, f"embedding: final hidden states averaged over {where}, projected on clean - corrupt"

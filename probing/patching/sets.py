@@ -93,13 +93,14 @@ def _plan_sets(score: np.ndarray, effects: dict[str, np.ndarray], ks, n_layers: 
     return plans
 
 
-def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int) -> list[dict]:
-    """Every pair's raw set values for one kind (see `engine.patch_set_ids`)."""
+def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, all_positions: bool = False) -> list[dict]:
+    """Every pair's raw set values for one kind (see `engine.patch_set_ids`), read out as the single-head
+    study reads (the embedding over the pieces both texts share unless `all_positions`)."""
     outs = []
     for info in pairs_info:
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         outs.append(patch_set_ids(loaded.model if lm is None else lm, *info["ids"], head_sets, (kind,), max_rows,
-                                  readout))
+                                  readout, all_positions=all_positions))
     return outs
 
 
@@ -167,7 +168,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
     rows, sanity_outs = [], []
     for kind, sets in plans.items():
         head_sets = [s for item in sets for s in [item["heads"], *item["random"]]]
-        outs = _run_kind(loaded, infos, lm, kind, head_sets, max_rows)
+        outs = _run_kind(loaded, infos, lm, kind, head_sets, max_rows, readout == "all-positions")
         scale = normalise_all(outs, per_pair_scale=lm is None)
         sanity_outs += outs
         per_pair = np.stack([o["effects"][kind] for o in outs])                  # [pairs, sets]

@@ -1,10 +1,13 @@
-"""Many pairs: `patch_heads` patches every usable pair, then per head the mean effect over pairs with a cluster
-bootstrap CI and the maxT step-down `p_fwer` (`probing.stats`), the behavioural gate (`gates.choose_gate`),
-control pairs (negation: adverb <-> adverb) and the attention-vs-effect rank correlation.
+"""Many pairs: `patch_heads` patches every usable pair and its relation-free control pair (negation: adverb <->
+adverb; Winograd twins: a swap that keeps the referent, `pairs.relation_controls`), then per head the mean effect
+over pairs with a clustered CI and the maxT step-down `p_fwer` (`probing.stats`), the behavioural gate on the
+same pairs (`gates.choose_gate`), and the within-layer attention-vs-effect correlation (`correlation.py`).
 
-A head is named only when the gate passes, its effect is significant (p_fwer < alpha) and, for negation with
-controls, its effect on relation pairs beats its effect on control pairs (paired, clustered, maxT-corrected
-sign-flip test).
+A head is named only when (1) the gate passes, (2) its effect is significant (p_fwer < alpha) and (3) its effect
+on the relation pairs beats its effect on their control pairs (paired by item, clustered sign flips, maxT over
+heads), with at least 30 units; nothing is named from p_fwer alone. Below 50 units the CIs are t-based cluster
+intervals. A head not named has shown no single-head effect with this readout: other heads can compensate, so
+that does not show it is unused.
 """
 from __future__ import annotations
 
@@ -16,12 +19,12 @@ import pandas as pd
 
 from probing import hooks, stats
 from probing.patching.attribution import check_method, confirm_screen, estimate_columns, method_notes
-from probing.patching.correlation import attention_vector, rank_correlation
+from probing.patching.correlation import attention_scores as comparison_score, score_vs_effect
 from probing.models import as_loaded
 from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
 from probing.patching.gates import choose_gate
-from probing.patching.pairs import ADVERBS, PairSet, _coarse_counts, control_pairs
-from probing.patching.readouts import READOUTS, choose_readout, normalise_all
+from probing.patching.pairs import PairSet, _coarse_counts, relation_controls
+from probing.patching.readouts import READOUTS, choose_readout, normalise, normalise_all
 
 
 @dataclass
@@ -49,6 +52,7 @@ class PatchingResult:
     notes: list[str] = field(default_factory=list)
     method: str = "exact"                    # exact | attribution | screen (patch_heads)
     screen: dict = field(default_factory=dict)   # screen: estimate vs exact on the heads patched exactly
+    norm_correlation: dict = field(default_factory=dict)   # as `correlation`, for the norm-based attention
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest mean effect `by` (default: the first kind run): layer, head, the
@@ -74,7 +78,7 @@ class PatchingResult:
             "named": {k: [list(h) for h in v] for k, v in self.named.items()},
             "top": {kind: [list(t) for t in self.ranked(kind)] for kind in self.per_pair},
             "control": self.control, "seconds": self.seconds, "notes": self.notes, "method": self.method,
-            "screen": self.screen})
+            "screen": self.screen, "norm_correlation": self.norm_correlation})
 
 
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
@@ -103,23 +107,25 @@ def _pairs_to_run(loaded, examples, readout: str, max_pairs):
     return pair_set, lm, readout_text
 
 
-def _tested(values: np.ndarray, statistics) -> tuple[np.ndarray, ...]:
-    """`statistics(values)` (a tuple of per-column arrays) on the columns patched exactly, NaN elsewhere:
-    method="screen" patches only some heads, and the maxT family is those heads."""
+def _tested(values: np.ndarray, statistics, n_out: int = 2) -> tuple[np.ndarray, ...]:
+    """`statistics(values)` (a tuple of per-column arrays, then anything else) on the columns patched exactly,
+    NaN elsewhere: method="screen" patches only some heads, and the maxT family is those heads."""
     tested = ~np.isnan(values).any(0)
-    out = tuple(np.full(values.shape[1], np.nan) for _ in range(2))
-    for full, part in zip(out, statistics(values[:, tested])):
+    found = statistics(values[:, tested])
+    out = tuple(np.full(values.shape[1], np.nan) for _ in range(n_out))
+    for full, part in zip(out, found[:n_out]):
         full[tested] = part
-    return out
+    return out + tuple(found[n_out:])
 
 
 def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed):
     """(table: one row per head with each kind's mean, CI and p_fwer, and the mean attention when every pair
-    has a target; per_pair[kind]: [pairs, layers*heads])."""
+    has a target; per_pair[kind]: [pairs, layers*heads]; the CI method: the cluster bootstrap, or below 50
+    units the t-based cluster interval)."""
     per_pair = {kind: np.stack([o["effects"][kind].reshape(-1) for o in outs]) for kind in kinds}
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)})
     for index, kind in enumerate(kinds):
-        low, high = _tested(per_pair[kind], lambda v: stats.bootstrap_ci(v, n_boot, seed=seed, groups=groups))
+        low, high, method = _tested(per_pair[kind], lambda v: stats.cluster_ci(v, n_boot, seed=seed, groups=groups))
         p_fwer = _tested(per_pair[kind], lambda v: stats.sign_flip_tests(v, n_perm, seed + index, groups=groups))[1]
         table[kind], table[f"{kind}_ci_low"], table[f"{kind}_ci_high"] = per_pair[kind].mean(0), low, high
         table[f"{kind}_p_fwer"] = p_fwer
@@ -129,44 +135,57 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     raw_norm = [o.get("norm_attention") for o in outs if o.get("norm_attention") is not None]
     if raw_norm and len(raw_norm) == len(outs):     # Kobayashi et al.'s norm, read as the attention is
         table["norm_attention"] = np.stack(raw_norm).reshape(len(outs), -1).mean(0)
-    return table, per_pair
+    return table, per_pair, method
 
 
-def _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups, n_perm, seed, method="exact", heads=None):
-    """Negation's adverb <-> adverb control pairs: adds control effects and the specificity test to `table`.
-    Returns (the control summary, per kept pair its control pair's distance (NaN where none) or None)."""
-    control_set = control_pairs(kept, loaded)
-    control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds[:2], max_rows, False,
-                                                        method=method, heads=heads)
-    normalise_all(control_outs, per_pair_scale=True)
-    control = {"built_from": "each negation pair's adverb control, with its adverb swapped for the next adverb "
-                             f"in {list(ADVERBS)} of as many pieces", "n_pairs": len(control_outs),
-               "skipped": control_set.skipped_counts()}
-    if not control_outs:
-        return control, None
-    by_id = {p.id[:-len(':control')]: o for p, o in zip(control_kept, control_outs)}
-    matched = [i for i, p in enumerate(kept) if p.id in by_id]
-    distances = np.full(len(kept), np.nan)
-    for i in matched:
-        distances[i] = by_id[kept[i].id]["distance"]
-    for index, kind in enumerate(k for k in ("noising", "denoising") if k in kinds):
-        ctrl = np.stack([by_id[kept[i].id]["effects"][kind].reshape(-1) for i in matched])
-        table[f"control_{kind}"] = ctrl.mean(0)
+def _run_controls(loaded, kept, kinds, max_rows, lm, all_positions: bool, scale, method="exact", heads=None):
+    """Runs the relation-free control pairs of the kept pairs (negation: adverb <-> adverb; twins: a swap that
+    keeps the referent) through every kind. Returns (the control summary, per kept pair its control pair's
+    output or None), or ({}, None) for a relation without controls. Control effects are in the same units as the
+    relation's: each control pair's own difference (embedding), or the relation pairs' mean difference (logits,
+    where a control's own difference is ~0 by design)."""
+    built = relation_controls(kept, loaded)
+    if built is None:
+        return {}, None
+    control_set, how = built
+    control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds, max_rows, False, lm,
+                                                        method=method, heads=heads, all_positions=all_positions)
+    for out in control_outs:
+        out["effects"], out["sanity"] = normalise(out, out["clean"] - out["corrupt"] if scale is None else scale)
+    control = {"built_from": how, "n_pairs": len(control_outs), "skipped": _coarse_counts(control_set.skipped),
+               "ids": [p.id for p in control_kept]}
+    by_id = {p.id[:-len(":control")]: o for p, o in zip(control_kept, control_outs)}
+    return control, [by_id.get(p.id) for p in kept]
+
+
+def _specificity(table, per_pair, control_outs, kinds, groups, n_perm, seed) -> int:
+    """Adds per kind the control pairs' mean effect, relation - control and its maxT p (paired by item, one-sided
+    relation > control, over all heads) to `table`. Returns the number of units the comparison rests on."""
+    matched = [i for i, c in enumerate(control_outs) if c is not None]
+    if not matched:
+        return 0
+    matched_groups = [groups[i] for i in matched]
+    for index, kind in enumerate(kinds):
+        ctrl = np.stack([control_outs[i]["effects"][kind].reshape(-1) for i in matched])
         diff = per_pair[kind][matched] - ctrl
         p_fwer = _tested(diff, lambda v: stats.sign_flip_tests(v, n_perm, seed + 100 + index,
-                                                                groups=[groups[i] for i in matched]))[1]
+                                                                groups=matched_groups))[1]
+        table[f"control_{kind}"] = ctrl.mean(0)
         table[f"{kind}_minus_control"] = diff.mean(0)
         table[f"{kind}_specific_p_fwer"] = p_fwer
-    return control, distances
+    return stats.n_units(matched_groups, len(matched))
 
 
-def _named_heads(table, kinds, alpha: float, gate_passed: bool) -> dict[str, list[tuple[int, int]]]:
-    """Per kind, the heads with p_fwer < alpha (and, with controls, specific p_fwer < alpha), largest effect
-    first; none when the gate fails."""
+def _named_heads(table, kinds, alpha: float, gate_passed: bool, control_units: int) -> dict[str, list[tuple[int, int]]]:
+    """Per kind, the heads whose effect is significant (p_fwer < alpha) AND beats the same head's effect on the
+    control pairs (specific p_fwer < alpha, maxT over heads), largest effect first. None when the gate fails,
+    without control pairs, or with fewer than MIN_UNITS units: nothing is named from p_fwer alone."""
     named = {}
     for kind in kinds:
-        column = f"{kind}_specific_p_fwer" if f"{kind}_specific_p_fwer" in table else f"{kind}_p_fwer"
-        significant = table[(table[f"{kind}_p_fwer"] < alpha) & (table[column] < alpha)] if gate_passed else table[:0]
+        if not gate_passed or control_units < stats.MIN_UNITS or f"{kind}_specific_p_fwer" not in table:
+            named[kind] = []
+            continue
+        significant = table[(table[f"{kind}_p_fwer"] < alpha) & (table[f"{kind}_specific_p_fwer"] < alpha)]
         named[kind] = [(int(r.layer), int(r.head)) for r in significant.sort_values(kind, ascending=False).itertuples()]
     return named
 
@@ -193,17 +212,20 @@ def _sanity(outs, scale, logit_readout: bool) -> dict:
     return sanity
 
 
-def _notes(readout_text, scale, alpha, control, logit_readout: bool, controls: bool, relation: str) -> list[str]:
+def _notes(readout_text, scale, alpha, control, ci_method: str, units: int) -> list[str]:
     notes = [f"readout: {readout_text}; "
              + ("each pair's effects divided by its own clean - corrupt difference (clean = 1, corrupt = 0)"
                 if scale is None else f"effects divided by the mean clean - corrupt difference over pairs "
                 f"({scale:.4g}), so clean = 1 and corrupt = 0 on average"),
-             f"named heads: p_fwer < {alpha} (maxT over all heads, one-sided effect > 0)"
-             + (" and, for negation, effect > control-pair effect at p_fwer < alpha" if control else "")
-             + "; none are named when the behavioural gate fails"]
-    if logit_readout and controls and relation == "negation":
-        notes.append("no adverb <-> adverb control pairs with the logit readout: the answers' contrast is the "
-                     "control (an adverb swap does not change which answer is true)")
+             f"named heads: p_fwer < {alpha} (maxT over all heads, one-sided effect > 0) and effect on the relation "
+             f"pairs > effect on their control pairs at p_fwer < {alpha} (paired by item, maxT); at least "
+             f"{stats.MIN_UNITS} units; none when the behavioural gate fails",
+             f"CIs: {ci_method}" + (" (small sample: t-based rather than the percentile bootstrap, which "
+                                    "undercovers with few clusters)" if units < stats.SMALL_SAMPLE_UNITS else ""),
+             "single-head patching: a head without an effect here has shown no single-head effect with this "
+             "readout; other heads can compensate, so this does not show the head is unused"]
+    if not control:
+        notes.append("no relation-free control pairs for these pairs: the gate cannot pass and no head is named")
     return notes
 
 
@@ -212,15 +234,16 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
                 max_pairs: int | None = None, max_rows: int = 512, progress: bool = False,
                 method: str = "exact") -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal
-    pairs in `examples`, with CIs, maxT p_fwer, the behavioural gate, control pairs (negation: adverb <->
-    adverb) and the attention-vs-effect rank correlation.
+    pairs in `examples` and on their relation-free control pairs, with CIs, maxT p_fwer, the behavioural gate and
+    the within-layer attention-vs-effect correlation.
 
-    readout: "embedding" (mean-pooled final hidden states), "logits" (the LM's logit difference between the
-    two answers of NEG-136-style rows: meta context_neg, target_aff, target_neg) or "auto" (logits when the
-    rows have answers and the model a trained LM head). Control pairs run with the embedding readout only.
-    attention_scores: optional per-head scores to correlate with (a heads table with layer, head and one score
-    column named in `attention_scores.attrs["score"]`, or a [layers, heads] array); without it, the clean
-    run's attention from the source word to the target word is used.
+    readout: "embedding" (final hidden states averaged over the pieces both texts share, the swapped word left
+    out), "all-positions" (averaged over every piece), "logits" (the LM's logit difference between the two
+    answers: NEG-136-style rows with meta context_neg, target_aff, target_neg, or a masked LM's twins) or "auto"
+    (logits when the rows allow it and the model has a trained LM head, else "embedding").
+    attention_scores: optional per-head score to correlate with the effects, [layers, heads] or [pairs, layers,
+    heads] (same pairs, resampled with the effects); default: the clean run's attention source -> target on each
+    patched pair. controls=False skips the control pairs (then the gate fails and nothing is named).
     method: "exact" (every head patched), "attribution" (first-order estimates for every head, no head named:
     `attribution.py`) or "screen" (estimates for every head, then exact patching of the top heads by estimate
     plus a random sample of the rest; only those are tested and named; `{kind}_estimate` columns and `screen`
@@ -232,36 +255,49 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
     pair_set, lm, readout_text = _pairs_to_run(loaded, examples, readout, max_pairs)
     relation = pair_set.pairs[0].relation
+    all_positions = readout == "all-positions"
     method = check_method(method)
-    outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm,
-                                     method="exact" if method == "exact" else "attribution")
+    run_method = "exact" if method == "exact" else "attribution"
+    outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm, method=run_method,
+                                     all_positions=all_positions)
     if not outs:
         raise ValueError(f"none of the {len(pair_set.skipped)} pairs is usable: {pair_set.skipped_counts()}")
     scale = normalise_all(outs, per_pair_scale=lm is None)
     heads, screen = None, {}
     if method == "screen":
-        outs, heads, screen = confirm_screen(loaded, kept, outs, kinds, max_rows, progress, lm, layout.n_heads, seed)
+        outs, heads, screen = confirm_screen(loaded, kept, outs, kinds, max_rows, progress, lm, layout.n_heads,
+                                             seed, all_positions=all_positions)
     groups = [p.group or p.id for p in kept]
-    table, per_pair = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot, n_perm, seed)
-    control, control_distances = {}, None
-    if controls and relation == "negation" and lm is None:
-        control, control_distances = _run_controls(loaded, kept, kinds, max_rows, table, per_pair, groups,
-                                                   n_perm, seed, "attribution" if method == "attribution"
-                                                   else "exact", heads)
-    gate = choose_gate(loaded, kept, outs, logit_readout=lm is not None, control_distances=control_distances,
-                       n_boot=n_boot, seed=seed, groups=groups)
+    table, per_pair, ci_method = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot,
+                                                n_perm, seed)
+    control, control_outs = ({}, None) if not controls else _run_controls(loaded, kept, kinds, max_rows, lm,
+                                                                          all_positions, scale, run_method, heads)
+    control_units = 0 if control_outs is None else _specificity(table, per_pair, control_outs, kinds, groups,
+                                                                n_perm, seed)
+    gate = choose_gate(relation, outs, control_outs, logit_readout=lm is not None, n_boot=n_boot, seed=seed,
+                       groups=groups)
     # screen: the correlation needs every head, so it is over the estimates (said in the notes)
     effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
-    score, score_name = attention_vector(attention_scores, table, layout.n_layers, layout.n_heads)
+    score, score_name = comparison_score(outs, attention_scores, layout.n_layers, layout.n_heads)
     correlation = {} if score is None else {
-        kind: {"attention_score": score_name, **rank_correlation(score, effects_over_all_heads[kind], n_boot,
-                                                                 seed, groups)}
-        for kind in kinds if kind in ("noising", "denoising")}
+        kind: {"attention_score": score_name, **score_vs_effect(score, effects_over_all_heads[kind],
+                                                                layout.n_layers, layout.n_heads, n_boot, seed,
+                                                                groups)}
+        for kind in kinds}
+    # the same comparison for the norm-based attention (Kobayashi et al.), on the same pairs
+    norms = [o.get("norm_attention") for o in outs]
+    norm_correlation = {} if not norms or any(n is None for n in norms) else {
+        kind: {"attention_score": "norm-based attention source -> target in the clean run of each patched pair",
+               **score_vs_effect(np.stack(norms), effects_over_all_heads[kind], layout.n_layers, layout.n_heads,
+                                 n_boot, seed, groups)}
+        for kind in kinds}
     return PatchingResult(
         model=loaded.name, relation=relation, readout=readout_text, n_layers=layout.n_layers,
         n_heads=layout.n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate.to_dict(),
         skipped=_coarse_counts(pair_set.skipped), skipped_pairs=pair_set.skipped,
         sanity=_sanity(outs, scale, lm is not None), correlation=correlation,
-        named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution"), control=control,
-        seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
-        notes=_notes(readout_text, scale, alpha, control, lm is not None, controls, relation) + method_notes(method))
+        named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution", control_units),
+        control=control, seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
+        norm_correlation=norm_correlation,
+        notes=_notes(readout_text, scale, alpha, control, ci_method, stats.n_units(groups, len(groups)))
+        + method_notes(method))

@@ -1,5 +1,9 @@
 """Writers for `analysis patch`: effects.csv, summary.json, patching.png (effect maps beside the attention map,
-and the attention-vs-effect scatter) and report.md, each written atomically."""
+and the attention-vs-effect scatter) and report.md, each written atomically.
+
+Wording: single-head patching can show that a head's effect beats its control; it cannot show that a head is
+unused (other heads can compensate), so the report says "no single-head effect detected with this readout",
+never "not used". Too few units (< 30) are said as such, and nothing is named."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +27,7 @@ def write_patching_outputs(result: PatchingResult, out: Path, data: str) -> None
 
 def _attention_column(result: PatchingResult) -> tuple[str, np.ndarray] | None:
     table = result.table
-    for name in ("attention_score", "attention"):
+    for name in ("attention", "attention_score"):   # the patched pairs' own attention first (same items)
         if name in table:
             return name, table[name].to_numpy()
     return None
@@ -54,7 +58,7 @@ def save_patching_figure(result: PatchingResult, path) -> None:
             continue
         ax.scatter(attention[1], result.table[kind], s=14, color="tab:blue")
         corr = result.correlation.get(kind, {})
-        ax.set_title(f"{kind} vs attention: Spearman {corr.get('spearman', float('nan')):.2f} "
+        ax.set_title(f"{kind} vs attention: within-layer Spearman {corr.get('spearman', float('nan')):.2f} "
                      f"[{corr.get('ci_low', float('nan')):.2f}, {corr.get('ci_high', float('nan')):.2f}]", fontsize=9)
         ax.set_xlabel(attention[0])
         ax.set_ylabel(f"{kind} effect")
@@ -84,23 +88,66 @@ def _top_rows(result: PatchingResult, kind: str, k: int = 5) -> list[str]:
     return rows
 
 
-def patching_markdown(result: PatchingResult, data: str) -> str:
-    """The result in words: gate first, sanity checks, top heads, attention vs effect, what was skipped."""
+def _gate_lines(result: PatchingResult) -> list[str]:
     gate = result.gate
-    lines = [f"# Activation patching in `{result.model}` on {data}", "",
-             f"{result.relation}; {len(result.pair_ids)} usable pairs; {result.n_layers} layers x {result.n_heads} "
-             f"heads (0-indexed, layer-head); readout: {result.readout}; {result.seconds:.0f} s.", "",
-             "## Behaviour first", ""]
-    # the gate's own words say what it measured (embedding distance, logit difference, substitution preference)
+    # the gate's own words say what it measured (the readout difference the effects are fractions of)
     text = (f"{gate['measure'][0].upper() + gate['measure'][1:]}: {gate['clean_minus_corrupt']:.4f} "
             f"[{gate['ci'][0]:.4f}, {gate['ci'][1]:.4f}]")
     if "control_mean" in gate:
         low, high = gate["relation_minus_control_ci"]
-        text += (f"; adverb <-> adverb control pairs: {gate['control_mean']:.3f}; difference "
-                 f"{gate['relation_minus_control']:+.3f} [{low:+.3f}, {high:+.3f}]")
-    text += ". " + ("**Gate passed**: there is behaviour to localise." if gate["passed"] else
-                    "**Gate failed**: there is no behaviour to localise, so no head is named.")
-    lines += [text, "", f"({gate['note']})", "", "## Sanity checks", "",
+        text += (f"; on the relation-free control pairs: {gate['control_mean']:.4f}; relation - control "
+                 f"{gate['relation_minus_control']:+.4f} [{low:+.4f}, {high:+.4f}]")
+    text += f" ({gate['n_pairs']} pairs, {gate['n_units']} units; CI: {gate['ci_method']})."
+    if gate.get("too_few"):
+        verdict = (f"**Too few**: {gate['n_units']} units, fewer than the 30 this tool needs to name a head; "
+                   "the gate fails and nothing is named.")
+    elif gate["passed"]:
+        verdict = "**Gate passed**: the relation moves the readout more than its control swap does."
+    else:
+        verdict = "**Gate failed**: there is no behaviour beyond the control to localise, so no head is named."
+    return [text + " " + verdict, "", f"({gate['note']})"]
+
+
+def _named_lines(result: PatchingResult) -> list[str]:
+    """Named heads per kind; where none is named, what that shows (and does not)."""
+    lines = []
+    for kind, heads in result.named.items():
+        if heads:
+            lines.append(f"- {kind}: {_heads(heads)}")
+        elif result.gate.get("too_few"):
+            lines.append(f"- {kind}: none (too few units to name a head)")
+        elif not result.gate["passed"]:
+            lines.append(f"- {kind}: none (the gate failed)")
+        else:
+            lines.append(f"- {kind}: none: no single-head effect beyond the control pairs detected with this "
+                         "readout (other heads may compensate; this does not show the heads are unused)")
+    return lines
+
+
+def _correlation_lines(result: PatchingResult) -> list[str]:
+    lines = []
+    for kind, corr in result.correlation.items():
+        # a layer whose effects are all equal has no rank order (row_* in the last layer: the source row only
+        # changes the source position, which the default readout leaves out)
+        layers = "; ".join(f"L{c['layer']} {c['spearman']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+                           if np.isfinite(c["spearman"]) else f"L{c['layer']} undefined (no spread)"
+                           for c in corr.get("per_layer", []))
+        lines.append(f"- {kind}: within-layer Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, "
+                     f"{corr['ci_high']:+.3f}] against {corr['attention_score']} ({corr['n_heads']} heads, "
+                     f"{corr.get('n_pairs', '?')} pairs; resampled: {corr.get('resampled', 'pairs')})"
+                     + (f"; per layer: {layers}" if layers else ""))
+    return lines
+
+
+def patching_markdown(result: PatchingResult, data: str) -> str:
+    """The result in words: gate first (with its control), sanity checks, named heads, top heads, attention vs
+    effect within layers, the control pairs, what was skipped."""
+    lines = [f"# Activation patching in `{result.model}` on {data}", "",
+             f"{result.relation}; {len(result.pair_ids)} usable pairs; {result.n_layers} layers x {result.n_heads} "
+             f"heads (0-indexed, layer-head); readout: {result.readout}; {result.seconds:.0f} s.", "",
+             "## Behaviour first", ""]
+    lines += _gate_lines(result)
+    lines += ["", "## Sanity checks", "",
               f"- patching each run with its own activations: max |effect| = "
               f"{result.sanity['own_activations_max_abs']:.2e} (must be 0)",
               f"- patching the hidden states entering the first layer from the clean run: max |denoising - 1| = "
@@ -109,24 +156,23 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
         lines.append(f"- logit readout: max |error| of both checks in raw logits = "
                      f"{result.sanity['max_abs_error_logits']:.2e} (must be <= {result.sanity['tolerance_logits']:g}; "
                      "float32 logits differ by ~1e-5 between batch sizes)")
-    lines += ["",
-              "## Heads named (maxT-corrected)", ""]
-    lines += [f"- {kind}: {_heads(heads)}" for kind, heads in result.named.items()]
+    lines += ["", "## Heads named (effect > 0 and effect > control effect, both maxT-corrected)", ""]
+    lines += _named_lines(result)
     lines += ["", "## Top heads by effect", "",
               "noising = 1 - m(clean run with the head's z from the corrupt run); denoising = m(corrupt run with "
-              "the head's z from the clean run); m is the readout normalised so clean = 1, corrupt = 0. 95% "
-              "cluster-bootstrap CIs over pairs; p_fwer: one-sided sign-flip test, Westfall-Young maxT over all "
-              "heads" + ("; the control columns: the same effect on adverb <-> adverb pairs, and the maxT p of "
-                         "relation > control." if result.control else
-                         "; no control pairs for this relation (the gate above is the control).") + "", "",
+              "the head's z from the clean run); m is the readout normalised so clean = 1, corrupt = 0. 95% CIs "
+              "over pairs, clustered; p_fwer: one-sided sign-flip test, Westfall-Young maxT over all heads"
+              + ("; the control columns: the same effect on the relation-free control pairs, and the maxT p of "
+                 "relation > control (paired by item)." if result.control else
+                 "; no control pairs were run, so no head can be named."), "",
               "| effect | head | mean [95% CI] | p_fwer | control effect | p_fwer (> control) |",
               "|---|---|---|---|---|---|"]
     for kind in result.per_pair:
         lines += _top_rows(result, kind)
-    lines += ["", "## Attention vs effect", ""]
-    for kind, corr in result.correlation.items():
-        lines.append(f"- {kind}: Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, {corr['ci_high']:+.3f}] "
-                     f"against {corr['attention_score']} over {corr['n_heads']} heads")
+    lines += ["", "## Attention vs effect (within layers)", "",
+              "Effects grow with depth, so heads are ranked within each layer and the ranks pooled; the score "
+              "and the effect come from the same pairs and the CIs resample both.", ""]
+    lines += _correlation_lines(result)
     attention = _attention_column(result)
     if attention is not None:
         order = np.argsort(-attention[1], kind="stable")[:5]
