@@ -50,11 +50,13 @@ def test_a_set_of_one_head_equals_single_head_patching(which, request):
 
 def _all_patched_by_hand(loaded, clean_ids, corrupt_ids, heads):
     """Noising of `heads` together, without the engine: cache the corrupt run's z, then one forward of the clean
-    text with a broadcast replacement of those heads' z (probing.hooks.replace_z with a dict)."""
+    text with a broadcast replacement of those heads' z (probing.hooks.replace_z with a dict). Read out as the
+    engine reads by default: the embedding over the positions whose piece is the same in both texts."""
     module = loaded.model
     ids = torch.tensor([clean_ids, corrupt_ids])
     base = run_readout(module, ids, None)
-    value, base_values, _ = value_function(base, None)
+    shared = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a == b]
+    value, base_values, _ = value_function(base, None, shared)
     with hooks.cache_z(module) as z:
         run_readout(module, ids[1:], None)
     with hooks.replace_z(module, {(l, h): z[l][0, :, h] for l, h in heads}):

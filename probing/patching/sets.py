@@ -24,13 +24,35 @@ import pandas as pd
 
 from probing import hooks, stats
 from probing.models import as_loaded
-from probing.patching.correlation import attention_vector
 from probing.patching.engine import patch_set_ids
 from probing.patching.pairs import usable
 from probing.patching.readouts import LogitReadout, normalise_all
 from probing.patching.study import PatchingResult, _pairs_to_run, _sanity, patch_heads
 
 SET_KINDS = ("noising", "denoising")
+
+
+def _ranking_score(attention_scores, table: pd.DataFrame, n_layers: int, n_heads: int):
+    """(the per-head score that ranks heads for the "top-k by attention" sets, in table order [layers*heads],
+    its name), or (None, "") when there is none: a heads table (`attrs["score"]` names its column), a
+    [layers, heads] array, or by default the patched pairs' mean attention source -> target."""
+    if attention_scores is None:
+        if "attention" in table:
+            return table["attention"].to_numpy(), "mean attention source -> target in the clean texts"
+        return None, ""
+    if isinstance(attention_scores, pd.DataFrame):
+        score = attention_scores.attrs.get("score")
+        if score not in attention_scores:
+            raise ValueError("attention_scores as a table needs attrs['score'] naming one of its columns")
+        ordered = attention_scores.set_index(["layer", "head"]).reindex(
+            list(zip(table["layer"], table["head"])))[score].to_numpy()
+        if np.isnan(ordered).any():
+            raise ValueError(f"attention_scores lacks some heads of this {n_layers}x{n_heads} model")
+        return ordered, score
+    values = np.asarray(attention_scores, dtype=np.float64)
+    if values.shape != (n_layers, n_heads):
+        raise ValueError(f"attention_scores must have shape ({n_layers}, {n_heads}), got {values.shape}")
+    return values.reshape(-1), "given"
 
 
 @dataclass
@@ -150,7 +172,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
     missing = [kind for kind in SET_KINDS if kind not in result.table]
     if missing:
         raise ValueError(f"the single-head result lacks {missing}: run patch_heads with noising and denoising")
-    score, score_name = attention_vector(attention_scores, result.table, layout.n_layers, layout.n_heads)
+    score, score_name = _ranking_score(attention_scores, result.table, layout.n_layers, layout.n_heads)
     if score is None:
         raise ValueError("no attention score to rank heads by: the pairs have no target word; pass attention_scores")
     pair_set, lm, readout_text = _pairs_to_run(loaded, examples, readout, max_pairs)
