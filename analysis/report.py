@@ -110,8 +110,13 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     # Every patched copy of a pair is one forward pass: the pattern-only kinds triple the work, so models
     # other than the default get the head-output kinds and the source-row kind that asks "does it matter
     # where this head looks from the cue / the pronoun?".
-    kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising"]
-    steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds
+    # Larger models are screened: every head estimated by attribution patching, then the top heads by estimate
+    # and a random sample of the rest patched exactly (only those are tested and named; the report shows
+    # estimate beside exact).
+    kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising", "--method", "screen"]
+    # Head sets (compensation): the default model's negation pairs, against 50 layer-matched random sets
+    sets = ["--sets", "--n-random", "50"] if model == DEFAULT_MODEL else []
+    steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds + sets
                       + patch_quick, ["builtin-negation"]))
     if available("wsc273", data_root):
         # Winograd twins: the special word flips the referent ("too large" / "too small"), the pronoun stays

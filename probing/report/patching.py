@@ -125,17 +125,44 @@ def _named_lines(result: PatchingResult) -> list[str]:
 
 
 def _correlation_lines(result: PatchingResult) -> list[str]:
+    """Attention vs effect within layers, for the weights and (where measured) the norm-based attention."""
     lines = []
-    for kind, corr in result.correlation.items():
-        # a layer whose effects are all equal has no rank order (row_* in the last layer: the source row only
-        # changes the source position, which the default readout leaves out)
-        layers = "; ".join(f"L{c['layer']} {c['spearman']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
-                           if np.isfinite(c["spearman"]) else f"L{c['layer']} undefined (no spread)"
-                           for c in corr.get("per_layer", []))
-        lines.append(f"- {kind}: within-layer Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, "
-                     f"{corr['ci_high']:+.3f}] against {corr['attention_score']} ({corr['n_heads']} heads, "
-                     f"{corr.get('n_pairs', '?')} pairs; resampled: {corr.get('resampled', 'pairs')})"
-                     + (f"; per layer: {layers}" if layers else ""))
+    for label, correlations in (("weight", result.correlation),
+                                ("norm", getattr(result, "norm_correlation", {}) or {})):
+        for kind, corr in correlations.items():
+            # a layer whose effects are all equal has no rank order (row_* in the last layer: the source row
+            # only changes the source position, which the default readout leaves out)
+            layers = "; ".join(f"L{c['layer']} {c['spearman']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+                               if np.isfinite(c["spearman"]) else f"L{c['layer']} undefined (no spread)"
+                               for c in corr.get("per_layer", []))
+            lines.append(f"- {kind} ({label}): within-layer Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, "
+                         f"{corr['ci_high']:+.3f}] against {corr['attention_score']} ({corr['n_heads']} heads, "
+                         f"{corr.get('n_pairs', '?')} pairs; resampled: {corr.get('resampled', 'pairs')})"
+                         + (f"; per layer: {layers}" if layers else ""))
+    return lines
+
+
+def _screen_lines(result: PatchingResult) -> list[str]:
+    """method="screen": how far the first-order estimates agreed with exact patching on the heads patched
+    exactly (the top heads by estimate and a random sample of the rest), estimate beside exact."""
+    screen = getattr(result, "screen", None) or {}
+    if not screen.get("by_kind"):
+        return []
+    lines = ["", "## Screen: estimate beside exact", "",
+             f"Every head was estimated by attribution patching; the top {screen['top_k']} per effect by estimate "
+             f"and {screen['n_random']} random others were patched exactly, and only those are tested and named. "
+             "Agreement over the heads patched exactly:", ""]
+    for kind, agreement in screen["by_kind"].items():
+        missed = ", ".join(f"{l}-{h}" for l, h in agreement["missed_by_estimate"])
+        lines.append(f"- {kind}: Spearman {agreement['spearman']:+.3f} over {agreement['n_heads_compared']} heads; "
+                     f"exact's top 5 in the estimate's top 10: {agreement['top5_in_top10']}/5"
+                     + (f" (missed: {missed})" if missed else "")
+                     + f"; largest exact effect among the random heads {agreement['largest_exact_among_random']:+.3f}")
+    for kind in (k for k in ("noising", "denoising") if f"{k}_estimate" in result.table):
+        patched = result.table[result.table[kind].notna()].sort_values(kind, ascending=False).head(10)
+        lines += ["", f"| {kind}: head | exact | estimate |", "|---|---|---|"]
+        lines += [f"| {int(r['layer'])}-{int(r['head'])} | {r[kind]:+.3f} | {r[f'{kind}_estimate']:+.3f} |"
+                  for _, r in patched.iterrows()]
     return lines
 
 
@@ -181,6 +208,7 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
                       for l, h, _ in result.ranked(kind, 5)}
         lines.append(f"- top-5 heads by {attention[0]}: {_heads(top_attention)}; among the top-5 by noising or "
                      f"denoising: {_heads([h for h in top_attention if h in top_effect])}")
+    lines += _screen_lines(result)
     if result.control:
         lines += ["", "## Control pairs", "", f"{result.control['n_pairs']} pairs, "
                   f"{result.control['built_from']}; skipped: {result.control['skipped'] or 'none'}."]
