@@ -91,11 +91,12 @@ def test_patching_findings_put_the_gate_first_and_name_heads_only_when_it_passes
     passed = patching_finding({**base, "control": {"n_pairs": 40},
                                "gate": {"passed": True, "clean_minus_corrupt": 2.0, "ci": [1.5, 2.5],
                                         "relation_minus_control": 0.9, "relation_minus_control_ci": [0.7, 1.1]}})
-    assert "head 1-0 (0.300" in passed and "1 heads matter beyond chance and beyond their effect on the " \
-        "relation-free control" in passed and "tend to matter less" in passed and "+0.700 to +1.100" in passed
+    assert "head 1-0 (0.300" in passed and "1 heads have a single-head effect beyond chance and beyond " \
+        "their effect on the relation-free control" in passed and "tend to matter less" in passed and "+0.700 to +1.100" in passed
     # an LM readout has no control pairs: the sentence does not claim one
     no_control = patching_finding({**base, "gate": {"passed": True, "clean_minus_corrupt": 1.0, "ci": [0.2, 1.8]}})
-    assert "control" not in no_control and "1 heads matter beyond chance after correction" in no_control
+    assert "control" not in no_control and "1 heads have a single-head effect beyond chance after " \
+        "correction" in no_control
     failed = patching_finding({**base, "named": {"noising": []},
                                "gate": {"passed": False, "measure": "substitution preference: cos ...",
                                         "clean_minus_corrupt": 0.0001, "ci": [-0.001, 0.001]}})

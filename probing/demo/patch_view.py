@@ -346,8 +346,8 @@ def correlation_line(rho: float | None, kind: str) -> str:
     if rho is None:
         return f"Rank correlation of attention and {kind} over the heads: undefined (one side is constant)."
     return (f"Rank correlation (Spearman) of attention and {kind} over all heads of this pair: **{rho:+.2f}**. "
-            "Near 0: where a head looks says little about whether the model needs it. One pair has no CI; the "
-            "Probing report gives the correlation over all pairs with its CI.")
+            "Effects grow with depth, so this mixes layers; one pair has no CI. The Probing report ranks heads "
+            "within each layer over all pairs, with its CI.")
 
 
 def render(view: PatchView, kind: str, selected: tuple[int, int] | None = None) -> PatchView:

@@ -138,16 +138,18 @@ def patching_finding(summary: dict) -> str | None:
                   if "relation_minus_control" in gate else "")
         text = passed + (f"swapping one head's output between the two sentences takes away most through head "
                 f"{head[0]}-{head[1]} ({effect:.3f} of the whole difference); "
-                + (f"{len(named)} heads matter beyond chance{beyond} after correction ({', '.join(f'{l}-{h}' for l, h in named[:5])}"
-                   f"{', ...' if len(named) > 5 else ''})" if named else f"no head matters beyond chance{beyond} "
-                   "after correction"))
+                + (f"{len(named)} heads have a single-head effect beyond chance{beyond} after correction "
+                   f"({', '.join(f'{l}-{h}' for l, h in named[:5])}{', ...' if len(named) > 5 else ''})" if named
+                   else f"no single-head effect beyond chance{beyond} was detected with this readout (other heads "
+                   "may compensate, so this does not show the heads are unused)"))
     correlation = (summary.get("correlation") or {}).get("noising")
     if correlation:
         rho, low, high = correlation["spearman"], correlation["ci_low"], correlation["ci_high"]
         reading = ("heads with more attention tend to matter more" if low > 0 else
                    "heads with more attention tend to matter less" if high < 0 else
                    "attention does not predict which heads matter")
-        text += f". Attention vs effect over all heads: Spearman {rho:+.2f} ({_ci(low, high)}): {reading}"
+        text += (f". Attention vs effect, ranked within each layer (effects grow with depth): Spearman {rho:+.2f} "
+                 f"({_ci(low, high)}): {reading}")
     return f"- Patching, {where}: {text}."
 
 
