@@ -110,12 +110,19 @@ def choice(word: str, span: tuple[int, int]) -> tuple[str, str]:
     return (label, label)
 
 
+# The examples every explanation of attention starts from lead the gallery, whatever the built-in set's size.
+FEATURED = {"coreference": ("The uncle thanked Laura because she had helped with the move.",),
+            "negation": ("The lawyer did not sign the contract.",)}
+
+
 def gallery(relation: str, n: int = 12) -> list[Example]:
-    """A varied handful of built-in examples (controls left out), for the examples gallery."""
+    """The featured examples, then a varied handful of built-in examples (controls left out), for the gallery."""
     examples, _ = read_jsonl(BUILTIN_SETS[DATASET_FOR[relation]])
     main = [e for e in examples if not e.is_control]
-    step = max(1, len(main) // n)
-    return main[::step][:n]
+    featured = [e for text in FEATURED.get(relation, ()) for e in main if e.text == text]
+    rest = [e for e in main if e not in featured]
+    step = max(1, len(rest) // max(1, n - len(featured)))
+    return (featured + rest[::step])[:n]
 
 
 def gallery_rows(relation: str) -> list[list[str]]:
