@@ -101,7 +101,7 @@ def test_gallery_examples_come_with_gold_words_preselected():
             assert chosen.target in [v for _, v in chosen.words] and chosen.target.startswith(target + " (")
     chosen = demo.gallery_example("coreference", 0)
     analysis = demo.analyse(chosen.text, "coreference", chosen.source, chosen.target, None)
-    assert (analysis.scores.source, analysis.scores.target) == ("he", "man")
+    assert (analysis.scores.source, analysis.scores.target) == ("she", "Laura")
     with pytest.raises(demo.DemoError, match="no example number 99"):
         demo.gallery_example("coreference", 99)
 
