@@ -1,0 +1,29 @@
+"""Shared by the two-process tests: `accelerate launch --cpu --num_processes 2 -m analysis ...` on a free port."""
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCELERATE = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+needs_accelerate = pytest.mark.skipif(not Path(ACCELERATE).exists() and shutil.which("accelerate") is None,
+                                      reason="accelerate's launcher is not installed")
+
+
+def free_port() -> int:
+    """A port no one is listening on now (accelerate's default, 29500, may be taken by another run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(argv: list[str], out: Path, timeout: int) -> None:
+    """`analysis <argv> --out <out>` under two CPU processes; fails the test with the launcher's stderr."""
+    result = subprocess.run([ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "--main_process_port", str(free_port()), "-m", "analysis", *argv,
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
