@@ -76,7 +76,7 @@ def test_the_committed_minilm_report_has_findings_and_a_clean_archive(tmp_path):
     from probing.demo.backend import REPORTS_DIR
     folder = REPORTS_DIR / "minilm"
     text = findings_markdown(folder, "minilm")
-    assert "**builtin-coref** (294 examples" in text and "head 1-3" in text
+    assert "**builtin-coref** (346 examples" in text and "head 1-3" in text
     archive = report_downloads(folder, tmp_path, "minilm")[0]
     names = zipfile.ZipFile(archive).namelist()
     assert any(n.endswith("heads/builtin-coref/heads.csv") for n in names)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from probing import attention as attention_function, hooks
-from probing.patching.engine import SANITY_ROWS, _Base, _patched_values, _plan, _summaries, run_pairs
+from probing.patching.runs import SANITY_ROWS, _Base, _patched_values, _plan, _summaries
 from probing.patching.readouts import LogitReadout, pooled_positions, value_function
 
 METHODS = ("exact", "attribution", "screen")
@@ -65,7 +65,7 @@ def _shifted(store: dict, layer: int):
 
 
 def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, positions: list[int] | None = None):
-    """(base run as `engine._Base`, readout value fn, base values [2], distance, dm/dz per layer
+    """(base run as `runs._Base`, readout value fn, base values [2], distance, dm/dz per layer
     [2, pos, head, d_head], dm/dpattern per layer [2, head, q, k]): one forward of both texts with gradients and
     one backward pass of the sum of both rows' values."""
     layout = hooks.head_layout(module)
@@ -164,35 +164,6 @@ def agreement(estimate: np.ndarray, exact: np.ndarray, n_heads: int) -> dict:
     missed = [divmod(int(i), n_heads) for i in exact_top5 if int(i) not in estimate_top10]
     return {"spearman": rho, "n_heads_compared": int(len(measured)), "top5_in_top10": len(exact_top5) - len(missed),
             "missed_by_estimate": missed}
-
-
-def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_rows: int, progress: bool, lm,
-                   n_heads: int, seed: int = 0, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
-                   all_positions: bool = False):
-    """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
-    runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
-    the screen's summary: per kind the agreement of estimate and exact over those heads, and the largest exact
-    effect among the randomly drawn heads, i.e. what the screen would have missed)."""
-    from probing.patching.pairs import PairSet
-    from probing.patching.readouts import normalise_all
-    estimates = {kind: np.stack([o["effects"][kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
-    heads, drawn = screened_heads(estimates, n_heads, top_k, n_random, seed)
-    outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads,
-                                   all_positions=all_positions)
-    if [p.id for p in confirmed] != [p.id for p in kept]:
-        raise RuntimeError("the screen's exact runs did not keep the same pairs as its estimates")
-    normalise_all(outs, per_pair_scale=lm is None)
-    for out, estimate in zip(outs, estimate_outs):
-        out["estimates"] = estimate["effects"]
-    summary = {"top_k": top_k, "n_random": len(drawn), "heads_patched_exactly": [list(h) for h in heads],
-               "random_heads": [list(divmod(i, n_heads)) for i in sorted(drawn)], "by_kind": {}}
-    for kind in kinds:
-        exact = np.stack([o["effects"][kind].reshape(-1) for o in outs]).mean(0)
-        by_kind = agreement(estimates[kind].mean(0), exact, n_heads)
-        random_exact = [exact[i] for i in sorted(drawn)]
-        by_kind["largest_exact_among_random"] = float(max(random_exact)) if random_exact else None
-        summary["by_kind"][kind] = by_kind
-    return outs, heads, summary
 
 
 def estimate_columns(table, outs: list[dict], kinds) -> dict[str, np.ndarray]:

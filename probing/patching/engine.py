@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probing import attention as attention_function, hooks
+from probing import hooks
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
-from probing.patching.readouts import (LogitReadout, language_model, normalise, pooled_positions, run_readout,
-                                       value_function)
+from probing.patching.readouts import LogitReadout, language_model, normalise, pooled_positions, value_function
+from probing.patching.runs import _all_heads, _base_run, _patched_values, _plan, _Row, _summaries
 
 KINDS = ("noising", "denoising", "pattern_noising", "pattern_denoising", "row_noising", "row_denoising")
 SANITY_TOLERANCE = 1e-5
@@ -39,146 +39,6 @@ def check_kinds(kinds) -> tuple[str, ...]:
     if bad or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {list(kinds)}")
     return kinds
-
-
-# ---- Which rows one pair's batch holds ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Row:
-    kind: str         # one of KINDS, or a sanity row
-    layer: int        # the layer the row edits (a set's: its first layer, where the row starts)
-    head: int
-    run: int          # the run the row starts from: 0 clean, 1 corrupt; its patches take the other run's values
-    heads: tuple[tuple[int, int], ...] | None = None    # a head set's (layer, head)s patched together (z kinds)
-
-    def patched(self) -> tuple[tuple[int, int], ...]:
-        """The (layer, head)s whose z this row takes from the other run: its set, or its one head."""
-        return self.heads if self.heads is not None else ((self.layer, self.head),)
-
-
-SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
-
-
-def _all_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-
-
-def _plan(n_layers: int, n_heads: int, kinds, heads=None) -> list[_Row]:
-    """Every (kind, layer, head) row (only `heads` when given), then the sanity rows. Noising rows start from
-    clean, denoising from corrupt; the own-run rows from each run; the embedding check from corrupt."""
-    heads = _all_heads(n_layers, n_heads) if heads is None else heads
-    rows = [_Row(kind, layer, head, 1 if kind.endswith("denoising") else 0)
-            for kind in kinds for layer, head in heads]
-    return rows + [_Row("sanity_own", -1, -1, 0), _Row("sanity_own", -1, -1, 1),
-                   _Row("sanity_embeddings", -1, -1, 1)]
-
-
-def _chunks(rows: list[_Row], max_rows: int) -> list[tuple[int, list[int]]]:
-    """(the layer the rows start at, row indices): the patch rows grouped by the layer they edit, at most
-    `max_rows` at once; the sanity rows run whole (from layer 0) as their own small batch (the own-pattern row
-    edits every layer's pattern)."""
-    by_layer: dict[int, list[int]] = {}
-    for index, row in enumerate(rows[:-SANITY_ROWS]):
-        by_layer.setdefault(row.layer, []).append(index)
-    chunks = [(layer, indices[start:start + max_rows]) for layer, indices in by_layer.items()
-              for start in range(0, len(indices), max_rows)]
-    return chunks + [(0, list(range(len(rows) - SANITY_ROWS, len(rows))))]
-
-
-# ---- The edits of one chunk -----------------------------------------------------------------------------
-
-def _as_patch(layer: int, items: list, query=None) -> hooks.HeadPatch:
-    """(batch row, head, value) triples of one layer as one HeadPatch."""
-    return hooks.HeadPatch(layer=layer, rows=torch.tensor([i[0] for i in items]),
-                           heads=torch.tensor([i[1] for i in items]), values=torch.stack([i[2] for i in items]),
-                           query=query)
-
-
-def _chunk_patches(rows: list[_Row], z: dict, patterns: dict, source: torch.Tensor, n_layers: int, n_heads: int):
-    """(z patches, pattern patches) for one chunk of rows: z [2, pos, head, d_head] and patterns [2, head, q, k]
-    per layer are the unpatched runs'; pattern patches are whole patterns or the source word's query rows."""
-    z_rows: dict[int, list] = {}
-    pattern_rows: dict[tuple[int, bool], list] = {}      # (layer, source rows only) -> items
-    for local, row in enumerate(rows):
-        other = 1 - row.run
-        if row.kind in ("noising", "denoising"):
-            for layer, head in row.patched():
-                z_rows.setdefault(layer, []).append((local, head, z[layer][other, :, head]))
-        elif row.kind in ("pattern_noising", "pattern_denoising"):
-            pattern_rows.setdefault((row.layer, False), []).append(
-                (local, row.head, patterns[row.layer][other, row.head]))
-        elif row.kind in ("row_noising", "row_denoising"):
-            pattern_rows.setdefault((row.layer, True), []).append(
-                (local, row.head, patterns[row.layer][other, row.head][source]))
-        elif row.kind == "sanity_own":
-            # every head of every layer gets the run's own z and own pattern
-            for layer in range(n_layers):
-                for head in range(n_heads):
-                    z_rows.setdefault(layer, []).append((local, head, z[layer][row.run, :, head]))
-                    pattern_rows.setdefault((layer, False), []).append((local, head, patterns[layer][row.run, head]))
-    z_patches = [_as_patch(layer, items) for layer, items in z_rows.items()]
-    pattern_patches = [_as_patch(layer, items, source if only_source else None)
-                       for (layer, only_source), items in pattern_rows.items()]
-    return z_patches, pattern_patches
-
-
-# ---- One pair -------------------------------------------------------------------------------------------
-
-@dataclass
-class _Base:
-    """The unpatched run of (clean, corrupt): its readout output and what it left in the caches."""
-    output: torch.Tensor
-    z: dict[int, torch.Tensor]                 # layer -> [2, pos, head, d_head]
-    patterns: dict[int, torch.Tensor]          # layer -> [2, head, q, k]
-    layer_inputs: dict[int, torch.Tensor]      # layer -> the hidden states entering it  # [2, pos, d_model]
-    norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available
-
-
-def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
-    weights = attention_function.head_output_weights(hooks.head_layout(module))
-    with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
-            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights, module) as norms:
-        output = run_readout(module, ids, readout)
-    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(weights) else None)
-
-
-def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[int]) -> tuple[np.ndarray | None, bool]:
-    """(the clean run's source -> target reading of `patterns` [layer, head, q, k] (mean over the source's
-    pieces, sum over the target's), [layers, heads] or None without a target; whether it was read backwards)."""
-    source_pattern = patterns[:, :, source].mean(2)                                              # [L, H, k]
-    reading = source_pattern[:, :, target].sum(-1).numpy() if target else None
-    reversed_ = bool(target) and min(target) > max(source) and not patterns.triu(1).any()
-    if reversed_:
-        # A decoder cannot look ahead (all 0 above the diagonal): read the later word -> the source instead,
-        # the direction the head scorer measures (negation: next word -> cue), not a row of zeros.
-        reading = patterns[:, :, target].mean(2)[:, :, source].sum(-1).numpy()
-    return reading, reversed_
-
-
-def _start(module, layer: int, chunk: list[_Row], base: _Base):
-    """How a chunk's batch enters the model: from `layer` on with the unpatched hidden states there, or whole
-    (layer 0), where the embedding check's rows get the clean run's hidden states entering layer 0."""
-    if layer > 0:
-        return hooks.start_at_layer(module, layer, base.layer_inputs[layer][[r.run for r in chunk]])
-    embed_rows = [i for i, r in enumerate(chunk) if r.kind == "sanity_embeddings"]
-    return hooks.replace_layer_input(module, 0, torch.tensor(embed_rows, dtype=torch.long),
-                                     base.layer_inputs[0][0].expand(len(embed_rows), -1, -1))
-
-
-def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int], max_rows: int,
-                    readout: LogitReadout | None, value) -> torch.Tensor:
-    """Every row's readout value [rows] (float64), chunk by chunk."""
-    layout = hooks.head_layout(module)
-    source_t = torch.tensor(source)
-    values = torch.empty(len(rows), dtype=torch.float64)
-    for layer, indices in _chunks(rows, max_rows):
-        chunk = [rows[i] for i in indices]
-        z_patches, pattern_patches = _chunk_patches(chunk, base.z, base.patterns, source_t,
-                                                    layout.n_layers, layout.n_heads)
-        with hooks.replace_z(module, z_patches), hooks.replace_pattern(module, pattern_patches), \
-                _start(module, layer, chunk, base):
-            values[indices] = value(run_readout(module, ids[[r.run for r in chunk]], readout)).cpu()
-    return values
 
 
 def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
@@ -214,20 +74,6 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
 def _layout_size(module) -> tuple[int, int]:
     layout = hooks.head_layout(module)
     return layout.n_layers, layout.n_heads
-
-
-def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int) -> dict:
-    """The clean run's attention from the source word (to the target, and to every piece)."""
-    clean_patterns = torch.stack([base.patterns[l][0] for l in range(n_layers)]).float()   # [L, H, q, k]
-    source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
-    attention, reversed_ = _source_to_target(clean_patterns, source, target)
-    norm_attention = None
-    if getattr(base, "norms", None) is not None and target:
-        # Kobayashi et al.'s alpha_st ||f(x_t)||, read exactly as the weights are (same pieces, same direction)
-        clean_norms = torch.stack([n[0] for n in base.norms]).cpu()                               # [L, H, k]
-        norm_attention, _ = _source_to_target(clean_patterns * clean_norms[:, :, None, :], source, target)
-    return {"attention": attention, "attention_reversed": reversed_, "norm_attention": norm_attention,
-            "source_pattern": source_pattern.numpy()}
 
 
 def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from probing import hooks, stats
-from probing.patching.attribution import check_method, confirm_screen, estimate_columns, method_notes
+from probing.patching.attribution import (SCREEN_RANDOM, SCREEN_TOP_K, agreement, check_method,
+                                          estimate_columns, method_notes, screened_heads)
 from probing.patching.correlation import attention_scores as comparison_score, score_vs_effect
 from probing.models import as_loaded
 from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
@@ -82,6 +83,33 @@ class PatchingResult:
 
 
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
+
+def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_rows: int, progress: bool, lm,
+                   n_heads: int, seed: int = 0, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
+                   all_positions: bool = False):
+    """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
+    runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
+    the screen's summary: per kind the agreement of estimate and exact over those heads, and the largest exact
+    effect among the randomly drawn heads, i.e. what the screen would have missed)."""
+    estimates = {kind: np.stack([o["effects"][kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
+    heads, drawn = screened_heads(estimates, n_heads, top_k, n_random, seed)
+    outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads,
+                                   all_positions=all_positions)
+    if [p.id for p in confirmed] != [p.id for p in kept]:
+        raise RuntimeError("the screen's exact runs did not keep the same pairs as its estimates")
+    normalise_all(outs, per_pair_scale=lm is None)
+    for out, estimate in zip(outs, estimate_outs):
+        out["estimates"] = estimate["effects"]
+    summary = {"top_k": top_k, "n_random": len(drawn), "heads_patched_exactly": [list(h) for h in heads],
+               "random_heads": [list(divmod(i, n_heads)) for i in sorted(drawn)], "by_kind": {}}
+    for kind in kinds:
+        exact = np.stack([o["effects"][kind].reshape(-1) for o in outs]).mean(0)
+        by_kind = agreement(estimates[kind].mean(0), exact, n_heads)
+        random_exact = [exact[i] for i in sorted(drawn)]
+        by_kind["largest_exact_among_random"] = float(max(random_exact)) if random_exact else None
+        summary["by_kind"][kind] = by_kind
+    return outs, heads, summary
+
 
 def _check_options(n_boot, n_perm, alpha, max_pairs, readout):
     for name, value in (("n_boot", n_boot), ("n_perm", n_perm)):
