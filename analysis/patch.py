@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     sizes = _set_sizes(args.set_sizes) if args.sets else ()    # options checked before any model loads
     if args.sets and args.n_random < 1:
         raise ValueError(f"--n-random must be a positive whole number, got {args.n_random}")
+    if args.sets and args.method == "attribution":
+        raise ValueError("--sets ranks heads by exact single-head effects: use --method exact or screen, "
+                         "not attribution")
     from probing.parallel import is_main_process, launched_in_parallel
     files = PATCH_FILES + ([SETS_FILE] if args.sets else [])
     out = prepare_out_dir(args.out, files, args.force)

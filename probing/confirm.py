@@ -80,7 +80,10 @@ def choose_heads(table: pd.DataFrame, main_score: str, alpha: float = ALPHA, max
 
 def confirmation_rows(table: pd.DataFrame, main_score: str, chosen: list[tuple[int, int]], set_name: str,
                       alpha: float = ALPHA) -> pd.DataFrame:
-    """The chosen heads' rows of one confirmation set's head table, with the Holm adjustment over them."""
+    """The chosen heads' rows of one confirmation set's head table, with the Holm adjustment over them.
+
+    `confirmed`: Holm p < alpha on a set of at least `stats.MIN_UNITS` units; `verdict` says it in words
+    ("yes", "no", or "descriptive (< 30 units)" where the set is too small for a claim either way)."""
     index = table.set_index(["layer", "head"])
     rows = index.loc[chosen].reset_index()
     p = rows[p_column(main_score)].to_numpy()
@@ -90,7 +93,11 @@ def confirmation_rows(table: pd.DataFrame, main_score: str, chosen: list[tuple[i
         "score": main_score, "estimate": rows[main_score], "ci_low": rows[f"{main_score}_ci_low"],
         "ci_high": rows[f"{main_score}_ci_high"], "p_value": p, "p_holm": stats.holm(p),
         "n_examples": rows["n_examples"], "n_units": rows["n_units"]})
-    out["confirmed"] = out["p_holm"] < alpha
+    # The report's unit rule (stats.MIN_UNITS): below it a small Holm p is descriptive, never "confirmed".
+    enough = out["n_units"] >= stats.MIN_UNITS
+    out["confirmed"] = (out["p_holm"] < alpha) & enough
+    out["verdict"] = [("yes" if ok else "no") if big else f"descriptive (< {stats.MIN_UNITS} units)"
+                      for ok, big in zip(out["p_holm"] < alpha, enough)]
     return out
 
 
@@ -169,7 +176,7 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
             fwer_column(explore.main_score), "n_examples", "n_units"]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         columns=["set", "layer", "head", "head_name", "score", "estimate", "ci_low", "ci_high", "p_value",
-                 "p_holm", "n_examples", "n_units", "confirmed"])
+                 "p_holm", "n_examples", "n_units", "confirmed", "verdict"])
     return ConfirmResult(model=loaded.name, relation=explore.relation, task=task, exploration_set=explore_name,
                          confirmation_sets=list(confirm_sets), main_score=explore.main_score, chosen=names,
                          exploration=chosen_rows[[c for c in keep if c in chosen_rows]], table=table, notes=notes)

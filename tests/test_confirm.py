@@ -12,13 +12,13 @@ from probing.examples import load_examples
 from tests.conftest import needs_datasets
 
 
-def _table(scores, p_fwer, p_value=None):
+def _table(scores, p_fwer, p_value=None, n_units=40):
     n = len(scores)
     return pd.DataFrame({"layer": np.arange(n) // 4, "head": np.arange(n) % 4, "paired_difference": scores,
                          "paired_difference_ci_low": np.asarray(scores) - 0.1,
                          "paired_difference_ci_high": np.asarray(scores) + 0.1, "paired_p_fwer": p_fwer,
                          "paired_p_value": p_value if p_value is not None else p_fwer, "n_examples": 50,
-                         "n_units": 23})
+                         "n_units": n_units})
 
 
 def test_choose_heads_takes_the_significant_best_first_at_most_five():
@@ -37,6 +37,16 @@ def test_confirmation_is_holm_over_the_chosen_heads_only():
     assert rows["confirmed"].tolist() == [True, True, True] and rows["head_name"].tolist() == ["0-0", "0-1", "0-2"]
     one = confirmation_rows(table, "paired_difference", [(0, 2)], "held-out")
     assert one["p_holm"].tolist() == pytest.approx([0.04])
+
+
+def test_a_set_below_the_unit_rule_is_descriptive_not_confirmed():
+    small = _table([0.3, 0.2], [1, 1], p_value=[0.0001, 0.9], n_units=23)
+    rows = confirmation_rows(small, "paired_difference", [(0, 0), (0, 1)], "held-out")
+    assert rows["p_holm"].iloc[0] < 0.05 and not rows["confirmed"].any()
+    assert rows["verdict"].tolist() == ["descriptive (< 30 units)"] * 2
+    big = confirmation_rows(_table([0.3, 0.2], [1, 1], p_value=[0.0001, 0.9], n_units=30), "paired_difference",
+                            [(0, 0), (0, 1)], "held-out")
+    assert big["confirmed"].tolist() == [True, False] and big["verdict"].tolist() == ["yes", "no"]
 
 
 def test_builtin_sets_split_by_frame_and_template_into_two_fixed_halves():

@@ -113,6 +113,26 @@ def test_patch_head_sets_compares_with_random_sets(tiny):
         patch_head_sets(tiny, _examples(), k=(0,))
 
 
+def test_sets_from_a_screen_rank_the_heads_patched_exactly_and_refuse_estimates_alone(tiny):
+    screened = patch_heads(tiny, _examples(), kinds=("noising", "denoising"), n_boot=100, n_perm=100,
+                           method="screen")
+    # the tiny model has 4 heads, so its screen patches all; leave out the best noising head by hand, as a
+    # screen on a larger model leaves out the heads its estimates rank low
+    left_out = screened.table["noising"].idxmax()
+    screened.table.loc[left_out, ["noising", "denoising"]] = np.nan
+    patched = screened.table.dropna(subset=["noising"])
+    result = patch_head_sets(tiny, _examples(), k=(1,), n_random=5, n_boot=100, result=screened)
+    for kind in ("noising", "denoising"):
+        row = result.table[(result.table["kind"] == kind) & (result.table["selection"] == "effect")].iloc[0]
+        best = patched.sort_values(kind, ascending=False, kind="stable").iloc[0]
+        assert row["heads"] == f"{int(best['layer'])}-{int(best['head'])}"
+    assert any(f"among the {len(patched)} heads the screen patched exactly" in note for note in result.notes)
+    estimates = patch_heads(tiny, _examples(), kinds=("noising", "denoising"), n_boot=100, n_perm=100,
+                            method="attribution")
+    with pytest.raises(ValueError, match="estimates only"):
+        patch_head_sets(tiny, _examples(), k=(1,), n_random=5, result=estimates)
+
+
 def test_cli_sets_writes_the_comparison(tmp_path, capsys):
     import pandas as pd
     from analysis.__main__ import main
@@ -131,3 +151,6 @@ def test_cli_sets_writes_the_comparison(tmp_path, capsys):
     assert "top-1 by attention" in capsys.readouterr().out
     assert main(["patch", "--data", str(data), "--out", str(tmp_path / "o2"), "--sets", "--set-sizes", "1,x"]) == 2
     assert "--set-sizes must be whole numbers" in capsys.readouterr().err
+    assert main(["patch", "--data", str(data), "--out", str(tmp_path / "o3"), "--sets", "--method",
+                 "attribution"]) == 2
+    assert "use --method exact or screen" in capsys.readouterr().err

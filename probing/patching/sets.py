@@ -169,6 +169,9 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
         result = patch_heads(loaded, examples, kinds=SET_KINDS, readout=readout, attention_scores=attention_scores,
                              n_boot=n_boot, n_perm=1000, seed=seed, max_pairs=max_pairs, max_rows=max_rows,
                              progress=progress)
+    if result.method == "attribution":
+        raise ValueError("head sets rank heads by their exact single-head effects; the result has estimates only "
+                         "(method='attribution'): use method='exact' or 'screen'")
     missing = [kind for kind in SET_KINDS if kind not in result.table]
     if missing:
         raise ValueError(f"the single-head result lacks {missing}: run patch_heads with noising and denoising")
@@ -185,7 +188,10 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
                 pairs.append(pair)
                 infos.append(info)
     groups = [p.group or p.id for p in pairs]
-    effects = {kind: result.table[kind].to_numpy() for kind in SET_KINDS}
+    # A screened result has exact effects only for the heads it patched (NaN elsewhere): the effect sets are
+    # chosen among those, which include the screen's top heads by estimate.
+    effects = {kind: np.nan_to_num(result.table[kind].to_numpy(), nan=-np.inf) for kind in SET_KINDS}
+    screened = int(np.isfinite(effects["noising"]).sum())
     plans = _plan_sets(score, effects, ks, layout.n_layers, layout.n_heads, n_random, seed)
     rows, sanity_outs = [], []
     for kind, sets in plans.items():
@@ -197,7 +203,8 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: 
         rows += _set_rows(kind, sets, per_pair, groups, n_boot, seed)
     notes = [f"readout: {readout_text}",
              f"attention sets: the top-k heads by {score_name}; effect sets: the top-k by the single-head effect "
-             "of the same kind, chosen on these same pairs (in-sample: the comparison favours them)",
+             "of the same kind, chosen on these same pairs (in-sample: the comparison favours them)"
+             + (f"; among the {screened} heads the screen patched exactly" if result.method == "screen" else ""),
              f"random sets: {n_random} per chosen set, as many heads in each layer as the chosen set (seed {seed}); "
              "p_random = share of random sets whose mean effect is at least the chosen set's (a random set can be "
              "the chosen set itself: with k = 1 it is one head of the same layer, so p_random cannot fall much "

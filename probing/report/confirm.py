@@ -43,7 +43,7 @@ def confirm_markdown(result) -> str:
         for _, row in result.table.iterrows():
             lines.append(f"| {_cell(row['set'])} | {row['head_name']} | {row['score']} | {row['estimate']:.3f} "
                          f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['p_value']:.2g} | {row['p_holm']:.2g} | "
-                         f"{int(row['n_units'])} | {'yes' if row['confirmed'] else 'no'} |")
+                         f"{int(row['n_units'])} | {row['verdict']} |")
         lines.append("")
     lines += [f"- {_cell(note)}" for note in result.notes]
     return "\n".join(lines) + "\n"
@@ -56,7 +56,8 @@ def confirm_text(result) -> str:
     for _, row in result.table.iterrows():
         lines.append(f"  {row['set']}: {row['head_name']} {row['score']} {row['estimate']:.3f} "
                      f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] Holm p {row['p_holm']:.2g}"
-                     f"{' confirmed' if row['confirmed'] else ''}")
+                     f"{' confirmed' if row['confirmed'] else ''}"
+                     f"{'' if row['confirmed'] or row['verdict'] == 'no' else ' (' + row['verdict'] + ')'}")
     return "\n".join(lines + [f"  note: {n}" for n in result.notes])
 
 
