@@ -77,3 +77,21 @@ def test_minimal_pair_is_one_check_with_worded_reasons(minilm):
     from probing.demo.guard import DemoError
     with pytest.raises(DemoError, match="The sentence and the twin differ in more than one word"):
         patch_view.minimal_pair(minilm, CLEAN, "The judge did really sign the contract.", 10)
+
+
+def test_a_piece_carrying_its_space_is_read_as_its_own_word():
+    """SentencePiece tokenizers (Gemma) give " better" the offsets of the space before it: the twin control's
+    special word is "better", not "lot better" (which made every Gemma twin control unusable)."""
+    from probing.patching.pairs import _word_at
+    text = "Anna did a lot better than Lucy."
+    start = text.index(" better")
+    assert _word_at(text, start, start + len(" better")) == (start + 1, start + len(" better"))
+    inside = text.index("tter")                       # a piece inside a word still grows to the whole word
+    assert _word_at(text, inside, inside + 4) == (start + 1, start + len(" better"))
+
+
+def test_every_written_twin_control_swaps_one_word_for_another():
+    controls = patching.load_twin_controls()
+    assert len(controls) == 88
+    assert all(word.isalpha() and other.isalpha() and word.lower() != other.lower()
+               for word, other in controls.values())

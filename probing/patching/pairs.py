@@ -329,7 +329,10 @@ def load_twin_controls(path=TWIN_CONTROLS) -> dict[str, tuple[str, str]]:
 
 
 def _word_at(text: str, start: int, end: int) -> tuple[int, int]:
-    """The whole word around the characters start..end (a swapped piece can be part of a word)."""
+    """The whole word around the characters start..end (a swapped piece can be part of a word; a
+    SentencePiece piece such as Gemma's " better" carries the space before its word, which is not the word)."""
+    while start < end and text[start].isspace():
+        start += 1
     while start > 0 and text[start - 1].isalnum():
         start -= 1
     while end < len(text) and text[end].isalnum():
