@@ -114,8 +114,9 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     # and a random sample of the rest patched exactly (only those are tested and named; the report shows
     # estimate beside exact).
     kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising", "--method", "screen"]
-    # Head sets (compensation): the default model's negation pairs, against 50 layer-matched random sets
-    sets = ["--sets", "--n-random", "50"] if model == DEFAULT_MODEL else []
+    # Head sets (compensation): every model's negation pairs, against 50 layer-matched random sets (a screened
+    # model's effect sets are chosen among the heads its screen patched exactly)
+    sets = ["--sets", "--n-random", "50"]
     steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds + sets
                       + patch_quick, ["builtin-negation"]))
     if available("wsc273", data_root):
