@@ -14,6 +14,7 @@ It also measures peak RSS of `analysis heads` at two input sizes, the demo's `/s
 single-sentence forward, `patch_pair` (the patching tab) against the pair's bare forward, the demo's
 start-up time, and (`--long-doc`) one 4,096-token document scored by
 Gemma-270M against its bare fused forward and its eager output_attentions forward, each in a child process.
+`--patching` instead times exact against attribution patching (and, with `--long-doc MODEL`, on one long pair).
 """
 from __future__ import annotations
 
@@ -55,8 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patching", action="store_true",
                         help="only the patching bench: exact vs attribution patching (time, ratio, agreement per "
                              "kind) on builtin-negation pairs for MiniLM (and MPNet when installed), and the "
-                             "demo's first attribution answer on a 64-piece pair")
+                             "demo's first attribution answer on a 64-piece pair; with --long-doc MODEL also one long "
+                             "pair (--long-patch-tokens pieces) patched exactly and by attribution with MODEL")
     parser.add_argument("--pairs", type=int, default=6, help="pairs per model in the patching bench")
+    parser.add_argument("--long-patch-tokens", type=int, default=1024,
+                        help="with --patching and --long-doc MODEL: pieces in the long pair patched with MODEL")
     parser.add_argument("--eager-memory-gib", type=float, default=12.0,
                         help="address-space limit for the eager long-document child (it may run out)")
 
@@ -442,6 +446,64 @@ def first_answer_latency(loaded, n_pieces: int = 64, calls: int = 5) -> dict:
             "ratio": median["answer"] / median["floor"]}
 
 
+LONG_FILLER = ("The committee met again on Tuesday to read the reports from every branch office. ",
+               "Each office had sent its figures for the year, and most of them arrived on time. ",
+               "A few of the tables were late, so the clerks stayed into the evening to finish them. ")
+
+
+def long_patching_pair(loaded, n_pieces: int = 1024):
+    """A negation pair of about n_pieces pieces: filler sentences, then "The lawyer did not sign the contract."
+    (the corrupt text: "did really sign") in the middle, then more filler. Returns `usable`'s info."""
+    from probing.patching.pairs import Pair, usable
+    count = lambda text: len(loaded.tokenizer(text)["input_ids"])  # noqa: E731
+    if n_pieces > loaded.tokenizer.model_max_length:
+        raise SystemExit(f"FAIL: {loaded.name} reads at most {loaded.tokenizer.model_max_length} pieces, "
+                         f"not {n_pieces}: lower --long-patch-tokens")
+    middle = "The lawyer did not sign the contract. "
+    sentences = []
+    while count("".join(sentences) + middle) < n_pieces - len(LONG_FILLER[0].split()):
+        sentences.append(LONG_FILLER[len(sentences) % len(LONG_FILLER)])
+    before, after = "".join(sentences[:len(sentences) // 2]), "".join(sentences[len(sentences) // 2:])
+    clean = before + middle + after
+    corrupt = clean.replace(" not sign", " really sign", 1)
+    cue = len(before) + len("The lawyer did ")
+    pair = Pair(id="long", relation="negation", clean=clean, corrupt=corrupt, clean_source=(cue, cue + 3),
+                corrupt_source=(cue, cue + 6), clean_target=(cue + 4, cue + 8))
+    ok, reason, info = usable(loaded, pair)
+    if not ok:
+        raise SystemExit(f"FAIL: the long patching pair is not usable with {loaded.name}: {reason}")
+    return info
+
+
+def long_patching_bench(loaded, n_pieces: int = 1024) -> dict:
+    """Exact patching vs attribution patching (noising and denoising, embedding readout) on one long pair,
+    after one untimed warm-up of each on the same pair: seconds, their ratio, and the agreement over heads."""
+    from probing.patching.attribution import attribute_ids
+    from probing.patching.engine import _patch_ids
+    from probing.patching.readouts import normalise_all
+    info = long_patching_pair(loaded, n_pieces)
+    kinds = ("noising", "denoising")
+    args = (*info["ids"], info["source"], info["target"])
+    seconds, outs = {}, {}
+    for method, function in (("exact", _patch_ids), ("attribution", attribute_ids)):
+        function(loaded.model, *args, ("noising",), 512)          # warm-up, untimed
+        start = time.perf_counter()
+        outs[method] = [function(loaded.model, *args, kinds, 512)]
+        seconds[method] = time.perf_counter() - start
+        normalise_all(outs[method], per_pair_scale=True)
+    means = {m: {k: outs[m][0]["effects"][k].reshape(-1) for k in kinds} for m in outs}
+    return {"model": loaded.name, "pieces": len(info["ids"][0]), "exact_s": seconds["exact"],
+            "attribution_s": seconds["attribution"], "attribution/exact": seconds["attribution"] / seconds["exact"],
+            "agreement": _patching_agreement(means["exact"], means["attribution"])}
+
+
+def _print_agreement(loaded, agreement: dict) -> None:
+    for kind, a in agreement.items():
+        missed = ", ".join(f"{i // loaded.n_heads}-{i % loaded.n_heads}" for i in a["missed"])
+        print(f"  {kind:18s} Spearman {a['spearman']:+.3f}  exact top 5 in attribution top 10: "
+              f"{a['top5_in_top10']}/5" + (f" (missed heads {missed})" if missed else ""), flush=True)
+
+
 def run_patching_bench(args) -> int:
     from probing.install_models import local_model_path
     from probing.models import load_model
@@ -452,15 +514,19 @@ def run_patching_bench(args) -> int:
         row = patching_bench(loaded, args.pairs, args.data_root)
         print(f"{row['model']} builtin-negation, {row['pairs']} pairs: exact {row['exact_s']:.2f} s, attribution "
               f"{row['attribution_s']:.2f} s, attribution/exact {row['attribution/exact']:.3f}", flush=True)
-        for kind, a in row["agreement"].items():
-            print(f"  {kind:18s} Spearman {a['spearman']:+.3f}  exact top 5 in attribution top 10: "
-                  f"{a['top5_in_top10']}/5" + (f" (missed heads {', '.join(f'{i // loaded.n_heads}-{i % loaded.n_heads}' for i in a['missed'])})"
-                                               if a["missed"] else ""), flush=True)
+        _print_agreement(loaded, row["agreement"])
         first = first_answer_latency(loaded)
         row["first_answer"] = first
         print(f"  demo first answer (attribution) on a {first['pieces']}-piece pair: {first['answer_ms']:.0f} ms vs "
               f"{first['floor_ms']:.0f} ms for two bare forwards + one backward (ratio {first['ratio']:.2f})", flush=True)
         results.append(row)
+    if args.long_doc:
+        loaded = load_model(args.long_doc)
+        row = long_patching_bench(loaded, args.long_patch_tokens)
+        print(f"{row['model']} one long negation pair, {row['pieces']} pieces: exact {row['exact_s']:.2f} s, "
+              f"attribution {row['attribution_s']:.2f} s, attribution/exact {row['attribution/exact']:.3f}", flush=True)
+        _print_agreement(loaded, row["agreement"])
+        results.append({**row, "long": True})
     print(f"load {open('/proc/loadavg').read().split()[:3]}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
