@@ -107,6 +107,11 @@ class Layout:
     source_words: list[int]      # the words holding the source's pieces
     target_words: list[int]      # the words holding the target's pieces (after the mention rule)
 
+    @property
+    def target_offset(self) -> int:
+        """Words from the source to the target, first word to first word (-3: three words before the source)."""
+        return self.target_words[0] - self.source_words[0]
+
 
 def make_layout(text, source_span, target_span, candidate_spans, offsets, word_ids,
                 mention: str = "span") -> Layout:

@@ -18,7 +18,7 @@ import numpy as np
 
 PER_ROW_ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_choice",
                   "norm_attention")   # (N, L, H), averaged
-FIRST_OF_ITEM = ("nearest_hit", "first_hit", "n_candidates")                         # (N,), the same per item
+FIRST_OF_ITEM = ("nearest_hit", "first_hit", "n_candidates", "target_offset")        # (N,), the same per item
 
 
 def control_members(pairs: list[str]) -> dict[str, list[int]]:
@@ -57,7 +57,8 @@ def mean_over_adverbs(controls):
     firsts = [rows[0] for rows in members]
     merged = {name: mean_rows(getattr(controls, name), members)
               for name in PER_ROW_ARRAYS if getattr(controls, name) is not None}
-    merged.update({name: getattr(controls, name)[firsts] for name in FIRST_OF_ITEM})
+    merged.update({name: getattr(controls, name)[firsts] for name in FIRST_OF_ITEM
+                   if getattr(controls, name) is not None})
     meta = []
     for rows in members:
         first = {k: v for k, v in controls.meta[rows[0]].items() if k not in ("adverb", "control_note")}

@@ -75,9 +75,10 @@ class ExampleScores:
     meta: list[dict] = field(default_factory=list)   # each example's meta (strata, twins, stereotypes)
     attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
     norm_attention: np.ndarray | None = None   # [example, layer, head] sum_t ||alpha_st f(x_t)|| (NaN: not available)
+    target_offset: np.ndarray | None = None    # [example] words from the source to the target (-3: 3 words before)
 
     ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_hit", "first_hit", "n_candidates",
-              "nearest_choice", "norm_attention")
+              "nearest_choice", "norm_attention", "target_offset")
     LISTS = ("ids", "pairs", "groups", "tasks", "meta")
 
     def __len__(self) -> int:
@@ -374,6 +375,7 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         nearest_hit=np.array([l.nearest == l.target for l in kept_layouts]),
         first_hit=np.array([l.first == l.target for l in kept_layouts]),
         n_candidates=np.array([len(l.units) for l in kept_layouts]),
+        target_offset=np.array([l.target_offset for l in kept_layouts]),
         pairs=[str(e.meta.get("pair", "")) for e in kept],
         groups=[str(e.meta.get("group", e.id)) for e in kept],
         tasks=[task_of(e) for e in kept],
@@ -411,6 +413,23 @@ class _Columns:
             return
         self.table[f"{prefix}p_value"], self.table[f"{prefix}p_fwer"] = stats.sign_flip_tests(
             differences, self.n_perm, seed=self.seed, groups=groups)
+
+
+def positional_baseline(main: ExampleScores) -> tuple[np.ndarray, str, int | None]:
+    """Coreference's relation-free positional baseline on one task's examples: (per example 1.0 where it picks
+    the target, else 0.0; its name; the offset it uses, or None).
+
+    candidates: the candidate nearest the source. all-words (every word competes): the nearest *word* is never
+    the antecedent, so a nearest-word baseline would be 0 by construction and could not fail; instead the
+    baseline is the best fixed-offset head, which always picks the word at the offset from the source (in
+    words) where the target sits most often in these examples. The offset is chosen on the same examples, which
+    favours the baseline (ties: the offset nearest the source, then the earlier one)."""
+    all_words = bool(main.tasks) and all(t == "all-words" for t in main.tasks)
+    if not all_words or main.target_offset is None:
+        return main.nearest_hit.astype(np.float64), "nearest candidate", None
+    values, counts = np.unique(main.target_offset, return_counts=True)
+    best = int(min(zip(values, counts), key=lambda vc: (-vc[1], abs(vc[0]), vc[0]))[0])
+    return (main.target_offset == best).astype(np.float64), f"best fixed offset ({best:+d} words)", best
 
 
 def matched_controls(main: ExampleScores, controls: ExampleScores | None) -> tuple[list[int], list[int]]:
@@ -471,12 +490,18 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
             table["n_pairs"] = len(rows)
             table["paired_test"] = "sign-flip: cue -> next word > control adverb -> next word (paired by pair)"
     else:
-        table["nearest_candidate_accuracy"] = main.nearest_hit.mean()
+        hit, _name, offset = positional_baseline(main)
+        if offset is None:
+            table["nearest_candidate_accuracy"] = main.nearest_hit.mean()
+            column = "nearest_candidate_accuracy"
+        else:
+            table["best_offset"], table["best_offset_accuracy"] = offset, hit.mean()
+            column = "best_offset_accuracy"
         table["first_candidate_accuracy"] = main.first_hit.mean()
         table["chance_accuracy"] = np.mean(1.0 / main.n_candidates)
         table["agreement_oracle_accuracy"] = agreement_oracle(main)
-        cols.test("", is_argmax - main.nearest_hit[:, None].astype(np.float64), groups)
-        table["test"] = "sign-flip: accuracy > nearest_candidate_accuracy (paired by example)"
+        cols.test("", is_argmax - hit[:, None], groups)
+        table["test"] = f"sign-flip: accuracy > {column} (paired by example)"
         _confound_columns(cols, main, cluster)
     table["p_holm"] = stats.holm(table["p_value"].to_numpy())
     fwer = "paired_p_fwer" if "paired_p_fwer" in table else "p_fwer"
@@ -620,7 +645,7 @@ def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores |
         best = stats.cross_fitted_best(values, groups if cluster else None, seed=seed)
         name = lambda i: f"{i // n_heads}-{i % n_heads}"  # noqa: E731
         baseline = (np.zeros(values.shape) if relation == "negation"
-                    else np.repeat(sub.nearest_hit[rows, None].astype(float), values.shape[1], 1))
+                    else np.repeat(positional_baseline(sub)[0][rows, None], values.shape[1], 1))
         counts = {}
         for label, grouping in (("clustered", groups), ("by_example", None)):
             if label == "clustered" and not cluster:

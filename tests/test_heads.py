@@ -1,4 +1,5 @@
 """Head scoring: batched scores equal an independent one-sentence recomputation, for encoders and decoders."""
+import dataclasses
 import json
 import numpy as np
 import pytest
@@ -371,3 +372,31 @@ def test_a_two_piece_cue_is_read_from_its_last_piece_unless_mean_is_asked(rule, 
     assert words[4, 5] == pytest.approx(0.6 if rule == "last" else 0.4, abs=1e-6)
     with pytest.raises(ValueError, match="source_pieces must be one of"):
         score_attention([layout], [FullLayer(attention)], "negation", source_pieces="first")
+
+
+def test_all_words_coreference_is_tested_against_the_best_fixed_offset_not_the_nearest_word():
+    """Every word competes, so the nearest word is never the antecedent (a baseline of 0 that cannot fail).
+    Hand-made: 40 examples, the antecedent 3 words before the pronoun in 30 of them and 5 before in 10.
+    A head that always looks 3 words back scores 0.75 and must NOT beat the baseline; a head that finds the
+    antecedent every time scores 1.0 and must."""
+    from probing.heads import positional_baseline
+    n = 40
+    offsets = np.where(np.arange(n) < 30, -3, -5)
+    positional_head = (offsets == -3).astype(float)
+    right_head = np.ones(n)
+    scores = _hand_scores(np.stack([positional_head, right_head], 1), np.zeros((n, 2)), np.zeros(n), [{}] * n)
+    scores = dataclasses.replace(scores, tasks=["all-words"] * n, target_offset=offsets,
+                                 n_candidates=np.full(n, 8))
+    hit, name, best = positional_baseline(scores)
+    assert best == -3 and name == "best fixed offset (-3 words)" and hit.mean() == pytest.approx(0.75)
+    table = head_table(scores, "coreference", n_boot=50, n_perm=2000)
+    assert "nearest_candidate_accuracy" not in table or table["nearest_candidate_accuracy"].isna().all()
+    assert table["best_offset"].iloc[0] == -3 and table["best_offset_accuracy"].iloc[0] == pytest.approx(0.75)
+    assert table["test"].iloc[0] == "sign-flip: accuracy > best_offset_accuracy (paired by example)"
+    assert table["p_fwer"].iloc[0] == 1.0 and table["p_fwer"].iloc[1] < 0.05
+    # ties go to the offset nearest the pronoun
+    tied = dataclasses.replace(scores, target_offset=np.where(np.arange(n) % 2 == 0, -4, 2))
+    assert positional_baseline(tied)[2] == 2
+    # the candidates task keeps the nearest candidate
+    candidates = dataclasses.replace(scores, tasks=["candidates"] * n)
+    assert positional_baseline(candidates)[1:] == ("nearest candidate", None)

@@ -70,9 +70,12 @@ def _task_finding(summary: dict, task: str, part: dict, n_heads: int) -> str | N
                 f"{_percent(top['accuracy_ci_high'])})")
         if task != "all-words" and _known(baselines.get("nearest_candidate_accuracy")):
             best += f"; always picking the noun nearest the pronoun does {_percent(baselines['nearest_candidate_accuracy'])}"
+        if task == "all-words" and _known(baselines.get("best_offset_accuracy")):
+            best += ("; always picking the word at the distance from the pronoun where the antecedent most often "
+                     f"sits does {_percent(baselines['best_offset_accuracy'])}")
         if _known(baselines.get("agreement_oracle_accuracy")):
             best += f", pronoun agreement alone {_percent(baselines['agreement_oracle_accuracy'])}"
-        baseline = "the nearest-noun baseline" if task != "all-words" else "chance"
+        baseline = "the nearest-noun baseline" if task != "all-words" else "the fixed-distance baseline"
     elif key == "paired_difference":
         best = (f"head {_head(top)} attends from the cue to the next word more than from a control adverb in the "
                 f"same place by {top[key]:.3f} (paired difference, {ci})")
