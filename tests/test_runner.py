@@ -2,6 +2,7 @@
 import pytest
 
 from probing.runner import length_batches, pad_ids
+from tests.conftest import needs_datasets
 
 
 def test_texts_longer_than_the_budget_run_one_at_a_time():
@@ -22,6 +23,7 @@ def test_pad_ids_right_pads_with_a_mask():
 
 
 @pytest.mark.slow
+@needs_datasets                  # the document is built from GAP passages
 def test_gemma_scores_a_long_document_on_the_fused_path():
     """Gemma-270M, a document of about 1,500 pieces (the bench runs 4,096): fused equals eager to 1e-5."""
     from probing.install_models import local_model_path
