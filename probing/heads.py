@@ -275,13 +275,13 @@ def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, r
     ids, mask = pad_ids(input_ids, loaded.tokenizer.pad_token_id)
     from_index, words = (torch.from_numpy(a).to(next(loaded.model.parameters()).device)
                          for a in _piece_index(layouts, ids.shape[1]))
-    norm_weights = None
+    norm_grams = None
     if norms:
-        from probing.attention import head_output_weights
+        from probing.attention import head_output_grams
         from probing.hooks import head_layout
-        norm_weights = head_output_weights(head_layout(loaded))
+        norm_grams = head_output_grams(head_layout(loaded))
     return read_layers(loaded, ids, mask, from_index, words, path=path, band=relation == "negation",
-                       reverse=reverse, renormalize=renormalize, norm_weights=norm_weights)
+                       reverse=reverse, renormalize=renormalize, norm_grams=norm_grams)
 
 
 def _read_device(read) -> torch.device:

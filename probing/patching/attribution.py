@@ -70,12 +70,12 @@ def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, posit
     one backward pass of the sum of both rows' values."""
     layout = hooks.head_layout(module)
     z_store, pattern_store = {}, {}
-    weights = attention_function.head_output_weights(layout)     # for the norm-based attention, as exact runs
+    grams = attention_function.head_output_grams(layout)     # for the norm-based attention, as exact runs
     with torch.enable_grad(), \
             hooks.edit_z(module, {l: _shifted(z_store, l) for l in range(layout.n_layers)}), \
             hooks.edit_pattern(module, {l: _shifted(pattern_store, l) for l in range(layout.n_layers)}), \
             hooks.cache_layer_inputs(module) as layer_inputs, \
-            attention_function.measuring_norms(weights, module) as norms:
+            attention_function.measuring_norms(grams, module) as norms:
         output = _readout_with_grad(module, ids, readout)
         value, base_values, distance = value_function(output.detach(), readout, positions)
         leaves = [z_store[l][1] for l in range(layout.n_layers)] + \
@@ -84,7 +84,7 @@ def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, posit
     n = layout.n_layers
     base = _Base(output.detach(), {l: z_store[l][0] for l in range(n)},
                  {l: pattern_store[l][0] for l in range(n)}, layer_inputs,
-                 [m.detach() for m in norms.norms] if len(norms.norms) == len(weights) else None)
+                 [m.detach() for m in norms.norms] if len(norms.norms) == len(grams) else None)
     return base, value, base_values, distance, grads[:n], grads[n:]
 
 

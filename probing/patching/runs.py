@@ -109,11 +109,11 @@ class _Base:
 
 
 def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
-    weights = attention_function.head_output_weights(hooks.head_layout(module))
+    grams = attention_function.head_output_grams(hooks.head_layout(module))
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
-            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(weights, module) as norms:
+            hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(grams, module) as norms:
         output = run_readout(module, ids, readout)
-    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(weights) else None)
+    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(grams) else None)
 
 
 def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[int]) -> tuple[np.ndarray | None, bool]:
