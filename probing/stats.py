@@ -12,6 +12,11 @@ predicate), resampling one factor ignores the correlation along the other. `Clus
 factor with the first; `bootstrap_ci` then also computes the Cameron-Gelbach-Miller (2011) two-way
 cluster-robust interval (`two_way_ci`) and reports, per column, the wider of the two.
 
+The tests follow the same design: with `Clusters` that carry a second factor, `sign_flip_tests` flips each
+factor's part of the data with its own signs (`crossed_sign_flip_tests`), so a factor the CI resamples is not
+ignored by the test. `item_means` first averages the forms of one item (a negation item with "not" and
+"n't"), so each item weighs the same in its cluster.
+
 Family-wise correction: the same sign matrix is applied to every head, so the Westfall-Young maxT step-down
 adjustment is exact for the family and its floor is 1/(n_perm+1), not m/(n_perm+1) as with Holm.
 """
@@ -203,8 +208,11 @@ def sign_flip_tests(differences, n_perm: int = 10000, seed: int = 0, groups=None
       studentised sum  sum(d) / sqrt(sum(d^2))  (its denominator is the same under every flip), so heads
       with larger spread do not dominate the maximum.
     NaN differences count as 0 (they contribute nothing under any flip). With groups, the differences are
-    summed per group and whole groups flip together.
+    summed per group and whole groups flip together. With `Clusters` that carry a second factor (the factor
+    the two-way CI also uses), the test is `crossed_sign_flip_tests` over both factors.
     """
+    if getattr(groups, "second", None) is not None:
+        return crossed_sign_flip_tests(differences, [list(groups), groups.second], n_perm, seed)
     diffs = np.nan_to_num(_as_matrix(differences, "sign_flip_tests"))
     codes = group_codes(groups, len(diffs))
     group_diffs = np.zeros((int(codes.max()) + 1, diffs.shape[1]))
@@ -212,13 +220,81 @@ def sign_flip_tests(differences, n_perm: int = 10000, seed: int = 0, groups=None
     scale = np.sqrt((group_diffs ** 2).sum(axis=0))
     scale = np.where(scale > 0, scale, 1.0)
     observed = group_diffs.sum(axis=0) / scale
-    order = np.argsort(-observed)                   # most significant first
-    exceed = np.zeros(diffs.shape[1])
-    exceed_max = np.zeros(diffs.shape[1])
     rng = np.random.default_rng(seed)
-    for start in range(0, n_perm, 2000):  # chunks keep the sign matrix small for big datasets
-        signs = rng.choice((-1.0, 1.0), size=(min(2000, n_perm - start), len(group_diffs)))
-        flipped = (signs @ group_diffs) / scale      # (flips, heads)
+    # (flips, heads), in chunks that keep the sign matrix small for big datasets
+    flips = lambda size: (rng.choice((-1.0, 1.0), size=(size, len(group_diffs))) @ group_diffs) / scale  # noqa: E731
+    return _maxt_pvalues(observed, flips, n_perm)
+
+
+def crossed_components(differences, factors) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split each column of `differences` (examples, heads) into one additive part per crossed factor and a
+    residual: d = sum_k mean_k[code_k] + residual, where mean_k is the per-level mean of what the earlier
+    factors left (the first factor's level means of d, then the second factor's level means of the rest, ...).
+
+    Returns (sums, residual): sums[k] is (levels of factor k, heads), the part's sum over each level's examples
+    (the unit that flips in `crossed_sign_flip_tests`); residual is (examples, heads). NaN counts as 0."""
+    rest = np.nan_to_num(_as_matrix(differences, "crossed_components")).copy()
+    sums = []
+    for labels in factors:
+        codes = group_codes(labels, len(rest))
+        level_sums, level_counts = _group_sums(rest, codes)
+        sums.append(level_sums)
+        rest -= (level_sums / np.maximum(level_counts, 1))[codes]
+    return sums, rest
+
+
+def crossed_sign_flip_tests(differences, factors, n_perm: int = 10000, seed: int = 0):
+    """One-sided tests of mean(differences) > 0 per column where examples are crossed by several factors
+    (the built-in negation set: frame x predicate), with Westfall-Young maxT over the columns.
+
+    Why not flip frames only: examples that share a predicate are correlated too, and a frame-only flip
+    treats that correlation as signal (a predicate-only effect is then "significant" far more often than the
+    level says). Here each factor's part of the data (`crossed_components`) flips with its own signs, drawn
+    independently per level of that factor, and the residual flips per example:
+        flipped = sum_k sum_g s_kg * sums_k[g] + sum_i u_i * residual_i,   s, u in {-1, +1}.
+    Under the null (mean 0, each part symmetric about 0) this keeps every factor's share of the variance,
+    so the null spread is about V_first + V_second + V_residual, never below the frame-only flip's V_first.
+    The statistic per column is the mean difference (equivalently its sum) divided by the flip-invariant
+    scale sqrt(sum_k sum_g sums_k[g]^2 + sum_i residual_i^2), so the maxT treats heads alike; the first
+    factor's parts carry the whole observed sum (the later parts sum to 0).
+
+    The first factor's level means absorb part of the later factors' effects (a frame's mean holds its
+    predicates' effects), which then flip as if independent across frames; so the test is run with each
+    factor first in turn and keeps, per column, the larger p_value and the larger p_fwer (either order alone
+    over-rejects when the factor placed second dominates). Returns (p_value, p_fwer) as `sign_flip_tests`
+    does; floor 1/(n_perm+1).
+    """
+    values = _as_matrix(differences, "crossed_sign_flip_tests")
+    if not factors:
+        raise ValueError("crossed_sign_flip_tests needs at least one factor (labels per example)")
+    factors = [list(f) for f in factors]
+    results = [_crossed_sign_flip_ordered(values, factors[k:] + factors[:k], n_perm, seed)
+               for k in range(len(factors))]
+    return (np.max([r[0] for r in results], axis=0), np.max([r[1] for r in results], axis=0))
+
+
+def _crossed_sign_flip_ordered(values: np.ndarray, factors, n_perm: int, seed: int):
+    """`crossed_sign_flip_tests` with the factors decomposed in the order given."""
+    sums, residual = crossed_components(values, factors)
+    scale = np.sqrt(sum((s ** 2).sum(0) for s in sums) + (residual ** 2).sum(0))
+    scale = np.where(scale > 0, scale, 1.0)
+    observed = np.nan_to_num(values).sum(0) / scale
+    rng = np.random.default_rng(seed)
+
+    def flips(size):
+        total = sum(rng.choice((-1.0, 1.0), size=(size, len(s))) @ s for s in sums)
+        return (total + rng.choice((-1.0, 1.0), size=(size, len(residual))) @ residual) / scale
+
+    return _maxt_pvalues(observed, flips, n_perm)
+
+
+def _maxt_pvalues(observed: np.ndarray, flips, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """(p_value, p_fwer) from `n_perm` null draws of the statistic: `flips(size)` returns (size, heads).
+    p_fwer is the Westfall-Young maxT step-down (monotone in the order of the observed statistic)."""
+    order = np.argsort(-observed)
+    exceed, exceed_max = np.zeros(len(observed)), np.zeros(len(observed))
+    for start in range(0, n_perm, 2000):
+        flipped = flips(min(2000, n_perm - start))
         exceed += np.sum(flipped >= observed - 1e-12, axis=0)
         # Step-down: for the k-th most significant head, the max over it and every less significant head.
         tail_max = np.maximum.accumulate(flipped[:, order[::-1]], axis=1)[:, ::-1]
@@ -228,6 +304,27 @@ def sign_flip_tests(differences, n_perm: int = 10000, seed: int = 0, groups=None
     p_fwer = np.empty_like(p_sorted)
     p_fwer[order] = p_sorted
     return p_value, p_fwer
+
+
+def item_means(values, items) -> tuple[np.ndarray, list[int]]:
+    """Average the rows of `values` (examples, heads) that belong to the same item, so that an item weighs
+    the same in its cluster whatever number of forms it has (a negation item with both "not" and "n't").
+
+    Returns (means (items, heads), the first row of each item, in order of first appearance); NaN values are
+    left out of a mean (all-NaN stays NaN)."""
+    values = _as_matrix(values, "item_means")
+    items = [str(i) for i in items]
+    if len(items) != len(values):
+        raise ValueError(f"items has {len(items)} labels for {len(values)} examples")
+    first: dict[str, int] = {}
+    for row, item in enumerate(items):
+        first.setdefault(item, row)
+    index = {item: k for k, item in enumerate(first)}
+    codes = np.array([index[i] for i in items])
+    sums, counts = _group_sums(values, codes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return means, list(first.values())
 
 
 def sign_flip_pvalue(differences, n_perm: int = 10000, seed: int = 0, groups=None) -> np.ndarray:

@@ -150,3 +150,59 @@ def test_bootstrap_reports_the_wider_of_one_way_and_two_way():
     # a factor with one level, or absent, leaves one-way clustering as it was
     assert type(clusters(["a", "b"], ["x", "x"])) is list and type(clusters(["a", "b"], None)) is list
     assert type(clusters(["a", "a", "b"], ["x", "y", "x"])) is Clusters
+
+
+def _crossed_design(seed: int = 0):
+    """40 frames x 10 predicates, 5 items per frame with predicates drawn at random: frames share predicates."""
+    rng = np.random.default_rng(seed)
+    frames = np.repeat(np.arange(40), 5)
+    predicates = rng.integers(0, 10, len(frames))
+    return rng, list(frames), list(predicates)
+
+
+def test_crossed_components_add_up_to_the_data():
+    from probing.stats import crossed_components
+    rng, frames, predicates = _crossed_design()
+    values = rng.normal(0, 1, (len(frames), 3))
+    sums, residual = crossed_components(values, [frames, predicates])
+    assert [s.shape for s in sums] == [(40, 3), (10, 3)]
+    # Only the first factor carries the total; the later parts and the residual sum to 0.
+    assert np.allclose(sums[0].sum(0), values.sum(0)) and np.allclose(sums[1].sum(0), 0)
+    assert np.allclose(residual.sum(0), 0)
+
+
+def test_crossed_test_holds_its_level_where_the_frame_only_test_over_rejects():
+    """A predicate-only effect with mean 0 (the null is true): each column is an independent replicate of the
+    design. Flipping frames only reads the shared predicates as signal; the crossed flip does not."""
+    from probing.stats import Clusters, crossed_sign_flip_tests
+    rng, frames, predicates = _crossed_design(1)
+    effects = rng.normal(0, 1, (10, 200))                        # one predicate effect per replicate
+    values = effects[predicates] + rng.normal(0, 0.1, (len(frames), 200))
+    frame_only, _ = sign_flip_tests(values, n_perm=999, seed=0, groups=frames)
+    crossed, _ = crossed_sign_flip_tests(values, [frames, predicates], n_perm=999, seed=0)
+    assert np.mean(frame_only < 0.05) > 0.25          # far above the 5% level
+    assert np.mean(crossed < 0.05) <= 0.08
+    # Clusters with a second factor route sign_flip_tests to the crossed test (the factor the CI uses).
+    routed, _ = sign_flip_tests(values, n_perm=999, seed=0, groups=Clusters(frames, predicates))
+    assert np.array_equal(routed, crossed)
+
+
+def test_crossed_test_still_finds_a_real_shift():
+    from probing.stats import crossed_sign_flip_tests
+    rng, frames, predicates = _crossed_design(2)
+    noise = rng.normal(0, 1, (10, 1))[predicates] * 0.2 + rng.normal(0, 0.2, (len(frames), 1))
+    values = np.hstack([noise + 0.5, noise])                     # head 0 shifted by 0.5, head 1 null
+    p, p_fwer = crossed_sign_flip_tests(values, [frames, predicates], n_perm=1999, seed=0)
+    assert p_fwer[0] < 0.01 and p_fwer[1] > 0.05 and p_fwer[0] <= p_fwer[1]
+    with pytest.raises(ValueError, match="at least one factor"):
+        crossed_sign_flip_tests(values, [])
+
+
+def test_item_means_weigh_each_item_once():
+    from probing.stats import item_means
+    values = np.array([[1.0], [3.0], [10.0], [np.nan]])          # item a has two forms, b one, c none finite
+    means, first = item_means(values, ["a", "a", "b", "c"])
+    assert first == [0, 2, 3]
+    assert means[:2, 0].tolist() == [2.0, 10.0] and np.isnan(means[2, 0])
+    with pytest.raises(ValueError, match="3 labels for 4 examples"):
+        item_means(values, ["a", "b", "c"])
