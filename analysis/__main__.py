@@ -1,7 +1,8 @@
 """`python -m analysis COMMAND ...`: the command-line entry points.
 
 Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`; their shared
-options are defined once in `analysis.options`. Only the chosen command's module is imported, and the modules
+options are defined once in `analysis.options`, which checks every value as it is parsed (exit 2, in words,
+before anything loads). Only the chosen command's module is imported, and the modules
 import torch only inside `run`, so `--help` answers at once (with every option's default). Expected failures
 (bad data, a model that cannot load, results already present, an --out that cannot be written) print one
 line in words and exit 2.
@@ -36,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:                  # the other commands' modules are never imported
             module = importlib.import_module(module_name)
             module.add_arguments(command_parser)
-    args = parser.parse_args(argv)
+    try:
+        # Every option is checked here (analysis.options: bounded numbers, choices): a bad one is refused in words
+        # (exit 2) before any dataset or model loads. `--help` also ends here (exit 0).
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 2
     import signal
     from probing.outputs import OutputExistsError, interrupted_message, sigterm_as_interrupt
     from probing.examples import ExampleError

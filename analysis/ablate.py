@@ -13,12 +13,8 @@ import hashlib
 import sys
 
 from analysis import options
+from probing import defaults
 
-# The parser's choices, here so that `--help` imports no torch; tests/test_cli.py checks them against
-# probing.ablation and probing.hooks.
-DEFAULT_DRAWS = 100
-DEFAULT_MODE = "zero"
-MODES = ("zero", "mean")
 RAW_SCORE = "mean_attention"
 DATA = {"negation": ["builtin-negation"], "coreference": ["builtin-coref"]}
 EVALUATION_ONLY = ["neg136-simp", "neg136-nat"]
@@ -26,12 +22,13 @@ EVALUATION_ONLY = ["neg136-simp", "neg136-nat"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.model(parser)
-    parser.add_argument("--k", type=int, default=3, help="heads knocked out per set")
-    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="layer-matched random sets per head set")
-    parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+    parser.add_argument("--k", type=options.bounded_int(1), default=3, help="heads knocked out per set; at least 1")
+    parser.add_argument("--draws", type=options.bounded_int(1), default=defaults.N_DRAWS,
+                        help="layer-matched random sets per head set; at least 1")
+    parser.add_argument("--mode", choices=defaults.ABLATION_MODES, default=defaults.ABLATION_MODE,
                         help="zero: the head's z is set to 0; mean: to its mean over the texts")
-    parser.add_argument("--heads", default=None, help="given heads tables instead of the split: "
-                        "negation=PATH,coreference=PATH (heads.csv files of `analysis heads`)")
+    parser.add_argument("--heads", type=given_table_paths, default=None, help="given heads tables instead of the "
+                        "split: negation=PATH,coreference=PATH (heads.csv files of `analysis heads`)")
     options.seed(parser, "seed of the random head sets and bootstraps")
     options.n_boot(parser)
     options.limit(parser, "use only the first N groups of each set (a quick check, not a result)")
@@ -51,21 +48,26 @@ def ranking_half(group: str) -> bool:
 
 
 def _first_groups(examples, limit):
-    if limit is None:
-        return examples
-    keep = set(list(dict.fromkeys(group_of(e) for e in examples))[:limit])
-    return [e for e in examples if group_of(e) in keep]
+    """The examples of the first `limit` groups (pair, else group, else the example itself), each group whole."""
+    from probing.examples import first_keeping_partners
+    return first_keeping_partners(examples, limit, unit=group_of)
 
 
-def _given_tables(text: str) -> dict:
-    import pandas as pd
-    tables = {}
+def given_table_paths(text: str) -> dict[str, str]:
+    """`--heads negation=PATH,coreference=PATH` as {relation: path}, checked when the arguments are parsed (the
+    tables are read later, in `_given_tables`)."""
+    paths = {}
     for item in text.split(","):
         relation, _, path = item.partition("=")
         if relation.strip() not in DATA or not path.strip():
-            raise ValueError(f"--heads takes negation=PATH,coreference=PATH, got {item!r}")
-        tables[relation.strip()] = pd.read_csv(path.strip())
-    return tables
+            raise argparse.ArgumentTypeError(f"takes negation=PATH,coreference=PATH, got {item!r}")
+        paths[relation.strip()] = path.strip()
+    return paths
+
+
+def _given_tables(paths: dict[str, str]) -> dict:
+    import pandas as pd
+    return {relation: pd.read_csv(path) for relation, path in paths.items()}
 
 
 def top_heads(table, by: str, k: int) -> tuple[tuple[int, int], ...]:
@@ -106,7 +108,8 @@ def _ablate(args: argparse.Namespace, staging):
                 examples = [e for e in examples if e.candidate_spans and len(e.candidate_spans) == 2]
             examples = _first_groups(examples, args.limit)
             if relation in given:
-                tables[relation], sources[relation] = given[relation], f"given: {args.heads}"
+                sources[relation] = "given: " + ",".join(f"{r}={p}" for r, p in args.heads.items())
+                tables[relation] = given[relation]
                 evaluation += examples
                 continue
             rank = [e for e in examples if ranking_half(group_of(e))]

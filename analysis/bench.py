@@ -41,10 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.model(parser, "model to time (default minilm)")
     parser.add_argument("--data", nargs="+", default=["gap-dev", "builtin-coref", "builtin-negation"],
                         help="datasets to time")
-    parser.add_argument("--n", type=int, default=500, help="examples per dataset")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions (median reported)")
-    parser.add_argument("--naive-n", type=int, default=None,
-                        help="time naive on only the first N examples and scale (default: all)")
+    parser.add_argument("--n", type=options.bounded_int(1), default=500, help="examples per dataset; at least 1")
+    parser.add_argument("--repeats", type=options.bounded_int(1), default=3,
+                        help="alternating repetitions (median reported); at least 1")
+    parser.add_argument("--naive-n", type=options.bounded_int(1), default=None,
+                        help="time naive on only the first N examples and scale; at least 1 (default: all)")
     options.data_root(parser)
     parser.add_argument("--skip-extras", action="store_true",
                         help="only the three-way timing (no RSS, demo latency or start-up measurements)")
@@ -52,17 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-doc", default=None, metavar="MODEL",
                         help="also time one long document with this model (e.g. gemma-270m): scoring vs the "
                              "bare fused forward vs eager output_attentions, peak RSS and seconds")
-    parser.add_argument("--long-tokens", type=int, default=4096, help="pieces in the long document")
+    parser.add_argument("--long-tokens", type=options.bounded_int(options.MIN_BATCH_TOKENS), default=4096,
+                        help=f"pieces in the long document; at least {options.MIN_BATCH_TOKENS}")
     parser.add_argument("--patching", action="store_true",
                         help="only the patching bench: exact vs attribution patching (time, ratio, agreement per "
                              "kind) on builtin-negation pairs for MiniLM (and MPNet when installed), and the "
                              "demo's first attribution answer on a 64-piece pair; with --long-doc MODEL also one long "
                              "pair (--long-patch-tokens pieces) patched exactly and by attribution with MODEL")
-    parser.add_argument("--pairs", type=int, default=6, help="pairs per model in the patching bench")
-    parser.add_argument("--long-patch-tokens", type=int, default=1024,
-                        help="with --patching and --long-doc MODEL: pieces in the long pair patched with MODEL")
-    parser.add_argument("--eager-memory-gib", type=float, default=12.0,
-                        help="address-space limit for the eager long-document child (it may run out)")
+    parser.add_argument("--pairs", type=options.bounded_int(1), default=6,
+                        help="pairs per model in the patching bench; at least 1")
+    parser.add_argument("--long-patch-tokens", type=options.bounded_int(options.MIN_BATCH_TOKENS), default=1024,
+                        help="with --patching and --long-doc MODEL: pieces in the long pair patched with MODEL; at "
+                             f"least {options.MIN_BATCH_TOKENS}")
+    parser.add_argument("--eager-memory-gib", type=options.positive_float, default=12.0,
+                        help="address-space limit for the eager long-document child (it may run out); above 0")
 
 
 def _batches(loaded, examples):

@@ -24,15 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.n_boot(parser)
     options.n_perm(parser)
     options.device(parser)
-    parser.add_argument("--mention", choices=["head", "span"], default="head",
-                        help="a multi-word coreference mention is its last word (head, default) or the sum over "
-                             "the whole span (span, the old rule)")
+    options.mention(parser)
     parser.add_argument("--by", action="append", default=[], metavar="KEY",
                         help="also report the head table per value of meta[KEY] (repeatable); cue form, "
                              "next_is_predicate, category, stereotype and type are stratified when present")
-    parser.add_argument("--source-pieces", choices=["last", "mean"], default="last",
-                        help="how a source of several pieces is read: its last piece, or the mean over its pieces "
-                             "(Clark et al.)")
+    options.source_pieces(parser)
     parser.add_argument("--confirm", action="store_true",
                         help="choose heads on the set's exploration half and test them on held-out sets "
                              "(builtin-negation, builtin-coref, gap-dev); writes confirm.json and confirm.md")

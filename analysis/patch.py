@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from analysis import options
+from probing import defaults
 
 SETS_FILE = "sets.csv"
 
@@ -23,32 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.n_boot(parser)
     options.n_perm(parser, "sign flips for the maxT tests")
     options.seed(parser)
-    parser.add_argument("--readout", choices=["auto", "embedding", "logits", "all-positions"], default="auto",
+    parser.add_argument("--readout", choices=defaults.READOUTS, default=defaults.READOUTS[0],
                         help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
                         "trained LM head, else the sentence embedding over the pieces both texts share; "
                         "all-positions: the embedding over every piece, the swapped word included")
-    parser.add_argument("--kinds", default=None, help="comma-separated subset of noising, denoising, "
-                        "pattern_noising, pattern_denoising, row_noising, row_denoising (default: all)")
-    parser.add_argument("--method", choices=["exact", "attribution", "screen"], default="exact",
+    parser.add_argument("--kinds", type=options.comma_choices(defaults.PATCH_KINDS), default=None,
+                        help=f"comma-separated subset of {', '.join(defaults.PATCH_KINDS)} (default: all)")
+    parser.add_argument("--method", choices=defaults.PATCH_METHODS, default=defaults.PATCH_METHODS[0],
                         help="exact: every head patched; attribution: first-order estimates from one forward and one "
                         "backward pass per pair, no head named; screen: estimates, then exact patching of the top "
                         "heads and a random sample of the rest (estimate and exact side by side)")
     parser.add_argument("--sets", action="store_true", help="also patch head sets together: the top-k by attention "
                         "score, the top-k by single-head effect and each whole layer, against layer-matched random "
                         "sets of k heads (noising, denoising); writes sets.csv")
-    parser.add_argument("--set-sizes", default="1,3,5", help="comma-separated set sizes k for --sets")
-    parser.add_argument("--n-random", type=int, default=100, help="random sets per chosen set for --sets")
+    parser.add_argument("--set-sizes", type=options.comma_ints(1), default=(1, 3, 5),
+                        help="comma-separated set sizes k for --sets, each at least 1 (default: 1,3,5)")
+    options.n_random(parser, "random sets per chosen set for --sets", defaults.N_RANDOM)
     options.force(parser)
-
-
-def _set_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"--set-sizes must be whole numbers separated by commas, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--set-sizes must be positive whole numbers, got {text!r}")
-    return sizes
 
 
 def _attention_scores(loaded, examples, relation: str, n_boot: int):
@@ -62,6 +54,7 @@ def _attention_scores(loaded, examples, relation: str, n_boot: int):
 
 
 def _pair_key(example) -> str:
+    """The pair a row belongs to: meta.twin, else meta.pair; an unpaired row is its own pair."""
     meta = example.meta or {}
     return str(meta.get("twin", meta.get("pair", example.id)))
 
@@ -69,9 +62,9 @@ def _pair_key(example) -> str:
 def run(args: argparse.Namespace) -> int:
     from probing.outputs import prepare_out_dir, write_complete
     from probing.report.patching import PATCH_FILES
-    sizes = _set_sizes(args.set_sizes) if args.sets else ()    # options checked before any model loads
-    if args.sets and args.n_random < 1:
-        raise ValueError(f"--n-random must be a positive whole number, got {args.n_random}")
+    # every option's value was checked when parsed (analysis.options); here only how they combine, still before
+    # any model loads
+    sizes = args.set_sizes if args.sets else ()
     if args.sets and args.method == "attribution":
         raise ValueError("--sets ranks heads by exact single-head effects: use --method exact or screen, "
                          "not attribution")
@@ -92,17 +85,14 @@ def run(args: argparse.Namespace) -> int:
 def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     """Load, patch every head (and the head sets when asked), and write the files into the staging folder;
     returns the patching result and the head sets (None without --sets)."""
-    from probing.examples import load_examples
+    from probing.examples import first_keeping_partners, load_examples
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
     from probing.report.patching import write_patching_outputs
     examples = load_examples(args.data, data_root=args.data_root)
     loaded = load_model(args.model)
-    if args.limit is not None:
-        # the first N pairs (rows sharing meta.pair or meta.twin; an unpaired row is its own pair)
-        keys = list(dict.fromkeys(_pair_key(e) for e in examples))[:args.limit]
-        examples = [e for e in examples if _pair_key(e) in set(keys)]
-    kinds = KINDS if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    examples = first_keeping_partners(examples, args.limit, unit=_pair_key)     # the first N pairs, each whole
+    kinds = KINDS if args.kinds is None else args.kinds
     relation = examples[0].relation if examples else "negation"
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
     # the correlation uses the attention on the patched pairs themselves (same items); the heads-table score

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.data_root(parser)
     options.skip_bad(parser)
     options.limit(parser, "use only the first N examples of each dataset")
-    parser.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds")
+    parser.add_argument("--folds", type=options.bounded_int(2), default=5,
+                        help="grouped cross-validation folds; at least 2")
     options.n_boot(parser, "bootstrap resamples (of groups) for the CIs")
     options.seed(parser, "seed of the bootstrap and the control labels")
     options.batch_tokens(parser)
@@ -49,9 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from probing.outputs import prepare_out_dir, write_complete
     from probing.report.probes import expected_files
-    for name in ("folds", "n_boot", "batch_tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive number")
     data = args.data or DEFAULT_DATA[args.task]
     out = prepare_out_dir(args.out, expected_files(args.task, data), args.force)
     runner = {"coref": run_coref, "negation": run_negation, "layers": run_layers}[args.task]

@@ -10,6 +10,10 @@ Where it writes: `--out DIR`, else `out/report/<model>` (`out/quick/<model>` wit
 folder. The committed reports in the repository's `reports/<model>/` are written only when asked for by
 `--commit-reports` (or by naming that folder in `--out`), and never by a `--quick` run.
 
+The findings page, `reports/FINDINGS.md` (`probing/report/findings.py`: cross-model tables, every number read
+from the committed reports), is rewritten after every run into the committed reports, and by `--findings-only`,
+which runs no model (`--findings-only --out DIR` writes DIR/FINDINGS.md for the model folders under DIR).
+
 The code version in a step's key hashes only the code that can change that step's numbers (`code_files`):
 `analysis/<command>.py` and every module of `probing/` and `analysis/` it imports, directly or through other
 modules (imports inside functions included), less the presentation-only modules in `PRESENTATION_ONLY`.
@@ -73,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="run nothing: compare the recorded keys of the report in --out (default: the committed "
                              "reports/<model>) with what the current code would record; exit 1 when stale")
+    parser.add_argument("--findings-only", action="store_true",
+                        help="run no model: write the findings page FINDINGS.md from the reports already written, "
+                             "into the folder that holds the model folders (default: the committed reports/; with "
+                             "--out DIR, DIR is that folder)")
 
 
 def available(name: str, data_root) -> bool:
@@ -311,7 +319,33 @@ def output_folder(args: argparse.Namespace, model: str) -> Path:
     return out
 
 
+def findings_only(out: str | None) -> int:
+    """Write FINDINGS.md from the reports under `out` (the folder holding the model folders; default the
+    committed reports/), running no model."""
+    from probing.report.findings import write_findings
+    root = check_out_dir(out) if out is not None else COMMITTED_REPORTS
+    print(f"wrote {write_findings(root)}")
+    return 0
+
+
+def write_findings_beside(out: Path) -> int:
+    """After a run into the committed reports: the findings page of every committed model (`reports/FINDINGS.md`).
+    A report file that lacks a key the page needs is an error in words (exit 1), not a silently stale page. Other
+    runs leave their folder's parent alone (`--findings-only --out DIR` writes a page for them)."""
+    from probing.report.findings import FindingsError, write_findings
+    if out.resolve().parent != COMMITTED_REPORTS.resolve():
+        return 0
+    try:
+        print(f"wrote {write_findings(out.parent)}")
+    except FindingsError as err:
+        print(f"error: the findings page was not written: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "findings_only", False):
+        return findings_only(args.out)
     model = args.model or DEFAULT_MODEL
     out = output_folder(args, model)
     if args.check:
@@ -348,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
 
     write_complete(out, ["summary.json", "report.md"], produce)
     print(f"wrote {out / 'report.md'} and {out / 'summary.json'}")
-    return 0
+    return write_findings_beside(out)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -33,16 +33,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from probing.defaults import ABLATION_MODE, BATCH_TOKENS, N_BOOT, N_DRAWS, SEED
 from probing import stats
 from probing.hooks import MODES, ablate_heads, check_heads, head_layout
 from probing.models import LoadedModel, as_loaded, load_lm_model
 from probing.runner import Encoded, encode, length_batches, pad_ids
 
-DEFAULT_MODE = "zero"
-DEFAULT_DRAWS = 100
 
 
-def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int = 4096) -> torch.Tensor:
+def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
     """Each head's mean output (the input of the output projection) over every real token of `texts`:
     a (layers, heads, head_dim) tensor for mean ablation."""
     layout = head_layout(loaded)
@@ -71,7 +70,7 @@ def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int =
 
 # ---- Forward passes ------------------------------------------------------------------------------------
 
-def _batches(loaded: LoadedModel, encoded: list[Encoded], batch_tokens: int = 4096, max_batch: int = 64):
+def _batches(loaded: LoadedModel, encoded: list[Encoded], batch_tokens: int = BATCH_TOKENS, max_batch: int = 64):
     """(input_ids, attention_mask, row indices) for length-sorted, right-padded batches."""
     for rows in length_batches([len(e.input_ids) for e in encoded], batch_tokens, max_batch):
         ids, mask = pad_ids([encoded[r].input_ids for r in rows], loaded.tokenizer.pad_token_id)
@@ -86,7 +85,7 @@ def _forward_hidden(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) ->
     return out.last_hidden_state.float().cpu()
 
 
-def final_hidden_states(loaded: LoadedModel, encoded: list[Encoded], batch_tokens: int = 4096) -> list[torch.Tensor]:
+def final_hidden_states(loaded: LoadedModel, encoded: list[Encoded], batch_tokens: int = BATCH_TOKENS) -> list[torch.Tensor]:
     """Each text's last hidden states over its real pieces, a (pieces, hidden) tensor per text."""
     states: list[torch.Tensor | None] = [None] * len(encoded)
     for ids, mask, rows in _batches(loaded, encoded, batch_tokens):
@@ -188,7 +187,7 @@ def build_workload(loaded: LoadedModel, examples) -> Workload:
         enc = encoded[index[example.text]]
         try:
             layout = make_layout(example.text, example.source_span, example.target_span, example.candidate_spans,
-                                 enc.offsets, enc.word_ids)
+                                 enc.offsets, enc.word_ids, mention="span")     # whole mentions, as before
         except AlignmentError as err:
             not_aligned.append(f"{example.id}: {err}")
             continue
@@ -294,7 +293,7 @@ MEASURES = {m.name: m for m in (
 )}
 
 
-def evaluate(loaded: LoadedModel, workload: Workload, heads, relation: str, mode: str = DEFAULT_MODE, means=None,
+def evaluate(loaded: LoadedModel, workload: Workload, heads, relation: str, mode: str = ABLATION_MODE, means=None,
              lm: nn.Module | None = None) -> dict[str, np.ndarray]:
     """The relation's measures, per example, with `heads` knocked out (in the base model and in the LM)."""
     values = {}
@@ -444,8 +443,8 @@ def _check(loaded, head_sets, draws, mode, n_boot) -> list[HeadSet]:
     return checked
 
 
-def ablate(model, examples, *, head_sets, draws: int = DEFAULT_DRAWS, mode: str = DEFAULT_MODE, seed: int = 0,
-           n_boot: int = 1000, lm_test: bool = True, progress: bool = False) -> AblationResult:
+def ablate(model, examples, *, head_sets, draws: int = N_DRAWS, mode: str = ABLATION_MODE, seed: int = SEED,
+           n_boot: int = N_BOOT, lm_test: bool = True, progress: bool = False) -> AblationResult:
     """Knock out each head set and `draws` layer-matched random sets; measure the relation's effects on
     `examples` (negation pairs, NEG-136 rows, two-candidate coreference examples)."""
     from tqdm import tqdm

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probing.defaults import MENTION, MENTION_RULES, SOURCE_PIECES, SOURCE_PIECE_RULES
+
 
 class AlignmentError(ValueError):
     """A span that maps to no piece of the tokenised text (for example, cut off by truncation)."""
@@ -53,8 +55,6 @@ def _whitespace_words(offsets, text, raw) -> list[int]:
     return words
 
 
-MENTION_RULES = ("head", "span")
-SOURCE_PIECE_RULES = ("last", "mean")
 
 
 def check_source_pieces(source_pieces: str) -> str:
@@ -114,7 +114,7 @@ class Layout:
 
 
 def make_layout(text, source_span, target_span, candidate_spans, offsets, word_ids,
-                mention: str = "span") -> Layout:
+                mention: str = MENTION) -> Layout:
     """Map an example's spans onto its pieces; raise AlignmentError when a span falls outside them.
 
     The source always keeps all its pieces; `mention` applies to the target and the candidates."""
@@ -195,7 +195,7 @@ def band_width(words: torch.Tensor) -> int:
 
 
 def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, reverse: bool = False,
-                            source_pieces: str = "mean") -> torch.Tensor:
+                            source_pieces: str = SOURCE_PIECES) -> torch.Tensor:
     """Word-level attention from each word w to word w+1 (reverse: from w+1 to w), as [batch, head, word_pair].
 
     Entry w holds the pair (w, w+1) in both directions. The attending word is read by `source_pieces` (mean
@@ -213,7 +213,7 @@ def adjacent_word_attention(attention: torch.Tensor, words: torch.Tensor, revers
 
 
 def adjacent_from_band(band: torch.Tensor, words: torch.Tensor, reverse: bool = False,
-                       source_pieces: str = "mean") -> torch.Tensor:
+                       source_pieces: str = SOURCE_PIECES) -> torch.Tensor:
     """Word-level attention w -> w+1 (reverse: w+1 -> w), [batch, head, word_pair], from the band of the attention pattern
     beside each piece: band[b, h, t, d-1] is the attention from piece t to piece t + step*d (step -1 when
     reverse), d = 1..D. Entries outside the sequence are never read. The fused path reads this band without

@@ -50,6 +50,7 @@ from typing import Callable
 
 import torch
 
+from probing.defaults import SOURCE_PIECES
 from probing.alignment import adjacent_from_band, band_width   # the band's arithmetic, shared with the eager path
 
 IMPLEMENTATION = "probing_reads"
@@ -84,7 +85,7 @@ class LayerRead:
         return torch.bmm(rows, to_matrix)
 
     def adjacent_word_attention(self, words: torch.Tensor, reverse: bool = False,
-                                source_pieces: str = "mean") -> torch.Tensor:
+                                source_pieces: str = SOURCE_PIECES) -> torch.Tensor:
         """As `alignment.adjacent_word_attention` on the full pattern, from the band alone: (B, H, W-1)."""
         return adjacent_from_band(self.band, words, reverse, source_pieces)
 
@@ -103,7 +104,7 @@ class FullLayer:
         from probing.alignment import unit_attention
         return unit_attention(self.attention, from_index, from_weights, to_matrix)
 
-    def adjacent_word_attention(self, words, reverse: bool = False, source_pieces: str = "mean") -> torch.Tensor:
+    def adjacent_word_attention(self, words, reverse: bool = False, source_pieces: str = SOURCE_PIECES) -> torch.Tensor:
         from probing.alignment import adjacent_word_attention
         return adjacent_word_attention(self.attention, words, reverse=reverse, source_pieces=source_pieces)
 

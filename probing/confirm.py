@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from probing.defaults import ALPHA, BATCH_TOKENS, MENTION, N_BOOT, N_PERM, SEED
 from probing import stats
 
-ALPHA = 0.05
 MAX_HEADS = 5
 SPLIT_KEY = "split"
 
@@ -134,8 +134,8 @@ class ConfirmResult:
 
 def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], *, explore_name: str = "explore",
                   relation: str | None = None, max_heads: int = MAX_HEADS, alpha: float = ALPHA,
-                  n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, mention: str = "head",
-                  batch_tokens: int = 4096, progress: bool = False) -> ConfirmResult:
+                  n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED, mention: str = MENTION,
+                  batch_tokens: int = BATCH_TOKENS, progress: bool = False) -> ConfirmResult:
     """Choose heads on `explore_examples` and test exactly those on each of `confirm_sets` ({name: examples}).
 
     The task (candidates / all-words) is the exploration set's primary one; a confirmation set is read on the

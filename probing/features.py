@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from probing.defaults import BATCH_TOKENS
 from probing.alignment import AlignmentError, Layout, adjacent_word_attention, drop_special_columns, unit_attention
 from probing.examples import Example
 from probing.lexicon import word_type
@@ -174,7 +175,7 @@ def _coref_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renormal
     return stacked.permute(0, 4, 1, 2, 3).cpu().numpy()                                       # [batch, candidate, direction, layer, head]
 
 
-def candidate_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+def candidate_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
                        renormalize: bool = False, progress: bool = False,
                        group_by: str | None = None) -> CandidateFeatures:
     """Pronoun<->candidate attention features for coreference examples that have candidate_spans.
@@ -190,7 +191,8 @@ def candidate_features(loaded: LoadedModel, examples: list[Example], batch_token
     examples = [e for e in examples if e.candidate_spans]
     if not examples:
         raise ValueError("none of the examples has candidate_spans; the coreference probe needs them")
-    encoded, layouts, align_skipped = encode_and_align(loaded, examples)
+    # whole spans (the layout default is the coreference-mention rule, probing.defaults)
+    encoded, layouts, align_skipped = encode_and_align(loaded, examples, mention="span")
     skipped += align_skipped
     usable = [i for i, layout in enumerate(layouts) if layout is not None]
     if not usable:
@@ -291,8 +293,10 @@ def _adjacent_batch(loaded: LoadedModel, layouts: list[Layout], input_ids, renor
         layer_att = layer_att.float()
         if renormalize:
             layer_att = drop_special_columns(layer_att, words >= 0)
-        forward = adjacent_word_attention(layer_att, words)                   # [batch, head, word_pair]
-        backward = adjacent_word_attention(layer_att, words, reverse=True)    # [batch, head, word_pair]
+        # the probe's pair features read the attending word as the mean over its pieces (Clark et al.), not the
+        # library's default source-piece rule: said here so that the committed probe numbers stay as they are
+        forward = adjacent_word_attention(layer_att, words, source_pieces="mean")                # [batch, head, word_pair]
+        backward = adjacent_word_attention(layer_att, words, reverse=True, source_pieces="mean")  # [batch, head, word_pair]
         per_layer.append(torch.stack([forward, backward], 1))                 # (B, 2, H, W-1)
     return torch.stack(per_layer, 2).permute(0, 4, 1, 2, 3).cpu().numpy()     # [batch, word_pair, direction, layer, head]
 
@@ -305,14 +309,15 @@ def _cue_word(example: Example, layout: Layout) -> int:
     return cue
 
 
-def adjacent_pair_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+def adjacent_pair_features(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
                            renormalize: bool = False, progress: bool = False) -> AdjacentPairFeatures:
     """Attention features of every adjacent word pair of negation sentences (negated and control)."""
     if not examples:
         raise ValueError("no examples to extract features from")
     if any(e.relation != "negation" for e in examples):
         raise ValueError("adjacent_pair_features needs negation examples only")
-    encoded, layouts, skipped = encode_and_align(loaded, examples)
+    # whole spans (the layout default is the coreference-mention rule, probing.defaults)
+    encoded, layouts, skipped = encode_and_align(loaded, examples, mention="span")
     cues: dict[int, int] = {}
     for i, (example, layout) in enumerate(zip(examples, layouts)):
         if layout is None:
@@ -387,12 +392,13 @@ def _hidden_states_by_layer(loaded: LoadedModel, input_ids: torch.Tensor, attent
     return out.hidden_states
 
 
-def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
+def word_hidden_states(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
                        progress: bool = False) -> WordStates:
     """The word right after the source span, mean over its pieces, at every layer."""
     if not examples:
         raise ValueError("no examples to extract hidden states from")
-    encoded, layouts, skipped = encode_and_align(loaded, examples)
+    # whole spans (the layout default is the coreference-mention rule, probing.defaults)
+    encoded, layouts, skipped = encode_and_align(loaded, examples, mention="span")
     pieces: dict[int, np.ndarray] = {}
     texts: dict[int, str] = {}
     for i, layout in enumerate(layouts):

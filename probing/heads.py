@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probing.defaults import ALPHA, BATCH_TOKENS, MENTION, MIN_UNITS, N_BOOT, N_PERM, SEED, SOURCE_PIECES
 from probing import stats
 from probing.alignment import Layout, MENTION_RULES, check_source_pieces, source_weights
 from probing.attention import PATH_NAMES, choose_path, read_layers
@@ -48,8 +49,6 @@ from probing.examples import Example
 from probing.models import LoadedModel, as_loaded, direction_for
 from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
 
-ALPHA = 0.05            # family-wise level for `significant` and the flags
-MIN_UNITS = 30          # below this many resampling units a report refuses to claim anything
 TASK_ORDER = ("candidates", "all-words")
 
 
@@ -116,8 +115,8 @@ class HeadScores:
     examples: ExampleScores
     controls: ExampleScores | None
     skipped: list[str]
-    mention: str = "head"
-    source_pieces: str = "last"  # how a source of several pieces is read (alignment.SOURCE_PIECE_RULES)
+    mention: str = MENTION
+    source_pieces: str = SOURCE_PIECES  # how a source of several pieces is read (alignment.SOURCE_PIECE_RULES)
     resampling_unit: str = "example"
     tasks: dict = field(default_factory=dict)      # per task: counts, baselines, cross-fitted best head
     strata: pd.DataFrame | None = None             # head tables per stratum of meta[key] (`by`, `stratum`)
@@ -210,7 +209,7 @@ def _piece_index(layouts: list[Layout], width: int) -> tuple[np.ndarray, np.ndar
     return from_index, words
 
 
-def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool, source_pieces: str = "last"):
+def _batch_tensors(layouts: list[Layout], width: int, cue_is_target: bool, source_pieces: str = SOURCE_PIECES):
     """Index tensors for one batch: source pieces and weights, candidate matrix, target and nearest candidate,
     words, pair masks."""
     n_rows = len(layouts)
@@ -292,7 +291,7 @@ def _read_device(read) -> torch.device:
 
 
 def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: bool = False,
-                    source_pieces: str = "last", norms: list | None = None) -> dict[str, np.ndarray]:
+                    source_pieces: str = SOURCE_PIECES, norms: list | None = None) -> dict[str, np.ndarray]:
     """Per-example, per-head numbers from one batch's attention reads: pure arithmetic, no model call.
 
     layouts: the batch's examples laid out on their pieces (`runner.encode_and_align`), in the reads' row
@@ -324,9 +323,9 @@ def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: 
     return {name: torch.stack(values, 1).cpu().numpy() for name, values in out.items()}
 
 
-def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
-                   renormalize: bool = False, progress: bool = False, mention: str = "head",
-                   label: str = "examples", attention: str = "auto", source_pieces: str = "last"
+def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
+                   renormalize: bool = False, progress: bool = False, mention: str = MENTION,
+                   label: str = "examples", attention: str = "auto", source_pieces: str = SOURCE_PIECES
                    ) -> tuple[ExampleScores, list[str]]:
     """Per-example head numbers for examples of one relation; returns them and the skip reasons.
 
@@ -461,8 +460,8 @@ def _groups(main: ExampleScores, rows, cluster: bool):
     return stats.clusters([main.groups[r] for r in rows], [main.meta[r].get("predicate") for r in rows])
 
 
-def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = 1000,
-                    n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame:
+def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = N_BOOT,
+                    n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> pd.DataFrame:
     """One task's table: one row per (layer, head) with scores, baselines, CIs and corrected tests."""
     n, n_layers, n_heads = main.attention.shape
     groups = _groups(main, range(n), cluster)
@@ -603,7 +602,7 @@ def head_flags(table: pd.DataFrame) -> list[str]:
 
 
 def head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
-               n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame:
+               n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> pd.DataFrame:
     """Every task's table (see `task_head_table`), stacked with a `task` column; tasks are never averaged."""
     tables = []
     for task in _tasks(main):
@@ -633,7 +632,7 @@ def main_values(main: ExampleScores, relation: str, controls: ExampleScores | No
 
 
 def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
-                   n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> dict:
+                   n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> dict:
     """Per task: counts, resampling units, the cross-fitted best head, and how many heads pass p_fwer < .05
     with and without clustering (the unclustered count shows what treating examples as independent claims)."""
     n_layers, n_heads = main.attention.shape[1:]
@@ -666,7 +665,7 @@ def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores |
 
 
 def strata_table(main: ExampleScores, relation: str, keys: list[str], controls: ExampleScores | None = None,
-                 n_boot: int = 1000, n_perm: int = 10000, seed: int = 0, cluster: bool = True) -> pd.DataFrame | None:
+                 n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> pd.DataFrame | None:
     """Head tables for each value of meta[key], for each key (columns `by` and `stratum` in front).
 
     Examples without the key are left out of that key's strata; each stratum has its own corrected tests."""
@@ -685,9 +684,9 @@ def strata_table(main: ExampleScores, relation: str, keys: list[str], controls: 
 DEFAULT_STRATA = ("cue_form", "next_is_predicate", "category", "stereotype", "type")
 
 
-def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_tokens: int = 4096,
-                            renormalize: bool = False, progress: bool = False, mention: str = "head",
-                            label: str = "examples", source_pieces: str = "last") -> tuple[ExampleScores, list[str]]:
+def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
+                            renormalize: bool = False, progress: bool = False, mention: str = MENTION,
+                            label: str = "examples", source_pieces: str = SOURCE_PIECES) -> tuple[ExampleScores, list[str]]:
     """`score_examples` over this process's shard of an `accelerate launch` run, gathered from every process in
     rank order (the original order); the same return value, exactly, since every row is one example."""
     from probing.parallel import map_shards
@@ -700,10 +699,10 @@ def score_examples_parallel(loaded: LoadedModel, examples: list[Example], batch_
 
 
 def score_heads(model: str | LoadedModel | None, examples: list[Example], *, relation: str | None = None,
-                batch_tokens: int = 4096, renormalize: bool = False, n_boot: int = 1000,
-                n_perm: int = 10000, seed: int = 0, progress: bool = False, parallel: bool = False,
-                mention: str = "head", by: list[str] | None = None, cluster: bool = True,
-                source_pieces: str = "last") -> HeadScores:
+                batch_tokens: int = BATCH_TOKENS, renormalize: bool = False, n_boot: int = N_BOOT,
+                n_perm: int = N_PERM, seed: int = SEED, progress: bool = False, parallel: bool = False,
+                mention: str = MENTION, by: list[str] | None = None, cluster: bool = True,
+                source_pieces: str = SOURCE_PIECES) -> HeadScores:
     """Score every head on examples of one relation; controls (meta role "control") feed the control columns.
 
     mention: "head" (a multi-word coreference mention is its last word) or "span" (the whole mention).

@@ -38,10 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from probing.defaults import ABLATION_MODE, ABLATION_MODES
 from probing import attention
 from probing.models import LoadedModel
 
-MODES = ("zero", "mean")
+MODES = ABLATION_MODES
 # Attention modules that compute softmax inline: the submodule that receives the probabilities.
 PROBABILITY_MODULES = {"MPNetSelfAttention": "dropout"}
 
@@ -287,7 +288,7 @@ def cache_z(model, layers=None):
 
 
 @contextlib.contextmanager
-def ablate_heads(model, heads, mode: str = "zero", means: torch.Tensor | None = None):
+def ablate_heads(model, heads, mode: str = ABLATION_MODE, means: torch.Tensor | None = None):
     """Knock out `heads` ((layer, head) pairs) inside the with-block.
 
     zero ablation (default): the head's z is set to 0, as if it wrote nothing.

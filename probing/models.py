@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from probing.defaults import DTYPES
+
 DEFAULT_MODEL = "minilm"
 # Kept loaded at once; the least recently used is dropped first (bounds the demo's memory).
 MAX_LOADED = int(os.environ.get("PROBING_MAX_LOADED_MODELS", "3"))
@@ -80,9 +82,6 @@ def resolve_path(name_or_path: str | None) -> str:
 def _text_config(config):
     """Multimodal configs (Gemma 3) keep the language model's numbers in a sub-config."""
     return getattr(config, "text_config", None) or config
-
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def check_device(device: str | None, dtype: str | None) -> tuple[str, str]:

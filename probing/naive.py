@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from probing.defaults import MENTION, SOURCE_PIECES
+
 
 def words_of(word_ids, offsets) -> dict[int, list[int]]:
     """Word id -> its piece indices, skipping special tokens (no word id or an empty offset)."""
@@ -19,7 +21,7 @@ def words_of(word_ids, offsets) -> dict[int, list[int]]:
     return groups
 
 
-def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]], source_pieces: str = "mean"
+def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]], source_pieces: str = SOURCE_PIECES
                           ) -> np.ndarray:
     """One head's [query_pos, key_pos] piece attention -> [group, group] group attention: sum over attended-to;
     the attending group is averaged over its pieces ("mean", Clark et al.'s `get_word_word_attention`) or read
@@ -33,8 +35,8 @@ def word_attention_matrix(attention: np.ndarray, piece_groups: list[list[int]], 
     return np.stack([columns[group].mean(axis=0) for group in piece_groups], axis=0)            # [group, group]
 
 
-def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = "head",
-                         source_pieces: str = "last") -> dict[str, np.ndarray]:
+def naive_example_scores(loaded, example, is_causal: bool | None = None, mention: str = MENTION,
+                         source_pieces: str = SOURCE_PIECES) -> dict[str, np.ndarray]:
     """attention, is_argmax (argmax credit, 1/k on exact k-way ties) and next_word_baseline arrays of shape
     [layer, head].
 

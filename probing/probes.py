@@ -48,6 +48,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from probing.defaults import BATCH_TOKENS, N_BOOT, SEED
 from probing.examples import Example, example_from_dict
 from probing.controls import balanced_controls
 from probing.features import (DEFAULT_GROUP_BY, DIRECTIONS_ADJACENT, DIRECTIONS_COREF, AdjacentPairFeatures,
@@ -67,7 +68,7 @@ WEIGHT_NOTE = ("weight = mean |coefficient| of the head's two directions in the 
 
 # ---- Estimates ----------------------------------------------------------------------------------------
 
-def estimate(values, groups=None, n_boot: int = 1000, seed: int = 0) -> Estimate:
+def estimate(values, groups=None, n_boot: int = N_BOOT, seed: int = SEED) -> Estimate:
     """Mean of per-example values (NaN = undefined, left out) with its cluster-bootstrap 95% CI."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0 or np.isnan(values).all():
@@ -169,7 +170,7 @@ def type_priority(word: str, seed: int) -> float:
     return stable_unit(seed, f"type:{word}")
 
 
-def type_control_labels(words, classes, seed: int = 0) -> np.ndarray:
+def type_control_labels(words, classes, seed: int = SEED) -> np.ndarray:
     """One control label per word type, drawn from `classes`' empirical distribution by the type's hash."""
     classes = np.asarray(classes)
     values, counts = np.unique(classes, return_counts=True)
@@ -245,7 +246,7 @@ def best_single_head(feats: CandidateFeatures, rows) -> tuple[int, int, float]:
     return int(layer), int(head), float(accuracy[layer, head])
 
 
-def coref_control_targets(feats: CandidateFeatures, seed: int = 0) -> np.ndarray:
+def coref_control_targets(feats: CandidateFeatures, seed: int = SEED) -> np.ndarray:
     """Type-level control answers: the candidate whose word type has the highest seeded random value.
 
     "doctor" beats "nurse" (or not) everywhere both occur, so a probe that can tell candidate types apart
@@ -402,7 +403,7 @@ def _coref_table(summary: dict, control_train: float) -> pd.DataFrame:
 @single_threaded_blas
 def coref_probe_from_features(train: CandidateFeatures, test: CandidateFeatures | None = None,
                               validation: CandidateFeatures | None = None, *, n_folds: int = 5,
-                              Cs=DEFAULT_CS, n_boot: int = 1000, seed: int = 0, data: str = "",
+                              Cs=DEFAULT_CS, n_boot: int = N_BOOT, seed: int = SEED, data: str = "",
                               group_by: str | None = None) -> CorefProbeResult:
     """The coreference probe on extracted features: train/test, or grouped k-fold on `train` when test is None.
 
@@ -464,7 +465,7 @@ def _heldout_accuracy(train: CandidateFeatures, heldout: CandidateFeatures, C: f
 
 
 def coref_probe(model, examples, *, test=None, validation=None, n_folds: int = 5, Cs=DEFAULT_CS,
-                n_boot: int = 1000, seed: int = 0, batch_tokens: int = 4096, data: str = "",
+                n_boot: int = N_BOOT, seed: int = SEED, batch_tokens: int = BATCH_TOKENS, data: str = "",
                 group_by: str | None = None, progress: bool = False) -> CorefProbeResult:
     """The attention-only coreference probe on coreference Examples (those with candidate_spans).
 
@@ -507,7 +508,7 @@ def identity_features(feats: AdjacentPairFeatures):
         [[w] for w in feats.word])
 
 
-def pair_control_labels(feats: AdjacentPairFeatures, seed: int = 0) -> np.ndarray:
+def pair_control_labels(feats: AdjacentPairFeatures, seed: int = SEED) -> np.ndarray:
     """Type-level control: in every sentence, the pair whose word w has the highest seeded random value."""
     priority = np.array([type_priority(w, seed) for w in feats.word])
     label = np.zeros(len(feats), bool)
@@ -609,7 +610,7 @@ def _cue_outscores_adverb(score, feats: AdjacentPairFeatures, rows) -> pd.Series
 
 @single_threaded_blas
 def negation_probe_from_features(feats: AdjacentPairFeatures, *, train_cue: str = "not", n_folds: int = 5,
-                                 Cs=DEFAULT_CS, n_boot: int = 1000, seed: int = 0,
+                                 Cs=DEFAULT_CS, n_boot: int = N_BOOT, seed: int = SEED,
                                  data: str = "") -> NegationProbeResult:
     """Cue-type transfer on extracted pair features; in-domain grouped CV on the train cue as a reference."""
     check_options(n_folds, n_boot, Cs)
@@ -671,7 +672,7 @@ def negation_probe_from_features(feats: AdjacentPairFeatures, *, train_cue: str 
 
 
 def negation_probe(model, examples, *, train_cue: str = "not", n_folds: int = 5, Cs=DEFAULT_CS,
-                   n_boot: int = 1000, seed: int = 0, batch_tokens: int = 4096, data: str = "",
+                   n_boot: int = N_BOOT, seed: int = SEED, batch_tokens: int = BATCH_TOKENS, data: str = "",
                    progress: bool = False) -> NegationProbeResult:
     """Cue-type transfer on negation Examples (negated, and their controls as hard negatives)."""
     check_options(n_folds, n_boot, Cs)
@@ -729,7 +730,7 @@ def _put(row: dict, name: str, value: Estimate) -> None:
 @single_threaded_blas
 def layer_probe_from_states(states: np.ndarray, labels, groups, words=None, *, swap_states: np.ndarray | None = None,
                             swap_labels=None, swap_groups=None, n_folds: int = 5, Cs=(0.01, 0.1, 1.0),
-                            n_boot: int = 1000, seed: int = 0, model: str = "", task: str = "", label: str = "",
+                            n_boot: int = N_BOOT, seed: int = SEED, model: str = "", task: str = "", label: str = "",
                             skipped: list[str] | None = None) -> LayerProbeResult:
     """Per layer, grouped-CV accuracy on states (N, layers, D), the type-level control on `words` (one per row;
     default: every row its own type), and, given swap_*, the same probe on the adverb-vs-adverb contrast."""
@@ -817,8 +818,8 @@ def layer_inputs(examples, task: str, group_by: str | None = None) -> tuple[list
     raise ValueError(f"task must be 'negation' or 'coreference', got {task!r}")
 
 
-def layer_probe(model, examples, *, task: str, n_folds: int = 5, Cs=(0.01, 0.1, 1.0), n_boot: int = 1000,
-                seed: int = 0, batch_tokens: int = 4096, group_by: str | None = None,
+def layer_probe(model, examples, *, task: str, n_folds: int = 5, Cs=(0.01, 0.1, 1.0), n_boot: int = N_BOOT,
+                seed: int = SEED, batch_tokens: int = BATCH_TOKENS, group_by: str | None = None,
                 progress: bool = False) -> LayerProbeResult:
     """Hidden state of the word after the source, per layer: negated vs control (negation, with the
     adverb-vs-adverb probe beside it) or meta gender (coreference)."""

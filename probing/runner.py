@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probing.defaults import BATCH_TOKENS, MENTION
 from probing.alignment import AlignmentError, Layout, make_layout
 from probing.models import LoadedModel
 
@@ -43,7 +44,7 @@ def encode(loaded: LoadedModel, texts: list[str], chunk: int = 256) -> list[Enco
     return out
 
 
-def encode_and_align(loaded: LoadedModel, examples, mention: str = "span"
+def encode_and_align(loaded: LoadedModel, examples, mention: str = MENTION
                      ) -> tuple[list[Encoded], list[Layout | None], list[str]]:
     """Encode every text once and lay out its spans under the mention rule (`alignment.MENTION_RULES`).
 
@@ -61,7 +62,7 @@ def encode_and_align(loaded: LoadedModel, examples, mention: str = "span"
     return encoded, layouts, skipped
 
 
-def length_batches(lengths: list[int], batch_tokens: int = 4096, max_batch: int = 64,
+def length_batches(lengths: list[int], batch_tokens: int = BATCH_TOKENS, max_batch: int = 64,
                    max_cells: int | None = None) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first).
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from probing.defaults import MIN_UNITS, N_BOOT, N_PERM, SEED     # MIN_UNITS: read here as stats.MIN_UNITS too
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -130,7 +132,7 @@ def _group_sums(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.n
     return sums, counts
 
 
-def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None):
+def bootstrap_ci(values, n_boot: int = N_BOOT, level: float = 0.95, seed: int = SEED, groups=None):
     """Percentile bootstrap CI of each column's mean, resampling examples (or whole groups) with replacement.
 
     With groups, each replicate draws G groups with replacement and takes the mean over all examples of the
@@ -158,7 +160,6 @@ def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
 
 
 SMALL_SAMPLE_UNITS = 50     # below this many units the percentile bootstrap undercovers (0.88 with 10 clusters)
-MIN_UNITS = 30              # below this many units no head is named and no gate passes
 
 
 def t_cluster_ci(values, groups=None, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +181,7 @@ def t_cluster_ci(values, groups=None, level: float = 0.95) -> tuple[np.ndarray, 
     return mean - half, mean + half
 
 
-def cluster_ci(values, n_boot: int = 1000, seed: int = 0, groups=None) -> tuple[np.ndarray, np.ndarray, str]:
+def cluster_ci(values, n_boot: int = N_BOOT, seed: int = SEED, groups=None) -> tuple[np.ndarray, np.ndarray, str]:
     """(low, high, method): the cluster bootstrap from SMALL_SAMPLE_UNITS units on, the t-based cluster
     interval (`t_cluster_ci`) below, where percentile bootstrap intervals are too narrow."""
     values = _as_matrix(values, "cluster_ci")
@@ -192,14 +193,14 @@ def cluster_ci(values, n_boot: int = 1000, seed: int = 0, groups=None) -> tuple[
     return low, high, f"cluster bootstrap ({units} units)"
 
 
-def estimate(values, n_boot: int = 1000, seed: int = 0, groups=None) -> list[Estimate]:
+def estimate(values, n_boot: int = N_BOOT, seed: int = SEED, groups=None) -> list[Estimate]:
     """Mean and bootstrap CI of each column, as `Estimate`s."""
     values = _as_matrix(values, "estimate")
     low, high = bootstrap_ci(values, n_boot, seed=seed, groups=groups)
     return [Estimate(float(m), float(lo), float(hi)) for m, lo, hi in zip(_nanmean_cols(values), low, high)]
 
 
-def sign_flip_tests(differences, n_perm: int = 10000, seed: int = 0, groups=None):
+def sign_flip_tests(differences, n_perm: int = N_PERM, seed: int = SEED, groups=None):
     """One-sided paired sign-flip tests of mean(differences) > 0 for every column, with maxT correction.
 
     Returns (p_value, p_fwer), each (heads,):
@@ -243,7 +244,7 @@ def crossed_components(differences, factors) -> tuple[list[np.ndarray], np.ndarr
     return sums, rest
 
 
-def crossed_sign_flip_tests(differences, factors, n_perm: int = 10000, seed: int = 0):
+def crossed_sign_flip_tests(differences, factors, n_perm: int = N_PERM, seed: int = SEED):
     """One-sided tests of mean(differences) > 0 per column where examples are crossed by several factors
     (the built-in negation set: frame x predicate), with Westfall-Young maxT over the columns.
 
@@ -327,7 +328,7 @@ def item_means(values, items) -> tuple[np.ndarray, list[int]]:
     return means, list(first.values())
 
 
-def sign_flip_pvalue(differences, n_perm: int = 10000, seed: int = 0, groups=None) -> np.ndarray:
+def sign_flip_pvalue(differences, n_perm: int = N_PERM, seed: int = SEED, groups=None) -> np.ndarray:
     """Per-column one-sided sign-flip p-values (see `sign_flip_tests`)."""
     return sign_flip_tests(differences, n_perm, seed, groups)[0]
 
@@ -343,7 +344,7 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def cross_fitted_best(values, groups=None, seed: int = 0) -> dict:
+def cross_fitted_best(values, groups=None, seed: int = SEED) -> dict:
     """The best column's mean, chosen and estimated on different halves of the units, and the reverse.
 
     Choosing the best of many heads and reporting its in-sample mean is optimistic (the winner's curse).
@@ -373,7 +374,7 @@ def cross_fitted_best(values, groups=None, seed: int = 0) -> dict:
     return result
 
 
-def gap_bootstrap_ci(values, in_a, n_boot: int = 1000, level: float = 0.95, seed: int = 0, groups=None):
+def gap_bootstrap_ci(values, in_a, n_boot: int = N_BOOT, level: float = 0.95, seed: int = SEED, groups=None):
     """Percentile CI of mean(values[in_a]) - mean(values[~in_a]) per column, resampling units (groups).
 
     For two unpaired samples (say pro- and anti-stereotyped items) drawn from shared templates: a replicate
@@ -392,7 +393,7 @@ def gap_bootstrap_ci(values, in_a, n_boot: int = 1000, level: float = 0.95, seed
     return np.nanquantile(gaps, alpha, axis=0), np.nanquantile(gaps, 1 - alpha, axis=0)
 
 
-def label_permutation_tests(values, in_a, n_perm: int = 10000, seed: int = 0, groups=None):
+def label_permutation_tests(values, in_a, n_perm: int = N_PERM, seed: int = SEED, groups=None):
     """One-sided tests of mean(values[in_a]) > mean(values[~in_a]) per column, with maxT correction.
 
     For two unpaired samples: the labels are shuffled within each group (with no groups, across all examples),

@@ -73,11 +73,11 @@ def test_adjacent_word_attention_forward_and_reverse():
     a = _attention()
     words = torch.tensor([[-1, 0, 1, 1, 2, 3, 4, -1]])
     m = a[0, 0].numpy()
-    forward = adjacent_word_attention(a, words)[0, 0].tolist()
+    forward = adjacent_word_attention(a, words, source_pieces="mean")[0, 0].tolist()
     assert forward == pytest.approx([m[1, 2] + m[1, 3],                 # the -> lawyer (sum over 2 pieces)
                                      (m[2, 4] + m[3, 4]) / 2,           # lawyer -> did (mean over 2 pieces)
                                      m[4, 5], m[5, 6]])
-    reverse = adjacent_word_attention(a, words, reverse=True)[0, 0].tolist()
+    reverse = adjacent_word_attention(a, words, reverse=True, source_pieces="mean")[0, 0].tolist()
     assert reverse == pytest.approx([(m[2, 1] + m[3, 1]) / 2, m[4, 2] + m[4, 3], m[5, 4], m[6, 5]])
 
 

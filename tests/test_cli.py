@@ -1,4 +1,5 @@
 """`python -m analysis heads` end to end, its error messages, and the real numbers of the default model."""
+import argparse
 import json
 import os
 import signal
@@ -244,13 +245,102 @@ def test_help_imports_no_torch_and_shows_defaults(command):
     assert "--model" in text and "(default" in text
 
 
-def test_ablate_parser_choices_match_the_library():
-    import analysis.ablate
-    import probing.ablation
-    import probing.hooks
-    assert analysis.ablate.DEFAULT_DRAWS == probing.ablation.DEFAULT_DRAWS
-    assert analysis.ablate.DEFAULT_MODE == probing.ablation.DEFAULT_MODE
-    assert analysis.ablate.MODES == probing.hooks.MODES
+def test_the_commands_defaults_are_the_librarys():
+    import inspect
+    from analysis import heads, patch
+    from probing import defaults
+    from probing.heads import score_heads
+    parser = argparse.ArgumentParser()
+    heads.add_arguments(parser)
+    args = parser.parse_args(["--data", "x", "--out", "y"])
+    signature = inspect.signature(score_heads).parameters
+    for name, constant in (("n_boot", "N_BOOT"), ("n_perm", "N_PERM"), ("batch_tokens", "BATCH_TOKENS"),
+                           ("source_pieces", "SOURCE_PIECES"), ("mention", "MENTION")):
+        assert getattr(args, name) == signature[name].default == getattr(defaults, constant)
+    parser = argparse.ArgumentParser()
+    patch.add_arguments(parser)
+    args = parser.parse_args(["--data", "x", "--out", "y", "--kinds", " denoising,noising,noising "])
+    assert (args.n_random, args.seed, args.kinds) == (defaults.N_RANDOM, defaults.SEED, ("denoising", "noising"))
+
+
+# ---- every option checked when parsed: refused in words, exit 2, before any dataset or model loads ----------
+
+@pytest.fixture
+def nothing_may_load(monkeypatch):
+    """Loading a model or a dataset fails the test: the refusal must come before either."""
+    import probing.examples
+    import probing.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model or a dataset was loaded before the options were checked")
+    for module, name in ((probing.models, "load_model"), (probing.models, "load_lm_model"),
+                         (probing.examples, "load_examples")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_an_unknown_patch_kind_is_refused_at_once_with_the_valid_kinds(tmp_path, capsys, nothing_may_load):
+    from probing import defaults
+    out = tmp_path / "out"
+    assert main(["patch", "--data", "builtin-negation", "--out", str(out), "--kinds", "noising,noisin"]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --kinds: unknown 'noisin'; choose from" in err
+    assert all(kind in err for kind in defaults.PATCH_KINDS)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["heads", "patch", "probe", "ablate"])
+@pytest.mark.parametrize("value, words", [("-1", "must be at least 1, got -1"), ("0", "must be at least 1, got 0"),
+                                          ("ten", "must be a whole number, got 'ten'")])
+def test_a_limit_below_one_is_refused_in_words(tmp_path, capsys, nothing_may_load, command, value, words):
+    args = [command, *COMMAND_ARGS[command], "--out", str(tmp_path / "out"), "--limit", value]
+    assert main(args) == 2
+    assert f"error: argument --limit: {words}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+BAD_OPTIONS = [  # (command and its required arguments, the bad option, the words its refusal must hold)
+    ("patch", ["--readout", "logit"], "argument --readout: invalid choice: 'logit'"),
+    ("patch", ["--method", "exactly"], "argument --method: invalid choice: 'exactly'"),
+    ("patch", ["--kinds", ","], "argument --kinds: name at least one of noising"),
+    ("patch", ["--set-sizes", "1,x"], "argument --set-sizes: must be whole numbers separated by commas"),
+    ("patch", ["--set-sizes", "0,3"], "argument --set-sizes: must be whole numbers of at least 1"),
+    ("patch", ["--n-random", "0"], "argument --n-random: must be at least 1, got 0"),
+    ("patch", ["--n-perm", "19"], "argument --n-perm: must be at least 20, got 19"),
+    ("heads", ["--n-boot", "5"], "argument --n-boot: must be at least 20, got 5"),
+    ("heads", ["--batch-tokens", "8"], "argument --batch-tokens: must be at least 64, got 8"),
+    ("heads", ["--source-pieces", "first"], "argument --source-pieces: invalid choice: 'first'"),
+    ("heads", ["--mention", "word"], "argument --mention: invalid choice: 'word'"),
+    ("heads", ["--relation", "coref"], "argument --relation: invalid choice: 'coref'"),
+    ("heads", ["--dtype", "f32"], "argument --dtype: invalid choice: 'f32'"),
+    ("heads", ["--device", "gpu"], "argument --device: must be cpu, cuda or cuda:N"),
+    ("probe", ["--folds", "1"], "argument --folds: must be at least 2, got 1"),
+    ("probe", ["--seed", "-3"], "argument --seed: must be at least 0, got -3"),
+    ("ablate", ["--mode", "half"], "argument --mode: invalid choice: 'half'"),
+    ("ablate", ["--draws", "0"], "argument --draws: must be at least 1, got 0"),
+    ("ablate", ["--k", "0"], "argument --k: must be at least 1, got 0"),
+    ("ablate", ["--heads", "negation=a.csv,syntax=b.csv"], "argument --heads: takes negation=PATH,coreference=PATH"),
+    ("bench", ["--n", "0"], "argument --n: must be at least 1, got 0"),
+    ("bench", ["--eager-memory-gib", "nan"], "argument --eager-memory-gib: must be a number above 0"),
+]
+
+
+@pytest.mark.parametrize("command, bad, words", BAD_OPTIONS, ids=[f"{c} {b[0]}" for c, b, _ in BAD_OPTIONS])
+def test_every_bounded_or_enumerated_option_is_checked_when_parsed(tmp_path, capsys, nothing_may_load, command,
+                                                                   bad, words):
+    out = ["--out", str(tmp_path / "out")] if command != "bench" else []
+    assert main([command, *COMMAND_ARGS.get(command, []), *out, *bad]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {words}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["heads", "patch", "probe", "ablate", "report", "bench"])
+def test_every_commands_help_answers_in_process_with_its_bounds(capsys, command):
+    assert main([command, "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: python -m analysis " + command)
+    if command != "report":                   # report's options are flags and names, no numbers
+        assert "at least" in shown
 
 
 COMMAND_ARGS = {"heads": ["--data", "builtin-negation"], "patch": ["--data", "builtin-negation"],

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from probing.examples import BUILTIN_SETS, ExampleError, Examples, LoadReport, load_examples
+from probing.examples import (BUILTIN_SETS, ExampleError, Examples, LoadReport, example_from_dict,
+                              first_keeping_partners, load_examples)
 
 
 def test_builtin_sets_by_name():
@@ -25,6 +26,32 @@ def test_limit_keeps_the_controls_of_the_kept_sentences():
     adverbs = ["really", "actually", "indeed", "also", "certainly"]
     assert [e.id for e in examples] == negated + [f"neg-f01-p{p}-ctl-{a}" for p in (1, 2, 3) for a in adverbs]
     assert report.n_records == 20
+
+
+def _rows(*keys):
+    """Examples whose meta.pair is each given key (None: unpaired); a key ending in "*" is a control."""
+    rows = []
+    for number, key in enumerate(keys):
+        meta = {"pair": key.rstrip("*"), "role": "control" if key.endswith("*") else "negated"} if key else {}
+        rows.append(example_from_dict({"text": "The lawyer did not sign it.", "relation": "negation",
+                                       "source_span": [15, 18], "target_span": [19, 23], "id": f"r{number}",
+                                       "meta": meta}))
+    return rows
+
+
+def test_first_keeping_partners_keeps_whole_units_then_their_partners():
+    rows = _rows("a", "a", "b*", "b", "a*", None, "c")
+    ids = lambda kept: [e.id for e in kept]                                     # noqa: E731
+    by_pair = lambda e: e.meta.get("pair", e.id)                                # noqa: E731
+    # units: the first 2 pairs (a, then b), every row of each, in their order
+    assert ids(first_keeping_partners(rows, 2, unit=by_pair)) == ["r0", "r1", "r2", "r3", "r4"]
+    # load_examples' rule: the first 3 sentences (controls not counted), then the controls of their pairs
+    assert ids(first_keeping_partners(rows, 3, is_partner=lambda e: e.is_control,
+                                      partner_key=lambda e: e.meta.get("pair"))) == ["r0", "r1", "r3", "r2", "r4"]
+    assert ids(first_keeping_partners(rows, 99, unit=by_pair)) == ids(rows) == ids(first_keeping_partners(rows, None))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ExampleError, match="limit must be a whole number of at least 1"):
+            first_keeping_partners(rows, bad)
 
 
 def test_a_jsonl_path_is_read_as_a_file(tmp_path):

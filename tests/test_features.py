@@ -61,7 +61,7 @@ def test_both_coref_directions_equal_the_naive_word_matrix(minilm, batch_tokens)
             _pieces_of(span, groups, offsets) for span in example.candidate_spans]
         for layer in range(minilm.n_layers):
             for head in range(minilm.n_heads):
-                matrix = word_attention_matrix(attention[layer, head], units)
+                matrix = word_attention_matrix(attention[layer, head], units, "mean")   # the features' rule
                 for c in range(len(example.candidate_spans)):
                     assert feats.features[row, c, 0, layer, head] == pytest.approx(matrix[0, c + 1], abs=1e-5)
                     assert feats.features[row, c, 1, layer, head] == pytest.approx(matrix[c + 1, 0], abs=1e-5)
@@ -76,7 +76,7 @@ def test_adjacent_pair_features_equal_the_naive_word_matrix(minilm):
         pairs = np.flatnonzero(feats.example == row)
         for layer in (0, minilm.n_layers - 1):
             for head in (0, 5, minilm.n_heads - 1):
-                matrix = word_attention_matrix(attention[layer, head], pieces)
+                matrix = word_attention_matrix(attention[layer, head], pieces, "mean")  # the features' rule
                 for p in pairs:
                     w = feats.position[p]
                     assert feats.features[p, 0, layer, head] == pytest.approx(matrix[w, w + 1], abs=1e-5)

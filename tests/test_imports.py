@@ -122,9 +122,9 @@ def test_no_import_cycle_in_probing_or_analysis():
 # Every module must be placed (a new module fails `test_every_module_has_a_floor` until it is). Entries are
 # dotted names; an entry covers its submodules ("probing.report" covers probing.report.heads).
 FLOORS = (
-    ("ground: word lists, files, statistics, alignment, the example format",
-     ("probing.lexicon", "probing.outputs", "probing.stats", "probing.alignment", "probing.parallel",
-      "probing.install_models", "probing.examples")),
+    ("ground: defaults, word lists, files, statistics, alignment, the example format",
+     ("probing.defaults", "probing.lexicon", "probing.outputs", "probing.stats", "probing.alignment",
+      "probing.parallel", "probing.install_models", "probing.examples")),
     ("engine: loading models, running them, reading their attention",
      ("probing.models", "probing.attention", "probing.hooks", "probing.runner")),
     ("measures: scores, features, probes, patching, ablation",

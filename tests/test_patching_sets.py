@@ -150,7 +150,7 @@ def test_cli_sets_writes_the_comparison(tmp_path, capsys):
     assert {"attention", "norm_attention"} <= set(effects)
     assert "top-1 by attention" in capsys.readouterr().out
     assert main(["patch", "--data", str(data), "--out", str(tmp_path / "o2"), "--sets", "--set-sizes", "1,x"]) == 2
-    assert "--set-sizes must be whole numbers" in capsys.readouterr().err
+    assert "argument --set-sizes: must be whole numbers" in capsys.readouterr().err
     assert main(["patch", "--data", str(data), "--out", str(tmp_path / "o3"), "--sets", "--method",
                  "attribution"]) == 2
     assert "use --method exact or screen" in capsys.readouterr().err

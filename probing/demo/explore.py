@@ -225,7 +225,8 @@ def prepare(loaded: LoadedModel, example: Example) -> Prepared:
     """Encode and lay out one example once (`runner.encode_and_align`); a span lost to truncation or that the
     tokenizer cannot separate is an InputError, raised before any forward pass."""
     measured = oriented(example, loaded.is_causal)
-    (encoded,), (layout,), skipped = encode_and_align(loaded, [measured])
+    # whole spans (the layout default is the coreference-mention rule, probing.defaults)
+    (encoded,), (layout,), skipped = encode_and_align(loaded, [measured], mention="span")
     read_up_to = max((e for s, e in encoded.offsets), default=0)
     for role, (start, end) in (("source", example.source_span), ("target", example.target_span)):
         if start >= read_up_to:

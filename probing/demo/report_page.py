@@ -14,6 +14,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+from probing.defaults import MIN_UNITS   # below it a report claims nothing (as the head reports do)
 from probing.outputs import safe_name  # noqa: F401  (app.py names the download after the model)
 
 # Named first: the primary evidence (GAP and the twin sets for coreference, the paired built-in set for
@@ -45,7 +46,6 @@ def _head(row: dict) -> str:
     return f"{row['layer']}-{row['head']}"
 
 
-MIN_UNITS = 30     # below this many independent units a report claims nothing (as the head reports do)
 
 
 def _known(x) -> bool:

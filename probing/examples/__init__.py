@@ -15,7 +15,8 @@ from probing.examples.format import (MAX_LINE_BYTES, RELATIONS, Example, Example
 
 __all__ = ["BUILTIN_DIR", "BUILTIN_SETS", "MAX_LINE_BYTES", "RELATIONS", "Example", "ExampleError", "Examples",
            "LoadReport",
-           "example_from_dict", "find_span", "jsonl_line", "load_examples", "read_jsonl", "write_jsonl"]
+           "example_from_dict", "find_span", "first_keeping_partners", "jsonl_line", "load_examples", "read_jsonl",
+           "write_jsonl"]
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_SETS = {
@@ -40,13 +41,33 @@ def load_examples(name_or_path: str, data_root: str | os.PathLike | None = None,
                                f"{', '.join(list(BUILTIN_SETS) + [d for d in DATASETS if d not in BUILTIN_SETS])}")
         return Examples(*load_dataset(name_or_path, data_root=data_root, skip_bad=skip_bad, limit=limit))
     if limit is not None:
-        examples = _limit_keeping_pairs(examples, limit)
+        # the first `limit` sentences (controls not counted), then the controls of their pairs (meta.pair)
+        examples = first_keeping_partners(examples, limit, is_partner=lambda e: e.is_control,
+                                          partner_key=lambda e: e.meta.get("pair"))
         report.n_records = len(examples)
     return Examples(examples, report)
 
 
-def _limit_keeping_pairs(examples: list[Example], limit: int) -> list[Example]:
-    """The first `limit` non-control examples, plus the controls paired with them."""
-    main = [e for e in examples if not e.is_control][:limit]
-    pairs = {e.meta.get("pair") for e in main if e.meta.get("pair")}
-    return main + [e for e in examples if e.is_control and e.meta.get("pair") in pairs]
+def first_keeping_partners(examples: list[Example], limit: int | None, unit=None, is_partner=None,
+                           partner_key=None) -> list[Example]:
+    """The first `limit` units of `examples`, each kept whole, then the partners of what was kept: the one rule
+    behind every `--limit` (load_examples, `analysis ablate`, `analysis patch`). None keeps everything.
+
+    unit(example) -> key: the examples sharing a key form one unit (a pair, a group), counted once and never cut;
+    None: every example is its own unit. is_partner(example) -> bool: examples that are not counted themselves
+    but follow a kept example (a control sentence); partner_key(example) -> key (None or empty: no partner) ties a
+    partner to the kept examples with the same key. Returns the kept units' examples in their order, then
+    their partners in theirs. A `limit` below 1 is refused (a slice would silently drop the last examples).
+    """
+    if limit is None:
+        return list(examples)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ExampleError(f"limit must be a whole number of at least 1, got {limit!r}")
+    counted = [e for e in examples if is_partner is None or not is_partner(e)]
+    keys = [unit(e) if unit is not None else position for position, e in enumerate(counted)]
+    kept_units = set(list(dict.fromkeys(keys))[:limit])
+    kept = [e for e, key in zip(counted, keys) if key in kept_units]
+    if is_partner is None or partner_key is None:
+        return kept
+    joined = {key for key in map(partner_key, kept) if key}          # an empty key ties nothing
+    return kept + [e for e in examples if is_partner(e) and partner_key(e) in joined]

@@ -29,11 +29,12 @@ import time
 import numpy as np
 import torch
 
+from probing.defaults import PATCH_METHODS, SEED
 from probing import attention as attention_function, hooks
 from probing.patching.runs import SANITY_ROWS, _Base, _patched_values, _plan, _summaries
 from probing.patching.readouts import LogitReadout, pooled_positions, value_function
 
-METHODS = ("exact", "attribution", "screen")
+METHODS = PATCH_METHODS        # (probing.defaults)
 
 
 def check_method(method: str, allowed=METHODS) -> str:
@@ -138,7 +139,7 @@ SCREEN_RANDOM = 10       # further heads drawn at random from the rest: what the
 
 
 def screened_heads(estimates: dict[str, np.ndarray], n_heads: int, top_k: int = SCREEN_TOP_K,
-                   n_random: int = SCREEN_RANDOM, seed: int = 0) -> tuple[list[tuple[int, int]], set]:
+                   n_random: int = SCREEN_RANDOM, seed: int = SEED) -> tuple[list[tuple[int, int]], set]:
     """(heads to patch exactly, sorted; the flat indices of those picked at random). `estimates[kind]`:
     per-pair estimated effects [pairs, layers*heads]; per kind the top_k heads by mean estimate, their union,
     plus n_random drawn (seeded) from the heads no kind picked."""

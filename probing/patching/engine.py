@@ -23,12 +23,13 @@ import pandas as pd
 import torch
 
 from probing import hooks
+from probing.defaults import PATCH_KINDS
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, pooled_positions, value_function
 from probing.patching.runs import _all_heads, _base_run, _patched_values, _plan, _Row, _summaries
 
-KINDS = ("noising", "denoising", "pattern_noising", "pattern_denoising", "row_noising", "row_denoising")
+KINDS = PATCH_KINDS            # one list for the library and the command line (probing.defaults)
 SANITY_TOLERANCE = 1e-5
 LOGIT_SANITY_TOLERANCE = 1e-3    # in logits: see study.patch_heads
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from probing import defaults
 from probing.models import LoadedModel, load_lm_model
 from probing.patching.pairs import PairSet, collect_pairs, completion_pairs, masked_twin_pairs
 
-READOUTS = ("auto", "embedding", "logits", "all-positions")
+READOUTS = defaults.READOUTS     # (probing.defaults: the command line checks --readout against it)
 
 
 @dataclass(frozen=True)

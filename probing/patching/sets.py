@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from probing.defaults import N_BOOT, N_RANDOM, SEED
 from probing import hooks, stats
 from probing.models import as_loaded
 from probing.patching.engine import patch_set_ids
@@ -146,9 +147,9 @@ def _set_rows(kind: str, sets: list[dict], per_pair: np.ndarray, groups, n_boot:
     return rows
 
 
-def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = 100, seed: int = 0,
+def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, seed: int = SEED,
                     result: PatchingResult | None = None, attention_scores=None, readout: str = "auto",
-                    n_boot: int = 1000, max_pairs: int | None = None, max_rows: int = 512,
+                    n_boot: int = N_BOOT, max_pairs: int | None = None, max_rows: int = 512,
                     progress: bool = False) -> HeadSetResult:
     """Patch head sets together on the usable pairs of `examples` (see the module docstring).
 

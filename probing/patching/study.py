@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from probing.defaults import ALPHA, N_BOOT, N_PERM, SEED
 from probing import hooks, stats
 from probing.patching.attribution import (SCREEN_RANDOM, SCREEN_TOP_K, agreement, check_method,
                                           estimate_columns, method_notes, screened_heads)
@@ -85,7 +86,7 @@ class PatchingResult:
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
 
 def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_rows: int, progress: bool, lm,
-                   n_heads: int, seed: int = 0, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
+                   n_heads: int, seed: int = SEED, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
                    all_positions: bool = False):
     """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
     runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
@@ -258,7 +259,7 @@ def _notes(readout_text, scale, alpha, control, ci_method: str, units: int) -> l
 
 
 def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attention_scores=None,
-                controls: bool = True, n_boot: int = 1000, n_perm: int = 10000, alpha: float = 0.05, seed: int = 0,
+                controls: bool = True, n_boot: int = N_BOOT, n_perm: int = N_PERM, alpha: float = ALPHA, seed: int = SEED,
                 max_pairs: int | None = None, max_rows: int = 512, progress: bool = False,
                 method: str = "exact") -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal

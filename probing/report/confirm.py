@@ -10,6 +10,7 @@ import html
 import sys
 from pathlib import Path
 
+from probing.defaults import BATCH_TOKENS, MENTION, N_BOOT, N_PERM
 from probing.outputs import prepare_out_dir, write_complete, write_json, write_text
 
 CONFIRM_FILES = ["confirm.json", "confirm.md"]
@@ -67,8 +68,8 @@ def write_confirm(out: Path, result) -> None:
 
 
 def run_confirm(data: str, model: str | None, out: Path, data_root=None, limit: int | None = None,
-                n_boot: int = 1000, n_perm: int = 10000, device: str | None = None, dtype: str | None = None,
-                mention: str = "head", batch_tokens: int = 4096, progress: bool = False):
+                n_boot: int = N_BOOT, n_perm: int = N_PERM, device: str | None = None, dtype: str | None = None,
+                mention: str = MENTION, batch_tokens: int = BATCH_TOKENS, progress: bool = False):
     """Load the planned sets for `data`, run `confirm_heads`, write the files to `out`; return the result."""
     from probing.confirm import confirm_heads, planned_sets
     from probing.models import load_model

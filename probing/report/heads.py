@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probing.defaults import BATCH_TOKENS, MENTION, N_BOOT, N_PERM, SEED, SOURCE_PIECES
 from probing.outputs import atomic_write, write_json, write_text
 
 HEAD_FILES = ["heads.csv", "summary.json", "heatmap.png", "report.md", "strata.csv"]
@@ -30,9 +31,9 @@ SOURCE_PIECES_RULE = {
 
 def run_heads(model, data: str, out: Path, relation: str | None = None, data_root=None,
               skip_bad: bool = False, limit: int | None = None, renormalize: bool = False,
-              batch_tokens: int = 4096, n_boot: int = 1000, n_perm: int = 10000, progress: bool = False,
+              batch_tokens: int = BATCH_TOKENS, n_boot: int = N_BOOT, n_perm: int = N_PERM, progress: bool = False,
               device: str | None = None, dtype: str | None = None, parallel: bool = False,
-              mention: str = "head", by: list[str] | None = None, source_pieces: str = "last") -> dict:
+              mention: str = MENTION, by: list[str] | None = None, source_pieces: str = SOURCE_PIECES) -> dict:
     """Load the data, score every head, write the head files to `out`; return the summary.
 
     model: a LoadedModel, or a name / path to load (on `device` with `dtype`); data: a built-in set's name, a
@@ -186,7 +187,7 @@ def oracle_credit(meta: dict, n_candidates: int) -> float:
     return 1.0 if meta["agreement_decides"] else 1.0 / n_candidates
 
 
-def strongest_baseline_test(scores, task: str, n_perm: int = 10000, n_boot: int = 1000, seed: int = 0) -> dict | None:
+def strongest_baseline_test(scores, task: str, n_perm: int = N_PERM, n_boot: int = N_BOOT, seed: int = SEED) -> dict | None:
     """Coreference: the task's best head (by accuracy) against the strongest baseline that applies, paired by
     example: the agreement oracle where the data says whether agreement decides and the oracle beats the
     positional baseline, else the positional baseline (`heads.positional_baseline`: the nearest candidate, or
