@@ -610,6 +610,10 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
     gr.Markdown("Dataset-level results on the built-in sets, from `python -m analysis heads` / `analysis report`. "
                 "For the default model they are committed under `reports/`; for another model, compute them "
                 "once with the button (it scores every head on both sets, which takes a while on a CPU).")
+    # The committed reports do not change while the demo runs: the cross-model page is made once, here.
+    with gr.Accordion("Findings across models: every committed model side by side, with the rule each claim "
+                      "rests on (reports/FINDINGS.md)", open=False, elem_id="report-findings"):
+        gr.Markdown(report_page.findings_page(backend.REPORTS_DIR), elem_id="report-findings-text")
     status = gr.Markdown(elem_id="report-status")
     findings = gr.Markdown(elem_id="report-summary")
     with gr.Row():

@@ -193,6 +193,22 @@ def findings_markdown(folder: Path, model: str) -> str:
         + ([f"\nThe full report below also has the {' and the '.join(extra)}."] if extra else []))
 
 
+def findings_page(root: Path) -> str:
+    """The cross-model findings page (`reports/FINDINGS.md`), generated from the reports under root, for the
+    report tab: links to report files become their plain text (the tab serves no files), the generator's
+    comment is left out, and a report lacking a key the page needs gives the reason in words instead."""
+    import re
+    from probing.report.findings import FindingsError, findings_markdown
+    try:
+        page = findings_markdown(Path(root))
+    except (FindingsError, OSError) as err:
+        return f"The findings page could not be made from the reports here: {html.escape(str(err))}"
+    page = re.sub(r"<!--.*?-->\n*", "", page, flags=re.DOTALL)
+    page = re.sub(r"\A# .*\n+", "", page)                         # the tab's accordion carries the title
+    page = re.sub(r"^(#+) ", r"\1# ", page, flags=re.MULTILINE)    # sections nest under the tab
+    return re.sub(r"\[([^\]]+)\]\((?!https?:)[^)]*\)", r"\1", page)
+
+
 _archive_lock = threading.Lock()
 
 
