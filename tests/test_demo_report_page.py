@@ -118,3 +118,29 @@ def test_downloads_are_plain_links_with_escaped_names(tmp_path):
     assert page.count("<a ") == 1 and 'href="gradio_api/file=' in page and "<name>" not in page
     assert "&lt;name&gt;" in page and "(11 B)" in page and "Remove" not in page
     assert downloads_html([]) == ""
+
+
+def test_the_report_tab_shows_the_findings_page_without_file_links():
+    from probing.demo.backend import REPORTS_DIR
+    from probing.demo.report_page import findings_page
+    from probing.report.findings import findings_markdown
+    page = findings_page(REPORTS_DIR)
+    assert "### 1. Where the heads look" in page and "Held-out confirmation" in page
+    assert "](" not in page and "<!--" not in page and not page.startswith("# ")
+    # the same tables as the committed page: only links, the comment and heading levels differ
+    assert [line for line in page.splitlines() if line.startswith("|")] == \
+        [line for line in findings_markdown(REPORTS_DIR).splitlines() if line.startswith("|")]
+
+
+def test_a_report_the_findings_page_cannot_read_is_said_in_words(tmp_path):
+    from probing.demo.report_page import findings_page
+    model = tmp_path / "<toy>"
+    (model / "heads" / "builtin-negation").mkdir(parents=True)
+    (model / "summary.json").write_text("{}")
+    (model / "heads" / "builtin-negation" / "summary.json").write_text("{}")
+    (model / "heads" / "builtin-negation" / ".done.json").write_text("{}")
+    page = findings_page(tmp_path)
+    assert page.startswith("The findings page could not be made from the reports here:")
+    assert "'relation'" in page or "&#x27;relation&#x27;" in page
+    assert "<toy>" not in page and "&lt;toy&gt;" in page          # a path reaching the page is escaped
+    assert findings_page(tmp_path / "missing").startswith("The findings page could not be made")

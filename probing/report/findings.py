@@ -515,8 +515,9 @@ def findings_markdown(root: Path) -> str:
                "is stated with its table. How each number is made is on the methods page "
                "([docs/methods.md](../docs/methods.md)).", "",
              "Heads are named layer-head, both counted from 0 (`2-8` is head 8 of layer 2). A 95% CI is a "
-             "range that would contain the true value in 95% of repeated samples; where examples share a "
-             "template or frame, whole templates are resampled together, since they are not independent.", ""]
+             "range made by a procedure that catches the true value in 95% of repeated samples; where examples "
+             "share a template or frame, whole templates are resampled together, since they are not "
+             "independent.", ""]
     if left_out:
         lines += [f"> Left out (no completion marker, e.g. a killed run): {', '.join(sorted(left_out))}.", ""]
     return "\n".join(lines + body).rstrip() + "\n"
