@@ -496,6 +496,92 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
     return lines
 
 
+# ---- probes and ablation ------------------------------------------------------------------------------
+
+def interval(part: dict, where: Path, key: str, sign: bool = False) -> str:
+    """A recorded {mean, ci_low, ci_high} as "mean [low, high]"."""
+    value = need(part, key, where)
+    return (f"{fmt(number(need(value, 'mean', where), where, key), sign=sign)} "
+            f"{fmt_ci(number(value.get('ci_low'), where, key), number(value.get('ci_high'), where, key), sign=sign)}")
+
+
+def coref_probe_rows(model: str, path: Path) -> list[list[str]]:
+    rows = []
+    for data, part in need(read_json(path), "datasets", path).items():
+        baselines = need(part, "baselines", path)
+        agreement = interval(baselines, path, "agreement_rule") if "agreement_rule" in baselines else "n/a"
+        rows.append([model, data, interval(part, path, "accuracy"), interval(baselines, path, "best_single_head"),
+                     interval(baselines, path, "nearest_candidate"), agreement,
+                     interval(part, path, "probe_minus_best_head", sign=True),
+                     "yes" if need(part, "beats_control", path) else "no"])
+    return rows
+
+
+def negation_probe_rows(model: str, path: Path) -> list[list[str]]:
+    result = need(read_json(path), "result", path)
+    rows = []
+    for name, part in need(result, "results", path).items():
+        rows.append([model, name, interval(part, path, "probe_top1"), interval(part, path, "positional_top1"),
+                     interval(part, path, "word_identity_top1"), interval(part, path, "control_top1"),
+                     "yes" if need(part, "beats_control", path) else "no"])
+    return rows
+
+
+def ablation_rows(model: str, path: Path) -> list[list[str]]:
+    rows = []
+    for row in need(read_json(path), "results", path):
+        p = row.get("p_vs_random")
+        # the report's own verdict on the CI, in its words ("no reliable change (the CI includes 0)", ...)
+        said = str(row.get("verdict", ""))
+        said = (said.split("): ", 1)[1].split(". ")[0] if "): " in said else said).rstrip(".")
+        rows.append([model, need(row, "head_set", path), need(row, "heads", path), need(row, "measure", path),
+                     f"{fmt(number(need(row, 'effect', path), path, 'effect'), 4, True)} "
+                     f"{fmt_ci(number(row.get('effect_ci_low'), path, 'ci'), number(row.get('effect_ci_high'), path, 'ci'), 4, True)}",
+                     f"{fmt_p(number(p, path, 'p_vs_random'))} (of {row.get('n_random', '?')})" if p is not None
+                     else "not compared", said or "n/a"])
+    return rows
+
+
+def probe_section(models: list[Path], left_out: list[str]) -> list[str]:
+    coref, negation, ablation = [], [], []
+    for model in models:
+        for folder, file, rows, reader in (("probe/coref", "probe_coref.json", coref, coref_probe_rows),
+                                           ("probe/negation", "probe_negation.json", negation, negation_probe_rows),
+                                           ("ablation", "ablation.json", ablation, ablation_rows)):
+            path = model / folder / file
+            if not path.is_file():
+                continue
+            if not is_complete(path.parent):
+                left_out.append(f"{model.name}/{folder}")
+                continue
+            rows += reader(model.name, path)
+    if not (coref or negation or ablation):
+        return []
+    lines = ["## 5. Probes and ablation", "",
+             "A **probe** is a small classifier trained on the attention patterns. *The rule:* a probe counts only "
+             "when it beats a **control task** (Hewitt & Liang 2019: the same probe trained on random labels per "
+             "word type, which it can only memorise), and is compared with the simplest rules and the best single "
+             "head; every score is on held-out folds, with 95% CIs.", ""]
+    if coref:
+        lines += ["**Coreference probe** (accuracy picking the antecedent):", ""]
+        lines += table(["model", "data", "probe", "best single head", "nearest noun", "agreement alone",
+                        "probe − best head", "beats its control task"], coref) + [""]
+    if negation:
+        lines += ["**Negation probe** (trained on *not*: how often it ranks the cue first; the transfer row asks "
+                  "whether it finds *n't* without having seen it):", ""]
+        lines += table(["model", "test", "probe", "position alone", "word identity alone", "control task",
+                        "beats its control task"], negation) + [""]
+    if ablation:
+        lines += ["**Ablation** (secondary to patching): the top heads, chosen on one half of each built-in set, "
+                  "are knocked out (set to zero) on the other half. *The rule:* an effect counts when its 95% CI "
+                  "excludes 0 in the damaging direction and it beats layer-matched random head sets "
+                  "(`p_vs_random`: the share of random sets at least as damaging). Zeroed activations are off the "
+                  "model's usual inputs, so this is a rough check.", ""]
+        lines += table(["model", "head set", "heads", "measure", "effect [95% CI]", "p_vs_random", "the report's verdict"],
+                       ablation) + [""]
+    return lines
+
+
 # ---- the page -----------------------------------------------------------------------------------------
 
 def findings_markdown(root: Path) -> str:
@@ -505,7 +591,8 @@ def findings_markdown(root: Path) -> str:
     if not models:
         raise FindingsError(f"{root}: no model reports here (a model's folder has a summary.json at its top)")
     left_out: list[str] = []
-    body = head_section(models, left_out) + confirm_section(models, left_out) + patching_section(models, left_out)
+    body = (head_section(models, left_out) + confirm_section(models, left_out) + patching_section(models, left_out)
+            + probe_section(models, left_out))
     lines = ["# Findings", "",
              "<!-- Generated by `python -m analysis report --findings-only` from the committed reports; do not "
              "edit by hand. -->", "",
