@@ -38,13 +38,18 @@ print(json.dumps({"probing": probing.__file__, "n_examples": len(examples), "lib
 
 
 def requirement_pins() -> dict[str, Version]:
-    """requirements.txt's exact pins, by normalised name: the versions the tests run on."""
+    """requirements.txt's exact pins for this platform (a pin's marker, e.g. torch's `+cpu` build off macOS, is
+    evaluated), by normalised name: the versions the tests run on."""
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            pins[canonicalize_name(name)] = Version(version)
+        if not line or line.startswith("-"):
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate():
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", f"{line}: requirements.txt pins exact versions"
+            pins[canonicalize_name(requirement.name)] = Version(specifier.version)
     return pins
 
 
