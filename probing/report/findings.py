@@ -460,7 +460,7 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
              "first the **gate**: the relation swap must move the model's readout more than the control swap "
              f"(paired by item, clustered CI above 0, at least {MIN_UNITS} units); if it does not, no head is named. "
              "Then a head is **named** only when its effect is significant after correction over all heads "
-             f"(maxT p < {ALPHA}) **and** beats its own effect on the control pairs (also corrected). Each named head "
+             f"patched (maxT p < {ALPHA}) **and** beats its own effect on the control pairs (also corrected). Each named head "
              "is shown with its effect and its effect on the control pairs. A head not named has shown no "
              "single-head effect with this readout; it may still be used, because other heads can compensate "
              "(section 4).", ""]
@@ -488,8 +488,9 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
                   "Single heads can hide a shared effect, so the top k heads by attention score and the top k by "
                   "single-head effect are patched together and compared with random sets of k heads from the "
                   "same layers. *The rule:* `p_random` is the share of random sets whose effect is at least the "
-                  "chosen set's; it is not corrected over the comparisons in this table, and sets chosen by effect "
-                  "were chosen on the same pairs, which favours them. (`sets.csv` also patches each whole layer.)",
+                  "chosen set's (with k = 1 a random set can be the chosen head itself, so it cannot fall far); it "
+                  "is not corrected over the comparisons in this table, and sets chosen by effect were chosen on "
+                  "the same pairs, which favours them. (`sets.csv` also patches each whole layer.)",
                   ""]
         lines += table(["model", "pairs from", "kind", "chosen by", "k", "heads", "effect [95% CI]",
                         "random sets' mean", "p_random"], sets) + [""]
