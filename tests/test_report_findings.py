@@ -91,6 +91,19 @@ def test_a_passing_gate_names_heads_with_their_control_effects(tmp_path):
     assert "| toy | builtin-negation | noising | attention | 1 | 1-8 |" in page    # head sets, from sets.csv
 
 
+def test_heads_are_read_in_every_form_a_summary_writes_them(tmp_path):
+    """[layer, head], {"layer", "head", "effect"} and "L-H" give the same page; anything else is said in words."""
+    def as_strings_and_dicts(step, data):
+        if step.startswith("patching"):
+            data["named"] = {k: [f"{l}-{h}" for l, h in v] for k, v in data["named"].items()}
+            data["top"] = {k: [{"layer": l, "head": h, "effect": e} for l, h, e in v] for k, v in data["top"].items()}
+    assert findings_markdown(_toy(tmp_path / "a", as_strings_and_dicts)) == findings_markdown(_toy(tmp_path / "b"))
+    root = _toy(tmp_path / "c", lambda step, data: data["named"].update(noising=[[5]]) if step.startswith("patching")
+                else None)
+    with pytest.raises(FindingsError, match=r"cannot read a head from \[5\]"):
+        findings_markdown(root)
+
+
 def test_a_missing_key_is_an_error_that_names_the_file_and_the_key(tmp_path):
     root = _toy(tmp_path, lambda step, data: data.pop("gate", None) if step.startswith("patching") else None)
     with pytest.raises(FindingsError, match=r"patching/builtin-negation/summary.json.*'gate'"):

@@ -135,6 +135,22 @@ def head_name(layer, head) -> str:
     return f"{int(layer)}-{int(head)}"
 
 
+def as_head(item, where: Path | str) -> tuple[str, float | None]:
+    """A head as a summary records it: [layer, head], [layer, head, value], {"layer", "head"(, "effect")} or
+    "L-H"; returns ("L-H", the value or None). Anything else is a worded FindingsError."""
+    try:
+        if isinstance(item, (list, tuple)) and len(item) >= 2:
+            return head_name(item[0], item[1]), (float(item[2]) if len(item) > 2 else None)
+        if isinstance(item, dict) and {"layer", "head"} <= item.keys():
+            value = next((item[k] for k in ("effect", "value", "mean") if k in item), None)
+            return head_name(item["layer"], item["head"]), (float(value) if value is not None else None)
+        if isinstance(item, str) and len(item.split("-")) == 2:
+            return head_name(*item.split("-")), None
+    except (TypeError, ValueError):
+        pass
+    raise FindingsError(f"{where}: cannot read a head from {item!r} (expected [layer, head] or \"L-H\")")
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table (pipes inside cells escaped)."""
     def cell(text) -> str:
@@ -328,14 +344,20 @@ def confirm_section(models: list[Path], left_out: list[str]) -> list[str]:
 # ---- patching -----------------------------------------------------------------------------------------
 
 def effects_by_head(path: Path) -> dict[str, dict]:
-    return {head_name(r["layer"], r["head"]): r for r in read_csv(path)} if path.is_file() else {}
+    """effects.csv's rows by head ("L-H"); none when the step wrote no such file."""
+    if not path.is_file():
+        return {}
+    rows = read_csv(path)
+    if rows and not {"layer", "head"} <= rows[0].keys():
+        raise FindingsError(f"{path}: the findings page needs the columns 'layer' and 'head'")
+    return {head_name(r["layer"], r["head"]): r for r in rows}
 
 
 def named_text(named: list, kind: str, effects: dict[str, dict], where: Path) -> str:
     """The named heads of one kind with their effect and their effect on the control pairs."""
     parts = []
-    for layer, head in named:
-        name = head_name(layer, head)
+    for item in named:
+        name, _ = as_head(item, where)
         row = effects.get(name)
         if row is None or kind not in row:
             parts.append(name)
@@ -385,8 +407,7 @@ def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str]]:
     largest = top.get("noising") or []
     largest_text = "n/a"
     if largest:
-        layer, head, effect = largest[0][:3]
-        name = head_name(layer, head)
+        name, effect = as_head(largest[0], where)
         control = effects.get(name, {}).get("control_noising")
         largest_text = f"{name} {fmt(number(effect, where, 'top'))}" + (
             f" (control {fmt(number(control, where, 'control_noising'))})" if control not in (None, "") else "")
@@ -415,7 +436,8 @@ def screen_rows(model: str, folder: Path) -> list[list[str]]:
     total = int(summary.get("n_layers", 0)) * int(summary.get("n_heads", 0))
     rows = []
     for kind, part in screen["by_kind"].items():
-        missed = ", ".join(head_name(l, h) for l, h in part.get("missed_by_estimate") or []) or "none"
+        missed = ", ".join(as_head(item, folder / "summary.json")[0]
+                           for item in part.get("missed_by_estimate") or []) or "none"
         rows.append([model, summary.get("data", folder.name), KIND_NAMES.get(kind, kind), f"{exact} of {total}",
                      fmt(part.get("spearman"), 2), f"{part.get('top5_in_top10', 'n/a')} of 5", missed])
     return rows
