@@ -13,6 +13,7 @@ The page keeps its sentence, model, tab and head in its URL (`probing.demo.share
 """
 from __future__ import annotations
 
+import html
 import logging
 import os
 
@@ -797,8 +798,11 @@ def patch_heads(clean: str, corrupt: str = "", model: str = "", target: str = ""
 def launch_settings() -> dict:
     """`launch` keywords: where to serve, which folders may be served, and the request limits.
 
-    Bodies over `MAX_BODY_BYTES` and every upload are refused by the `BodyLimit` middleware before they are
-    read (the app has no upload component); `max_file_size` is a second guard on the upload route.
+    Every request passes `guard.RouteGate` first (installed around the whole app by `guard.server_timeouts`:
+    per-address caps on page events run outside the queue, on event streams and on open requests; streams
+    closed after their lifetime; every failure answered in words), then the `BodyLimit`: bodies over
+    `MAX_BODY_BYTES`, every upload and unencodable JSON are refused before any route reads them (the app has
+    no upload component); `max_file_size` is a second guard on the upload route.
     """
     from starlette.middleware import Middleware
     return dict(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -821,8 +825,9 @@ def worded_refusals(app: gr.Blocks) -> None:
         try:
             return await original(*args, **kwargs)
         except gr.Error as err:
-            if err.print_exception:
-                log.info("refused: %s", guard.shown(str(err.message), 200))
+            if err.print_exception:               # Gradio's own refusal (ours are worded already): echoed
+                log.info("refused: %s", guard.shown(str(err.message), 200))   # values shown as text
+                err.message = guard.printable(html.escape(str(err.message), quote=False))
                 err.print_exception = False
             raise
         except backend.DemoError as err:
@@ -831,7 +836,8 @@ def worded_refusals(app: gr.Blocks) -> None:
             first = (str(err).splitlines() or [""])[0]
             log.warning("refused a request that failed in Gradio or an event: %s: %s", type(err).__name__,
                         guard.shown(first, 200))
-            raise gr.Error(f"This request could not be processed ({type(err).__name__}: {first[:200].rstrip('.')}).",
+            detail = guard.printable(html.escape(first[:200].rstrip('.'), quote=False))
+            raise gr.Error(f"This request could not be processed ({type(err).__name__}: {detail}).",
                            print_exception=False) from None
 
     app.process_api = process_api
@@ -843,7 +849,14 @@ def main() -> None:
     guard.trim_memory_every()                      # and freed pages go back to the OS
     app = build_demo()
     worded_refusals(app)
-    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    # api_open=False: /run/<api> and /api/<api> refuse queued functions whether or not this is a Space
+    # (Gradio opens them off a Space), so every model run goes through the queue and its per-address cap.
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
+    try:
+        guard.check_gradio_internals(app)          # the limits below stand on these: refuse to start without them
+    except guard.GradioInternalsError as err:
+        log.error("%s", err)
+        raise SystemExit(f"app.py: {err}") from None
     guard.cap_queue(app._queue)                    # per client address, and patching's own small queue
     backend.get_model(None)                        # the default model is loaded before anyone asks
     with guard.server_timeouts():                  # slow or idle connections are closed

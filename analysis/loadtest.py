@@ -18,9 +18,22 @@ After the rounds come the attacks, each with its limit (`attacks`):
 - **slow connections**: 20 connections that send nothing and 20 that send their headers a byte a second;
   the server must close every one of them (within its header deadline plus a margin) and keep answering.
 
-The test plays the Space's proxy: every simulated visitor sends its own `X-Forwarded-For` address, and the
-server it starts (`--start`) trusts that header from 127.0.0.1 only (`PROBING_TRUSTED_PROXIES`), as the
-Space's server trusts its proxy. A server started otherwise sees every visitor as one address.
+- **direct runs**: one address sends 20 `POST /gradio_api/run/score_heads` and 20 `/gradio_api/api/patch_heads`
+  at once (the routes Gradio opens off a Space, running queued functions outside the queue): at most 4 may be
+  accepted, and another address is served meanwhile;
+- **spoofed addresses**: 100 joins from 127.0.0.1, each with its own X-Forwarded-For, X-Real-IP and Forwarded:
+  at most 4 accepted (a client chooses its address by no header the server was not told to trust);
+- **unqueued events**: one address sends the page's queue=False event (`/gradio_api/run/predict`, a 5,000-
+  character text) 16 at a time while `/score_heads` is timed: the p95 ratio must stay under 3;
+- **heartbeat flood**: one address opens 2,000 `GET /gradio_api/heartbeat/<anything>` streams; each must be
+  refused or closed within the stream lifetime plus a margin, and another address served within a second;
+- **fuzz**: odd requests to every kind of route (unknown routes and keys, fn_index -1 and huge, NaN, lone
+  surrogates, a right-to-left override, duplicate Content-Length, CL+TE with a malformed chunk): no plain-text
+  500, no echoed control character, no traceback in the server's log.
+
+The test plays a proxy: every simulated visitor sends its own address in `X-Loadtest-Client`, and the server it
+starts (`--start`, never in Space mode) trusts that header from 127.0.0.1 only (`PROBING_TRUSTED_PROXIES`), as
+the Space's server trusts its proxy's. A server started otherwise sees every visitor as one address.
 
 Each user has its own `gradio_client.Client` and sends a mix of requests: `/score_heads` (coreference,
 negation, a sentence with emoji), `/head_view`, `/patch_heads` (a not/really pair), and bad input (empty text, a word that occurs twice, a
@@ -80,11 +93,15 @@ class AppServer:
     def pid(self) -> int:
         return self.process.pid
 
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
     def log_tail(self, n: int = 40) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-n:])
+        return "\n".join(self.log_text().splitlines()[-n:])
 
     def __enter__(self) -> "AppServer":
-        env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
+        env = {key: value for key, value in os.environ.items() if key not in NOT_A_SPACE}   # a Space if asked
+        env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **self.env)
         self.process = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
@@ -360,7 +377,15 @@ def health_monitor(url: str, stop: threading.Event, seconds: list[float]) -> Non
 
 # ---- the attacks ------------------------------------------------------------------------------------------
 
-PROXY_ENV = {"PROBING_CLIENT_ADDRESS_HEADER": "x-forwarded-for", "PROBING_TRUSTED_PROXIES": "127.0.0.1"}
+# The load test plays a proxy at 127.0.0.1 that reports each simulated visitor in a header of its own: any
+# other header a request carries (X-Forwarded-For, X-Real-IP, Forwarded ...) is the client's to invent, and the
+# spoofing attack checks that the server believes none of them.
+VISITOR_HEADER = "X-Loadtest-Client"
+STREAM_LIFETIME_S = 60.0         # the started server's stream lifetime: long enough for any wait, short enough to watch
+PROXY_ENV = {"PROBING_CLIENT_ADDRESS_HEADER": VISITOR_HEADER.lower(), "PROBING_TRUSTED_PROXIES": "127.0.0.1",
+             "PROBING_STREAM_LIFETIME_S": f"{STREAM_LIFETIME_S:g}"}
+# Not a Space: Gradio opens its direct run routes off a Space, and the server must close them itself.
+NOT_A_SPACE = ("SYSTEM", "SPACE_ID")
 PER_ADDRESS_CAP = 4              # the server's PROBING_MAX_JOBS_PER_CLIENT default
 MAX_FLOOD_RATIO = 3.0            # /score_heads p95 during a patching flood / idle p95
 MAX_RSS_MOVE_MB = 50.0           # the chunked attack may not move the server's memory more than this
@@ -369,7 +394,7 @@ SLOW_CLOSE_S = 30.0              # slow connections must be closed within this (
 
 def visitor(number: int) -> dict[str, str]:
     """The headers of simulated visitor `number`: its own address, as the Space's proxy would report it."""
-    return {"X-Forwarded-For": f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"}
+    return {VISITOR_HEADER: f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"}
 
 
 def client_for(url: str, number: int):
@@ -546,9 +571,359 @@ def slow_connections(url: str, idle: int = 20, trickling: int = 20, limit_s: flo
     return {"opened": len(sockets), "closed": len(closed), "seconds": seconds, "answered": answered_meanwhile}
 
 
-def attacks(url: str, pid: int | None) -> list[str]:
-    """Run every attack, print what happened, return the broken limits in words."""
+def _http(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+          source: str | None = None, timeout: float = 120) -> tuple[int, str]:
+    """(status, text) of one request, sent from the local address `source` when given (any 127.x.y.z: another
+    client address on loopback, for a server that believes no header)."""
+    import http.client
+    host, port = _host_port(url)
+    connection = http.client.HTTPConnection(host, port, timeout=timeout,
+                                            source_address=(source, 0) if source else None)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def _served_meanwhile(url: str, number: int, source: str | None = None) -> dict:
+    """Another address (simulated visitor `number`, or the local address `source`) asks for scores through
+    `/call/score_heads`; returns whether it was answered, and when."""
+    import json
+    started = time.perf_counter()
+    headers = {"Content-Type": "application/json", **visitor(number)}
+    body = json.dumps({"data": [COREF, "coreference", "she", "nurse", ""]}).encode()
+    status, text = _http(url, "POST", "/gradio_api/call/score_heads", body, headers, source)
+    if status == 200:
+        event = json.loads(text)["event_id"]
+        status, text = _http(url, "GET", f"/gradio_api/call/score_heads/{event}", None, visitor(number), source)
+    return {"ok": status == 200 and "event: complete" in text, "seconds": time.perf_counter() - started}
+
+
+def direct_run_flood(url: str, n: int = 20, other_source: str | None = None) -> dict:
+    """One address sends `n` direct `POST /gradio_api/run/score_heads` and `n` `/gradio_api/api/patch_heads` at
+    once (outside the queue); meanwhile another address asks for scores. Returns how many were accepted (a 200
+    answer: the function ran) and the statuses of the rest."""
+    greedy = visitor(63_000)
+    bodies = [("gradio_api/run/score_heads", [COREF, "coreference", "she", "nurse", ""]),
+              ("gradio_api/api/patch_heads", [NEGATION, NEGATION_TWIN, "", ""])]
+    with ThreadPoolExecutor(2 * n + 1) as pool:
+        other = pool.submit(_served_meanwhile, url, 63_001, other_source)
+        answers = list(pool.map(lambda i: _post_json(url + bodies[i % 2][0], {"data": bodies[i % 2][1]}, greedy,
+                                                     timeout=120), range(2 * n)))
+        served = other.result(timeout=180)
+    statuses: dict[int, int] = {}
+    for status, _ in answers:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {"sent": 2 * n, "accepted": statuses.get(200, 0), "statuses": statuses,
+            "message": next((text for status, text in answers if status != 200), "")[:120],
+            "other_ok": served["ok"], "other_seconds": served["seconds"]}
+
+
+SPOOF_HEADERS = ("X-Forwarded-For", "X-Real-IP", "Forwarded", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP")
+
+
+def spoofed_joins(url: str, n: int = 100, other_source: str | None = None) -> dict:
+    """`n` joins (patching, the slow kind) from 127.0.0.1 with no visitor header, each claiming its own
+    address in every common proxy header; a server that believes none of them sees one address and
+    accepts at most its cap. Another address is served meanwhile."""
+    import uuid
+    index = fn_index(url, "patch_heads")
+
+    def join(i):
+        claimed = f"198.51.{i // 256 % 256}.{i % 256}"
+        headers = {name: (f"for={claimed}" if name == "Forwarded" else claimed) for name in SPOOF_HEADERS}
+        body = {"data": [LONGER_NEGATION, LONGER_TWIN, "", ""], "fn_index": index, "session_hash": uuid.uuid4().hex,
+                "event_data": None, "trigger_id": None}
+        return _post_json(url + "gradio_api/queue/join", body, headers)
+
+    with ThreadPoolExecutor(26) as pool:
+        other = pool.submit(_served_meanwhile, url, 63_101, other_source)
+        answers = list(pool.map(join, range(n)))
+        served = other.result(timeout=180)
+    accepted = sum(status == 200 for status, _ in answers)
+    return {"sent": n, "accepted": accepted, "other_ok": served["ok"], "other_seconds": served["seconds"],
+            "message": next((text for status, text in answers if status != 200), "")[:120]}
+
+
+def unqueued_event(url: str) -> tuple[int, int]:
+    """(fn_index, number of inputs) of the page's unqueued event that reads the sentence as it is typed (the
+    first `queue=False` change event of a text box with two inputs: the candidate words)."""
+    import json
+    with urllib.request.urlopen(url + "config", timeout=30) as response:
+        config = json.loads(response.read())
+    boxes = {c["id"] for c in config["components"] if c.get("type") == "textbox"}
+    for dependency in config["dependencies"]:
+        targets = dependency.get("targets") or []
+        if dependency.get("queue") is False and targets and targets[0][1] == "change" and targets[0][0] in boxes \
+                and len(dependency.get("inputs", [])) == 2:
+            return dependency["id"], len(dependency["inputs"])
+    raise RuntimeError("the page has no unqueued change event of a text box")
+
+
+def unqueued_flood(url: str, clients: int = 16, n_scores: int = 20, max_events: int = 400) -> dict:
+    """/score_heads timed alone, then again while one address sends the page's unqueued event with a
+    5,000-character text from `clients` threads (at most `max_events` each, until the timing is done)."""
+    index, n_inputs = unqueued_event(url)
+    text = ("The doctor called the nurse because she was late. " * 100)[:5000]
+    body = {"fn_index": index, "data": [text] + [""] * (n_inputs - 1), "session_hash": "unqueued-flood",
+            "event_data": None, "trigger_id": None}
+    greedy = visitor(64_000)
+    idle = timed_scores(url, n_scores, 64_001)
+    stop = threading.Event()
+    counts = {"answered": 0, "refused": 0}
+
+    def flooder():
+        for _ in range(max_events):
+            if stop.is_set():
+                return
+            status, _ = _post_json(url + "gradio_api/run/predict", body, greedy)
+            counts["answered" if status == 200 else "refused"] += 1
+
+    with ThreadPoolExecutor(clients) as pool:
+        floods = [pool.submit(flooder) for _ in range(clients)]
+        time.sleep(2)
+        during = timed_scores(url, n_scores, 64_002)
+        stop.set()
+        wait(floods, timeout=120)
+    p95_idle, p95_flood = percentile(idle, 0.95), percentile(during, 0.95)
+    return {"p95_idle": p95_idle, "p95_flood": p95_flood, "ratio": p95_flood / p95_idle, **counts}
+
+
+def _info_seconds(url: str, source: str | None = None) -> float | None:
+    """Seconds `/gradio_api/info` took to answer (from the local address `source` when given), or None when it
+    failed."""
+    started = time.perf_counter()
+    try:
+        status, _ = _http(url, "GET", "/gradio_api/info", None, visitor(65_002), source, timeout=30)
+    except OSError:
+        return None
+    return time.perf_counter() - started if status == 200 else None
+
+
+def heartbeat_flood(url: str, n: int = 2000, bound_s: float = STREAM_LIFETIME_S + 15,
+                    other_source: str | None = None) -> dict:
+    """One address opens `n` heartbeat streams (each its own connection, any session name). Returns how many
+    the server refused at once, how many it had closed within `bound_s` and the slowest close; and how long
+    another address waited for `/gradio_api/info` right behind the burst (the server still answering the
+    flood's requests), then for `/gradio_api/info` and a score once the burst was answered (the flood's
+    streams still open)."""
+    host, port = _host_port(url)
+    head = "GET /gradio_api/heartbeat/flood-{} HTTP/1.1\r\nHost: x\r\n{}: {}\r\n\r\n"
+    greedy = visitor(65_000)
+    sockets, refused, closed_at, first = [], 0, {}, {}
+    started = time.perf_counter()
+    for i in range(n):
+        try:
+            s = socket.create_connection((host, port), timeout=10)
+            s.sendall(head.format(i, VISITOR_HEADER, greedy[VISITOR_HEADER]).encode())
+            s.setblocking(False)
+            sockets.append(s)
+        except OSError:
+            refused += 1                        # not even accepted: refused too
+    opened = time.perf_counter() - started
+    behind_burst = _info_seconds(url, other_source)
+
+    def poll() -> None:
+        for number, s in enumerate(sockets):
+            if number in closed_at:
+                continue
+            try:
+                data = s.recv(65536)
+                if data == b"":
+                    closed_at[number] = time.perf_counter() - started
+                else:
+                    first.setdefault(number, data[:12])
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_at[number] = time.perf_counter() - started
+
+    while time.perf_counter() - started < bound_s and len(first.keys() | closed_at.keys()) < len(sockets):
+        poll()
+        time.sleep(0.1)
+    answered = time.perf_counter() - started
+    after_burst = _info_seconds(url, other_source)
+    served = _served_meanwhile(url, 65_001, other_source)
+    streaming = sum(d.startswith(b"HTTP/1.1 200") for d in first.values()) - sum(
+        1 for number, d in first.items() if d.startswith(b"HTTP/1.1 200") and number in closed_at)
+    while time.perf_counter() - started < bound_s and len(closed_at) < len(sockets):
+        poll()
+        time.sleep(0.2)
+    for s in sockets:
+        s.close()
+    refused += sum(data.startswith(b"HTTP/1.1 429") for data in first.values())
+    return {"sent": n, "refused": refused, "streamed": sum(d.startswith(b"HTTP/1.1 200") for d in first.values()),
+            "streaming_when_served": streaming, "closed": len(closed_at) + (n - len(sockets)),
+            "open_after": len(sockets) - len(closed_at), "slowest_close": max(closed_at.values(), default=0.0),
+            "bound_s": bound_s, "opened_in": opened, "answered_in": answered, "info_behind_burst": behind_burst,
+            "info_seconds": after_burst, "info_ok": after_burst is not None, "other_ok": served["ok"],
+            "other_seconds": served["seconds"]}
+
+
+def _raw(url: str, request: bytes, timeout: float = 15) -> tuple[str, str, str]:
+    """Send raw bytes; returns (status line, content type, body) of the answer, or ('closed', '', '')."""
+    host, port = _host_port(url)
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        try:
+            connection.sendall(request)
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or len(answer) < 200:
+                data = connection.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except OSError:
+            pass
+    if not answer:
+        return "closed", "", ""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    content_type = next((line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("content-type:")), "")
+    return lines[0], content_type, body.decode("utf-8", "replace")
+
+
+def _post_raw(path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def fuzz_requests(url: str) -> list[tuple[str, bytes]]:
+    """Odd requests to every kind of route, as (name, raw bytes)."""
+    import json
+    index = fn_index(url, "score_heads")
+    private, n_inputs = unqueued_event(url)
+    with urllib.request.urlopen(url + "config", timeout=30) as response:
+        config = json.loads(response.read())
+    dropdowns = {c["id"] for c in config["components"] if c.get("type") in ("dropdown", "radio")}
+    choice_event = next((d["id"] for d in config["dependencies"]
+                         if any(i in dropdowns for i in d.get("inputs", []))), private)
+    n_choice = len(next(d for d in config["dependencies"] if d["id"] == choice_event)["inputs"])
+    join = lambda data, fn: json.dumps({"fn_index": fn, "data": data, "session_hash": "fuzz"}).encode()  # noqa: E731
+    requests = [
+        ("unknown /call", _post_raw("/gradio_api/call/no_such_api", b'{"data": []}')),
+        ("unknown /run", _post_raw("/gradio_api/run/no_such_api", b'{"data": []}')),
+        ("unknown keys", _post_raw("/gradio_api/queue/join", b'{"nothing": 1, "else": [2]}')),
+        ("fn_index -1", _post_raw("/gradio_api/run/predict", join([], -1))),
+        ("fn_index huge", _post_raw("/gradio_api/run/predict", join([], 10 ** 15))),
+        ("fn_index -1 queued", _post_raw("/gradio_api/queue/join", join([], -1))),
+        ("fn_index huge queued", _post_raw("/gradio_api/queue/join", join([], 10 ** 15))),
+        ("NaN", _post_raw("/gradio_api/run/predict", b'{"fn_index": 1, "data": [NaN]}')),
+        ("Infinity in a join", _post_raw("/gradio_api/queue/join", b'{"fn_index": Infinity, "data": []}')),
+        ("lone surrogate", _post_raw("/gradio_api/call/score_heads", b'{"data": ["\\ud800", "coreference"]}')),
+        ("lone surrogate key", _post_raw("/gradio_api/queue/join", b'{"\\udc00": 1}')),
+        ("lone surrogate in a choice", _post_raw("/gradio_api/run/predict",
+                                                 join(["\ud800"] * n_choice, choice_event))),
+        ("right-to-left override in a choice", _post_raw("/gradio_api/run/predict",
+                                                         join(["x\u202eevil"] * n_choice, choice_event))),
+        ("too few inputs", _post_raw("/gradio_api/run/predict", join([], private))),
+        ("a dict where data belongs", _post_raw("/gradio_api/run/predict", b'{"fn_index": 1, "data": {"a": 1}}')),
+        ("queued fn on /run", _post_raw("/gradio_api/run/predict", join([COREF, "coreference", "she", "nurse", ""],
+                                                                        index))),
+        ("not JSON", _post_raw("/gradio_api/queue/join", b"{not json")),
+        ("not UTF-8", _post_raw("/gradio_api/queue/join", b'{"data": ["\xff\xfe"]}')),
+        ("unknown event stream", b"GET /gradio_api/call/score_heads/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ("queue/data of nobody", b"GET /gradio_api/queue/data?session_hash=nobody HTTP/1.1\r\nHost: x\r\n"
+                                 b"Connection: close\r\n\r\n"),
+        ("duplicate Content-Length", (b"POST /gradio_api/call/score_heads HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                      b"application/json\r\nContent-Length: 12\r\nContent-Length: 12\r\n\r\n"
+                                      b'{"data": []}')),
+        ("Content-Length: N, N", (b"POST /gradio_api/call/score_heads HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                  b"application/json\r\nContent-Length: 12, 12\r\n\r\n" b'{"data": []}')),
+        ("CL+TE and a malformed chunk", (b"POST /gradio_api/call/score_heads HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                         b"application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+                                         b"\r\nzz\r\nnot a chunk\r\n\r\n")),
+    ]
+    return requests
+
+
+def fuzz(url: str, log_text: Callable[[], str] | None = None) -> dict:
+    """Send every fuzz request; count plain (not JSON) 500s, any 5xx, answers that echo a raw control or
+    bidi character, and tracebacks the server logged meanwhile."""
+    before = log_text().count("Traceback") if log_text else 0
+    answers = {}
+    for name, request in fuzz_requests(url):
+        try:
+            answers[name] = _raw(url, request)
+        except OSError as err:
+            answers[name] = (f"closed: {err}", "", "")
+    plain_500 = [n for n, (status, kind, _) in answers.items() if " 500" in status and "json" not in kind]
+    any_5xx = [n for n, (status, _, _) in answers.items() if re.match(r"HTTP/1\.1 5", status)]
+    echoed = [n for n, (_, _, body) in answers.items() if re.search("[\u202a-\u202e\u2066-\u2069\x00-\x08]", body)]
+    time.sleep(0.5)
+    tracebacks = (log_text().count("Traceback") - before) if log_text else None
+    return {"sent": len(answers), "plain_500": plain_500, "5xx": any_5xx, "echoed": echoed, "tracebacks": tracebacks,
+            "answers": answers}
+
+
+MAX_ACCEPTED_SPOOFED = PER_ADDRESS_CAP    # joins accepted from one address whatever headers it invents
+MAX_SERVED_S = 1.0               # another address's /gradio_api/info during the heartbeat flood
+
+
+def route_attacks(url: str, log_text: Callable[[], str] | None = None) -> list[str]:
+    """The attacks on the routes around the queue (issue 31): direct runs, spoofed addresses, unqueued events,
+    a heartbeat flood and the fuzz. Prints what happened; returns the broken limits in words."""
     failures = []
+    direct = direct_run_flood(url)
+    print(f"direct runs: one address sent {direct['sent']} POSTs to /run/score_heads and /api/patch_heads at once, "
+          f"{direct['accepted']} accepted (cap {PER_ADDRESS_CAP}), answers {direct['statuses']} "
+          f"({direct['message'][:80]!r}); another address {'was served' if direct['other_ok'] else 'was NOT served'} "
+          f"in {direct['other_seconds']:.1f} s")
+    if direct["accepted"] > PER_ADDRESS_CAP:
+        failures.append(f"{direct['accepted']} direct runs of one address were accepted (cap {PER_ADDRESS_CAP})")
+    if not direct["other_ok"]:
+        failures.append("another address was not served during the direct-run flood")
+    spoof = spoofed_joins(url)
+    print(f"spoofed addresses: {spoof['sent']} joins from 127.0.0.1, each with its own {', '.join(SPOOF_HEADERS)}: "
+          f"{spoof['accepted']} accepted (cap {PER_ADDRESS_CAP}); another address "
+          f"{'was served' if spoof['other_ok'] else 'was NOT served'} in {spoof['other_seconds']:.1f} s")
+    if spoof["accepted"] > MAX_ACCEPTED_SPOOFED:
+        failures.append(f"{spoof['accepted']} joins with invented proxy headers were accepted from one address")
+    if not spoof["other_ok"]:
+        failures.append("another address was not served during the spoofed joins")
+    unqueued = unqueued_flood(url)
+    print(f"unqueued events (16 at a time from one address, 5,000 characters): /score_heads p95 "
+          f"{unqueued['p95_idle'] * 1000:.0f} ms idle, {unqueued['p95_flood'] * 1000:.0f} ms during the flood: ratio "
+          f"{unqueued['ratio']:.2f} (limit {MAX_FLOOD_RATIO:g}); events answered {unqueued['answered']}, "
+          f"refused {unqueued['refused']}")
+    if unqueued["ratio"] >= MAX_FLOOD_RATIO:
+        failures.append(f"/score_heads p95 during an unqueued-event flood is {unqueued['ratio']:.2f}x its idle p95")
+    beats = heartbeat_flood(url)
+    seconds = lambda value: f"{value:.2f} s" if value is not None else "no answer"  # noqa: E731
+    print(f"heartbeat flood: one address opened {beats['sent']} streams in {beats['opened_in']:.1f} s, all answered "
+          f"within {beats['answered_in']:.1f} s: {beats['refused']} refused at once, {beats['streamed']} streamed, "
+          f"{beats['closed']} closed by the server (the last after {beats['slowest_close']:.1f} s; bound "
+          f"{beats['bound_s']:.0f} s), {beats['open_after']} still open. Another address: /gradio_api/info "
+          f"{seconds(beats['info_behind_burst'])} right behind the burst; with {beats['streaming_when_served']} "
+          f"flood streams open, /gradio_api/info {seconds(beats['info_seconds'])} and a score "
+          f"{beats['other_seconds']:.2f} s")
+    if beats["open_after"]:
+        failures.append(f"{beats['open_after']} heartbeat streams were still open after {beats['bound_s']:.0f} s")
+    if not beats["info_ok"] or beats["info_seconds"] > MAX_SERVED_S or not beats["other_ok"]:
+        failures.append(f"another address was not served within {MAX_SERVED_S:g} s during the heartbeat flood "
+                        f"(info {seconds(beats['info_seconds'])}, score {'ok' if beats['other_ok'] else 'failed'})")
+    fuzzed = fuzz(url, log_text)
+    print(f"fuzz: {fuzzed['sent']} odd requests, {len(fuzzed['plain_500'])} plain-text 500s, {len(fuzzed['5xx'])} "
+          f"5xx in JSON ({', '.join(fuzzed['5xx']) or 'none'}), {len(fuzzed['echoed'])} echoing a raw control "
+          f"character, tracebacks logged: {fuzzed['tracebacks'] if fuzzed['tracebacks'] is not None else 'not read'}")
+    for name, (status, _, body) in fuzzed["answers"].items():
+        print(f"  {name:34s} {status[:30]:30s} {body[:90]!r}")
+    if fuzzed["plain_500"]:
+        failures.append(f"plain-text 500s: {fuzzed['plain_500']}")
+    if fuzzed["echoed"]:
+        failures.append(f"answers echoing a raw control or bidi character: {fuzzed['echoed']}")
+    if fuzzed["tracebacks"]:
+        failures.append(f"the fuzz wrote {fuzzed['tracebacks']} tracebacks to the server's log")
+    return failures
+
+
+def attacks(url: str, pid: int | None, log_text: Callable[[], str] | None = None) -> list[str]:
+    """Run every attack, print what happened, return the broken limits in words."""
+    failures = route_attacks(url, log_text)
     flood = fresh_session_flood(url)
     print(f"fresh session hashes: one address sent {flood['sent']} joins, {flood['accepted']} accepted "
           f"(cap {PER_ADDRESS_CAP}), {flood['refused']} refused ({flood['message'][:90]!r}); another address "
@@ -657,7 +1032,7 @@ def print_round(results: list, wall: float, cases: list[Case], health: list[floa
 
 
 def load_test(url: str, pid: int | None, users: int, requests: int, timeout: float, max_growth: float,
-              rounds: int = 1) -> int:
+              rounds: int = 1, log_text: Callable[[], str] | None = None) -> int:
     if not is_loopback(url):
         print(f"refused: the load test sends adversarial requests, so it runs against 127.0.0.1 only, not {url}",
               file=sys.stderr)
@@ -684,7 +1059,7 @@ def load_test(url: str, pid: int | None, users: int, requests: int, timeout: flo
             print(f"server RSS after round {number}: {rss_rounds[-1]:.0f} MiB "
                   f"({rss_rounds[-1] / rss_warm - 1:+.1%} over the warm-up's {rss_warm:.0f} MiB)", flush=True)
     print("---- attacks")
-    failures += attacks(url, pid)
+    failures += attacks(url, pid, log_text)
     if pid:
         growth = rss_rounds[-1] / rss_warm - 1
         print(f"server RSS (pid {pid}): {rss_warm:.0f} MiB after warm-up, "
@@ -710,7 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:7860", help="the running demo")
     parser.add_argument("--start", action="store_true", help="start `python app.py` on --port (trusting the "
-                        "load test's X-Forwarded-For from 127.0.0.1, as behind the Space's proxy) and stop it after")
+                        "load test's visitor header from 127.0.0.1, as behind the Space's proxy) and stop it after")
     parser.add_argument("--port", type=int, default=None, help="port for --start (default: a free one)")
     parser.add_argument("--pid", type=int, default=None, help="server pid for the memory check (default: found "
                                                                 "from the port)")
@@ -728,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.start:
         with AppServer(args.port, env=PROXY_ENV) as server:
             return load_test(server.url, server.pid, args.users, args.requests, args.timeout, args.max_rss_growth,
-                             args.rounds)
+                             args.rounds, server.log_text)
     pid = args.pid or server_pid(args.url)
     return load_test(args.url.rstrip("/") + "/", pid, args.users, args.requests, args.timeout, args.max_rss_growth,
                      args.rounds)

@@ -17,6 +17,8 @@ from probing.demo import guard
 from probing.heads import score_examples
 
 gradio_client = pytest.importorskip("gradio_client")
+# The app in a subprocess (about 20 s to start) and real requests: deselected by -m "not slow".
+pytestmark = pytest.mark.slow
 
 COREF = "The doctor called the nurse because she was late."
 NEGATION = "The lawyer did not sign the contract."
@@ -361,6 +363,8 @@ def test_launch_defaults_and_queue(monkeypatch):
     assert demo._queue.max_size == app.QUEUE_SIZE
     assert demo._queue.push.__qualname__.startswith("cap_queue")   # per-address cap and patching's queue installed
     assert configs[-1].http.__name__ == "DeadlineH11Protocol" and configs[-1].timeout_keep_alive == guard.KEEP_ALIVE_S
+    assert configs[-1].proxy_headers is False                       # no header from 127.0.0.1 is believed
+    assert demo.api_open is False                                   # direct runs of queued functions closed
     assert uvicorn.Config is not type(configs[-1])                 # swapped only while launching
     assert kwargs["max_file_size"] == "1kb"
     assert [m.cls for m in kwargs["app_kwargs"]["middleware"]] == [guard.BodyLimit]

@@ -226,6 +226,7 @@ def test_body_limit_times_out_a_slow_body():
     assert sent[0]["status"] == 408 and "called" not in seen
 
 
+@pytest.mark.slow
 def test_patching_and_scoring_at_once_give_the_numbers_each_gives_alone(minilm):
     """Patching's hooks act only on its own thread: a scoring pass running at the same time on the same model
     returns exactly the attention it returns alone, and the patching result is the one it gives alone."""
@@ -300,3 +301,206 @@ def test_memory_is_trimmed_in_the_background_and_arenas_capped(monkeypatch):
     import platform
     if platform.libc_ver()[0] == "glibc":
         assert demo_guard.limit_malloc_arenas(8) is True       # 8: glibc's own per-core default, harmless here
+
+
+# ---- the route gate, called as ASGI (issue 31) ----------------------------------------------------------------
+
+def _scope(path, method="GET", client="127.0.0.1", headers=()):
+    return {"type": "http", "method": method, "path": path, "client": (client, 5000),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
+
+
+async def _call(gate, scope, disconnect_after=None):
+    """One request through `gate`; returns (status, body) of what it sent."""
+    sent = []
+
+    async def receive():
+        if disconnect_after is not None:
+            await asyncio.sleep(disconnect_after)
+            return {"type": "http.disconnect"}
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    await gate(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), sent
+
+
+def test_the_gate_caps_unqueued_runs_per_address_and_refuses_in_words():
+    async def scenario():
+        done = asyncio.Event()
+
+        async def slow_app(scope, receive, send):          # a page event that takes a while
+            await done.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        gate = demo_guard.RouteGate(slow_app, unqueued=4)
+        greedy = [asyncio.create_task(_call(gate, _scope("/gradio_api/run/predict", "POST"))) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        fifth = await _call(gate, _scope("/gradio_api/run/predict", "POST"))
+        other = asyncio.create_task(_call(gate, _scope("/gradio_api/run/predict", "POST", client="127.0.0.2")))
+        api = await _call(gate, _scope("/gradio_api/api/score_heads", "POST"))
+        done.set()
+        answers = await asyncio.gather(*greedy, other)
+        after = await _call(gate, _scope("/gradio_api/run/predict", "POST"))
+        return fifth, api, answers, after, gate
+
+    fifth, api, answers, after, gate = asyncio.run(scenario())
+    assert fifth[0] == 429 and "You already have 4 page events running" in fifth[1].decode()
+    assert api[0] == 429                                   # /api/* is the same door
+    assert [a[0] for a in answers] == [200] * 5            # the four, and another address meanwhile
+    assert after[0] == 200 and gate.open == {}             # finished runs are counted out
+
+
+def test_no_header_chooses_a_direct_client_s_address(monkeypatch):
+    spoofing = [("X-Forwarded-For", "198.51.100.7"), ("X-Real-IP", "198.51.100.8"), ("Forwarded", "for=198.51.100.9"),
+                ("True-Client-IP", "198.51.100.10"), ("CF-Connecting-IP", "198.51.100.11")]
+    scope = _scope("/gradio_api/queue/join", "POST", client="127.0.0.1", headers=spoofing)
+    assert demo_guard.scope_address(scope) == "127.0.0.1"              # nothing configured
+    monkeypatch.setenv(demo_guard.ADDRESS_HEADER_ENV, "x-forwarded-for")
+    assert demo_guard.scope_address(scope) == "127.0.0.1"              # loopback is no proxy unless configured
+    monkeypatch.setenv(demo_guard.TRUSTED_PROXIES_ENV, "10.0.0.0/8")
+    assert demo_guard.scope_address(scope) == "127.0.0.1"
+    proxied = _scope("/x", client="10.1.1.1", headers=[("X-Real-IP", "6.6.6.6"), ("X-Forwarded-For", "6.6.6.6, 203.0.113.4")])
+    assert demo_guard.scope_address(proxied) == "203.0.113.4"          # the configured header, from the proxy
+    # uvicorn's own proxy-header handling (trusting 127.0.0.1 by default) is switched off for the demo's server.
+    import uvicorn
+    with demo_guard.server_timeouts():
+        config = uvicorn.Config(app=lambda scope, receive, send: None, port=1)
+    assert config.proxy_headers is False and isinstance(config.app, demo_guard.RouteGate)
+    config.load()
+    assert type(config.loaded_app).__name__ != "ProxyHeadersMiddleware"
+
+
+def test_streams_are_capped_per_address_and_closed_after_their_lifetime():
+    async def stream_app(scope, receive, send):            # Starlette's streaming answer: until the client leaves
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: ALIVE\n\n", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def scenario():
+        gate = demo_guard.RouteGate(stream_app, streams=3, lifetime_s=0.3)
+        opened = [asyncio.create_task(_call(gate, _scope(f"/gradio_api/heartbeat/s{i}"))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        refused = await asyncio.gather(*[_call(gate, _scope(f"/gradio_api/heartbeat/x{i}")) for i in range(50)])
+        elsewhere = asyncio.create_task(_call(gate, _scope("/gradio_api/queue/data", client="127.0.0.9")))
+        closed = await asyncio.wait_for(asyncio.gather(*opened, elsewhere), 5)
+        return refused, closed, gate
+
+    refused, closed, gate = asyncio.run(scenario())
+    assert {r[0] for r in refused} == {429} and "open event streams" in refused[0][1].decode()
+    for status, body, sent in closed:                      # ended by the lifetime, cleanly (a last empty chunk)
+        assert status == 200 and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert gate.open == {}
+    head = b"GET /gradio_api/heartbeat/abc HTTP/1.1\r\nHost: x"
+    gate.open[("stream", "127.0.0.1")] = 3                 # the protocol asks from the raw head, before parsing
+    assert "open event streams" in gate.refusal_from_head("127.0.0.1", head)
+    assert gate.refusal_from_head("127.0.0.2", head) is None
+    assert gate.refusal_from_head("127.0.0.1", b"GET /gradio_api/info HTTP/1.1\r\nHost: x") is None
+
+
+def test_every_failure_is_answered_in_words_never_a_plain_500(caplog):
+    class FnIndexInferError(Exception):
+        pass
+
+    async def failing(scope, receive, send):
+        raise {"/boom": RuntimeError("deep inside\nsecond line"), "/unknown": FnIndexInferError("no api x")}[scope["path"]]
+
+    async def plain_500(scope, receive, send):             # what Starlette's ServerErrorMiddleware sends
+        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+        raise ValueError("then re-raises")
+
+    caplog.set_level("INFO", logger="probing.demo.backend")
+    boom = asyncio.run(_call(demo_guard.RouteGate(failing), _scope("/boom", "POST")))
+    unknown = asyncio.run(_call(demo_guard.RouteGate(failing), _scope("/unknown", "POST")))
+    rewritten = asyncio.run(_call(demo_guard.RouteGate(plain_500), _scope("/x", "POST")))
+    assert boom[0] == 500 and "could not be processed (RuntimeError)" in boom[1].decode()
+    assert unknown[0] == 404 and "no endpoint by that name" in unknown[1].decode()
+    assert rewritten[0] == 500 and b"Internal Server Error" not in rewritten[1] and b"could not be processed" in rewritten[1]
+    for _, _, sent in (boom, unknown, rewritten):
+        assert dict(sent[0]["headers"])[b"content-type"] == b"application/json"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("\n" not in line and "Traceback" not in line for line in lines)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"data": [NaN]}', r"holds NaN"),
+    (b'{"data": ["\\ud800"]}', r"lone surrogate"),
+    (b'{"\\udfff": 1}', r"lone surrogate"),
+    (b'{"data": ["\xff"]}', r"not valid UTF-8"),
+])
+def test_unencodable_json_is_refused_in_words_before_any_route(body, message):
+    status, seen, answer = _asgi([("Content-Type", "application/json"), ("Content-Length", str(len(body)))], [body])
+    assert status == 400 and re.search(message, answer.decode()) and seen is None
+
+
+def test_json_that_can_be_encoded_passes():
+    for body in (b'{"data": ["\\ud83d\\udc36 dog", "\\\\ud800 as text"]}', b'{not json'):
+        status, seen, _ = _asgi([("Content-Type", "application/json")], [body])
+        assert status == 200 and seen == body
+
+
+@pytest.mark.parametrize("head, problem", [
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5", r"more than one Content-Length"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5, 5", r"more than one Content-Length"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", r"both Content-Length and Transfer"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5", None),
+    (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked", None),
+])
+def test_ambiguous_framing_is_read_from_the_raw_headers(head, problem):
+    found = demo_guard.framing_problem(head)
+    assert (found is None) if problem is None else re.search(problem, found)
+
+
+def test_the_log_cannot_be_flooded():
+    import logging
+    now = [0.0]
+    limit = demo_guard.RateLimitedLines(burst=5, window_s=10, clock=lambda: now[0])
+    record = lambda: logging.LogRecord("uvicorn.error", logging.ERROR, "", 0, "Too many open files", None, None)  # noqa: E731
+    passed = sum(limit.filter(record()) for _ in range(220_000 // 100))
+    assert passed == 5
+    now[0] = 11.0
+    late = record()
+    assert limit.filter(late) and "2,195 similar lines dropped" in late.getMessage()
+    other = logging.LogRecord("probing", logging.INFO, "", 0, "another kind %s", ("x",), None)
+    assert limit.filter(other)                             # each kind has its own allowance
+
+
+def test_echoed_text_cannot_reorder_or_hide_the_message():
+    assert demo_guard.printable("x\u202eevil\u2066\x00") == "x\\u202eevil\\u2066\\x00"
+    assert demo_guard.printable("plain words, ünïcode and emoji 🐶\n") == "plain words, ünïcode and emoji 🐶\n"
+
+
+# ---- the Gradio internals the limits stand on (issue 27, item 6) ------------------------------------------------
+
+def test_the_demo_refuses_to_start_without_a_gradio_internal_it_relies_on(monkeypatch):
+    import gradio as gr
+    from gradio import queueing
+    import app
+    demo = app.build_demo()
+    demo.queue(default_concurrency_limit=2, max_size=8, api_open=False)
+    assert demo_guard.missing_gradio_internals(demo) == []
+    demo.api_open = True                                   # the direct routes left open
+    assert any("api_open" in p for p in demo_guard.missing_gradio_internals(demo))
+    demo.api_open = False
+    del demo._queue.event_queue_per_concurrency_id         # Gradio renamed the waiting events
+    with pytest.raises(demo_guard.GradioInternalsError, match=r"Queue\.event_queue_per_concurrency_id"):
+        demo_guard.check_gradio_internals(demo)
+    # The whole app: a Gradio without Queue.push never reaches launch.
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append(kw))
+    monkeypatch.delattr(queueing.Queue, "push")
+    with pytest.raises(SystemExit, match=r"Queue\.push.*does not\s+start"):
+        app.main()
+    assert not launched
+
+
+def test_counting_a_queue_without_its_internals_fails_loudly_not_as_zero():
+    broken = SimpleNamespace(active_jobs=[])               # no event_queue_per_concurrency_id
+    with pytest.raises(AttributeError):
+        demo_guard.jobs_of_address(broken, "10.0.0.1")

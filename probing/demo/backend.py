@@ -34,7 +34,7 @@ from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_mode
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
-from probing.outputs import COMMITTED_REPORTS, is_complete, safe_name, write_complete
+from probing.outputs import COMMITTED_REPORTS, OutputBusyError, is_complete, safe_name, write_complete
 from probing.runner import Encoded, SentenceAttention, attend, encode
 
 # The demo, not the library, decides where reports live: the checkout's committed reports/ folder.
@@ -305,8 +305,12 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
         for step, data in enumerate(missing):
             if progress is not None:
                 progress((step, len(missing)), desc=f"scoring every head of {loaded.name} on {data}")
-            write_complete(folder / "heads" / data, HEAD_FILES,
-                           lambda staging, data=data: run_heads(loaded.name, data, staging))
+            try:
+                write_complete(folder / "heads" / data, HEAD_FILES,
+                               lambda staging, data=data: run_heads(loaded.name, data, staging))
+            except OutputBusyError:   # another visitor's request is computing this very report now
+                raise DemoError(f"The report for {name} is being computed for another visitor right now; "
+                                "try again in a minute.") from None
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]

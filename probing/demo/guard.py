@@ -58,6 +58,11 @@ LOAD_WAIT_S = float(os.environ.get("PROBING_LOAD_WAIT_S", "30"))   # the request
 RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
 MAX_REMEMBERED = 64             # failed model names remembered (bounded: any-model mode sees any name)
 SHOWN_CHARS = 60                # user text quoted in a message
+MAX_UNQUEUED_PER_ADDRESS = int(os.environ.get("PROBING_MAX_UNQUEUED_PER_CLIENT", "4"))   # page events run at once
+MAX_STREAMS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_STREAMS_PER_CLIENT", "8"))     # heartbeat and event streams
+MAX_REQUESTS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_REQUESTS_PER_CLIENT", "32"))  # any route, at once
+MAX_CONNECTIONS_PER_PEER = int(os.environ.get("PROBING_MAX_CONNECTIONS_PER_PEER", "64"))  # open sockets
+STREAM_LIFETIME_S = float(os.environ.get("PROBING_STREAM_LIFETIME_S", "1800"))           # then a stream is closed
 
 
 class DemoError(ValueError):
@@ -355,6 +360,9 @@ class BodyLimit:
             return await _refuse(send, 408, f"The request body did not arrive within {self.body_timeout_s:g} s.")
         if body is None:
             return await _refuse(send, 413, f"The request body is over the limit of {self.max_bytes:,} bytes.")
+        problem = json_body_problem(scope, body)
+        if problem is not None:
+            return await _refuse(send, 400, problem)
         replayed = False
 
         async def replay():
@@ -400,35 +408,135 @@ class BodyLimit:
                 return b"".join(chunks)
 
 
+def json_body_problem(scope, body: bytes) -> str | None:
+    """Why a JSON body cannot be taken, in words, or None. Refused here, before any route sees it: text that
+    is not UTF-8, NaN or Infinity (not JSON; Gradio's 422 answer fails to encode them), and a lone surrogate
+    (`"\\ud800"`: valid JSON, but no UTF-8 text; Gradio fails on it deep inside). Malformed JSON is left to
+    the route, which answers it in words. Bodies that are not JSON are not read here."""
+    import json
+    content_type = b"".join(_header_values(scope, b"content-type")).lower()
+    if not body or b"json" not in content_type:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "The request body is not valid UTF-8 text."
+
+    def no_constants(name):
+        raise ValueError(name)
+
+    try:
+        data = json.loads(text, parse_constant=no_constants)
+    except ValueError as err:
+        if str(err) in ("NaN", "Infinity", "-Infinity"):
+            return f"The request body holds {err}, which is not a JSON number; send a number or null."
+        return None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("The request holds a lone surrogate (an invalid Unicode character, such as \\ud800); "
+                "send valid UTF-8 text.")
+    return None
+
+
 def _header_values(scope, name: bytes) -> list[bytes]:
     return [value.strip() for key, value in scope.get("headers") or [] if key.lower() == name]
 
 
-async def _refuse(send, status: int, message: str) -> None:
+async def _refuse(send, status: int, message: str, quiet: bool = False) -> None:
     """Answer with the message in JSON and close the connection (the unread body is not worth reading); one
-    log line, never a traceback."""
+    log line (none when `quiet`: the caller logged it), never a traceback, even when h11 has already answered
+    a malformed request on this connection and the send fails."""
     import json
-    log.info("refused with %d: %s", status, message)
+    if not quiet:
+        log.info("refused with %d: %s", status, message)
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await _safe(send({"type": "http.response.start", "status": status,
+                      "headers": [(b"content-type", b"application/json"),
+                                  (b"content-length", str(len(body)).encode()), (b"connection", b"close")]}))
+    await _safe(send({"type": "http.response.body", "body": body}))
 
 
-def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S):
-    """uvicorn's h11 protocol with one more limit: a connection must finish a request's headers within
-    `header_timeout_s` of opening (or of its previous answer), else it is closed. uvicorn itself only times
-    out a connection idle *after* an answer (`timeout_keep_alive`); one that opens and sends nothing, or
-    sends its headers a byte a minute, would hold a socket for ever."""
+def framing_problem(head: bytes) -> str | None:
+    """Why a request's raw header block frames its body ambiguously, in words, or None: more than one
+    Content-Length or a list of them (`N, N`; h11 merges identical ones before the app could see them), or
+    Content-Length with Transfer-Encoding (refused here, before h11 reads a chunk it would then fail on)."""
+    lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+    lengths = [line.split(b":", 1)[1] for line in lines if line.startswith(b"content-length:")]
+    if len(lengths) > 1 or any(b"," in value for value in lengths):
+        return "The request has more than one Content-Length (or a list of them); send one."
+    if lengths and any(line.startswith(b"transfer-encoding:") for line in lines):
+        return "The request has both Content-Length and Transfer-Encoding; send one of them."
+    return None
+
+
+def _raw_refusal(status: str, message: str) -> bytes:
+    """A whole HTTP answer, for a connection refused before uvicorn builds a request."""
+    import json
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode() + body
+
+
+def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
+                              connections_per_peer: int = MAX_CONNECTIONS_PER_PEER, gate: "RouteGate | None" = None):
+    """uvicorn's h11 protocol with three more limits:
+
+    - a connection must finish a request's headers within `header_timeout_s` of opening (or of its previous
+      answer), else it is closed (uvicorn itself only times out a connection idle *after* an answer;
+      one that opens and sends nothing, or sends its headers a byte a minute, would hold a socket for ever);
+    - one peer address may hold at most `connections_per_peer` open connections (trusted proxies, which carry
+      everyone's, excepted): past that a connection is answered 429 and closed at once, so one address
+      cannot use up the server's file descriptors;
+    - a request whose framing is ambiguous (`framing_problem`: two Content-Lengths, `N, N`, or Content-Length
+      with Transfer-Encoding) is refused (400) from its raw header bytes, before h11 parses it (the first
+      request of each read; one pipelined behind another in the same read is left to h11 and `BodyLimit`);
+    - a stream request past its address's cap in `gate` is refused (429) from its raw header bytes too: a
+      flood of thousands of streams costs the server a few microseconds each, and others are served."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    open_per_peer: dict[str, int] = {}          # touched on the event loop only
 
     class DeadlineH11Protocol(H11Protocol):
         _deadline = None
+        _peer = None           # counted against the per-peer cap (an untrusted peer)
+        _peer_seen = None      # the connection's peer, whatever it is
+        _head = None
 
         def connection_made(self, transport):
             super().connection_made(transport)
+            peer = (transport.get_extra_info("peername") or ("unknown",))[0]
+            self._peer_seen = peer
+            if not _is_trusted_proxy(peer):
+                if open_per_peer.get(peer, 0) >= connections_per_peer:
+                    log_refusal(f"a connection of {peer}: {connections_per_peer} already open")
+                    transport.write(_raw_refusal("429 Too Many Requests", f"You already have {connections_per_peer} "
+                                                 "connections open to this demo (counted per address)."))
+                    transport.close()
+                    return
+                self._peer = peer
+                open_per_peer[peer] = open_per_peer.get(peer, 0) + 1
             self._arm()
+
+        def data_received(self, data):
+            if self._head is not None or self.conn.their_state is h11.IDLE:
+                head = (self._head or b"") + data
+                end = head.find(b"\r\n\r\n")
+                self._head = head if end < 0 and len(head) < 65536 else None
+                problem = framing_problem(head[:end]) if end >= 0 else None
+                if problem is not None:
+                    log_refusal(f"a request's framing: {problem}")
+                    self.transport.write(_raw_refusal("400 Bad Request", problem))
+                    self.transport.close()
+                    return
+                busy = gate.refusal_from_head(self._peer or self._peer_seen, head[:end]) \
+                    if end >= 0 and gate is not None else None
+                if busy is not None:
+                    log_refusal(f"a stream request: {busy.split(';')[0]}")
+                    self.transport.write(_raw_refusal("429 Too Many Requests", busy))
+                    self.transport.close()
+                    return
+            super().data_received(data)
 
         def on_response_complete(self):
             super().on_response_complete()
@@ -437,6 +545,11 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S):
         def connection_lost(self, exc):
             if self._deadline is not None:
                 self._deadline.cancel()
+            if self._peer is not None:
+                open_per_peer[self._peer] -= 1
+                if open_per_peer[self._peer] <= 0:
+                    del open_per_peer[self._peer]
+                self._peer = None
             super().connection_lost(exc)
 
         def _arm(self):
@@ -450,23 +563,32 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S):
                 log.info("closed a connection that sent no complete request within %g s", header_timeout_s)
                 self.transport.close()
 
+    DeadlineH11Protocol.open_per_peer = open_per_peer      # read by the tests
     return DeadlineH11Protocol
 
 
 @contextmanager
 def server_timeouts(header_timeout_s: float = HEADER_TIMEOUT_S, keep_alive_s: float = KEEP_ALIVE_S):
-    """Inside the block, every uvicorn server started (Gradio's `launch` starts one) uses the deadline
-    protocol above and closes idle kept-alive connections after `keep_alive_s`. Gradio builds uvicorn's
-    Config itself without passing these through, so its class is swapped for the block's duration."""
+    """Inside the block, every uvicorn server started (Gradio's `launch` starts one) uses the protocol above,
+    closes idle kept-alive connections after `keep_alive_s`, believes no proxy header (uvicorn's own
+    proxy-header handling trusts 127.0.0.1 by default and would let any local process choose its client
+    address: `address_from` alone reads the configured header, from configured proxies), and its log lines
+    are rate-limited. Gradio builds uvicorn's Config itself without passing these through, so its class is
+    swapped for the block's duration. The app it serves is wrapped in the `RouteGate`, outermost, so a
+    refused request costs as little as possible (none of Gradio's middleware runs for it)."""
     import uvicorn
     original = uvicorn.Config
-    protocol = request_deadline_protocol(header_timeout_s)
 
     class TimedConfig(original):
         def __init__(self, *args, **kwargs):
-            kwargs.setdefault("http", protocol)
+            gate = None
+            if kwargs.get("app") is not None and not isinstance(kwargs["app"], str):
+                gate = kwargs["app"] = RouteGate(kwargs["app"])
+            kwargs.setdefault("http", request_deadline_protocol(header_timeout_s, gate=gate))
             kwargs.setdefault("timeout_keep_alive", keep_alive_s)
+            kwargs["proxy_headers"] = False
             super().__init__(*args, **kwargs)
+            rate_limit_logs()                      # uvicorn has configured its loggers by now
 
     uvicorn.Config = TimedConfig
     try:
@@ -489,39 +611,61 @@ def _trusted_proxies() -> list:
     return networks
 
 
-def client_address(request) -> str:
-    """The address a request counts against: the connection's peer, or, when that peer is a trusted proxy
-    ($PROBING_TRUSTED_PROXIES, addresses or networks) and $PROBING_CLIENT_ADDRESS_HEADER names its header, the
-    last address in that header (the one the proxy itself appended; earlier ones are the client's to invent).
-    A direct client's headers are never believed."""
+def _is_trusted_proxy(peer: str | None) -> bool:
     import ipaddress
-    peer = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    try:
+        peer_ip = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(peer_ip in network for network in _trusted_proxies())
+
+
+def address_from(peer: str | None, reported: list[str]) -> str:
+    """The address a request counts against, from its connection's peer and the values of the configured
+    address header: the peer, unless the peer is a trusted proxy ($PROBING_TRUSTED_PROXIES, addresses or
+    networks) and $PROBING_CLIENT_ADDRESS_HEADER names a header, then the last address in that header (the
+    one the proxy itself appended; earlier ones are the client's to invent). A direct client's headers are
+    never believed, whatever they are called (the server's own proxy-header handling is off:
+    `server_timeouts`)."""
+    import ipaddress
+    peer = peer or "unknown"
+    if not os.environ.get(ADDRESS_HEADER_ENV, "").strip() or not _is_trusted_proxy(peer):
+        return peer
+    last = (reported[-1] if reported else "").split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
+
+
+def client_address(request) -> str:
+    """`address_from` for a Starlette/FastAPI request (the queue's events keep theirs)."""
+    peer = getattr(getattr(request, "client", None), "host", None)
     header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower()
-    if not header:
-        return peer
-    try:
-        peer_ip = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    if not any(peer_ip in network for network in _trusted_proxies()):
-        return peer
+    if not header or request is None:
+        return address_from(peer, [])
     values = request.headers.getlist(header) if hasattr(request.headers, "getlist") else [request.headers.get(header, "")]
-    reported = (values[-1] if values else "").split(",")[-1].strip()
-    try:
-        return str(ipaddress.ip_address(reported))
-    except ValueError:
-        return peer
+    return address_from(peer, values)
+
+
+def scope_address(scope) -> str:
+    """`address_from` for a raw ASGI scope (the middleware's view of a request, before any route runs)."""
+    client = scope.get("client") or (None, None)
+    header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower().encode("latin-1")
+    values = [v.decode("latin-1") for v in _header_values(scope, header)] if header else []
+    return address_from(client[0], values)
 
 
 # ---- the queue: a cap per client address, and patching's own small queue ------------------------------------
 
+# These read Gradio's queue directly (no getattr with empty defaults): a renamed internal must fail loudly,
+# never count 0 and let everyone in. `check_gradio_internals` checks each of them before the server starts.
 def _waiting(queue) -> list:
-    groups = getattr(queue, "event_queue_per_concurrency_id", {}) or {}
-    return [event for group in groups.values() for event in getattr(group, "queue", [])]
+    return [event for group in queue.event_queue_per_concurrency_id.values() for event in group.queue]
 
 
 def _running(queue) -> list:
-    return [event for job in getattr(queue, "active_jobs", []) or [] if job for event in job]
+    return [event for job in queue.active_jobs if job for event in job]
 
 
 def jobs_of_address(queue, address: str) -> int:
@@ -531,9 +675,8 @@ def jobs_of_address(queue, address: str) -> int:
 
 
 def waiting_in_group(queue, concurrency_id: str) -> int:
-    groups = getattr(queue, "event_queue_per_concurrency_id", {}) or {}
-    group = groups.get(concurrency_id)
-    return len(getattr(group, "queue", []) or []) if group is not None else 0
+    group = queue.event_queue_per_concurrency_id.get(concurrency_id)
+    return len(group.queue) if group is not None else 0
 
 
 def per_address_message(limit: int) -> str:
@@ -573,6 +716,298 @@ def cap_queue(queue, per_address: int = MAX_JOBS_PER_ADDRESS, patch_queue: int =
 
 def _fn_of(queue, body):
     """The event function a queue body asks for (None when it names none: the queue's own push answers that)."""
-    fns = getattr(getattr(queue, "blocks", None), "fns", None) or {}
     index = getattr(body, "fn_index", None)
-    return fns.get(index) if isinstance(index, int) else None
+    return queue.blocks.fns.get(index) if isinstance(index, int) else None
+
+
+# ---- Gradio internals the limits stand on, checked before the server starts ---------------------------------
+
+class GradioInternalsError(RuntimeError):
+    """An internal of Gradio that a limit relies on is missing: the demo refuses to start rather than serve
+    without its per-address cap."""
+
+
+def missing_gradio_internals(blocks) -> list[str]:
+    """The internals of Gradio that `cap_queue`, `worded_refusals` and the closed direct routes rely on and
+    that this Gradio lacks, in words (empty when all are there). Call after `blocks.queue(...)`.
+
+    The per-address cap wraps `queue.push` (the one door of `/queue/join` and every `/call/*` route) and counts
+    `queue.event_queue_per_concurrency_id[*].queue` and `queue.active_jobs`, finding each event's function in
+    `queue.blocks.fns`; errors are worded by replacing `blocks.process_api`; the direct run routes are closed
+    by `blocks.api_open = False`; and the server's limits need uvicorn's `Config(http=, timeout_keep_alive=,
+    proxy_headers=)` and h11 protocol class."""
+    import inspect
+    problems = []
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return ["Blocks._queue (the queue; call blocks.queue() first)"]
+    push = getattr(queue, "push", None)
+    if not inspect.iscoroutinefunction(push):
+        problems.append("Queue.push (an async method)")
+    elif list(inspect.signature(push).parameters)[:3] != ["body", "request", "username"]:
+        problems.append(f"Queue.push(body, request, username) (found {inspect.signature(push)})")
+    if not isinstance(getattr(queue, "event_queue_per_concurrency_id", None), dict):
+        problems.append("Queue.event_queue_per_concurrency_id (a dict of waiting events per group)")
+    if not isinstance(getattr(queue, "active_jobs", None), list):
+        problems.append("Queue.active_jobs (a list of running jobs)")
+    if not isinstance(getattr(getattr(queue, "blocks", None), "fns", None), dict):
+        problems.append("Queue.blocks.fns (the event functions by index)")
+    if not inspect.iscoroutinefunction(getattr(blocks, "process_api", None)):
+        problems.append("Blocks.process_api (an async method every call runs through)")
+    if getattr(blocks, "api_open", None) is not False:
+        problems.append("Blocks.api_open = False (the direct run routes closed to queued functions)")
+    import uvicorn
+    parameters = inspect.signature(uvicorn.Config.__init__).parameters
+    problems += [f"uvicorn.Config({name}=)" for name in ("http", "timeout_keep_alive", "proxy_headers")
+                 if name not in parameters]
+    try:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+        problems += [f"H11Protocol.{name}" for name in ("connection_made", "connection_lost", "on_response_complete")
+                     if not hasattr(H11Protocol, name)]
+    except ImportError:
+        problems.append("uvicorn.protocols.http.h11_impl.H11Protocol")
+    return problems
+
+
+def check_gradio_internals(blocks) -> None:
+    """Raise GradioInternalsError naming every missing internal (`missing_gradio_internals`)."""
+    problems = missing_gradio_internals(blocks)
+    if problems:
+        from importlib.metadata import version         # the guard itself imports no Gradio
+        raise GradioInternalsError(
+            f"The demo's limits rely on Gradio internals that Gradio {version('gradio')} lacks: "
+            + "; ".join(problems) + ". Without them one visitor could hold the whole server, so the demo does not "
+            "start. Install the Gradio version in requirements.txt, or port probing/demo/guard.py.")
+
+
+# ---- one gate for every route: the direct run routes, streams, connections and errors -----------------------
+
+API_PREFIX = "/gradio_api/"
+# The routes that run an event's function directly, outside the queue: Gradio's page sends its queue=False
+# events to /run/predict, and /run/<api> and /api/<api> run any unqueued function (queued ones are closed by
+# `api_open = False`).
+DIRECT_ROUTES = ("run/", "api/")
+# Long-lived answers: the page's session heartbeat, and the event streams of the queue and the /call routes.
+STREAM_ROUTES = ("heartbeat/", "queue/data", "call/", "stream/")
+
+
+def route_kind(method: str, path: str) -> str:
+    """'direct' (a function run outside the queue), 'stream' (a long-lived event stream) or 'other'."""
+    at = path.find(API_PREFIX)
+    route = path[at + len(API_PREFIX):] if at >= 0 else ""
+    if method == "POST" and route.startswith(DIRECT_ROUTES):
+        return "direct"
+    if method == "GET" and route.startswith(STREAM_ROUTES):
+        # /call/<api>/<event_id> streams an event; /call/<api> (a POST) joins the queue.
+        if not route.startswith("call/") or route.rstrip("/").count("/") >= 2:
+            return "stream"
+    return "other"
+
+
+def unqueued_message(limit: int) -> str:
+    return (f"You already have {limit} page events running on this demo (counted per address); "
+            "wait for one to finish, then try again.")
+
+
+def streams_message(limit: int) -> str:
+    return (f"You already have {limit} open event streams on this demo (counted per address); close a tab "
+            "or wait for a request to finish.")
+
+
+def requests_message(limit: int) -> str:
+    return f"You already have {limit} requests open on this demo (counted per address); try again in a moment."
+
+
+class RouteGate:
+    """ASGI middleware in front of every route: one client address (`scope_address`) may have at most
+    `unqueued` functions running outside the queue (the page's queue=False events on /run/predict, and any
+    /run/* or /api/* call), at most `streams` heartbeat or event streams open (each closed, as if its client
+    had left, after `lifetime_s`) and at most `requests` requests of any kind open. Past a cap the request is
+    refused at once (429, its message in words, one log line) before a byte of its body is read.
+
+    It also answers every failure in words: an exception any route raises becomes a JSON 500 with a worded
+    error (never Starlette's plain-text "Internal Server Error", never a traceback in the log) and a plain-text
+    500 a route returns is rewritten the same way. Counts live in this object and are touched only on the
+    event loop (no lock needed)."""
+
+    def __init__(self, app, unqueued: int = MAX_UNQUEUED_PER_ADDRESS, streams: int = MAX_STREAMS_PER_ADDRESS,
+                 requests: int = MAX_REQUESTS_PER_ADDRESS, lifetime_s: float = STREAM_LIFETIME_S):
+        self.app = app
+        self.limits = {"direct": unqueued, "stream": streams}
+        self.requests_limit, self.lifetime_s = requests, lifetime_s
+        self.open: dict[tuple[str, str], int] = {}      # (kind, address) -> open now; kind "any" counts all
+
+    def refusal(self, kind: str, address: str) -> str | None:
+        """The worded refusal for one more request of `kind` from `address`, or None when it may run."""
+        if self.open.get(("any", address), 0) >= self.requests_limit:
+            return requests_message(self.requests_limit)
+        limit = self.limits.get(kind)
+        if limit is not None and self.open.get((kind, address), 0) >= limit:
+            return (unqueued_message if kind == "direct" else streams_message)(limit)
+        return None
+
+    def _count(self, keys, step: int) -> None:
+        for key in keys:
+            self.open[key] = self.open.get(key, 0) + step
+            if self.open[key] <= 0:
+                del self.open[key]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        address = scope_address(scope)
+        kind = route_kind(scope.get("method", ""), scope.get("path", ""))
+        refusal = self.refusal(kind, address)
+        if refusal is not None:
+            log_refusal(f"refused a {kind} request of {address}: {refusal.split(';')[0]}")
+            return await _refuse(send, 429, refusal, quiet=True)
+        keys = [("any", address)] + ([(kind, address)] if kind in self.limits else [])
+        self._count(keys, +1)
+        try:
+            if kind == "stream":
+                receive = _disconnect_after(receive, self.lifetime_s)
+            await self._answer_in_words(scope, receive, send)
+        finally:
+            self._count(keys, -1)
+
+    def refusal_from_head(self, peer: str, head: bytes) -> str | None:
+        """`refusal` for a stream request read from its raw header block (the protocol asks before h11 parses
+        it, so that a flood of streams is turned away at the least cost); None for any other request, which
+        the gate checks as usual once it is parsed."""
+        request_line, _, rest = head.partition(b"\r\n")
+        parts = request_line.split(b" ")
+        if len(parts) != 3:
+            return None
+        kind = route_kind(parts[0].decode("latin-1"), parts[1].split(b"?", 1)[0].decode("latin-1"))
+        if kind != "stream":
+            return None
+        header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower().encode("latin-1")
+        values = [line.split(b":", 1)[1].strip().decode("latin-1") for line in rest.split(b"\r\n")
+                  if header and line.lower().startswith(header + b":")]
+        return self.refusal(kind, address_from(peer, values))
+
+    async def _answer_in_words(self, scope, receive, send):
+        state = {"started": False, "ended": False, "plain_500": False}
+
+        async def watched(message):
+            if message["type"] == "http.response.start":
+                content_type = b"".join(v for k, v in message.get("headers", []) if k.lower() == b"content-type")
+                if message["status"] >= 500 and not content_type.startswith(b"application/json"):
+                    state["plain_500"] = True        # answered in words below instead
+                    return
+                state["started"] = True
+            elif message["type"] == "http.response.body":
+                if state["plain_500"]:
+                    return
+                state["ended"] = not message.get("more_body", False)
+            await send(message)
+
+        failure = None
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as err:          # any route's failure: one log line, a worded answer
+            failure = err
+            log_refusal(f"a request to {shown(scope.get('path', ''), 80)} failed: {type(err).__name__}: "
+                        f"{shown(str(err).splitlines()[0] if str(err) else '', 120)}")
+        if not state["started"] and type(failure).__name__ == "FnIndexInferError":   # Gradio: no such API name
+            await _refuse(send, 404, "This demo has no endpoint by that name; see /gradio_api/info.", quiet=True)
+        elif not state["started"] and (failure is not None or state["plain_500"]):
+            await _safe(_worded_500(send, type(failure).__name__ if failure is not None else "the server failed on it"))
+        elif state["started"] and not state["ended"]:
+            # A stream the gate ended (its lifetime passed), or a route that failed or stopped mid-answer.
+            await _safe(send({"type": "http.response.body", "body": b"", "more_body": False}))
+
+
+def _disconnect_after(receive, seconds: float):
+    """`receive`, except that once `seconds` have passed it reports the client gone: a stream then ends the
+    way it ends when its visitor leaves (Starlette's streaming answer listens for exactly this), and Gradio
+    runs its own clean-up for that session."""
+    deadline = time.monotonic() + seconds
+
+    async def bounded():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return {"type": "http.disconnect"}
+        try:
+            return await asyncio.wait_for(receive(), remaining)
+        except asyncio.TimeoutError:
+            log.info("closed a stream after its lifetime of %g s", seconds)
+            return {"type": "http.disconnect"}
+
+    return bounded
+
+
+async def _worded_500(send, what: str) -> None:
+    import json
+    body = json.dumps({"error": f"This request could not be processed ({what}); the server keeps serving."}).encode()
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _safe(awaitable) -> None:
+    """Send on a connection that may already be gone or refused (h11 has answered it): nothing to log."""
+    try:
+        await awaitable
+    except Exception:  # the connection is closed or in an error state; the client will not read more
+        pass
+
+
+# ---- a log that cannot be flooded ---------------------------------------------------------------------------
+
+LOG_BURST = int(os.environ.get("PROBING_LOG_BURST", "20"))            # lines of one kind per window
+LOG_WINDOW_S = float(os.environ.get("PROBING_LOG_WINDOW_S", "10"))
+
+
+class RateLimitedLines:
+    """A logging filter: at most `burst` records of one kind (logger and message template) per `window_s`;
+    the rest are dropped and counted, and the next record of that kind after the window says how many were
+    dropped. A flood (thousands of refusals, or an error repeated per connection) costs the log a few lines."""
+
+    def __init__(self, burst: int = LOG_BURST, window_s: float = LOG_WINDOW_S, clock=time.monotonic):
+        self.burst, self.window_s, self.clock = burst, window_s, clock
+        self.kinds: OrderedDict[tuple, list] = OrderedDict()     # kind -> [window start, lines, dropped]
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, str(record.msg)[:200])
+        now = self.clock()
+        with self.lock:
+            window = self.kinds.get(kind)
+            if window is None or now - window[0] >= self.window_s:
+                dropped = window[2] if window else 0
+                self.kinds[kind] = window = [now, 0, 0]
+                self.kinds.move_to_end(kind)
+                while len(self.kinds) > 1000:            # bounded: any message template is a kind
+                    self.kinds.popitem(last=False)
+                if dropped:
+                    record.msg = f"{record.msg} [{dropped:,} similar lines dropped in the last {self.window_s:g} s]"
+            if window[1] >= self.burst:
+                window[2] += 1
+                return False
+            window[1] += 1
+            return True
+
+
+_LOG_FILTER = RateLimitedLines()
+
+
+def rate_limit_logs(loggers=("", "uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")) -> RateLimitedLines:
+    """Put the rate limit on every handler of these loggers (a filter on a handler sees the records of every
+    logger that reaches it). Call after logging is configured (uvicorn configures its own)."""
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            if _LOG_FILTER not in handler.filters:
+                handler.addFilter(_LOG_FILTER)
+    return _LOG_FILTER
+
+
+def log_refusal(message: str) -> None:
+    """One line per refusal (rate-limited with the rest of the log)."""
+    log.info("refused: %s", message)          # one template: the rate limit counts all refusals as one kind
+
+
+def printable(text: str) -> str:
+    """Text with every non-printable character (controls, bidi overrides such as U+202E, lone surrogates)
+    written as its escape, so an echoed value can neither reorder nor hide the words around it."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))
