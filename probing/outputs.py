@@ -11,6 +11,9 @@ file, and never let a reader trust a folder that a killed run left half old, hal
   leaves either the previous complete result, or files with no marker that no reader trusts
   (`is_complete`). Readers: the demo's report cache, `analysis report`'s model comparison.
 - Temporary files and staging folders that a killed run left behind are removed by the next writer.
+- One writer per folder: `write_complete` holds an exclusive lock on the folder (flock on its descriptor)
+  from its start to its marker, so a second command on the same `--out` is refused at once
+  (`OutputBusyError`) instead of both publishing into one folder.
 - `--out` may name a folder that does not exist yet (parents included: they are made, and removed again when
   the run fails); an empty name, a file, or a place that cannot be written is refused in one line
   (`OutputPathError`, which the commands turn into exit code 2) before anything is computed.
@@ -49,6 +52,10 @@ class OutputExistsError(RuntimeError):
 
 class OutputPathError(ValueError):
     """The output folder cannot be made or written (a file is in the way, no permission)."""
+
+
+class OutputBusyError(OutputPathError):
+    """Another command is writing the same output folder right now."""
 
 
 # ---- permissions --------------------------------------------------------------------------------------
@@ -283,24 +290,49 @@ def write_complete(out_dir: str | os.PathLike, files: list[str] | None, produce,
     """
     out = check_out_dir(out_dir)
     created = _make_dirs(out)
-    remove_stale_temporaries(out)
-    _written[out] = (marker_run(out), None)
+    lock = _lock_folder(out) if publish_result else None     # one publisher per folder at a time
     try:
-        staging = Path(tempfile.mkdtemp(dir=out, prefix=f"{_STAGING_PREFIX}{os.getpid()}-"))
-    except OSError as err:
-        raise OutputPathError(f"--out {out} cannot be written: {err.strerror or err}") from None
-    try:
-        result = produce(staging)
-        if publish_result:
-            publish(staging, out, written_files(staging) if files is None else files)
-        return result
+        remove_stale_temporaries(out)
+        _written[out] = (marker_run(out), None)
+        try:
+            staging = Path(tempfile.mkdtemp(dir=out, prefix=f"{_STAGING_PREFIX}{os.getpid()}-"))
+        except OSError as err:
+            raise OutputPathError(f"--out {out} cannot be written: {err.strerror or err}") from None
+        try:
+            result = produce(staging)
+            if publish_result:
+                publish(staging, out, written_files(staging) if files is None else files)
+            return result
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)                           # closing the descriptor releases the lock
         for folder in reversed(created):
             try:
                 folder.rmdir()                       # only when empty: a failed run leaves no empty folder
             except OSError:
                 break
+
+
+def _lock_folder(out: Path) -> int | None:
+    """An exclusive lock on the folder itself (flock on its descriptor: no lock file in anyone's results),
+    held until the descriptor returned is closed: two commands writing one `--out` at once would otherwise
+    both publish, and the folder could hold files of two runs under one marker. The second is refused at
+    once with OutputBusyError. The lock dies with its process, so a killed run never leaves the folder locked.
+    None where the platform has no flock (the folder is then not locked)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputBusyError(f"--out {out} is being written by another command right now; wait for it to "
+                              "finish, or choose another folder") from None
+    return fd
 
 
 def interrupted_message() -> str:

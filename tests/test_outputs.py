@@ -124,3 +124,30 @@ def test_make_writable_dir_makes_the_folder_and_proves_it_can_be_written(tmp_pat
     if Path("/sys").is_dir():                                         # no folder can be made there, even by root
         with pytest.raises(OutputPathError, match=r"^--out /sys/probing-x cannot be (made|written): "):
             make_writable_dir("/sys/probing-x")
+
+
+def test_two_writers_of_one_out_cannot_both_publish(tmp_path):
+    """The second command on the same --out is refused at once, while the first runs; the first publishes its
+    own files only. The lock is on the folder itself: no lock file is left among the results."""
+    import threading
+    from probing.outputs import OutputBusyError, OutputPathError, is_complete, write_complete
+    out = tmp_path / "new-out"
+    started, finish = threading.Event(), threading.Event()
+
+    def first(staging):
+        (staging / "a.txt").write_text("first")
+        started.set()
+        finish.wait(30)
+
+    writer = threading.Thread(target=write_complete, args=(out, ["a.txt"], first))
+    writer.start()
+    assert started.wait(30)
+    with pytest.raises(OutputBusyError, match=r"being written by another command"):
+        write_complete(out, ["a.txt"], lambda staging: (staging / "a.txt").write_text("second"))
+    assert issubclass(OutputBusyError, OutputPathError)          # the commands' exit code 2
+    finish.set()
+    writer.join(30)
+    assert is_complete(out) and (out / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in out.iterdir()) == [".done.json", "a.txt"]
+    write_complete(out, ["a.txt"], lambda staging: (staging / "a.txt").write_text("later"))   # released after
+    assert (out / "a.txt").read_text() == "later"
