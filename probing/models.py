@@ -38,11 +38,6 @@ class LoadedModel:
     n_heads: int
     max_length: int         # tokens per sequence the model accepts, specials included
 
-    @property
-    def negation_direction(self) -> str:
-        """Which way the negation relation is read: a causal model cannot look ahead from the cue."""
-        return direction_for("negation", self.is_causal)
-
 
 def direction_for(relation: str, is_causal: bool) -> str:
     """Human-readable direction of the measured relation: for a causal model negation is read backwards

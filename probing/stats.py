@@ -328,11 +328,6 @@ def item_means(values, items) -> tuple[np.ndarray, list[int]]:
     return means, list(first.values())
 
 
-def sign_flip_pvalue(differences, n_perm: int = N_PERM, seed: int = SEED, groups=None) -> np.ndarray:
-    """Per-column one-sided sign-flip p-values (see `sign_flip_tests`)."""
-    return sign_flip_tests(differences, n_perm, seed, groups)[0]
-
-
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error across all tests given)."""
     p = np.asarray(p_values, dtype=np.float64)

@@ -5,7 +5,7 @@ import pytest
 
 from probing.demo import backend as demo
 from probing.demo.explore import (MAX_TEXT_CHARS, InputError, clean_text, find_negation_cues, find_pronouns,
-                                  make_example, resolve_word, score_sentence)
+                                  make_example, resolve_word)
 from probing.examples import Example, find_span
 from probing.heads import score_examples
 
@@ -91,7 +91,7 @@ def test_sentence_scores_equal_score_examples(minilm, text, relation, source, ta
     # (the fused path agrees within float32 rounding; tests/test_attention.py checks that).
     library, skipped = score_examples(minilm, [example], attention="eager")
     assert not skipped
-    mine = score_sentence(minilm, make_example(text, relation, source, target))
+    mine = demo.analyse(text, relation, source, target, None).scores     # the demo's own path, default model
     np.testing.assert_array_equal(mine.attention, library.attention[0])
     np.testing.assert_array_equal(mine.is_argmax, library.is_argmax[0])
     rows = mine.heads()

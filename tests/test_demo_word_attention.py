@@ -3,12 +3,11 @@ view shows it, equal to the scorer's numbers on the real model."""
 import numpy as np
 
 
-def test_word_attention_matches_the_scorer_on_the_real_model(minilm):
+def test_word_attention_matches_the_scorer_on_the_real_model():
     from probing.demo import backend as demo
-    from probing.demo.word_attention import sentence_word_attention
     text = "The uncle thanked Laura because she had helped him."
-    analysis = demo.analyse(text, "coreference", "she", "Laura", None)
-    shaded = sentence_word_attention(minilm, text, analysis.example.source_span)
+    analysis = demo.analyse(text, "coreference", "she", "Laura", None)      # the default model, MiniLM
+    shaded = analysis.shading                          # the word-shading view's numbers, as the demo draws them
     assert shaded.words == ["The", "uncle", "thanked", "Laura", "because", "she", "had", "helped", "him", "."]
     assert shaded.words[shaded.source] == "she" and shaded.values.shape == (6, 12, 10)
     # The shading of "Laura" is the number the heatmap and the table show for that head.

@@ -25,7 +25,7 @@ import torch
 from probing import attention as A
 from probing import patching
 from probing.heads import score_examples
-from probing.models import load_model
+from probing.models import direction_for, load_model
 from tests.conftest import COREF_EXAMPLES, NEGATION_EXAMPLES
 
 TOL = 1e-5
@@ -156,7 +156,8 @@ def test_loader_reads_layers_heads_and_direction(loaded):
     family = FAMILIES[_family_name(loaded)]
     assert (loaded.n_layers, loaded.n_heads) == (2, 2)
     assert loaded.is_causal == family.causal
-    assert loaded.negation_direction == ("next_word->cue" if family.causal else "cue->next_word")
+    # The direction the scorers report (`direction_for`): a causal model reads negation backwards.
+    assert direction_for("negation", loaded.is_causal) == ("next_word->cue" if family.causal else "cue->next_word")
     # The loader's token limit is one the model accepts: a long text is cut to it and runs.
     from probing.runner import run_with_attention
     long_text = run_with_attention(loaded, "word " * 300)

@@ -29,7 +29,7 @@ def test_decoder_saved_without_its_lm_head_is_causal(tmp_path):
     path = _save(tmp_path / "gpt2-bare", GPT2Model(_gpt2_config()))
     assert json.loads((tmp_path / "gpt2-bare" / "config.json").read_text())["architectures"] == ["GPT2Model"]
     loaded = load_model(path)
-    assert loaded.is_causal and loaded.negation_direction == "next_word->cue"
+    assert loaded.is_causal       # so negation is read next word -> cue (test_decoder_scores_negation_backwards...)
 
 
 def test_encoder_is_not_causal(minilm, tmp_path):

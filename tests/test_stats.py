@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from probing.stats import bootstrap_ci, holm, sign_flip_pvalue, sign_flip_tests
+from probing.stats import bootstrap_ci, holm, sign_flip_tests
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
@@ -23,14 +23,14 @@ def test_bootstrap_ci_constant_column_is_a_point():
 def test_sign_flip_detects_a_shift_and_not_noise():
     rng = np.random.default_rng(2)
     diffs = np.column_stack([rng.normal(0.5, 1, 200), rng.normal(0, 1, 200)])
-    p = sign_flip_pvalue(diffs, n_perm=4000)
+    p, _ = sign_flip_tests(diffs, n_perm=4000)
     assert p[0] < 0.001
     assert p[1] > 0.05
 
 
 def test_sign_flip_exact_small_case():
     # All 8 sign patterns of (1, 1, 1): only all-plus reaches the observed sum 3, so p -> 1/8 for many flips.
-    p = sign_flip_pvalue(np.ones((3, 1)), n_perm=20000, seed=3)
+    p, _ = sign_flip_tests(np.ones((3, 1)), n_perm=20000, seed=3)
     assert p[0] == pytest.approx(1 / 8, abs=0.01)
 
 

@@ -1,7 +1,7 @@
 """One sentence at a time: find pronouns and negation cues, resolve the words a user names, score every head.
 
 This is what the demo and its `/score_heads` API call. A request is encoded and laid out once (`prepare`,
-through `runner.encode_and_align`), runs one forward pass (`runner.attend`), and its numbers come from
+through `runner.encode_and_align`), the demo runs one forward pass (`runner.attend`), and its numbers come from
 `probing.heads.score_attention`, the arithmetic that scores datasets, so a sentence's scores in the demo equal
 the library's.
 """
@@ -20,7 +20,7 @@ from probing.alignment import Layout
 from probing.attention import FullLayer
 from probing.heads import oriented, score_attention
 from probing.models import LoadedModel, direction_for
-from probing.runner import Encoded, SentenceAttention, attend, encode_and_align
+from probing.runner import Encoded, SentenceAttention, encode_and_align
 
 MAX_TEXT_CHARS = 5000     # longer input is refused in words before it reaches the tokenizer
 EMPTY_MESSAGE = "The sentence is empty: type a sentence or pick an example."
@@ -252,9 +252,3 @@ def sentence_scores(loaded: LoadedModel, prepared: Prepared, sentence: SentenceA
                           source=example.source, target=example.target, attention=values["attention"][0],
                           is_argmax=values["is_argmax"][0], next_word_baseline=values["next_word_baseline"][0],
                           truncated=prepared.encoded.truncated)
-
-
-def score_sentence(loaded: LoadedModel, example: Example) -> SentenceScores:
-    """Score every head on one example: one encoding, one forward pass, the dataset scorer's arithmetic."""
-    prepared = prepare(loaded, example)
-    return sentence_scores(loaded, prepared, attend(loaded, example.text, prepared.encoded))

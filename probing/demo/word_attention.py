@@ -65,10 +65,3 @@ def word_attention(text: str, offsets: list[tuple[int, int]], word_ids: list[int
     return WordAttention(words=[text[s:e] for s, e in spans], spans=spans, source=source_words[0],
                          values=rows @ one_hot, special=rows[:, :, words < 0].sum(-1),
                          source_name=source_name(text, source_span))
-
-
-def sentence_word_attention(loaded, text: str, source_span: tuple[int, int]) -> WordAttention:
-    """Run the model on one text and return the source word's word-level attention for every head."""
-    from probing.runner import run_with_attention
-    sentence = run_with_attention(loaded, text)
-    return word_attention(text, sentence.encoded.offsets, sentence.encoded.word_ids, sentence.attention, source_span)

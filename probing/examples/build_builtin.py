@@ -270,21 +270,6 @@ WINOGRAD_PAIRS = [
 ]
 
 
-def head_genders() -> dict[str, str]:
-    """Gender/number of every head noun used in the two-, plural- and possessive-candidate frames."""
-    table = {}
-    for phrases, gender in ((MEN, "male"), (WOMEN, "female"), (GROUPS, "plural")):
-        for phrase in phrases:
-            table[phrase.split()[-1]] = gender
-    for _, _, _, nouns in ANIMACY_FRAMES:
-        for phrase in nouns:
-            table[phrase.split()[-1]] = "neuter"
-    for *_, nouns in POSSESSIVE_FRAMES:
-        for phrase in nouns or ():
-            table[phrase.split()[-1]] = "plural"
-    return table
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Coreference: building the rows
 # ---------------------------------------------------------------------------------------------------------
