@@ -460,6 +460,34 @@ def _groups(main: ExampleScores, rows, cluster: bool):
     return stats.clusters([main.groups[r] for r in rows], [main.meta[r].get("predicate") for r in rows])
 
 
+def _by_item(main: ExampleScores, rows, values: np.ndarray, cluster: bool):
+    """values (len(rows), heads) averaged per item (meta.pair; unpaired rows are their own item), so an item
+    with both cue forms ("not" and "n't") weighs the same in its frame as an item with one:
+    (item values (items, heads), the resampling groups of the items)."""
+    items = [main.pairs[r] or main.ids[r] for r in rows] if main.pairs else [main.ids[r] for r in rows]
+    means, first = stats.item_means(values, items)
+    return means, _groups(main, [rows[k] for k in first], cluster)
+
+
+def factors_in_words(groups, n: int) -> str:
+    """The resampling factors of a test, in words: "46 frames x 29 predicates" (crossed: meta.group x
+    meta.predicate), "46 groups" (meta.group), or "255 examples" (no clusters)."""
+    if groups is None:
+        return f"{n} examples"
+    if getattr(groups, "second", None) is not None:
+        return (f"{stats.n_units(list(groups), n)} frames x {stats.n_units(groups.second, n)} predicates "
+                "(crossed: meta.group x meta.predicate)")
+    units = stats.n_units(groups, n)
+    return f"{units} groups (meta.group)" if units < n else f"{n} examples"
+
+
+def design_in_words(groups) -> str:
+    """How the sign flips are drawn for these groups (see probing.stats)."""
+    if getattr(groups, "second", None) is not None:
+        return "crossed sign-flip: frame parts and predicate parts flip independently, maxT over heads"
+    return "sign-flip, whole units flip together, maxT over heads"
+
+
 def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores | None = None, n_boot: int = N_BOOT,
                     n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> pd.DataFrame:
     """One task's table: one row per (layer, head) with scores, baselines, CIs and corrected tests."""
@@ -477,17 +505,22 @@ def task_head_table(main: ExampleScores, relation: str, controls: ExampleScores 
         table["next_word_baseline"] = stats._nanmean_cols(baseline)
         cols.mean_ci("above_baseline", attention - baseline, groups)
         table["above_baseline"] = table["mean_attention"] - table["next_word_baseline"]
-        cols.test("", attention - baseline, groups)
-        table["test"] = "sign-flip: attention > next_word_baseline (paired by example)"
+        above, item_groups = _by_item(main, list(range(n)), attention - baseline, cluster)
+        cols.test("", above, item_groups)
+        table["test"] = (f"{design_in_words(item_groups)}: attention > next_word_baseline (paired by example, "
+                         f"cue forms averaged per item; {factors_in_words(item_groups, len(above))})")
         rows, control_rows = matched_controls(main, controls)
         if rows:
             table["control_attention"] = _flat(controls.attention)[control_rows].mean(0)
-            paired = attention[rows] - _flat(controls.attention)[control_rows]
-            pair_groups = _groups(main, rows, cluster)
+            # Per item (both cue forms averaged), so each item weighs the same in its frame.
+            paired, pair_groups = _by_item(main, rows, attention[rows] - _flat(controls.attention)[control_rows],
+                                           cluster)
             cols.mean_ci("paired_difference", paired, pair_groups)
             cols.test("paired_", paired, pair_groups)
             table["n_pairs"] = len(rows)
-            table["paired_test"] = "sign-flip: cue -> next word > control adverb -> next word (paired by pair)"
+            table["n_items"] = len(paired)
+            table["paired_test"] = (f"{design_in_words(pair_groups)}: cue -> next word > control adverb -> next word "
+                                    f"(paired by item, cue forms averaged; {factors_in_words(pair_groups, len(paired))})")
     else:
         hit, _name, offset = positional_baseline(main)
         if offset is None:
@@ -634,26 +667,36 @@ def main_values(main: ExampleScores, relation: str, controls: ExampleScores | No
 def task_summaries(main: ExampleScores, relation: str, controls: ExampleScores | None = None,
                    n_perm: int = N_PERM, seed: int = SEED, cluster: bool = True) -> dict:
     """Per task: counts, resampling units, the cross-fitted best head, and how many heads pass p_fwer < .05
-    with and without clustering (the unclustered count shows what treating examples as independent claims)."""
+    under each resampling: "clustered" (the design's test: crossed frame x predicate where examples carry
+    meta.predicate, else whole meta.group units), "frame_only" (meta.group alone; present only where the
+    design is crossed, to show what ignoring the predicates claims) and "by_example" (examples as independent).
+    Negation values are averaged per item first (both cue forms of an item count once in its frame)."""
     n_layers, n_heads = main.attention.shape[1:]
     out = {}
     for task in _tasks(main):
         sub = main.subset([i for i, t in enumerate(main.tasks) if t == task])
         values, rows = main_values(sub, relation, controls)
-        groups = [sub.groups[r] for r in rows]
+        if relation == "negation":      # the values are differences already; one row per item
+            values, design = _by_item(sub, rows, values, True)
+            differences = values
+        else:                           # accuracy against the positional baseline, per example
+            design = _groups(sub, rows, True)
+            differences = values - positional_baseline(sub)[0][rows, None]
+        groups = list(design)
         best = stats.cross_fitted_best(values, groups if cluster else None, seed=seed)
         name = lambda i: f"{i // n_heads}-{i % n_heads}"  # noqa: E731
-        baseline = (np.zeros(values.shape) if relation == "negation"
-                    else np.repeat(positional_baseline(sub)[0][rows, None], values.shape[1], 1))
         counts = {}
-        for label, grouping in (("clustered", groups), ("by_example", None)):
-            if label == "clustered" and not cluster:
+        crossed = getattr(design, "second", None) is not None
+        for label, grouping in (("clustered", design), ("frame_only", groups), ("by_example", None)):
+            if (label != "by_example" and not cluster) or (label == "frame_only" and not crossed):
                 continue
-            _, p_fwer = stats.sign_flip_tests(values - baseline, n_perm, seed=seed, groups=grouping)
+            _, p_fwer = stats.sign_flip_tests(differences, n_perm, seed=seed, groups=grouping)
             counts[label] = int((p_fwer < ALPHA).sum())
         out[task] = {
-            "n_examples": len(sub), "n_scored_units": len(rows),
-            "n_units": stats.n_units(groups if cluster else None, len(rows)),
+            "n_examples": len(sub), "n_scored_units": len(differences),
+            "n_units": stats.n_units(groups if cluster else None, len(differences)),
+            "factors": factors_in_words(design if cluster else None, len(differences)),
+            "test_design": design_in_words(design if cluster else None),
             "resampling_unit": "meta.group" if cluster and any(g != i for g, i in zip(sub.groups, sub.ids))
             else "example",
             "best_head_in_sample": {"head": name(best["in_sample_best"]), "score": best["in_sample_score"]},

@@ -70,6 +70,7 @@ def test_single_head_ablation_minilm(minilm):
 @pytest.mark.skipif(local_model_path("mpnet") is None, reason="mpnet is not installed")
 def test_single_head_ablation_mpnet():
     loaded = load_model("mpnet")
+    assert (loaded.n_layers, loaded.n_heads) == (12, 12)       # the installed model, whole
     assert head_layout(loaded).names[0] == "encoder.layer.0.attention.attn.o"
     _assert_single_head_ablation(loaded, layer=2, head=3)
 

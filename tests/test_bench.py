@@ -18,6 +18,7 @@ def test_the_long_pair_swaps_not_for_really_in_the_middle(minilm):
         long_patching_pair(minilm, 4096)
 
 
+@pytest.mark.slow
 def test_the_long_bench_compares_exact_and_attribution_over_every_head(minilm):
     row = long_patching_bench(minilm, 48)
     assert row["pieces"] <= 48 and row["exact_s"] > 0 and row["attribution_s"] > 0

@@ -15,6 +15,9 @@ import pytest
 
 from analysis.loadtest import AppServer
 
+# A live server and a headless chromium: minutes, not seconds (deselected by -m "not slow").
+pytestmark = pytest.mark.slow
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
 if CHROMIUM is None:

@@ -70,6 +70,7 @@ def test_external_negation_rows_that_fit_the_format():
     assert kept and {e.source.lower().replace("\u2019", "'") for e in kept} <= {"not", "n't"}
 
 
+@pytest.mark.slow
 def test_confirm_heads_on_the_builtin_negation_halves(minilm):
     examples = load_examples("builtin-negation")
     explore = split_examples(examples, "explore")

@@ -85,3 +85,42 @@ def test_balanced_controls_keep_one_control_per_negated_sentence_rotating_adverb
     assert per_item == negated
     assert len({e.meta["adverb"] for e in kept if e.role == "control"}) >= 8      # every adverb still appears
     assert balanced_controls(kept) == kept                                        # already balanced: unchanged
+
+
+def test_each_item_weighs_the_same_whatever_its_cue_forms():
+    """Frame g{i} holds item p{i} in two forms (paired differences 0.9 and 0.5: item mean 0.7) and item q{i} in
+    one (0.1): per item the mean is (0.7 + 0.1) / 2 = 0.4, not the per-row (0.9 + 0.5 + 0.1) / 3 = 0.5."""
+    n = 40
+    pairs = [p for i in range(n) for p in (f"p{i}", f"p{i}", f"q{i}")]
+    groups = [f"g{i}" for i in range(n) for _ in range(3)]
+    main = _scores(np.tile([[0.9], [0.5], [0.1]], (n, 1)), pairs, [{"cue_form": "x"}] * (3 * n), groups)
+    controls = _scores(np.zeros((2 * n, 1)), [p for i in range(n) for p in (f"p{i}", f"q{i}")],
+                       [{"adverb": "really"}] * (2 * n), [f"g{i}" for i in range(n) for _ in range(2)])
+    table = head_table(main, "negation", controls, n_boot=50, n_perm=200)
+    assert table["paired_difference"].iloc[0] == pytest.approx(0.4)
+    assert (table["n_pairs"].iloc[0], table["n_items"].iloc[0]) == (3 * n, 2 * n)
+
+
+def test_a_predicate_only_effect_passes_the_frame_only_test_and_not_the_crossed_one():
+    """40 frames x 6 predicates (5 items per frame, predicates cycling): head 0's paired difference is the
+    predicate's effect alone, mean > 0 only through 6 predicates (3 of them positive); head 1 has none.
+    Every frame's sum is about the same, so flipping frames calls head 0 significant; flipping predicates too
+    does not (6 predicate units cannot show a mean above 0)."""
+    from probing.heads import task_summaries
+    n_frames, effects = 40, np.array([0.9, 0.6, 0.4, -0.2, -0.3, 0.1])
+    frames = [f"f{f}" for f in range(n_frames) for _ in range(5)]
+    predicates = [(f + k) % 6 for f in range(n_frames) for k in range(5)]
+    rng = np.random.default_rng(0)
+    diff = np.column_stack([effects[predicates] + rng.normal(0, 0.02, len(frames)),
+                            rng.normal(0, 0.02, len(frames))])
+    pairs = [f"i{r}" for r in range(len(frames))]
+    metas = [{"predicate": f"v{p}", "cue_form": "not"} for p in predicates]
+    main = _scores(0.5 + diff, pairs, metas, frames)
+    controls = _scores(np.full((len(frames), 2), 0.5), pairs, [{"adverb": "really"}] * len(frames), frames)
+    info = task_summaries(main, "negation", controls, n_perm=2000)["all-words"]
+    assert info["n_heads_p_fwer_below_0.05"]["frame_only"] == 1
+    assert info["n_heads_p_fwer_below_0.05"]["clustered"] == 0
+    assert info["factors"] == "40 frames x 6 predicates (crossed: meta.group x meta.predicate)"
+    assert info["test_design"].startswith("crossed sign-flip")
+    table = head_table(main, "negation", controls, n_boot=50, n_perm=2000)
+    assert not table["significant"].any() and "40 frames x 6 predicates" in table["paired_test"].iloc[0]

@@ -147,3 +147,15 @@ def test_negation_report_shows_both_source_piece_rules_and_they_differ_only_on_n
     summary["source_pieces_side_by_side"] = side
     text = heads_markdown(last, summary)
     assert "## The source-piece rule, side by side" in text and "| items | last rule | mean rule |" in text
+
+
+def test_significance_counts_name_the_factors_and_the_frame_only_count():
+    from probing.report.heads import significance_counts
+    info = {"n_units": 46, "factors": "46 frames x 29 predicates (crossed: meta.group x meta.predicate)",
+            "test_design": "crossed sign-flip: frame parts and predicate parts flip independently, maxT over heads",
+            "n_heads_p_fwer_below_0.05": {"clustered": 21, "frame_only": 30, "by_example": 38}}
+    text = significance_counts(info)
+    assert text.startswith("Heads with p_fwer < 0.05: **21** under the crossed sign-flip")
+    assert "(46 frames x 29 predicates" in text and "30 if frames alone" in text and "38 if examples" in text
+    plain = significance_counts({"n_units": 40, "n_heads_p_fwer_below_0.05": {"by_example": 3}}, bold="")
+    assert plain == "Heads with p_fwer < 0.05: 3 if examples were independent."

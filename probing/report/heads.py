@@ -137,6 +137,7 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         "source_pieces": scores.source_pieces, "source_pieces_rule": SOURCE_PIECES_RULE[scores.source_pieces],
         "resampling_unit": scores.resampling_unit,
         "n_units": scores.tasks[primary]["n_units"],
+        "factors": scores.tasks[primary].get("factors", f"{scores.tasks[primary]['n_units']} units"),
         "n_examples": len(scores.examples), "n_controls": len(scores.controls) if scores.controls else 0,
         "n_skipped_alignment": len(scores.skipped), "skipped_alignment": scores.skipped[:50],
         "n_skipped_loading": load_report.n_skipped, "skipped_loading": load_report.skipped[:50],
@@ -383,7 +384,8 @@ def heads_markdown(scores, summary: dict) -> str:
              f"{SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}. "
              + f"Resampling unit: **{summary['resampling_unit']}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
-             "together); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
+             "together; where examples cross frames and predicates, the frame parts and the predicate parts of "
+             "the data flip independently, a crossed sign-flip); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
              f"(floor {n_perm_floor:.1g}). Ties for the maximum give 1/k credit. Claims come from `p_fwer` only. "
              f"{summary.get('ci', '')}.", ""]
     if scores.relation == "negation":
@@ -402,14 +404,15 @@ def heads_markdown(scores, summary: dict) -> str:
                   "*stereotype* (pro - anti gap above 0), each from a maxT-corrected test.", ""]
     for task, info in summary["tasks"].items():
         table = scores.task_table(task)
-        lines += [f"## Task: {task} ({info['n_examples']} examples, {info['n_units']} units)", ""]
+        lines += [f"## Task: {task} ({info['n_examples']} examples, {info['n_units']} units"
+                  + (f": {info['factors']}" if "factors" in info else "") + ")", ""]
         lines += ["Baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in info["baselines"].items()) + ".", ""]
         lines += _negation_rows(scores, table) if scores.relation == "negation" else _coref_rows(scores, table)
         cross = info["best_head_cross_fitted"]
         lines += ["", f"Best head in sample: {info['best_head_in_sample']['head']} "
                   f"({info['best_head_in_sample']['score']:.3f}); cross-fitted (chosen on one half of the units, "
                   f"scored on the other): {cross['score']:.3f}.",
-                  f"Heads with p_fwer < 0.05: {info['n_heads_p_fwer_below_0.05']}.", "", f"**{info['claim']}**", ""]
+                  significance_counts(info), "", f"**{info['claim']}**", ""]
         if "headline" in info:
             lines += [f"**{info['headline']}**", ""]
     if scores.relation == "negation":
@@ -437,6 +440,22 @@ def heads_markdown(scores, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def significance_counts(info: dict, bold: str = "**") -> str:
+    """One task's count of heads with p_fwer < 0.05, in words: under the design's test (named with its
+    factors), and what resampling frames alone, or examples as if independent, would have claimed."""
+    counts = info["n_heads_p_fwer_below_0.05"]
+    factors = info.get("factors", f"{info['n_units']} units")
+    parts = []
+    if "clustered" in counts:
+        parts.append(f"{bold}{counts['clustered']}{bold} under the {info.get('test_design', 'clustered sign-flip')} "
+                     f"({factors})")
+    if "frame_only" in counts:
+        parts.append(f"{counts['frame_only']} if frames alone were resampled (ignoring the predicates)")
+    if "by_example" in counts:
+        parts.append(f"{counts['by_example']} if examples were independent")
+    return "Heads with p_fwer < 0.05: " + "; ".join(parts) + "."
+
+
 def summary_text(summary: dict) -> str:
     """A short summary for stdout, one block per task."""
     key = summary["ranked_by"]
@@ -446,7 +465,9 @@ def summary_text(summary: dict) -> str:
              f"source-piece rule: {SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}"]
     for task, info in summary["tasks"].items():
         tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in info["top_heads"])
-        lines += [f"[{task}] {info['n_examples']} examples, {info['n_units']} units; top heads by {key}: {tops}",
+        lines += [f"[{task}] {info['n_examples']} examples, {info.get('factors', str(info['n_units']) + ' units')}; "
+                  f"top heads by {key}: {tops}",
+                  f"[{task}] {significance_counts(info, bold='')}",
                   f"[{task}] baselines: " + ", ".join(f"{k}={v:.3f}" for k, v in info["baselines"].items()),
                   f"[{task}] {info['claim']}"]
         if "headline" in info:
