@@ -84,7 +84,10 @@ GLOSSARY = "\n\n".join([
     f"- **Heatmap, {SIGNIFICANT_MEANING.split(':')[0]}**: {SIGNIFICANT_MEANING.split(': ', 1)[1]}.",
     f"- **Negation heatmap**: {glossary.METRIC_HELP} Signed numbers use a red-blue map with white at 0.",
     "- **Word shading**: each word's share of the chosen head's attention from the source word (darker: more; "
-    "the exact value on hover); what goes to special tokens such as [SEP] is given below the sentence."])
+    "the exact value on hover), read as the table and heatmap read it: a source of several pieces from its "
+    "last piece (\"n't\" from its \"t\"), each word the sum over its pieces, so a word's shade is the number "
+    "the table gives it. The source is one outlined unit; what goes to special tokens such as [SEP] is given "
+    "below the sentence."])
 API_HELP = """## API
 
 The page's three endpoints can be called with `gradio_client` (`Client(url).predict(..., api_name=...)`):
@@ -166,15 +169,17 @@ def _shading(state, layer, head):
     """The sentence's words shaded by one head's attention from the source word."""
     shading = state["shading"]
     source = shading.source_name or f"\u201c{shading.words[shading.source]}\u201d"
+    reading = f", {shading.reading} as in the table and heatmap," if shading.reading else ""
     return word_shading_html(shading.words, shading.values[layer, head], shading.source,
-                             title=f"Head {layer}-{head}: attention from {source} to each word",
+                             title=f"Head {layer}-{head}: attention from {source}{reading} to each word",
                              special=float(shading.special[layer, head]), text=state["text"], spans=shading.spans)
 
 
 def _view_note(layer, head, view) -> str:
     return (f"**Head view, layer {layer}, head {head}:** lines go from each token on the left to the tokens it "
-            "attends to on the right (darker: more). Pick another layer in the view, or click its colour boxes "
-            "to add heads. " + _note(view.note))
+            "attends to on the right (darker: more). Tokens are pieces: \"n't\" is two (' and t), and the table, "
+            "heatmap and word shading read a source of several pieces from its last one (here: hover t). Pick "
+            "another layer in the view, or click its colour boxes to add heads. " + _note(view.note))
 
 
 def _show(state, layer, head, view=None):

@@ -326,6 +326,35 @@ def test_the_word_shading_view_follows_the_head_choice(watched):
     watched.check_clean()
 
 
+def test_one_number_for_a_head_and_word_pair_in_heatmap_table_and_shading(watched):
+    """Gallery "The lawyer didn't sign the contract.", head 1-8, n't -> sign: the heatmap cell, the table row and
+    the word shading give the same number (the cue read from its last piece, "t"), and "n't" is one word."""
+    page = watched.open()
+    page.get_by_role("tab", name="Negation").click()
+    page.locator("#neg-gallery").get_by_text("The lawyer didn't sign the contract.").click()
+    wait_for_view(page, "neg", "lawyer")
+    page.locator("#neg-metric").get_by_text("attention: cue → next word", exact=True).click()
+    page.wait_for_function("document.querySelector('#neg-heatmap .hh-title').textContent.startsWith('Attention')",
+                           timeout=TIMEOUT)
+    page.locator("#neg-head input").fill("1-8")
+    page.locator("#neg-head input").press("Enter")
+    page.wait_for_function("document.querySelector('#neg-words .ws-title').textContent.startsWith('Head 1-8:')",
+                           timeout=TIMEOUT)
+    cell = page.locator('#neg-heatmap button[data-layer="1"][data-head="8"]').get_attribute("title")
+    heatmap = f"{float(cell.split(': ')[1].split(' ')[0]):.3f}"
+    row = page.locator("#neg-table [role=row]").filter(has=page.locator("[role=gridcell]", has_text="1-8")).first
+    table = [c.strip() for c in row.locator("[role=gridcell]").all_inner_texts()]
+    words = page.locator("#neg-words .ws-word")
+    texts = [w.strip() for w in words.all_inner_texts()]
+    assert page.locator("#neg-words .ws-source").inner_text() == "n't" and "t" not in texts
+    shading = words.nth(texts.index("sign")).get_attribute("data-value")
+    assert heatmap == shading == "0.907", (heatmap, shading)
+    assert any(value.startswith("0.907") for value in table), table
+    assert "from its last piece" in page.locator("#neg-words .ws-title").inner_text()
+    watched.shot("negation-one-number")
+    watched.check_clean()
+
+
 def _overflow(frame_or_page, selector):
     """How many px an element (or the page, for 'html') is wider than its box; 0 when nothing sticks out."""
     return frame_or_page.evaluate(f"""() => {{

@@ -32,6 +32,7 @@ from probing.demo.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, cl
                              words_with_spans)
 from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
+from probing.defaults import SOURCE_PIECES
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
 from probing.outputs import COMMITTED_REPORTS, OutputBusyError, is_complete, safe_name, write_complete
@@ -208,8 +209,9 @@ def analyse(text: str, relation: str, source: str | None, target: str | None, mo
         notes.append(f"No dataset-level scores for {loaded.name} yet, so the table's \"set\" columns are empty: "
                      "compute them in the Probing report tab.")
     view = _head_view_of(sentence, loaded, text, best_layer, best_head)
+    # From the source as measured (a causal model's negation: the next word), read by the scorer's rule.
     shading = word_attention(example.text, sentence.encoded.offsets, sentence.encoded.word_ids,
-                             sentence.attention, example.source_span)
+                             sentence.attention, prepared.measured.source_span, source_pieces=SOURCE_PIECES)
     return Analysis(scores=scores, example=example, top_table=top_heads_table(scores, loaded.name, top_k),
                     best_layer=best_layer, best_head=best_head, notes=notes, model=loaded.name,
                     tokens=sentence.tokens, view=view, shading=shading)

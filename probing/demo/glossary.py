@@ -34,7 +34,8 @@ PLAIN_COLUMNS = {
 COLUMN_MEANINGS = {
     "head": "layer-head, both counted from 0. Click a row to show that head.",
     "sentence: attention": "this sentence: the share of the source word's attention that goes to the target word "
-                           "(0 to 1).",
+                           "(0 to 1; a source of several pieces is read from its last piece, \"n't\" from its "
+                           "\"t\", as the command line reads it; the word shading uses the same number).",
     "sentence: above baseline": "this sentence: attention minus the head's next-word baseline; above 0, the head "
                              "prefers this pair to any word → the word after it.",
     "set: accuracy": "dataset (GAP where the report has it, else the built-in set): share of sentences in which the antecedent gets more of this head's attention "
@@ -83,7 +84,8 @@ def heatmap_title(scores: SentenceScores, metric: str) -> str:
 def value_meaning(relation: str, metric: str) -> str:
     """The one-line explanation printed under the heatmap."""
     if relation == "coreference" or metric == "mean_attention":
-        return "Each number: the share of the source word's attention that goes to the target word (0 to 1)."
+        return ("Each number: the share of the source word's attention that goes to the target word (0 to 1; "
+                "read from the source's last piece, as the table and the word shading).")
     if metric == "next_word_baseline":
         return "Each number: how much this head looks one word ahead in general; the bar the cue must clear."
     if metric == "set_paired_difference":
