@@ -37,8 +37,8 @@ from probing.defaults import ABLATION_MODE, BATCH_TOKENS, N_BOOT, N_DRAWS, SEED
 from probing import stats
 from probing.hooks import MODES, ablate_heads, check_heads, head_layout
 from probing.models import LoadedModel, as_loaded, load_lm_model
+from probing.sites import Z, Site, intervene
 from probing.runner import Encoded, encode, length_batches, pad_ids
-
 
 
 def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
@@ -50,20 +50,17 @@ def head_output_means(loaded: LoadedModel, texts: list[str], batch_tokens: int =
     state = {"mask": None, "tokens": 0}
 
     def accumulate(layer):
-        def hook(_module, args):
-            mask = state["mask"].to(args[0].device, args[0].dtype)[..., None]
-            sums[layer] += (args[0] * mask).sum((0, 1)).double().cpu()
-        return hook
+        def read(z):                                    # [batch, pos, head, d_head]
+            flat = z.reshape(*z.shape[:2], -1)          # [batch, pos, head*d_head], the projection's input
+            mask = state["mask"].to(flat.device, flat.dtype)[..., None]
+            sums[layer] += (flat * mask).sum((0, 1)).double().cpu()
+        return read
 
-    handles = [p.register_forward_pre_hook(accumulate(i)) for i, p in enumerate(layout.projections)]
-    try:
+    with intervene(loaded, {Site(Z, layer): accumulate(layer) for layer in range(layout.n_layers)}):
         for ids, mask, _rows in _batches(loaded, encoded, batch_tokens):
             state["mask"] = mask
             state["tokens"] += int(mask.sum())
             _forward_hidden(loaded.model, ids, mask)
-    finally:
-        for handle in handles:
-            handle.remove()
     means = (sums / max(state["tokens"], 1)).float()
     return means.reshape(layout.n_layers, layout.n_heads, layout.head_dim)
 

@@ -15,28 +15,29 @@ attention function with Transformers 5's `AttentionInterface` that, inside each 
 
 Nothing of size T² per layer is kept: a layer leaves a `LayerRead` of S·T + T·D numbers per head.
 
-Which path runs is chosen per call by one context variable (thread-safe for the demo's server threads):
+The function is registered as `probing.sites.ATTENTION_FUNCTION` and is where `probing.sites` reaches the
+`pattern` and `values` sites of interface-routed modules. Which path runs is chosen per call by one context
+variable (thread-safe for the demo's server threads):
 - no plan (anyone calling the model directly, `output_attentions=True`, the demo's views): the module's own
   eager function with the eager mask, exactly as if the model had been loaded with `attn_implementation="eager"`;
-- `PatternEdits` (activation patching, `probing.hooks.edit_pattern`): the same eager function, then each edit
-  of this module's probabilities [batch, head, query_pos, key_pos] in the order entered, and the output
-  recomputed as `pattern @ value` (values repeated per query head under GQA); untouched modules are
-  bit-identical to eager;
-- a `ReadPlan`: the fused kernel plus the reads above (the mask is built as for "sdpa");
+  with pattern edits from `probing.sites.intervene` (activation patching), each edit of this module's
+  probabilities [batch, head, query_pos, key_pos] in the order entered, and the output recomputed as
+  `pattern @ value` (values repeated per query head under GQA); untouched modules are bit-identical to eager;
+- a `ReadPlan`: the fused kernel plus the reads above (the mask is built as for "sdpa"); read-only;
 - a bare plan (`bare=True`): transformers' own `sdpa_attention_forward`, the reference "fused forward".
 
-Norm-based attention (Kobayashi et al. 2020, "Attention is not only a weight"): inside `measuring_norms(grams)`
-every call of the registered function, on any path, also leaves ||f_h(x_t)|| per head and piece, where
+Norm-based attention (Kobayashi et al. 2020, "Attention is not only a weight"): `measuring_norms(grams, model)`
+reads each layer's `values` site (on any path) and leaves ||f_h(x_t)|| per head and piece, where
 f_h(x_t) = v_t^h W_O^h is the head's value vector (bias b_V included, as the module computed it) through its own
 slice of the output projection; ||alpha_st f_h(x_t)|| = alpha_st ||f_h(x_t)|| since alpha >= 0, so the readers
-multiply their attention weights by these norms. Layers run in order, so the n-th call is layer n. The norm is
-computed as sqrt(v G_h v^T) with G_h = W_O^h (W_O^h)^T [d_head, d_head], made once per model: d_head^2 work per
-piece and head instead of d_head * d_model (equal to the direct form to float32 rounding, ~1e-7 relative).
+multiply their attention weights by these norms. The norm is computed as sqrt(v G_h v^T) with
+G_h = W_O^h (W_O^h)^T [d_head, d_head], made once per model: d_head^2 work per piece and head instead of
+d_head * d_model (equal to the direct form to float32 rounding, ~1e-7 relative). Not asked for, it costs one
+context-variable read per layer.
 
-`install(model)` points a model's configs at this function once (no plan: exactly eager); nothing swaps the
-config per call. Models whose attention modules do not go through `AttentionInterface` (MPNet) are detected by
-a one-off probe (`supports_reads`) and keep the eager `output_attentions` path; their pattern edits are a
-forward hook in `probing.hooks`.
+`probing.sites.install(model)` points a model's configs at this function once (no plan: exactly eager);
+nothing swaps the config per call. Models whose attention modules do not go through `AttentionInterface`
+(MPNet) are detected by a one-off probe (`supports_reads`) and keep the eager `output_attentions` path.
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ from typing import Callable
 import torch
 
 from probing.defaults import SOURCE_PIECES
+from probing import sites
 from probing.alignment import adjacent_from_band, band_width   # the band's arithmetic, shared with the eager path
 
-IMPLEMENTATION = "probing_reads"
+IMPLEMENTATION = sites.ATTENTION_FUNCTION
 FUSED, EAGER = "fused", "eager"
 PATH_NAMES = {FUSED: "fused: SDPA kernel + source rows and adjacent-word band only",
               EAGER: "eager: output_attentions=True, full (B, H, T, T) patterns"}
@@ -136,60 +138,39 @@ class ReadPlan:
         return cached[1]
 
 
-@dataclass(frozen=True)
-class PatternEdits:
-    """Edits of attention probabilities for the eager path: (attention module, fn) in the order entered;
-    fn(pattern [batch, head, query_pos, key_pos]) -> a new pattern, or None to leave it (e.g. to cache it)."""
-    edits: tuple[tuple[object, Callable[[torch.Tensor], torch.Tensor | None]], ...] = ()
-
-    def apply(self, module, pattern: torch.Tensor) -> torch.Tensor:
-        """The pattern after every edit of `module`; the same tensor object when nothing changed it."""
-        new = pattern
-        for target, edit in self.edits:
-            if target is module:
-                edited = edit(new)
-                new = new if edited is None else edited.to(pattern.dtype)
-        return new
-
-
-_PLAN: contextvars.ContextVar[ReadPlan | PatternEdits | None] = contextvars.ContextVar("probing_read_plan",
-                                                                                      default=None)
+_PLAN: contextvars.ContextVar[ReadPlan | None] = contextvars.ContextVar("probing_read_plan", default=None)
 
 
 @dataclass
 class NormPlan:
     """Per layer, each head's output Gram matrix W_O^h (W_O^h)^T, [head, d_head, d_head] (`head_output_grams`);
-    the forward pass leaves `norms`: per layer ||f_h(x_t)|| as [batch, head, pos] (float32)."""
+    the forward pass leaves, per layer, ||f_h(x_t)|| as [batch, head, pos] (float32; a layer's first call)."""
     grams: list[torch.Tensor]
-    norms: list[torch.Tensor] = field(default_factory=list)
+    by_layer: dict[int, torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def norms(self) -> list[torch.Tensor]:
+        """The norms of layers 0, 1, ... as far as they were seen."""
+        out = []
+        while len(out) in self.by_layer:
+            out.append(self.by_layer[len(out)])
+        return out
 
-_NORMS: contextvars.ContextVar[NormPlan | None] = contextvars.ContextVar("probing_norm_plan", default=None)
-# Attention modules that compute softmax inline (no AttentionInterface): their value projection, whose output
-# [batch, pos, head*d_head] a forward hook hands to the same norm arithmetic.
-VALUE_MODULES = {"MPNetSelfAttention": "v"}
+    def reader(self, layer: int) -> Callable[[torch.Tensor], None]:
+        """fn(value [batch, kv_head, pos, d_head]) leaving layer `layer`'s norms (the `values` site's reader)."""
+        def read(value):
+            if layer not in self.by_layer:
+                self.by_layer[layer] = transformed_norms(value, self.grams[layer])
+        return read
 
 
 @contextmanager
-def measuring_norms(grams: list[torch.Tensor], model=None):
-    """Inside this block (this thread/context only) every attention call also leaves its layer's value-vector
-    norms ||v_t^h W_O^h|| in the yielded `NormPlan.norms` (see the module docstring). With `model`, its
-    inline-softmax attention modules (MPNet) leave them too, through a forward hook on their value projection
-    (the hook reads the context variable, so another thread's forward pass leaves nothing here)."""
-    token = _NORMS.set(NormPlan(list(grams)))
-    handles = []
-    for module in ([] if model is None else model.modules()):
-        name = VALUE_MODULES.get(type(module).__name__)
-        if name is not None:
-            head_dim = module.attention_head_size
-            handles.append(getattr(module, name).register_forward_hook(
-                lambda _m, _args, out, d=head_dim: _leave_norms(out.view(*out.shape[:-1], -1, d).transpose(1, 2))))
-    try:
-        yield _NORMS.get()
-    finally:
-        for handle in handles:
-            handle.remove()
-        _NORMS.reset(token)
+def measuring_norms(grams: list[torch.Tensor], model):
+    """Inside this block (this thread's forward passes only) every layer of `model` leaves its value-vector
+    norms ||v_t^h W_O^h|| in the yielded `NormPlan` (see the module docstring), through the `values` site."""
+    plan = NormPlan(list(grams))
+    with sites.intervene(model, {sites.Site(sites.VALUES, layer): plan.reader(layer) for layer in range(len(grams))}):
+        yield plan
 
 
 def transformed_norms(value: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
@@ -217,12 +198,6 @@ def head_output_grams(layout) -> list[torch.Tensor]:
     return grams
 
 
-def _leave_norms(value: torch.Tensor) -> None:
-    plan = _NORMS.get()
-    if plan is not None and len(plan.norms) < len(plan.grams):
-        plan.norms.append(transformed_norms(value.detach(), plan.grams[len(plan.norms)]))
-
-
 @contextmanager
 def reading(plan: ReadPlan | None):
     """Run the model's forward passes inside this block with `plan` (this thread/context only; None: eager)."""
@@ -231,18 +206,6 @@ def reading(plan: ReadPlan | None):
         yield plan
     finally:
         _PLAN.reset(token)
-
-
-@contextmanager
-def editing(edits: list[tuple[object, Callable]]):
-    """Inside this block (this thread/context only), the eager path applies `edits` ((attention module, fn)
-    pairs) after the edits of any enclosing `editing` block. Not inside a fused `ReadPlan`: its reads would not
-    see the edits."""
-    current = _PLAN.get()
-    if isinstance(current, ReadPlan):
-        raise UnsupportedAttention("attention-pattern edits run on the eager path, not inside fused reads")
-    with reading(PatternEdits((current.edits if current else ()) + tuple(edits))):
-        yield
 
 
 # ---- The registered functions ----------------------------------------------------------------------------
@@ -264,9 +227,11 @@ def _eager_function(module):
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
     """The function registered as `IMPLEMENTATION`; query (B, H, T, d), key/value (B, H_kv, T, d)."""
-    _leave_norms(value)
+    routed = sites.routed()             # interventions of enclosing `sites.intervene` blocks (None: none)
+    if routed is not None:
+        routed.read_values(module, value)
     plan = _PLAN.get()
-    if not isinstance(plan, ReadPlan):
+    if plan is None:
         if getattr(module, "reorder_and_upcast_attn", False):      # GPT-2's optional upcast path
             output, pattern = module._upcast_and_reordered_attn(query, key, value, attention_mask)
         else:
@@ -274,9 +239,11 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                 kwargs["is_causal"] = is_causal
             output, pattern = _eager_function(module)(module, query, key, value, attention_mask, dropout=dropout,
                                                       scaling=scaling, **kwargs)
-        if plan is None:
+        if routed is None:
             return output, pattern
-        return _edited(module, plan, output, pattern, value)
+        return _edited(module, routed, output, pattern, value)
+    if routed is not None and routed.has_pattern_edits(module):
+        raise UnsupportedAttention("attention-pattern edits run on the eager path, not inside fused reads")
     if plan.bare:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -291,10 +258,10 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     return output, None
 
 
-def _edited(module, plan: PatternEdits, output, pattern, value):
+def _edited(module, routed: sites.Routed, output, pattern, value):
     """(output [batch, pos, head, d_head], pattern) after this module's edits: untouched, the eager output
     itself; edited, `pattern @ value` (under GQA query head h reads key/value head h // repeat)."""
-    new = plan.apply(module, pattern)
+    new = routed.edit_pattern(module, pattern)
     if new is pattern:
         return output, pattern
     repeat = new.shape[1] // value.shape[1]
@@ -302,14 +269,7 @@ def _edited(module, plan: PatternEdits, output, pattern, value):
     return torch.matmul(new, value).transpose(1, 2).contiguous(), new
 
 
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-    AttentionInterface.register(IMPLEMENTATION, attention_forward)
-    AttentionMaskInterface.register(IMPLEMENTATION, _mask_function)
-
-
-_register()
+sites.register_attention_function(attention_forward, _mask_function)
 
 
 # ---- One layer ----------------------------------------------------------------------------------------
@@ -465,37 +425,6 @@ _lock = threading.Lock()
 _support: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
 
 
-def _configs(model) -> list:
-    """Every distinct config object the model's modules read `_attn_implementation` from."""
-    seen, out = set(), []
-    for module in [model, *model.modules()]:
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation") and id(config) not in seen:
-            seen.add(id(config))
-            out.append(config)
-    return out
-
-
-def _set_implementation(model, name: str) -> None:
-    for config in _configs(model):
-        config._attn_implementation = name
-
-
-def install(model) -> bool:
-    """Point a model that runs eager attention at our function, once and for good (with no plan it computes
-    exactly what eager does). True when every config now names it; False when the model uses another
-    implementation (then it is left as it is)."""
-    with _lock:
-        configs = _configs(model)
-        if any(c._attn_implementation not in ("eager", IMPLEMENTATION) for c in configs):
-            return False
-        for config in configs:
-            if config._attn_implementation != IMPLEMENTATION:
-                # the internal field: the public setter also rewrites sub-configs and validates
-                config._attn_implementation_internal = IMPLEMENTATION
-        return True
-
-
 def supports_reads(loaded) -> bool:
     """Whether the fused reads serve this model: installs our function once, and keeps it only if a probe
     forward reaches every layer through it and matches eager `output_attentions` on a short text."""
@@ -507,13 +436,13 @@ def supports_reads(loaded) -> bool:
         if previous not in ("eager", IMPLEMENTATION):
             _support[model] = False
             return False
-        _set_implementation(model, IMPLEMENTATION)
+        sites.set_implementation(model, IMPLEMENTATION)
         try:
             ok = _probe(loaded)
         except Exception:          # any failure in the probe means: keep the reference path
             ok = False
         if not ok:
-            _set_implementation(model, previous)
+            sites.set_implementation(model, previous)
         _support[model] = ok
         return ok
 
@@ -598,7 +527,8 @@ def read_layers(loaded, input_ids, attention_mask, source_index, words, *, path:
     ||f_h(x_t)|| [B, H, T] from the same forward pass (MPNet: from a hook on its value projection), or None when
     they were not seen on every layer."""
     is_word = words >= 0
-    with measuring_norms(norm_grams or [], loaded.model if norm_grams else None) as norm_plan:
+    from contextlib import nullcontext
+    with (measuring_norms(norm_grams, loaded.model) if norm_grams else nullcontext()) as norm_plan:
         if path == EAGER:
             from probing.runner import forward_attentions
             full = forward_attentions(loaded, input_ids, attention_mask)
@@ -610,4 +540,5 @@ def read_layers(loaded, input_ids, attention_mask, source_index, words, *, path:
                                  is_word=is_word if renormalize else None)
     if norm_grams is None:
         return reads
-    return reads, (norm_plan.norms if len(norm_plan.norms) == len(reads) else None)
+    seen = norm_plan.norms if norm_plan is not None else []
+    return reads, (seen if len(seen) == len(reads) else None)

@@ -160,20 +160,24 @@ def test_bare_forward_is_transformers_sdpa(minilm):
 
 
 def test_pattern_edits_travel_in_the_context_variable(minilm):
-    """Pattern edits (probing.hooks.edit_pattern) are a PatternEdits plan: nested blocks add to it, exit
-    restores the plan before, and fused reads refuse them (their rows and band would not see the edits)."""
+    """Pattern edits (probing.sites.intervene on a `pattern` site) reach this function through the routed
+    context variable: nested blocks add to it, exit restores what was there, and fused reads refuse them
+    (their rows and band would not see the edits)."""
+    from probing import sites
     module = minilm.model.encoder.layer[0].attention.self
     first, second = (lambda p: None), (lambda p: None)
-    assert A._PLAN.get() is None
-    with A.editing([(module, first)]):
-        with A.editing([(module, second)]):
-            assert [fn for _m, fn in A._PLAN.get().edits] == [first, second]
-        assert [fn for _m, fn in A._PLAN.get().edits] == [first]
-    assert A._PLAN.get() is None
-    with A.reading(A.ReadPlan(band_width=2)):
-        with pytest.raises(A.UnsupportedAttention, match="eager path"):
-            with A.editing([(module, first)]):
-                pass
+    pattern_fns = lambda: [fn for _m, kind, fn in sites.routed().entries if kind == sites.PATTERN]  # noqa: E731
+    assert sites.routed() is None
+    with sites.intervene(minilm, {sites.Site(sites.PATTERN, 0): first}):
+        with sites.intervene(minilm, {sites.Site(sites.PATTERN, 0): second}):
+            assert pattern_fns() == [first, second]
+        assert pattern_fns() == [first]
+        assert sites.routed().has_pattern_edits(module)
+    assert sites.routed() is None
+    batch = minilm.tokenizer(["The nurse was not late."], return_tensors="pt")
+    with A.reading(A.ReadPlan(band_width=2)), sites.intervene(minilm, {sites.Site(sites.PATTERN, 0): first}):
+        with pytest.raises(A.UnsupportedAttention, match="eager path"), torch.inference_mode():
+            minilm.model(**batch)
 
 
 def test_tiny_gpt2_fused_equals_eager_reversed_and_truncated(tiny_causal_path):

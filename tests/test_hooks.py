@@ -3,7 +3,7 @@ number bit-identical, and are removed (config back to eager) on exit; MiniLM, a 
 import pytest
 import torch
 
-from probing import attention, hooks
+from probing import attention, hooks, sites
 from probing.install_models import local_model_path
 from probing.models import load_model
 
@@ -58,7 +58,7 @@ def _check_model(loaded, layer=1, head=1):
     # function, installed once: with no plan it is eager, bit for bit
     after = getattr(module.config, "text_config", module.config)._attn_implementation
     assert after in (implementation, attention.IMPLEMENTATION)
-    assert attention._PLAN.get() is None
+    assert attention._PLAN.get() is None and sites.routed() is None
     assert torch.equal(_last(loaded, ids, mask, output_attentions=True).attentions[layer], base.attentions[layer])
 
 
@@ -129,3 +129,89 @@ def test_edits_touch_only_the_thread_that_entered_the_block(minilm, edit):
     assert torch.equal(seen["other"], base) and not torch.allclose(mine, base)
     assert torch.equal(_last(minilm, ids, mask).last_hidden_state, base)
     assert inputs[0].shape == (*ids.shape, 384) and hooks.head_layout(minilm).returns_tuple is False
+
+
+# ---- one site map: nothing outside probing/sites.py intercepts a forward pass ------------------------------
+
+SITE_MODULE = "probing/sites.py"
+# Assigning one of these attributes swaps how a module computes (its forward, its attention implementation).
+SWAPPED_ATTRIBUTES = {"forward", "_attn_implementation", "_attn_implementation_internal"}
+
+
+def interceptions(path) -> list[str]:
+    """Every place in a source file that registers a module hook, swaps a module's forward or attention
+    implementation, or registers an attention function: "file:line what"."""
+    import ast
+    import re
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and re.fullmatch(r"register_\w*hook", node.attr):
+            found.append(f"{where} {node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr == "register" and isinstance(node.value, ast.Name) \
+                and node.value.id in ("AttentionInterface", "AttentionMaskInterface"):
+            found.append(f"{where} {node.value.id}.register")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [f"{where} assigns .{t.attr}" for t in targets
+                      if isinstance(t, ast.Attribute) and t.attr in SWAPPED_ATTRIBUTES]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" \
+                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
+                and node.args[1].value in SWAPPED_ATTRIBUTES:
+            found.append(f"{where} setattr {node.args[1].value}")
+    return found
+
+
+def test_the_interception_scan_finds_each_kind(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("m.register_forward_pre_hook(f)\nm.o.register_full_backward_hook(f)\n"
+                       "AttentionInterface.register('x', f)\nconfig._attn_implementation = 'eager'\n"
+                       "layer.forward = f\nsetattr(c, '_attn_implementation_internal', 'x')\nm.forward(x)\n")
+    assert sorted(line.split(" ", 1)[0] for line in interceptions(planted)) == [f"planted.py:{n}" for n in range(1, 7)]
+
+
+def test_only_the_site_module_intercepts_the_forward_pass():
+    """One site map, one intervention context: no other module of probing/ registers a hook, swaps a forward
+    or an attention implementation, or registers an attention function."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    outside = [hit for path in sorted((root / "probing").rglob("*.py"))
+               if path.relative_to(root).as_posix() != SITE_MODULE for hit in interceptions(path)]
+    assert not outside, "interception outside probing/sites.py:\n" + "\n".join(outside)
+    assert interceptions(root / SITE_MODULE)        # the scan sees the site module's own
+
+
+def test_intervene_values_site_and_errors(minilm):
+    """A `values` site reads [batch, kv_head, pos, d_head] and is read-only; bad sites are refused in words;
+    every hook and routed edit is gone after an error inside the block."""
+    from probing import sites
+    ids, mask = _batch(minilm)
+    layout = hooks.head_layout(minilm)
+    module = hooks.as_module(minilm)
+    n_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())   # Transformers' own
+    seen = {}
+
+    def keep(value):
+        seen[1] = value.clone()
+
+    with sites.intervene(minilm, {sites.Site(sites.VALUES, 1): keep}):
+        assert sites.routed() is not None
+        _last(minilm, ids, mask)
+    assert seen[1].shape == (ids.shape[0], layout.n_heads, ids.shape[1], layout.head_dim)
+    assert sites.routed() is None
+    with pytest.raises(ValueError, match="read-only"):
+        with sites.intervene(minilm, {sites.Site(sites.VALUES, 1): lambda v: v}):
+            _last(minilm, ids, mask)
+    with pytest.raises(ValueError, match="site kind must be one of"):
+        sites.Site("attn", 1)
+    with pytest.raises(ValueError, match="layers \\[40\\] do not exist"):
+        with sites.intervene(minilm, {sites.Site(sites.Z, 40): lambda z: None}):
+            pass
+    with pytest.raises(RuntimeError, match="inside"):
+        with sites.intervene(minilm, {sites.Site(sites.Z, 0): lambda z: None,
+                                      sites.Site(sites.PATTERN, 0): lambda p: None,
+                                      sites.Site(sites.LAYER_INPUT, 0): lambda h: None}):
+            raise RuntimeError("inside")
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules()) == n_hooks
+    assert sites.routed() is None

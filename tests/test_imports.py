@@ -17,6 +17,8 @@ PACKAGES = ("probing", "analysis")
 # Library modules covered by tests in files of other names, each with the reason.
 NO_TEST_FILE_OF_ITS_OWN = {
     "probing/__init__.py": "the API map: tests/test_imports.py",
+    "probing/sites.py": "the site map and `intervene`, exercised through every function of tests/test_hooks.py, "
+                        "which also scans the package for interception outside it",
     "probing/naive.py": "the independent per-sentence reference the scorer is checked against "
                         "(test_heads.py, test_features.py)",
     "probing/report/ablation.py": "written and read back by the command tests in test_ablation.py",
@@ -126,7 +128,7 @@ FLOORS = (
      ("probing.defaults", "probing.lexicon", "probing.outputs", "probing.stats", "probing.alignment",
       "probing.parallel", "probing.install_models", "probing.examples")),
     ("engine: loading models, running them, reading their attention",
-     ("probing.models", "probing.attention", "probing.hooks", "probing.runner")),
+     ("probing.models", "probing.sites", "probing.attention", "probing.hooks", "probing.runner")),
     ("measures: scores, features, probes, patching, ablation",
      ("probing.controls", "probing.heads", "probing.naive", "probing.features", "probing.probes",
       "probing.patching", "probing.ablation", "probing.confirm")),
