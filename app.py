@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a demo that phones nobody
 
@@ -24,7 +25,7 @@ import gradio as gr  # noqa: E402
 from probing.demo import backend  # noqa: E402
 from probing.demo import guard  # noqa: E402
 from probing.demo import downloads, glossary, patch_view, report_page, share_link  # noqa: E402
-from probing.demo.candidates import antecedent_candidates  # noqa: E402
+from probing.demo.candidates import antecedent_candidates, default_antecedent, offered  # noqa: E402
 from probing.demo.heatmap import ARGMAX_MEANING, HEATMAP_CLICK_JS, SIGNIFICANT_MEANING  # noqa: E402
 from probing.demo.model_menu import model_menu  # noqa: E402
 from probing.models import DEFAULT_MODEL  # noqa: E402
@@ -195,6 +196,7 @@ def _show(state, layer, head, view=None):
 def run_relation(relation, text, source, target, model, metric):
     """Analyse one sentence: message, heatmap, top-heads table, head choice, head view, view note, state."""
     try:
+        target, defaulted = _target_or_default(relation, text, source, target)
         analysis = backend.analyse(text, relation, source, target, model)
         state = {"scores": analysis.scores, "text": analysis.example.text, "model": model,
                  "metric": metric, "relation": relation, "model_name": analysis.model,
@@ -204,13 +206,29 @@ def run_relation(relation, text, source, target, model, metric):
                                  "Red outline: the target gets more of that head's attention than any other word "
                                  "(special tokens such as [SEP] left out). Dot: the head beats its baseline on the "
                                  "dataset beside the table. Click any head to see it."]
-                                + [f"**Note:** {_escape(n)}" for n in analysis.notes])
+                                + [f"**Note:** {_escape(n)}" for n in [defaulted] + analysis.notes if n])
         heatmap, _, view, note, words, state = _show(state, *best, view=analysis.view)
         choice = gr.update(choices=backend.head_labels(analysis.model), value=f"{best[0]}-{best[1]}")
         return message, heatmap, glossary.plain_table(analysis.top_table), choice, view, note, words, state
     except Exception as err:  # every failure becomes words on the page
         return (_problem(err), HEATMAP_PLACEHOLDER, glossary.plain_table(backend.empty_top_table(relation)),
                 gr.update(choices=[], value=None), "", "", VIEW_PLACEHOLDER, None)
+
+
+def _target_or_default(relation, text, source, target) -> tuple[str | None, str]:
+    """Coreference with no antecedent picked (Enter pressed before a choice arrived): the nearest noun or name
+    before the pronoun, and a note that says so; anything else is passed on unchanged."""
+    if relation != "coreference" or (isinstance(target, str) and target.strip()) or not isinstance(text, str) \
+            or not text or len(text) > backend.MAX_TEXT_CHARS:
+        return target, ""
+    pronouns, _ = backend.word_choices(text, relation)
+    pronoun = _span_of(source) or (_span_of(pronouns[0][1]) if pronouns and not source else None)
+    nearest = default_antecedent(text, pronoun) if pronoun else None
+    if nearest is None:
+        return target, ""
+    return (backend.choice(nearest.word, nearest.span)[1],
+            f"No antecedent was picked, so the nearest noun or name before the pronoun, \u201c{nearest.word}\u201d, "
+            "was used; pick another in the list above to change it.")
 
 
 def _pick(state, layer, head):
@@ -261,12 +279,35 @@ def switch_metric(state, metric):
     return _heatmap(state, state.get("selected")), state
 
 
-def offer_candidates(text, target):
-    """The sentence's nouns and names as antecedent choices; none preselected unless already the target."""
-    choices = [backend.choice(c.word, c.span) for c in antecedent_candidates(text or "")] \
-        if text and len(text) <= backend.MAX_TEXT_CHARS else []
-    value = target if target in [v for _, v in choices] else None
-    return gr.update(choices=choices, value=value, visible=bool(choices))
+def _span_of(value) -> tuple[int, int] | None:
+    """The character span of a dropdown choice "word (start:end)" (None for anything else)."""
+    found = re.search(r"\((\d+):(\d+)\)$", value) if isinstance(value, str) else None
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def coreference_choices(text, source, target, keep_target=True):
+    """Pronoun, antecedent and candidate choices for a typed sentence. The candidates are the nouns and names
+    likeliest to be the pronoun's antecedent (`candidates.offered`); when no valid target is kept, the
+    nearest one before the pronoun is preselected, so Enter analyses at once."""
+    source_update, target_update = update_choices("coreference", text, source, target)
+    fits = isinstance(text, str) and 0 < len(text) <= backend.MAX_TEXT_CHARS
+    pronoun = _span_of(source_update["value"])
+    found = offered(text, pronoun) if fits else []
+    choices = [backend.choice(c.word, c.span) for c in found]
+    value = target_update["value"] if keep_target else None
+    if value is None and fits and (nearest := default_antecedent(text, pronoun)) is not None:
+        value = backend.choice(nearest.word, nearest.span)[1]
+    candidates = gr.update(choices=choices, value=value if value in [v for _, v in choices] else None,
+                           visible=bool(choices))
+    return source_update, gr.update(choices=target_update["choices"], value=value), candidates
+
+
+def repick_for_pronoun(text, source, target):
+    """Another pronoun picked: its own likeliest candidates, and its nearest one preselected unless the
+    visitor chose a target that is not a candidate (a word of their own)."""
+    own_choice = target and target not in [backend.choice(c.word, c.span)[1] for c in antecedent_candidates(text or "")]
+    _, target_update, candidates = coreference_choices(text, source, target, keep_target=bool(own_choice))
+    return target_update, candidates
 
 
 def clear_stale(state, text):
@@ -316,8 +357,9 @@ def relation_tab(relation: str, model: gr.Dropdown) -> dict:
                                      info=("Any word of the sentence, or start:end." if relation == "coreference"
                                            else "Leave empty for the word right after the cue."))
             candidates = gr.Radio([], value=None, label=CANDIDATES_LABEL, visible=False, elem_id=f"{key}-candidates",
-                                  info="Nouns and names found in the sentence by a few simple rules. Pick one, "
-                                       "or choose any word in the box above.")
+                                  info="Nouns and names found by a few simple rules, the nearest ones to the "
+                                       "pronoun; the nearest before it is preselected, so Enter analyses at once. "
+                                       "Pick another, or choose any word in the box above.")
             button = gr.Button("Analyse", variant="primary", elem_id=f"{key}-run")
             if relation == "negation":
                 gr.Markdown(NEGATION_NOTE)
@@ -356,17 +398,20 @@ def relation_tab(relation: str, model: gr.Dropdown) -> dict:
     private = {"api_visibility": "private"}
     # .change, not .input: it also fires when the text is set by a paste or a script, so the word lists
     # never belong to another text.
-    text.change(lambda *a: update_choices(relation, *a), [text, source, target], [source, target],
-                queue=False, **private)
+    if relation == "coreference":
+        text.change(coreference_choices, [text, source, target], [source, target, candidates], queue=False,
+                    **private)
+        source.input(repick_for_pronoun, [text, source, target], [target, candidates], queue=False, **private)
+        candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
+    else:
+        text.change(lambda *a: update_choices(relation, *a), [text, source, target], [source, target],
+                    queue=False, **private)
     run = lambda *a: run_relation(relation, *a)  # noqa: E731
     outputs = [message, heatmap, top_table, head_choice, view, view_note, words, state]
     inputs = [text, source, target, model, metric]
     # Any new text (typed or pasted) clears the previous sentence's results. A gallery click empties the
     # state as it sets the text, so its own text change clears nothing and the analysis that follows stands.
     text.change(clear_stale, [state, text], outputs, queue=False, **private)
-    if relation == "coreference":
-        text.change(offer_candidates, [text, target], candidates, queue=False, **private)
-        candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
     gallery.click(lambda i: (*load_example(relation, i), None), gallery, [text, source, target, state], queue=False,
                   **private).then(run, inputs, outputs, **private, **MODEL_GROUP)
     button.click(run, inputs, outputs, **private, **MODEL_GROUP)

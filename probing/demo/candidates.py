@@ -11,7 +11,13 @@ its model from the package registries):
   ("the bank manager"), that word is the head instead.
 
 It errs on the side of offering: a wrong candidate costs a visitor one glance, a missing one a dead end.
-Pronouns, and the source word itself, are never offered. Every word is still available as a target.
+Pronouns, adjectives with nothing after them ("the best."), and the source word itself, are never offered.
+Every word is still available as a target.
+
+What the page offers for one pronoun (`offered`) is ranked: antecedents mostly come before their pronoun,
+so the candidates before it (nearest first), then those after it (nearest first), at most `MAX_OFFERED` of
+them (a 300-word paragraph holds about 60); `default_antecedent`, the nearest one before, is preselected so
+that Enter analyses at once.
 """
 from __future__ import annotations
 
@@ -42,6 +48,9 @@ AGENT_ENDINGS = ("er", "or", "ist", "ian", "man", "woman", "ant", "ent")
 _ALPHA = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
+MAX_OFFERED = 8          # candidate buttons offered for one pronoun, the likeliest kept
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One candidate antecedent: its text (one word or a multi-word name), character span and kind."""
@@ -59,6 +68,28 @@ def antecedent_candidates(text: str, source_span: tuple[int, int] | None = None)
     overlaps = lambda span: (source_span is not None and span[0] < source_span[1]  # noqa: E731
                              and source_span[0] < span[1])
     return sorted((c for c in found.values() if not overlaps(c.span)), key=lambda c: c.span)
+
+
+def ranked(text: str, source_span: tuple[int, int] | None) -> list[Candidate]:
+    """The candidates for the pronoun at `source_span`, likeliest first: those before it, nearest first, then
+    those after it, nearest first (text order when no pronoun is given)."""
+    found = antecedent_candidates(text, source_span)
+    if source_span is None:
+        return found
+    before = [c for c in found if c.span[1] <= source_span[0]]
+    after = [c for c in found if c.span[0] >= source_span[1]]
+    return before[::-1] + after
+
+
+def offered(text: str, source_span: tuple[int, int] | None, limit: int = MAX_OFFERED) -> list[Candidate]:
+    """The `limit` likeliest candidates (`ranked`), in text order, as the page lists them."""
+    return sorted(ranked(text, source_span)[:limit], key=lambda c: c.span)
+
+
+def default_antecedent(text: str, source_span: tuple[int, int] | None) -> Candidate | None:
+    """The candidate preselected for a pronoun: the nearest noun or name before it, else the nearest after."""
+    likeliest = ranked(text, source_span)
+    return likeliest[0] if likeliest else None
 
 
 def _is_word(word: str) -> bool:
@@ -120,6 +151,8 @@ def _nouns(words) -> list[Candidate]:
             j += 1
         if j >= len(words) or not _content(words[j][0]) or words[j][0][0].isupper():
             continue    # nothing noun-like follows (capitalised words are names, found above)
+        if _is_adjective(words[j][0]) or words[j][0].lower().endswith("ly"):
+            continue    # "the best.", "a really": an adjective or adverb with no noun after it
         following = words[j + 1][0] if j + 1 < len(words) else ""
         if _content(following) and following.islower() and following.endswith(AGENT_ENDINGS) \
                 and not following.endswith("ed"):
