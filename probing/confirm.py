@@ -12,8 +12,8 @@ correction over all heads (the choice itself used the data). So:
    nearest-candidate baseline), clustered by the set's `meta.group`; the per-head p values are Holm-adjusted
    over the few chosen heads, separately for each set. A head is *confirmed* on a set when its Holm p < ALPHA.
 
-The built-in sets carry a fixed split (`meta.split` "explore" / "confirm", by frame / template, see
-`probing.examples.build_builtin`); `split_examples` reads it. `CONFIRM_PLAN` names, per exploration set, the
+The built-in sets carry a fixed split (`meta.split` "explore" / "confirm"; negation by host word and
+predicate, coreference by template, see `probing.examples.build_builtin`); `split_examples` reads it. `CONFIRM_PLAN` names, per exploration set, the
 held-out sets that fit it: the other half, plus an external set (negation: BLiMP NPI scope and CondaQA's
 "not"/"n't" cues; built-in coreference: WSC273; GAP-dev: GAP-test).
 
@@ -42,6 +42,30 @@ CONFIRM_PLAN = {
                                   ("wsc273", "wsc273", None)]),
     "gap-dev": (None, [("gap-test", "gap-test", None)]),
 }
+
+
+# When the analysis rules were fixed relative to each exploration set's held-out data, in words (reported with
+# every confirmation). Sets not named here have no record: their confirmation is held out for the choice of
+# heads only.
+RULES_FIXED = {
+    "builtin-negation": (
+        "The analysis rules (the cue read from its last piece, the next word as target, the mean over the "
+        "control adverbs as the control, the crossed frame x predicate test) were fixed before this split was "
+        "written: the confirmation half (host words do, have, had, were, are, am, can, would, must, may, with "
+        "its own verbs and copula predicates; no host word and no predicate in both halves) was split off "
+        "afterwards. The last-piece rule itself was chosen with the whole earlier built-in set in view, which "
+        "held many of these host words and predicates: the confirmation half is held out for the choice of "
+        "heads, not for the choice of that rule."),
+}
+NO_RECORD = ("No record of when the analysis rules were fixed relative to this set's held-out data: the "
+             "confirmation is held out for the choice of heads only.")
+
+
+def rules_fixed_note(exploration_label: str) -> str:
+    """RULES_FIXED's sentence for the set an exploration label names ("builtin-negation (exploration half)"),
+    else NO_RECORD."""
+    name = exploration_label.split(" (")[0].strip()
+    return RULES_FIXED.get(name, NO_RECORD)
 
 
 def split_examples(examples: list, part: str) -> list:
@@ -114,6 +138,7 @@ class ConfirmResult:
     exploration: pd.DataFrame            # the chosen heads' exploration rows (score, CI, p_fwer)
     table: pd.DataFrame                  # one row per confirmation set and chosen head
     notes: list[str] = field(default_factory=list)
+    rules_fixed: str = NO_RECORD         # when the analysis rules were fixed relative to the held-out data
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k rows with the highest `by` (default: the estimate) over all confirmation sets."""
@@ -127,8 +152,9 @@ class ConfirmResult:
                 "main_score": self.main_score, "chosen_heads": self.chosen, "alpha": ALPHA,
                 "selection": f"{fwer_column(self.main_score)} < {ALPHA} on the exploration set, best "
                              f"{MAX_HEADS} by {self.main_score}",
-                "test": "one-sided sign-flip per chosen head on each confirmation set (clustered by meta.group), "
-                        "Holm over the chosen heads, per set",
+                "test": "one-sided sign-flip per chosen head on each confirmation set (clustered by meta.group; "
+                        "crossed with meta.predicate where the set has it), Holm over the chosen heads, per set",
+                "rules_fixed": self.rules_fixed,
                 "exploration": records(self.exploration), "confirmation": records(self.table), "notes": self.notes}
 
 
@@ -179,7 +205,8 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
                  "p_holm", "n_examples", "n_units", "confirmed", "verdict"])
     return ConfirmResult(model=loaded.name, relation=explore.relation, task=task, exploration_set=explore_name,
                          confirmation_sets=list(confirm_sets), main_score=explore.main_score, chosen=names,
-                         exploration=chosen_rows[[c for c in keep if c in chosen_rows]], table=table, notes=notes)
+                         exploration=chosen_rows[[c for c in keep if c in chosen_rows]], table=table, notes=notes,
+                         rules_fixed=rules_fixed_note(explore_name))
 
 
 def planned_sets(data: str, data_root=None, limit: int | None = None) -> tuple[str, list, dict[str, list]]:

@@ -60,6 +60,13 @@ def test_builtin_sets_split_by_frame_and_template_into_two_fixed_halves():
     assert set(CONFIRM_PLAN) == {"builtin-negation", "builtin-coref", "gap-dev"}
 
 
+def test_the_report_says_when_the_rules_were_fixed_relative_to_the_held_out_half():
+    from probing.confirm import NO_RECORD, rules_fixed_note
+    negation = rules_fixed_note("builtin-negation (exploration half)")
+    assert "before this split was written" in negation and "whole earlier built-in set in view" in negation
+    assert rules_fixed_note("gap-dev") == NO_RECORD
+
+
 @needs_datasets
 def test_external_negation_rows_that_fit_the_format():
     blimp = load_examples("blimp-npi-scope")

@@ -305,3 +305,23 @@ def test_coref_all_words_task_has_30_templates_and_every_category_is_split(coref
     split_of = {}
     for e in coref:      # a template (and a Winograd pair) is never split across the halves
         assert split_of.setdefault(e.meta["group"], e.meta["split"]) == e.meta["split"]
+
+
+def test_negation_halves_share_no_host_word_and_no_predicate_and_each_has_30_frames(negation):
+    """The confirmation half is held out by host word and by predicate (not by subject alone)."""
+    negated = [e for e in negation if e.role == "negated"]
+    halves = {split: [e for e in negated if e.meta["split"] == split] for split in ("explore", "confirm")}
+    for key in ("host", "predicate"):
+        explore, confirm = ({e.meta[key] for e in halves[s]} for s in ("explore", "confirm"))
+        assert explore and confirm and not explore & confirm, key
+    for split, members in halves.items():
+        assert len({e.meta["group"] for e in members}) >= 30, split
+        assert {e.meta["host_type"] for e in members} == set(HOSTS), split
+    with pytest.raises(ValueError, match="in neither half"):
+        build_builtin.split_of_host("ought")
+
+
+def test_no_control_reads_as_odd_english(negation):
+    texts = [e.text for e in negation if e.role == "control"]
+    for odd in (" did also ", " does also ", " do also ", " must probably ", " can probably "):
+        assert not any(odd in f" {t}" for t in texts), odd

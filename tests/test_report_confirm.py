@@ -19,6 +19,7 @@ def test_confirm_markdown_names_the_sets_and_heads_and_escapes_them():
     assert "**mine (explore)**" in text and "**0-0, 0-1**" in text and "&lt;b&gt;held&#124;out&lt;/b&gt;" in text
     assert "<b>" not in text and "| 0-0 | paired_difference | 0.300 [0.200, 0.400] | 0.01 | 0.02 | 40 | yes |" in text
     assert "| 0-1 | paired_difference | 0.200 [0.100, 0.300] | 0.6 | 0.6 | 40 | no |" in text and "- a note" in text
+    assert "*When the rules were fixed.* No record of when" in text     # a set RULES_FIXED does not name
     small = confirmation_rows(_table([0.3], [1], p_value=[0.01], n_units=23), "paired_difference", [(0, 0)], "half")
     text = confirm_markdown(ConfirmResult(**{**result.__dict__, "table": small}))
     assert "| 0.01 | 0.01 | 23 | descriptive (< 30 units) |" in text and "| yes |" not in text

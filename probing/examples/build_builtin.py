@@ -409,7 +409,10 @@ def mark_splits(rows: list[dict]) -> None:
 # Negation: a crossed design (frame x predicate x cue form x control adverb)
 # ---------------------------------------------------------------------------------------------------------
 
-VERBS = [  # (bare form, past participle, -ing form, the rest of the verb phrase)
+# The two halves share no host word and no predicate (meta.split; probing.confirm): heads chosen on the
+# exploration half are confirmed on hosts and predicates they were never chosen on. Each half has its own
+# verbs, its own copula predicates and its own host words, and at least 30 frames.
+EXPLORE_VERBS = [  # (bare form, past participle, -ing form, the rest of the verb phrase)
     ("sign", "signed", "signing", "the contract"),
     ("answer", "answered", "answering", "the phone"),
     ("lock", "locked", "locking", "the front door"),
@@ -422,30 +425,47 @@ VERBS = [  # (bare form, past participle, -ing form, the rest of the verb phrase
     ("visit", "visited", "visiting", "the museum"),
     ("clean", "cleaned", "cleaning", "the kitchen"),
     ("feed", "fed", "feeding", "the dog"),
+]
+CONFIRM_VERBS = [
     ("fix", "fixed", "fixing", "the roof"),
     ("cook", "cooked", "cooking", "dinner"),
     ("tell", "told", "telling", "the truth"),
+    ("wash", "washed", "washing", "the car"),
+    ("sell", "sold", "selling", "the house"),
+    ("paint", "painted", "painting", "the fence"),
+    ("bake", "baked", "baking", "the bread"),
+    ("catch", "caught", "catching", "the bus"),
+    ("water", "watered", "watering", "the plants"),
+    ("close", "closed", "closing", "the shop"),
+    ("write", "written", "writing", "the speech"),
+    ("drive", "driven", "driving", "the van"),
 ]
+VERBS = EXPLORE_VERBS + CONFIRM_VERBS
 # Copula predicates (singular form, plural form): adjectives, noun phrases, prepositional phrases.
-COPULA_PREDICATES = [
+EXPLORE_COPULA = [
     ("happy with the result", "happy with the result"), ("a doctor", "doctors"), ("at home", "at home"),
     ("ready for the exam", "ready for the exam"), ("very tall", "very tall"), ("in the office", "in the office"),
-    ("afraid of the dark", "afraid of the dark"), ("sure about the plan", "sure about the plan"),
-    ("angry about the delay", "angry about the delay"), ("busy today", "busy today"), ("hungry", "hungry"),
-    ("a good cook", "good cooks"), ("on the train", "on the train"), ("interested in politics",
-                                                                       "interested in politics"),
+    ("afraid of the dark", "afraid of the dark"),
 ]
+CONFIRM_COPULA = [
+    ("sure about the plan", "sure about the plan"), ("angry about the delay", "angry about the delay"),
+    ("busy today", "busy today"), ("hungry", "hungry"), ("a good cook", "good cooks"),
+    ("on the train", "on the train"), ("interested in politics", "interested in politics"),
+]
+COPULA_PREDICATES = EXPLORE_COPULA + CONFIRM_COPULA
 # Copula predicates whose first word is the predicate's head (an adjective or a bare noun); the others start
 # with a determiner, a preposition or an intensifier ("a doctor", "at home", "very tall", "good cooks").
 PREDICATE_HEADS_FIRST = {"happy", "ready", "afraid", "sure", "angry", "busy", "hungry", "interested", "doctors"}
 
 # Every non-negating adverb that reads naturally in the slot after each kind of host; each item gets all of
 # them as controls, so no adverb is confounded with a host (the old design gave each item one adverb).
+# Left out as odd English: "also" after emphatic do ("did also sign"), "probably" after a modal of
+# obligation or ability ("must probably sign").
 CONTROL_ADVERBS = {
-    "do": ["really", "actually", "indeed", "also", "certainly"],
+    "do": ["really", "actually", "indeed", "certainly"],
     "have": ["already", "probably", "also", "certainly", "actually"],
     "be": ["really", "also", "probably", "certainly", "still", "actually"],
-    "modal": ["really", "also", "certainly", "probably", "surely", "still", "actually"],
+    "modal": ["really", "also", "certainly", "surely", "still", "actually"],
     "may": ["also", "still", "actually", "really"],
 }
 ADVERB_GROUP = {"did": "do", "does": "do", "do": "do", "has": "have", "have": "have", "had": "have",
@@ -455,35 +475,55 @@ CONTRACTED = {"can": "ca", "will": "wo"}      # "can't" = "ca" + "n't", "won't" 
 NO_CONTRACTION = {"may", "might", "am"}      # English has only "not" here ("mayn't", "amn't" are not used)
 ONLY_CONTRACTION = {"can"}                   # "can not" is avoided (it reads as "cannot"); only "can't"
 
+# Which half each host word belongs to (every host of a half is absent from the other).
+EXPLORE_HOSTS = {"did", "does", "has", "was", "is", "could", "should", "might", "will"}
+CONFIRM_HOSTS = {"do", "have", "had", "were", "are", "am", "can", "would", "must", "may"}
+
 # The host frames: (subject, host, host_type, slot). slot: "bare" verb, "participle", "ing" form, or a
 # copula predicate in the subject's number ("singular" / "plural"). Each line is one frame, the resampling
-# unit; its predicates come from the slot's pool by rotation, so every predicate recurs across frames.
+# unit; its predicates come from its half's pool for the slot by rotation, so every predicate recurs across
+# the frames of its half. The exploration frames come first, then the confirmation frames.
 FRAMES = [
+    # exploration half: did, does, has, was, is, could, should, might, will
     ("The lawyer", "did", "auxiliary", "bare"), ("My parents", "did", "auxiliary", "bare"),
-    ("We", "did", "auxiliary", "bare"),
+    ("We", "did", "auxiliary", "bare"), ("The old professor", "did", "auxiliary", "bare"),
     ("The new manager", "does", "auxiliary", "bare"), ("She", "does", "auxiliary", "bare"),
-    ("The students", "do", "auxiliary", "bare"), ("They", "do", "auxiliary", "bare"),
+    ("My uncle", "does", "auxiliary", "bare"), ("The landlord", "does", "auxiliary", "bare"),
     ("Our neighbour", "has", "auxiliary", "participle"), ("The pilot", "has", "auxiliary", "participle"),
-    ("The workers", "have", "auxiliary", "participle"), ("You", "have", "auxiliary", "participle"),
-    ("The driver", "had", "auxiliary", "participle"), ("The guests", "had", "auxiliary", "participle"),
+    ("The author", "has", "auxiliary", "participle"), ("My aunt", "has", "auxiliary", "participle"),
     ("My grandfather", "was", "auxiliary", "ing"), ("He", "was", "auxiliary", "ing"),
-    ("The players", "were", "auxiliary", "ing"), ("The engineers", "were", "auxiliary", "ing"),
-    ("The nurse", "is", "auxiliary", "ing"), ("The children", "are", "auxiliary", "ing"),
-    ("My sister", "is", "copula", "singular"), ("The young teacher", "is", "copula", "singular"),
-    ("David", "is", "copula", "singular"),
-    ("The tourists", "are", "copula", "plural"), ("Our neighbours", "are", "copula", "plural"),
+    ("The singer", "was", "auxiliary", "ing"),
+    ("The nurse", "is", "auxiliary", "ing"), ("The gardener", "is", "auxiliary", "ing"),
     ("Anna", "was", "copula", "singular"), ("The old farmer", "was", "copula", "singular"),
     ("The manager", "was", "copula", "singular"),
-    ("The volunteers", "were", "copula", "plural"), ("My cousins", "were", "copula", "plural"),
-    ("I", "am", "copula", "singular"),
-    ("The waiter", "can", "modal", "bare"), ("The soldiers", "can", "modal", "bare"),
+    ("My sister", "is", "copula", "singular"), ("The young teacher", "is", "copula", "singular"),
+    ("David", "is", "copula", "singular"),
     ("The doctor", "could", "modal", "bare"), ("My brothers", "could", "modal", "bare"),
     ("The captain", "should", "modal", "bare"), ("The visitors", "should", "modal", "bare"),
-    ("The secretary", "must", "modal", "bare"), ("The cleaners", "must", "modal", "bare"),
-    ("The baker", "may", "modal", "bare"), ("The farmers", "may", "modal", "bare"),
     ("The mechanic", "might", "modal", "bare"), ("The twins", "might", "modal", "bare"),
     ("The chef", "will", "modal", "bare"), ("The interns", "will", "modal", "bare"),
+    ("The mayor", "will", "modal", "bare"),
+    # confirmation half: do, have, had, were, are, am, can, would, must, may
+    ("The students", "do", "auxiliary", "bare"), ("They", "do", "auxiliary", "bare"),
+    ("Most customers", "do", "auxiliary", "bare"), ("The villagers", "do", "auxiliary", "bare"),
+    ("The workers", "have", "auxiliary", "participle"), ("You", "have", "auxiliary", "participle"),
+    ("The nurses", "have", "auxiliary", "participle"), ("Our friends", "have", "auxiliary", "participle"),
+    ("The driver", "had", "auxiliary", "participle"), ("The guests", "had", "auxiliary", "participle"),
+    ("The old sailor", "had", "auxiliary", "participle"),
+    ("The players", "were", "auxiliary", "ing"), ("The engineers", "were", "auxiliary", "ing"),
+    ("The protesters", "were", "auxiliary", "ing"),
+    ("The children", "are", "auxiliary", "ing"), ("The teenagers", "are", "auxiliary", "ing"),
+    ("The volunteers", "were", "copula", "plural"), ("My cousins", "were", "copula", "plural"),
+    ("The passengers", "were", "copula", "plural"),
+    ("The tourists", "are", "copula", "plural"), ("Our neighbours", "are", "copula", "plural"),
+    ("The musicians", "are", "copula", "plural"),
+    ("I", "am", "copula", "singular"),
+    ("The waiter", "can", "modal", "bare"), ("The soldiers", "can", "modal", "bare"),
     ("The judge", "would", "modal", "bare"), ("The pupils", "would", "modal", "bare"),
+    ("The bankers", "would", "modal", "bare"),
+    ("The secretary", "must", "modal", "bare"), ("The cleaners", "must", "modal", "bare"),
+    ("The baker", "may", "modal", "bare"), ("The farmers", "may", "modal", "bare"),
+    ("The clerks", "may", "modal", "bare"),
 ]
 PREDICATES_PER_FRAME = 3
 
@@ -497,10 +537,21 @@ def cue_forms(host: str) -> list[str]:
     return ["n't", "not"]
 
 
-def frame_predicates(slot: str, index: int) -> list[tuple[str, str, bool]]:
-    """The predicates of the index-th frame with this slot: (words after the cue, predicate id shared across
-    frames and verb forms, whether the first of those words is the predicate's head)."""
-    pool = COPULA_PREDICATES if slot in ("singular", "plural") else VERBS
+def split_of_host(host: str) -> str:
+    """The half ("explore" / "confirm") a host word belongs to."""
+    if host in EXPLORE_HOSTS:
+        return "explore"
+    if host in CONFIRM_HOSTS:
+        return "confirm"
+    raise ValueError(f"host {host!r} is in neither half (EXPLORE_HOSTS, CONFIRM_HOSTS)")
+
+
+def frame_predicates(slot: str, index: int, split: str = "explore") -> list[tuple[str, str, bool]]:
+    """The predicates of the index-th frame with this slot in this half: (words after the cue, predicate id
+    shared across frames and verb forms, whether the first of those words is the predicate's head)."""
+    copula = slot in ("singular", "plural")
+    pool = {("explore", True): EXPLORE_COPULA, ("confirm", True): CONFIRM_COPULA,
+            ("explore", False): EXPLORE_VERBS, ("confirm", False): CONFIRM_VERBS}[(split, copula)]
     # Offsets 0, 5, 10 with a step of 2 between frames: three distinct predicates per frame whose
     # combinations vary from frame to frame, so frame and predicate are crossed, not nested.
     picks = [pool[(2 * index + 5 * k) % len(pool)] for k in range(PREDICATES_PER_FRAME)]
@@ -543,18 +594,20 @@ def negation_rows() -> list[dict]:
     """Every frame x predicate item: its negated sentence in each cue form, then one control per adverb.
 
     All rows of an item share meta.pair (the item id), so the scoring pairs each negated sentence with the
-    mean over the item's controls (probing.controls). Frames alternate between the exploration and the
-    confirmation half (meta.split), so both halves hold every host type."""
+    mean over the item's controls (probing.controls). A frame's half (meta.split) is its host word's half,
+    and its predicates come from that half's pools, so the halves share no host word and no predicate; both
+    hold every host type."""
     rows, seen_slots = [], {}
     for f, (subject, host, host_type, slot) in enumerate(FRAMES, start=1):
-        index = seen_slots[slot] = seen_slots.get(slot, -1) + 1
+        split = split_of_host(host)
+        index = seen_slots[(split, slot)] = seen_slots.get((split, slot), -1) + 1
         frame_id = f"f{f:02d}"
         adverbs = CONTROL_ADVERBS[ADVERB_GROUP.get(host, "modal" if host_type == "modal" else "be")]
-        for p, (words, predicate, next_is_predicate) in enumerate(frame_predicates(slot, index), start=1):
+        for p, (words, predicate, next_is_predicate) in enumerate(frame_predicates(slot, index, split), start=1):
             item_id = f"neg-{frame_id}-p{p}"
             meta = {"pair": item_id, "frame": f"{subject} {host} _", "predicate": predicate, "host": host,
                     "host_type": host_type, "next_is_predicate": next_is_predicate, "group": frame_id,
-                    "split": "explore" if f % 2 == 1 else "confirm"}
+                    "split": split}
             rows += [negated_row(item_id, meta, subject, host, cue, words) for cue in cue_forms(host)]
             rows += [control_row(item_id, meta, subject, host, adverb, words) for adverb in adverbs]
     return rows

@@ -46,6 +46,7 @@ def confirm_markdown(result) -> str:
                          f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['p_value']:.2g} | {row['p_holm']:.2g} | "
                          f"{int(row['n_units'])} | {row['verdict']} |")
         lines.append("")
+    lines += [f"*When the rules were fixed.* {_cell(getattr(result, 'rules_fixed', ''))}", ""]
     lines += [f"- {_cell(note)}" for note in result.notes]
     return "\n".join(lines) + "\n"
 
