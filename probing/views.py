@@ -54,6 +54,8 @@ MODEL_AXIS_PX = 38  # HEADING_TEXT_SIZE + HEADING_PADDING + TEXT_SIZE + TEXT_PAD
 MODEL_DETAIL_ROW_PX = 18  # DETAIL_BOX_HEIGHT
 MODEL_DETAIL_EXTRA_PX = 55  # 2 * DETAIL_PADDING + DETAIL_HEADING_HEIGHT
 MODEL_CONTROLS_PX = 40  # page margins and the empty control line
+MODEL_DRAWN_WIDTH_PX = 970  # DIV_WIDTH: the model view's drawing, scaled down to a narrower frame
+PAGE_MARGIN_PX = 8  # the page's body margin on each side
 
 _URL_LINE_COMMENT = re.compile(r"^[ \t]*//[^\n]*https?://[^\n]*\n?", re.M)
 _URL_SCHEME = re.compile(r"(https?:)//")
@@ -142,7 +144,8 @@ def model_view_html(
     document = _document(_model_body(root_id), _bertviz_js("model_view.js", params) + FIT_WIDTH_JS,
                          "bertviz model view")
     height = _model_height(len(shown_tokens), len(layers), len(heads))
-    return _result(document, height, "Attention model view", len(shown_tokens), len(tokens), note)
+    return _result(document, height, "Attention model view", len(shown_tokens), len(tokens), note,
+                   drawn_width=MODEL_DRAWN_WIDTH_PX)
 
 
 def word_shading_html(words: list[str], weights, source: int, title: str = "", special: float | None = None,
@@ -422,17 +425,29 @@ def _model_height(n_tokens: int, n_layers: int, n_heads: int) -> int:
     return math.ceil(max(thumbnails, detail) + MODEL_CONTROLS_PX)
 
 
-def _iframe(document: str, height: int, title: str) -> str:
+def _frame_style(height: int, drawn_width: int | None = None) -> str:
+    """The iframe's CSS. A drawing that scales down to a narrow frame (`FIT_WIDTH_JS`, drawn `drawn_width`
+    px wide plus the page margins) gets a frame whose height scales with it: the aspect ratio of the
+    unscaled page, capped at its unscaled `height` (a wide frame never scales the drawing up). A sandboxed
+    page cannot reach its parent to resize the frame, so the ratio is set here, from the same geometry."""
+    if drawn_width is None:
+        return f"width:100%;height:{height}px;border:0"
+    return (f"width:100%;height:auto;aspect-ratio:{drawn_width + 2 * PAGE_MARGIN_PX}/{height};"
+            f"max-height:{height}px;border:0")
+
+
+def _iframe(document: str, height: int, title: str, drawn_width: int | None = None) -> str:
     """Wrap the page in a script-only sandboxed iframe (no same-origin access)."""
     return (
         f'<iframe sandbox="allow-scripts" title="{html.escape(title)}" referrerpolicy="no-referrer" '
-        f'style="width:100%;height:{height}px;border:0" srcdoc="{html.escape(document, quote=True)}"></iframe>'
+        f'style="{_frame_style(height, drawn_width)}" srcdoc="{html.escape(document, quote=True)}"></iframe>'
     )
 
 
-def _result(document: str, height: int, title: str, shown: int, total: int, note: str) -> ViewResult:
+def _result(document: str, height: int, title: str, shown: int, total: int, note: str,
+            drawn_width: int | None = None) -> ViewResult:
     """Package a page as a ViewResult."""
-    return ViewResult(_iframe(document, height, title), document, shown, total, shown < total, note)
+    return ViewResult(_iframe(document, height, title, drawn_width), document, shown, total, shown < total, note)
 
 
 # -------------------------------------------------------------- notebooks

@@ -497,6 +497,10 @@ def test_every_model_view_head_is_reachable_at_420_px(browser, server):
         heads = {str(h) for h in range(12)}
         assert heads <= set(inner.evaluate(visible)), "a head's column is cut off at 420 px"
         assert _overflow(page, "html") <= 0
+        # The frame follows the scaled drawing's height: no empty frame below it, nothing cut off.
+        frame_px = page.locator("#mv-view iframe").bounding_box()["height"]
+        drawing_px = inner.evaluate("() => document.querySelector('#vis svg').getBoundingClientRect().bottom")
+        assert drawing_px <= frame_px + 2 and frame_px <= drawing_px * 1.15 + 30, (frame_px, drawing_px)
         watched.shot("narrow-420-model-view")
         # The head picker: only heads 8-11, drawn wider, all four on screen.
         for h in range(8):

@@ -67,7 +67,8 @@ def test_iframe_is_sandboxed_and_holds_the_escaped_document():
     for result in both_views(TOKENS, attention()):
         assert result.html.startswith('<iframe sandbox="allow-scripts" ')
         assert "allow-same-origin" not in result.html
-        assert re.search(r'style="width:100%;height:\d+px;border:0"', result.html)
+        assert re.search(r'style="width:100%;height:(\d+px|auto;aspect-ratio:986/\d+;max-height:\d+px);border:0"',
+                         result.html)
         assert html.unescape(srcdoc_of(result.html)) == result.document
 
 
@@ -110,6 +111,17 @@ def test_long_inputs_are_cut_to_max_tokens_with_a_note():
     assert np.array(data["attn"]).shape == (2, 2, 60, 60)
     short = model_view_html(TOKENS, attention(), max_tokens=40)
     assert (short.truncated, short.note, short.n_tokens_shown) == (False, "", 7)
+
+
+def test_the_model_views_frame_scales_with_its_drawing():
+    """The model view scales down to a narrow frame; its frame keeps the unscaled page's aspect ratio (970 px
+    drawn plus two 8 px margins, by the page's height) and never grows past that height. The head view, never
+    scaled, keeps a fixed height."""
+    model = model_view_html(TOKENS, attention(), layers=[0, 1])
+    height = int(re.search(r"max-height:(\d+)px", model.html).group(1))
+    assert f"height:auto;aspect-ratio:986/{height};max-height:{height}px" in model.html
+    assert "aspect-ratio" not in head_view_html(TOKENS, attention()).html
+    assert re.search(r"\(document\.documentElement\.clientWidth - 16\) / 970", model.document)
 
 
 def test_iframe_height_grows_with_tokens_and_layers():
