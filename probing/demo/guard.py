@@ -16,9 +16,24 @@ models it may load, and how much of the server one visitor may hold.
   and the `/call` routes alike; past that it hears "You already have 4 requests waiting or running …"
   (HTTP 503 on the API).
 - **Connections** (`BodyLimit`, `server_timeouts`): ambiguous framing (Content-Length with
-  Transfer-Encoding, two lengths) refused from the headers; every body counted as it streams, over
-  `MAX_BODY_BYTES` or slower than `BODY_TIMEOUT_S` refused; every upload refused; headers must arrive within
-  `HEADER_TIMEOUT_S`, and idle connections close after `KEEP_ALIVE_S`. Each refusal is one log line.
+  Transfer-Encoding, two lengths, `N, N`) refused from the raw header bytes (`framing_problem`, before h11
+  merges identical lengths) and again from the parsed headers; every body counted as it streams, over
+  `MAX_BODY_BYTES` or slower than `BODY_TIMEOUT_S` refused; JSON holding NaN, lone surrogates or bytes that
+  are not UTF-8 refused in words; every upload refused; headers must arrive within `HEADER_TIMEOUT_S`, idle
+  connections close after `KEEP_ALIVE_S`, and one peer holds at most `MAX_CONNECTIONS_PER_PEER` sockets.
+  uvicorn's own proxy-header handling is off: no header chooses a client's address but the configured one,
+  from a configured proxy (`address_from`).
+- **Every route** (`RouteGate`, around the whole app): the direct run routes (`/run/*`, `/api/*`: the page's
+  queue=False events; queued functions are closed there by `api_open=False`) at most
+  `MAX_UNQUEUED_PER_ADDRESS` at once per address; heartbeat and event streams at most
+  `MAX_STREAMS_PER_ADDRESS` per address, each closed after `STREAM_LIFETIME_S`; at most
+  `MAX_REQUESTS_PER_ADDRESS` requests open per address; and every failure answered in JSON words, never a
+  plain-text 500 (`printable` escapes what is echoed).
+- **Gradio internals** (`check_gradio_internals`): the queue's `push`, its waiting and running events, the
+  function table, `process_api`, `api_open` and uvicorn's Config are checked before the server starts; if
+  one is missing the demo refuses to start rather than run without its per-address cap.
+- **The log** (`RateLimitedLines`): each kind of line at most `LOG_BURST` times per `LOG_WINDOW_S`; a flood
+  of refusals or of one error costs the log a few lines and a count. Each refusal is one log line.
 """
 from __future__ import annotations
 
