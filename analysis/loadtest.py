@@ -100,6 +100,20 @@ class AppServer:
         return "\n".join(self.log_text().splitlines()[-n:])
 
     def __enter__(self) -> "AppServer":
+        try:
+            return self._start()
+        except RuntimeError as err:
+            # Gradio's launch gives up when its own first request to the page takes over 3 s, which a machine
+            # under heavy load can cause: one more try, said out loud.
+            if "localhost is not accessible" not in str(err):
+                raise
+            print("app.py did not answer Gradio's own start-up check within its 3 s (a loaded machine); "
+                  "starting it once more", file=sys.stderr)
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}/"
+            return self._start()
+
+    def _start(self) -> "AppServer":
         env = {key: value for key, value in os.environ.items() if key not in NOT_A_SPACE}   # a Space if asked
         env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **self.env)
