@@ -177,3 +177,24 @@ def test_the_page_table_keeps_four_columns_on_a_narrow_screen_and_escapes_everyt
     assert "denoising 0.507 · set p_fwer &lt; 0.05: yes" in page and "0.298 to 0.395" in page
     assert "word-break: normal" in TABLE_CSS and ".pt-table .pt-wide {display: none}" in TABLE_CSS
     assert "Patch a pair" in table_html(empty_top_table("denoising"), "denoising")
+
+
+def _lab(colour: str) -> np.ndarray:
+    """CIE L*a*b* of a "#rrggbb" colour (sRGB, D65): distances in it track how different two colours look."""
+    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+    f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), 0.008856))
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_every_layer_of_the_scatter_gets_a_colour_of_its_own():
+    """Twelve layers, twelve colours; the first six (MiniLM) far apart (CIE76 distance >= 30: the old Okabe-Ito
+    order put a sky blue 26 from its blue, so layers 0 and 4 looked alike)."""
+    from itertools import combinations
+    from probing.demo.patch_view import layer_colours
+    colours = layer_colours(12)
+    assert list(colours) == [str(l) for l in range(12)] and len(set(colours.values())) == 12
+    distance = lambda pair: float(np.linalg.norm(_lab(pair[0]) - _lab(pair[1])))   # noqa: E731
+    assert min(map(distance, combinations(list(colours.values())[:6], 2))) >= 30
+    assert min(map(distance, combinations(colours.values(), 2))) >= 25

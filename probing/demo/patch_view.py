@@ -332,9 +332,11 @@ def scatter_frame(effects: np.ndarray, attention: np.ndarray) -> pd.DataFrame:
                          "effect": effects.reshape(-1).astype(float).round(4)})
 
 
-# Colour-blind-safe keys for the scatter's layers (Okabe-Ito, then Tableau's), cycled for deeper models.
-LAYER_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-                 "#8c564b", "#7f7f7f", "#bcbd22", "#17becf")
+# The scatter's layer keys: twelve hues a reader tells apart (Tableau 10, then black and maroon), ordered so the
+# first six (MiniLM's layers) differ most: no two blues or two oranges, as Okabe-Ito's sky blue beside its blue
+# and vermillion beside its orange did. Cycled for deeper models.
+LAYER_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#000000", "#9c755f", "#edc948",
+                 "#ff9da7", "#76b7b2", "#bab0ac", "#8c0d3a")
 
 
 def layer_colours(n_layers: int) -> dict[str, str]:
