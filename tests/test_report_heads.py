@@ -43,7 +43,7 @@ def test_coreference_summary_names_mention_and_tasks(minilm):
     assert set(summary["tasks"]) == set(scores.table["task"])
     assert "flags" in scores.table and "agreement_oracle_accuracy" in scores.table
     text = summary_text(summary)
-    assert "mention: span" in text and "unit: example" in text
+    assert "mention: span" in text and f"units: {summary['factors']}" in text and summary["factors"].endswith("examples")
 
 
 def test_claim_comes_from_the_corrected_test_with_enough_units(minilm):

@@ -382,7 +382,7 @@ def heads_markdown(scores, summary: dict) -> str:
                 "(attention summed over the whole mention). ")
              + f"Source pieces: **{summary.get('source_pieces', 'mean')}**: "
              f"{SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}. "
-             + f"Resampling unit: **{summary['resampling_unit']}**.", "",
+             + f"Resampling units: **{summary.get('factors', summary['resampling_unit'])}**.", "",
              "95% cluster-bootstrap CIs in brackets. p values: one-sided sign-flip tests (whole units flip "
              "together; where examples cross frames and predicates, the frame parts and the predicate parts of "
              "the data flip independently, a crossed sign-flip); `p_fwer` is the Westfall-Young maxT step-down adjustment over all heads of the task "
@@ -461,7 +461,8 @@ def summary_text(summary: dict) -> str:
     key = summary["ranked_by"]
     lines = [f"{summary['model']} | {summary['data']} | {summary['relation']} ({summary['direction']}) | "
              f"{summary['n_examples']} examples | mention: {summary['mention']} | "
-             f"source pieces: {summary.get('source_pieces', 'mean')} | unit: {summary['resampling_unit']}",
+             f"source pieces: {summary.get('source_pieces', 'mean')} | units: "
+             f"{summary.get('factors', summary['resampling_unit'])}",
              f"source-piece rule: {SOURCE_PIECES_RULE[summary.get('source_pieces', 'mean')]}"]
     for task, info in summary["tasks"].items():
         tops = ", ".join(f"{h['layer']}-{h['head']} ({h[key]:.3f})" for h in info["top_heads"])
