@@ -325,7 +325,10 @@ def relation_downloads(state) -> str:
     scores = state["scores"]
     context = {"sentence": state["text"], "model": state["model_name"], "relation": scores.relation,
                "direction": scores.direction, "source": scores.source, "target": scores.target}
-    return downloads.links_html(scores.heads(), context, f"{state['model_name']}-{scores.relation}-heads")
+    # Every head, with the page table's columns under the page's names ("sentence: ...", "set: ...").
+    table = glossary.plain_table(backend.top_heads_table(scores, state["model_name"], None, decimals=6))
+    return downloads.links_html(downloads.records(table), context,
+                                f"{state['model_name']}-{scores.relation}-heads")
 
 
 def patch_downloads(view) -> str:
@@ -335,7 +338,7 @@ def patch_downloads(view) -> str:
     data = view.to_dict()
     context = {"sentence": data["clean"], "twin": data["corrupt"], "model": data["model"], "swap": data["swap"],
                "target": data["target"]["word"]}
-    return downloads.links_html(data["heads"], context, f"{data['model']}-patching-heads")
+    return downloads.links_html(patch_view.download_rows(view), context, f"{data['model']}-patching-heads")
 
 
 def relation_tab(relation: str, model: gr.Dropdown) -> dict:

@@ -198,3 +198,14 @@ def test_every_layer_of_the_scatter_gets_a_colour_of_its_own():
     distance = lambda pair: float(np.linalg.norm(_lab(pair[0]) - _lab(pair[1])))   # noqa: E731
     assert min(map(distance, combinations(list(colours.values())[:6], 2))) >= 30
     assert min(map(distance, combinations(colours.values(), 2))) >= 25
+
+
+def test_the_patching_downloads_carry_every_column_of_the_table_for_every_head(negation):
+    rows = pv.download_rows(negation)
+    assert len(rows) == 72 and rows[0]["head"] == "0-0"
+    shown = set(negation.top_table.columns)
+    assert shown <= set(rows[0]), shown - set(rows[0])
+    assert {"set: noising", "set: denoising 95% CI"} <= set(rows[0])
+    first = negation.top_table.iloc[0]
+    row = next(r for r in rows if r["head"] == first["head"])
+    assert round(row["noising"], 3) == first["noising"] and round(row["attention"], 3) == first["attention"]

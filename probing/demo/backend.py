@@ -365,21 +365,22 @@ DATASET_COLUMNS = {
 }
 
 
-def top_heads_table(scores: SentenceScores, model_name: str, k: int) -> pd.DataFrame:
-    """This sentence's top k heads, beside each head's dataset-level scores on the built-in set ("set: ...")."""
+def top_heads_table(scores: SentenceScores, model_name: str, k: int | None, decimals: int = 3) -> pd.DataFrame:
+    """This sentence's top k heads, beside each head's dataset-level scores on the built-in set ("set: ...").
+    k=None: every head, in (layer, head) order (the downloads)."""
     sentence = pd.DataFrame(scores.heads())
     key = "above_baseline" if scores.relation == "negation" else "attention"
-    top = sentence.sort_values(key, ascending=False, na_position="last").head(k)
+    top = sentence if k is None else sentence.sort_values(key, ascending=False, na_position="last").head(k)
     table = pd.DataFrame({"head": [f"{l}-{h}" for l, h in zip(top["layer"], top["head"])],
-                          "attention": pd.to_numeric(top["attention"]).round(3)})
+                          "attention": pd.to_numeric(top["attention"]).round(decimals)})
     if scores.relation == "negation":
         # None (no next-word baseline: a two-word text has no other adjacent pair) stays empty, not a crash.
-        table["above_baseline"] = pd.to_numeric(top["above_baseline"], errors="coerce").astype(float).round(3)
+        table["above_baseline"] = pd.to_numeric(top["above_baseline"], errors="coerce").astype(float).round(decimals)
     dataset = dataset_table(model_name, scores.relation)
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
     pairs = list(zip(top["layer"], top["head"]))
     for column, label in DATASET_COLUMNS[scores.relation].items():   # None: not computed for this model yet
-        table[label] = [round(float(indexed.loc[p, column]), 3)
+        table[label] = [round(float(indexed.loc[p, column]), decimals)
                         if indexed is not None and column in indexed and p in indexed.index else None
                         for p in pairs]
     return table.reset_index(drop=True)

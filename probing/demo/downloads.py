@@ -3,7 +3,8 @@
 The files are made in the visitor's browser from `data:` links carried in the page (a few kB: one row per
 head), so the server writes nothing per visitor and keeps no files to clean up. The JSON holds the sentence,
 the model and every head's row; the CSV holds the rows, one per head, with the sentence and model repeated
-in each row so the file stands on its own.
+in each row so the file stands on its own. A row has every column the page's table shows, under the same
+name ("sentence: attention", "set: accuracy", ...), for every head, not only the ones the table lists.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def safe_stem(*parts: str) -> str:
     """A file name stem from the model and the tab: letters, digits, '.', '_' and '-' only, at most 80."""
     return _UNSAFE.sub("-", "-".join(p for p in parts if p)).strip("-.")[:80] or "heads"
+
+
+def records(table) -> list[dict]:
+    """A page table (DataFrame) as download rows: one dict per row under the page's column names, NaN as None
+    (an empty CSV cell, JSON null)."""
+    return [{key: (None if isinstance(value, float) and value != value else value) for key, value in row.items()}
+            for row in table.astype(object).to_dict("records")]
 
 
 def csv_text(rows: list[dict], context: dict) -> str:

@@ -30,6 +30,7 @@ from probing.demo.explore import (MAX_TEXT_CHARS, PRONOUNS, clean_text, next_wor
                                   words_with_spans)
 from probing.demo.guard import (DemoError, check_model_allowed, choice_field, in_patch_lane, shown, text_field,
                                 word_field)
+from probing.demo.downloads import records
 from probing.demo.heatmap import heatmap_html
 from probing.examples import BUILTIN_SETS, read_jsonl
 from probing.models import LoadedModel
@@ -246,27 +247,42 @@ def significant_marks(dataset: pd.DataFrame | None, kind: str, shape: tuple[int,
 
 
 def top_table(effects: dict[str, np.ndarray], attention: np.ndarray, kind: str,
-              dataset: pd.DataFrame | None, k: int = TOP_K, norm_attention: np.ndarray | None = None) -> pd.DataFrame:
+              dataset: pd.DataFrame | None, k: int | None = TOP_K, norm_attention: np.ndarray | None = None,
+              decimals: int = 3, set_kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
     """The k heads with the largest chosen effect on this pair, with both effects, the attention and its
     norm-based counterpart (empty where the model gives none), beside the dataset-level effect of the same kind
-    with its 95% CI and whether its corrected p_fwer is below 0.05."""
+    with its 95% CI and whether its corrected p_fwer is below 0.05.
+
+    k=None: every head, in (layer, head) order; `set_kinds`: the kinds whose "set:" columns are added (the
+    chosen kind alone by default; the downloads carry both)."""
     n_heads = attention.shape[1]
-    order = np.argsort(-effects[kind], axis=None, kind="stable")[:k]
+    order = (np.arange(attention.size) if k is None
+             else np.argsort(-effects[kind], axis=None, kind="stable")[:k])
     pairs = [(int(i) // n_heads, int(i) % n_heads) for i in order]
     table = pd.DataFrame({"head": [f"{l}-{h}" for l, h in pairs],
-                          "noising": [round(float(effects["noising"][p]), 3) for p in pairs],
-                          "denoising": [round(float(effects["denoising"][p]), 3) for p in pairs],
-                          "attention": [round(float(attention[p]), 3) for p in pairs],
-                          "norm attention": [None if norm_attention is None else round(float(norm_attention[p]), 3)
-                                             for p in pairs]})
+                          "noising": [round(float(effects["noising"][p]), decimals) for p in pairs],
+                          "denoising": [round(float(effects["denoising"][p]), decimals) for p in pairs],
+                          "attention": [round(float(attention[p]), decimals) for p in pairs],
+                          "norm attention": [None if norm_attention is None
+                                             else round(float(norm_attention[p]), decimals) for p in pairs]})
     indexed = dataset.set_index(["layer", "head"]) if dataset is not None else None
-    has = lambda p: indexed is not None and p in indexed.index and kind in indexed  # noqa: E731
-    table[f"set: {kind}"] = [round(float(indexed.loc[p, kind]), 3) if has(p) else None for p in pairs]
-    table[f"set: {kind} 95% CI"] = [f"{indexed.loc[p, f'{kind}_ci_low']:.3f} to {indexed.loc[p, f'{kind}_ci_high']:.3f}"
-                                    if has(p) else None for p in pairs]
-    table[f"set: {kind} p_fwer < 0.05"] = [("yes" if indexed.loc[p, f"{kind}_p_fwer"] < 0.05 else "no")
-                                           if has(p) else None for p in pairs]
+    for shown in set_kinds or (kind,):
+        has = lambda p: indexed is not None and p in indexed.index and shown in indexed  # noqa: E731
+        table[f"set: {shown}"] = [round(float(indexed.loc[p, shown]), decimals) if has(p) else None for p in pairs]
+        table[f"set: {shown} 95% CI"] = [
+            f"{indexed.loc[p, f'{shown}_ci_low']:.{decimals}f} to {indexed.loc[p, f'{shown}_ci_high']:.{decimals}f}"
+            if has(p) else None for p in pairs]
+        table[f"set: {shown} p_fwer < 0.05"] = [("yes" if indexed.loc[p, f"{shown}_p_fwer"] < 0.05 else "no")
+                                                if has(p) else None for p in pairs]
     return table
+
+
+def download_rows(view: "PatchView") -> list[dict]:
+    """Every head of the patched pair with every column the page's table shows, named as the page names them
+    (the "set:" columns of both effect kinds), in (layer, head) order, numbers to 6 decimals; empty cells None."""
+    table = top_table(view.result.effects, view.attention, view.kind, view.dataset, k=None,
+                      norm_attention=view.result.norm_attention, decimals=6, set_kinds=("noising", "denoising"))
+    return records(table)
 
 
 def empty_top_table(kind: str = "noising") -> pd.DataFrame:
