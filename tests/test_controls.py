@@ -79,7 +79,7 @@ def test_balanced_controls_keep_one_control_per_negated_sentence_rotating_adverb
     kept = balanced_controls(examples)
     from collections import Counter
     roles = Counter(e.role for e in kept)
-    assert roles["negated"] == roles["control"] == 366
+    assert roles["negated"] == roles["control"] == 396
     per_item = Counter(e.meta["pair"] for e in kept if e.role == "control")
     negated = Counter(e.meta["pair"] for e in kept if e.role == "negated")
     assert per_item == negated

@@ -13,8 +13,8 @@ def test_builtin_sets_by_name():
     negation = load_examples("builtin-negation")
     report = negation.report
     assert isinstance(negation, Examples) and isinstance(negation, list) and isinstance(report, LoadReport)
-    assert report.source == "builtin-negation" and len(negation) == report.n_records == 1401
-    assert sum(e.is_control for e in negation) == 1035           # every item has each fitting adverb's control
+    assert report.source == "builtin-negation" and len(negation) == report.n_records == 1515
+    assert sum(e.is_control for e in negation) == 1119          # every item has each fitting adverb's control
     coref = load_examples("builtin-coref")
     assert len(coref) == 346 and {e.relation for e in coref} == {"coreference"}
 
@@ -66,6 +66,6 @@ def test_a_jsonl_path_is_read_as_a_file(tmp_path):
 
 def test_an_unknown_name_lists_the_known_datasets():
     with pytest.raises(ExampleError, match=r"unknown dataset 'nope' \(and not a file\); known datasets: "
-                                           r"builtin-coref, builtin-negation, gap-dev"):
+                                           r"builtin-coref, builtin-negation, builtin-negation-clitics, gap-dev"):
         load_examples("nope")
-    assert set(BUILTIN_SETS) == {"builtin-coref", "builtin-negation"}
+    assert set(BUILTIN_SETS) == {"builtin-coref", "builtin-negation", "builtin-negation-clitics"}

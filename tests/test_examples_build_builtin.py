@@ -325,3 +325,28 @@ def test_no_control_reads_as_odd_english(negation):
     texts = [e.text for e in negation if e.role == "control"]
     for odd in (" did also ", " does also ", " do also ", " must probably ", " can probably "):
         assert not any(odd in f" {t}" for t in texts), odd
+
+
+def test_clitic_controls_split_like_nt_and_match_the_committed_file(negation):
+    """builtin-negation-clitics: each "n't" sentence of a host with an affirmative clitic, paired with the same
+    sentence where host + "n't" became the clitic on the subject ("The pupils wouldn't visit" -> "The pupils'd
+    visit"); the source is the clitic, the target the same next word; >= 30 frames."""
+    built = build_builtin.build_negation_clitics()
+    expected = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in built)
+    assert BUILTIN_SETS["builtin-negation-clitics"].read_text(encoding="utf-8") == expected
+    main_nt = {e.id: e for e in negation if e.role == "negated" and e.meta["cue"] == "n't"}
+    by_pair = defaultdict(dict)
+    for e in built:
+        by_pair[e.meta["pair"]][e.role] = e
+    assert len({e.meta["group"] for e in built}) >= 30
+    for pair, members in by_pair.items():
+        neg, ctl = members["negated"], members["control"]
+        assert neg.to_dict() == main_nt[neg.id].to_dict()          # the same "n't" sentence as the main set
+        host, clitic = neg.meta["host"], build_builtin.CLITICS[neg.meta["host"]]
+        assert ctl.meta["control_set"] == "clitic" and ctl.meta["clitic"] == clitic == ctl.source
+        subject = neg.meta["frame"][: -len(f" {host} _")]
+        assert ctl.text == subject + clitic + neg.text[neg.source_span[1]:], pair
+        assert ctl.target == neg.target and ctl.target_span[0] == ctl.source_span[1] + 1
+        for key in ("group", "predicate", "split", "host"):
+            assert ctl.meta[key] == neg.meta[key]
+    assert {e.meta["host"] for e in built} == set(build_builtin.CLITICS)

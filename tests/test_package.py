@@ -109,7 +109,7 @@ def test_pip_install_target_ships_the_library_and_its_data_but_no_datasets_or_re
 
     found = check_import(sys.executable, elsewhere, PYTHONPATH=str(site))
     assert found["probing"] == str(site / "probing" / "__init__.py")
-    assert (found["n_examples"], found["libraries"]) == (1401, 3)
+    assert (found["n_examples"], found["libraries"]) == (1515, 3)
     assert "PROBING_DATA_ROOT" in found["data_root"] and "data_root=" in found["data_root"]
     assert "site-packages" not in found["data_root"] and str(site) not in found["data_root"]
     # Given a data root, the installed copy uses it (an empty folder: the error names that folder).
@@ -140,7 +140,7 @@ def test_fresh_venv_takes_pip_install_and_pip_install_editable(tmp_path):
 
     run(pip + [str(source)], tmp_path)
     installed = check_import(python, elsewhere)
-    assert Path(installed["probing"]).is_relative_to(venv_site) and installed["n_examples"] == 1401
+    assert Path(installed["probing"]).is_relative_to(venv_site) and installed["n_examples"] == 1515
     assert "PROBING_DATA_ROOT" in installed["data_root"]
     assert not (venv / "bin" / "probing-analysis").exists() and not (venv_site / "analysis").exists()
 

@@ -22,6 +22,7 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_SETS = {
     "builtin-coref": BUILTIN_DIR / "coreference.jsonl",
     "builtin-negation": BUILTIN_DIR / "negation.jsonl",
+    "builtin-negation-clitics": BUILTIN_DIR / "negation-clitics.jsonl",   # "n't" vs affirmative clitics
 }
 
 

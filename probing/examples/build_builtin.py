@@ -491,6 +491,7 @@ FRAMES = [
     ("My uncle", "does", "auxiliary", "bare"), ("The landlord", "does", "auxiliary", "bare"),
     ("Our neighbour", "has", "auxiliary", "participle"), ("The pilot", "has", "auxiliary", "participle"),
     ("The author", "has", "auxiliary", "participle"), ("My aunt", "has", "auxiliary", "participle"),
+    ("The coach", "has", "auxiliary", "participle"),
     ("My grandfather", "was", "auxiliary", "ing"), ("He", "was", "auxiliary", "ing"),
     ("The singer", "was", "auxiliary", "ing"),
     ("The nurse", "is", "auxiliary", "ing"), ("The gardener", "is", "auxiliary", "ing"),
@@ -502,17 +503,19 @@ FRAMES = [
     ("The captain", "should", "modal", "bare"), ("The visitors", "should", "modal", "bare"),
     ("The mechanic", "might", "modal", "bare"), ("The twins", "might", "modal", "bare"),
     ("The chef", "will", "modal", "bare"), ("The interns", "will", "modal", "bare"),
-    ("The mayor", "will", "modal", "bare"),
+    ("The mayor", "will", "modal", "bare"), ("The editor", "will", "modal", "bare"),
     # confirmation half: do, have, had, were, are, am, can, would, must, may
     ("The students", "do", "auxiliary", "bare"), ("They", "do", "auxiliary", "bare"),
     ("Most customers", "do", "auxiliary", "bare"), ("The villagers", "do", "auxiliary", "bare"),
     ("The workers", "have", "auxiliary", "participle"), ("You", "have", "auxiliary", "participle"),
     ("The nurses", "have", "auxiliary", "participle"), ("Our friends", "have", "auxiliary", "participle"),
+    ("The tenants", "have", "auxiliary", "participle"),
     ("The driver", "had", "auxiliary", "participle"), ("The guests", "had", "auxiliary", "participle"),
     ("The old sailor", "had", "auxiliary", "participle"),
     ("The players", "were", "auxiliary", "ing"), ("The engineers", "were", "auxiliary", "ing"),
     ("The protesters", "were", "auxiliary", "ing"),
     ("The children", "are", "auxiliary", "ing"), ("The teenagers", "are", "auxiliary", "ing"),
+    ("The dancers", "are", "auxiliary", "ing"),
     ("The volunteers", "were", "copula", "plural"), ("My cousins", "were", "copula", "plural"),
     ("The passengers", "were", "copula", "plural"),
     ("The tourists", "are", "copula", "plural"), ("Our neighbours", "are", "copula", "plural"),
@@ -520,7 +523,7 @@ FRAMES = [
     ("I", "am", "copula", "singular"),
     ("The waiter", "can", "modal", "bare"), ("The soldiers", "can", "modal", "bare"),
     ("The judge", "would", "modal", "bare"), ("The pupils", "would", "modal", "bare"),
-    ("The bankers", "would", "modal", "bare"),
+    ("The bankers", "would", "modal", "bare"), ("The lawyers", "would", "modal", "bare"),
     ("The secretary", "must", "modal", "bare"), ("The cleaners", "must", "modal", "bare"),
     ("The baker", "may", "modal", "bare"), ("The farmers", "may", "modal", "bare"),
     ("The clerks", "may", "modal", "bare"),
@@ -613,6 +616,40 @@ def negation_rows() -> list[dict]:
     return rows
 
 
+# Controls of the same shape for "n't": an affirmative clitic split off its host the same way ("wouldn't" is
+# `wouldn` `'` `t`, "pupils'd" is `pupils` `'` `d`), where English has one for the host (the reduced
+# auxiliary attaches to the subject: "The pupils'd visit", "The workers've signed", "The nurse's signing").
+CLITICS = {"would": "'d", "had": "'d", "will": "'ll", "have": "'ve", "are": "'re", "is": "'s", "has": "'s"}
+
+
+def clitic_row(item_id, meta, subject, host, words) -> dict:
+    """The item's clitic control: "S'CLITIC X." with the clitic as source and the next word as target."""
+    clitic = CLITICS[host]
+    text = f"{subject}{clitic} {words}."
+    source = (len(subject), len(subject) + len(clitic))
+    target = (source[1] + 1, source[1] + 1 + len(words.split()[0]))
+    return {"id": f"{item_id}-ctl-clitic", "text": text, "relation": "negation", "source_span": list(source),
+            "target_span": list(target),
+            "meta": {**meta, "role": "control", "control_set": "clitic", "clitic": clitic,
+                     "control_note": f"{host} n't -> {clitic}"}}
+
+
+def clitic_control_rows() -> list[dict]:
+    """The "n't" sentence of every item whose host has an affirmative clitic, each paired (meta.pair) with its
+    clitic control: the second control set for "n't" (builtin-negation-clitics), beside the adverbs."""
+    rows = []
+    for row in negation_rows():
+        meta = row["meta"]
+        if meta["role"] != "negated" or meta["cue"] != "n't" or meta["host"] not in CLITICS:
+            continue
+        subject = meta["frame"][: -len(f" {meta['host']} _")]
+        words = row["text"][row["target_span"][0]:-1]
+        rows.append(row)
+        base = {k: v for k, v in meta.items() if k not in ("role", "cue", "cue_form")}
+        rows.append(clitic_row(meta["pair"], base, subject, meta["host"], words))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------------
 
 def validated(rows: list[dict]) -> list[Example]:
@@ -631,8 +668,13 @@ def build_negation() -> list[Example]:
     return validated(negation_rows())
 
 
+def build_negation_clitics() -> list[Example]:
+    return validated(clitic_control_rows())
+
+
 def main() -> None:
-    for name, examples in (("builtin-coref", build_coreference()), ("builtin-negation", build_negation())):
+    for name, examples in (("builtin-coref", build_coreference()), ("builtin-negation", build_negation()),
+                           ("builtin-negation-clitics", build_negation_clitics())):
         write_jsonl(examples, BUILTIN_SETS[name])
         print(f"{BUILTIN_SETS[name]}: {len(examples)} records")
 
