@@ -6,7 +6,9 @@ baseline) on the same examples, alternated over several repetitions in one proce
 - sdpa:  the bare batched forward with the fused SDPA kernel and no attentions, on the same batches;
 - floor: the bare batched forward pass with output_attentions=True (eager) on the same batches;
 - ours:  `probing.heads.score_examples`, end to end from records (tokenising included) to the reduced scores,
-         on the default attention path (the fused reads of `probing.attention` where the model supports them);
+         on the default attention path (the fused reads of `probing.attention` where the model supports them),
+         without the norm-based attention (not compared here); "ours+norms" is the same with it, as
+         `analysis heads` runs it; each dataset also prints where the time goes (`time_stages`);
 - naive: `probing.naive`, one sentence at a time, attention to numpy, Python loops over words and heads.
 It fails loudly if ours and naive disagree by more than 1e-5. Wall-clock medians give the ratios; process
 CPU-time ratios are printed beside them, since a shared machine's load moves wall time more than CPU time.
@@ -105,11 +107,12 @@ def _sdpa(loaded, padded) -> tuple[float, float]:
     return _timed(run)[:2]
 
 
-def _ours(loaded, examples):
+def _ours(loaded, examples, norms: bool = False):
+    """score_examples end to end; norms=True also computes the norm-based attention (as `analysis heads` does)."""
     from probing.heads import score_examples
 
     def run():
-        scores, _ = score_examples(loaded, examples)
+        scores, _ = score_examples(loaded, examples, norms=norms)
         return _means(scores.attention, scores.is_argmax, scores.next_word_baseline), scores.attention_path
     wall, cpu, (reduced, path) = _timed(run)
     return wall, cpu, reduced, path
@@ -148,13 +151,14 @@ def time_dataset(loaded, name, examples, repeats, naive_n):
     from probing.attention import supports_reads
     padded = _batches(loaded, examples)
     has_sdpa = supports_reads(loaded)
-    floors, sdpas, ours, naives = [], [], [], []
+    floors, sdpas, ours, with_norms, naives = [], [], [], [], []
     for _ in range(repeats):
         if has_sdpa:
             sdpas.append(_sdpa(loaded, padded))
         floors.append(_floor(loaded, padded))
         wall, cpu, ours_means, path = _ours(loaded, examples)
         ours.append((wall, cpu))
+        with_norms.append(_ours(loaded, examples, norms=True)[:2])
         seconds, naive_means = _naive(loaded, naive_examples)
         naives.append(seconds * len(examples) / len(naive_examples))
     if naive_n:
@@ -165,11 +169,55 @@ def time_dataset(loaded, name, examples, repeats, naive_n):
     median = lambda pairs, i: statistics.median(p[i] for p in pairs) if pairs else float("nan")  # noqa: E731
     floor, our, sdpa = median(floors, 0), median(ours, 0), median(sdpas, 0)
     naive = statistics.median(naives)
-    return {"data": name, "n": len(examples), "tokens": n_tokens, "floor_s": floor, "sdpa_s": sdpa, "ours_s": our,
+    return {"ours+norms_s": median(with_norms, 0), "ours+norms/sdpa": median(with_norms, 0) / sdpa,
+            "stages_s": time_stages(loaded, examples), "data": name, "n": len(examples), "tokens": n_tokens, "floor_s": floor, "sdpa_s": sdpa, "ours_s": our,
             "naive_s": naive, "ours/floor": our / floor, "ours/sdpa": our / sdpa, "naive/ours": naive / our,
             "cpu ours/sdpa": median(ours, 1) / median(sdpas, 1), "cpu ours/floor": median(ours, 1) / median(floors, 1),
             "tokens_per_s_ours": n_tokens / our, "tokens_per_s_floor": n_tokens / floor, "max_abs_diff": worst,
             "naive_timed_on": len(naive_examples), "attention_path": path}
+
+
+def time_stages(loaded, examples) -> dict[str, float]:
+    """Where the scorer's time goes, each stage timed on its own over the batches `score_examples` runs (wall
+    seconds, one pass): tokenise (encode and align), forward (the bare forward: fused SDPA, or eager
+    output_attentions where the model has no fused reads), reads (the attention reads beyond that forward),
+    norms (the value-vector norms beyond the reads), scoring (the arithmetic on the reads, norms included)."""
+    import torch
+    from probing.attention import EAGER, bare_forward, choose_path
+    from probing.defaults import BATCH_TOKENS, MENTION
+    from probing.heads import forward_reads, mention_rule, oriented, score_attention
+    from probing.runner import encode_and_align, forward_attentions, length_batches, pad_ids
+    relation = examples[0].relation
+    path = choose_path(loaded, "auto")
+    reverse = relation == "negation" and loaded.is_causal
+    wall = time.perf_counter()
+    encoded, layouts, _ = encode_and_align(loaded, [oriented(e, loaded.is_causal) for e in examples],
+                                           mention_rule(relation, MENTION))
+    stages = {"tokenise": time.perf_counter() - wall}
+    usable = [i for i, layout in enumerate(layouts) if layout is not None]
+    batches = [[usable[i] for i in batch]
+               for batch in length_batches([len(encoded[i].input_ids) for i in usable], BATCH_TOKENS)]
+    forward = forward_attentions if path == EAGER else bare_forward
+    totals = {"forward": 0.0, "reads": 0.0, "norms": 0.0, "scoring": 0.0}
+    for rows in batches:
+        ids = [encoded[r].input_ids for r in rows]
+        batch_layouts = [layouts[r] for r in rows]
+        wall = time.perf_counter()
+        with torch.inference_mode():
+            forward(loaded, *pad_ids(ids, loaded.tokenizer.pad_token_id))
+        totals["forward"] += time.perf_counter() - wall
+        wall = time.perf_counter()
+        forward_reads(loaded, batch_layouts, ids, relation, path=path)
+        totals["reads"] += time.perf_counter() - wall
+        wall = time.perf_counter()
+        reads, norms = forward_reads(loaded, batch_layouts, ids, relation, path=path, norms=True)
+        totals["norms"] += time.perf_counter() - wall
+        wall = time.perf_counter()
+        score_attention(batch_layouts, reads, relation, reverse=reverse, norms=norms)
+        totals["scoring"] += time.perf_counter() - wall
+    totals["norms"] -= totals["reads"]              # each pass is timed whole; keep what it adds
+    totals["reads"] -= totals["forward"]
+    return {**stages, **totals}
 
 
 # ---- One long document ------------------------------------------------------------------------------------
@@ -384,29 +432,29 @@ def _patching_agreement(exact: dict, estimate: dict) -> dict:
 
 
 def patching_bench(loaded, n_pairs: int, data_root=None) -> dict:
-    """Exact patching (`engine._patch_ids`, every kind) and attribution patching (`attribution.attribute_ids`)
+    """Exact patching (`engine.patch_ids`, every kind) and attribution patching (`attribution.attribute_ids`)
     of the first n_pairs usable builtin-negation pairs, alternated pair by pair after one untimed warm-up of
     each; summed seconds, their ratio, and the agreement of the mean effects per kind (embedding readout, as `analysis patch` uses for MiniLM)."""
     from probing.examples import load_examples
     from probing.patching.attribution import attribute_ids
-    from probing.patching.engine import KINDS, _patch_ids
+    from probing.patching.engine import KINDS, patch_ids
     from probing.patching.pairs import collect_pairs, usable
     from probing.patching.readouts import normalise_all
     pairs = [p for p in collect_pairs(load_examples("builtin-negation", data_root=data_root)).pairs]
     infos = [info for ok, _, info in (usable(loaded, p) for p in pairs) if ok][:n_pairs]
     seconds = {"exact": 0.0, "attribution": 0.0}
     outs = {"exact": [], "attribution": []}
-    for function in (_patch_ids, attribute_ids):      # warm-up, untimed: the first backward pass sets up autograd
+    for function in (patch_ids, attribute_ids):      # warm-up, untimed: the first backward pass sets up autograd
         function(loaded.model, *infos[0]["ids"], infos[0]["source"], infos[0]["target"], ("noising",), 512)
     for info in infos:
-        for method, function in (("exact", _patch_ids), ("attribution", attribute_ids)):
+        for method, function in (("exact", patch_ids), ("attribution", attribute_ids)):
             start = time.perf_counter()
             outs[method].append(function(loaded.model, *info["ids"], info["source"], info["target"], KINDS, 512))
             seconds[method] += time.perf_counter() - start
     means = {}
     for method, method_outs in outs.items():
         normalise_all(method_outs, per_pair_scale=True)
-        means[method] = {k: np.mean([o["effects"][k].reshape(-1) for o in method_outs], 0) for k in KINDS}
+        means[method] = {k: np.mean([o.effects[k].reshape(-1) for o in method_outs], 0) for k in KINDS}
     return {"model": loaded.name, "pairs": len(infos), "exact_s": seconds["exact"],
             "attribution_s": seconds["attribution"], "attribution/exact": seconds["attribution"] / seconds["exact"],
             "agreement": _patching_agreement(means["exact"], means["attribution"])}
@@ -483,19 +531,19 @@ def long_patching_bench(loaded, n_pieces: int = 1024) -> dict:
     """Exact patching vs attribution patching (noising and denoising, embedding readout) on one long pair,
     after one untimed warm-up of each on the same pair: seconds, their ratio, and the agreement over heads."""
     from probing.patching.attribution import attribute_ids
-    from probing.patching.engine import _patch_ids
+    from probing.patching.engine import patch_ids
     from probing.patching.readouts import normalise_all
     info = long_patching_pair(loaded, n_pieces)
     kinds = ("noising", "denoising")
     args = (*info["ids"], info["source"], info["target"])
     seconds, outs = {}, {}
-    for method, function in (("exact", _patch_ids), ("attribution", attribute_ids)):
+    for method, function in (("exact", patch_ids), ("attribution", attribute_ids)):
         function(loaded.model, *args, ("noising",), 512)          # warm-up, untimed
         start = time.perf_counter()
         outs[method] = [function(loaded.model, *args, kinds, 512)]
         seconds[method] = time.perf_counter() - start
         normalise_all(outs[method], per_pair_scale=True)
-    means = {m: {k: outs[m][0]["effects"][k].reshape(-1) for k in kinds} for m in outs}
+    means = {m: {k: outs[m][0].effects[k].reshape(-1) for k in kinds} for m in outs}
     return {"model": loaded.name, "pieces": len(info["ids"][0]), "exact_s": seconds["exact"],
             "attribution_s": seconds["attribution"], "attribution/exact": seconds["attribution"] / seconds["exact"],
             "agreement": _patching_agreement(means["exact"], means["attribution"])}
@@ -568,7 +616,7 @@ def run(args: argparse.Namespace) -> int:
     from probing.models import load_model
     loaded = load_model(args.model)
     print(f"model {loaded.name}: {loaded.n_layers}x{loaded.n_heads}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs, load {open('/proc/loadavg').read().split()[:3]}", flush=True)
     rows = []
     for name in args.data:
         examples = load_examples(name, data_root=args.data_root, limit=args.n)
@@ -579,6 +627,9 @@ def run(args: argparse.Namespace) -> int:
               f" (cpu {r['cpu ours/sdpa']:.3f})  ours/floor {r['ours/floor']:.3f} (cpu {r['cpu ours/floor']:.3f})"
               f"  naive/ours {r['naive/ours']:5.1f}  | {r['tokens_per_s_ours']:6.0f} tok/s ours"
               f"  | max diff {r['max_abs_diff']:.1e}", flush=True)
+        print(f"{'':18s} with norm-based attention: ours+norms {r['ours+norms_s']:6.2f}s, ours+norms/sdpa "
+              f"{r['ours+norms/sdpa']:.3f} | where the time goes (s, one pass): "
+              + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in r["stages_s"].items()), flush=True)
     print(f"attention path: {rows[-1]['attention_path'] if rows else '-'}", flush=True)
     results = {"model": loaded.name, "timing": rows}
     if args.long_doc:

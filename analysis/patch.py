@@ -44,11 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _attention_scores(loaded, examples, relation: str, n_boot: int):
-    """The heads table's unpaired main score (above_baseline, accuracy) on the same examples, for the correlation."""
-    from probing.heads import main_score, score_heads
+    """The heads table's headline score on the same examples (negation with controls: the paired difference, the
+    attention minus the matched control's; else above_baseline or accuracy): ranks the attention-chosen head
+    sets, and is kept beside the effects."""
+    from probing.heads import score_heads
     scored = score_heads(loaded, [e for e in examples if e.relation == relation], relation=relation,
                          n_boot=min(n_boot, 200), n_perm=200)
-    table = scored.table.rename(columns={main_score(relation): "attention_score"})[["layer", "head", "attention_score"]]
+    table = scored.table.rename(columns={scored.main_score: "attention_score"})[["layer", "head", "attention_score"]]
     table.attrs["score"] = "attention_score"
     return table
 
@@ -138,4 +140,6 @@ def _print_summary(result, data: str, sets=None) -> None:
     if sets is not None:
         for row in sets.table[sets.table["selection"] != "layer"].itertuples():
             print(f"set {row.kind} top-{row.k} by {row.selection} ({row.heads}): {row.effect:+.3f} "
-                  f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]; random {row.random_mean:+.3f}; p_random {row.p_random:.2f}")
+                  f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]; random median {row.random_median:+.3f}; "
+                  + (f"rank in layer {row.ranks_in_layer}" if row.test == "rank" else
+                     f"p_random {row.p_random:.3g}, p_holm {row.p_holm:.3g}, could detect >= {row.detectable:.3f}"))

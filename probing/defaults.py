@@ -31,7 +31,7 @@ MENTION = "head"
 ABLATION_MODES = ("zero", "mean")       # a knocked-out head's z set to 0, or to its mean over the texts
 ABLATION_MODE = "zero"
 N_DRAWS = 100            # layer-matched random head sets per chosen set in `ablate`
-N_RANDOM = 100           # layer-matched random head sets per chosen set in `patch --sets`
+N_RANDOM = 1000          # layer-matched random head sets per chosen set in `patch --sets`: p = (1 + b) / (1 + n) can reach 0.001
 
 # ---- patching ------------------------------------------------------------------------------------------
 PATCH_KINDS = ("noising", "denoising", "pattern_noising", "pattern_denoising", "row_noising", "row_denoising")

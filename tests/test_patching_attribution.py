@@ -46,7 +46,7 @@ def test_estimate_is_the_finite_difference_derivative(tiny_masked_path):
     # the readout the estimate used: the embedding over the pieces both texts share
     base, value, base_values, *_ = _gradient_run(module, ids, None, pooled_positions(pieces.clean_ids, pieces.corrupt_ids))
     worst, scale = 0.0, 0.0
-    for kind, values in out["values"].items():
+    for kind, values in out.values.items():
         run, pattern = (1 if kind.endswith("denoising") else 0), kind.startswith("pattern")
         cache = base.patterns if pattern else base.z
         for layer in range(loaded.n_layers):

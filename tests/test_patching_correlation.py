@@ -1,11 +1,13 @@
 """probing.patching.correlation: the within-layer (depth-partialled) Spearman of a head score against the effects,
 checked against scipy layer by layer; depth alone does not make it positive; a per-pair score is resampled with
 the effects; any [layers, heads] score goes through the same function."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from probing.patching.correlation import attention_scores, score_vs_effect
+from probing.patching.correlation import attention_scores, head_permutation_p, score_vs_effect
 
 
 def _depth_confounded(n_pairs=12, seed=0):
@@ -27,7 +29,7 @@ def test_within_layer_spearman_removes_depth():
     for layer in result["per_layer"]:
         expected = spearmanr(score[layer["layer"]], mean[layer["layer"]]).statistic
         assert layer["spearman"] == pytest.approx(expected, abs=1e-12)
-    assert result["resampled"].startswith("pairs (effect; score fixed)")
+    assert result["resampled"].startswith("two levels: pairs (clusters; effect, score fixed)")
 
 
 def test_per_pair_score_is_resampled_with_the_effects():
@@ -37,7 +39,7 @@ def test_per_pair_score_is_resampled_with_the_effects():
     per_pair_score = per_pair.reshape(-1, 3, 4) + rng.normal(0, 0.05, (12, 3, 4))
     result = score_vs_effect(per_pair_score, per_pair, 3, 4, n_boot=300, seed=0,
                              groups=[f"g{i // 2}" for i in range(12)])
-    assert result["spearman"] > 0.9 and result["resampled"] == "pairs, score and effect together"
+    assert result["spearman"] > 0.9 and result["resampled"].startswith("two levels: pairs (clusters), score and effect")
     assert result["n_pairs"] == 12 and len(result["per_layer"]) == 3
     fixed = score_vs_effect(per_pair_score.mean(0), per_pair, 3, 4, n_boot=300, seed=0, groups=None)
     assert fixed["spearman"] == pytest.approx(result["spearman"], abs=1e-12)     # same point estimate
@@ -48,10 +50,25 @@ def test_per_pair_score_is_resampled_with_the_effects():
 
 
 def test_the_score_to_compare():
-    outs = [{"attention": np.full((2, 2), float(i))} for i in range(3)]
+    outs = [SimpleNamespace(attention=np.full((2, 2), float(i))) for i in range(3)]
     values, name = attention_scores(outs, None, 2, 2)
     assert values.shape == (3, 2, 2) and "patched pair" in name
-    assert attention_scores([{"attention": None}], None, 2, 2) == (None, "")
+    assert attention_scores([SimpleNamespace(attention=None)], None, 2, 2) == (None, "")
     assert attention_scores(outs, np.ones((2, 2)), 2, 2)[1] == "given"
     with pytest.raises(ValueError, match="must have shape"):
         attention_scores(outs, np.zeros(3), 2, 2)
+
+
+def test_head_permutation_p_and_the_two_level_ci_carry_the_heads_variation():
+    """Within-layer head permutation: a score that orders the heads as the effects do in every layer has a small
+    p, one unrelated to them a large p; p = (1 + b) / (1 + n) is never 0, and the two-level CI is wider than a
+    bootstrap over pairs alone would make it when there are few heads."""
+    rng = np.random.default_rng(3)
+    effect = rng.normal(size=(6, 12))
+    p_same, n = head_permutation_p(effect, effect, 1.0, 999, seed=0)
+    assert n == 999 and p_same == pytest.approx(1 / 1000)
+    unrelated = rng.normal(size=(6, 12))
+    rho = score_vs_effect(unrelated, effect.reshape(1, -1).repeat(4, 0), 6, 12, n_boot=200, seed=0, groups=None,
+                          n_perm=999)
+    assert rho["p_permutation"] > 0.05 and rho["n_perm"] == 999
+    assert rho["ci_low"] < rho["spearman"] < rho["ci_high"] and rho["resampled"].startswith("two levels")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from probing import patching, stats
+from probing.patching.results import PairRun, SanityReadings
 
 
 def test_t_cluster_ci_by_hand():
@@ -57,10 +58,16 @@ def test_gate_needs_the_relation_to_beat_its_control_with_30_units():
     assert not uncontrolled.passed and "no relation-free control" in uncontrolled.note
 
 
+def _run(clean: float, corrupt: float) -> PairRun:
+    """A pair's unpatched readout values, as the engine gives them (no head patched)."""
+    return PairRun(values={}, clean=clean, corrupt=corrupt, sanity_readings=SanityReadings(clean, corrupt, clean),
+                   distance=1.0, seconds=0.0)
+
+
 def test_the_gate_is_chosen_in_one_place():
     """choose_gate takes the readout difference v(clean) - v(corrupt) of the pairs and of their controls."""
-    outs = [{"clean": 3.0 + i % 3, "corrupt": 1.0} for i in range(36)]
-    controls = [{"clean": 1.5, "corrupt": 1.0} for _ in range(35)] + [None]
+    outs = [_run(3.0 + i % 3, 1.0) for i in range(36)]
+    controls = [_run(1.5, 1.0) for _ in range(35)] + [None]
     gate = patching.choose_gate("negation", outs, controls, logit_readout=False, n_boot=200, seed=0,
                                 groups=[str(i) for i in range(36)])
     assert gate.measure.startswith("readout difference") and gate.passed and gate.n_pairs == 35

@@ -38,6 +38,28 @@ def test_pairs_skipped_with_reasons(minilm):
         patching.patch_pair(minilm, "The workers didn't open it.", "The workers did actually open it.")
 
 
+def test_every_row_is_paired_or_counted_with_its_reason():
+    """One pair per item: the "not" row (its n't twin counted), the last control (the others counted); an item
+    without a control is skipped, and its row counted with the skip; used + counted unused = all rows."""
+    examples = [_neg("The cat didn't eat.", "n't", "a", "negated", cue_form="n't"),
+                _neg(CLEAN, "not", "a", "negated", cue_form="not"),
+                _neg("The cat did also eat.", "also", "a", "control"), _neg(CORRUPT, "really", "a", "control"),
+                _neg("The cat did not run.", "not", "c", "negated", cue_form="not"),
+                Example(text="No pair here.", relation="negation", source_span=(0, 2), target_span=(3, 7), id="x")]
+    pairs = patching.collect_pairs(examples)
+    assert [(p.clean, p.corrupt) for p in pairs.pairs] == [(CLEAN, CORRUPT)]
+    assert pairs.pairs[0].rows == ("a-negated", "a-control") and pairs.skipped[0][0] == "c"
+    rows = patching.pairs.row_accounting(pairs, pairs.pairs)
+    assert rows["rows"] == 6 and rows["patched"] == 2
+    assert rows["not_patched"] == {patching.pairs.UNUSED_CONTRACTION: 1, patching.pairs.UNUSED_CONTROL: 1,
+                                   patching.pairs.UNUSED_UNPAIRED: 1,
+                                   "in a pair that was skipped: incomplete pair: has only negated": 1}
+    # a pair dropped later (not usable) moves its two rows to the skipped count, and the sum still holds
+    later = pairs.with_pairs([], pairs.skipped + [("a", "different number of pieces")])
+    assert patching.pairs.row_accounting(later, [])["not_patched"][
+        "in a pair that was skipped: different number of pieces (the swapped words split differently)"] == 2
+
+
 @pytest.mark.slow
 def test_winograd_twins_swap_a_word_other_than_the_pronoun(minilm):
     rows = [row for i, (clean, a, corrupt, b) in enumerate(WINOGRAD) for row in

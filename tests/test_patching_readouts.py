@@ -1,21 +1,27 @@
 """probing.patching.readouts: normalisation by hand (per pair, and by the mean difference for logits); the default
 embedding readout leaves the swapped pieces out, checked against plain hooks."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from probing import patching
+from probing.patching.results import PairRun, SanityReadings
 
 
 def test_normalisation_by_hand():
-    out = {"values": {"noising": np.array([[3.0, 1.0]]), "denoising": np.array([[1.0, 2.0]])},
-           "clean": 3.0, "corrupt": 1.0, "own_clean": 3.0, "own_corrupt": 1.0, "embedding": 3.0}
+    out = PairRun(values={"noising": np.array([[3.0, 1.0]]), "denoising": np.array([[1.0, 2.0]])}, clean=3.0,
+                  corrupt=1.0, sanity_readings=SanityReadings(own_clean=3.0, own_corrupt=1.0, embedding=3.0),
+                  distance=1.0, seconds=0.0)
     effects, sanity = patching.readouts.normalise(out, 2.0)
     assert effects["noising"].tolist() == [[0.0, 1.0]] and effects["denoising"].tolist() == [[0.0, 0.5]]
     assert sanity == {"own_noising_max_abs": 0.0, "own_denoising_max_abs": 0.0, "embedding_denoising": 1.0}
     # the logit readout divides every pair by the mean clean - corrupt difference (2 and 4 -> 3)
-    second = {**out, "values": {"noising": np.array([[5.0, 1.0]])}, "clean": 5.0, "own_clean": 5.0, "embedding": 5.0}
-    assert patching.readouts.normalise_all([dict(out), second], per_pair_scale=False) == 3.0
-    assert second["effects"]["noising"].tolist() == [[0.0, 4 / 3]]
+    second = replace(out, values={"noising": np.array([[5.0, 1.0]])}, clean=5.0,
+                     sanity_readings=SanityReadings(own_clean=5.0, own_corrupt=1.0, embedding=5.0))
+    assert patching.readouts.normalise_all([out, second], per_pair_scale=False) == 3.0
+    assert second.effects["noising"].tolist() == [[0.0, 4 / 3]]
+    assert second.sanity["embedding_denoising"] == 1.0
 
 
 def test_default_readout_leaves_the_swapped_word_out_against_plain_hooks(minilm):

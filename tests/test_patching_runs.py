@@ -4,22 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from probing.patching.runs import SANITY_ROWS, _chunks, _plan, _source_to_target
+from probing.patching.runs import SANITY_ROWS, _chunks, plan_rows, _source_to_target
 
 
 def test_the_plan_has_a_row_per_kind_and_head_then_the_sanity_rows():
-    rows = _plan(2, 3, ("noising", "denoising"))
+    rows = plan_rows(2, 3, ("noising", "denoising"))
     assert len(rows) == 2 * 2 * 3 + SANITY_ROWS
     assert [r.run for r in rows[:6]] == [0] * 6 and [r.run for r in rows[6:12]] == [1] * 6   # noising from clean
     assert [(r.layer, r.head) for r in rows[:6]] == [(l, h) for l in range(2) for h in range(3)]
     assert [r.kind for r in rows[-SANITY_ROWS:]] == ["sanity_own", "sanity_own", "sanity_embeddings"]
-    only = _plan(2, 3, ("noising",), heads=[(1, 2)])
+    only = plan_rows(2, 3, ("noising",), heads=[(1, 2)])
     assert [(r.layer, r.head) for r in only[:-SANITY_ROWS]] == [(1, 2)]
 
 
 @pytest.mark.parametrize("max_rows", [1, 2, 5, 100])
 def test_chunks_start_at_their_layer_hold_at_most_max_rows_and_cover_every_row_once(max_rows):
-    rows = _plan(3, 4, ("noising", "denoising"))
+    rows = plan_rows(3, 4, ("noising", "denoising"))
     chunks = _chunks(rows, max_rows)
     covered = sorted(i for _, indices in chunks for i in indices)
     assert covered == list(range(len(rows)))

@@ -2,15 +2,17 @@
 a set of every head equals an independent all-patched run (one broadcast z replacement, no engine), and
 `patch_head_sets` compares the chosen sets with layer-matched random sets."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from probing import hooks
 from probing.models import load_model
 from probing.patching import pairs as pairs_module, patch_heads
-from probing.patching.engine import _patch_ids, patch_set_ids
+from probing.patching.engine import patch_ids, patch_set_ids
 from probing.patching.readouts import normalise, run_readout, value_function
-from probing.patching.sets import layer_matched_sets, patch_head_sets, top_heads
+from probing.patching.sets import (distinct_sets, holm_over_sets, layer_matched_sets, patch_head_sets,
+                                   random_set_test, rank_in_layer, top_heads)
 from tests.patching_cases import CLEAN, CORRUPT, _neg
 
 PAIRS = [(CLEAN, CORRUPT, "not", "really"),
@@ -40,12 +42,12 @@ def test_a_set_of_one_head_equals_single_head_patching(which, request):
     loaded = request.getfixturevalue("tiny" if which == "tiny" else "minilm")
     clean_ids, corrupt_ids, swapped = _ids(loaded)
     layout = hooks.head_layout(loaded)
-    single = _patch_ids(loaded.model, clean_ids, corrupt_ids, swapped, [], ("noising", "denoising"), 512)
+    single = patch_ids(loaded.model, clean_ids, corrupt_ids, swapped, [], ("noising", "denoising"), 512)
     heads = [(l, h) for l in range(layout.n_layers) for h in range(layout.n_heads)]
     sets = patch_set_ids(loaded.model, clean_ids, corrupt_ids, [[head] for head in heads])
     for kind in ("noising", "denoising"):
-        np.testing.assert_array_equal(sets["values"][kind], single["values"][kind].reshape(-1))
-    assert sets["clean"] == single["clean"] and sets["corrupt"] == single["corrupt"]
+        np.testing.assert_array_equal(sets.values[kind], single.values[kind].reshape(-1))
+    assert sets.clean == single.clean and sets.corrupt == single.corrupt
 
 
 def _all_patched_by_hand(loaded, clean_ids, corrupt_ids, heads):
@@ -70,7 +72,7 @@ def test_every_head_of_every_layer_equals_the_all_patched_run(minilm):
     every = [(l, h) for l in range(layout.n_layers) for h in range(layout.n_heads)]
     layer_two = [(2, h) for h in range(layout.n_heads)]
     out = patch_set_ids(minilm.model, clean_ids, corrupt_ids, [every, layer_two], kinds=("noising",))
-    effects, sanity = normalise(out, out["clean"] - out["corrupt"])
+    effects, sanity = normalise(out, out.difference)
     assert sanity["own_noising_max_abs"] < 1e-5 and abs(sanity["embedding_denoising"] - 1) < 1e-5
     assert effects["noising"][0] == pytest.approx(_all_patched_by_hand(minilm, clean_ids, corrupt_ids, every),
                                                   abs=1e-5)
@@ -89,6 +91,44 @@ def test_random_sets_match_the_layers_and_top_heads_rank():
     assert top_heads(np.array([0.1, 0.9, 0.5, 0.9]), 2, 2) == [(0, 1), (1, 1)]
 
 
+def test_random_draws_equal_to_the_chosen_set_are_the_same_column_and_count_as_ties():
+    """Ties are decided by set identity: a draw equal to the chosen set shares its column (patched once), so it
+    counts in b whatever the float rounding; p = (1 + b) / (1 + n) is never 0."""
+    sets = [{"heads": [(1, 3)], "random": [[(1, 3)], [(1, 0)], [(1, 3)], [(1, 5)]]},
+            {"heads": [(1, 0), (2, 2)], "random": [[(2, 2), (1, 0)], [(1, 1), (2, 2)]]}]
+    distinct, layout = distinct_sets(sets)
+    assert distinct == [((1, 3),), ((1, 0),), ((1, 5),), ((1, 0), (2, 2)), ((1, 1), (2, 2))]
+    assert layout == [(0, [0, 1, 0, 2]), (3, [3, 4])]
+    means = np.array([0.5, 0.2, 0.9, 0.1, 0.0])
+    test = random_set_test(0, layout[0][1], means)
+    # b = the two draws that are the set itself + the one larger set: (1 + 3) / (1 + 4)
+    assert test["p_random"] == pytest.approx(4 / 5) and test["random_is_chosen"] == 2
+    assert test["n_random_distinct"] == 3 and test["detectable"] >= 0
+    alone = random_set_test(2, [1, 1, 1], means)
+    assert alone["p_random"] == pytest.approx(1 / 4)          # nothing above it: (1 + 0) / (1 + 3), not 0
+
+
+def test_holm_runs_over_the_k_above_1_comparisons_and_k_1_is_a_rank():
+    table = pd.DataFrame({"selection": ["attention", "effect", "effect", "layer"], "k": [1, 3, 5, 12],
+                          "test": ["rank", "random sets", "random sets", np.nan], "p_random": [0.1, 0.01, 0.04, np.nan]})
+    held = holm_over_sets(table)
+    assert np.isnan(held["p_holm"][0]) and np.isnan(held["p_holm"][3])
+    assert held["p_holm"][1] == pytest.approx(0.02) and held["p_holm"][2] == pytest.approx(0.04)
+    single = np.array([0.1, 0.3, 0.2, 0.5, 0.5, 0.0])      # 2 layers x 3 heads
+    assert [rank_in_layer(single, 0, h, 3) for h in range(3)] == [3, 1, 2]
+    assert [rank_in_layer(single, 1, h, 3) for h in range(3)] == [1, 1, 3]
+
+
+def test_the_report_says_not_distinguishable_with_what_could_be_detected():
+    from types import SimpleNamespace
+    from probing.report.patching import _set_verdict
+    row = SimpleNamespace(test="random sets", p_holm=0.3, detectable=0.123, ranks_in_layer="1-8:1/12")
+    assert _set_verdict(row) == ("not distinguishable from random sets (p_holm 0.3; could detect >= 0.123 over the "
+                                 "random median)")
+    assert "above random sets" in _set_verdict(SimpleNamespace(test="random sets", p_holm=0.01, detectable=0.1))
+    assert _set_verdict(SimpleNamespace(test="rank", ranks_in_layer="1-8:1/12")) == "rank 1-8:1/12 (a rank, not a test)"
+
+
 def test_patch_head_sets_compares_with_random_sets(tiny):
     result = patch_head_sets(tiny, _examples(), k=(1, 2), n_random=20, seed=1, n_boot=100)
     table = result.table
@@ -97,7 +137,8 @@ def test_patch_head_sets_compares_with_random_sets(tiny):
     # per kind: attention and effect sets for each k, and one set per layer
     assert len(table) == 2 * (2 * 2 + layout.n_layers)
     chosen = table[table["selection"] != "layer"]
-    assert chosen["p_random"].between(0, 1).all() and (chosen["n_random"] == 20).all()
+    assert chosen["p_random"].between(1 / 21, 1).all() and (chosen["n_random"] == 20).all()
+    assert (chosen[chosen["k"] == 1]["test"] == "rank").all() and chosen[chosen["k"] == 2]["p_holm"].notna().all()
     assert (chosen["ci_low"] <= chosen["effect"] + 1e-12).all() and (chosen["effect"] <= chosen["ci_high"] + 1e-12).all()
     assert table[table["selection"] == "layer"]["p_random"].isna().all()
     # a set of one head chosen by single-head effect has that head's own mean effect

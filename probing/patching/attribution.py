@@ -31,7 +31,8 @@ import torch
 
 from probing.defaults import PATCH_METHODS, SEED
 from probing import attention as attention_function, hooks
-from probing.patching.runs import SANITY_ROWS, _Base, _patched_values, _plan, _summaries
+from probing.patching.results import PairRun, SanityReadings
+from probing.patching.runs import BaseRun, clean_attention, patched_values, plan_rows, sanity_readings
 from probing.patching.readouts import LogitReadout, pooled_positions, value_function
 
 METHODS = PATCH_METHODS        # (probing.defaults)
@@ -66,7 +67,7 @@ def _shifted(store: dict, layer: int):
 
 
 def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, positions: list[int] | None = None):
-    """(base run as `runs._Base`, readout value fn, base values [2], distance, dm/dz per layer
+    """(base run as `runs.BaseRun`, readout value fn, base values [2], distance, dm/dz per layer
     [2, pos, head, d_head], dm/dpattern per layer [2, head, q, k]): one forward of both texts with gradients and
     one backward pass of the sum of both rows' values."""
     layout = hooks.head_layout(module)
@@ -83,13 +84,13 @@ def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, posit
                  [pattern_store[l][1] for l in range(layout.n_layers)]
         grads = torch.autograd.grad(value(output).sum(), leaves)
     n = layout.n_layers
-    base = _Base(output.detach(), {l: z_store[l][0] for l in range(n)},
+    base = BaseRun(output.detach(), {l: z_store[l][0] for l in range(n)},
                  {l: pattern_store[l][0] for l in range(n)}, layer_inputs,
                  [m.detach() for m in norms.norms] if len(norms.norms) == len(grams) else None)
     return base, value, base_values, distance, grads[:n], grads[n:]
 
 
-def _estimates(kind: str, base: _Base, z_grads, pattern_grads, source: list[int], base_values) -> np.ndarray:
+def _estimates(kind: str, base: BaseRun, z_grads, pattern_grads, source: list[int], base_values) -> np.ndarray:
     """Estimated readout value of every head's patched run of `kind`, [layers, heads] (float64): the run's own
     value plus (other run's activation - own) . gradient at the run."""
     run = 1 if kind.endswith("denoising") else 0
@@ -111,8 +112,8 @@ def _estimates(kind: str, base: _Base, z_grads, pattern_grads, source: list[int]
 
 def attribute_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
                   kinds, max_rows: int = 512, readout: LogitReadout | None = None, check: bool = True,
-                  all_positions: bool = False) -> dict:
-    """`engine._patch_ids`'s output (same keys, raw readout values) with the patched runs' values estimated
+                  all_positions: bool = False) -> PairRun:
+    """`engine.patch_ids`'s output (same fields, raw readout values) with the patched runs' values estimated
     to first order instead of run; the sanity rows run exactly. check=False skips them (their values are NaN):
     they cost as much again as the gradient run, and the demo's quick first answer leaves them to the exact
     confirmation that follows it."""
@@ -122,14 +123,13 @@ def attribute_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: 
         module, ids, readout, pooled_positions(clean_ids, corrupt_ids, all_positions))
     by_kind = {kind: _estimates(kind, base, z_grads, pattern_grads, source, base_values) for kind in kinds}
     layout = hooks.head_layout(module)
-    sanity_rows = _plan(layout.n_layers, layout.n_heads, ())
-    assert len(sanity_rows) == SANITY_ROWS
-    sanity = (_patched_values(module, ids, sanity_rows, base, source, max_rows, readout, value) if check
-              else torch.full((SANITY_ROWS,), float("nan")))
-    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
-            "own_clean": float(sanity[0]), "own_corrupt": float(sanity[1]), "embedding": float(sanity[2]),
-            "distance": distance, **_summaries(base, source, target, layout.n_layers),
-            "seconds": time.perf_counter() - started, "method": "attribution"}
+    sanity_rows = plan_rows(layout.n_layers, layout.n_heads, ())     # the sanity rows alone
+    readings = (sanity_readings(sanity_rows, patched_values(module, ids, sanity_rows, base, source, max_rows,
+                                                            readout, value))
+                if check else SanityReadings(float("nan"), float("nan"), float("nan")))
+    return PairRun(values=by_kind, clean=float(base_values[0]), corrupt=float(base_values[1]),
+                   sanity_readings=readings, distance=distance, seconds=time.perf_counter() - started,
+                   method="attribution", summary=clean_attention(base, source, target, layout.n_layers))
 
 
 # ---- screen: attribution for every head, exact patching for the heads it picks (and a random check) ------
@@ -167,10 +167,10 @@ def agreement(estimate: np.ndarray, exact: np.ndarray, n_heads: int) -> dict:
             "missed_by_estimate": missed}
 
 
-def estimate_columns(table, outs: list[dict], kinds) -> dict[str, np.ndarray]:
+def estimate_columns(table, outs: list[PairRun], kinds) -> dict[str, np.ndarray]:
     """Adds each kind's mean estimate over pairs as `{kind}_estimate` to a screen's heads table; returns the
     per-pair estimates [pairs, layers*heads] per kind."""
-    estimates = {kind: np.stack([o["estimates"][kind].reshape(-1) for o in outs]) for kind in kinds}
+    estimates = {kind: np.stack([o.estimates[kind].reshape(-1) for o in outs]) for kind in kinds}
     for kind in kinds:
         table[f"{kind}_estimate"] = estimates[kind].mean(0)
     return estimates

@@ -14,6 +14,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from probing import stats
+from probing.defaults import N_PERM
+from probing.patching.results import PairRun
 
 
 def _centred_ranks(values: np.ndarray) -> np.ndarray:
@@ -39,13 +41,15 @@ def _resampled_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def score_vs_effect(score, per_pair: np.ndarray, n_layers: int, n_heads: int, n_boot: int, seed: int,
-                    groups) -> dict:
+                    groups, n_perm: int = N_PERM) -> dict:
     """Within-layer Spearman of a head score against the mean effect per head.
 
     score: [layers, heads] (fixed) or [pairs, layers, heads] (per pair, resampled with the effects);
     per_pair: effects [pairs, layers*heads]. The CI is a cluster bootstrap over pairs (clusters: `groups`)
-    that redraws the score's pairs together with the effect's. Returns the pooled rho with its CI
-    (`spearman`, `ci_low`, `ci_high`) and per layer `per_layer`: [{layer, spearman, ci_low, ci_high}]."""
+    that redraws the score's pairs together with the effect's, then redraws the heads within each layer (a
+    two-level bootstrap: the heads' own variation is in the CI); `p_permutation` is the two-sided p under a
+    within-layer head permutation (`head_permutation_p`, n_perm draws). Returns the pooled rho with its CI
+    (`spearman`, `ci_low`, `ci_high`), the p, and per layer `per_layer`: [{layer, spearman, ci_low, ci_high}]."""
     score = np.asarray(score, dtype=np.float64)
     effects = np.asarray(per_pair, dtype=np.float64).reshape(len(per_pair), n_layers, n_heads)
     per_pair_score = score.ndim == 3
@@ -60,7 +64,11 @@ def score_vs_effect(score, per_pair: np.ndarray, n_layers: int, n_heads: int, n_
     weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)[:, codes].astype(float)
     boot_effect = _resampled_means(effects, weights)
     boot_score = _resampled_means(score, weights) if per_pair_score else np.broadcast_to(mean_score, boot_effect.shape)
-    boot_pooled, boot_layer = _within_layer_rho(boot_score, boot_effect)
+    # the second level: the heads of each layer redrawn with replacement (score and effect together), so the
+    # CI carries the heads' own variation, not only the pairs'
+    heads = rng.integers(0, n_heads, size=(n_boot, n_layers, n_heads))
+    boot_pooled, boot_layer = _within_layer_rho(np.take_along_axis(np.asarray(boot_score), heads, -1),
+                                                np.take_along_axis(boot_effect, heads, -1))
     quantiles = lambda x: (float(np.nanquantile(x, 0.025)), float(np.nanquantile(x, 0.975)))   # noqa: E731
     low, high = quantiles(boot_pooled) if np.isfinite(boot_pooled).any() else (np.nan, np.nan)
     layers = []
@@ -68,18 +76,37 @@ def score_vs_effect(score, per_pair: np.ndarray, n_layers: int, n_heads: int, n_
         finite = np.isfinite(boot_layer[:, layer]).any()
         l_low, l_high = quantiles(boot_layer[:, layer]) if finite else (np.nan, np.nan)
         layers.append({"layer": layer, "spearman": float(per_layer[0, layer]), "ci_low": l_low, "ci_high": l_high})
-    return {"spearman": float(pooled[0]), "ci_low": low, "ci_high": high, "n_heads": n_layers * n_heads,
+    p_value, n_perm = head_permutation_p(mean_score, effects.mean(0), float(pooled[0]), n_perm, seed)
+    return {"spearman": float(pooled[0]), "ci_low": low, "ci_high": high, "p_permutation": p_value,
+            "n_perm": n_perm, "n_heads": n_layers * n_heads,
             "n_pairs": len(effects), "depth": "within-layer (heads ranked inside each layer, then pooled)",
-            "resampled": "pairs, score and effect together" if per_pair_score else "pairs (effect; score fixed)",
+            "resampled": ("two levels: pairs (clusters), score and effect together, then heads within each layer"
+                          if per_pair_score else
+                          "two levels: pairs (clusters; effect, score fixed), then heads within each layer"),
             "per_layer": layers}
 
 
-def attention_scores(outs: list[dict], attention_scores, n_layers: int, n_heads: int):
+def head_permutation_p(score: np.ndarray, effect: np.ndarray, observed: float, n_perm: int, seed: int):
+    """(two-sided p of the pooled within-layer Spearman under a within-layer head permutation, the permutations
+    drawn): the score's heads are shuffled inside each layer (score and effect [layers, heads], the means over
+    pairs), which keeps depth and each layer's spread and breaks only which head has which score; p = (1 + b) /
+    (1 + n) with b the permutations whose |rho| is at least the observed |rho|. NaN when rho is undefined."""
+    if not np.isfinite(observed):
+        return float("nan"), 0
+    rng = np.random.default_rng(seed + 1)
+    order = np.argsort(rng.random((n_perm, *score.shape)), axis=-1)            # [perm, layers, heads]
+    shuffled = np.take_along_axis(np.broadcast_to(score, order.shape), order, -1)
+    rho, _ = _within_layer_rho(shuffled, np.broadcast_to(effect, order.shape))
+    b = int(np.sum(np.abs(rho) >= abs(observed) - 1e-12))
+    return (1 + b) / (1 + n_perm), n_perm
+
+
+def attention_scores(outs: list[PairRun], attention_scores, n_layers: int, n_heads: int):
     """(the score to compare [pairs, layers, heads] or [layers, heads], its name), or (None, "") when there is
     none. Default: the clean run's attention source -> target on each patched pair (when every pair has a
     target); a given [layers, heads] or [pairs, layers, heads] array is used as it is."""
     if attention_scores is None:
-        attention = [o["attention"] for o in outs]
+        attention = [o.attention for o in outs]
         if attention and all(a is not None for a in attention):
             return np.stack(attention), "attention source -> target in the clean run of each patched pair"
         return None, ""

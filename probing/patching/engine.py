@@ -25,9 +25,11 @@ import torch
 from probing import hooks
 from probing.defaults import PATCH_KINDS
 from probing.models import as_loaded
-from probing.patching.pairs import Pair, PairSet, _span_pieces, minimal_pair, usable
+from probing.patching.pairs import Pair, PairSet, span_pieces, minimal_pair, usable
 from probing.patching.readouts import LogitReadout, language_model, normalise, pooled_positions, value_function
-from probing.patching.runs import _all_heads, _base_run, _patched_values, _plan, _Row, _summaries
+from probing.patching.results import PairRun
+from probing.patching.runs import (PatchRow, all_heads, base_run, clean_attention, patched_values, plan_rows,
+                                   sanity_readings)
 
 KINDS = PATCH_KINDS            # one list for the library and the command line (probing.defaults)
 SANITY_TOLERANCE = 1e-5
@@ -42,9 +44,9 @@ def check_kinds(kinds) -> tuple[str, ...]:
     return kinds
 
 
-def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
-               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None,
-               all_positions: bool = False) -> dict:
+def patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
+              kinds, max_rows: int, readout: LogitReadout | None = None, heads=None,
+              all_positions: bool = False) -> PairRun:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
@@ -55,21 +57,21 @@ def _patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: lis
     started = time.perf_counter()
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base = _base_run(module, ids, readout)
+    base = base_run(module, ids, readout)
     value, base_values, distance = value_function(base.output, readout,
                                                   pooled_positions(clean_ids, corrupt_ids, all_positions))
-    heads = _all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
-    rows = _plan(layout.n_layers, layout.n_heads, kinds, heads)
-    values = _patched_values(module, ids, rows, base, source, max_rows, readout, value)
+    heads = all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
+    rows = plan_rows(layout.n_layers, layout.n_heads, kinds, heads)
+    values = patched_values(module, ids, rows, base, source, max_rows, readout, value)
     n, where = len(heads), tuple(np.array(heads, dtype=int).reshape(-1, 2).T)
     by_kind = {}
     for i, kind in enumerate(kinds):
         by_kind[kind] = np.full((layout.n_layers, layout.n_heads), np.nan)
         by_kind[kind][where] = values[i * n:(i + 1) * n].numpy()
-    return {"values": by_kind, "clean": float(base_values[0]), "corrupt": float(base_values[1]),
-            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, **_summaries(base, source, target, layout.n_layers),
-            "seconds": time.perf_counter() - started, "method": "exact"}
+    return PairRun(values=by_kind, clean=float(base_values[0]), corrupt=float(base_values[1]),
+                   sanity_readings=sanity_readings(rows, values), distance=distance,
+                   seconds=time.perf_counter() - started, method="exact",
+                   summary=clean_attention(base, source, target, layout.n_layers))
 
 
 def _layout_size(module) -> tuple[int, int]:
@@ -77,37 +79,37 @@ def _layout_size(module) -> tuple[int, int]:
     return layout.n_layers, layout.n_heads
 
 
-def set_rows(head_sets, kinds=("noising", "denoising")) -> list[_Row]:
+def set_rows(head_sets, kinds=("noising", "denoising")) -> list[PatchRow]:
     """One row per (kind, head set), then the sanity rows: a set's heads take the other run's z together, in one
     row that starts at the set's first layer. Only the z kinds (noising, denoising)."""
     bad = [k for k in kinds if k not in ("noising", "denoising")]
     if bad or not head_sets or any(not heads for heads in head_sets):
         raise ValueError(f"head sets patch z only (noising, denoising), and each set needs a head; got kinds "
                          f"{list(kinds)} and {len(head_sets)} sets")
-    rows = [_Row(kind, min(layer for layer, _ in heads), -1, 1 if kind == "denoising" else 0, tuple(heads))
+    rows = [PatchRow(kind, min(layer for layer, _ in heads), -1, 1 if kind == "denoising" else 0, tuple(heads))
             for kind in kinds for heads in head_sets]
-    return rows + _plan(0, 0, ())
+    return rows + plan_rows(0, 0, ())
 
 
 def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_sets, kinds=("noising", "denoising"),
-                  max_rows: int = 512, readout: LogitReadout | None = None, all_positions: bool = False) -> dict:
-    """As `_patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
+                  max_rows: int = 512, readout: LogitReadout | None = None, all_positions: bool = False) -> PairRun:
+    """As `patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
     takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
     effects, and a one-head set gives exactly that head's single-head number."""
     started = time.perf_counter()
     layout = hooks.head_layout(module)
     head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base = _base_run(module, ids, readout)
+    base = base_run(module, ids, readout)
     value, base_values, distance = value_function(base.output, readout,
                                                   pooled_positions(clean_ids, corrupt_ids, all_positions))
     rows = set_rows(head_sets, kinds)
-    values = _patched_values(module, ids, rows, base, [], max_rows, readout, value)
+    values = patched_values(module, ids, rows, base, [], max_rows, readout, value)
     n = len(head_sets)
-    return {"values": {kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
-            "clean": float(base_values[0]), "corrupt": float(base_values[1]),
-            "own_clean": float(values[-3]), "own_corrupt": float(values[-2]), "embedding": float(values[-1]),
-            "distance": distance, "seconds": time.perf_counter() - started}
+    return PairRun(values={kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
+                   clean=float(base_values[0]), corrupt=float(base_values[1]),
+                   sanity_readings=sanity_readings(rows, values), distance=distance,
+                   seconds=time.perf_counter() - started)
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
@@ -120,7 +122,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
     if not launched_in_parallel():
         outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads,
                                               all_positions)
-        return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+        return outs, kept, pair_set.with_pairs(kept, list(pair_set.skipped) + skipped)
     # Under `accelerate launch`: each process patches its contiguous shard of pairs; every process gets all
     # shards back in rank order, i.e. the original order, so everything downstream sees one process's lists.
     parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads,
@@ -129,15 +131,15 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
     outs = [o for part in parts for o in part[0]]
     kept = [p for part in parts for p in part[1]]
     skipped = [s for part in parts for s in part[2]]
-    return outs, kept, PairSet(kept, list(pair_set.skipped) + skipped)
+    return outs, kept, pair_set.with_pairs(kept, list(pair_set.skipped) + skipped)
 
 
 def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads, all_positions):
     """(outputs, kept pairs, skipped (id, reason)) of `pairs` in this process."""
     from tqdm import tqdm
     from probing.patching.attribution import attribute_ids
-    patch_ids = attribute_ids if method == "attribution" else (
-        lambda *args, **kwargs: _patch_ids(*args, **kwargs, heads=heads))
+    patch_one = attribute_ids if method == "attribution" else (
+        lambda *args, **kwargs: patch_ids(*args, **kwargs, heads=heads))
     outs, kept, skipped = [], [], []
     for pair in tqdm(pairs, disable=not progress, unit="pair", leave=False):
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
@@ -145,7 +147,7 @@ def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method,
             skipped.append((pair.id, reason))
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
-        outs.append(patch_ids(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
+        outs.append(patch_one(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
                               kinds, max_rows, readout, all_positions=all_positions))
         kept.append(pair)
     return outs, kept, skipped
@@ -226,8 +228,8 @@ def _span_field(value, name: str, text: str) -> tuple[int, int] | None:
 
 def _spans_as_pieces(offsets, source, target, swapped) -> tuple[list[int], list[int]]:
     """(source pieces: the span's, default the swapped word's; target pieces, [] without a target)."""
-    source_pieces = swapped if source is None else sorted(_span_pieces(offsets, source))
-    target_pieces = [] if target is None else sorted(_span_pieces(offsets, target))
+    source_pieces = swapped if source is None else sorted(span_pieces(offsets, source))
+    target_pieces = [] if target is None else sorted(span_pieces(offsets, target))
     for name, span, pieces in (("source", source, source_pieces), ("target", target, target_pieces)):
         if span is not None and not pieces:
             raise ValueError(f"the {name} span covers no piece the model reads (past the token limit?)")
@@ -302,18 +304,18 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                             max_rows, readout, check, all_positions=all_positions)
     else:
         heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
-        out = _patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
+        out = patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
                          max_rows, readout, heads, all_positions)
-    scale = out["clean"] - out["corrupt"]
+    scale = out.difference
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")
     effects, sanity = normalise(out, scale)
     return PairPatch(clean=clean_text, corrupt=corrupt_text, tokens=loaded.tokenizer.convert_ids_to_tokens(
                          pieces.clean_ids), source=source_pieces, swapped=pieces.swapped, target=target_pieces,
-                     effects=effects, distance=out["distance"],
+                     effects=effects, distance=out.distance,
                      sanity=_pair_sanity(sanity, scale, readout is not None) if check or method == "exact"
                      else {"passed": None},
-                     attention=out["attention"], source_pattern=out["source_pattern"], seconds=out["seconds"],
-                     readout="embedding" if readout is None else "logits",
-                     attention_reversed=out["attention_reversed"], norm_attention=out["norm_attention"],
+                     attention=out.summary.attention, source_pattern=out.summary.source_pattern,
+                     seconds=out.seconds, readout="embedding" if readout is None else "logits",
+                     attention_reversed=out.summary.attention_reversed, norm_attention=out.summary.norm_attention,
                      method=method)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from probing import stats
+from probing.patching.results import PairRun
 
 EMBEDDING_MEASURE = ("readout difference v(clean) - v(corrupt) = ||e(clean) - e(corrupt)||^2 (the embedding "
                      "the effects are fractions of)")
@@ -91,13 +92,13 @@ def controlled_gate(relation: np.ndarray, control: np.ndarray | None, measure: s
                 relation_minus_control=float(diff.mean()), relation_minus_control_ci=diff_ci)
 
 
-def choose_gate(relation: str, outs: list[dict], control_outs: list[dict | None] | None, *, logit_readout: bool,
-                n_boot: int, seed: int, groups: list[str]) -> Gate:
+def choose_gate(relation: str, outs: list[PairRun], control_outs: list[PairRun | None] | None, *,
+                logit_readout: bool, n_boot: int, seed: int, groups: list[str]) -> Gate:
     """The one place where a run's gate is decided. `outs`: each kept pair's raw patching output (`clean`,
     `corrupt`: the unpatched readout values); `control_outs`: per kept pair its control pair's output (None
     where it has none), or None when the run has no control pairs."""
     measure = (LOGIT_MEASURE.get(relation, LOGIT_MEASURE["coreference"]) if logit_readout else EMBEDDING_MEASURE)
-    relation_diff = np.array([o["clean"] - o["corrupt"] for o in outs])
+    relation_diff = np.array([o.difference for o in outs])
     control_diff = None if control_outs is None else np.array(
-        [np.nan if c is None else c["clean"] - c["corrupt"] for c in control_outs])
+        [np.nan if c is None else c.difference for c in control_outs])
     return controlled_gate(relation_diff, control_diff, measure + ", mean over pairs", n_boot, seed, groups)

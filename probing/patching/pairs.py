@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from probing.models import LoadedModel
@@ -35,13 +35,23 @@ class Pair:
     corrupt_target: tuple[int, int] | None = None  # the same in the corrupt text (twins: the other referent)
     group: str = ""                        # resampling unit (defaults to the pair id)
     answers: tuple[str, str] | None = None  # LM readout: (the answer the clean text favours, the corrupt's)
+    rows: tuple[str, ...] = ()             # the ids of the data rows the pair is made of (row accounting)
 
 
 @dataclass
 class PairSet:
-    """The usable pairs, and for every skipped pair its id and reason."""
+    """The usable pairs, and for every skipped pair its id and reason. Row accounting (`row_accounting`):
+    `n_rows` data rows were read; `unused_rows` (row id, reason) never became part of a pair; `rows_of` gives
+    the data rows of every pair, kept or skipped."""
     pairs: list[Pair]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    n_rows: int | None = None              # None: the pairs were not read from data rows (built controls)
+    unused_rows: list[tuple[str, str]] = field(default_factory=list)
+    rows_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_pairs(self, pairs: list[Pair], skipped: list[tuple[str, str]]) -> "PairSet":
+        """The same rows' accounting with other kept pairs and skipped list (after a filter or a run)."""
+        return PairSet(pairs, skipped, self.n_rows, self.unused_rows, self.rows_of)
 
     def skipped_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -76,7 +86,8 @@ def _pieces(loaded: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, 
     return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
 
 
-def _span_pieces(offsets, span) -> set[int]:
+def span_pieces(offsets, span) -> set[int]:
+    """The pieces (by index into `offsets`, (start, end) per piece) that overlap the character span."""
     return {i for i, (s, e) in enumerate(offsets) if e > s and s < span[1] and span[0] < e}
 
 
@@ -103,7 +114,7 @@ def minimal_pair(loaded: LoadedModel, clean: str, corrupt: str, *, within: tuple
     if not swapped:
         raise NotAMinimalPair("identical", f"The {names[0]} and the {names[1]} are the same to the model: change "
                               "one word.", pieces)
-    in_source = within is not None and set(swapped) <= _span_pieces(clean_offsets, within)
+    in_source = within is not None and set(swapped) <= span_pieces(clean_offsets, within)
     if not in_source and _word_of_pieces(loaded, clean, swapped) is None:
         shown = [text[offsets[swapped[0]][0]:offsets[swapped[-1]][1]]
                  for text, offsets in ((clean, clean_offsets), (corrupt, corrupt_offsets))]
@@ -144,12 +155,12 @@ def usable(loaded: LoadedModel, pair: Pair, check_answers: bool = True) -> tuple
         if err.kind == "identical":
             return False, "the two texts tokenise identically", {}
         pieces, several_words = err.pieces, True
-    source = _span_pieces(pieces.clean_offsets, pair.clean_source)
-    if source != _span_pieces(pieces.corrupt_offsets, pair.corrupt_source):
+    source = span_pieces(pieces.clean_offsets, pair.clean_source)
+    if source != span_pieces(pieces.corrupt_offsets, pair.corrupt_source):
         return False, "the source word sits at different pieces in the two texts", {}
     if several_words:
         return False, "the texts differ in more than one word", {}
-    target = sorted(_span_pieces(pieces.clean_offsets, pair.clean_target)) if pair.clean_target else []
+    target = sorted(span_pieces(pieces.clean_offsets, pair.clean_target)) if pair.clean_target else []
     info = {"ids": (pieces.clean_ids, pieces.corrupt_ids), "swapped": pieces.swapped, "source": sorted(source),
             "target": target}
     if pair.answers is not None and check_answers:
@@ -171,7 +182,8 @@ def _coarse_reason(reason: str) -> str:
     return reason
 
 
-def _coarse_counts(skipped: list[tuple[str, str]]) -> dict[str, int]:
+def coarse_counts(skipped: list[tuple[str, str]]) -> dict[str, int]:
+    """How many skipped (id, reason) pairs per coarse reason (the reason with its pair-specific details cut)."""
     counts: dict[str, int] = {}
     for _id, reason in skipped:
         counts[_coarse_reason(reason)] = counts.get(_coarse_reason(reason), 0) + 1
@@ -187,28 +199,74 @@ def _pair_from(clean, corrupt, pair_id: str) -> Pair:
                 group=str(clean.meta.get("group", clean.meta.get("template", pair_id))))
 
 
+UNUSED_CONTRACTION = "the item's n't form: the item is patched with its 'not' form (n't changes the piece count)"
+UNUSED_CONTROL = "another adverb control of an item already paired (one pair per item: its last control row)"
+UNUSED_TWIN_ROW = "a second row with the same meta.twin and twin_role (the last one is used)"
+UNUSED_UNPAIRED = "in no pairing scheme (neither meta.twin with twin_role nor a negation meta.pair with a role)"
+
+
+def _one_pair_per_item(role: str, candidates: list) -> tuple[object, list]:
+    """(the row an item's pair uses for `role`, the item's other rows of that role). Negation's clean side: the
+    last row with the full cue "not" (its n't form changes the piece count, so it could not be a minimal pair
+    with an adverb), else the last negated row; every other side: the last row. One pair per item keeps the run
+    time of patching; the rows not used are counted, with the reason, by `row_accounting`."""
+    full_cue = [e for e in candidates if (e.meta or {}).get("cue_form", "not") == "not"]
+    chosen = (full_cue or candidates)[-1] if role == "negated" else candidates[-1]
+    return chosen, [e for e in candidates if e is not chosen]
+
+
 def collect_pairs(examples) -> PairSet:
     """Clean/corrupt pairs from `meta.pair` (negation: negated = clean, control = corrupt) and from `meta.twin`
-    with `meta.twin_role`; rows in neither scheme are ignored, incomplete pairs are skipped with the reason."""
-    by_pair: dict[str, dict[str, object]] = {}
+    with `meta.twin_role`: one pair per item (`_one_pair_per_item`); incomplete pairs are skipped with the
+    reason, and every row no pair uses is listed in `unused_rows` with why."""
+    by_pair: dict[str, dict[str, list]] = {}
+    unused: list[tuple[str, str]] = []
     for example in examples:
         meta = example.meta or {}
         if "twin" in meta:
             role = str(meta.get("twin_role", ""))
             if role not in ("clean", "corrupt"):
                 raise ValueError(f"example {example.id!r}: meta.twin_role must be 'clean' or 'corrupt', got {role!r}")
-            by_pair.setdefault(f"twin:{meta['twin']}", {})[role] = example
-        elif "pair" in meta and example.relation == "negation":
-            role = {"negated": "clean", "control": "corrupt"}.get(example.role)
-            if role is not None:
-                by_pair.setdefault(str(meta["pair"]), {})[role] = example
-    pairs, skipped = [], []
-    for pair_id, rows in by_pair.items():
-        if set(rows) != {"clean", "corrupt"}:
-            skipped.append((pair_id, f"incomplete pair: has only {', '.join(sorted(rows))}"))
+            by_pair.setdefault(f"twin:{meta['twin']}", {}).setdefault(role, []).append(example)
+        elif "pair" in meta and example.relation == "negation" and example.role in ("negated", "control"):
+            by_pair.setdefault(str(meta["pair"]), {}).setdefault(example.role, []).append(example)
         else:
-            pairs.append(_pair_from(rows["clean"], rows["corrupt"], pair_id))
-    return PairSet(pairs, skipped)
+            unused.append((example.id, UNUSED_UNPAIRED))
+    pairs, skipped, rows_of = [], [], {}
+    for pair_id, by_role in by_pair.items():
+        chosen = {}
+        for role, candidates in by_role.items():
+            chosen[role], others = _one_pair_per_item(role, candidates)
+            reason = {"negated": UNUSED_CONTRACTION, "control": UNUSED_CONTROL}.get(role, UNUSED_TWIN_ROW)
+            unused += [(e.id, reason if role != "negated" or (e.meta or {}).get("cue_form") == "n't"
+                        else "another negated row of an item already paired (one pair per item)") for e in others]
+        clean, corrupt = (chosen.get("clean", chosen.get("negated")), chosen.get("corrupt", chosen.get("control")))
+        rows_of[pair_id] = tuple(e.id for e in (clean, corrupt) if e is not None)
+        if clean is None or corrupt is None:
+            roles = sorted(chosen)
+            skipped.append((pair_id, f"incomplete pair: has only {', '.join(roles)}"))
+        else:
+            pairs.append(replace(_pair_from(clean, corrupt, pair_id), rows=rows_of[pair_id]))
+    return PairSet(pairs, skipped, n_rows=len(examples), unused_rows=unused, rows_of=rows_of)
+
+
+def row_accounting(pair_set: PairSet, kept: list[Pair]) -> dict | None:
+    """Every data row either patched or counted with its reason: {"rows": all rows read, "patched": rows of the
+    kept pairs, "not_patched": {reason: rows}}; patched + sum(not_patched) == rows (checked). None when the
+    pairs were not read from data rows."""
+    if pair_set.n_rows is None:
+        return None
+    patched = sum(len(p.rows) for p in kept)
+    not_patched: dict[str, int] = {}
+    for _row, reason in pair_set.unused_rows:
+        not_patched[reason] = not_patched.get(reason, 0) + 1
+    for pair_id, reason in pair_set.skipped:
+        key = f"in a pair that was skipped: {_coarse_reason(reason)}"
+        not_patched[key] = not_patched.get(key, 0) + len(pair_set.rows_of.get(pair_id, ()))
+    if patched + sum(not_patched.values()) != pair_set.n_rows:
+        raise RuntimeError(f"row accounting does not add up: {patched} patched + {sum(not_patched.values())} "
+                           f"counted unused != {pair_set.n_rows} rows")
+    return {"rows": pair_set.n_rows, "patched": patched, "not_patched": not_patched}
 
 
 def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
@@ -220,12 +278,17 @@ def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
     mask = loaded.tokenizer.mask_token if masked else None
     if masked and mask is None:
         raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
-    pairs, skipped = [], []
+    pairs, skipped, unused, rows_of = [], [], [], {}
     for example in examples:
         meta = example.meta or {}
         if example.relation != "negation" or not {"context_neg", "target_aff", "target_neg"} <= set(meta):
+            unused.append((example.id, "no NEG-136-style context_neg, target_aff and target_neg"))
             continue
         pair_id, context = str(meta.get("pair", example.id)), str(meta["context_neg"])
+        if pair_id in rows_of:
+            unused.append((example.id, "a second row of an item already paired (one pair per item)"))
+            continue
+        rows_of[pair_id] = (example.id,)
         cue = re.search(r"\bnot\b", context)
         if cue is None:
             skipped.append((pair_id, "the cue is a contraction (n't): no adverb swaps it piece for piece"
@@ -237,13 +300,13 @@ def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
             corrupt = context[:cue.start()] + adverb + context[cue.end():] + suffix
             pair = Pair(id=pair_id, relation="negation", clean=clean, corrupt=corrupt, clean_source=cue.span(),
                         corrupt_source=(cue.start(), cue.start() + len(adverb)), group=pair_id,
-                        answers=(str(meta["target_neg"]), str(meta["target_aff"])))
+                        answers=(str(meta["target_neg"]), str(meta["target_aff"])), rows=(example.id,))
             if usable(loaded, pair, check_answers=False)[0]:
                 pairs.append(pair)
                 break
         else:
             skipped.append((pair_id, "no adverb with as many pieces as 'not'"))
-    return PairSet(pairs, skipped)
+    return PairSet(pairs, skipped, n_rows=len(examples), unused_rows=unused, rows_of=rows_of)
 
 
 def _masked_twin(example, mask: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
@@ -267,6 +330,7 @@ def masked_twin_pairs(examples, loaded: LoadedModel) -> PairSet:
     if mask is None:
         raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
     twins = collect_pairs([e for e in examples if e.relation == "coreference"])
+    unused = [(e.id, "not a coreference row") for e in examples if e.relation != "coreference"]
     by_id = {}
     for example in examples:
         if "twin" in (example.meta or {}):
@@ -284,8 +348,9 @@ def masked_twin_pairs(examples, loaded: LoadedModel) -> PairSet:
             continue
         pairs.append(Pair(id=twin.id, relation="coreference", clean=masked[0][0], corrupt=masked[1][0],
                           clean_source=masked[0][1], corrupt_source=masked[1][1], clean_target=masked[0][2],
-                          group=twin.group, answers=answers))
-    return PairSet(pairs, skipped)
+                          group=twin.group, answers=answers, rows=twin.rows))
+    return PairSet(pairs, skipped, n_rows=len(examples), unused_rows=twins.unused_rows + unused,
+                   rows_of=twins.rows_of)
 
 
 def control_pairs(pairs: list[Pair], loaded: LoadedModel) -> PairSet:

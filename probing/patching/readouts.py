@@ -21,6 +21,7 @@ from torch import nn
 from probing import defaults
 from probing.models import LoadedModel, load_lm_model
 from probing.patching.pairs import PairSet, collect_pairs, completion_pairs, masked_twin_pairs
+from probing.patching.results import PairRun
 
 READOUTS = defaults.READOUTS     # (probing.defaults: the command line checks --readout against it)
 
@@ -66,27 +67,28 @@ def value_function(base: torch.Tensor, readout: LogitReadout | None, positions: 
     return value, value(base), float(torch.linalg.norm(direction))
 
 
-def normalise(out: dict, scale: float) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def normalise(out: PairRun, scale: float) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Effects in units of `scale` (the clean - corrupt difference of the readout): noising = (v_clean - v) /
     scale, denoising = (v - v_corrupt) / scale; with the pair's own difference as scale, clean = 1, corrupt = 0."""
-    effects = {kind: ((v - out["corrupt"]) if kind.endswith("denoising") else (out["clean"] - v)) / scale
-               for kind, v in out["values"].items()}
-    sanity = {"own_noising_max_abs": abs(out["clean"] - out["own_clean"]) / abs(scale),
-              "own_denoising_max_abs": abs(out["own_corrupt"] - out["corrupt"]) / abs(scale),
-              "embedding_denoising": 1.0 + (out["embedding"] - out["clean"]) / scale}
+    effects = {kind: ((v - out.corrupt) if kind.endswith("denoising") else (out.clean - v)) / scale
+               for kind, v in out.values.items()}
+    readings = out.sanity_readings
+    sanity = {"own_noising_max_abs": abs(out.clean - readings.own_clean) / abs(scale),
+              "own_denoising_max_abs": abs(readings.own_corrupt - out.corrupt) / abs(scale),
+              "embedding_denoising": 1.0 + (readings.embedding - out.clean) / scale}
     return effects, sanity
 
 
-def normalise_all(outs: list[dict], per_pair_scale: bool) -> float | None:
+def normalise_all(outs: list[PairRun], per_pair_scale: bool) -> float | None:
     """Adds effects and sanity to every pair's output. The embedding readout divides by each pair's own
     clean - corrupt difference (> 0 for any real swap); the logit readout by the mean difference over pairs,
     because one pair's difference can be near 0 and would blow its effects up (Wang et al. 2022 normalise the
     same way). Returns the common scale, or None."""
-    scale = None if per_pair_scale else float(np.mean([o["clean"] - o["corrupt"] for o in outs]))
+    scale = None if per_pair_scale else float(np.mean([o.difference for o in outs]))
     if scale is not None and abs(scale) < 1e-12:
         scale = 1e-12 if scale >= 0 else -1e-12      # no behaviour: effects are meaningless, the gate says so
     for o in outs:
-        o["effects"], o["sanity"] = normalise(o, o["clean"] - o["corrupt"] if per_pair_scale else scale)
+        o.effects, o.sanity = normalise(o, o.difference if per_pair_scale else scale)
     return scale
 
 

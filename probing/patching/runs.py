@@ -14,11 +14,12 @@ import torch
 
 from probing import attention as attention_function, hooks
 from probing.patching.readouts import LogitReadout, run_readout
+from probing.patching.results import CleanAttention, SanityReadings
 
 # ---- Which rows one pair's batch holds ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Row:
+class PatchRow:
     kind: str         # one of KINDS, or a sanity row
     layer: int        # the layer the row edits (a set's: its first layer, where the row starts)
     head: int
@@ -31,32 +32,44 @@ class _Row:
 
 
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
+OWN_CLEAN = PatchRow("sanity_own", -1, -1, 0)           # the clean run with its own z and patterns everywhere
+OWN_CORRUPT = PatchRow("sanity_own", -1, -1, 1)         # the corrupt run likewise
+EMBEDDING_CHECK = PatchRow("sanity_embeddings", -1, -1, 1)   # corrupt, from the clean run's layer-0 input
 
 
-def _all_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+def all_heads(n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """Every (layer, head) of a model, layer by layer."""
     return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
 
 
-def _plan(n_layers: int, n_heads: int, kinds, heads=None) -> list[_Row]:
+def plan_rows(n_layers: int, n_heads: int, kinds, heads=None) -> list[PatchRow]:
     """Every (kind, layer, head) row (only `heads` when given), then the sanity rows. Noising rows start from
     clean, denoising from corrupt; the own-run rows from each run; the embedding check from corrupt."""
-    heads = _all_heads(n_layers, n_heads) if heads is None else heads
-    rows = [_Row(kind, layer, head, 1 if kind.endswith("denoising") else 0)
+    heads = all_heads(n_layers, n_heads) if heads is None else heads
+    rows = [PatchRow(kind, layer, head, 1 if kind.endswith("denoising") else 0)
             for kind in kinds for layer, head in heads]
-    return rows + [_Row("sanity_own", -1, -1, 0), _Row("sanity_own", -1, -1, 1),
-                   _Row("sanity_embeddings", -1, -1, 1)]
+    return rows + [OWN_CLEAN, OWN_CORRUPT, EMBEDDING_CHECK]
 
 
-def _chunks(rows: list[_Row], max_rows: int) -> list[tuple[int, list[int]]]:
+def sanity_readings(rows: list[PatchRow], values: torch.Tensor) -> SanityReadings:
+    """The sanity runs' values [rows] -> their named readings, each row found by what it is (not by position)."""
+    index = {row: i for i, row in enumerate(rows) if row.kind.startswith("sanity")}
+    return SanityReadings(own_clean=float(values[index[OWN_CLEAN]]), own_corrupt=float(values[index[OWN_CORRUPT]]),
+                          embedding=float(values[index[EMBEDDING_CHECK]]))
+
+
+def _chunks(rows: list[PatchRow], max_rows: int) -> list[tuple[int, list[int]]]:
     """(the layer the rows start at, row indices): the patch rows grouped by the layer they edit, at most
     `max_rows` at once; the sanity rows run whole (from layer 0) as their own small batch (the own-pattern row
     edits every layer's pattern)."""
     by_layer: dict[int, list[int]] = {}
-    for index, row in enumerate(rows[:-SANITY_ROWS]):
-        by_layer.setdefault(row.layer, []).append(index)
+    sanity = [index for index, row in enumerate(rows) if row.kind.startswith("sanity")]
+    for index, row in enumerate(rows):
+        if not row.kind.startswith("sanity"):
+            by_layer.setdefault(row.layer, []).append(index)
     chunks = [(layer, indices[start:start + max_rows]) for layer, indices in by_layer.items()
               for start in range(0, len(indices), max_rows)]
-    return chunks + [(0, list(range(len(rows) - SANITY_ROWS, len(rows))))]
+    return chunks + [(0, sanity)]
 
 
 # ---- The edits of one chunk -----------------------------------------------------------------------------
@@ -68,7 +81,7 @@ def _as_patch(layer: int, items: list, query=None) -> hooks.HeadPatch:
                            query=query)
 
 
-def _chunk_patches(rows: list[_Row], z: dict, patterns: dict, source: torch.Tensor, n_layers: int, n_heads: int):
+def _chunk_patches(rows: list[PatchRow], z: dict, patterns: dict, source: torch.Tensor, n_layers: int, n_heads: int):
     """(z patches, pattern patches) for one chunk of rows: z [2, pos, head, d_head] and patterns [2, head, q, k]
     per layer are the unpatched runs'; pattern patches are whole patterns or the source word's query rows."""
     z_rows: dict[int, list] = {}
@@ -99,7 +112,7 @@ def _chunk_patches(rows: list[_Row], z: dict, patterns: dict, source: torch.Tens
 # ---- One pair -------------------------------------------------------------------------------------------
 
 @dataclass
-class _Base:
+class BaseRun:
     """The unpatched run of (clean, corrupt): its readout output and what it left in the caches."""
     output: torch.Tensor
     z: dict[int, torch.Tensor]                 # layer -> [2, pos, head, d_head]
@@ -108,12 +121,13 @@ class _Base:
     norms: list[torch.Tensor] | None = None    # per layer ||f_h(x_t)|| [2, head, pos]; None: not available
 
 
-def _base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> _Base:
+def base_run(module, ids: torch.Tensor, readout: LogitReadout | None) -> BaseRun:
+    """The unpatched run of ids [2, pos] (clean, corrupt), caching z, patterns, layer inputs and value norms."""
     grams = attention_function.head_output_grams(hooks.head_layout(module))
     with hooks.cache_z(module) as z, hooks.cache_pattern(module) as patterns, \
             hooks.cache_layer_inputs(module) as layer_inputs, attention_function.measuring_norms(grams, module) as norms:
         output = run_readout(module, ids, readout)
-    return _Base(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(grams) else None)
+    return BaseRun(output, z, patterns, layer_inputs, norms.norms if len(norms.norms) == len(grams) else None)
 
 
 def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[int]) -> tuple[np.ndarray | None, bool]:
@@ -129,7 +143,7 @@ def _source_to_target(patterns: torch.Tensor, source: list[int], target: list[in
     return reading, reversed_
 
 
-def _start(module, layer: int, chunk: list[_Row], base: _Base):
+def _start(module, layer: int, chunk: list[PatchRow], base: BaseRun):
     """How a chunk's batch enters the model: from `layer` on with the unpatched hidden states there, or whole
     (layer 0), where the embedding check's rows get the clean run's hidden states entering layer 0."""
     if layer > 0:
@@ -139,7 +153,7 @@ def _start(module, layer: int, chunk: list[_Row], base: _Base):
                                      base.layer_inputs[0][0].expand(len(embed_rows), -1, -1))
 
 
-def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int], max_rows: int,
+def patched_values(module, ids, rows: list[PatchRow], base: BaseRun, source: list[int], max_rows: int,
                     readout: LogitReadout | None, value) -> torch.Tensor:
     """Every row's readout value [rows] (float64), chunk by chunk."""
     layout = hooks.head_layout(module)
@@ -155,7 +169,7 @@ def _patched_values(module, ids, rows: list[_Row], base: _Base, source: list[int
     return values
 
 
-def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int) -> dict:
+def clean_attention(base: BaseRun, source: list[int], target: list[int], n_layers: int) -> CleanAttention:
     """The clean run's attention from the source word (to the target, and to every piece)."""
     clean_patterns = torch.stack([base.patterns[l][0] for l in range(n_layers)]).float()   # [L, H, q, k]
     source_pattern = clean_patterns[:, :, source].mean(2)                                        # [L, H, k]
@@ -165,5 +179,5 @@ def _summaries(base: _Base, source: list[int], target: list[int], n_layers: int)
         # Kobayashi et al.'s alpha_st ||f(x_t)||, read exactly as the weights are (same pieces, same direction)
         clean_norms = torch.stack([n[0] for n in base.norms]).cpu()                               # [L, H, k]
         norm_attention, _ = _source_to_target(clean_patterns * clean_norms[:, :, None, :], source, target)
-    return {"attention": attention, "attention_reversed": reversed_, "norm_attention": norm_attention,
-            "source_pattern": source_pattern.numpy()}
+    return CleanAttention(attention=attention, attention_reversed=reversed_, norm_attention=norm_attention,
+                          source_pattern=source_pattern.numpy())

@@ -6,10 +6,15 @@ al. 2022). So `patch_head_sets` patches together, on every usable pair,
 each whole layer; and compares (a) and (b) with `n_random` random sets of k heads drawn from the same layers
 (as many heads per layer as the chosen set has), for noising and denoising alike.
 
-Per set: the mean effect over pairs with a cluster-bootstrap 95% CI over pairs; against the random sets: their
-mean, their 2.5-97.5% range, and the empirical p-value = the share of random sets whose mean effect is at least
-as large. The top-k by effect are chosen on the same pairs they are measured on, so their comparison is
-in-sample (it favours them); the attention sets are chosen without looking at any effect.
+Per set: the mean effect over pairs with a cluster-bootstrap 95% CI over pairs; against the random sets
+(`random_set_test`): their mean, median and 2.5-97.5% range, p = (1 + b) / (1 + n) with b the random sets whose
+mean effect is at least as large (each distinct set is patched once, so a draw that is the chosen set itself ties
+with it by identity, not by float rounding), Holm's correction over every k > 1 comparison (`p_holm`), and the
+excess the test could have detected (`detectable`: the random means' 95th percentile minus their median). k = 1
+is a rank, not a test: its random sets are the other heads of its layer, so every chosen head's rank within its
+layer by its single-head effect is given (`ranks_in_layer`). The attention sets rank heads by the heads table's
+headline score (the caller's `attention_scores`); the top-k by effect are chosen on the same pairs they are
+measured on, so their comparison is in-sample (it favours them).
 
 Effects are read as in `engine.py` (noising = 1 - m(clean run with the set's z from the corrupt run),
 denoising = m(corrupt run with the set's z from the clean run)), with the same readout and normalisation as the
@@ -28,7 +33,8 @@ from probing.models import as_loaded
 from probing.patching.engine import patch_set_ids
 from probing.patching.pairs import usable
 from probing.patching.readouts import LogitReadout, normalise_all
-from probing.patching.study import PatchingResult, _pairs_to_run, _sanity, patch_heads
+from probing.patching.results import PairRun
+from probing.patching.study import PatchingResult, pairs_to_run, patch_heads, sanity_summary
 
 SET_KINDS = ("noising", "denoising")
 
@@ -59,7 +65,8 @@ def _ranking_score(attention_scores, table: pd.DataFrame, n_layers: int, n_heads
 @dataclass
 class HeadSetResult:
     """`table`: one row per (kind, selection, k) set: its heads, mean effect with CI, and (attention / effect
-    selections) the random sets' mean, 2.5-97.5% range and the empirical p-value."""
+    selections) each head's rank in its layer, the random sets' mean, median and 2.5-97.5% range, p_random =
+    (1 + b) / (1 + n), p_holm (k > 1) and `detectable` (see the module docstring)."""
     model: str
     relation: str
     readout: str
@@ -116,7 +123,19 @@ def _plan_sets(score: np.ndarray, effects: dict[str, np.ndarray], ks, n_layers: 
     return plans
 
 
-def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, all_positions: bool = False) -> list[dict]:
+def distinct_sets(sets: list[dict]) -> tuple[list[tuple], list[tuple[int, list[int]]]]:
+    """(every distinct head set once, in first-seen order; per planned set the column of its chosen set and the
+    columns of its random sets). A set is its sorted (layer, head)s: a random draw equal to the chosen set (or to
+    another draw) is the same set, patched once, so a tie with the chosen set is decided by identity, never by
+    the float rounding of two separate runs; and small layer-matched families (k = 1: the layer's heads) cost no
+    more than their distinct sets."""
+    column: dict[tuple, int] = {}
+    index = lambda heads: column.setdefault(tuple(sorted(heads)), len(column))     # noqa: E731
+    layout = [(index(item["heads"]), [index(r) for r in item["random"]]) for item in sets]
+    return list(column), layout
+
+
+def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, all_positions: bool = False) -> list[PairRun]:
     """Every pair's raw set values for one kind (see `engine.patch_set_ids`), read out as the single-head
     study reads (the embedding over the pieces both texts share unless `all_positions`)."""
     outs = []
@@ -127,24 +146,57 @@ def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, all_p
     return outs
 
 
-def _set_rows(kind: str, sets: list[dict], per_pair: np.ndarray, groups, n_boot: int, seed: int) -> list[dict]:
-    """per_pair [pairs, all sets in patching order: each set then its random sets] -> one row per set."""
-    rows, column = [], 0
-    for item in sets:
-        effect = per_pair[:, column]
+def rank_in_layer(single: np.ndarray, layer: int, head: int, n_heads: int) -> int:
+    """The head's rank (1 = largest) among its layer's heads by the single-head effect [layers*heads]; ties
+    share the better rank."""
+    values = single[layer * n_heads:(layer + 1) * n_heads]
+    return int(1 + np.sum(values > values[head]))
+
+
+def random_set_test(chosen: int, random: list[int], means: np.ndarray) -> dict:
+    """The chosen set (column `chosen` of `means`, the mean effect per distinct set) against its random sets:
+    p = (1 + b) / (1 + n) with b the random sets at least as large (a draw that is the chosen set itself counts,
+    by identity); the random means' 2.5, 50, 95 and 97.5 percentiles; `detectable`: 95th percentile - median, the
+    excess over the random sets' median that reaches the one-sided 5% level before correction."""
+    random_means = means[random]
+    b = int(sum(1 for column, value in zip(random, random_means) if column == chosen or value >= means[chosen]))
+    q = np.quantile(random_means, [0.025, 0.5, 0.95, 0.975])
+    return {"random_mean": float(random_means.mean()), "random_low": float(q[0]), "random_median": float(q[1]),
+            "random_high": float(q[3]), "detectable": float(q[2] - q[1]), "p_random": (1 + b) / (1 + len(random)),
+            "n_random": len(random), "n_random_distinct": len(set(random)),
+            "random_is_chosen": int(sum(column == chosen for column in random))}
+
+
+def _set_rows(kind: str, sets: list[dict], layout, per_pair: np.ndarray, single: np.ndarray, n_heads: int,
+              groups, n_boot: int, seed: int) -> list[dict]:
+    """per_pair [pairs, distinct sets] -> one row per planned set: its effect with a CI, each head's rank within
+    its layer by the single-head effect `single` [layers*heads], and (k > 1) the random-set test; k = 1 is a rank
+    within the layer (its layer-matched random sets are the layer's other heads), not a test."""
+    rows, means = [], per_pair.mean(0)
+    for item, (chosen, random) in zip(sets, layout):
+        effect = per_pair[:, chosen]
         low, high = stats.bootstrap_ci(effect[:, None], n_boot, seed=seed, groups=groups)
         row = {"kind": kind, "selection": item["selection"], "k": item["k"], "layer": item.get("layer", np.nan),
                "heads": _label(item["heads"]), "effect": float(effect.mean()), "ci_low": float(low[0]),
                "ci_high": float(high[0]), "n_pairs": len(effect)}
-        n = len(item["random"])
-        if n:
-            random_means = per_pair[:, column + 1:column + 1 + n].mean(0)
-            row.update(random_mean=float(random_means.mean()), random_low=float(np.quantile(random_means, 0.025)),
-                       random_high=float(np.quantile(random_means, 0.975)),
-                       p_random=float(np.mean(random_means >= effect.mean())), n_random=n)
+        if random:
+            row["ranks_in_layer"] = " ".join(f"{l}-{h}:{rank_in_layer(single, l, h, n_heads)}/{n_heads}"
+                                             for l, h in item["heads"])
+            row.update(random_set_test(chosen, random, means))
+            row["test"] = "rank" if item["k"] == 1 else "random sets"
         rows.append(row)
-        column += 1 + n
     return rows
+
+
+def holm_over_sets(table: pd.DataFrame) -> pd.DataFrame:
+    """p_holm: Holm's correction over every random-set test in the table (k > 1, both kinds and selections);
+    NaN for k = 1 (a rank, not a test) and for whole layers."""
+    table = table.copy()
+    tested = (table.get("test") == "random sets") if "test" in table else pd.Series(False, index=table.index)
+    table["p_holm"] = np.nan
+    if tested.any():
+        table.loc[tested, "p_holm"] = stats.holm(table.loc[tested, "p_random"].to_numpy())
+    return table
 
 
 def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, seed: int = SEED,
@@ -179,7 +231,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     score, score_name = _ranking_score(attention_scores, result.table, layout.n_layers, layout.n_heads)
     if score is None:
         raise ValueError("no attention score to rank heads by: the pairs have no target word; pass attention_scores")
-    pair_set, lm, readout_text = _pairs_to_run(loaded, examples, readout, max_pairs)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs)
     kept = set(result.pair_ids)
     pairs, infos = [], []
     for pair in pair_set.pairs:
@@ -194,22 +246,32 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     effects = {kind: np.nan_to_num(result.table[kind].to_numpy(), nan=-np.inf) for kind in SET_KINDS}
     screened = int(np.isfinite(effects["noising"]).sum())
     plans = _plan_sets(score, effects, ks, layout.n_layers, layout.n_heads, n_random, seed)
-    rows, sanity_outs = [], []
+    rows, sanity_outs, n_distinct = [], [], {}
     for kind, sets in plans.items():
-        head_sets = [s for item in sets for s in [item["heads"], *item["random"]]]
-        outs = _run_kind(loaded, infos, lm, kind, head_sets, max_rows, readout == "all-positions")
+        head_sets, layout_of_sets = distinct_sets(sets)
+        n_distinct[kind] = len(head_sets)
+        outs = _run_kind(loaded, infos, lm, kind, [list(h) for h in head_sets], max_rows, readout == "all-positions")
         scale = normalise_all(outs, per_pair_scale=lm is None)
         sanity_outs += outs
-        per_pair = np.stack([o["effects"][kind] for o in outs])                  # [pairs, sets]
-        rows += _set_rows(kind, sets, per_pair, groups, n_boot, seed)
+        per_pair = np.stack([o.effects[kind] for o in outs])                  # [pairs, distinct sets]
+        rows += _set_rows(kind, sets, layout_of_sets, per_pair, result.table[kind].to_numpy(), layout.n_heads,
+                          groups, n_boot, seed)
     notes = [f"readout: {readout_text}",
              f"attention sets: the top-k heads by {score_name}; effect sets: the top-k by the single-head effect "
              "of the same kind, chosen on these same pairs (in-sample: the comparison favours them)"
              + (f"; among the {screened} heads the screen patched exactly" if result.method == "screen" else ""),
              f"random sets: {n_random} per chosen set, as many heads in each layer as the chosen set (seed {seed}); "
-             "p_random = share of random sets whose mean effect is at least the chosen set's (a random set can be "
-             "the chosen set itself: with k = 1 it is one head of the same layer, so p_random cannot fall much "
-             f"below 1/{layout.n_heads})"]
+             "each distinct set is patched once (distinct sets patched: "
+             + ", ".join(f"{kind} {n}" for kind, n in n_distinct.items()) + "); p_random = (1 + b) / (1 + n), b = "
+             "the random sets whose mean effect is at least the chosen set's (a draw that is the chosen set itself "
+             "counts, by identity); p_holm: Holm over every k > 1 comparison in the table",
+             f"k = 1 is a rank, not a test: its layer-matched random sets are the {layout.n_heads} heads of its "
+             "layer, so p_random is about its rank / heads (ranks_in_layer); ranks_in_layer gives every chosen "
+             "head's rank within its layer by its single-head effect of the same kind",
+             "detectable: the 95th percentile of the random sets' mean effects minus their median, the excess over "
+             "the median a chosen set needs to reach the one-sided 5% level before Holm; a set not rejected is "
+             "not distinguishable from random sets (it could detect an excess >= detectable), which does not "
+             "show it is no more than random"]
     return HeadSetResult(model=loaded.name, relation=result.relation, readout=readout_text, n_pairs=len(pairs),
-                         attention_score=score_name, n_random=n_random, table=pd.DataFrame(rows),
-                         sanity=_sanity(sanity_outs, scale, lm is not None), notes=notes)
+                         attention_score=score_name, n_random=n_random, table=holm_over_sets(pd.DataFrame(rows)),
+                         sanity=sanity_summary(sanity_outs, scale, lm is not None), notes=notes)

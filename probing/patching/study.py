@@ -25,8 +25,9 @@ from probing.patching.correlation import attention_scores as comparison_score, s
 from probing.models import as_loaded
 from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
 from probing.patching.gates import choose_gate
-from probing.patching.pairs import PairSet, _coarse_counts, relation_controls
+from probing.patching.pairs import PairSet, coarse_counts, relation_controls, row_accounting
 from probing.patching.readouts import READOUTS, choose_readout, normalise, normalise_all
+from probing.patching.results import PairRun
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PatchingResult:
     method: str = "exact"                    # exact | attribution | screen (patch_heads)
     screen: dict = field(default_factory=dict)   # screen: estimate vs exact on the heads patched exactly
     norm_correlation: dict = field(default_factory=dict)   # as `correlation`, for the norm-based attention
+    rows: dict = field(default_factory=dict)   # every data row patched or counted unused (`pairs.row_accounting`)
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest mean effect `by` (default: the first kind run): layer, head, the
@@ -80,19 +82,19 @@ class PatchingResult:
             "named": {k: [list(h) for h in v] for k, v in self.named.items()},
             "top": {kind: [list(t) for t in self.ranked(kind)] for kind in self.per_pair},
             "control": self.control, "seconds": self.seconds, "notes": self.notes, "method": self.method,
-            "screen": self.screen, "norm_correlation": self.norm_correlation})
+            "screen": self.screen, "norm_correlation": self.norm_correlation, "rows": self.rows})
 
 
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
 
-def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_rows: int, progress: bool, lm,
+def confirm_screen(loaded, kept: list, estimate_outs: list[PairRun], kinds, max_rows: int, progress: bool, lm,
                    n_heads: int, seed: int = SEED, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
                    all_positions: bool = False):
     """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
     runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
     the screen's summary: per kind the agreement of estimate and exact over those heads, and the largest exact
     effect among the randomly drawn heads, i.e. what the screen would have missed)."""
-    estimates = {kind: np.stack([o["effects"][kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
+    estimates = {kind: np.stack([o.effects[kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
     heads, drawn = screened_heads(estimates, n_heads, top_k, n_random, seed)
     outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads,
                                    all_positions=all_positions)
@@ -100,11 +102,11 @@ def confirm_screen(loaded, kept: list, estimate_outs: list[dict], kinds, max_row
         raise RuntimeError("the screen's exact runs did not keep the same pairs as its estimates")
     normalise_all(outs, per_pair_scale=lm is None)
     for out, estimate in zip(outs, estimate_outs):
-        out["estimates"] = estimate["effects"]
+        out.estimates = estimate.effects
     summary = {"top_k": top_k, "n_random": len(drawn), "heads_patched_exactly": [list(h) for h in heads],
                "random_heads": [list(divmod(i, n_heads)) for i in sorted(drawn)], "by_kind": {}}
     for kind in kinds:
-        exact = np.stack([o["effects"][kind].reshape(-1) for o in outs]).mean(0)
+        exact = np.stack([o.effects[kind].reshape(-1) for o in outs]).mean(0)
         by_kind = agreement(estimates[kind].mean(0), exact, n_heads)
         random_exact = [exact[i] for i in sorted(drawn)]
         by_kind["largest_exact_among_random"] = float(max(random_exact)) if random_exact else None
@@ -124,15 +126,18 @@ def _check_options(n_boot, n_perm, alpha, max_pairs, readout):
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
-def _pairs_to_run(loaded, examples, readout: str, max_pairs):
+def pairs_to_run(loaded, examples, readout: str, max_pairs):
     """(pairs, the LM or None, the readout's description); ValueError when there is no pair at all."""
     pair_set, lm, readout_text = choose_readout(loaded, examples, readout)
     if max_pairs is not None:
-        pair_set = PairSet(pair_set.pairs[:max_pairs], pair_set.skipped)
+        beyond = [(row, f"in a pair beyond max_pairs={max_pairs}") for pair in pair_set.pairs[max_pairs:]
+                  for row in pair.rows]
+        pair_set = pair_set.with_pairs(pair_set.pairs[:max_pairs], pair_set.skipped)
+        pair_set.unused_rows = pair_set.unused_rows + beyond
     if not pair_set.pairs:
         raise ValueError("no clean/corrupt pairs in these examples: patching needs rows paired by meta.pair "
                          "(negation: role negated + control), meta.twin with meta.twin_role, or NEG-136-style "
-                         f"rows; skipped: {_coarse_counts(pair_set.skipped)}")
+                         f"rows; skipped: {coarse_counts(pair_set.skipped)}")
     return pair_set, lm, readout_text
 
 
@@ -151,17 +156,17 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     """(table: one row per head with each kind's mean, CI and p_fwer, and the mean attention when every pair
     has a target; per_pair[kind]: [pairs, layers*heads]; the CI method: the cluster bootstrap, or below 50
     units the t-based cluster interval)."""
-    per_pair = {kind: np.stack([o["effects"][kind].reshape(-1) for o in outs]) for kind in kinds}
+    per_pair = {kind: np.stack([o.effects[kind].reshape(-1) for o in outs]) for kind in kinds}
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)})
     for index, kind in enumerate(kinds):
         low, high, method = _tested(per_pair[kind], lambda v: stats.cluster_ci(v, n_boot, seed=seed, groups=groups))
         p_fwer = _tested(per_pair[kind], lambda v: stats.sign_flip_tests(v, n_perm, seed + index, groups=groups))[1]
         table[kind], table[f"{kind}_ci_low"], table[f"{kind}_ci_high"] = per_pair[kind].mean(0), low, high
         table[f"{kind}_p_fwer"] = p_fwer
-    raw_attention = [o["attention"] for o in outs if o["attention"] is not None]
+    raw_attention = [o.attention for o in outs if o.attention is not None]
     if raw_attention and len(raw_attention) == len(outs):
         table["attention"] = np.stack(raw_attention).reshape(len(outs), -1).mean(0)
-    raw_norm = [o.get("norm_attention") for o in outs if o.get("norm_attention") is not None]
+    raw_norm = [o.norm_attention for o in outs if o.norm_attention is not None]
     if raw_norm and len(raw_norm) == len(outs):     # Kobayashi et al.'s norm, read as the attention is
         table["norm_attention"] = np.stack(raw_norm).reshape(len(outs), -1).mean(0)
     return table, per_pair, method
@@ -180,8 +185,8 @@ def _run_controls(loaded, kept, kinds, max_rows, lm, all_positions: bool, scale,
     control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds, max_rows, False, lm,
                                                         method=method, heads=heads, all_positions=all_positions)
     for out in control_outs:
-        out["effects"], out["sanity"] = normalise(out, out["clean"] - out["corrupt"] if scale is None else scale)
-    control = {"built_from": how, "n_pairs": len(control_outs), "skipped": _coarse_counts(control_set.skipped),
+        out.effects, out.sanity = normalise(out, out.difference if scale is None else scale)
+    control = {"built_from": how, "n_pairs": len(control_outs), "skipped": coarse_counts(control_set.skipped),
                "ids": [p.id for p in control_kept]}
     by_id = {p.id[:-len(":control")]: o for p, o in zip(control_kept, control_outs)}
     return control, [by_id.get(p.id) for p in kept]
@@ -195,7 +200,7 @@ def _specificity(table, per_pair, control_outs, kinds, groups, n_perm, seed) -> 
         return 0
     matched_groups = [groups[i] for i in matched]
     for index, kind in enumerate(kinds):
-        ctrl = np.stack([control_outs[i]["effects"][kind].reshape(-1) for i in matched])
+        ctrl = np.stack([control_outs[i].effects[kind].reshape(-1) for i in matched])
         diff = per_pair[kind][matched] - ctrl
         p_fwer = _tested(diff, lambda v: stats.sign_flip_tests(v, n_perm, seed + 100 + index,
                                                                 groups=matched_groups))[1]
@@ -219,11 +224,11 @@ def _named_heads(table, kinds, alpha: float, gate_passed: bool, control_units: i
     return named
 
 
-def _sanity(outs, scale, logit_readout: bool) -> dict:
+def sanity_summary(outs, scale, logit_readout: bool) -> dict:
     """The sanity checks over all pairs; RuntimeError when they fail (the hooks do not patch what they should)."""
-    sanity = {"own_activations_max_abs": float(max(max(o["sanity"]["own_noising_max_abs"],
-                                                        o["sanity"]["own_denoising_max_abs"]) for o in outs)),
-              "embedding_denoising_max_error": float(max(abs(o["sanity"]["embedding_denoising"] - 1) for o in outs))}
+    sanity = {"own_activations_max_abs": float(max(max(o.sanity["own_noising_max_abs"],
+                                                        o.sanity["own_denoising_max_abs"]) for o in outs)),
+              "embedding_denoising_max_error": float(max(abs(o.sanity["embedding_denoising"] - 1) for o in outs))}
     if scale is not None and abs(scale) <= 1e-12:
         sanity["note"] = "the mean clean - corrupt difference is 0: effects are not meaningful"
     if not logit_readout:
@@ -232,8 +237,9 @@ def _sanity(outs, scale, logit_readout: bool) -> dict:
     else:
         # float32 logits of a large vocabulary differ by ~1e-5 between batch sizes (other GEMM kernels): the
         # check is on the raw logit difference, in logits
-        sanity["max_abs_error_logits"] = float(max(max(abs(o["clean"] - o["own_clean"]), abs(o["own_corrupt"] - o["corrupt"]),
-                                                       abs(o["embedding"] - o["clean"])) for o in outs))
+        sanity["max_abs_error_logits"] = float(max(max(abs(o.clean - o.sanity_readings.own_clean),
+                                                       abs(o.sanity_readings.own_corrupt - o.corrupt),
+                                                       abs(o.sanity_readings.embedding - o.clean)) for o in outs))
         sanity["tolerance_logits"] = LOGIT_SANITY_TOLERANCE
         sanity["passed"] = bool(sanity["max_abs_error_logits"] <= LOGIT_SANITY_TOLERANCE)
     if not sanity["passed"]:
@@ -282,7 +288,7 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
     loaded = as_loaded(model)
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
-    pair_set, lm, readout_text = _pairs_to_run(loaded, examples, readout, max_pairs)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs)
     relation = pair_set.pairs[0].relation
     all_positions = readout == "all-positions"
     method = check_method(method)
@@ -307,26 +313,27 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
                        groups=groups)
     # screen: the correlation needs every head, so it is over the estimates (said in the notes)
     effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
+    on = "exact effects" if method == "exact" else "on estimates (first-order attribution effects)"
     score, score_name = comparison_score(outs, attention_scores, layout.n_layers, layout.n_heads)
     correlation = {} if score is None else {
-        kind: {"attention_score": score_name, **score_vs_effect(score, effects_over_all_heads[kind],
-                                                                layout.n_layers, layout.n_heads, n_boot, seed,
-                                                                groups)}
+        kind: {"attention_score": score_name, "effects": on,
+               **score_vs_effect(score, effects_over_all_heads[kind], layout.n_layers, layout.n_heads, n_boot, seed,
+                                 groups, n_perm)}
         for kind in kinds}
     # the same comparison for the norm-based attention (Kobayashi et al.), on the same pairs
-    norms = [o.get("norm_attention") for o in outs]
+    norms = [o.norm_attention for o in outs]
     norm_correlation = {} if not norms or any(n is None for n in norms) else {
         kind: {"attention_score": "norm-based attention source -> target in the clean run of each patched pair",
-               **score_vs_effect(np.stack(norms), effects_over_all_heads[kind], layout.n_layers, layout.n_heads,
-                                 n_boot, seed, groups)}
+               "effects": on, **score_vs_effect(np.stack(norms), effects_over_all_heads[kind], layout.n_layers,
+                                                layout.n_heads, n_boot, seed, groups, n_perm)}
         for kind in kinds}
     return PatchingResult(
         model=loaded.name, relation=relation, readout=readout_text, n_layers=layout.n_layers,
         n_heads=layout.n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate.to_dict(),
-        skipped=_coarse_counts(pair_set.skipped), skipped_pairs=pair_set.skipped,
-        sanity=_sanity(outs, scale, lm is not None), correlation=correlation,
+        skipped=coarse_counts(pair_set.skipped), skipped_pairs=pair_set.skipped,
+        sanity=sanity_summary(outs, scale, lm is not None), correlation=correlation,
         named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution", control_units),
         control=control, seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
-        norm_correlation=norm_correlation,
+        norm_correlation=norm_correlation, rows=row_accounting(pair_set, kept) or {},
         notes=_notes(readout_text, scale, alpha, control, ci_method, stats.n_units(groups, len(groups)))
         + method_notes(method))

@@ -135,9 +135,14 @@ def _correlation_lines(result: PatchingResult) -> list[str]:
             layers = "; ".join(f"L{c['layer']} {c['spearman']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
                                if np.isfinite(c["spearman"]) else f"L{c['layer']} undefined (no spread)"
                                for c in corr.get("per_layer", []))
+            p_value = corr.get("p_permutation")
             lines.append(f"- {kind} ({label}): within-layer Spearman {corr['spearman']:+.3f} [{corr['ci_low']:+.3f}, "
-                         f"{corr['ci_high']:+.3f}] against {corr['attention_score']} ({corr['n_heads']} heads, "
-                         f"{corr.get('n_pairs', '?')} pairs; resampled: {corr.get('resampled', 'pairs')})"
+                         f"{corr['ci_high']:+.3f}]"
+                         + (f", p = {p_value:.2g} under a within-layer head permutation ({corr['n_perm']} draws)"
+                            if p_value is not None and np.isfinite(p_value) else "")
+                         + f" against {corr['attention_score']}, {corr.get('effects', 'exact effects')} "
+                         f"({corr['n_heads']} heads, {corr.get('n_pairs', '?')} pairs; CI resampled: "
+                         f"{corr.get('resampled', 'pairs')})"
                          + (f"; per layer: {layers}" if layers else ""))
     return lines
 
@@ -214,27 +219,59 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
                   f"{result.control['built_from']}; skipped: {result.control['skipped'] or 'none'}."]
     lines += ["", "## Skipped pairs", ""]
     lines += [f"- {reason}: {count}" for reason, count in result.skipped.items()] or ["- none"]
+    lines += _row_lines(result.rows)
     lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes] + ["", "![patching](patching.png)", ""]
     return "\n".join(lines)
 
 
+def _row_lines(rows: dict) -> list[str]:
+    """Every row of the data accounted for: patched, or counted with the reason it was not."""
+    if not rows:
+        return []
+    unused = sum(rows["not_patched"].values())
+    return (["", "## Rows of the data", "",
+             f"{rows['rows']} rows = {rows['patched']} patched (the rows of the usable pairs) + {unused} not "
+             "patched, counted here with the reason:", ""]
+            + ([f"- {reason}: {count}" for reason, count in rows["not_patched"].items()] or ["- none"]))
+
+
+def _set_verdict(row, alpha: float = 0.05) -> str:
+    """A chosen set's reading in words: k = 1 is its rank; a larger set is above random sets (Holm) or not
+    distinguishable from them, with the excess the test could have detected."""
+    def number(value, fmt="+.3f"):
+        return "-" if value is None or not np.isfinite(value) else format(value, fmt)
+
+    if row.test == "rank":
+        return f"rank {row.ranks_in_layer} (a rank, not a test)"
+    if np.isfinite(row.p_holm) and row.p_holm < alpha:
+        return f"above random sets (p_holm {row.p_holm:.3g})"
+    return (f"not distinguishable from random sets (p_holm {number(row.p_holm, '.3g')}; could detect >= "
+            f"{number(row.detectable, '.3f')} over the random median)")
+
+
 def head_sets_markdown(sets) -> str:
     """The `analysis patch --sets` section (a `probing.patching.sets.HeadSetResult`): each chosen set's effect
-    with its CI beside layer-matched random sets of the same size, then each whole layer."""
+    with its CI beside layer-matched random sets of the same size (p = (1 + b) / (1 + n), Holm, the effect the
+    test could have detected; k = 1 as a rank within its layer), then each whole layer."""
     def number(value, fmt="+.3f"):
         return "-" if value is None or not np.isfinite(value) else format(value, fmt)
 
     lines = ["## Head sets (compensation)", "",
              f"{sets.n_pairs} pairs; heads patched together, so that other heads cannot make up for one patched "
-             f"head. Each chosen set against {sets.n_random} random sets of as many heads per layer; p_random = the "
-             "share of random sets whose mean effect is at least as large. 95% cluster-bootstrap CIs over pairs.",
-             "", "| effect | chosen by | k | heads | mean [95% CI] | random sets: mean [2.5%, 97.5%] | p_random |",
-             "|---|---|---|---|---|---|---|"]
+             f"head. Each chosen set against {sets.n_random} random sets of as many heads per layer (each distinct "
+             "set patched once); p_random = (1 + b) / (1 + n), b = random sets whose mean effect is at least as "
+             "large (the chosen set itself, when drawn, counts); p_holm: Holm over every k > 1 comparison; "
+             "detectable: the random sets' 95th percentile minus their median. k = 1 is read as the head's rank "
+             "within its layer. 95% cluster-bootstrap CIs over pairs.",
+             "", "| effect | chosen by | k | heads (rank in layer) | mean [95% CI] | random sets: median [2.5%, 97.5%] "
+             "| p_random | p_holm | reading |",
+             "|---|---|---|---|---|---|---|---|---|"]
     table = sets.table
     for row in table[table["selection"] != "layer"].itertuples():
-        lines.append(f"| {row.kind} | {row.selection} | {row.k} | {row.heads} | {number(row.effect)} "
-                     f"[{number(row.ci_low)}, {number(row.ci_high)}] | {number(row.random_mean)} "
-                     f"[{number(row.random_low)}, {number(row.random_high)}] | {number(row.p_random, '.2f')} |")
+        lines.append(f"| {row.kind} | {row.selection} | {row.k} | {row.ranks_in_layer} | {number(row.effect)} "
+                     f"[{number(row.ci_low)}, {number(row.ci_high)}] | {number(row.random_median)} "
+                     f"[{number(row.random_low)}, {number(row.random_high)}] | {number(row.p_random, '.3g')} | "
+                     f"{number(row.p_holm, '.3g')} | {_set_verdict(row)} |")
     lines += ["", "Whole layers (every head of the layer patched together):", "",
               "| effect | layer | mean [95% CI] |", "|---|---|---|"]
     for row in table[table["selection"] == "layer"].itertuples():
