@@ -159,3 +159,41 @@ def test_significance_counts_name_the_factors_and_the_frame_only_count():
     assert "(46 frames x 29 predicates" in text and "30 if frames alone" in text and "38 if examples" in text
     plain = significance_counts({"n_units": 40, "n_heads_p_fwer_below_0.05": {"by_example": 3}}, bold="")
     assert plain == "Heads with p_fwer < 0.05: 3 if examples were independent."
+
+
+def test_a_head_leads_on_nt_only_if_it_leads_under_every_rule_and_control_set():
+    from probing.report.heads import nt_robustness
+    leaders = {"last / adverbs": {"head": "1-8"}, "last / clitics": {"head": "2-8"},
+               "mean / adverbs": {"head": "2-8"}, "mean / clitics": {"head": "2-8"}}
+    rows = {r["head"]: r for r in nt_robustness(leaders, ["1-8", "2-8", "3-1"])}
+    assert rows["1-8"]["leads_under"] == ["last / adverbs"]
+    assert rows["1-8"]["verdict"].startswith("leads only under last / adverbs; decided by the combination")
+    assert "last / clitics: 2-8" in rows["1-8"]["verdict"]
+    assert rows["3-1"]["verdict"] == "leads under no rule and control set"
+    everywhere = {label: {"head": "2-8"} for label in leaders}
+    assert nt_robustness(everywhere, ["2-8"])[0]["verdict"] == "leads under every rule and control set"
+    by_control = {"last / adverbs": {"head": "1-8"}, "last / clitics": {"head": "2-8"},
+                  "mean / adverbs": {"head": "1-8"}, "mean / clitics": {"head": "2-8"}}
+    assert "decided by the control set (adverbs only)" in nt_robustness(by_control, ["1-8"])[0]["verdict"]
+    by_rule = {"last / adverbs": {"head": "1-7"}, "last / clitics": {"head": "1-7"},
+               "mean / adverbs": {"head": "2-8"}, "mean / clitics": {"head": "2-8"}}
+    assert "decided by the rule (last only)" in nt_robustness(by_rule, ["1-7"])[0]["verdict"]
+
+
+def test_nt_leaders_read_the_nt_stratum_and_the_clitic_set():
+    from types import SimpleNamespace
+    from probing.report.heads import _nt_robustness_rows, nt_leaders
+
+    def table(scores, **extra):
+        return pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "paired_difference": scores,
+                             "paired_p_fwer": [0.01, 0.02, 0.5], "task": "all-words", **extra})
+    strata = pd.concat([table([0.1, 0.5, 0.2], by="cue_form", stratum="n't"),
+                        table([0.9, 0.1, 0.0], by="cue_form", stratum="not")], ignore_index=True)
+    adverbs = SimpleNamespace(strata=strata, primary_task="all-words", main_score="paired_difference")
+    clitics = SimpleNamespace(task_table=lambda: table([0.3, 0.1, 0.35]), main_score="paired_difference")
+    leaders = nt_leaders({"last": adverbs}, {"last": clitics})
+    assert leaders["last / adverbs"]["head"] == "0-1" and leaders["last / adverbs"]["margin"] == pytest.approx(0.3)
+    assert leaders["last / clitics"]["head"] == "1-0" and leaders["last / clitics"]["runner_up"] == "0-0"
+    text = "\n".join(_nt_robustness_rows({"leaders": leaders, "heads": [], "rules_not_run": {"max": "absent"},
+                                          "control_sets": {"clitics": "builtin-negation-clitics"}}))
+    assert "| last / clitics | 1-0 | 0.350 | 0.5 | 0-0 (+0.050) |" in text and "max: absent" in text

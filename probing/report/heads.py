@@ -63,6 +63,19 @@ def run_heads(model, data: str, out: Path, relation: str | None = None, data_roo
                             batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
                             parallel=parallel, mention=mention, source_pieces=other_rule)
         summary["source_pieces_side_by_side"] = rules_side_by_side(scores, other)
+        if data in CLITIC_CONTROLS:
+            # The second control set for "n't" (affirmative clitics split the same way), under both rules.
+            clitics = load_examples(CLITIC_CONTROLS[data], data_root=data_root, limit=limit)
+            by_clitic = {result.source_pieces: result for result in (
+                score_heads(as_loaded(model, device=device, dtype=dtype), clitics, relation=relation,
+                            batch_tokens=batch_tokens, renormalize=renormalize, n_boot=n_boot, n_perm=n_perm,
+                            parallel=parallel, mention=mention, source_pieces=rule)
+                for rule in (source_pieces, other_rule))}
+            leaders = nt_leaders({source_pieces: scores, other_rule: other}, by_clitic)
+            headline = [f"{h['layer']}-{h['head']}" for h in summary["top_heads"]]
+            summary["nt_robustness"] = {"leaders": leaders, "heads": nt_robustness(leaders, headline),
+                                        "control_sets": {"adverbs": data, "clitics": CLITIC_CONTROLS[data]},
+                                        "rules_not_run": NOT_RUN_RULES}
     if not parallel or is_main_process():
         Path(out).mkdir(parents=True, exist_ok=True)
         write_outputs(Path(out), scores, summary)
@@ -90,6 +103,86 @@ def rules_side_by_side(scores, other, k: int = 5) -> dict:
     return {"main_score": scores.main_score, "rules": {
         rule: _top_by_cue_form(result, k) for rule, result in ((scores.source_pieces, scores),
                                                                (other.source_pieces, other))}}
+
+
+# Sets with a second control set for "n't" (the affirmative clitics of probing.examples.build_builtin).
+CLITIC_CONTROLS = {"builtin-negation": "builtin-negation-clitics"}
+# Source-piece rules a reviewer may ask for that the scorer does not have (probing.alignment.SOURCE_PIECE_RULES).
+NOT_RUN_RULES = {"max": "not implemented in the scorer: reading a source from its piece with the highest "
+                        "attention is not one of the source-piece rules, so it is not in this table"}
+
+
+def _leader(table, key: str = "paired_difference") -> dict:
+    """The head with the highest `key` in a task table, with its score and the runner-up's."""
+    ranked = table.sort_values([key, "layer", "head"], ascending=[False, True, True])
+    best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else ranked.iloc[0]
+    fwer = "paired_p_fwer" if key == "paired_difference" else "p_fwer"
+    return {"head": f"{int(best['layer'])}-{int(best['head'])}", "score": float(best[key]),
+            "p_fwer": float(best[fwer]), "runner_up": f"{int(second['layer'])}-{int(second['head'])}",
+            "margin": float(best[key] - second[key])}
+
+
+def nt_leaders(adverb_runs: dict, clitic_runs: dict) -> dict:
+    """Who leads on "n't" for each (source-piece rule, control set): "rule / adverbs" is the cue_form = n't
+    stratum of the main set (each n't sentence against its item's mean control adverb), "rule / clitics" the
+    clitic set (each n't sentence against its affirmative clitic). {label: `_leader` record}."""
+    out = {}
+    for rule, scores in adverb_runs.items():
+        strata = scores.strata
+        nt = None if strata is None else strata[(strata["by"] == "cue_form") & (strata["stratum"] == "n't")
+                                                & (strata["task"] == scores.primary_task)]
+        if nt is not None and len(nt):
+            out[f"{rule} / adverbs"] = _leader(nt, scores.main_score)
+    for rule, scores in clitic_runs.items():
+        out[f"{rule} / clitics"] = _leader(scores.task_table(), scores.main_score)
+    return out
+
+
+def nt_robustness(leaders: dict, heads: list[str]) -> list[dict]:
+    """Per headline head: under which (rule / control set) it leads on "n't", and the verdict: "leads under
+    every rule and control", "never leads", or which rule or control decides it (the combinations where it
+    does not lead, with their leaders)."""
+    rows = []
+    for head in heads:
+        leads = [label for label, rec in leaders.items() if rec["head"] == head]
+        lost = [f"{label}: {rec['head']}" for label, rec in leaders.items() if rec["head"] != head]
+        if leaders and len(leads) == len(leaders):
+            verdict = "leads under every rule and control set"
+        elif not leads:
+            verdict = "leads under no rule and control set"
+        else:
+            deciders = [f"the {name} ({', '.join(sorted(won))} only)" for position, name in
+                        ((0, "rule"), (1, "control set")) if (won := _decides(leads, list(leaders), position))]
+            verdict = ("leads only under " + ", ".join(leads) + "; decided by "
+                       + (" and ".join(deciders) if deciders else "the combination") + "; elsewhere " + "; ".join(lost))
+        rows.append({"head": head, "leads_under": leads, "verdict": verdict})
+    return rows
+
+
+def _decides(leads: list[str], labels: list[str], position: int) -> set[str]:
+    """The values of one dimension of the "rule / control set" labels (position 0: rule, 1: control set) that
+    alone say where a head leads: it leads exactly in the labels with those values and not in the others.
+    Empty when that dimension does not decide it."""
+    values = {label.split(" / ")[position] for label in labels}
+    won = {label.split(" / ")[position] for label in leads}
+    decided = set(leads) == {label for label in labels if label.split(" / ")[position] in won}
+    return won if len(values) > 1 and won and won != values and decided else set()
+
+
+def _nt_robustness_rows(robust: dict) -> list[str]:
+    lines = ["## Who leads on \"n't\": every rule and control set", "",
+             "A head leads a cue form only if it leads against every control set and under every source-piece "
+             "rule. Control sets: the mean over the item's control adverbs (main set) and the affirmative clitic "
+             "split the same way as \"n't\" (`'d`, `'ll`, `'ve`, `'re`, `'s`: " + robust["control_sets"]["clitics"]
+             + "). Rules not run: " + "; ".join(f"{k}: {v}" for k, v in robust["rules_not_run"].items()) + ".", "",
+             "| rule / control set | leader on n't | paired difference | p_fwer | runner-up (margin) |",
+             "|---|---|---|---|---|"]
+    for label, rec in robust["leaders"].items():
+        lines.append(f"| {label} | {rec['head']} | {rec['score']:.3f} | {rec['p_fwer']:.2g} | "
+                     f"{rec['runner_up']} ({rec['margin']:+.3f}) |")
+    lines += ["", "| headline head | robust lead on n't |", "|---|---|"]
+    lines += [f"| {row['head']} | {row['verdict']} |" for row in robust["heads"]]
+    return lines + [""]
 
 
 def _side_by_side_rows(side: dict) -> list[str]:
@@ -423,6 +516,8 @@ def heads_markdown(scores, summary: dict) -> str:
                   f"the best by {scores.main_score} is {best['layer']}-{best['head']}.", ""]
     if "source_pieces_side_by_side" in summary:
         lines += _side_by_side_rows(summary["source_pieces_side_by_side"])
+    if "nt_robustness" in summary:
+        lines += _nt_robustness_rows(summary["nt_robustness"])
     if scores.strata is not None:
         lines += ["## Strata", "", "Each stratum has its own tests; top 3 heads by the main score.", "",
                   "| stratum | task | examples | units | top heads |", "|---|---|---|---|---|"]
