@@ -151,9 +151,15 @@ def load_example(relation, index):
             gr.update(choices=chosen.words, value=chosen.target))
 
 
-def update_choices(relation, text, source, target):
-    """Refresh the word dropdowns when the text is edited, keeping a still-valid selection."""
+def update_choices(relation, text, source, target, link=None):
+    """Refresh the word dropdowns when the text is edited, keeping a still-valid selection.
+
+    `link`: the page's opened link (a `share_link.Link`); while the text is still the link's, its words win
+    over the boxes' values, which this event may read from before the link filled them in."""
     sources, words = backend.word_choices(text or "", relation)
+    if link is not None and getattr(link, "tab", "") == relation and getattr(link, "text", None) == text:
+        source = _as_choice(link.source, sources) or source
+        target = _as_choice(link.target, words) or target
     keep = lambda value, choices: value if value in [v for _, v in choices] else (choices[0][1] if choices else None)  # noqa: E731
     # The target is never guessed: it stays if still valid, else empty (negation: the word after the cue).
     target_value = target if target in [v for _, v in words] else None
@@ -285,11 +291,11 @@ def _span_of(value) -> tuple[int, int] | None:
     return (int(found[1]), int(found[2])) if found else None
 
 
-def coreference_choices(text, source, target, keep_target=True):
+def coreference_choices(text, source, target, link=None, keep_target=True):
     """Pronoun, antecedent and candidate choices for a typed sentence. The candidates are the nouns and names
     likeliest to be the pronoun's antecedent (`candidates.offered`); when no valid target is kept, the
     nearest one before the pronoun is preselected, so Enter analyses at once."""
-    source_update, target_update = update_choices("coreference", text, source, target)
+    source_update, target_update = update_choices("coreference", text, source, target, link)
     fits = isinstance(text, str) and 0 < len(text) <= backend.MAX_TEXT_CHARS
     pronoun = _span_of(source_update["value"])
     found = offered(text, pronoun) if fits else []
@@ -341,7 +347,7 @@ def patch_downloads(view) -> str:
     return downloads.links_html(patch_view.download_rows(view), context, f"{data['model']}-patching-heads")
 
 
-def relation_tab(relation: str, model: gr.Dropdown) -> dict:
+def relation_tab(relation: str, model: gr.Dropdown, link: gr.State | None = None) -> dict:
     """One explorer tab (coreference or negation): inputs, gallery, heatmap, top heads, head view."""
     _, source_label, target_label = RELATIONS[relation]
     key = "coref" if relation == "coreference" else "neg"
@@ -399,15 +405,16 @@ def relation_tab(relation: str, model: gr.Dropdown) -> dict:
             view = gr.HTML(label="bertviz head view", js_on_load=None, elem_id=f"{key}-view")
 
     private = {"api_visibility": "private"}
+    linked = [link] if link is not None else []     # the opened link, whose words the first fill keeps
     # .change, not .input: it also fires when the text is set by a paste or a script, so the word lists
     # never belong to another text.
     if relation == "coreference":
-        text.change(coreference_choices, [text, source, target], [source, target, candidates], queue=False,
+        text.change(coreference_choices, [text, source, target, *linked], [source, target, candidates], queue=False,
                     **private)
         source.input(repick_for_pronoun, [text, source, target], [target, candidates], queue=False, **private)
         candidates.input(lambda picked: picked, candidates, target, queue=False, **private)
     else:
-        text.change(lambda *a: update_choices(relation, *a), [text, source, target], [source, target],
+        text.change(lambda *a: update_choices(relation, *a), [text, source, target, *linked], [source, target],
                     queue=False, **private)
     run = lambda *a: run_relation(relation, *a)  # noqa: E731
     outputs = [message, heatmap, top_table, head_choice, view, view_note, words, state]
@@ -415,15 +422,17 @@ def relation_tab(relation: str, model: gr.Dropdown) -> dict:
     # Any new text (typed or pasted) clears the previous sentence's results. A gallery click empties the
     # state as it sets the text, so its own text change clears nothing and the analysis that follows stands.
     text.change(clear_stale, [state, text], outputs, queue=False, **private)
+    # The address bar follows the analysis on screen: written after every run, a failed one included (its
+    # sentence, no head), and after every head pick below.
+    write_link = dict(fn=None, inputs=[text, source, target, model, head_choice], outputs=None,
+                      js=share_link.write_js(relation, ["text", "source", "target", "model", "head"]), **private)
     gallery.click(lambda i: (*load_example(relation, i), None), gallery, [text, source, target, state], queue=False,
-                  **private).then(run, inputs, outputs, **private, **MODEL_GROUP)
-    button.click(run, inputs, outputs, **private, **MODEL_GROUP)
-    text.submit(run, inputs, outputs, **private, **MODEL_GROUP)
+                  **private).then(run, inputs, outputs, **private, **MODEL_GROUP).then(**write_link)
+    button.click(run, inputs, outputs, **private, **MODEL_GROUP).then(**write_link)
+    text.submit(run, inputs, outputs, **private, **MODEL_GROUP).then(**write_link)
     picked = [heatmap, head_choice, view, view_note, words, state]
     state.change(relation_downloads, state, table_links, queue=False, **private)
-    # The address bar follows what is on screen: a link to this sentence, model, tab and head.
-    head_choice.change(None, [text, source, target, model, head_choice], None, **private,
-                       js=share_link.write_js(relation, ["text", "source", "target", "model", "head"]))
+    head_choice.change(**write_link)
     metric.input(switch_metric, [state, metric], [heatmap, state], queue=False, **private)
     heatmap.click(pick_from_heatmap, state, picked, **private, **MODEL_GROUP)
     top_table.select(pick_from_table, [state, top_table], picked, **private, **MODEL_GROUP)
@@ -446,6 +455,7 @@ over all heads at once (p_fwer): only they support a claim that a head matters.
 
 {chr(10).join(f"- **{column}**: {meaning}" for column, meaning in patch_view.TABLE_MEANINGS.items())}"""
 PATCH_PLACEHOLDER = '<p style="color:#777">Patch a pair to see every head here.</p>'
+PATCH_HEAD_CELL = "#patch-effect button.hh-selected"      # the head ringed in the patching maps
 PATCH_STALE_NOTE = ("The sentence or its twin changed, so the previous pair's maps, scatter and table were cleared. "
                     "Press **Patch every head** for this pair.")
 
@@ -601,8 +611,8 @@ def patching_tab(model: gr.Dropdown) -> dict:
     # sentence and `filled_for` together, so it clears nothing.
     clean.change(forget_filled_target, [clean, filled_for], [target, filled_for], queue=False, **private)
     state.change(patch_downloads, state, table_links, queue=False, **private)
-    table_links.change(None, [clean, twin, target, model], None, **private,
-                       js=share_link.write_js("patching", ["text", "twin", "target", "model"]))
+    # The address bar follows the patched pair and the head ringed in its maps (read from the page).
+    table_links.change(None, [clean, twin, target, model], None, **private, js=PATCH_LINK_JS)
     button.click(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     clean.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
     twin.submit(run_patching, inputs, outputs, **private, **PATCH_GROUP)
@@ -614,7 +624,8 @@ def patching_tab(model: gr.Dropdown) -> dict:
     kind.input(switch_patch_kind, [state, kind], [effect_map, attention_map, scatter, correlation, table, state],
                queue=False, **private)
     for heatmap in (effect_map, attention_map):
-        heatmap.click(pick_patch_head, state, [effect_map, attention_map, head_note], queue=False, **private)
+        heatmap.click(pick_patch_head, state, [effect_map, attention_map, head_note], queue=False,
+                      **private).then(None, [clean, twin, target, model], None, **private, js=PATCH_LINK_JS)
     return {"fill": [clean, twin, target], "inputs": [model], "outputs": outputs}
 
 
@@ -749,18 +760,40 @@ def run_linked_relation(relation, link, model, metric):
     if state and link.head is not None:
         picked = _pick(state, *link.head)          # (heatmap, dropdown, view, note, words, state)
         if picked[-1] is not state:                 # shown (a new state): the dropdown keeps its choices
-            choice = gr.update(choices=backend.head_labels(state["model_name"]), value=f"{link.head[0]}-{link.head[1]}")
-            outputs = (outputs[0], picked[0], outputs[2], choice, *picked[2:])
+            label = f"{link.head[0]}-{link.head[1]}"
+            choice = gr.update(choices=backend.head_labels(state["model_name"]), value=label)
+            message = outputs[0].replace(", shown in the views below.", f"; the link's head **{label}** is shown "
+                                         "in the views below.", 1)
+            outputs = (message, picked[0], outputs[2], choice, *picked[2:])
         else:                                       # no such head: the best head stays, and the note says why
             outputs = (*outputs[:5], picked[3], *outputs[6:])
     return outputs
 
 
+PATCH_LINK_JS = share_link.write_js("patching", ["text", "twin", "target", "model"], head_cell=PATCH_HEAD_CELL)
+# After a linked pair: written only when the link's head is ringed (any other link's tab keeps its own URL).
+LINKED_PATCH_JS = share_link.write_js("patching", ["text", "twin", "target", "model"], head_cell=PATCH_HEAD_CELL,
+                                      only_with_head=True)
+
+
 def run_linked_patching(link, model):
+    """The linked pair patched, then the link's head ringed in both maps with its numbers (when it has one)."""
     if link is None or link.tab != "patching" or not link.text:
         yield (gr.update(),) * 9
         return
-    yield from run_patching(link.text, link.twin, link.target, model, "noising")
+    answer = None
+    for answer in run_patching(link.text, link.twin, link.target, model, "noising"):
+        yield answer
+    view = answer[-1] if answer else None
+    if view is not None and link.head is not None:
+        try:
+            line = patch_view.head_line(view, *link.head)
+            effect, attention, *_ = _patch_outputs(view, link.head)
+        except (backend.DemoError, IndexError, KeyError, ValueError):
+            line = (f"The link's head {link.head[0]}-{link.head[1]} is not a head of {view.model}, so none is "
+                    "picked; click a head in either map.")
+            effect, attention = answer[2], answer[3]
+        yield (*answer[:2], effect, attention, *answer[4:7], _escape(line), view)
 
 
 def run_linked_model_view(link, model, layers, heads):
@@ -782,7 +815,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs() as tabs:
             for relation, (title, _, _) in RELATIONS.items():
                 with gr.Tab(title, id=relation):
-                    parts[relation] = relation_tab(relation, model)
+                    parts[relation] = relation_tab(relation, model, link)
             with gr.Tab("Patching (causal)", id="patching"):
                 parts["patching"] = patching_tab(model)
             with gr.Tab("Model view", id="model-view"):
@@ -802,7 +835,8 @@ def build_demo() -> gr.Blocks:
                                  [link, *parts[relation]["inputs"]], parts[relation]["outputs"], **private,
                                  **MODEL_GROUP)
         opened = opened.then(run_linked_patching, [link, *parts["patching"]["inputs"]], parts["patching"]["outputs"],
-                             **private, **MODEL_GROUP)
+                             **private, **MODEL_GROUP).then(None, parts["patching"]["fill"] + [model], None,
+                                                            js=LINKED_PATCH_JS, **private)
         opened.then(run_linked_model_view, [link, *parts["model-view"]["inputs"]], parts["model-view"]["outputs"],
                     **private, **MODEL_GROUP)
         gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)

@@ -546,3 +546,32 @@ def test_a_link_reopens_the_sentence_and_head_and_the_address_bar_follows(watche
     assert other.locator("img[src='x']").count() == 0
     assert "model=minilm" in other.url or "model=" not in other.url
     watched.check_clean()
+
+
+def test_every_link_field_round_trips_and_the_address_bar_follows_the_analysis_shown(watched):
+    """A negation link keeps its target; its head is the one named in the message; a failed analysis moves
+    the address bar to its own sentence; a patching link reopens its head and a clicked head is written;
+    a link too long for the demo is cut with a note."""
+    page = watched.open(tab="negation", text="The lawyer didn't sign the contract.", source="n't", target="sign",
+                        head="2-8")
+    page.wait_for_function("document.querySelector('#neg-head input') && "
+                           "document.querySelector('#neg-head input').value === '2-8'", timeout=TIMEOUT)
+    page.wait_for_function("document.querySelector('#neg-target input').value === 'sign (18:22)'", timeout=TIMEOUT)
+    assert "the link's head 2-8 is shown" in page.locator("#neg-message").inner_text()
+    page.locator("#neg-text textarea").fill("No cue in this one.")
+    page.locator("#neg-run").click()
+    page.wait_for_function("new URLSearchParams(location.search).get('text') === 'No cue in this one.'",
+                           timeout=TIMEOUT)
+    assert "head=" not in page.url
+
+    page = watched.open(tab="patching", text="The lawyer did not sign the contract.",
+                        twin="The lawyer did really sign the contract.", target="sign", head="5-9")
+    page.locator('#patch-effect button.hh-selected[data-layer="5"][data-head="9"]').wait_for()
+    assert page.locator("#patch-head").inner_text().startswith("Head 5-9:")
+    page.wait_for_function("new URLSearchParams(location.search).get('head') === '5-9'", timeout=TIMEOUT)
+    page.locator('#patch-attention button[data-layer="3"][data-head="2"]').click()
+    page.wait_for_function("new URLSearchParams(location.search).get('head') === '3-2'", timeout=TIMEOUT)
+
+    page = watched.open(tab="coreference", text="She " + "a" * 6000)
+    page.locator("#link-note").get_by_text("cut short").wait_for()
+    watched.check_clean()

@@ -36,7 +36,7 @@ def test_unreadable_or_huge_links_are_ignored_before_parsing():
 
 
 def test_the_scripts_bound_what_they_read_and_write():
-    assert "window.location.search.slice(0, " in READ_JS and "JSON.stringify(link)" in READ_JS
+    assert "const query = full.slice(0, " in READ_JS and "JSON.stringify(link)" in READ_JS
     script = write_js("patching", ["text", "twin"])
     assert "history.replaceState" in script and '"patching"' in script and ".slice(0, limits[key])" in script
     for bad in (lambda: write_js("elsewhere", ["text"]), lambda: write_js("negation", ["password"])):
@@ -45,3 +45,28 @@ def test_the_scripts_bound_what_they_read_and_write():
         except ValueError:
             continue
         raise AssertionError("an unknown tab or key was accepted")
+
+
+def test_a_cut_link_says_so():
+    """READ_JS lists what it cut (`cut`: the whole query or a field over its limit); the note names it."""
+    link = parse_link(json.dumps({"text": "She left.", "cut": "text"}), MODELS)
+    assert link.text == "She left." and "the sentence was cut short" in link.problem
+    both = parse_link(json.dumps({"text": "x", "cut": "query,twin,nonsense"}), MODELS).problem
+    assert "the link, the twin were cut short" in both
+    assert parse_link(json.dumps({"text": "x", "cut": "nonsense"}), MODELS).problem == ""
+    assert "cut.push" in READ_JS and "link.cut" in READ_JS
+
+
+def test_a_lone_surrogate_is_dropped_in_words():
+    raw = json.dumps({"text": "a\udfffb", "target": "go", "tab": "negation"})     # JSON's "\udfff" escape
+    link = parse_link(raw, MODELS)
+    assert link.text == "" and link.target == "go" and "lone surrogate" in link.problem
+    link.problem.encode("utf-8")                       # the note itself can be sent
+
+
+def test_a_tab_without_a_head_input_writes_the_ringed_cell():
+    script = write_js("patching", ["text", "twin"], head_cell="#patch-effect button.hh-selected",
+                      only_with_head=True)
+    assert 'document.querySelector("#patch-effect button.hh-selected")' in script
+    assert "if (!cell && true) return values;" in script and 'params.set("head"' in script
+    assert "querySelector" not in write_js("negation", ["text", "head"])

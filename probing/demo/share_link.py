@@ -26,23 +26,38 @@ MAX_LINK_JSON_CHARS = 2 * MAX_TEXT_CHARS + 4 * 200 + 400
 HEAD = re.compile(r"(\d{1,3})-(\d{1,3})")
 
 READ_JS = f"""(ignored) => {{
-  const query = window.location.search.slice(0, {MAX_QUERY_CHARS});
+  const full = window.location.search;
+  const query = full.slice(0, {MAX_QUERY_CHARS});
   const params = new URLSearchParams(query);
   const limits = {json.dumps(LIMITS)};
   const link = {{}};
+  const cut = full.length > {MAX_QUERY_CHARS} ? ["query"] : [];
   for (const [key, limit] of Object.entries(limits)) {{
     const value = params.get(key);
     if (value) link[key] = value.slice(0, limit);
+    if (value && value.length > limit) cut.push(key);
   }}
+  if (cut.length) link.cut = cut.join(",");
   return JSON.stringify(link);
 }}"""
+# What a cut part of a link is called in the note (`cut` lists the keys READ_JS shortened).
+CUT_NAMES = {"query": "the link", "text": "the sentence", "twin": "the twin", "source": "the source word",
+             "target": "the target word", "model": "the model", "tab": "the tab", "head": "the head"}
 
 
-def write_js(tab: str, keys: list[str]) -> str:
+def write_js(tab: str, keys: list[str], head_cell: str | None = None, only_with_head: bool = False) -> str:
     """A script for an event whose inputs are `keys` (in order): it writes their values and the tab into the
-    page's URL (empty values removed) and returns the inputs unchanged."""
+    page's URL (empty values removed) and returns the inputs unchanged.
+
+    head_cell: a CSS selector of the heatmap cell ringed on the page (`data-layer`, `data-head`), written as
+    `head` (a tab whose picked head is not an input, such as patching's); only_with_head: write nothing when
+    no cell is ringed."""
     if tab not in TABS or not set(keys) <= set(LIMITS):
         raise ValueError(f"unknown tab {tab!r} or keys {keys!r}")
+    from_page = "" if head_cell is None else f"""
+  const cell = document.querySelector({json.dumps(head_cell)});
+  if (!cell && {json.dumps(only_with_head)}) return values;
+  if (cell) params.set("head", `${{cell.dataset.layer}}-${{cell.dataset.head}}`.slice(0, limits.head));"""
     return f"""(...values) => {{
   const keys = {json.dumps(keys)};
   const limits = {json.dumps(LIMITS)};
@@ -52,7 +67,7 @@ def write_js(tab: str, keys: list[str]) -> str:
     const value = values[i];
     if (value !== null && value !== undefined && String(value) !== "" && !Array.isArray(value))
       params.set(key, String(value).slice(0, limits[key]));
-  }});
+  }});{from_page}
   history.replaceState(history.state, "", "?" + params.toString() + window.location.hash);
   return values;
 }}"""
@@ -83,6 +98,18 @@ def parse_link(raw, allowed_models: list[str]) -> Link:
         return Link(problem="The link could not be read, so it was ignored.")
     values = {key: data[key] for key in LIMITS if isinstance(data.get(key), str) and len(data[key]) <= LIMITS[key]}
     problems = []
+    unreadable = [key for key, value in values.items() if any("\ud800" <= c <= "\udfff" for c in value)]
+    if unreadable:       # a lone surrogate (JSON's "\udfff") cannot be shown or encoded: that part is dropped
+        problems.append(f"The link's {', '.join(unreadable)} held an invalid character (a lone surrogate), so "
+                        f"{'it was' if len(unreadable) == 1 else 'they were'} ignored.")
+        values = {key: value for key, value in values.items() if key not in unreadable}
+    cut = data.get("cut")
+    if isinstance(cut, str) and len(cut) <= 200:
+        names = [CUT_NAMES[key] for key in cut.split(",") if key in CUT_NAMES]
+        if names:
+            problems.append(f"The link was longer than this demo reads, so {', '.join(names)} "
+                            f"{'was' if len(names) == 1 else 'were'} cut short (the sentence and twin keep "
+                            f"their first {MAX_TEXT_CHARS:,} characters); check the text before you analyse it.")
     link = Link(**{k: values.get(k, "") for k in ("text", "twin", "source", "target")})
     model = values.get("model", "")
     if model and model not in allowed_models:
