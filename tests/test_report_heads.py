@@ -197,3 +197,13 @@ def test_nt_leaders_read_the_nt_stratum_and_the_clitic_set():
     text = "\n".join(_nt_robustness_rows({"leaders": leaders, "heads": [], "rules_not_run": {"max": "absent"},
                                           "control_sets": {"clitics": "builtin-negation-clitics"}}))
     assert "| last / clitics | 1-0 | 0.350 | 0.5 | 0-0 (+0.050) |" in text and "max: absent" in text
+
+
+@pytest.mark.slow
+def test_run_heads_on_builtin_negation_scores_the_clitic_controls_under_both_rules(minilm, tmp_path):
+    from probing.report.heads import run_heads
+    summary = run_heads(minilm, "builtin-negation", tmp_path / "out", limit=40, n_boot=20, n_perm=200)
+    robust = summary["nt_robustness"]
+    assert set(robust["leaders"]) == {"last / adverbs", "mean / adverbs", "last / clitics", "mean / clitics"}
+    assert [row["head"] for row in robust["heads"]] == [f"{h['layer']}-{h['head']}" for h in summary["top_heads"]]
+    assert "## Who leads on \"n't\"" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
