@@ -178,6 +178,9 @@ def test_a_head_leads_on_nt_only_if_it_leads_under_every_rule_and_control_set():
     by_rule = {"last / adverbs": {"head": "1-7"}, "last / clitics": {"head": "1-7"},
                "mean / adverbs": {"head": "2-8"}, "mean / clitics": {"head": "2-8"}}
     assert "decided by the rule (last only)" in nt_robustness(by_rule, ["1-7"])[0]["verdict"]
+    by_rule["last / clitics"]["p_fwer"] = 0.12
+    assert nt_robustness(by_rule, ["1-7"])[0]["verdict"].endswith(
+        "; it does not beat the control under last / clitics (p_fwer 0.12)")
 
 
 def test_nt_leaders_read_the_nt_stratum_and_the_clitic_set():

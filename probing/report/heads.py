@@ -155,6 +155,10 @@ def nt_robustness(leaders: dict, heads: list[str]) -> list[dict]:
                         ((0, "rule"), (1, "control set")) if (won := _decides(leads, list(leaders), position))]
             verdict = ("leads only under " + ", ".join(leads) + "; decided by "
                        + (" and ".join(deciders) if deciders else "the combination") + "; elsewhere " + "; ".join(lost))
+        weak = [f"{label} (p_fwer {leaders[label]['p_fwer']:.2g})" for label in leads
+                if leaders[label].get("p_fwer", 0.0) >= 0.05]
+        if weak:    # leading the ranking is not beating the control there
+            verdict += "; it does not beat the control under " + ", ".join(weak)
         rows.append({"head": head, "leads_under": leads, "verdict": verdict})
     return rows
 
