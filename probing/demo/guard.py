@@ -74,8 +74,9 @@ RETRY_FAILED_S = float(os.environ.get("PROBING_RETRY_FAILED_S", "300"))
 MAX_REMEMBERED = 64             # failed model names remembered (bounded: any-model mode sees any name)
 SHOWN_CHARS = 60                # user text quoted in a message
 # Page events run at once outside the queue, per address. A page has at most one run of each event in flight
-# (Gradio's trigger modes) and one action fires at most about five at once (a shared link filling a tab).
-MAX_UNQUEUED_PER_ADDRESS = int(os.environ.get("PROBING_MAX_UNQUEUED_PER_CLIENT", "8"))
+# (Gradio's trigger modes) and one action fires at most about five at once (a shared link filling a tab);
+# each one more lets a flood take a larger share of the CPU from other visitors' scoring.
+MAX_UNQUEUED_PER_ADDRESS = int(os.environ.get("PROBING_MAX_UNQUEUED_PER_CLIENT", "6"))
 MAX_STREAMS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_STREAMS_PER_CLIENT", "8"))     # heartbeat and event streams
 MAX_REQUESTS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_REQUESTS_PER_CLIENT", "32"))  # any route, at once
 MAX_CONNECTIONS_PER_PEER = int(os.environ.get("PROBING_MAX_CONNECTIONS_PER_PEER", "64"))  # open sockets
