@@ -1,5 +1,16 @@
-"""Shared fixtures: the real default model, and a tiny random causal model built on disk (no hub)."""
-import pytest
+"""Shared fixtures: the real default model, and a tiny random causal model built on disk (no hub).
+
+One torch thread per test process (OMP_NUM_THREADS=1 unless set): the tests' forward passes are a few short
+sentences, where a second thread costs more in hand-offs than it saves, and on a shared or loaded machine its
+spin-waiting multiplies the CPU a run takes (measured: 4 test files, 65 s CPU with 2 threads, 14 s with 1).
+Set before any test module imports torch; the CLI and app subprocesses that tests start inherit it. Speed is
+measured by `analysis bench`, not here.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 from probing.examples import Example, find_span
 from probing.examples.loaders import DATA_ROOT_ENV, default_data_root

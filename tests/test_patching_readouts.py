@@ -4,6 +4,7 @@ embedding readout leaves the swapped pieces out, checked against plain hooks."""
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from probing import patching
 from probing.patching.results import PairRun, SanityReadings
@@ -24,6 +25,7 @@ def test_normalisation_by_hand():
     assert second.sanity["embedding_denoising"] == 1.0
 
 
+@pytest.mark.slow
 def test_default_readout_leaves_the_swapped_word_out_against_plain_hooks(minilm):
     """On a pair no other test uses, patch_pair's default readout equals an independent reference (plain forward
     passes, a hand-written pre-hook per head, the mean over the positions whose piece is the same in both texts)

@@ -174,6 +174,7 @@ def test_sets_from_a_screen_rank_the_heads_patched_exactly_and_refuse_estimates_
         patch_head_sets(tiny, _examples(), k=(1,), n_random=5, result=estimates)
 
 
+@pytest.mark.slow
 def test_cli_sets_writes_the_comparison(tmp_path, capsys):
     import pandas as pd
     from analysis.__main__ import main

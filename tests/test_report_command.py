@@ -247,6 +247,7 @@ def _fake_command(monkeypatch):
     monkeypatch.setattr(report.importlib, "import_module", lambda name: module)
 
 
+@pytest.mark.slow
 def test_report_into_a_new_nested_folder_publishes_every_step_and_itself_whole(tmp_path, monkeypatch):
     from probing.outputs import DONE_MARKER, is_complete
     _fake_command(monkeypatch)

@@ -2,6 +2,7 @@
 chosen heads, escapes what it quotes, and `analysis heads --confirm` writes it."""
 import json
 
+import pytest
 
 from probing.confirm import ConfirmResult, confirmation_rows
 from tests.conftest import needs_datasets
@@ -25,6 +26,7 @@ def test_confirm_markdown_names_the_sets_and_heads_and_escapes_them():
     assert "| 0.01 | 0.01 | 23 | descriptive (< 30 units) |" in text and "| yes |" not in text
 
 
+@pytest.mark.slow
 @needs_datasets
 def test_analysis_heads_confirm_writes_the_section(tmp_path, capsys):
     from analysis.__main__ import main
