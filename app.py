@@ -53,16 +53,18 @@ NEGATION_NOTE = ("*Causal models* (such as `gemma-270m`) read left to right: *no
                  "so for them the direction is reversed and the heatmap shows **next word → cue**.")
 HEATMAP_PLACEHOLDER = '<p style="color:#777">Analyse a sentence to see every head here.</p>'
 # Shares of the table's width (percentages, so a 420 px screen gets no sideways scroll).
-TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["11%", "17%", "18%", "18%", "18%", "18%"]}
+TABLE_WIDTHS = {"coreference": ["12%", "20%", "20%", "20%", "28%"], "negation": ["9%", "19%", "18%", "18%", "18%", "18%"]}
 # Table headers wrap between words only ("attention" was broken into "attentio|n"); on a narrow screen the
-# table and its headers shrink instead of scrolling sideways.
+# table shrinks instead of scrolling sideways, its headers in a smaller type so that the longest word of a
+# header ("difference", "attention") fits a column of a 420 px screen whole.
 CSS = patch_view.TABLE_CSS + """
 #coref-table th .header, #neg-table th .header {word-break: normal !important; overflow-wrap: normal !important}
 @media (max-width: 520px) {
   #coref-table table *, #neg-table table * {font-size: 10.5px !important}
   #coref-table .cell-wrap, #neg-table .cell-wrap {padding: 3px 2px !important}
   #coref-table .cell-menu-button, #neg-table .cell-menu-button {display: none !important}
-  #coref-table th .header, #neg-table th .header {overflow-wrap: anywhere !important}
+  #coref-table th .header, #neg-table th .header, #coref-table th .header *, #neg-table th .header * {
+    font-size: 9px !important; line-height: 1.25 !important}
   #coref-table table, #neg-table table {table-layout: fixed; width: 100% !important; min-width: 0 !important}
 }
 .stale-note {border-left: 4px solid #f59e0b; padding-left: 8px}
@@ -812,7 +814,9 @@ def build_demo() -> gr.Blocks:
         raw_link = gr.Textbox(visible=False)      # the page's URL values as JSON, filled by share_link.READ_JS
         link = gr.State(None)
         parts = {}
-        with gr.Tabs() as tabs:
+        # "wrap": on a narrow screen every tab stays in view on two rows (the default "menu" hid four of the
+        # six behind "⋯" at 420 px).
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
             for relation, (title, _, _) in RELATIONS.items():
                 with gr.Tab(title, id=relation):
                     parts[relation] = relation_tab(relation, model, link)

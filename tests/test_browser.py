@@ -575,3 +575,27 @@ def test_every_link_field_round_trips_and_the_address_bar_follows_the_analysis_s
     page = watched.open(tab="coreference", text="She " + "a" * 6000)
     page.locator("#link-note").get_by_text("cut short").wait_for()
     watched.check_clean()
+
+
+def test_at_420_px_every_tab_is_in_view_and_table_headers_break_between_words(browser, server):
+    watched = Watched(browser, server, width=420, height=1400)
+    try:
+        page = watched.open()
+        tabs = page.get_by_role("tab")
+        assert tabs.count() == 6 and page.locator("button[aria-label='More tabs']").count() == 0
+        for i in range(6):
+            box = tabs.nth(i).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 420, tabs.nth(i).inner_text()
+        page.get_by_role("tab", name="Negation").click()
+        page.locator("#neg-gallery").get_by_text("The lawyer didn't sign the contract.").click()
+        page.locator("#neg-table [role=gridcell]").first.wait_for()
+        # Headers wrap only between words: a word wider than its column would stick out of its header.
+        sticking_out = page.evaluate("""() => Array.from(document.querySelectorAll('#neg-table th .header'))
+            .filter(h => h.scrollWidth > h.clientWidth + 1).map(h => h.textContent.trim())""")
+        assert sticking_out == []
+        assert _overflow(page, "#neg-table") <= 0 and _overflow(page, "html") <= 0
+        page.locator("#neg-table").scroll_into_view_if_needed()
+        watched.shot("narrow-420-negation-table")
+        watched.check_clean()
+    finally:
+        watched.context.close()

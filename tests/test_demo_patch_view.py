@@ -165,7 +165,7 @@ def test_the_page_table_keeps_four_columns_on_a_narrow_screen_and_escapes_everyt
     import pandas as pd
     from probing.demo.patch_view import TABLE_CSS, empty_top_table, table_html
     table = pd.DataFrame({"head": ["5-9", "<b>x</b>"], "noising": [0.474, 0.1], "denoising": [0.507, -0.2],
-                          "attention": [0.012, 0.3], "set: noising": [0.352, None],
+                          "attention": [0.012, 0.3], "norm attention": [0.021, None], "set: noising": [0.352, None],
                           "set: noising 95% CI": ["0.298 to 0.395", None],
                           "set: noising p_fwer < 0.05": ["yes", None]})
     page = table_html(table, "noising")
@@ -174,7 +174,11 @@ def test_the_page_table_keeps_four_columns_on_a_narrow_screen_and_escapes_everyt
     header = page.split("</thead>")[0]
     shown = [h for h in header.split("<th")[2:] if 'class="pt-wide"' not in h]    # [0], [1]: <table> and <thead>
     assert len(shown) == 4 and "this pair: noising" in header and "95% CI" in header
-    assert "denoising 0.507 · set p_fwer &lt; 0.05: yes" in page and "0.298 to 0.395" in page
+    assert "denoising 0.507 · norm attention 0.021 · set p_fwer &lt; 0.05: yes" in page and "0.298 to 0.395" in page
+    # Every column the legend explains is in the table (the legend's "norm attention" had none).
+    from probing.demo.patch_view import TABLE_MEANINGS
+    for column in TABLE_MEANINGS:
+        assert column.replace("set: …", "set: ") in header, column
     assert "word-break: normal" in TABLE_CSS and ".pt-table .pt-wide {display: none}" in TABLE_CSS
     assert "Patch a pair" in table_html(empty_top_table("denoising"), "denoising")
 

@@ -50,14 +50,16 @@ def is_signed(values: np.ndarray) -> bool:
 
 def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = None,
                  selected: tuple[int, int] | None = None, diverging: bool | None = None, decimals: int = 2,
-                 significant: np.ndarray | None = None, value_meaning: str = "") -> str:
+                 significant: np.ndarray | None = None, value_meaning: str = "",
+                 hint: str = "Click a head to show it in the views below; hover for its exact value.") -> str:
     """A clickable layer x head grid: one `<button data-layer data-head>` per head, coloured by its value.
 
     `marked` (bool, same shape) outlines the heads whose argmax is the target; `significant` (bool, same shape)
     puts a dot on heads that beat their baseline on a dataset; `selected` rings one head. `diverging` None
     chooses by the values (a diverging map centred on 0 when any is negative); a signed metric should pass
     True so that a sentence whose values all happen to be positive is still coloured around 0.
-    `value_meaning` is a one-line explanation of the numbers, shown under the grid. NaN values are grey, "n/a".
+    `value_meaning` is a one-line explanation of the numbers, shown under the grid, `hint` what a click does
+    (the explorer tabs' default: it moves their views). NaN values are grey, "n/a".
     On a narrow screen (a grid under about 480 px) the numbers are hidden; every cell keeps its tooltip.
     """
     import matplotlib
@@ -147,7 +149,7 @@ def heatmap_html(values: np.ndarray, title: str, marked: np.ndarray | None = Non
             f'<div class="hh-grid{"" if show_numbers else " hh-small"}" '
             f'style="grid-template-columns:auto repeat({n_heads},minmax(0,1fr))">{"".join(cells)}</div>'
             f'{legend}{meaning}'
-            '<div class="hh-hint">Click a head to show it in the views below; hover for its exact value.</div></div>')
+            f'<div class="hh-hint">{html.escape(hint)}</div></div>')
 
 
 # Runs once in the browser when the demo's heatmap component loads: one delegated listener on the

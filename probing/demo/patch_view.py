@@ -320,21 +320,22 @@ def table_html(table: pd.DataFrame, kind: str) -> str:
     kind = choice_field(kind, "effect", KINDS)
     other = "denoising" if kind == "noising" else "noising"
     ci, passed = f"set: {kind} 95% CI", f"set: {kind} p_fwer < 0.05"
-    header = (f"<tr><th>head</th><th>this pair: {kind}</th><th>attention</th><th class=\"pt-wide\">this pair: "
-              f"{other}</th><th>set: {kind} <span class=\"pt-ci\">95% CI</span></th>"
-              f"<th class=\"pt-wide\">set: p_fwer &lt; 0.05</th></tr>")
+    header = (f"<tr><th>head</th><th>this pair: {kind}</th><th>attention</th><th class=\"pt-wide\">norm "
+              f"attention</th><th class=\"pt-wide\">this pair: {other}</th><th>set: {kind} <span class=\"pt-ci\">"
+              f"95% CI</span></th><th class=\"pt-wide\">set: p_fwer &lt; 0.05</th></tr>")
     rows = []
     for _, row in table.iterrows():
         interval = row.get(ci)
         rows.append(
             f"<tr class=\"pt-main\"><td>{_cell(row['head'])}</td><td>{_cell(row[kind])}</td>"
-            f"<td>{_cell(row['attention'])}</td><td class=\"pt-wide\">{_cell(row[other])}</td>"
+            f"<td>{_cell(row['attention'])}</td><td class=\"pt-wide\">{_cell(row.get('norm attention'))}</td>"
+            f"<td class=\"pt-wide\">{_cell(row[other])}</td>"
             f"<td>{_cell(row.get(f'set: {kind}'))}<span class=\"pt-ci\">{_cell(interval)}</span></td>"
             f"<td class=\"pt-wide\">{_cell(row.get(passed))}</td></tr>"
-            f"<tr class=\"pt-details\"><td colspan=\"6\">{other} {_cell(row[other])} · set p_fwer &lt; 0.05: "
-            f"{_cell(row.get(passed))}</td></tr>")
+            f"<tr class=\"pt-details\"><td colspan=\"7\">{other} {_cell(row[other])} · norm attention "
+            f"{_cell(row.get('norm attention'))} · set p_fwer &lt; 0.05: {_cell(row.get(passed))}</td></tr>")
     if not rows:
-        rows.append('<tr><td colspan="6" style="color:#777">Patch a pair to list its top heads.</td></tr>')
+        rows.append('<tr><td colspan="7" style="color:#777">Patch a pair to list its top heads.</td></tr>')
     return f'<table class="pt-table"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -368,6 +369,9 @@ def correlation_line(rho: float | None, kind: str) -> str:
             "within each layer over all pairs, with its CI.")
 
 
+PATCH_HINT = "Click a head to ring it in both maps and read its numbers below them; hover for its exact value."
+
+
 def render(view: PatchView, kind: str, selected: tuple[int, int] | None = None) -> PatchView:
     """The page's parts for one effect kind (no model call): heatmaps, table, scatter, correlation."""
     kind = choice_field(kind or "noising", "effect", KINDS)
@@ -377,13 +381,14 @@ def render(view: PatchView, kind: str, selected: tuple[int, int] | None = None) 
         effects[kind], f"{kind.capitalize()} effect of each head, {swap} (1 = the whole difference)",
         selected=selected, diverging=True, significant=significant_marks(view.dataset, kind, effects[kind].shape),
         value_meaning=f"{kind.capitalize()}: {KIND_MEANINGS[kind]}. {EFFECT_MEANING}"
-                      + (" Dot: the head's dataset-level effect has p_fwer < 0.05." if view.dataset is not None else ""))
+                      + (" Dot: the head's dataset-level effect has p_fwer < 0.05." if view.dataset is not None else ""),
+        hint=PATCH_HINT)
     # A decoder cannot look ahead: its attention to a later target is read the other way (see PairPatch).
     words = (view.target_word, view.source_word) if view.result.attention_reversed else \
         (view.source_word, view.target_word)
     attention_html = heatmap_html(
         view.attention, f"Attention {words[0]!r} → {words[1]!r} in the sentence, every layer × head",
-        selected=selected, diverging=False, value_meaning=ATTENTION_MEANING)
+        selected=selected, diverging=False, value_meaning=ATTENTION_MEANING, hint=PATCH_HINT)
     view.kind, view.effect_html, view.attention_html = kind, effect_html, attention_html
     view.top_table = top_table(effects, view.attention, kind, view.dataset,
                                norm_attention=view.result.norm_attention)
