@@ -110,6 +110,13 @@ def test_quickstart_notebook_runs_offline_and_shows_the_inlined_views(tmp_path, 
     displayed = [o for cell in outputs[3:] for o in cell if o.output_type == "display_data"]
     assert len(displayed) == 2 and all(set(o["data"]) >= {"text/html"} for o in displayed)
     assert "<iframe" not in printed
+    # No warnings: no IPython "Consider using IPython.display.IFrame", no tqdm "IProgress not found".
+    stderr = "".join(o.get("text", "") for cell in outputs for o in cell
+                     if o.output_type == "stream" and o.get("name") == "stderr")
+    assert "Warning" not in stderr and "IFrame" not in stderr and "IProgress" not in stderr, stderr[-2000:]
+    # p-values in scientific notation, never rounded to 0.0.
+    p_values = re.findall(r"<td>(\d\.\de-\d\d)</td>", table)
+    assert len(p_values) == 5, table
     layer, head = REPORTED_BEST
     assert_offline_view(displayed[0]["data"]["text/html"], opens_on=f'"layer":{layer},"heads":[{head}]')
     assert_offline_view(displayed[1]["data"]["text/html"], opens_on=f'"include_layers":[{layer}]')
