@@ -55,7 +55,7 @@ def test_claim_comes_from_the_corrected_test_with_enough_units(minilm):
     info = summary["tasks"]["candidates"]
     assert info["n_units"] == 60 and info["resampling_unit"] == "example"
     best = scores.top(1).iloc[0]
-    verdict = "beats" if best["p_fwer"] < 0.05 else "does not reliably beat"
+    verdict = "beats" if best["p_fwer"] < 0.05 else "is not distinguishable from"
     assert info["claim"].startswith(f"The best head by accuracy, {best['layer']}-{best['head']}, {verdict}")
 
 
@@ -108,7 +108,18 @@ def test_a_head_no_better_than_the_oracle_does_not_beat_it():
     decides = np.ones(40, bool)
     credits = np.stack([np.ones(40), np.zeros(40)], 1)           # oracle 1.0 everywhere; head 0 ties it
     test = strongest_baseline_test(_coref_scores(credits, decides, np.zeros(40, bool)), "candidates", n_perm=500)
-    assert test["difference"] == 0 and test["p_value"] == 1.0 and "does not reliably beat" in headline(test)
+    assert test["difference"] == 0 and test["p_value"] == 1.0
+    # Power-aware wording: not "does not beat" but what the test could tell apart with its units
+    assert "is not distinguishable from it with 40 units" in headline(test) and "does not" not in headline(test)
+    assert test["detectable_difference"] == 0 and "could detect a difference of about 0.000" in headline(test)
+
+
+def test_detectable_difference_is_the_80_percent_power_mde_from_the_ci_half_width():
+    from probing.report.heads import detectable_difference, not_shown
+    # SE = 0.1 / 1.959964; MDE = (1.959964 + 0.841621) x SE
+    assert detectable_difference(0.1, 0.3) == pytest.approx(0.2801585 / 1.959964, rel=1e-5)
+    assert np.isnan(detectable_difference(np.nan, 0.3))
+    assert not_shown("its control", 34, np.nan) == "is not distinguishable from its control with 34 units"
 
 
 def test_flags_cite_their_tests_and_a_non_significant_twin_test_says_not_tested_enough():
@@ -180,7 +191,7 @@ def test_a_head_leads_on_nt_only_if_it_leads_under_every_rule_and_control_set():
     assert "decided by the rule (last only)" in nt_robustness(by_rule, ["1-7"])[0]["verdict"]
     by_rule["last / clitics"]["p_fwer"] = 0.12
     assert nt_robustness(by_rule, ["1-7"])[0]["verdict"].endswith(
-        "; it does not beat the control under last / clitics (p_fwer 0.12)")
+        "; its lead over the control is not significant under last / clitics (p_fwer 0.12)")
 
 
 def test_nt_leaders_read_the_nt_stratum_and_the_clitic_set():

@@ -10,6 +10,8 @@ import html
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from probing.defaults import BATCH_TOKENS, MENTION, N_BOOT, N_PERM
 from probing.outputs import prepare_out_dir, write_complete, write_json, write_text
 
@@ -19,6 +21,37 @@ CONFIRM_FILES = ["confirm.json", "confirm.md"]
 def _cell(text) -> str:
     """User-controlled text (set names, model names) made safe for a Markdown table cell."""
     return html.escape(str(text)).replace("|", "&#124;")
+
+
+def row_detectable(row) -> float:
+    """A confirmation row's detectable difference at 80% power (`probing.report.heads.detectable_difference`,
+    from its 95% CI half-width); NaN for accuracy, whose CI is of the accuracy and not of a difference."""
+    from probing.report.heads import detectable_difference
+    if row["score"] == "accuracy":
+        return float("nan")
+    return detectable_difference(float(row["ci_low"]), float(row["ci_high"]))
+
+
+def _verdict_words(row) -> str:
+    """The verdict cell: a test that does not reject says what it could have detected, never "no effect"."""
+    if row["verdict"] != "no":
+        return str(row["verdict"])
+    mde = row_detectable(row)
+    units = int(row["n_units"])
+    return (f"not shown with {units} units (detectable at 80% power: about {mde:.3f})" if np.isfinite(mde)
+            else f"not shown: not distinguishable from the baseline with {units} units")
+
+
+def confirm_dict(result) -> dict:
+    """`result.to_dict()` with each confirmation row's `detectable_difference` (null where not computable) and
+    the rule that gives it."""
+    data = result.to_dict()
+    for record, (_, row) in zip(data["confirmation"], result.table.iterrows()):
+        mde = row_detectable(row)
+        record["detectable_difference"] = float(mde) if np.isfinite(mde) else None
+    data["detectable_difference_rule"] = ("at 80% power, two-sided alpha 0.05: (z_0.975 + z_0.80) x SE, SE = the "
+                                          "95% CI half-width / 1.96; before the Holm correction")
+    return data
 
 
 def confirm_markdown(result) -> str:
@@ -44,7 +77,7 @@ def confirm_markdown(result) -> str:
         for _, row in result.table.iterrows():
             lines.append(f"| {_cell(row['set'])} | {row['head_name']} | {row['score']} | {row['estimate']:.3f} "
                          f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['p_value']:.2g} | {row['p_holm']:.2g} | "
-                         f"{int(row['n_units'])} | {row['verdict']} |")
+                         f"{int(row['n_units'])} | {_verdict_words(row)} |")
         lines.append("")
     lines += [f"*When the rules were fixed.* {_cell(getattr(result, 'rules_fixed', ''))}", ""]
     lines += [f"- {_cell(note)}" for note in result.notes]
@@ -59,12 +92,12 @@ def confirm_text(result) -> str:
         lines.append(f"  {row['set']}: {row['head_name']} {row['score']} {row['estimate']:.3f} "
                      f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] Holm p {row['p_holm']:.2g}"
                      f"{' confirmed' if row['confirmed'] else ''}"
-                     f"{'' if row['confirmed'] or row['verdict'] == 'no' else ' (' + row['verdict'] + ')'}")
+                     f"{'' if row['confirmed'] else ' (' + _verdict_words(row) + ')'}")
     return "\n".join(lines + [f"  note: {n}" for n in result.notes])
 
 
 def write_confirm(out: Path, result) -> None:
-    write_json(Path(out) / "confirm.json", result.to_dict())
+    write_json(Path(out) / "confirm.json", confirm_dict(result))
     write_text(Path(out) / "confirm.md", confirm_markdown(result))
 
 

@@ -7,6 +7,7 @@ Every file is written atomically (see `probing.outputs`).
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,30 @@ HEAD_FILES = ["heads.csv", "summary.json", "heatmap.png", "report.md", "strata.c
 CAVEAT = ("Attention weights show where a head looks, not why the model decides what it decides "
           "(Jain & Wallace 2019; Wiegreffe & Pinter 2019): a high score is a lead for ablation and "
           "probing, not an explanation.")
+
+
+POWER = 0.80   # the power at which a non-rejecting test's detectable difference is stated
+
+
+def detectable_difference(ci_low: float, ci_high: float, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true difference a test with this 95% CI would detect with probability `power`:
+    MDE ~ (z_{1-alpha/2} + z_{power}) * SE, with SE = the 95% CI's half-width / z_{0.975} (the resampling CI read
+    as a normal interval). It ignores the correction over heads, so it is a lower bound on what a family-wise
+    test could detect. NaN when the CI is not finite."""
+    z = NormalDist().inv_cdf
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return float("nan")
+    se = (ci_high - ci_low) / 2 / z(0.975)
+    return float((z(1 - alpha / 2) + z(power)) * se)
+
+
+def not_shown(against: str, n_units: int, mde: float) -> str:
+    """Power-aware wording for a test that does not reject: what it could have told apart, never "no effect"."""
+    text = f"is not distinguishable from {against} with {n_units} units"
+    if np.isfinite(mde):
+        text += (f" (at {POWER:.0%} power the test could detect a difference of about {mde:.3f}: "
+                 "(z_0.975 + z_0.80) x SE from the 95% CI half-width, before the correction over heads)")
+    return text
 
 
 SOURCE_PIECES_RULE = {
@@ -158,7 +183,7 @@ def nt_robustness(leaders: dict, heads: list[str]) -> list[dict]:
         weak = [f"{label} (p_fwer {leaders[label]['p_fwer']:.2g})" for label in leads
                 if leaders[label].get("p_fwer", 0.0) >= 0.05]
         if weak:    # leading the ranking is not beating the control there
-            verdict += "; it does not beat the control under " + ", ".join(weak)
+            verdict += "; its lead over the control is not significant under " + ", ".join(weak)
         rows.append({"head": head, "leads_under": leads, "verdict": verdict})
     return rows
 
@@ -223,7 +248,10 @@ def build_summary(scores, data_name: str, load_report, renormalize: bool = False
         tasks[task] = {**info, "baselines": task_baselines(scores.relation, table),
                        "top_heads": _head_records(scores.ranked(task=task).head(k), columns),
                        "n_significant_heads_fwer": int(table["significant"].sum()),
-                       "claim": claim(scores, task)}
+                       "claim": claim(scores, task),
+                       "detectable_difference_best_head": _finite_or_none(best_head_detectable(scores, task)),
+                       "detectable_difference_rule": "(z_0.975 + z_0.80) x SE, SE = 95% CI half-width / 1.96; "
+                                                     "before the correction over heads"}
         test = strongest_baseline_test(scores, task)
         if test is not None:
             tasks[task]["strongest_baseline_test"] = test
@@ -317,6 +345,7 @@ def strongest_baseline_test(scores, task: str, n_perm: int = N_PERM, n_boot: int
             "head_accuracy": float(head_credit[keep].mean()), "baseline_accuracy": float(baseline.mean()),
             "difference": float(differences.mean()), "ci_low": float(low[0]), "ci_high": float(high[0]),
             "p_value": p_value, "n_pairs": int(len(keep)), "n_units": stats.n_units(groups, len(keep)),
+            "detectable_difference": detectable_difference(float(low[0]), float(high[0])),
             "test": "one-sided sign-flip, head credit - baseline credit per example, clustered by meta.group; "
                     "the head is the in-sample best, so this p is optimistic (see --confirm)"}
 
@@ -324,11 +353,28 @@ def strongest_baseline_test(scores, task: str, n_perm: int = N_PERM, n_boot: int
 def headline(test: dict) -> str:
     """The best head against its strongest baseline, in one sentence that says whether the test passed."""
     from probing.heads import ALPHA
-    verdict = "beats" if test["p_value"] < ALPHA else "does not reliably beat"
+    verdict = "beats it" if test["p_value"] < ALPHA else not_shown(
+        "it", test["n_units"], test.get("detectable_difference", float("nan")))
     return (f"Against the strongest baseline that applies, the {test['baseline']} ({test['baseline_accuracy']:.3f}), "
-            f"{test['head']} ({test['head_accuracy']:.3f}) {verdict} it: paired difference {test['difference']:.3f} "
+            f"{test['head']} ({test['head_accuracy']:.3f}) {verdict}: paired difference {test['difference']:.3f} "
             f"[{test['ci_low']:.3f}, {test['ci_high']:.3f}], p = {test['p_value']:.2g} over {test['n_pairs']} "
             f"paired examples.")
+
+
+def best_head_detectable(scores, task: str) -> float:
+    """The detectable difference (`detectable_difference`) of the task's best head's main score against its
+    baseline or control; NaN for coreference accuracy, whose table CI is of the accuracy, not of the difference
+    (its paired difference is in `strongest_baseline_test`)."""
+    key = scores.main_score
+    if key == "accuracy":
+        return float("nan")
+    best = scores.ranked(task=task).iloc[0]
+    return detectable_difference(float(best[f"{key}_ci_low"]), float(best[f"{key}_ci_high"]))
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a missing number is null."""
+    return float(value) if np.isfinite(value) else None
 
 
 def claim(scores, task: str) -> str:
@@ -346,8 +392,9 @@ def claim(scores, task: str) -> str:
                   else "the nearest-candidate baseline")
     against = {"paired_difference": "its control adverb", "above_baseline": "the next-word baseline",
                "accuracy": positional}[key]
-    verdict = "beats" if best[fwer] < ALPHA else "does not reliably beat"
-    return (f"The best head by {key}, {best['layer']}-{best['head']}, {verdict} {against} "
+    verdict = f"beats {against}" if best[fwer] < ALPHA else not_shown(against, info["n_units"],
+                                                                       best_head_detectable(scores, task))
+    return (f"The best head by {key}, {best['layer']}-{best['head']}, {verdict} "
             f"({fwer} = {best[fwer]:.2g}, family-wise over all {len(scores.task_table(task))} heads); "
             f"{int(scores.task_table(task)['significant'].sum())} heads do.")
 
