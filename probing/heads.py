@@ -47,6 +47,7 @@ from probing.attention import PATH_NAMES, choose_path, read_layers
 from probing.controls import adverb_strata, mean_over_adverbs
 from probing.examples import Example
 from probing.models import LoadedModel, as_loaded, direction_for
+from probing.naive import first_content_hit
 from probing.runner import encode_and_align, length_batches, pad_ids, release_freed_memory
 
 TASK_ORDER = ("candidates", "all-words")
@@ -75,9 +76,10 @@ class ExampleScores:
     attention_path: str = ""     # which attention path produced the numbers (probing.attention.PATH_NAMES)
     norm_attention: np.ndarray | None = None   # [example, layer, head] sum_t ||alpha_st f(x_t)|| (NaN: not available)
     target_offset: np.ndarray | None = None    # [example] words from the source to the target (-3: 3 words before)
+    first_content_hit: np.ndarray | None = None  # [example] coreference: the first-content-word rule picks the target
 
     ARRAYS = ("attention", "is_argmax", "next_word_baseline", "nearest_hit", "first_hit", "n_candidates",
-              "nearest_choice", "norm_attention", "target_offset")
+              "nearest_choice", "norm_attention", "target_offset", "first_content_hit")
     LISTS = ("ids", "pairs", "groups", "tasks", "meta")
 
     def __len__(self) -> int:
@@ -276,9 +278,8 @@ def forward_reads(loaded: LoadedModel, layouts: list[Layout], input_ids: list, r
                          for a in _piece_index(layouts, ids.shape[1]))
     norm_grams = None
     if norms:
-        from probing.attention import head_output_grams
-        from probing.hooks import head_layout
-        norm_grams = head_output_grams(head_layout(loaded))
+        from probing.attention import model_grams
+        norm_grams = model_grams(loaded.model)
     return read_layers(loaded, ids, mask, from_index, words, path=path, band=relation == "negation",
                        reverse=reverse, renormalize=renormalize, norm_grams=norm_grams)
 
@@ -325,13 +326,14 @@ def score_attention(layouts: list[Layout], reads: list, relation: str, reverse: 
 
 def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: int = BATCH_TOKENS,
                    renormalize: bool = False, progress: bool = False, mention: str = MENTION,
-                   label: str = "examples", attention: str = "auto", source_pieces: str = SOURCE_PIECES
-                   ) -> tuple[ExampleScores, list[str]]:
+                   label: str = "examples", attention: str = "auto", source_pieces: str = SOURCE_PIECES,
+                   norms: bool = True) -> tuple[ExampleScores, list[str]]:
     """Per-example head numbers for examples of one relation; returns them and the skip reasons.
 
     `mention` ("head" or "span") applies to coreference targets and candidates; `label` names the progress bar;
     `attention`: "auto" (the fused reads where the model supports them, else eager), "fused" or "eager";
-    `source_pieces`: "last" or "mean" (see the module's docstring)."""
+    `source_pieces`: "last" or "mean" (see the module's docstring); `norms`: also the norm-based attention
+    (`norm_attention`; False leaves it NaN and reads no value vectors, at no cost)."""
     check_source_pieces(source_pieces)
     if not examples:
         raise ValueError("no examples to score")
@@ -357,11 +359,15 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
     for batch in batches:
         rows = [usable[i] for i in batch]
         batch_layouts = [layouts[r] for r in rows]
-        reads, norms = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation, renormalize,
-                                     path, norms=True)
+        if norms:
+            reads, layer_norms = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation,
+                                               renormalize, path, norms=True)
+        else:
+            reads, layer_norms = forward_reads(loaded, batch_layouts, [piece_ids[r] for r in rows], relation,
+                                               renormalize, path), None
         reduced = score_attention(batch_layouts, reads, relation, reverse=relation == "negation" and loaded.is_causal,
-                                  source_pieces=source_pieces, norms=norms)
-        del reads, norms
+                                  source_pieces=source_pieces, norms=layer_norms)
+        del reads, layer_norms
         for name, values in reduced.items():
             result[name][batch] = values
         release_freed_memory()
@@ -375,6 +381,8 @@ def score_examples(loaded: LoadedModel, examples: list[Example], batch_tokens: i
         first_hit=np.array([l.first == l.target for l in kept_layouts]),
         n_candidates=np.array([len(l.units) for l in kept_layouts]),
         target_offset=np.array([l.target_offset for l in kept_layouts]),
+        first_content_hit=(np.array([first_content_hit(e, mention) for e in kept]) if relation == "coreference"
+                           else None),
         pairs=[str(e.meta.get("pair", "")) for e in kept],
         groups=[str(e.meta.get("group", e.id)) for e in kept],
         tasks=[task_of(e) for e in kept],

@@ -3,8 +3,13 @@
 One sentence at a time, the full attention turned into numpy, Python loops over words and heads
 (Clark et al.'s word-level conversion). It shares no scoring code with `probing.heads`, so the tests use it
 as the independent recomputation, and `analysis bench` times it as the "naive" way.
+
+It also holds the fixed-rule coreference baselines a reviewer would compute from the words alone ("attend to the
+first content word"), scored like a head on the same items (`first_content_hit`).
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -100,3 +105,58 @@ def naive_example_scores(loaded, example, is_causal: bool | None = None, mention
                 if pairs:
                     result["next_word_baseline"][layer, h] = float(np.mean(pairs))
     return result
+
+
+# --- Fixed-rule coreference baselines a reviewer would use (issue 28 item 5) ---------------------------------
+# Words that do not head a noun phrase a pronoun could refer back to: determiners, pronouns (the subject "We" of
+# "We found the bird ... it" is not the antecedent), quantifier pronouns, prepositions, conjunctions and
+# subordinators, auxiliaries and a few sentence adverbs. Lower-cased.
+FUNCTION_WORDS = frozenset(
+    "the a an this that these those his her their its my your our some every each no another either neither any "
+    "both several many few all i me we us you he him she her it they them myself ourselves yourself himself "
+    "herself itself themselves everyone everybody nobody noone someone somebody anyone anybody everything "
+    "nothing something anything who whom whose which what "
+    "in on at to of for from with without by about after before during until since into onto over under "
+    "across through between among against near behind beside above below up down out off upon "
+    "and or but so because although though while when whenever if unless as than then once where whereas "
+    "is am are was were be been being has have had do does did will would shall should can could may might must "
+    "not n't also just still even only very too really quite".split())
+
+WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")   # a word: letters/digits, with inner apostrophes ("O'Neill")
+
+
+def text_words(text: str) -> list[tuple[int, int]]:
+    """The (start, end) character spans of the words of a text, in order (punctuation is not a word)."""
+    return [m.span() for m in WORD.finditer(text)]
+
+
+def first_content_word(text: str, skip: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """The span of the sentence's first word that is not a function word (`FUNCTION_WORDS`), leaving out the
+    `skip` span (the pronoun itself); None when every word is a function word."""
+    for start, end in text_words(text):
+        if skip is not None and skip[0] <= start < skip[1]:
+            continue
+        if text[start:end].lower() not in FUNCTION_WORDS:
+            return start, end
+    return None
+
+
+def first_content_hit(example, mention: str = MENTION) -> float:
+    """1.0 where the fixed rule "attend to the first content word" picks the antecedent, scored like a head's
+    argmax credit on the same item, else 0.0.
+
+    all-words (every word competes): the rule's word must be the target unit: the target's last word under
+    mention="head", any word inside the target span under "span". candidates: the rule picks the first candidate
+    that ends after the first content word starts (the candidate holding it, else the next one), and is right
+    when that candidate is the target."""
+    chosen = first_content_word(example.text, example.source_span)
+    if chosen is None:
+        return 0.0
+    target = tuple(example.target_span)
+    if example.candidate_spans:
+        picked = next((tuple(c) for c in sorted(example.candidate_spans) if c[1] > chosen[0]), None)
+        return float(picked == target)
+    inside = [w for w in text_words(example.text) if target[0] <= w[0] and w[1] <= target[1]]
+    if not inside:
+        return 0.0
+    return float(chosen == inside[-1] if mention == "head" else chosen in inside)

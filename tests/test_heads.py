@@ -400,3 +400,63 @@ def test_all_words_coreference_is_tested_against_the_best_fixed_offset_not_the_n
     # the candidates task keeps the nearest candidate
     candidates = dataclasses.replace(scores, tasks=["candidates"] * n)
     assert positional_baseline(candidates)[1:] == ("nearest candidate", None)
+
+
+# ---- Coreference: the first-content-word baseline, scored like a head (issue 28 item 5) ----------------------
+
+def test_first_content_word_skips_function_words_and_the_pronoun():
+    from probing.examples import Example
+    from probing.naive import first_content_hit, first_content_word
+    text = "We found the old bird in the garden and brought it inside."
+    assert text[slice(*first_content_word(text))] == "found"          # "We" is a pronoun, not a content word
+    said = "The man said that he would arrive soon."
+    assert said[slice(*first_content_word(said))] == "man"
+    assert first_content_word("It was it.", (0, 2)) is None
+    man = Example(text="The man said that he would arrive soon.", relation="coreference", source_span=(18, 20),
+                  target_span=(4, 7))
+    assert first_content_hit(man) == 1.0
+    # all-words: under mention="head" only the mention's last word counts; under "span" any word inside it
+    old_man = dataclasses.replace(man, text="The old man said that he would arrive soon.", source_span=(22, 24),
+                                  target_span=(0, 11))
+    assert first_content_hit(old_man, "head") == 0.0 and first_content_hit(old_man, "span") == 1.0
+    # candidates: the rule picks the candidate holding the first content word (else the next one)
+    thanked = Example(text="The man thanked Mary because she had helped.", relation="coreference",
+                      source_span=(29, 32), target_span=(16, 20), candidate_spans=((0, 7), (16, 20)))
+    assert first_content_hit(thanked) == 0.0
+    assert first_content_hit(dataclasses.replace(thanked, target_span=(0, 7))) == 1.0
+
+
+def _all_words_scores(first_content, offsets, credit, split):
+    from probing.heads import ExampleScores, HeadScores, head_table
+    credit = np.asarray(credit, float)[:, None, :]
+    n = len(credit)
+    main = ExampleScores(ids=[f"e{i}" for i in range(n)], attention=credit.copy(), is_argmax=credit,
+                         next_word_baseline=np.full(credit.shape, np.nan), nearest_hit=np.zeros(n, bool),
+                         first_hit=np.zeros(n, bool), n_candidates=np.full(n, 8), pairs=[""] * n,
+                         nearest_choice=np.zeros_like(credit), groups=[f"g{i}" for i in range(n)],
+                         tasks=["all-words"] * n, meta=[{"split": s} for s in split],
+                         target_offset=np.asarray(offsets), first_content_hit=np.asarray(first_content, float))
+    table = head_table(main, "coreference", n_boot=100, n_perm=500)
+    return HeadScores(model="toy", relation="coreference", direction="pronoun -> antecedent", n_layers=1,
+                      n_heads=credit.shape[2], table=table, examples=main, controls=None, skipped=[])
+
+
+def test_every_headline_head_is_tested_against_the_strongest_baseline_chosen_on_the_exploration_half():
+    from probing.report.heads import headline, strongest_baseline_rows, strongest_baseline_test
+    n = 60
+    split = ["explore" if i < 30 else "confirm" for i in range(n)]
+    # First content word: right on 24 of the 30 exploration rows (0.8) and on all 30 confirmation rows; the best
+    # fixed offset (-3) is right on 20 of 60. Head 0 is always right, head 1 matches the first-content rule.
+    first_content = np.array([i % 5 != 0 if i < 30 else True for i in range(n)], float)
+    offsets = np.where(np.arange(n) % 3 == 0, -3, np.arange(n) % 7 - 10)
+    scores = _all_words_scores(first_content, offsets, np.stack([np.ones(n), first_content], 1), split)
+    test = strongest_baseline_test(scores, "all-words", n_perm=500, n_boot=100)
+    assert test["baseline"] == "first content word"
+    assert test["chosen_on"].startswith("the exploration half (30 of 60")
+    assert test["baselines_considered"]["first content word"] == pytest.approx(0.8)
+    assert test["baseline_accuracy"] == pytest.approx(54 / 60)
+    by_head = {h["head"]: h for h in test["heads"]}
+    assert by_head["0-0"]["difference"] == pytest.approx(6 / 60)
+    assert by_head["0-1"]["difference"] == 0 and by_head["0-1"]["p_fwer"] == 1.0
+    assert "is not distinguishable from it with 60 units" in strongest_baseline_rows(test)[-5]
+    assert "first content word" in headline(test)
