@@ -14,9 +14,11 @@ The page keeps its sentence, model, tab and head in its URL (`probing.demo.share
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 import os
 import re
+import typing
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a demo that phones nobody
 
@@ -804,6 +806,17 @@ def run_linked_model_view(link, model, layers, heads):
     return show_model_view(link.text, model, layers, heads)
 
 
+def resolved(fn):
+    """`fn` with its annotations as types, not strings, for `gr.api`: it reads the return annotation as written,
+    and under `from __future__ import annotations` that is the string "dict", which the API page lists as Any."""
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    fn.__signature__ = signature.replace(parameters=parameters,
+                                         return_annotation=hints.get("return", signature.return_annotation))
+    return fn
+
+
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Attention heads: coreference and negation") as demo:
         gr.Markdown(INTRO)
@@ -843,9 +856,9 @@ def build_demo() -> gr.Blocks:
                                                             js=LINKED_PATCH_JS, **private)
         opened.then(run_linked_model_view, [link, *parts["model-view"]["inputs"]], parts["model-view"]["outputs"],
                     **private, **MODEL_GROUP)
-        gr.api(score_heads, api_name="score_heads", **MODEL_GROUP)
-        gr.api(head_view, api_name="head_view", **MODEL_GROUP)
-        gr.api(patch_heads, api_name="patch_heads", **PATCH_GROUP)
+        gr.api(resolved(score_heads), api_name="score_heads", **MODEL_GROUP)
+        gr.api(resolved(head_view), api_name="head_view", **MODEL_GROUP)
+        gr.api(resolved(patch_heads), api_name="patch_heads", **PATCH_GROUP)
     return demo
 
 
