@@ -458,5 +458,12 @@ def test_every_headline_head_is_tested_against_the_strongest_baseline_chosen_on_
     by_head = {h["head"]: h for h in test["heads"]}
     assert by_head["0-0"]["difference"] == pytest.approx(6 / 60)
     assert by_head["0-1"]["difference"] == 0 and by_head["0-1"]["p_fwer"] == 1.0
-    assert "is not distinguishable from it with 60 units" in strongest_baseline_rows(test)[-5]
+    rows = "\n".join(strongest_baseline_rows(test))
+    assert "| 0-1 | 0.900 | 0.900 | +0.000 [+0.000, +0.000] | 1 | 1 | not distinguishable with 60 units" in rows
+    assert "Not run, the subject (first noun phrase) on all-words" in rows
+    # a head whose CI lies below 0 is said to fall below the baseline, not to be indistinguishable from it
+    below = _all_words_scores(first_content, offsets, np.stack([np.zeros(n), first_content], 1), split)
+    below_rows = "\n".join(strongest_baseline_rows(strongest_baseline_test(below, "all-words", n_perm=500,
+                                                                         n_boot=100)))
+    assert "| 0-0 | 0.000 |" in below_rows and "below it (95% CI below 0)" in below_rows
     assert "first content word" in headline(test)

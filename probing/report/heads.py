@@ -313,11 +313,11 @@ def oracle_credit(meta: dict, n_candidates: int) -> float:
     return 1.0 if meta["agreement_decides"] else 1.0 / n_candidates
 
 
-SUBJECT_ALL_WORDS = ("not run on the all-words task: without a part-of-speech tagger (none is installed) the head of "
-                     "the first noun phrase cannot be told from an adjective before it (\"The young woman\"), so "
-                     "the subject rule is applied only where the data names its noun candidates (the first one)")
-PARALLELISM = ("GAP's syntactic-parallelism baseline (Webster et al. 2018) is not run: GAP ships no parses, and a "
-               "word-order stand-in for subject/object position was not validated against parses")
+SUBJECT_ALL_WORDS = ("without a part-of-speech tagger (none is installed) the head of the first noun phrase cannot be "
+                     "told from an adjective before it (\"The young woman\"); the subject rule runs only where the "
+                     "data names its noun candidates (the first one)")
+PARALLELISM = ("GAP ships no parses, and a word-order stand-in for subject/object position was not validated "
+               "against parses")
 
 
 def fixed_rule_baselines(sub) -> dict[str, np.ndarray]:
@@ -393,7 +393,9 @@ def strongest_baseline_test(scores, task: str, n_perm: int = N_PERM, n_boot: int
     return {**heads[0], "baseline": name, "baseline_accuracy": float(baseline.mean()),
             "baselines_considered": considered, "chosen_on": chosen_on, "heads": heads,
             "n_pairs": int(len(keep)), "n_units": n_units,
-            "not_run": {"the subject on all-words": SUBJECT_ALL_WORDS, "syntactic parallelism": PARALLELISM},
+            "not_run": {**({} if "the subject (first noun candidate)" in rules else
+                           {"the subject (first noun phrase) on all-words": SUBJECT_ALL_WORDS}),
+                        "GAP's syntactic parallelism (Webster et al. 2018)": PARALLELISM},
             "test": "one-sided sign-flip, head credit - baseline credit per example, clustered by meta.group, "
                     "Westfall-Young maxT over all heads of the task (p_fwer); the headline heads are the in-sample "
                     "best, so even p_fwer is optimistic for them (see --confirm)"}
@@ -403,8 +405,9 @@ def headline(test: dict) -> str:
     """The best head against its strongest baseline, in one sentence that says whether the corrected test passed
     (and, where it did not, what it could have detected)."""
     from probing.heads import ALPHA
-    verdict = "beats it" if test.get("p_fwer", test["p_value"]) < ALPHA else not_shown(
-        "it", test["n_units"], test.get("detectable_difference", float("nan")))
+    verdict = ("beats it" if test.get("p_fwer", test["p_value"]) < ALPHA else
+               "falls below it (95% CI below 0)" if test["ci_high"] < 0 else
+               not_shown("it", test["n_units"], test.get("detectable_difference", float("nan"))))
     return (f"Against the strongest baseline that applies (chosen on {test.get('chosen_on', 'these examples')}), "
             f"the {test['baseline']} ({test['baseline_accuracy']:.3f}), {test['head']} ({test['head_accuracy']:.3f}) "
             f"{verdict}: paired difference {test['difference']:.3f} [{test['ci_low']:.3f}, {test['ci_high']:.3f}], "
@@ -420,12 +423,14 @@ def strongest_baseline_rows(test: dict) -> list[str]:
              f"{test['chosen_on']} among: {weighed}. {test['test']}.", "",
              "| head | accuracy | baseline | difference [95% CI] | p | p_fwer | verdict |", "|---|---|---|---|---|---|---|"]
     for h in test["heads"]:
-        verdict = ("beats it" if h["p_fwer"] < ALPHA else
-                   not_shown("it", test["n_units"], h["detectable_difference"]))
+        verdict = ("beats it" if h["p_fwer"] < ALPHA else "below it (95% CI below 0)" if h["ci_high"] < 0 else
+                   f"not distinguishable with {test['n_units']} units (detectable at 80% power: about "
+                   f"{h['detectable_difference']:.3f})")
         lines.append(f"| {h['head']} | {h['head_accuracy']:.3f} | {test['baseline_accuracy']:.3f} | "
                      f"{h['difference']:+.3f} [{h['ci_low']:+.3f}, {h['ci_high']:+.3f}] | {h['p_value']:.2g} | "
                      f"{h['p_fwer']:.2g} | {verdict} |")
-    return lines + [""] + [f"- Not run: {why}." for why in test["not_run"].values()] + [""]
+    return lines + ["", "Detectable differences: (z_0.975 + z_0.80) x SE from the 95% CI half-width, before the "
+                    "correction over heads."] + [f"- Not run, {name}: {why}." for name, why in test["not_run"].items()] + [""]
 
 
 def best_head_detectable(scores, task: str) -> float:
