@@ -2,6 +2,8 @@
 import socket
 import time
 
+import pytest
+
 from probing.demo.model_menu import hub_reachable, model_menu
 from probing.demo.guard import HUB_ALLOW_LIST
 
@@ -57,3 +59,20 @@ def test_the_menu_says_how_to_install_the_optional_models_that_are_missing(monke
     assert "`python -m probing.install_models gemma-270m`" in model_menu(reachable=False).note
     monkeypatch.setattr(menu_module, "installed_short_names", lambda: ["minilm", "mpnet", "gemma-270m"])
     assert "install_models" not in model_menu(reachable=False).note
+
+
+def test_a_hub_model_is_refused_at_once_when_the_hub_was_unreachable(monkeypatch):
+    """The hub is checked once; with it unreachable the API's hub models (gpt2) are refused in words at once,
+    as the page leaves them out, instead of failing after ~25 s of download retries."""
+    from probing.demo import backend, model_menu as menu
+    from probing.demo.guard import DemoError
+    monkeypatch.delenv("PROBING_HUB_CHECK", raising=False)
+    monkeypatch.setattr(menu, "_HUB_STATE", {"reachable": False})
+    monkeypatch.setattr(menu, "hub_reachable", lambda *a, **k: (_ for _ in ()).throw(AssertionError("checked twice")))
+    monkeypatch.setattr(backend.GATE, "get", lambda name: (_ for _ in ()).throw(AssertionError("a load began")))
+    with pytest.raises(DemoError, match="could not reach when the demo started; use a model installed here"):
+        backend.get_model("gpt2")                        # refused before any load (or download) begins
+    assert menu.needs_hub("gpt2") and not menu.needs_hub("minilm")
+    menu.refuse_if_offline("minilm")                     # installed here: no refusal
+    monkeypatch.setattr(menu, "_HUB_STATE", {"reachable": True})
+    menu.refuse_if_offline("gpt2")                       # reachable: the download may go ahead

@@ -33,6 +33,7 @@ from probing.demo.explore import (MAX_TEXT_CHARS, InputError, SentenceScores, cl
 from probing.demo.guard import (DemoError, ModelGate, allowed_models, check_model_allowed, choice_field,  # noqa: F401
                                  forward_slot, layers_field, number_field, shown, text_field, word_field)
 from probing.defaults import SOURCE_PIECES
+from probing.demo.model_menu import refuse_if_offline
 from probing.models import LoadedModel
 from probing.demo.word_attention import WordAttention, word_attention
 from probing.outputs import COMMITTED_REPORTS, OutputBusyError, is_complete, safe_name, write_complete
@@ -66,7 +67,9 @@ def get_model(name: str | None) -> LoadedModel:
     The load runs in the background (`ModelGate`): a request waits a few seconds at most, then hears that
     the model is still loading; a failed load is answered at once with its message for a while.
     """
-    loaded = GATE.get(check_model_allowed(name))
+    name = check_model_allowed(name)
+    refuse_if_offline(name)                  # a hub model with the hub unreachable at start: refused at once
+    loaded = GATE.get(name)
     if loaded.max_length > DEMO_MAX_TOKENS:
         loaded = dataclasses.replace(loaded, max_length=DEMO_MAX_TOKENS)
     return loaded

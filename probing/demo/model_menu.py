@@ -42,6 +42,33 @@ def hub_reachable(host: tuple[str, int] = HUB_HOST, timeout: float = HUB_CHECK_T
         socket.setdefaulttimeout(previous)
 
 
+_HUB_STATE: dict[str, bool] = {}      # the start-up check's answer, kept for the life of the process
+
+
+def hub_state() -> bool:
+    """Whether the hub answered, checked once per process (`PROBING_HUB_CHECK=0`: taken as reachable): the
+    menu and every later request (the API's included) read the same answer, and none waits on retries."""
+    if os.environ.get(HUB_CHECK_ENV) == "0":
+        return True
+    if "reachable" not in _HUB_STATE:
+        _HUB_STATE["reachable"] = hub_reachable()
+    return _HUB_STATE["reachable"]
+
+
+def needs_hub(name: str) -> bool:
+    """A model that must be downloaded: neither installed here (a short name) nor a local folder."""
+    return name not in installed_short_names() and not Path(name).expanduser().is_dir()
+
+
+def refuse_if_offline(name: str) -> None:
+    """DemoError at once, in words, for a hub model when the hub was unreachable at start (no 25 s of retries)."""
+    if needs_hub(name) and not hub_state():
+        from probing.demo.guard import DemoError
+        installed = [m for m in allowed_models() if not needs_hub(m)]
+        raise DemoError(f"{name} is downloaded from the Hugging Face hub, which this server could not reach when "
+                        f"the demo started; use a model installed here ({', '.join(installed) or 'none'}).")
+
+
 @dataclass
 class ModelMenu:
     """What the model dropdown offers, whether it takes typed ids, and a line for the page."""
@@ -70,14 +97,14 @@ def model_menu(reachable: bool | None = None) -> ModelMenu:
 def _menu(reachable: bool | None) -> ModelMenu:
     allowed = allowed_models()
     # Installed short names and local folders need no hub; everything else is a hub id.
-    offline = [m for m in allowed if m in installed_short_names() or Path(m).expanduser().is_dir()]
+    offline = [m for m in allowed if not needs_hub(m)]
     hub = [m for m in allowed if m not in offline]
     allow_typed = os.environ.get(ALLOW_ANY_ENV) == "1"
     typed = " You may also type a hub id or a local folder." if allow_typed else ""
     if not hub:
         return ModelMenu(offline, allow_typed, "Models installed on this machine." + typed)
     if reachable is None:
-        reachable = True if os.environ.get(HUB_CHECK_ENV) == "0" else hub_reachable()
+        reachable = hub_state()
     if reachable:
         return ModelMenu(allowed, allow_typed, "Models installed here first; the hub models after them are "
                                                "downloaded on first use." + typed)
