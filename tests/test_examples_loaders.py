@@ -403,3 +403,12 @@ def test_gap_spans_are_head_words_and_skipped_mentions_say_why(data_root):
             assert any(ch.isalnum() for ch in e.text[start:end]) and e.text[start:end] != "s"
     head_skips = [s for s in report.skipped if "mention skipped" in s]
     assert len(head_skips) == 5 and any("coordination 'David and Lisa'" in s for s in head_skips)
+
+
+def test_a_missing_dataset_says_where_to_get_it(tmp_path):
+    """GAP (and every other real dataset) missing: the error names its public source and where it goes."""
+    from probing.examples import load_examples
+    with pytest.raises(ExampleError, match=r"gap-coreference \(Apache-2\.0\), as gap-coreference/gap-development\.tsv"):
+        load_examples("gap-dev", data_root=tmp_path)
+    with pytest.raises(ExampleError, match="github.com/google-research-datasets/gap-coreference"):
+        load_examples("gap-dev", data_root=tmp_path / "absent")

@@ -922,7 +922,8 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, skip_bad
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ExampleError(f"limit must be a positive integer, got {limit!r}")
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
-    how = f"set the data root with --data-root or the {DATA_ROOT_ENV} environment variable"
+    how = (f"set the data root with --data-root or the {DATA_ROOT_ENV} environment variable; {info.name} "
+           f"comes from {info.public_source} ({info.licence}), as {info.path} under the data root")
     if not root.is_dir():
         raise ExampleError(f"dataset {name!r}: the data root {root} does not exist; {how}")
     path = root / info.path
