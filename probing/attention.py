@@ -198,6 +198,18 @@ def head_output_grams(layout) -> list[torch.Tensor]:
     return grams
 
 
+_GRAMS: "weakref.WeakKeyDictionary[torch.nn.Module, list[torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def model_grams(model) -> list[torch.Tensor]:
+    """`head_output_grams` of a model's head layout, made once per model (the library never changes weights),
+    not once per batch."""
+    grams = _GRAMS.get(model)
+    if grams is None:
+        grams = _GRAMS[model] = head_output_grams(sites.head_layout(model))
+    return grams
+
+
 @contextmanager
 def reading(plan: ReadPlan | None):
     """Run the model's forward passes inside this block with `plan` (this thread/context only; None: eager)."""
@@ -365,9 +377,18 @@ def band_logits(query, key, width: int, step: int, block: int = 64) -> torch.Ten
     """q_t·k_{t + step*d} for d = 1..width, as (B, H, T, width) (0 where t + step*d is outside the text).
 
     Rows go in blocks of `block`; each block meets only the keys within `width` of it, so the cost is
-    B·H·T·(block + 2·width)·d, never T².
+    B·H·T·(block + 2·width)·d, never T² (a text of at most `block` pieces is one plain T x T matmul).
     """
     batch, heads, n_pieces, head_dim = query.shape
+    if n_pieces <= block:
+        # One block holds the whole text: its T x T logits are no more work than the window's T x (T + 2w),
+        # and one plain matmul skips the padded copies of q and k (the fixed cost that dominates short texts).
+        columns = (torch.arange(n_pieces, device=query.device)[:, None]
+                   + step * torch.arange(1, width + 1, device=query.device)[None, :])          # (T, width)
+        inside = (columns >= 0) & (columns < n_pieces)
+        logits = torch.matmul(query, key.transpose(2, 3))                                     # (B, H, T, T)
+        band = logits.gather(3, columns.clamp(0, n_pieces - 1).expand(batch, heads, n_pieces, width))
+        return band.masked_fill(~inside, 0.0)
     rows = min(block, n_pieces)
     n_blocks = -(-n_pieces // rows)
     padded = n_blocks * rows

@@ -79,11 +79,14 @@ def test_band_logits_in_blocks_equal_the_diagonals():
     q, k, _, _ = _random_case(seed=2, pieces=37)
     logits = q @ k.transpose(2, 3)
     for step in (1, -1):
-        band = A.band_logits(q, k, 5, step, block=8)         # 5 blocks, the last one partial
-        for d in range(1, 6):
-            diagonal = torch.diagonal(logits, offset=step * d, dim1=2, dim2=3)
-            rows = slice(0, 37 - d) if step > 0 else slice(d, 37)
-            assert torch.allclose(band[:, :, rows, d - 1], diagonal, atol=1e-5)
+        # 5 blocks, the last one partial; and one block holding the whole text (a plain T x T matmul)
+        for band in (A.band_logits(q, k, 5, step, block=8), A.band_logits(q, k, 5, step, block=64)):
+            for d in range(1, 6):
+                diagonal = torch.diagonal(logits, offset=step * d, dim1=2, dim2=3)
+                rows = slice(0, 37 - d) if step > 0 else slice(d, 37)
+                outside = slice(37 - d, 37) if step > 0 else slice(0, d)
+                assert torch.allclose(band[:, :, rows, d - 1], diagonal, atol=1e-5)
+                assert (band[:, :, outside, d - 1] == 0).all()
 
 
 @pytest.mark.parametrize("reverse", [False, True])
