@@ -54,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, dtype=args.dtype, parallel=parallel,
                          mention=args.mention, by=args.by, source_pieces=args.source_pieces)
 
-    # Only the main process writes files; the others score their shard and publish nothing.
-    summary = write_complete(out, HEAD_FILES, produce, publish_result=main_process)
+    # Only the main process writes files; the others score their shard and publish nothing. Every file the run
+    # wrote is published: HEAD_FILES, and one heatmap-<task>.png per task after the main one (one panel each).
+    summary = write_complete(out, None, produce, publish_result=main_process)
     if main_process:
         print(summary_text(summary))
-        print(f"wrote {', '.join(str(out / f) for f in HEAD_FILES if (out / f).exists())}")
+        written = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+        print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -221,3 +221,20 @@ def test_run_heads_on_builtin_negation_scores_the_clitic_controls_under_both_rul
     assert set(robust["leaders"]) == {"last / adverbs", "mean / adverbs", "last / clitics", "mean / clitics"}
     assert [row["head"] for row in robust["heads"]] == [f"{h['layer']}-{h['head']}" for h in summary["top_heads"]]
     assert "## Who leads on \"n't\"" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_each_task_gets_its_own_one_panel_heatmap(minilm, tmp_path):
+    """Two tasks, two pictures: the main task in heatmap.png, the other in heatmap-<task>.png (two panels in
+    one image were unreadable at a phone's width), each named in report.md."""
+    import matplotlib.image
+    from probing.report.heads import heatmap_files
+    scores = score_heads(minilm, COREF_EXAMPLES, n_boot=20, n_perm=100, mention="span")
+    files = heatmap_files(scores)
+    assert len(set(scores.table["task"])) == 2 and list(files.values())[0] == "heatmap.png"
+    assert list(files)[0] == scores.primary_task and len(set(files.values())) == 2
+    write_outputs(tmp_path, scores, build_summary(scores, "tiny", LoadReport("tiny", 3)))
+    report = (tmp_path / "report.md").read_text()
+    for task, name in files.items():
+        height, width = matplotlib.image.imread(tmp_path / name).shape[:2]
+        assert width < 1.8 * height, f"{name} is {width}x{height}: more than one panel?"
+        assert f"![heatmap, task {task}]({name})" in report

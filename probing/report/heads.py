@@ -6,6 +6,8 @@ Every file is written atomically (see `probing.outputs`).
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from statistics import NormalDist
 
@@ -478,7 +480,8 @@ def write_outputs(out: Path, scores, summary: dict) -> None:
     to stratify by, it holds the header alone."""
     atomic_write(out / "heads.csv", lambda tmp: scores.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_json(out / "summary.json", summary)
-    atomic_write(out / "heatmap.png", lambda tmp: save_heatmap(scores, tmp))
+    for task, name in heatmap_files(scores).items():      # one panel per image: heatmap.png is the main task
+        atomic_write(out / name, lambda tmp, task=task: save_heatmap(scores, tmp, task=task))
     write_text(out / "report.md", heads_markdown(scores, summary))
     strata = scores.strata if scores.strata is not None else pd.DataFrame(columns=["by", "stratum", *scores.table.columns])
     atomic_write(out / "strata.csv", lambda tmp: strata.to_csv(tmp, index=False, float_format="%.6g"))
@@ -497,17 +500,26 @@ def colour_scale(key: str, grid: np.ndarray):
     return "viridis", Normalize(vmin=0.0, vmax=1.0)
 
 
-def save_heatmap(scores, path, k: int = 5) -> None:
-    """Layer x head heatmap of the main score, one panel per task: a diverging map centred on 0 for signed
-    scores, the top k heads outlined, heads significant after maxT correction marked with a dot."""
+def heatmap_files(scores) -> dict[str, str]:
+    """task -> image file: the main task (`primary_task`) in heatmap.png, each other task in its own
+    heatmap-<task>.png, so every picture is one panel, legible at a phone's width."""
+    tasks = [scores.primary_task] + [t for t in scores.tasks if t != scores.primary_task]
+    return {task: "heatmap.png" if i == 0 else f"heatmap-{re.sub(r'[^A-Za-z0-9_-]+', '-', task)}.png"
+            for i, task in enumerate(tasks)}
+
+
+def save_heatmap(scores, path, k: int = 5, task: str | None = None) -> None:
+    """Layer x head heatmap of the main score for one task (the main task by default): a diverging map centred
+    on 0 for signed scores, the top k heads outlined, heads significant after maxT correction marked with a dot.
+    One panel, about 6 inches wide for 12 heads, in type large enough to read at half size."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     key = scores.main_score
-    tasks = list(scores.tasks) or [scores.primary_task]
-    fig, axes = plt.subplots(1, len(tasks), squeeze=False,
-                             figsize=(len(tasks) * (1.6 + 0.45 * scores.n_heads), 1.4 + 0.45 * scores.n_layers))
-    for ax, task in zip(axes[0], tasks):
+    task = task or scores.primary_task
+    fig, axes = plt.subplots(1, 1, squeeze=False,
+                             figsize=(1.6 + 0.38 * scores.n_heads, 1.5 + 0.38 * scores.n_layers))
+    for ax in axes[0]:
         table = scores.task_table(task)
         grid = table[key].to_numpy().reshape(scores.n_layers, scores.n_heads)
         cmap, norm = colour_scale(key, grid)
@@ -517,13 +529,14 @@ def save_heatmap(scores, path, k: int = 5) -> None:
         ax.scatter(heads, layers, s=18, c="black", edgecolors="white", linewidths=0.8, marker="o")
         for _, row in scores.ranked(task=task).head(k).iterrows():
             ax.add_patch(plt.Rectangle((row["head"] - 0.5, row["layer"] - 0.5), 1, 1, fill=False, ec="gold", lw=2))
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
+        ax.set_xlabel("head", fontsize=10)
+        ax.set_ylabel("layer", fontsize=10)
         ax.set_xticks(range(scores.n_heads))
         ax.set_yticks(range(scores.n_layers))
-        ax.set_title(f"{key}, task {task} ({scores.direction}), {scores.model}\n"
-                     f"top {k} outlined, dot = significant (maxT)", fontsize=8)
-        fig.colorbar(image, ax=ax)
+        ax.tick_params(labelsize=9)
+        ax.set_title(f"{key}, task {task}\n{scores.model} ({scores.direction}); top {k} outlined, "
+                     f"dot = significant (maxT)", fontsize=10)
+        fig.colorbar(image, ax=ax).ax.tick_params(labelsize=9)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -656,7 +669,8 @@ def heads_markdown(scores, summary: dict) -> str:
             few = " (too few units to claim anything)" if units < MIN_UNITS else ""
             lines.append(f"| {by} = {stratum} | {task} | {int(part['n_examples'].iloc[0])} | {units}{few} | {heads} |")
         lines.append("")
-    lines += ["![heatmap](heatmap.png)", "", f"*Caveat.* {CAVEAT}", ""]
+    lines += [f"![heatmap, task {task}]({name})" for task, name in heatmap_files(scores).items()]
+    lines += ["", f"*Caveat.* {CAVEAT}", ""]
     return "\n".join(lines)
 
 
