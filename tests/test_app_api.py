@@ -264,10 +264,12 @@ def _call_raw(server, body: str) -> str:
 
 
 def test_lone_surrogates_get_words_not_a_null_error(server, client):
-    stream = _call_raw(server, '{"data": ["The doctor \\ud800 saw her.", "coreference", "her", "doctor", ""]}')
-    assert "event: error" in stream and "lone surrogate" in stream and "null" not in stream
-    stream = _call_raw(server, '{"data": ["' + COREF + '", "coreference", "she \\udfff", "nurse", ""]}')
-    assert "lone surrogate" in stream
+    """Refused before any route reads them (`guard.json_body_problem`), in words, on every route."""
+    for route in ("gradio_api/call/score_heads", "gradio_api/queue/join", "gradio_api/run/predict"):
+        for body in ('{"data": ["The doctor \\ud800 saw her.", "coreference", "her", "doctor", ""]}',
+                     '{"data": ["' + COREF + '", "coreference", "she \\udfff", "nurse", ""], "fn_index": 1}'):
+            status, text = _post(server.url + route, body.encode())
+            assert status == 400 and "lone surrogate" in json.loads(text)["error"], (route, status, text)
     assert_serving(client)
 
 
@@ -367,7 +369,7 @@ def test_launch_defaults_and_queue(monkeypatch):
     assert demo.api_open is False                                   # direct runs of queued functions closed
     assert uvicorn.Config is not type(configs[-1])                 # swapped only while launching
     assert kwargs["max_file_size"] == "1kb"
-    assert [m.cls for m in kwargs["app_kwargs"]["middleware"]] == [guard.BodyLimit]
+    assert [m.cls for m in kwargs["app_kwargs"]["middleware"]][-1] is guard.BodyLimit   # innermost: reads bodies
     downloads = Path(kwargs["allowed_paths"][-1])
     assert downloads.name.startswith("probing-downloads-") and downloads.name != "probing-downloads"
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
