@@ -254,15 +254,6 @@ def _post(url, body: bytes, headers=None):
         return err.code, err.read().decode()
 
 
-def _call_raw(server, body: str) -> str:
-    """POST a raw JSON body to /score_heads (as any HTTP client may) and read the event stream's answer."""
-    status, text = _post(server.url + "gradio_api/call/score_heads", body.encode())
-    assert status == 200, text
-    event = json.loads(text)["event_id"]
-    with urllib.request.urlopen(server.url + f"gradio_api/call/score_heads/{event}", timeout=60) as response:
-        return response.read().decode()
-
-
 def test_lone_surrogates_get_words_not_a_null_error(server, client):
     """Refused before any route reads them (`guard.json_body_problem`), in words, on every route."""
     for route in ("gradio_api/call/score_heads", "gradio_api/queue/join", "gradio_api/run/predict"):

@@ -877,7 +877,7 @@ class RouteGate:
         kind = route_kind(scope.get("method", ""), scope.get("path", ""))
         refusal = self.refusal(kind, address)
         if refusal is not None:
-            log_refusal(f"refused a {kind} request of {address}: {refusal.split(';')[0]}")
+            log_refusal(f"a {kind} request of {address}: {refusal.split(';')[0]}")
             return await _refuse(send, 429, refusal, quiet=True)
         keys = [("any", address)] + ([(kind, address)] if kind in self.limits else [])
         self._count(keys, +1)
