@@ -961,6 +961,8 @@ def main() -> None:
     except guard.GradioInternalsError as err:
         log.error("%s", err)
         raise SystemExit(f"app.py: {err}") from None
+    if guard.proxy_warning():
+        log.warning("%s", guard.proxy_warning())
     guard.cap_queue(app._queue)                    # per client address, and patching's own small queue
     backend.get_model(None)                        # the default model is loaded before anyone asks
     with guard.server_timeouts():                  # slow or idle connections are closed

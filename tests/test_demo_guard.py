@@ -504,3 +504,14 @@ def test_counting_a_queue_without_its_internals_fails_loudly_not_as_zero():
     broken = SimpleNamespace(active_jobs=[])               # no event_queue_per_concurrency_id
     with pytest.raises(AttributeError):
         demo_guard.jobs_of_address(broken, "10.0.0.1")
+
+
+def test_a_space_without_a_trusted_proxy_is_warned_about(monkeypatch):
+    for name in ("SPACE_ID", demo_guard.ADDRESS_HEADER_ENV, demo_guard.TRUSTED_PROXIES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert demo_guard.proxy_warning() is None                      # a local run: the peer is the visitor
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    assert "every visitor counts as the proxy's one address" in demo_guard.proxy_warning()
+    monkeypatch.setenv(demo_guard.ADDRESS_HEADER_ENV, "x-forwarded-for")
+    monkeypatch.setenv(demo_guard.TRUSTED_PROXIES_ENV, "10.0.0.0/8")
+    assert demo_guard.proxy_warning() is None

@@ -638,6 +638,18 @@ def _is_trusted_proxy(peer: str | None) -> bool:
     return any(peer_ip in network for network in _trusted_proxies())
 
 
+def proxy_warning() -> str | None:
+    """A warning, in words, when the demo runs as a Space (behind Hugging Face's proxy) with no trusted proxy
+    configured: every visitor then arrives from the proxy's address, and the per-address caps (jobs, page
+    events, streams, connections) are shared by all of them. None otherwise."""
+    if not os.environ.get("SPACE_ID") or (os.environ.get(TRUSTED_PROXIES_ENV, "").strip()
+                                          and os.environ.get(ADDRESS_HEADER_ENV, "").strip()):
+        return None
+    return (f"This demo runs as a Space, but {ADDRESS_HEADER_ENV} and {TRUSTED_PROXIES_ENV} are not both set: "
+            "every visitor counts as the proxy's one address, so the per-address limits are shared by all "
+            f"visitors. Set them as the Space's variables (e.g. x-forwarded-for and the proxy's network).")
+
+
 def address_from(peer: str | None, reported: list[str]) -> str:
     """The address a request counts against, from its connection's peer and the values of the configured
     address header: the peer, unless the peer is a trusted proxy ($PROBING_TRUSTED_PROXIES, addresses or
