@@ -906,14 +906,16 @@ def launch_settings() -> dict:
     per-address caps on page events run outside the queue, on event streams and on open requests; streams
     closed after their lifetime; every failure answered in words), then the `BodyLimit`: bodies over
     `MAX_BODY_BYTES`, every upload and unencodable JSON are refused before any route reads them (the app has
-    no upload component); `max_file_size` is a second guard on the upload route.
+    no upload component); `max_file_size` is a second guard on the upload route. A query string too long to
+    be a link of this demo is answered by `share_link.LongLinkRedirect` before anything parses it.
     """
     from starlette.middleware import Middleware
     return dict(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 allowed_paths=[str(backend.REPORTS_DIR), str(backend.CACHE_DIR), str(backend.downloads_dir())],
                 show_error=False, state_session_capacity=SESSION_CAPACITY, css=CSS, max_file_size="1kb",
-                app_kwargs={"middleware": [Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
+                app_kwargs={"middleware": [Middleware(share_link.LongLinkRedirect),
+                                           Middleware(guard.BodyLimit, max_bytes=guard.MAX_BODY_BYTES)]})
 
 
 def worded_refusals(app: gr.Blocks) -> None:

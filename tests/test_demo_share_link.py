@@ -70,3 +70,37 @@ def test_a_tab_without_a_head_input_writes_the_ringed_cell():
     assert 'document.querySelector("#patch-effect button.hh-selected")' in script
     assert "if (!cell && true) return values;" in script and 'params.set("head"' in script
     assert "querySelector" not in write_js("negation", ["text", "head"])
+
+
+def _answer(middleware, path, query, method="GET"):
+    """Run one request through an ASGI middleware; (status, headers, body, whether the app was reached)."""
+    import asyncio
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": query, "root_path": "", "headers": []}
+    asyncio.run(middleware(app)(scope, receive, send))
+    if not sent:
+        return None, {}, b"", bool(reached)
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"], bool(reached)
+
+
+def test_an_overlong_query_is_answered_before_anything_parses_it():
+    """Over MAX_QUERY_CHARS: the page redirects to itself with a note, any other route answers 414 in words;
+    a link within the bound reaches the app untouched."""
+    from probing.demo.share_link import MAX_QUERY_CHARS, LongLinkRedirect
+    status, headers, _, reached = _answer(LongLinkRedirect, "/", b"text=" + b"a" * MAX_QUERY_CHARS)
+    assert (status, headers[b"location"], reached) == (303, b"/?link=too-long", False)
+    status, _, body, reached = _answer(LongLinkRedirect, "/gradio_api/info", b"x" * (MAX_QUERY_CHARS + 1))
+    assert status == 414 and not reached and "longer than this demo reads" in json.loads(body)["error"]
+    assert _answer(LongLinkRedirect, "/", b"text=" + b"a" * 1000)[3]
+    assert 'get("link") === "too-long"' in READ_JS
+    assert "ignored; share a shorter sentence" in parse_link(json.dumps({"cut": "whole"}), MODELS).problem

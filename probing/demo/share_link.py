@@ -25,8 +25,14 @@ MAX_QUERY_CHARS = 3 * (2 * MAX_TEXT_CHARS + 4 * 200 + 100)
 MAX_LINK_JSON_CHARS = 2 * MAX_TEXT_CHARS + 4 * 200 + 400
 HEAD = re.compile(r"(\d{1,3})-(\d{1,3})")
 
+# A query string longer than this (as sent, percent-encoded) is never parsed: the page is answered with a
+# redirect to itself that says so (`LongLinkRedirect`), every other route with a worded 414.
+TOO_LONG = "too-long"
+
 READ_JS = f"""(ignored) => {{
   const full = window.location.search;
+  if (new URLSearchParams(full.slice(0, 100)).get("link") === {json.dumps(TOO_LONG)})
+    return JSON.stringify({{cut: "whole"}});
   const query = full.slice(0, {MAX_QUERY_CHARS});
   const params = new URLSearchParams(query);
   const limits = {json.dumps(LIMITS)};
@@ -104,6 +110,9 @@ def parse_link(raw, allowed_models: list[str]) -> Link:
                         f"{'it was' if len(unreadable) == 1 else 'they were'} ignored.")
         values = {key: value for key, value in values.items() if key not in unreadable}
     cut = data.get("cut")
+    if cut == "whole":
+        return Link(problem=f"The link was longer than this demo reads ({MAX_QUERY_CHARS:,} characters), so it was "
+                            "ignored; share a shorter sentence.")
     if isinstance(cut, str) and len(cut) <= 200:
         names = [CUT_NAMES[key] for key in cut.split(",") if key in CUT_NAMES]
         if names:
@@ -122,3 +131,26 @@ def parse_link(raw, allowed_models: list[str]) -> Link:
     link.head = (int(match.group(1)), int(match.group(2))) if match else None
     link.problem = " ".join(problems)
     return link
+
+
+class LongLinkRedirect:
+    """ASGI middleware: a query string over `max_chars` (as sent) is answered before any router, URL object or
+    parser sees it (Starlette and httpx fail on about 64 KB, and answered 500). The page itself (GET or HEAD
+    of `/`) is redirected to `/?link=too-long`, which opens the page with a note (`READ_JS`); any other route
+    gets 414 in words."""
+
+    def __init__(self, app, max_chars: int = MAX_QUERY_CHARS):
+        self.app, self.max_chars = app, max_chars
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or len(scope.get("query_string", b"")) <= self.max_chars:
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD") and scope.get("path", "") in ("", "/"):
+            status, headers, body = 303, [(b"location", f"{scope.get('root_path', '')}/?link={TOO_LONG}".encode())], b""
+        else:
+            status, headers = 414, [(b"content-type", b"application/json")]
+            body = json.dumps({"error": f"The address is longer than this demo reads ({self.max_chars:,} "
+                                        "characters of query string); send the values in the request body."}).encode()
+        headers += [(b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
