@@ -10,6 +10,7 @@ A resolution that cannot reach an index is skipped and says why; a resolution th
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,21 @@ def test_cuda_names_are_recognised():
     assert cuda_packages(names) == ["cuda-bindings", "cuda-toolkit", "nvidia-cublas", "triton"]
 
 
+def readme_torch_step() -> list[str]:
+    """The `pip install` arguments of the torch step in the README's first set-up command, as written there."""
+    setup = (ROOT / "README.md").read_text(encoding="utf-8").split("## Set up", 1)[1]
+    command = setup.split("```bash", 1)[1].split("```", 1)[0]
+    steps = [shlex.split(step) for step in command.split("&&")]
+    torch_steps = [step[2:] for step in steps if step[:2] == ["pip", "install"] and any("torch" in a for a in step)]
+    assert len(torch_steps) == 1, f"the README's first command has no single torch step: {command}"
+    return torch_steps[0]
+
+
 def test_the_torch_step_installs_the_cpu_build():
-    """The README's first step: torch alone from PyTorch's CPU index."""
-    installs = installs_of(resolve("--no-deps", "--index-url", CPU_INDEX, "torch==2.13.0"), "torch")
+    """The README's first step, as the README writes it: torch alone from PyTorch's CPU index."""
+    step = readme_torch_step()
+    assert CPU_INDEX in step and "--index-url" in step
+    installs = installs_of(resolve(*step), "torch")
     assert list(installs) == ["torch"]
     if sys.platform != "darwin":
         assert installs["torch"] == "2.13.0+cpu"
