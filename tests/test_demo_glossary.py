@@ -1,14 +1,17 @@
 """`probing.demo.glossary`: the plain labels and legend of the top-heads table, the heatmap's titles and metrics,
 and the significant heads read from the committed MiniLM table."""
+import collections
 import html
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from probing.demo import backend as demo
-from probing.demo.glossary import (COLUMN_MEANINGS, heatmap_title, metric_values, plain_table, sentence_heatmap,
-                                   significant_heads, table_legend)
+from probing.demo.glossary import (COLUMN_MEANINGS, CONTROL_EXAMPLE, heatmap_title, metric_values, plain_table,
+                                   sentence_heatmap, significant_heads, table_legend, value_meaning)
 
 NEGATION = "The lawyer did not sign the contract."
 
@@ -70,3 +73,16 @@ def test_negation_titles_say_what_each_metric_shows():
     grid = sentence_heatmap(scores, "above_baseline", selected=(1, 7), dataset=demo.dataset_table("minilm", "negation"))
     assert "0 (white)" in grid and re.search(r'class="hh-cell[^"]*hh-significant', grid) and "minus this baseline. Red: above 0" in grid
     assert "hh-cell hh-argmax" not in sentence_heatmap(scores, "next_word_baseline")     # the baseline has no target
+
+
+def test_the_control_example_is_the_built_in_sets_commonest_adverb_in_one_of_its_sentences():
+    """The legend cites a control sentence the data has, with the adverb the data uses most (not "really")."""
+    path = Path(__file__).resolve().parent.parent / "probing" / "examples" / "builtin" / "negation.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    adverbs = collections.Counter(r["meta"]["adverb"] for r in rows if r["meta"].get("role") == "control")
+    commonest = adverbs.most_common(1)[0][0]
+    _host, adverb, _verb = CONTROL_EXAMPLE.split()
+    assert adverb == commonest
+    assert any(f" {CONTROL_EXAMPLE} " in r["text"] for r in rows if r["meta"].get("role") == "control")
+    assert f'("{CONTROL_EXAMPLE}")' in COLUMN_MEANINGS["set: paired difference"]
+    assert f'("{CONTROL_EXAMPLE}")' in value_meaning("negation", "set_paired_difference")

@@ -22,8 +22,12 @@ METRIC_HELP = ("Above baseline = the head's attention from the cue to the next w
                "look one word ahead.")
 SIGNED_METRICS = ("above_baseline", "set_paired_difference")
 # A sentence has no control twin of its own, so the paired difference (cue vs a control adverb in the same
-# place) comes from the model's report on the built-in negation set: the same heads, scored over 45 templates.
+# place) comes from the model's report on the built-in negation set: the same heads, scored over its frames.
 SET_METRICS = {"set_paired_difference": "paired_difference"}
+# The control example the legend and the heatmap cite: "actually" is the commonest control adverb of the built-in
+# negation set (probing/examples/builtin/negation.jsonl, meta.adverb), and "The lawyer did actually sign ..." is
+# one of its sentences (tests/test_demo_glossary.py counts both).
+CONTROL_EXAMPLE = "did actually sign"
 
 # Columns of the top-heads table: the demo's names -> plain labels, and a one-line meaning per label.
 PLAIN_COLUMNS = {
@@ -47,7 +51,7 @@ COLUMN_MEANINGS = {
     "set: above baseline": "built-in set: mean attention cue → next word minus the next-word baseline; above 0 means "
                         "more than a positional habit.",
     "set: paired difference": "built-in set, the main negation score: attention from the cue to the next word "
-                              "minus attention from a control adverb in the same place (\"did really sign\") to "
+                              f"minus attention from a control adverb in the same place (\"{CONTROL_EXAMPLE}\") to "
                               "the same word; above 0, the head looks from \"not\" more than from any word there.",
     "set: next-word baseline": "built-in set: the head's mean attention from any word to the word after it.",
 }
@@ -90,7 +94,7 @@ def value_meaning(relation: str, metric: str) -> str:
         return "Each number: how much this head looks one word ahead in general; the bar the cue must clear."
     if metric == "set_paired_difference":
         return ("Each number: the head's mean attention from not/n't to the next word minus its attention from a "
-                "control adverb in the same place (\"did really sign\"), over the built-in set; red: the head "
+                f"control adverb in the same place (\"{CONTROL_EXAMPLE}\"), over the built-in set; red: the head "
                 "singles out the cue. Grey n/a: no report for this model yet (Probing report tab).")
     return "Each number: attention from the cue to the next word minus this baseline. Red: above 0; blue: below."
 
