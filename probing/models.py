@@ -11,6 +11,8 @@ from the hub or from a folder; left unset, Transformers would ask on stdin, and 
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -94,15 +96,76 @@ def check_device(device: str | None, dtype: str | None) -> tuple[str, str]:
     return device, dtype
 
 
+HUB_HOST = ("huggingface.co", 443)
+HUB_CHECK_TIMEOUT_S = float(os.environ.get("PROBING_HUB_CHECK_TIMEOUT_S", "2"))
+
+
+def hub_reachable(host: tuple[str, int] = HUB_HOST, timeout: float = HUB_CHECK_TIMEOUT_S, tls: bool = True) -> bool:
+    """One connection attempt to the hub, bounded by `timeout` seconds per step (name lookup included).
+
+    With `tls`, the TLS handshake must succeed with a certificate for the host: a proxy that accepts every
+    TCP connection but cannot reach the hub does not count as reachable.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return False
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        with socket.create_connection(host, timeout=timeout) as connection:
+            if tls:
+                with ssl.create_default_context().wrap_socket(connection, server_hostname=host[0]):
+                    pass
+            return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+_HUB: dict[str, bool] = {}          # hub_reachable's answer, asked once per process
+
+
+def hub_answers() -> bool:
+    """Whether huggingface.co answered `hub_reachable`, asked once per process (a few seconds at most) and
+    remembered: every later load of a hub id, and the demo's model menu, read the same answer."""
+    if "reachable" not in _HUB:
+        _HUB["reachable"] = hub_reachable()
+    return _HUB["reachable"]
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """The hub id's config is in the local Hugging Face cache (downloaded before): it loads without network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:                  # a name that is not a valid repo id is not cached either
+        return False
+
+
+def hub_load_mode(name: str, path: str) -> bool:
+    """For a hub id (`path` not on disk), whether to load from the local cache only. With the hub unreachable
+    (one bounded check, not Transformers' ~38 s of retries) a cached model loads offline and an uncached one
+    is refused at once with a ModelLoadError that says why."""
+    if Path(path).exists() or path.startswith(("/", ".", "~")) or hub_answers():
+        return False                           # on disk, a path (missing: Transformers says so), or online
+    if _in_hub_cache(path):
+        return True
+    raise ModelLoadError(f"cannot load model {name!r}: it is a hub id, not a local folder or an installed short "
+                         f"name, and huggingface.co could not be reached (one {HUB_CHECK_TIMEOUT_S:g} s check), "
+                         f"nor is it in the local cache; use {', '.join(SHORT_NAMES)} or a local folder, or "
+                         "run with network access once")
+
+
 def _load_uncached(name: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     path = resolve_path(name)
+    local_only = hub_load_mode(name, path)       # offline: the cache alone, or a refusal now, not after retries
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
         model = AutoModel.from_pretrained(path, attn_implementation="eager", dtype=getattr(torch, dtype),
-                                          trust_remote_code=False)
+                                          trust_remote_code=False, local_files_only=local_only)
     except ModelLoadError:
         raise
     except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load this name"

@@ -67,12 +67,27 @@ def test_a_hub_model_is_refused_at_once_when_the_hub_was_unreachable(monkeypatch
     from probing.demo import backend, model_menu as menu
     from probing.demo.guard import DemoError
     monkeypatch.delenv("PROBING_HUB_CHECK", raising=False)
-    monkeypatch.setattr(menu, "_HUB_STATE", {"reachable": False})
-    monkeypatch.setattr(menu, "hub_reachable", lambda *a, **k: (_ for _ in ()).throw(AssertionError("checked twice")))
+    monkeypatch.setattr(menu, "hub_answers", lambda: False)          # the once-per-process answer
     monkeypatch.setattr(backend.GATE, "get", lambda name: (_ for _ in ()).throw(AssertionError("a load began")))
     with pytest.raises(DemoError, match="could not reach when the demo started; use a model installed here"):
         backend.get_model("gpt2")                        # refused before any load (or download) begins
     assert menu.needs_hub("gpt2") and not menu.needs_hub("minilm")
     menu.refuse_if_offline("minilm")                     # installed here: no refusal
-    monkeypatch.setattr(menu, "_HUB_STATE", {"reachable": True})
+    monkeypatch.setattr(menu, "hub_answers", lambda: True)
     menu.refuse_if_offline("gpt2")                       # reachable: the download may go ahead
+
+
+def test_the_library_refuses_an_uncached_hub_id_at_once_when_the_hub_is_unreachable(monkeypatch):
+    """`load_model("gpt2")` offline: one bounded check (remembered), then a worded refusal, no download
+    retries; a model in the local cache would load from it alone; a path is never taken for a hub id."""
+    from probing import models
+    calls = []
+    monkeypatch.setattr(models, "_HUB", {})
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: calls.append(1) or False)
+    monkeypatch.setattr(models, "_in_hub_cache", lambda repo: repo == "cached/model")
+    with pytest.raises(models.ModelLoadError, match=r"cannot load model 'gpt2': it is a hub id.*could not be "
+                                                    r"reached.*nor is it in the local cache"):
+        models.load_model("gpt2")
+    assert models.hub_load_mode("cached/model", "cached/model") is True       # offline, from the cache
+    assert models.hub_load_mode("/no/such/folder", "/no/such/folder") is False
+    assert calls == [1]                                                        # asked once, remembered

@@ -1,58 +1,30 @@
 """The demo's model list: offline models first, hub ids only where the hub can be reached.
 
 A hub id with no network fails only after about 23 s of retries, so the demo checks once at start, with one
-bounded connection attempt (`HUB_CHECK_TIMEOUT_S`, 2 s), whether huggingface.co answers. Where it does not,
+bounded connection attempt (`probing.models.hub_reachable`, `HUB_CHECK_TIMEOUT_S`, 2 s), whether
+huggingface.co answers. Where it does not,
 the hub ids are left out of the list and the page says so (local folders on the allow-list stay). `PROBING_HUB_CHECK=0` skips the check (the list
 is shown as configured); `HF_HUB_OFFLINE=1` means unreachable without trying.
 """
 from __future__ import annotations
 
 import os
-import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from probing.demo.guard import ALLOW_ANY_ENV, allowed_models, installed_short_names
+from probing.models import HUB_CHECK_TIMEOUT_S, HUB_HOST, hub_answers, hub_reachable  # noqa: F401 (re-exported)
 
-HUB_HOST = ("huggingface.co", 443)
 HUB_CHECK_ENV = "PROBING_HUB_CHECK"
-HUB_CHECK_TIMEOUT_S = float(os.environ.get("PROBING_HUB_CHECK_TIMEOUT_S", "2"))
-
-
-def hub_reachable(host: tuple[str, int] = HUB_HOST, timeout: float = HUB_CHECK_TIMEOUT_S, tls: bool = True) -> bool:
-    """One connection attempt to the hub, bounded by `timeout` seconds per step (name lookup included).
-
-    With `tls`, the TLS handshake must succeed with a certificate for the host: a proxy that accepts every
-    TCP connection but cannot reach the hub does not count as reachable.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
-        return False
-    previous = socket.getdefaulttimeout()
-    try:
-        socket.setdefaulttimeout(timeout)
-        with socket.create_connection(host, timeout=timeout) as connection:
-            if tls:
-                with ssl.create_default_context().wrap_socket(connection, server_hostname=host[0]):
-                    pass
-            return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-_HUB_STATE: dict[str, bool] = {}      # the start-up check's answer, kept for the life of the process
 
 
 def hub_state() -> bool:
-    """Whether the hub answered, checked once per process (`PROBING_HUB_CHECK=0`: taken as reachable): the
-    menu and every later request (the API's included) read the same answer, and none waits on retries."""
+    """Whether the hub answered, checked once per process (`probing.models.hub_answers`; `PROBING_HUB_CHECK=0`:
+    taken as reachable): the menu, every later request (the API's included) and the library's loads read the
+    same answer, and none waits on retries."""
     if os.environ.get(HUB_CHECK_ENV) == "0":
         return True
-    if "reachable" not in _HUB_STATE:
-        _HUB_STATE["reachable"] = hub_reachable()
-    return _HUB_STATE["reachable"]
+    return hub_answers()
 
 
 def needs_hub(name: str) -> bool:
