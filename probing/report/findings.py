@@ -5,19 +5,30 @@ committed `reports/`: `reports/<model>/...`, one folder per model, each with a `
 writes, model beside model:
 
 - head scores: per dataset the best head, its main score with its 95% CI, the baseline it is tested against,
-  its family-wise p, and how many heads (and which) beat the baseline (`heads/<data>/summary.json`, `heads.csv`);
+  its family-wise p, and how many heads (and which) beat the baseline under the design's test (crossed frame x
+  predicate for built-in negation, its factors named; the frame-only and by-example counts beside), from
+  `heads/<data>/summary.json` and `heads.csv`; for coreference, the headline heads against the strongest
+  baseline that applies (`strongest_baseline_test`); for negation, who leads on "n't" under each source-piece
+  rule and control set, and whether each headline head's lead is robust (`nt_robustness`);
 - held-out confirmation: the heads chosen on an exploration set, tested unchanged on sets they were not chosen
-  on (`confirm/<data>/confirm.json`);
+  on, with the detectable difference of each test that did not reject and when the rules were fixed
+  (`confirm/<data>/confirm.json`);
 - patching: the behaviour gate, the named heads with their effect and their effect on the control pairs, the
-  attention-vs-effect correlation (`patching/<data>/summary.json`, `effects.csv`), the attribution screen's
-  agreement with exact patching (`screen`), and head sets against random sets (`sets.csv`).
+  rows accounting (`rows`), the attention-vs-effect correlation with its head-permutation p and what it was
+  computed on (`patching/<data>/summary.json`, `effects.csv`), the attribution screen's agreement with exact
+  patching (`screen`), and head sets against random sets with Holm p, the detectable excess and k = 1 as a rank
+  (`sets.csv`).
+
+Wording rule: a test that does not reject says "not distinguishable from X with n units" and, where the file
+records it, the difference it could have detected (80% power); the page never says a head "does not" do
+something or a set is "no more than" random.
 
 Every number on the page is read from those files; nothing is computed here but formatting, counting and
 applying the stated thresholds (`probing.defaults.ALPHA`, `MIN_UNITS`) to recorded p-values and unit counts.
 A step folder without its completion marker (a killed run) is left out and the page says so. A key the page
 needs that a file lacks raises `FindingsError` naming the file and the key; keys the page does not need
-(new ones the writers add) are ignored, and optional ones (`screen`, `norm_correlation`, `sets.csv`) are shown
-only when present.
+(new ones the writers add) are ignored, and optional ones (`screen`, `norm_correlation`, `sets.csv`, and the
+newer keys above, so a model folder mid-regeneration still makes a page) are shown only when present.
 """
 from __future__ import annotations
 
@@ -185,11 +196,47 @@ def baseline_text(summary: dict, task: str, part: dict, top: dict, where: Path) 
     return text
 
 
-def verdict(p: float, units: int, rule: str) -> str:
-    """The claim a p-value and a unit count allow, by the report's rules."""
+def could_detect(detectable) -> str:
+    """The power clause of a test that did not reject: the difference it would have found at 80% power, as the
+    report records it (`detectable_difference*`), or nothing where the report records none."""
+    if detectable is None or (isinstance(detectable, float) and math.isnan(detectable)):
+        return ""
+    return f" (could detect >= {fmt(float(detectable))})"
+
+
+def verdict(p: float, units: int, rule: str, detectable: float | None = None) -> str:
+    """The claim a p-value and a unit count allow, by the report's rules. A test that does not reject says what
+    it could not tell apart and, where the report records it, the difference it could have detected; never
+    that the head "does not" do something."""
     if units < MIN_UNITS:
         return f"descriptive (< {MIN_UNITS} units)"
-    return f"beats {rule}" if p < ALPHA else f"does not beat {rule}"
+    if p < ALPHA:
+        return f"beats {rule}"
+    return f"not distinguishable from {rule} with {units} units" + could_detect(detectable)
+
+
+def short_factors(factors: str) -> str:
+    """A summary's `factors` without its parenthesis: "70 frames x 38 predicates (crossed: ...)" -> "70 frames x
+    38 predicates"."""
+    return factors.split(" (", 1)[0].strip()
+
+
+def units_text(part: dict, units: int) -> str:
+    """The units cell: the count, and for a crossed design its two factors in words."""
+    factors = str(part.get("factors", ""))
+    if " x " in factors:
+        return f"{short_factors(factors)} (crossed)"
+    return f"{units}"
+
+
+def counts_beside(part: dict) -> str:
+    """How many heads the other resamplings would pass (`n_heads_p_fwer_below_0.05`: frames alone, examples as
+    independent); they claim more than the design's test, so they are shown beside it, never instead."""
+    counts = part.get("n_heads_p_fwer_below_0.05") or {}
+    beside = [f"{label}: {counts[key]}" for key, label in (("frame_only", "frames alone"),
+                                                          ("by_example", "examples as independent"))
+              if key in counts]
+    return f" ({'; '.join(beside)})" if beside else ""
 
 
 def beating_heads(csv_path: Path, task: str, ranked_by: str) -> list[tuple[str, float]] | None:
@@ -231,59 +278,178 @@ def head_rows(model: str, folder: Path) -> list[tuple[str, list[str]]]:
         crossfit = (part.get("best_head_cross_fitted") or {}).get("score")
         beating = beating_heads(folder / "heads.csv", task, ranked_by)
         count = int(need(part, "n_significant_heads_fwer", f"{where} (task {task})"))
-        if beating is None:
-            which = f"{count} of {n_heads}"
-        else:
-            shown = ", ".join(name for name, _ in beating[:5]) + (", …" if len(beating) > 5 else "")
-            which = f"{count} of {n_heads}" + (f": {shown}" if beating else "")
+        design = " under the crossed test" if " x " in str(part.get("factors", "")) else ""
+        which = f"{count} of {n_heads}{design}"
+        if beating:
+            which += ": " + ", ".join(name for name, _ in beating[:5]) + (", …" if len(beating) > 5 else "")
+        which += counts_beside(part)
         data = f"{summary.get('data', folder.name)} ({task})" if len(tasks) > 1 else summary.get("data", folder.name)
-        rows.append((relation, [data, model, f"{units}", head_name(need(top, 'layer', where), need(top, 'head', where)),
+        rows.append((relation, [data, model, units_text(part, units),
+                                head_name(need(top, 'layer', where), need(top, 'head', where)),
                                 f"{ranked_by} {fmt(score)} {fmt_ci(low, high)}",
                                 fmt(number(crossfit, where, "best_head_cross_fitted")) if crossfit is not None else "n/a",
                                 baseline_text(summary, task, part, top, where), fmt_p(p),
-                                verdict(p, units, rule), which]))
+                                verdict(p, units, rule, part.get("detectable_difference_best_head")), which]))
     return rows
+
+
+def strongest_rows(model: str, folder: Path) -> list[list[str]]:
+    """Coreference: per task, the headline heads against the strongest baseline that applies
+    (`strongest_baseline_test`, chosen on the exploration half); none where the summary has no such test (an
+    older report, or negation)."""
+    where = folder / "summary.json"
+    summary = read_json(where)
+    tasks = need(summary, "tasks", where)
+    rows = []
+    for task, part in tasks.items():
+        test = part.get("strongest_baseline_test")
+        if not test or "heads" not in test:     # none, or an older writer's (best head only, uncorrected)
+            continue
+        units = int(need(test, "n_units", where))
+        unclear = f"not distinguishable with {units} units"
+        small = f"descriptive (< {MIN_UNITS} units)"
+        groups: dict[str, list[str]] = {"beat it": [], "below it (95% CI below 0)": [], unclear: [], small: []}
+        for head in need(test, "heads", where):
+            name = need(head, "head", where)
+            p = number(need(head, "p_fwer", where), where, "p_fwer")
+            high = number(need(head, "ci_high", where), where, "ci_high")
+            text = (f"{name} ({fmt(number(need(head, 'difference', where), where, 'difference'), sign=True)}, "
+                    f"p {fmt_p(p)}")
+            if units < MIN_UNITS:
+                groups[small].append(text + ")")
+            elif p < ALPHA:
+                groups["beat it"].append(text + ")")
+            elif high < 0:
+                groups["below it (95% CI below 0)"].append(text + ")")
+            else:
+                groups[unclear].append(
+                    text + (f"; could detect >= {fmt(float(head['detectable_difference']))})"
+                            if head.get("detectable_difference") is not None else ")"))
+        best = f"{need(test, 'head', where)} {fmt(number(need(test, 'head_accuracy', where), where, 'head_accuracy'))}"
+        difference = (f"{fmt(number(need(test, 'difference', where), where, 'difference'), sign=True)} "
+                      f"{fmt_ci(number(need(test, 'ci_low', where), where, 'ci_low'), number(need(test, 'ci_high', where), where, 'ci_high'), sign=True)}")
+        considered = ", ".join(name.split(" (")[0] for name in (test.get("baselines_considered") or {}))
+        data = f"{summary.get('data', folder.name)} ({task})" if len(tasks) > 1 else summary.get("data", folder.name)
+        verdicts = "; ".join(f"{label}: {', '.join(heads)}" for label, heads in groups.items() if heads)
+        rows.append([data, model,
+                     f"{need(test, 'baseline', where)} {fmt(number(need(test, 'baseline_accuracy', where), where, 'baseline_accuracy'))}",
+                     f"{need(test, 'chosen_on', where)}, among {considered}", f"{units}", best, difference,
+                     verdicts])
+    return rows
+
+
+def nt_rows(model: str, folder: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """Negation: who leads on "n't" under each (source-piece rule / control set), and per headline head whether
+    its lead is robust (`nt_robustness`); ([], []) where the summary has none."""
+    where = folder / "summary.json"
+    robust = read_json(where).get("nt_robustness")
+    if not robust:
+        return [], []
+    leaders = need(robust, "leaders", where)
+    data = folder.name
+    leader_rows = []
+    for label, rec in leaders.items():
+        p = number(need(rec, "p_fwer", where), where, "p_fwer")
+        leader_rows.append([model, data, label, need(rec, "head", where),
+                            fmt(number(need(rec, "score", where), where, "score")), fmt_p(p),
+                            "beats its control" if p < ALPHA else "not distinguishable from its control",
+                            f"{need(rec, 'runner_up', where)} ({fmt(number(need(rec, 'margin', where), where, 'margin'), sign=True)})"])
+    head_rows_ = []
+    for row in need(robust, "heads", where):
+        leads = list(need(row, "leads_under", where))
+        if leads and len(leads) == len(leaders):
+            reading = "yes: leads under every rule and control set"
+        elif not leads:
+            reading = f"no: leads under none of {len(leaders)}"
+        else:
+            reading = f"no: leads under {len(leads)} of {len(leaders)}"
+        weak = [f"{label} (p {fmt_p(number(leaders[label]['p_fwer'], where, 'p_fwer'))})" for label in leads
+                if label in leaders and number(leaders[label]["p_fwer"], where, "p_fwer") >= ALPHA]
+        if weak:
+            reading += "; its lead is not distinguishable from the control under " + ", ".join(weak)
+        head_rows_.append([model, data, need(row, "head", where), ", ".join(leads) or "none", reading])
+    return leader_rows, head_rows_
 
 
 RELATION_NOTES = {
     "coreference": "The score is **accuracy**: how often the head gives the pronoun's antecedent more attention than "
-                   "every other candidate. Its baseline is always picking the noun nearest the pronoun, or, where "
-                   "every word competes (*all-words*), always picking the word at the distance from the pronoun "
-                   "where the antecedent most often sits (the best fixed offset). Where pronoun agreement (gender, "
-                   "number) alone could decide, what agreement alone gets is shown beside it: a head no better "
-                   "than that may only be doing agreement.",
+                   "every other candidate. The table's baseline is always picking the noun nearest the pronoun, or, "
+                   "where every word competes (*all-words*), always picking the word at the distance from the "
+                   "pronoun where the antecedent most often sits (the best fixed offset). Where pronoun agreement "
+                   "(gender, number) alone could decide, what agreement alone gets is shown beside it: a head no "
+                   "better than that may only be doing agreement. The second table tests the headline heads "
+                   "against the **strongest** baseline that applies, named there.",
     "negation": "The score is the **paired difference**: attention from the cue (*not*, *n't*) to the next word "
                 "minus attention from the control word in the same place to the same word (in the built-in set, "
-                "the mean over every adverb that fits the slot: *did not sign* vs *did actually sign*). The cue "
-                "and its control sit at the same position before the same word, so a head that merely looks one "
-                "word ahead scores 0. A decoder cannot look ahead, so there attention is read the other way, from "
-                "the next word to the cue.",
+                "the mean over the item's control adverbs that fit the slot: *did not sign* vs *did actually "
+                "sign*). The cue and its control sit at the same position before the same word, so a head that "
+                "merely looks one word ahead scores 0. A decoder cannot look ahead, so there attention is read the "
+                "other way, from the next word to the cue. In the built-in set each item (a frame with one "
+                "predicate, its cue forms averaged) counts once, and the test is **crossed**: the same predicates "
+                "recur across frames, so frame parts and predicate parts flip independently and a head must beat "
+                "its control across new frames and new predicates alike. The counts with frames alone and with "
+                "examples as independent are shown beside it; they claim more than the design allows.",
 }
 
 HEAD_HEADER = ["data (task)", "model", "units", "best head", "main score [95% CI]", "cross-fitted",
                "baseline it is tested against", "p (family-wise)", "verdict", "heads that beat it (best first)"]
+STRONGEST_HEADER = ["data (task)", "model", "strongest baseline (accuracy)", "chosen on", "units",
+                    "best head (accuracy)", "best head − baseline [95% CI]", "headline heads (top 5) by verdict "
+                    "(difference, p family-wise)"]
+NT_LEADER_HEADER = ["model", "data", "rule / control set", "leader on n't", "paired difference", "p (family-wise)",
+                    "against its control", "runner-up (margin)"]
+NT_HEAD_HEADER = ["model", "data", "headline head", "leads on n't under", "robust?"]
 
 
 def head_section(models: list[Path], left_out: list[str]) -> list[str]:
     by_relation: dict[str, list[tuple[str, list[str]]]] = {}
+    strongest: list[tuple[str, list[str]]] = []
+    leaders, robust = [], []
     for model in models:
         for folder in step_folders(model, "heads", "summary.json", left_out):
             for relation, row in head_rows(model.name, folder):
                 by_relation.setdefault(relation, []).append((folder.name, row))
+            strongest += [(folder.name, row) for row in strongest_rows(model.name, folder)]
+            lead, heads = nt_rows(model.name, folder)
+            leaders += lead
+            robust += heads
     lines = ["## 1. Where the heads look: head scores against their baselines", "",
              "Each row is one model on one dataset: the head whose attention best follows the relation, its "
              "main score with a 95% confidence interval, and the simplest explanation that could fake it (the "
              "baseline). *The rule:* a head **beats its baseline** only when a one-sided sign-flip test, "
              f"corrected over all heads at once (Westfall–Young maxT), gives p < {ALPHA}; with fewer than "
              f"{MIN_UNITS} independent units (templates, frames or documents) the numbers are **descriptive** and "
-             "claim nothing. The best of many heads is optimistic, so the *cross-fitted* score chooses the head on "
-             "one half of the units and measures it on the other. The last column lists every head that beats "
-             "the baseline (up to five; the count is over all heads). Attention shows where a head looks, not "
-             "whether the model uses it: sections 3 and 4 ask that.", ""]
+             "claim nothing. A test that does not reject says the head is **not distinguishable** from its "
+             "baseline with that many units and, where the report records it, the difference it could have "
+             "detected (at 80% power: (z_0.975 + z_0.80) × SE from the 95% CI's half-width, before the "
+             "correction over heads, so a lower bound); it never says the head does not do it. The best of many "
+             "heads is optimistic, so the *cross-fitted* score chooses the head on one half of the units and "
+             "measures it on the other. The last column lists every head that beats the baseline (up to five; "
+             "the count is over all heads). Attention shows where a head looks, not whether the model uses it: "
+             "sections 3 and 4 ask that.", ""]
     for relation in sorted(by_relation):
         rows = sorted(by_relation[relation], key=lambda item: (_data_key(item[0]), ))
         lines += [f"### {relation.capitalize()}", "", RELATION_NOTES.get(relation, ""), ""] \
             + table(HEAD_HEADER, [row for _, row in rows]) + [""]
+        if relation == "coreference" and strongest:
+            lines += ["**Against the strongest baseline.** The positional baseline is not the only simple rule a "
+                      "head could be following. Each fixed rule that applies (the nearest noun or the best fixed "
+                      "offset, the first content word, the subject where the data names its candidates) and, where "
+                      "the data says whether agreement decides, the agreement oracle is scored on the exploration "
+                      "half; the strongest there is the baseline, and each of the five headline heads is tested "
+                      "against it on every example (head minus baseline per example, one-sided sign-flip "
+                      "clustered by template, maxT over all heads). The headline heads are the in-sample best, "
+                      "so even this p is optimistic for them.", ""]
+            lines += table(STRONGEST_HEADER, [row for _, row in sorted(strongest, key=lambda i: _data_key(i[0]))])
+            lines += [""]
+        if relation == "negation" and leaders:
+            lines += ["**Who leads on *n't*.** *n't* is two pieces (`n` + `'t`), so how it is read matters. The "
+                      "leader on the *n't* items is found under each source-piece rule (its last piece, or the "
+                      "mean over its pieces) and against each control set (the item's control adverbs, or an "
+                      "affirmative clitic split the same way: *'d*, *'ll*, *'ve*, *'re*, *'s*). *The rule:* a "
+                      "headline head's lead on *n't* is **robust** only when it leads under every rule and every "
+                      "control set.", ""]
+            lines += table(NT_LEADER_HEADER, leaders) + [""] + table(NT_HEAD_HEADER, robust) + [""]
     if not by_relation:
         lines += ["No head scores in these reports.", ""]
     return lines
@@ -295,7 +461,7 @@ def confirm_rows(model: str, folder: Path) -> list[list[str]]:
     where = folder / "confirm.json"
     result = read_json(where)
     chosen = need(result, "chosen_heads", where)
-    exploration = folder.name
+    exploration = result.get("exploration_set", folder.name)
     by_set: dict[str, list[dict]] = {}
     for row in need(result, "confirmation", where):
         by_set.setdefault(need(row, "set", where), []).append(row)
@@ -306,14 +472,17 @@ def confirm_rows(model: str, folder: Path) -> list[list[str]]:
             estimate = number(need(row, "estimate", where), where, "estimate")
             p = number(need(row, "p_holm", where), where, "p_holm")
             units = int(need(row, "n_units", where))
-            text = f"{need(row, 'head_name', where)} ({fmt(estimate)}, p {fmt_p(p)})"
+            text = f"{need(row, 'head_name', where)} ({fmt(estimate)}, p {fmt_p(p)}"
             # The file's own verdict decides; the unit rule is applied again so an old file cannot overclaim.
             if need(row, "confirmed", where) and units >= MIN_UNITS:
-                groups["confirmed"].append(text)
+                groups["confirmed"].append(text + ")")
             elif units < MIN_UNITS:
-                groups["descriptive"].append(text)
+                groups["descriptive"].append(text + ")")
             else:
-                groups["not confirmed"].append(text)
+                # not rejected: what the test could have detected, where the file records it
+                detectable = row.get("detectable_difference")
+                groups["not confirmed"].append(
+                    text + (f"; could detect >= {fmt(float(detectable))})" if detectable is not None else ")"))
         score = heads[0].get("score", result.get("main_score", ""))
         units = int(need(heads[0], "n_units", where))
         rows.append([model, exploration, ", ".join(chosen), name, f"{units}", score,
@@ -322,20 +491,39 @@ def confirm_rows(model: str, folder: Path) -> list[list[str]]:
     return rows
 
 
+def rules_fixed_notes(folders: list[Path]) -> list[str]:
+    """One line per distinct `rules_fixed` sentence of the confirmation files (when the analysis rules were
+    fixed relative to the held-out data), naming the models and exploration sets it is recorded for."""
+    said: dict[str, list[str]] = {}
+    for folder in folders:
+        note = read_json(folder / "confirm.json").get("rules_fixed")
+        if note:
+            said.setdefault(str(note), []).append(f"{folder.parent.parent.name}/{folder.name}")
+    return [f"- *When the rules were fixed* ({', '.join(where)}): {note}" for note, where in said.items()]
+
+
 def confirm_section(models: list[Path], left_out: list[str]) -> list[str]:
-    rows = [row for model in models for folder in step_folders(model, "confirm", "confirm.json", left_out)
-            for row in confirm_rows(model.name, folder)]
+    folders = [(model, folder) for model in models
+               for folder in step_folders(model, "confirm", "confirm.json", left_out)]
+    rows = [row for model, folder in folders for row in confirm_rows(model.name, folder)]
     lines = ["## 2. Do the heads hold on data they were not chosen on? Held-out confirmation", "",
              "Heads are chosen on an exploration set (at most five, each beating its baseline there) and tested, "
              "unchanged, on sets they were not chosen on: the other half of the built-in set and an outside set. "
+             "The built-in halves are fixed in the data: negation is split by host word and by predicate (no host "
+             "word and no predicate in both halves), coreference by template. "
              f"*The rule:* a chosen head is **confirmed** on a set when its test there, Holm-corrected over the "
              f"chosen heads, gives p < {ALPHA} **and** the set has at least {MIN_UNITS} independent units; below "
-             f"{MIN_UNITS} units the result is **descriptive**, whatever its p. Sets without control adverbs are "
-             "scored by attention above the next-word baseline. Each head is shown with its score on that set "
-             "and its Holm p.", ""]
+             f"{MIN_UNITS} units the result is **descriptive**, whatever its p. A head not confirmed is not "
+             "distinguishable from its baseline there with that many units; where the file records it, the "
+             "difference its test could have detected at 80% power is given (before Holm; accuracy rows have "
+             "none). Sets without control adverbs are scored by attention above the next-word baseline. Each "
+             "head is shown with its score on that set and its Holm p.", ""]
     if rows:
         lines += table(["model", "chosen on", "chosen heads", "tested on", "units", "score", "confirmed",
-                        "not confirmed", "descriptive"], rows)
+                        "not confirmed (not distinguishable)", "descriptive"], rows)
+        notes = rules_fixed_notes([folder for _, folder in folders])
+        if notes:
+            lines += [""] + notes
     else:
         lines += ["No held-out confirmation in these reports."]
     return lines + [""]
@@ -385,18 +573,41 @@ def gate_text(gate: dict, where: Path) -> tuple[str, str, bool]:
     if gate.get("too_few") or units < MIN_UNITS:
         return numbers, f"too few units ({units} < {MIN_UNITS}): nothing named", False
     passed = bool(need(gate, "passed", where))
-    return numbers, ("passes" if passed else "fails: nothing named") + f" ({units} units)", passed
+    if passed:
+        return numbers, f"passes ({units} units)", True
+    # not rejected: a CI below 0 says the control swap moves the readout more; otherwise the two are not told apart
+    below = math.isfinite(number(high, where, "ci")) and number(high, where, "ci") < 0
+    return numbers, ("fails: nothing named (" + ("below the control swap" if below else
+                     f"not distinguishable from the control swap with {units} units") + ")"), False
 
 
 def correlation_text(summary: dict, key: str, kind: str) -> str:
+    """One correlation: rho [95% CI], and where the file has it the within-layer head-permutation p; a p at or
+    above ALPHA says the correlation is not distinguishable from 0 with the heads compared."""
     part = (summary.get(key) or {}).get(kind)
     if not part or "spearman" not in part:
         return "n/a"
-    return f"{fmt(part['spearman'], 2, True)} {fmt_ci(part.get('ci_low'), part.get('ci_high'), 2, True)}"
+    text = f"{fmt(part['spearman'], 2, True)} {fmt_ci(part.get('ci_low'), part.get('ci_high'), 2, True)}"
+    p = part.get("p_permutation")
+    if p is None or not math.isfinite(float(p)):
+        return text
+    text += f", p {fmt_p(float(p))}"
+    if float(p) >= ALPHA:
+        text += f": not distinguishable from 0 with {part.get('n_heads', '?')} heads"
+    return text
 
 
-def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str]]:
-    """(the gate-and-names row, the attention-vs-effect row) of one patching step."""
+def effects_label(summary: dict) -> str:
+    """What the correlations were computed on ("exact effects", or "on estimates ..." where a screen made
+    them), as the file labels them; "n/a" where the file does not say."""
+    labels = {part.get("effects") for key in ("correlation", "norm_correlation")
+              for part in (summary.get(key) or {}).values() if isinstance(part, dict) and part.get("effects")}
+    return "; ".join(sorted(labels)) or "n/a"
+
+
+def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str], list[str] | None]:
+    """(the gate-and-names row, the attention-vs-effect row, the rows-accounting row or None where the file
+    predates it) of one patching step."""
     where = folder / "summary.json"
     summary = read_json(where)
     gate_numbers, gate_verdict, may_name = gate_text(need(summary, "gate", where), where)
@@ -419,11 +630,18 @@ def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str]]:
                 named_text(named.get("noising", []), "noising", effects, folder / "effects.csv"),
                 named_text(named.get("denoising", []), "denoising", effects, folder / "effects.csv"),
                 largest_text, ", ".join(others) or "none"]
-    correlation_row = [model, data, correlation_text(summary, "correlation", "noising"),
+    correlation_row = [model, data, effects_label(summary), correlation_text(summary, "correlation", "noising"),
                        correlation_text(summary, "norm_correlation", "noising"),
                        correlation_text(summary, "correlation", "denoising"),
                        correlation_text(summary, "norm_correlation", "denoising")]
-    return gate_row, correlation_row
+    rows = summary.get("rows")
+    accounting = None
+    if rows:
+        unused = need(rows, "not_patched", where)
+        accounting = [model, data, f"{need(rows, 'rows', where)}", f"{need(rows, 'patched', where)}",
+                      f"{sum(unused.values())}",
+                      "; ".join(f"{reason}: {count}" for reason, count in unused.items()) or "none"]
+    return gate_row, correlation_row, accounting
 
 
 def screen_rows(model: str, folder: Path) -> list[list[str]]:
@@ -443,6 +661,32 @@ def screen_rows(model: str, folder: Path) -> list[list[str]]:
     return rows
 
 
+def ranks_text(ranks: str) -> str:
+    """sets.csv's `ranks_in_layer` ("1-7:1/12 1-8:2/12") as "1-7 (1/12), 1-8 (2/12)": each chosen head's rank
+    within its layer by its single-head effect."""
+    parts = []
+    for item in ranks.split():
+        head, _, rank = item.partition(":")
+        parts.append(f"{head} ({rank})" if rank else head)
+    return ", ".join(parts)
+
+
+def set_reading(row: dict, path: Path) -> str:
+    """A chosen set's reading by the sets rule: k = 1 is a rank within its layer, not a test; a larger set is
+    above random sets when its Holm p < ALPHA, else not distinguishable from them, with the excess over the
+    random median the test could have detected; never "no more than random"."""
+    if row.get("test") == "rank":
+        return "a rank, not a test"
+    p_holm = number(row.get("p_holm"), path, "p_holm")
+    if math.isnan(p_holm):
+        return "no Holm p in this file (written before the rule): p_random uncorrected"
+    if p_holm < ALPHA:
+        return "above random sets"
+    detectable = number(row.get("detectable"), path, "detectable")
+    return "not distinguishable from random sets" + (
+        f" (could detect >= {fmt(detectable)} over the random median)" if not math.isnan(detectable) else "")
+
+
 def sets_rows(model: str, folder: Path) -> list[list[str]]:
     """Head sets chosen by attention or by effect against layer-matched random sets (whole layers left out)."""
     path = folder / "sets.csv"
@@ -456,21 +700,30 @@ def sets_rows(model: str, folder: Path) -> list[list[str]]:
         if row["selection"] == "layer":
             continue
         n_random = row.get("n_random") or "?"
-        rows.append([model, row["kind"], row["selection"], row["k"], row["heads"],
+        heads = ranks_text(row["ranks_in_layer"]) if row.get("ranks_in_layer") else ", ".join(row["heads"].split())
+        if row.get("random_median"):
+            random = (f"{fmt(number(row['random_median'], path, 'random_median'))} "
+                      f"{fmt_ci(number(row.get('random_low'), path, 'random_low'), number(row.get('random_high'), path, 'random_high'))}")
+        else:
+            random = f"mean {fmt(number(row['random_mean'], path, 'random_mean'))}"
+        p_holm = number(row.get("p_holm"), path, "p_holm")
+        rows.append([model, row["kind"], row["selection"], row["k"], heads,
                      f"{fmt(number(row['effect'], path, 'effect'))} "
                      f"{fmt_ci(number(row['ci_low'], path, 'ci_low'), number(row['ci_high'], path, 'ci_high'))}",
-                     fmt(number(row["random_mean"], path, "random_mean")),
-                     f"{fmt_p(number(row['p_random'], path, 'p_random'))} (of {n_random})"])
+                     random, f"{fmt_p(number(row['p_random'], path, 'p_random'))} (of {n_random})",
+                     fmt_p(p_holm) if not math.isnan(p_holm) else "n/a", set_reading(row, path)])
     return rows
 
 
 def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
-    gates, correlations, screens, sets = [], [], [], []
+    gates, correlations, accounting, screens, sets = [], [], [], [], []
     for model in models:
         for folder in step_folders(model, "patching", "summary.json", left_out):
-            gate_row, correlation_row = patching_rows(model.name, folder)
+            gate_row, correlation_row, rows_row = patching_rows(model.name, folder)
             gates.append(gate_row)
             correlations.append(correlation_row)
+            if rows_row:
+                accounting.append(rows_row)
             screens += screen_rows(model.name, folder)
             sets += [[row[0], folder.name, *row[1:]] for row in sets_rows(model.name, folder)]
     lines = ["## 3. Does the model use the heads? Activation patching", "",
@@ -491,13 +744,21 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
     lines += table(["model", "pairs from", "pairs", "method", "gate: relation swap vs control swap",
                     "gate", "named, noising (effect)", "named, denoising (effect)",
                     "largest single-head noising effect", "named in other kinds (count)"], gates) + [""]
+    if accounting:
+        lines += ["**Rows of the data.** Every row the step read is either patched (a row of a usable pair) or "
+                  "counted unused with its reason; the two add up to all rows.", ""]
+        lines += table(["model", "pairs from", "rows read", "patched", "unused", "unused, by reason"],
+                       accounting) + [""]
     lines += ["**Attention against effect.** Does a head that attends more from the swapped word matter more? "
               "Spearman correlation between each head's attention and its effect, ranked within each layer "
-              "(effects grow with depth), with a 95% CI that resamples pairs; the norm-based attention (the "
-              "weight times the size of what the head moves, Kobayashi et al. 2020) beside it. A CI that "
-              "contains 0 means attention does not predict the effect.", ""]
-    lines += table(["model", "pairs from", "noising: attention", "noising: norm-based", "denoising: attention",
-                    "denoising: norm-based"], correlations) + [""]
+              "(effects grow with depth), with a 95% CI from a two-level bootstrap (pairs, then the heads within "
+              "each layer); the norm-based attention (the weight times the size of what the head moves, "
+              "Kobayashi et al. 2020) beside it. *The rule:* p is two-sided, from shuffling the attention "
+              f"scores among the heads of each layer; at p >= {ALPHA} the correlation is **not distinguishable "
+              "from 0** with the heads compared. Where the screen made the effects, the correlation is over "
+              "first-order **estimates**, not exact effects (the column says which).", ""]
+    lines += table(["model", "pairs from", "effects", "noising: attention", "noising: norm-based",
+                    "denoising: attention", "denoising: norm-based"], correlations) + [""]
     if screens:
         lines += ["**The attribution screen.** For the larger models a first-order estimate (one forward and one "
                   "backward pass) picks the heads to patch exactly; only exact patching names heads. How far the "
@@ -509,13 +770,17 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
         lines += ["## 4. Heads together: head sets against random sets", "",
                   "Single heads can hide a shared effect, so the top k heads by attention score and the top k by "
                   "single-head effect are patched together and compared with random sets of k heads from the "
-                  "same layers. *The rule:* `p_random` is the share of random sets whose effect is at least the "
-                  "chosen set's (with k = 1 a random set can be the chosen head itself, so it cannot fall far); it "
-                  "is not corrected over the comparisons in this table, and sets chosen by effect were chosen on "
-                  "the same pairs, which favours them. (`sets.csv` also patches each whole layer.)",
-                  ""]
-        lines += table(["model", "pairs from", "kind", "chosen by", "k", "heads", "effect [95% CI]",
-                        "random sets' mean", "p_random"], sets) + [""]
+                  "same layers (as many per layer as the chosen set). *The rules:* p_random = (1 + b) / (1 + n), "
+                  "with b the random sets whose effect is at least the chosen set's; a set of k > 1 heads is "
+                  f"**above random sets** when its Holm p (over every k > 1 comparison of the step) is below "
+                  f"{ALPHA}, and otherwise **not distinguishable from random sets**, with the excess over the "
+                  "random sets' median the test could have detected (their 95th percentile minus their median); "
+                  "not being told apart from random sets is not evidence that the set matters as little as they do. With k = 1 the random sets "
+                  "are the other heads of its layer, so k = 1 is a **rank**, not a test: each chosen head is "
+                  "shown with its rank in its layer by single-head effect. Sets chosen by effect were chosen on "
+                  "the same pairs, which favours them. (`sets.csv` also patches each whole layer.)", ""]
+        lines += table(["model", "pairs from", "kind", "chosen by", "k", "heads (rank in layer)", "effect [95% CI]",
+                        "random sets: median [2.5%, 97.5%]", "p_random (of n)", "p_holm", "reading"], sets) + [""]
     return lines
 
 
