@@ -515,3 +515,26 @@ def test_a_space_without_a_trusted_proxy_is_warned_about(monkeypatch):
     monkeypatch.setenv(demo_guard.ADDRESS_HEADER_ENV, "x-forwarded-for")
     monkeypatch.setenv(demo_guard.TRUSTED_PROXIES_ENV, "10.0.0.0/8")
     assert demo_guard.proxy_warning() is None
+
+
+def test_page_events_are_rate_limited_per_address_and_refusals_wait():
+    now = [0.0]
+
+    async def quick(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gate = demo_guard.RouteGate(quick, rate=2, burst=5, refusal_delay_s=0.2, clock=lambda: now[0])
+    event = lambda client="127.0.0.1": _call(gate, _scope("/gradio_api/run/predict", "POST", client=client))  # noqa: E731
+    answers = [asyncio.run(event())[0] for _ in range(8)]
+    assert answers == [200] * 5 + [429] * 3                   # the burst, then refused
+    refused = asyncio.run(event())
+    assert "more than 2 page events a second" in refused[1].decode()
+    assert asyncio.run(event("127.0.0.2"))[0] == 200          # another address has its own allowance
+    now[0] = 1.0                                               # a second later: two more
+    assert [asyncio.run(event())[0] for _ in range(3)] == [200, 200, 429]
+    import time
+    started = time.perf_counter()
+    asyncio.run(event())
+    assert time.perf_counter() - started >= 0.2                # a refused event is answered after the delay
+    assert gate.open == {}

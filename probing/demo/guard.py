@@ -77,6 +77,9 @@ SHOWN_CHARS = 60                # user text quoted in a message
 # (Gradio's trigger modes) and one action fires at most about five at once (a shared link filling a tab);
 # each one more lets a flood take a larger share of the CPU from other visitors' scoring.
 MAX_UNQUEUED_PER_ADDRESS = int(os.environ.get("PROBING_MAX_UNQUEUED_PER_CLIENT", "6"))
+UNQUEUED_RATE = float(os.environ.get("PROBING_UNQUEUED_RATE", "10"))   # page events per second, per address,
+UNQUEUED_BURST = int(os.environ.get("PROBING_UNQUEUED_BURST", "30"))     # after a burst of this many
+REFUSAL_DELAY_S = float(os.environ.get("PROBING_REFUSAL_DELAY_S", "0.5"))   # a refused page event waits this long
 MAX_STREAMS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_STREAMS_PER_CLIENT", "8"))     # heartbeat and event streams
 MAX_REQUESTS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_REQUESTS_PER_CLIENT", "32"))  # any route, at once
 MAX_CONNECTIONS_PER_PEER = int(os.environ.get("PROBING_MAX_CONNECTIONS_PER_PEER", "64"))  # open sockets
@@ -839,6 +842,11 @@ def unqueued_message(limit: int) -> str:
             "wait for one to finish, then try again.")
 
 
+def rate_message(rate: float) -> str:
+    return (f"You sent more than {rate:g} page events a second to this demo (counted per address); "
+            "slow down and try again.")
+
+
 def streams_message(limit: int) -> str:
     return (f"You already have {limit} open event streams on this demo (counted per address); close a tab "
             "or wait for a request to finish.")
@@ -851,30 +859,53 @@ def requests_message(limit: int) -> str:
 class RouteGate:
     """ASGI middleware in front of every route: one client address (`scope_address`) may have at most
     `unqueued` functions running outside the queue (the page's queue=False events on /run/predict, and any
-    /run/* or /api/* call), at most `streams` heartbeat or event streams open (each closed, as if its client
-    had left, after `lifetime_s`) and at most `requests` requests of any kind open. Past a cap the request is
-    refused at once (429, its message in words, one log line) before a byte of its body is read.
+    /run/* or /api/* call) and start at most `rate` of them a second (after a burst of `burst`: a token
+    bucket), at most `streams` heartbeat or event streams open (each closed, as if its client had left, after
+    `lifetime_s`) and at most `requests` requests of any kind open. Past a cap the request is refused (429,
+    its message in words, one log line) before a byte of its body is read; a refused page event is answered
+    after `refusal_delay_s`, so that a client refused in a loop cannot turn the refusals themselves into the
+    load. A page fires a few events at a time, each at most once in flight: far below every limit.
 
     It also answers every failure in words: an exception any route raises becomes a JSON 500 with a worded
     error (never Starlette's plain-text "Internal Server Error", never a traceback in the log) and a plain-text
     500 a route returns is rewritten the same way. Counts live in this object and are touched only on the
     event loop (no lock needed)."""
 
+    MAX_BUCKETS = 10_000                                 # addresses whose rate is remembered (oldest dropped)
+
     def __init__(self, app, unqueued: int = MAX_UNQUEUED_PER_ADDRESS, streams: int = MAX_STREAMS_PER_ADDRESS,
-                 requests: int = MAX_REQUESTS_PER_ADDRESS, lifetime_s: float = STREAM_LIFETIME_S):
+                 requests: int = MAX_REQUESTS_PER_ADDRESS, lifetime_s: float = STREAM_LIFETIME_S,
+                 rate: float = UNQUEUED_RATE, burst: int = UNQUEUED_BURST, refusal_delay_s: float = REFUSAL_DELAY_S,
+                 clock=time.monotonic):
         self.app = app
         self.limits = {"direct": unqueued, "stream": streams}
         self.requests_limit, self.lifetime_s = requests, lifetime_s
+        self.rate, self.burst, self.refusal_delay_s, self.clock = rate, burst, refusal_delay_s, clock
         self.open: dict[tuple[str, str], int] = {}      # (kind, address) -> open now; kind "any" counts all
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()   # address -> (tokens, when)
 
     def refusal(self, kind: str, address: str) -> str | None:
-        """The worded refusal for one more request of `kind` from `address`, or None when it may run."""
+        """The worded refusal for one more request of `kind` from `address`, or None when it may run (a page
+        event admitted here has taken its token)."""
         if self.open.get(("any", address), 0) >= self.requests_limit:
             return requests_message(self.requests_limit)
         limit = self.limits.get(kind)
         if limit is not None and self.open.get((kind, address), 0) >= limit:
             return (unqueued_message if kind == "direct" else streams_message)(limit)
+        if kind == "direct" and not self._take_token(address):
+            return rate_message(self.rate)
         return None
+
+    def _take_token(self, address: str) -> bool:
+        """Token bucket per address: `burst` tokens, refilled at `rate` a second; one per page event."""
+        now = self.clock()
+        tokens, then = self.buckets.pop(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        allowed = tokens >= 1.0
+        self.buckets[address] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self.buckets) > self.MAX_BUCKETS:
+            self.buckets.popitem(last=False)
+        return allowed
 
     def _count(self, keys, step: int) -> None:
         for key in keys:
@@ -890,6 +921,12 @@ class RouteGate:
         refusal = self.refusal(kind, address)
         if refusal is not None:
             log_refusal(f"a {kind} request of {address}: {refusal.split(';')[0]}")
+            if kind == "direct" and self.refusal_delay_s > 0 and refusal != requests_message(self.requests_limit):
+                self._count([("any", address)], +1)      # a waiting refusal is an open request too
+                try:
+                    await asyncio.sleep(self.refusal_delay_s)
+                finally:
+                    self._count([("any", address)], -1)
             return await _refuse(send, 429, refusal, quiet=True)
         keys = [("any", address)] + ([(kind, address)] if kind in self.limits else [])
         self._count(keys, +1)
