@@ -80,6 +80,15 @@ def test_the_torch_step_installs_the_cpu_build():
         assert installs["torch"] == "2.13.0+cpu"
 
 
+def test_the_space_installs_the_cpu_build_first():
+    """A Space installs pre-requirements.txt before requirements.txt: torch's CPU build from the CPU index."""
+    text = (ROOT / "pre-requirements.txt").read_text(encoding="utf-8")
+    assert f"--index-url {CPU_INDEX}" in text
+    installs = installs_of(resolve("--no-deps", "-r", "pre-requirements.txt"), "pre-requirements.txt")
+    if sys.platform != "darwin":
+        assert installs == {"torch": "2.13.0+cpu"}
+
+
 def test_requirements_resolve_without_cuda():
     requirements = "requirements-dev.txt"                # requirements.txt and the test tools
     installs = installs_of(resolve("--extra-index-url", CPU_INDEX, "-r", requirements), requirements)
