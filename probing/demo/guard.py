@@ -429,6 +429,9 @@ class BodyLimit:
                 return b"".join(chunks)
 
 
+_SUSPECT_JSON = re.compile(rb"\\u[dD][89a-fA-F]|NaN|Infinity")   # what the full check below looks for
+
+
 def json_body_problem(scope, body: bytes) -> str | None:
     """Why a JSON body cannot be taken, in words, or None. Refused here, before any route sees it: text that
     is not UTF-8, NaN or Infinity (not JSON; Gradio's 422 answer fails to encode them), and a lone surrogate
@@ -442,6 +445,8 @@ def json_body_problem(scope, body: bytes) -> str | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return "The request body is not valid UTF-8 text."
+    if not _SUSPECT_JSON.search(body):
+        return None                  # no surrogate escape, no NaN or Infinity: nothing to parse here (fast path)
 
     def no_constants(name):
         raise ValueError(name)
