@@ -35,6 +35,7 @@ NOT_FINDINGS = {
     "2.0": "the Apache-2.0 licence",
     "4.0": "the CC BY 4.0 licence",
     "6.31": "the Gradio version",
+    "0.5": "the demo's refusal delay in seconds (PROBING_REFUSAL_DELAY_S)",
 }
 
 
