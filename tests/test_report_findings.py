@@ -99,12 +99,14 @@ def test_the_claim_rules_are_applied_to_the_recorded_numbers(tmp_path):
     assert cells[-4].strip().startswith(f"{first} (") and "p 0.001)" in cells[-4]
     assert f"{second} (" in cells[-3] and "p 0.5; could detect >= 0.012)" in cells[-3]
     assert "not confirmed (not distinguishable)" in page
-    gate = _row(page, "toy", "builtin-negation", "132", "exact").split("|")
+    patching = json.loads((REPORTS / "minilm" / "patching" / "builtin-negation" / "summary.json").read_text())
+    step = ("toy", "builtin-negation", str(patching["n_pairs"]), patching.get("method", "exact"))
+    gate = _row(page, *step).split("|")
     assert "fails: nothing named (not distinguishable from the control swap with" in gate[6]
     assert gate[7].strip() == gate[8].strip() == "none"
     below = findings_markdown(_toy(tmp_path / "below", lambda step, data: data["gate"].update(
         passed=False, relation_minus_control_ci=[-0.5, -0.25]) if step.startswith("patching") else None))
-    assert "fails: nothing named (below the control swap)" in _row(below, "toy", "builtin-negation", "132", "exact")
+    assert "fails: nothing named (below the control swap)" in _row(below, *step)
 
 
 def test_a_head_that_does_not_beat_its_control_is_said_with_its_power_and_the_crossed_design(tmp_path):
@@ -220,6 +222,15 @@ def test_head_sets_correlations_and_rows_are_read_by_their_rules(tmp_path):
         "| 3-6 (1/12), 3-7 (2/12), 5-9 (1/12) | 0.660 [0.620, 0.700] | 0.110 [0.050, 0.200] | 0.001 (of 1000) | "
         "0.004 | above random sets |")
     assert "| toy | builtin-negation | noising | layer |" not in page and "no more than" not in page
+    few = SETS_CSV.replace(",1000,", ",100,")       # 2 comparisons, 100 random sets: Holm can still reach 0.05
+    (root / "toy" / "patching" / "builtin-negation" / "sets.csv").write_text(few)
+    assert "comparisons cannot fall below" not in findings_markdown(root)
+    # 2 comparisons, 20 random sets: p_random >= 1/21, so p_holm >= 2/21 even for a set beyond every random one
+    few = SETS_CSV.replace(",1000,", ",20,").replace("0.000999", "0.047619").replace("0.003996", "0.095238")
+    (root / "toy" / "patching" / "builtin-negation" / "sets.csv").write_text(few)
+    assert _row(findings_markdown(root), "toy", "builtin-negation", "noising", "effect", "3").endswith(
+        "| 0.048 (of 20) | 0.095 | not distinguishable from random sets: with 20 random sets, Holm over 2 "
+        "comparisons cannot fall below 0.05 |")
     row = _row(page, "toy", "builtin-negation", "exact effects")
     assert ", p 0.012 |" in row and ", p 0.31: not distinguishable from 0 with 72 heads |" in row
     assert "| toy | builtin-negation | 300 | 264 | 36 | in a pair that was skipped: no control: 36 |" in page

@@ -436,10 +436,11 @@ def head_section(models: list[Path], left_out: list[str]) -> list[str]:
                       "head could be following. Each fixed rule that applies (the nearest noun or the best fixed "
                       "offset, the first content word, the subject where the data names its candidates) and, where "
                       "the data says whether agreement decides, the agreement oracle is scored on the exploration "
-                      "half; the strongest there is the baseline, and each of the five headline heads is tested "
-                      "against it on every example (head minus baseline per example, one-sided sign-flip "
-                      "clustered by template, maxT over all heads). The headline heads are the in-sample best, "
-                      "so even this p is optimistic for them.", ""]
+                      "half (on all examples where the set has no halves; the *chosen on* column says which); the "
+                      "strongest there is the baseline, and each of the five headline heads is tested against it "
+                      "on every example (head minus baseline per example, one-sided sign-flip clustered by the "
+                      "set's units, maxT over all heads). The headline heads are the in-sample best, so even this "
+                      "p is optimistic for them.", ""]
             lines += table(STRONGEST_HEADER, [row for _, row in sorted(strongest, key=lambda i: _data_key(i[0]))])
             lines += [""]
         if relation == "negation" and leaders:
@@ -671,10 +672,17 @@ def ranks_text(ranks: str) -> str:
     return ", ".join(parts)
 
 
-def set_reading(row: dict, path: Path) -> str:
+def holm_floor_reached(n_random: int, n_tests: int) -> bool:
+    """Whether Holm over n_tests comparisons can never fall below ALPHA with n_random random sets: the smallest
+    p_random is 1 / (1 + n_random), and Holm multiplies the smallest p by the number of comparisons."""
+    return n_tests / (1 + n_random) >= ALPHA
+
+
+def set_reading(row: dict, path: Path, n_tests: int) -> str:
     """A chosen set's reading by the sets rule: k = 1 is a rank within its layer, not a test; a larger set is
-    above random sets when its Holm p < ALPHA, else not distinguishable from them, with the excess over the
-    random median the test could have detected; never "no more than random"."""
+    above random sets when its Holm p (over the file's n_tests comparisons) < ALPHA, else not distinguishable
+    from them, with the excess over the random median the test could have detected, or, where the number of
+    random sets makes Holm unable to reach ALPHA at all, that; never "no more than random"."""
     if row.get("test") == "rank":
         return "a rank, not a test"
     p_holm = number(row.get("p_holm"), path, "p_holm")
@@ -682,6 +690,10 @@ def set_reading(row: dict, path: Path) -> str:
         return "no Holm p in this file (written before the rule): p_random uncorrected"
     if p_holm < ALPHA:
         return "above random sets"
+    n_random = row.get("n_random") or ""
+    if n_random.isdigit() and holm_floor_reached(int(n_random), n_tests):
+        return (f"not distinguishable from random sets: with {n_random} random sets, Holm over {n_tests} "
+                f"comparisons cannot fall below {ALPHA}")
     detectable = number(row.get("detectable"), path, "detectable")
     return "not distinguishable from random sets" + (
         f" (could detect >= {fmt(detectable)} over the random median)" if not math.isnan(detectable) else "")
@@ -693,7 +705,9 @@ def sets_rows(model: str, folder: Path) -> list[list[str]]:
     if not path.is_file():
         return []
     rows = []
-    for row in read_csv(path):
+    table_rows = read_csv(path)
+    n_tests = sum(row.get("test") == "random sets" for row in table_rows)     # the comparisons Holm is over
+    for row in table_rows:
         for key in ("kind", "selection", "k", "heads", "effect", "ci_low", "ci_high", "random_mean", "p_random"):
             if key not in row:
                 raise FindingsError(f"{path}: the findings page needs the column {key!r}")
@@ -711,7 +725,7 @@ def sets_rows(model: str, folder: Path) -> list[list[str]]:
                      f"{fmt(number(row['effect'], path, 'effect'))} "
                      f"{fmt_ci(number(row['ci_low'], path, 'ci_low'), number(row['ci_high'], path, 'ci_high'))}",
                      random, f"{fmt_p(number(row['p_random'], path, 'p_random'))} (of {n_random})",
-                     fmt_p(p_holm) if not math.isnan(p_holm) else "n/a", set_reading(row, path)])
+                     fmt_p(p_holm) if not math.isnan(p_holm) else "n/a", set_reading(row, path, n_tests)])
     return rows
 
 
