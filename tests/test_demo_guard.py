@@ -511,10 +511,21 @@ def test_a_space_without_a_trusted_proxy_is_warned_about(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert demo_guard.proxy_warning() is None                      # a local run: the peer is the visitor
     monkeypatch.setenv("SPACE_ID", "user/space")
+    assert demo_guard.proxy_warning() is None                      # a Space's defaults: its proxy's header
+    monkeypatch.setenv(demo_guard.TRUSTED_PROXIES_ENV, "10.0.0.0/8")    # one set by hand: no defaults
     assert "every visitor counts as the proxy's one address" in demo_guard.proxy_warning()
     monkeypatch.setenv(demo_guard.ADDRESS_HEADER_ENV, "x-forwarded-for")
-    monkeypatch.setenv(demo_guard.TRUSTED_PROXIES_ENV, "10.0.0.0/8")
     assert demo_guard.proxy_warning() is None
+
+
+def test_a_space_reads_its_proxys_header_from_private_peers_only(monkeypatch):
+    for name in ("SPACE_ID", demo_guard.ADDRESS_HEADER_ENV, demo_guard.TRUSTED_PROXIES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert demo_guard.address_from("10.1.2.3", ["203.0.113.9"]) == "10.1.2.3"     # off a Space: the peer
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    assert demo_guard.address_from("10.1.2.3", ["198.51.100.7, 203.0.113.9"]) == "203.0.113.9"
+    assert demo_guard.address_from("127.0.0.1", ["203.0.113.9"]) == "127.0.0.1"   # loopback is not the proxy
+    assert demo_guard.address_from("203.0.113.5", ["198.51.100.7"]) == "203.0.113.5"  # a public peer is believed never
 
 
 def test_page_events_are_rate_limited_per_address_and_refusals_wait():

@@ -625,10 +625,24 @@ def server_timeouts(header_timeout_s: float = HEADER_TIMEOUT_S, keep_alive_s: fl
 
 # ---- who is asking: one client address per request -----------------------------------------------------------
 
+# On a Space the container is reached only through Hugging Face's proxy, from a private address: with neither
+# variable set there, the proxy's X-Forwarded-For is read from private peers, so visitors are not one address.
+SPACE_DEFAULTS = {ADDRESS_HEADER_ENV: "x-forwarded-for", TRUSTED_PROXIES_ENV: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"}
+
+
+def _setting(name: str) -> str:
+    """$name, or on a Space where neither address variable is set, its Space default (`SPACE_DEFAULTS`)."""
+    value = os.environ.get(name, "").strip()
+    unset = not any(os.environ.get(other, "").strip() for other in SPACE_DEFAULTS)
+    if not value and unset and os.environ.get("SPACE_ID"):
+        return SPACE_DEFAULTS[name]
+    return value
+
+
 def _trusted_proxies() -> list:
     import ipaddress
     networks = []
-    for item in os.environ.get(TRUSTED_PROXIES_ENV, "").split(","):
+    for item in _setting(TRUSTED_PROXIES_ENV).split(","):
         if item.strip():
             try:
                 networks.append(ipaddress.ip_network(item.strip(), strict=False))
@@ -650,8 +664,7 @@ def proxy_warning() -> str | None:
     """A warning, in words, when the demo runs as a Space (behind Hugging Face's proxy) with no trusted proxy
     configured: every visitor then arrives from the proxy's address, and the per-address caps (jobs, page
     events, streams, connections) are shared by all of them. None otherwise."""
-    if not os.environ.get("SPACE_ID") or (os.environ.get(TRUSTED_PROXIES_ENV, "").strip()
-                                          and os.environ.get(ADDRESS_HEADER_ENV, "").strip()):
+    if not os.environ.get("SPACE_ID") or (_setting(TRUSTED_PROXIES_ENV) and _setting(ADDRESS_HEADER_ENV)):
         return None
     return (f"This demo runs as a Space, but {ADDRESS_HEADER_ENV} and {TRUSTED_PROXIES_ENV} are not both set: "
             "every visitor counts as the proxy's one address, so the per-address limits are shared by all "
@@ -667,7 +680,7 @@ def address_from(peer: str | None, reported: list[str]) -> str:
     `server_timeouts`)."""
     import ipaddress
     peer = peer or "unknown"
-    if not os.environ.get(ADDRESS_HEADER_ENV, "").strip() or not _is_trusted_proxy(peer):
+    if not _setting(ADDRESS_HEADER_ENV) or not _is_trusted_proxy(peer):
         return peer
     last = (reported[-1] if reported else "").split(",")[-1].strip()
     try:
@@ -679,7 +692,7 @@ def address_from(peer: str | None, reported: list[str]) -> str:
 def client_address(request) -> str:
     """`address_from` for a Starlette/FastAPI request (the queue's events keep theirs)."""
     peer = getattr(getattr(request, "client", None), "host", None)
-    header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower()
+    header = _setting(ADDRESS_HEADER_ENV).lower()
     if not header or request is None:
         return address_from(peer, [])
     values = request.headers.getlist(header) if hasattr(request.headers, "getlist") else [request.headers.get(header, "")]
@@ -689,7 +702,7 @@ def client_address(request) -> str:
 def scope_address(scope) -> str:
     """`address_from` for a raw ASGI scope (the middleware's view of a request, before any route runs)."""
     client = scope.get("client") or (None, None)
-    header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower().encode("latin-1")
+    header = _setting(ADDRESS_HEADER_ENV).lower().encode("latin-1")
     values = [v.decode("latin-1") for v in _header_values(scope, header)] if header else []
     return address_from(client[0], values)
 
@@ -953,7 +966,7 @@ class RouteGate:
         kind = route_kind(parts[0].decode("latin-1"), parts[1].split(b"?", 1)[0].decode("latin-1"))
         if kind != "stream":
             return None
-        header = os.environ.get(ADDRESS_HEADER_ENV, "").strip().lower().encode("latin-1")
+        header = _setting(ADDRESS_HEADER_ENV).lower().encode("latin-1")
         values = [line.split(b":", 1)[1].strip().decode("latin-1") for line in rest.split(b"\r\n")
                   if header and line.lower().startswith(header + b":")]
         return self.refusal(kind, address_from(peer, values))
