@@ -133,13 +133,19 @@ def test_no_finding_number_that_the_committed_reports_do_not_hold(path):
 
 
 def test_the_number_check_holds_a_number_only_beside_its_head():
-    # the committed MiniLM values of 2-8 on the built-in negation set (paired difference and CI)
-    assert unheld_numbers("Head 2-8 leads with 0.265 [0.232, 0.298].") == []
-    assert unheld_numbers("Head 2-8 leads with 0.917.") == ["0.917"]          # not a value of 2-8
-    assert unheld_numbers("Head 1-3 leads with 0.265.") == ["0.265"]          # a value of another head
-    assert unheld_numbers("The best head leads with 0.265.") == ["0.265"]      # no head: no context to hold it
-    assert unheld_numbers("Head 2-8 is right in 94.5% of them.") == []          # its accuracy as a percentage
-    assert unrecorded_heads("heads 2-8 and 17-11 lead") == ["17-11"]
+    # the committed MiniLM values of its best head on the built-in negation set (paired difference and CI)
+    summary = json.loads((ROOT / "reports" / "minilm" / "heads" / "builtin-negation" / "summary.json").read_text())
+    top = summary["top_heads"][0]
+    head = f"{top['layer']}-{top['head']}"
+    score, low, high = (f"{top[k]:.3f}" for k in ("paired_difference", "paired_difference_ci_low",
+                                                   "paired_difference_ci_high"))
+    assert unheld_numbers(f"Head {head} leads with {score} [{low}, {high}].") == []
+    assert unheld_numbers(f"Head {head} leads with 0.9171.") == ["0.9171"]      # not a value of that head
+    assert unheld_numbers(f"Head 1-3 leads with {score}.") == [score]            # a value of another head
+    assert unheld_numbers(f"The best head leads with {score}.") == [score]       # no head: no context to hold it
+    accuracy = f"{100 * top['accuracy']:.1f}%"
+    assert unheld_numbers(f"Head {head} is right in {accuracy} of them.") == []  # its accuracy as a percentage
+    assert unrecorded_heads(f"heads {head} and 17-11 lead") == ["17-11"]
 
 
 # ---- the README is the user's document ----------------------------------------------------------------
