@@ -691,6 +691,10 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
                                show_label=False, buttons=["download", "fullscreen"], elem_id="report-coref")
         neg_image = gr.Image(label="Negation: paired difference by head", type="filepath", interactive=False, min_width=360,
                              show_label=False, buttons=["download", "fullscreen"], elem_id="report-neg")
+        # The built-in coreference set's second task (every word of the sentence competes), its own panel.
+        coref_all_image = gr.Image(label="Coreference, every word competing: accuracy by head", type="filepath",
+                                   interactive=False, min_width=360, show_label=False,
+                                   buttons=["download", "fullscreen"], elem_id="report-coref-all-words")
     with gr.Accordion("The full report: every dataset, probe and ablation, with tables", open=False,
                       elem_id="report-detail"):
         report = gr.Markdown(elem_id="report-text")
@@ -707,11 +711,12 @@ def report_tab(model: gr.Dropdown, tab: gr.Tab) -> None:
                                                      report_page.safe_name(name))
             return (f"Report for **{_escape(model or DEFAULT_MODEL)}** (from {_escape(found.folder)}).",
                     report_page.findings_markdown(folder, _escape(name)), found.coref_heatmap,
-                    found.negation_heatmap, found.markdown, report_page.downloads_html(downloads))
+                    found.negation_heatmap, found.coref_all_words_heatmap, found.markdown,
+                    report_page.downloads_html(downloads))
         except Exception as err:
-            return (_problem(err), "", None, None, "", "")
+            return (_problem(err), "", None, None, None, "", "")
 
-    outputs = [status, findings, coref_image, neg_image, report, files]
+    outputs = [status, findings, coref_image, neg_image, coref_all_image, report, files]
     # Showing a report that exists is cheap; computing one is not, so it gets a single worker.
     button.click(lambda m: show(m, True), model, outputs, api_visibility="private", **MODEL_GROUP)
     tab.select(lambda m: show(m, False), model, outputs, api_visibility="private")

@@ -32,10 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confirm", action="store_true",
                         help="choose heads on the set's exploration half and test them on held-out sets "
                              "(builtin-negation, builtin-coref, gap-dev); writes confirm.json and confirm.md")
+    parser.add_argument("--target", choices=["next-word", "negated-word"], default="next-word",
+                        help="with --confirm on negation: the target word, the word after the cue (default) or the "
+                             "negated word, the head of the negated predicate (builtin-negation, then CD-SCO's "
+                             "gold test stories; or cd-sco-dev, then the test stories)")
     options.force(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.target != "next-word" and not args.confirm:
+        raise ValueError(f"--target {args.target} goes with --confirm (the head table scores the data's own target)")
     if args.confirm:
         from probing.report.confirm import confirm_command
         return confirm_command(args)

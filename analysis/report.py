@@ -88,6 +88,8 @@ def available(name: str, data_root) -> bool:
     from probing.examples import BUILTIN_SETS
     if name in BUILTIN_SETS:
         return True
+    if name.startswith("cd-sco"):
+        return all(path.is_file() for path in _cdsco_files(name, data_root))
     from probing.examples.loaders import DATASETS, default_data_root
     info = DATASETS.get(name)
     return info is not None and (Path(data_root or default_data_root()) / info.path).exists()
@@ -148,14 +150,17 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
 
 def confirm_steps(common: list[str], limit: list[str], quick: bool, data_root) -> list[Step]:
     """Held-out confirmation (`analysis heads --confirm`) for each set that has a plan, when every set it
-    reads is present: heads chosen on the exploration half, tested unchanged on the held-out sets."""
-    from probing.confirm import CONFIRM_PLAN
+    reads is present: heads chosen on the exploration half, tested unchanged on the held-out sets. The
+    negated-word plans (`--target negated-word`) get their own folders, `confirm/<data>-negated-word`."""
+    from probing.confirm import CONFIRM_PLAN, NEGATED_WORD_PLAN
     steps = []
-    for name, (_part, held_out) in CONFIRM_PLAN.items():
-        data = list(dict.fromkeys([name] + [dataset for _label, dataset, _held in held_out]))
-        if all(available(d, data_root) for d in data):
-            steps.append(Step(f"confirm/{name}", "heads", ["--data", name, "--confirm"] + common + limit
-                              + (["--n-boot", "200", "--n-perm", "2000"] if quick else []), data))
+    for plan, target in ((CONFIRM_PLAN, []), (NEGATED_WORD_PLAN, ["--target", "negated-word"])):
+        for name, (_part, held_out) in plan.items():
+            data = list(dict.fromkeys([name] + [dataset for _label, dataset, _held in held_out]))
+            if all(available(d, data_root) for d in data):
+                folder = f"confirm/{name}" + ("-negated-word" if target else "")
+                steps.append(Step(folder, "heads", ["--data", name, "--confirm"] + target + common + limit
+                                  + (["--n-boot", "200", "--n-perm", "2000"] if quick else []), data))
     return steps
 
 
@@ -238,6 +243,8 @@ def data_version(names: list[str], data_root) -> str:
     for name in names:
         if name in BUILTIN_SETS:
             paths = [BUILTIN_SETS[name]]
+        elif name.startswith("cd-sco"):
+            paths = _cdsco_files(name, data_root)
         else:
             base = Path(data_root or default_data_root()) / DATASETS[name].path
             paths = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]
@@ -245,6 +252,13 @@ def data_version(names: list[str], data_root) -> str:
             digest.update(name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _cdsco_files(name: str, data_root) -> list[Path]:
+    """The CD-SCO files behind a part's name ("cd-sco-dev", "cd-sco-test"); its loader lives apart from the
+    dataset registry (`probing.examples.cdsco`), read only by the negated-word confirmation."""
+    from probing.examples import cdsco
+    return cdsco.files(name, data_root)
 
 
 def step_key(step: Step, model: str, data_root) -> dict:

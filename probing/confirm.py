@@ -13,16 +13,31 @@ correction over all heads (the choice itself used the data). So:
    over the few chosen heads, separately for each set. A head is *confirmed* on a set when its Holm p < ALPHA.
 
 The built-in sets carry a fixed split (`meta.split` "explore" / "confirm"; negation by host word and
-predicate, coreference by template, see `probing.examples.build_builtin`); `split_examples` reads it. `CONFIRM_PLAN` names, per exploration set, the
-held-out sets that fit it: the other half, plus an external set (negation: BLiMP NPI scope and CondaQA's
-"not"/"n't" cues; built-in coreference: WSC273; GAP-dev: GAP-test).
+predicate, coreference by template, see `probing.examples.build_builtin`); `split_examples` reads it.
+`CONFIRM_PLAN` names, per exploration set, the held-out sets that fit it: the other half, plus an external set
+(negation: BLiMP NPI scope, whose word after "not" is always "ever", and CondaQA's "not"/"n't" cues; built-in
+coreference: WSC273; GAP-dev: GAP-test). Every label names its target ("-> ever", "-> next word").
+
+**The negated word as target** (`target="negated-word"`, `NEGATED_WORD_PLAN`). "Not" -> next word is what most
+heads are scored on, but the word negated is the head of the negated predicate, which is the next word only in
+most simple sentences. On the built-in set, the target becomes that word
+(`build_builtin.negated_word_span`: "was not in the *office*"), for the negated sentences and their adverb
+controls alike. The external set where it varies is CD-SCO (`probing.examples.cdsco`: the *SEM 2012 Conan
+Doyle corpus, every cue's negated event annotated): its "not"/"n't" cues with an event, split by direction
+(event after the cue, event before it: "we *can* not leave"). CD-SCO has no substitute-adverb sentences, so
+each cue gets relation-free controls of the same shape: the same sentence, another word as source, the word at
+the same signed distance as target (`cdsco.offset_controls`), and the paired difference against their mean is
+the score, as with the adverbs. Heads are chosen on the built-in exploration half (or on CD-SCO dev, the
+corpus's own development story) and confirmed on the built-in confirmation half and the two CD-SCO gold test
+stories. A causal model reads negation backwards (the later word attends to the earlier one); for an event
+before its cue that is the cue attending back to the event, so there source and target trade places.
 
 The result (`ConfirmResult`) is plain data: `.table` (one row per confirmation set and chosen head),
 `.exploration` (the chosen heads' exploration numbers), `.to_dict()`, `.top(k, by=None)`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -36,12 +51,24 @@ SPLIT_KEY = "split"
 # part: "confirm" = the dataset's confirmation half, None = the whole dataset.
 CONFIRM_PLAN = {
     "builtin-negation": ("explore", [("builtin-negation (confirmation half)", "builtin-negation", "confirm"),
-                                     ("blimp-npi-scope", "blimp-npi-scope", None),
-                                     ("condaqa (not / n't cues)", "condaqa", None)]),
+                                     ("blimp-npi-scope (-> ever)", "blimp-npi-scope", None),
+                                     ("condaqa (not / n't cues, -> next word)", "condaqa", None)]),
     "builtin-coref": ("explore", [("builtin-coref (confirmation half)", "builtin-coref", "confirm"),
                                   ("wsc273", "wsc273", None)]),
     "gap-dev": (None, [("gap-test", "gap-test", None)]),
 }
+TARGETS = ("next-word", "negated-word")
+# The same shape, for the negated word as target; part "after" / "before": CD-SCO's cues whose event is after /
+# before the cue (with their offset controls).
+_CDSCO_TEST = [("cd-sco-test (-> negated event after the cue)", "cd-sco-test", "after"),
+               ("cd-sco-test (-> negated event before the cue)", "cd-sco-test", "before")]
+NEGATED_WORD_PLAN = {
+    "builtin-negation": ("explore", [("builtin-negation (confirmation half, -> negated word)", "builtin-negation",
+                                      "confirm")] + _CDSCO_TEST),
+    "cd-sco-dev": (None, _CDSCO_TEST),
+}
+# At most this many offset controls per CD-SCO cue (evenly spaced over the sentence's eligible words).
+MAX_OFFSET_CONTROLS = 8
 
 
 # When the analysis rules were fixed relative to each exploration set's held-out data, in words (reported with
@@ -56,6 +83,14 @@ RULES_FIXED = {
         "afterwards. The last-piece rule itself was chosen with the whole earlier built-in set in view, which "
         "held many of these host words and predicates: the confirmation half is held out for the choice of "
         "heads, not for the choice of that rule."),
+    "builtin-negation -> negated word": (
+        "The negated-word target (the head of the negated predicate), CD-SCO's split by direction and its "
+        "offset-matched controls were fixed before any CD-SCO number or any negated-word score was computed; "
+        "heads are chosen on the built-in exploration half, and CD-SCO's test stories are used only here."),
+    "cd-sco-dev -> negated event": (
+        "Heads are chosen on CD-SCO dev (The Adventure of Wisteria Lodge) and tested on the two gold test stories "
+        "(The Cardboard Box, The Red Circle); the target, the split by direction and the offset-matched controls "
+        "were fixed before any CD-SCO number was computed."),
 }
 NO_RECORD = ("No record of when the analysis rules were fixed relative to this set's held-out data: the "
              "confirmation is held out for the choice of heads only.")
@@ -171,14 +206,23 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     options = dict(n_boot=n_boot, n_perm=n_perm, seed=seed, mention=mention, batch_tokens=batch_tokens,
                    progress=progress)
+    direction = "backward" if loaded.is_causal else "forward"
+    notes = []
+    explore_examples, swapped = read_order(explore_examples, direction)
+    if swapped:
+        notes.append(f"{explore_name}: {swapped} rows with the target before the source are read from the source "
+                     "back to the target (a causal model's reading order)")
     explore = score_heads(loaded, explore_examples, relation=relation, **options)
     task = explore.primary_task
     chosen_rows = choose_heads(explore.task_table(task), explore.main_score, alpha, max_heads)
     chosen = list(zip(chosen_rows["layer"].astype(int), chosen_rows["head"].astype(int)))
     names = [f"{l}-{h}" for l, h in chosen]
-    notes, tables = [], []
+    tables = []
     if not chosen:
         notes.append(f"no head has {fwer_column(explore.main_score)} < {alpha} on {explore_name}: nothing to confirm")
+    elif int(chosen_rows["n_units"].iloc[0]) < MIN_UNITS:
+        notes.append(f"{explore_name}: the heads were chosen on {int(chosen_rows['n_units'].iloc[0])} units (< "
+                     f"{MIN_UNITS}): the choice is descriptive; only the confirmation sets' tests carry a claim")
     for set_name, examples in confirm_sets.items():
         if not chosen:
             break
@@ -186,6 +230,10 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
         if not examples:
             notes.append(f"{set_name}: no {explore.relation} examples; not tested")
             continue
+        examples, swapped = read_order(examples, direction)
+        if swapped:
+            notes.append(f"{set_name}: {swapped} rows with the target before the source are read from the source "
+                         "back to the target (a causal model's reading order)")
         scores = score_heads(loaded, examples, relation=explore.relation, **options)
         set_task = task if task in scores.tasks else scores.primary_task
         if set_task != task:
@@ -209,28 +257,72 @@ def confirm_heads(model, explore_examples: list, confirm_sets: dict[str, list], 
                          rules_fixed=rules_fixed_note(explore_name))
 
 
-def planned_sets(data: str, data_root=None, limit: int | None = None) -> tuple[str, list, dict[str, list]]:
-    """For a set named in CONFIRM_PLAN: (exploration label, exploration examples, {confirmation label: examples})."""
-    from probing.examples import load_examples
-    if data not in CONFIRM_PLAN:
-        raise ValueError(f"--confirm knows held-out sets for {', '.join(CONFIRM_PLAN)}; not for {data!r}")
-    part, plan = CONFIRM_PLAN[data]
-    examples = load_examples(data, data_root=data_root)
-    explore = split_examples(examples, part) if part else examples
-    confirm = {}
-    for label, name, held_part in plan:
-        rows = examples if name == data else load_examples(name, data_root=data_root)
-        rows = split_examples(rows, held_part) if held_part else fits_external(name, rows)
-        confirm[label] = rows
+def planned_sets(data: str, data_root=None, limit: int | None = None,
+                 target: str = "next-word") -> tuple[str, list, dict[str, list]]:
+    """For a set named in the target's plan (`CONFIRM_PLAN` for "next-word", `NEGATED_WORD_PLAN` for
+    "negated-word"): (exploration label, exploration examples, {confirmation label: examples})."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    plans = CONFIRM_PLAN if target == "next-word" else NEGATED_WORD_PLAN
+    if data not in plans:
+        raise ValueError(f"--confirm{'' if target == 'next-word' else ' --target ' + target} knows held-out sets "
+                         f"for {', '.join(plans)}; not for {data!r}")
+    part, plan = plans[data]
+    examples = _load(data, data_root, target)
+    explore = _part(examples, part, data)
+    confirm = {label: _part(examples if name == data else _load(name, data_root, target), held_part, name)
+               for label, name, held_part in plan}
     if limit is not None:
         explore = _first(explore, limit)
         confirm = {k: _first(v, limit) for k, v in confirm.items()}
-    label = f"{data} (exploration half)" if part else data
+    what = "" if target == "next-word" else (" -> negated event" if data.startswith("cd-sco") else
+                                             " -> negated word")
+    label = f"{data}{what} (exploration half)" if part == "explore" else f"{data}{what}"
     return label, explore, confirm
 
 
+def _load(name: str, data_root, target: str) -> list:
+    """A set's examples for the target: CD-SCO with its offset controls; a built-in negation set with each row's
+    target moved to its negated word; anything else as `load_examples` gives it."""
+    if name.startswith("cd-sco"):
+        from probing.examples import cdsco
+        return cdsco.with_offset_controls(cdsco.load_cdsco(name, data_root=data_root),
+                                          max_controls=MAX_OFFSET_CONTROLS)
+    from probing.examples import load_examples
+    examples = load_examples(name, data_root=data_root)
+    if target == "negated-word":
+        from probing.examples.build_builtin import negated_word_span
+        return [replace(e, target_span=negated_word_span(e)) for e in examples]
+    return examples
+
+
+def _part(examples: list, part: str | None, name: str) -> list:
+    """One part of a set: a built-in half ("explore" / "confirm"), CD-SCO's cues by the direction of their event
+    ("after" / "before", with their controls), or (None) the rows of an external set that fit the format."""
+    if part in ("explore", "confirm"):
+        return split_examples(examples, part)
+    if part in ("after", "before"):
+        from probing.examples import cdsco
+        return cdsco.by_direction(examples, part)
+    return fits_external(name, examples)
+
+
+def read_order(examples: list, direction: str) -> tuple[list, int]:
+    """The examples as the model can read them, and how many were changed. A causal model (direction
+    "backward") reads negation with the later word attending to the earlier one (`probing.heads.oriented`
+    swaps source and target); where a negation target comes before its source (a CD-SCO event before its cue),
+    that swap would ask an earlier word to attend to a later one, which a causal model cannot do, so the two
+    trade places here first and the head reads the cue attending back to the event. Other examples, and every
+    example for "forward", are unchanged."""
+    if direction != "backward":
+        return examples, 0
+    out = [replace(e, source_span=e.target_span, target_span=e.source_span)
+           if e.relation == "negation" and e.target_span[0] < e.source_span[0] else e for e in examples]
+    return out, sum(a is not b for a, b in zip(out, examples))
+
+
 def _first(examples: list, limit: int) -> list:
-    """The first `limit` non-control examples and the controls of their pairs."""
-    main = [e for e in examples if not e.is_control][:limit]
-    pairs = {e.meta.get("pair") for e in main if e.meta.get("pair")}
-    return main + [e for e in examples if e.is_control and e.meta.get("pair") in pairs]
+    """The first `limit` non-control examples and the controls of their pairs (the house's one --limit rule)."""
+    from probing.examples import first_keeping_partners
+    return first_keeping_partners(examples, limit, is_partner=lambda e: e.is_control,
+                                  partner_key=lambda e: (e.meta or {}).get("pair"))

@@ -240,7 +240,9 @@ def test_model_view_report_and_about_tabs_render(watched):
     page.get_by_role("tab", name="Probing report").click()
     page.locator("#report-coref img").wait_for()
     page.locator("#report-neg img").wait_for()
-    page.wait_for_function("Array.from(document.querySelectorAll('#report-coref img, #report-neg img'))"
+    page.locator("#report-coref-all-words img").wait_for()
+    page.wait_for_function("Array.from(document.querySelectorAll('#report-coref img, #report-neg img, "
+                           "#report-coref-all-words img'))"
                            ".every(i => i.complete && i.naturalWidth > 100)", timeout=TIMEOUT)
     assert "reports/minilm" in page.locator("#report-status").inner_text()
     summary = page.locator("#report-summary")

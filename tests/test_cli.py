@@ -292,6 +292,16 @@ def test_an_unknown_patch_kind_is_refused_at_once_with_the_valid_kinds(tmp_path,
     assert not out.exists()
 
 
+def test_the_negated_word_target_is_refused_without_confirm_or_where_no_plan_has_it(tmp_path, capsys,
+                                                                                     nothing_may_load):
+    out = tmp_path / "out"
+    assert main(["heads", "--data", "builtin-negation", "--out", str(out), "--target", "negated-word"]) == 2
+    assert "error: --target negated-word goes with --confirm" in capsys.readouterr().err
+    assert main(["heads", "--data", "gap-dev", "--confirm", "--out", str(out), "--target", "negated-word"]) == 2
+    assert "--target negated-word knows held-out sets for builtin-negation, cd-sco-dev" in capsys.readouterr().err
+    assert not (out / "confirm.json").exists()
+
+
 @pytest.mark.parametrize("command", ["heads", "patch", "probe", "ablate"])
 @pytest.mark.parametrize("value, words", [("-1", "must be at least 1, got -1"), ("0", "must be at least 1, got 0"),
                                           ("ten", "must be a whole number, got 'ten'")])

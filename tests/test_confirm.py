@@ -58,6 +58,31 @@ def test_builtin_sets_split_by_frame_and_template_into_two_fixed_halves():
     with pytest.raises(ValueError, match="no example has meta.split == 'explore'"):
         split_examples([e for e in examples if e.meta["split"] == "confirm"], "explore")
     assert set(CONFIRM_PLAN) == {"builtin-negation", "builtin-coref", "gap-dev"}
+    # every external negation set names its target: BLiMP's word after "not" is always "ever"
+    labels = [label for label, name, _ in CONFIRM_PLAN["builtin-negation"][1] if name != "builtin-negation"]
+    assert labels == ["blimp-npi-scope (-> ever)", "condaqa (not / n't cues, -> next word)"]
+
+
+def test_a_causal_model_reads_an_event_before_its_cue_from_the_cue_back():
+    from probing.confirm import read_order
+    from probing.examples import Example
+    before = Example("We can not leave.", "negation", (7, 10), (3, 6), id="b", meta={"role": "negated"})
+    after = Example("He did not go.", "negation", (7, 10), (11, 13), id="a", meta={"role": "negated"})
+    coref = Example("Ann said she left.", "coreference", (9, 12), (0, 3), id="c")
+    same, changed = read_order([before, after, coref], "forward")
+    assert changed == 0 and same == [before, after, coref]
+    out, changed = read_order([before, after, coref], "backward")
+    assert changed == 1 and (out[0].source_span, out[0].target_span) == ((3, 6), (7, 10))
+    assert out[1] is after and out[2] is coref        # coreference's antecedent before the pronoun is its own order
+
+
+def test_the_negated_word_plan_is_refused_in_words_where_it_has_no_sets():
+    from probing.confirm import NEGATED_WORD_PLAN, planned_sets
+    assert set(NEGATED_WORD_PLAN) == {"builtin-negation", "cd-sco-dev"}
+    with pytest.raises(ValueError, match="--target negated-word knows held-out sets for builtin-negation, cd-sco-dev"):
+        planned_sets("gap-dev", target="negated-word")
+    with pytest.raises(ValueError, match="target must be one of next-word, negated-word"):
+        planned_sets("builtin-negation", target="the verb")
 
 
 def test_the_report_says_when_the_rules_were_fixed_relative_to_the_held_out_half():

@@ -142,6 +142,8 @@ def test_head_view_opens_on_the_asked_head_in_a_sandbox():
 def test_report_files_for_the_default_model():
     found = demo.report_files(None, compute=False)
     assert found.folder == "reports/minilm" and found.coref_heatmap.endswith("heatmap.png")
+    # both coreference tasks get their own panel: the named candidates, and every word competing
+    assert found.coref_all_words_heatmap.endswith("builtin-coref/heatmap-all-words.png")
     assert "Head scores: coreference" in found.markdown and "Head scores: negation" in found.markdown
 
 

@@ -350,3 +350,30 @@ def test_clitic_controls_split_like_nt_and_match_the_committed_file(negation):
         for key in ("group", "predicate", "split", "host"):
             assert ctl.meta[key] == neg.meta[key]
     assert {e.meta["host"] for e in built} == set(build_builtin.CLITICS)
+
+
+def test_the_negated_word_is_the_predicate_s_head_for_negated_and_control_rows_alike(negation, pairs):
+    from probing.examples import Example
+    words = Counter()
+    for e in negation:
+        span = build_builtin.negated_word_span(e)
+        word = e.text[slice(*span)]
+        assert span[0] > e.source_span[1], e.id            # after the cue (or the control's adverb)
+        if e.meta["next_is_predicate"]:
+            assert tuple(span) == tuple(e.target_span), e.id  # the next word is the predicate's head
+        else:
+            assert word in ("home", "tall", "cook", "cooks", "train", "office", "doctor"), (e.id, word)
+            words[word] += 1
+    assert set(words) == {"home", "tall", "cooks", "train", "office", "doctor"}
+    for members in pairs.values():                      # an item's rows all point at the same word
+        targets = {e.text[slice(*build_builtin.negated_word_span(e))] for e in members["negated"] + members["control"]}
+        assert len(targets) == 1, targets
+    # hand-made rows where the answer is known
+    row = Example("Tom was not in the big office.", "negation", (8, 11), (12, 14), id="x",
+                  meta={"predicate": "pred-in the office"})
+    assert row.text[slice(*build_builtin.negated_word_span(row))] == "office"
+    row = Example("Tom did not sign it.", "negation", (8, 11), (12, 16), id="y", meta={"predicate": "verb-sign"})
+    assert row.text[slice(*build_builtin.negated_word_span(row))] == "sign"
+    with pytest.raises(ValueError, match="neither verb-"):
+        build_builtin.negated_word_span(Example("Tom did not go home.", "negation", (8, 11), (12, 14), id="z",
+                                                meta={"predicate": "odd"}))

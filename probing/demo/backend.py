@@ -290,10 +290,11 @@ def _read_table(path: str, mtime: float) -> pd.DataFrame:
 
 @dataclass
 class ReportFiles:
-    coref_heatmap: str | None
+    coref_heatmap: str | None             # candidates task: the antecedent among the named noun candidates
     negation_heatmap: str | None
     markdown: str
     folder: str
+    coref_all_words_heatmap: str | None = None   # all-words task: every word of the sentence competes
 
 
 def report_files(model: str | None, progress=None, compute: bool = True) -> ReportFiles:
@@ -319,10 +320,12 @@ def report_files(model: str | None, progress=None, compute: bool = True) -> Repo
     full = folder / "report.md"    # `analysis report` output: it already contains the head reports
     sources = [full] if full.exists() else [folder / "heads" / data / "report.md" for data in DATASET_FOR.values()]
     parts = [page_markdown(path.read_text(encoding="utf-8")) for path in sources if path.exists()]
-    image = lambda data: (str(folder / "heads" / data / "heatmap.png")  # noqa: E731
-                          if (folder / "heads" / data / "heatmap.png").exists() else None)
+    def image(data, file="heatmap.png"):
+        path = folder / "heads" / data / file
+        return str(path) if path.exists() else None
     return ReportFiles(coref_heatmap=image("builtin-coref"), negation_heatmap=image("builtin-negation"),
-                       markdown="\n\n---\n\n".join(parts), folder=_shown_folder(folder))
+                       markdown="\n\n---\n\n".join(parts), folder=_shown_folder(folder),
+                       coref_all_words_heatmap=image("builtin-coref", "heatmap-all-words.png"))
 
 
 def page_markdown(markdown: str) -> str:

@@ -103,11 +103,13 @@ def write_confirm(out: Path, result) -> None:
 
 def run_confirm(data: str, model: str | None, out: Path, data_root=None, limit: int | None = None,
                 n_boot: int = N_BOOT, n_perm: int = N_PERM, device: str | None = None, dtype: str | None = None,
-                mention: str = MENTION, batch_tokens: int = BATCH_TOKENS, progress: bool = False):
-    """Load the planned sets for `data`, run `confirm_heads`, write the files to `out`; return the result."""
+                mention: str = MENTION, batch_tokens: int = BATCH_TOKENS, progress: bool = False,
+                target: str = "next-word"):
+    """Load the planned sets for `data` and `target`, run `confirm_heads`, write the files to `out`; return the
+    result."""
     from probing.confirm import confirm_heads, planned_sets
     from probing.models import load_model
-    label, explore, confirm = planned_sets(data, data_root=data_root, limit=limit)
+    label, explore, confirm = planned_sets(data, data_root=data_root, limit=limit, target=target)
     if progress:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in confirm.items())
         print(f"exploration {label}: {len(explore)} rows; confirmation {sizes}", file=sys.stderr)
@@ -124,7 +126,7 @@ def confirm_command(args) -> int:
     result = write_complete(out, CONFIRM_FILES, lambda staging: run_confirm(
         args.data, args.model, staging, data_root=args.data_root, limit=args.limit, n_boot=args.n_boot,
         n_perm=args.n_perm, device=args.device, dtype=args.dtype, mention=args.mention,
-        batch_tokens=args.batch_tokens, progress=True))
+        batch_tokens=args.batch_tokens, progress=True, target=args.target))
     print(confirm_text(result))
     print(f"wrote {', '.join(str(out / f) for f in CONFIRM_FILES)}")
     return 0

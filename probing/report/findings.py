@@ -46,6 +46,8 @@ MODEL_ORDER = ("minilm", "mpnet", "gemma-270m")
 # Datasets per relation, the primary evidence first; datasets not named here follow by name.
 DATA_ORDER = ("gap-dev", "wsc273", "winogender", "winobias", "builtin-coref", "builtin-negation",
               "blimp-npi-licensing")
+# Sets whose target is one fixed word, named for it: BLiMP's word after "not" is always "ever" (NPI licensing).
+TARGET_NAMES = {"blimp-npi-licensing": "-> ever"}
 KIND_NAMES = {"noising": "noising", "denoising": "denoising", "pattern_noising": "pattern noising",
               "pattern_denoising": "pattern denoising", "row_noising": "row noising",
               "row_denoising": "row denoising"}
@@ -283,7 +285,9 @@ def head_rows(model: str, folder: Path) -> list[tuple[str, list[str]]]:
         if beating:
             which += ": " + ", ".join(name for name, _ in beating[:5]) + (", …" if len(beating) > 5 else "")
         which += counts_beside(part)
-        data = f"{summary.get('data', folder.name)} ({task})" if len(tasks) > 1 else summary.get("data", folder.name)
+        name = summary.get("data", folder.name)
+        name = f"{name} ({TARGET_NAMES[name]})" if name in TARGET_NAMES else name
+        data = f"{name} ({task})" if len(tasks) > 1 else name
         rows.append((relation, [data, model, units_text(part, units),
                                 head_name(need(top, 'layer', where), need(top, 'head', where)),
                                 f"{ranked_by} {fmt(score)} {fmt_ci(low, high)}",
@@ -329,7 +333,9 @@ def strongest_rows(model: str, folder: Path) -> list[list[str]]:
         difference = (f"{fmt(number(need(test, 'difference', where), where, 'difference'), sign=True)} "
                       f"{fmt_ci(number(need(test, 'ci_low', where), where, 'ci_low'), number(need(test, 'ci_high', where), where, 'ci_high'), sign=True)}")
         considered = ", ".join(name.split(" (")[0] for name in (test.get("baselines_considered") or {}))
-        data = f"{summary.get('data', folder.name)} ({task})" if len(tasks) > 1 else summary.get("data", folder.name)
+        name = summary.get("data", folder.name)
+        name = f"{name} ({TARGET_NAMES[name]})" if name in TARGET_NAMES else name
+        data = f"{name} ({task})" if len(tasks) > 1 else name
         verdicts = "; ".join(f"{label}: {', '.join(heads)}" for label, heads in groups.items() if heads)
         rows.append([data, model,
                      f"{need(test, 'baseline', where)} {fmt(number(need(test, 'baseline_accuracy', where), where, 'baseline_accuracy'))}",
