@@ -549,3 +549,57 @@ def test_page_events_are_rate_limited_per_address_and_refusals_wait():
     asyncio.run(event())
     assert time.perf_counter() - started >= 0.2                # a refused event is answered after the delay
     assert gate.open == {}
+
+
+def _bare_server(protocol):
+    """A uvicorn server on a free loopback port with `protocol` and a one-line app; (server, port)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, port
+
+
+def _answer(port: int, request: bytes) -> bytes:
+    """Send a request and read the answer's first bytes (until the server ends or 5 s pass)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < 200:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_a_request_head_too_long_to_read_gets_a_worded_431_not_a_reset():
+    from probing.demo.guard import MAX_HEAD_BYTES, request_deadline_protocol
+    server, port = _bare_server(request_deadline_protocol())
+    try:
+        fine = _answer(port, b"GET /?q=" + b"a" * 1000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert fine.startswith(b"HTTP/1.1 200")
+        # 168 KB of address: h11 alone answered a bare "Invalid HTTP request" and the socket reset under the
+        # client's unsent bytes; now the client reads a worded refusal
+        huge = _answer(port, b"GET /?q=" + b"a" * (168 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert huge.startswith(b"HTTP/1.1 431"), huge[:80]
+        assert f"longer than this demo reads ({MAX_HEAD_BYTES:,} bytes)".encode() in huge
+        assert _answer(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True

@@ -83,6 +83,9 @@ REFUSAL_DELAY_S = float(os.environ.get("PROBING_REFUSAL_DELAY_S", "0.5"))   # a 
 MAX_STREAMS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_STREAMS_PER_CLIENT", "8"))     # heartbeat and event streams
 MAX_REQUESTS_PER_ADDRESS = int(os.environ.get("PROBING_MAX_REQUESTS_PER_CLIENT", "32"))  # any route, at once
 MAX_CONNECTIONS_PER_PEER = int(os.environ.get("PROBING_MAX_CONNECTIONS_PER_PEER", "64"))  # open sockets
+# A request's line and headers: room for the longest share link (32,700 characters) and ordinary headers; past
+# this h11 would answer a bare "Invalid HTTP request" and the socket would reset under the client's unsent bytes.
+MAX_HEAD_BYTES = 64 * 1024
 STREAM_LIFETIME_S = float(os.environ.get("PROBING_STREAM_LIFETIME_S", "1800"))           # then a stream is closed
 
 
@@ -548,7 +551,13 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
             if self._head is not None or self.conn.their_state is h11.IDLE:
                 head = (self._head or b"") + data
                 end = head.find(b"\r\n\r\n")
-                self._head = head if end < 0 and len(head) < 65536 else None
+                if end < 0 and len(head) >= MAX_HEAD_BYTES:
+                    log_refusal(f"a request head over {MAX_HEAD_BYTES} bytes")
+                    self._refuse_and_drain("431 Request Header Fields Too Large",
+                                           f"The request's address and headers are longer than this demo reads "
+                                           f"({MAX_HEAD_BYTES:,} bytes); a share link is at most 32,700 characters.")
+                    return
+                self._head = head if end < 0 else None
                 problem = framing_problem(head[:end]) if end >= 0 else None
                 if problem is not None:
                     log_refusal(f"a request's framing: {problem}")
@@ -567,6 +576,15 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
         def on_response_complete(self):
             super().on_response_complete()
             self._arm()
+
+        def _refuse_and_drain(self, status: str, message: str):
+            """Answer, end our side, and read (and drop) what the client is still sending for a moment before
+            closing: closing a socket with unread bytes resets it, and the client would never see the answer."""
+            self.data_received = lambda data: None          # the rest of this request is not read
+            self.transport.write(_raw_refusal(status, message))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(2.0, self.transport.close)
 
         def connection_lost(self, exc):
             if self._deadline is not None:
