@@ -260,9 +260,9 @@ def _notes(readout_text, scale, alpha, control, ci_method: str, groups) -> list[
              f"CIs: {ci_method}" + (" (small sample: t-based rather than the percentile bootstrap, which "
                                     "undercovers with few clusters)" if units < stats.SMALL_SAMPLE_UNITS else ""),
              f"resampling units: {design.in_words(groups, len(groups))}"
-             + ("; the tests (p_fwer, relation > control, the gate) flip frames and predicates independently "
-                "(crossed sign-flip, maxT over heads) and each CI is the wider of the frame-clustered and the "
-                "two-way interval; the attention-effect correlations resample frames only"
+             + ("; the tests (p_fwer, relation > control) flip frames and predicates independently (crossed "
+                "sign-flip, maxT over heads) and each CI (the gate's too) is the wider of the frame-clustered and "
+                "the two-way interval; the attention-effect correlations resample frames only"
                 if design.is_crossed(groups) else ""),
              "single-head patching: a head without an effect here has shown no single-head effect with this "
              "readout; other heads can compensate, so this does not show the head is unused"]
