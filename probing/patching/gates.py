@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from probing import stats
+import probing.patching.units as design
 from probing.patching.results import PairRun
 
 EMBEDDING_MEASURE = ("readout difference v(clean) - v(corrupt) = ||e(clean) - e(corrupt)||^2 (the embedding "
@@ -57,7 +58,7 @@ def too_few_note(units: int) -> str:
 
 
 def _ci(values: np.ndarray, n_boot: int, seed: int, groups) -> tuple[list[float], str]:
-    low, high, method = stats.cluster_ci(values[:, None], n_boot, seed=seed, groups=groups)
+    low, high, method = design.ci(values[:, None], n_boot, seed, groups)
     return [float(low[0]), float(high[0])], method
 
 
@@ -66,7 +67,6 @@ def controlled_gate(relation: np.ndarray, control: np.ndarray | None, measure: s
     """relation: per pair, v(clean) - v(corrupt) [pairs]; control: the same on each pair's control pair (NaN
     where it has none), or None without control pairs. Pairs without a control are left out of the paired
     comparison (and of its unit count)."""
-    groups = list(groups)
     ci, method = _ci(relation, n_boot, seed, groups)
     if control is None or np.isnan(control).all():
         units = stats.n_units(groups, len(relation))
@@ -75,7 +75,7 @@ def controlled_gate(relation: np.ndarray, control: np.ndarray | None, measure: s
                     note="no relation-free control pairs: any word swap moves the readout, so the gate cannot "
                          "pass and no head is named")
     matched = ~np.isnan(control)
-    matched_groups = [g for g, m in zip(groups, matched) if m]
+    matched_groups = design.take(groups, np.flatnonzero(matched))
     units = stats.n_units(matched_groups, int(matched.sum()))
     diff = relation[matched] - control[matched]
     diff_ci, method = _ci(diff, n_boot, seed, matched_groups)

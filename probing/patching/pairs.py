@@ -34,6 +34,7 @@ class Pair:
     clean_target: tuple[int, int] | None = None   # what the source word should attend to (attention score)
     corrupt_target: tuple[int, int] | None = None  # the same in the corrupt text (twins: the other referent)
     group: str = ""                        # resampling unit (defaults to the pair id)
+    predicate: str | None = None           # the second, crossed factor (built-in negation: meta.predicate)
     answers: tuple[str, str] | None = None  # LM readout: (the answer the clean text favours, the corrupt's)
     rows: tuple[str, ...] = ()             # the ids of the data rows the pair is made of (row accounting)
 
@@ -196,7 +197,8 @@ def _pair_from(clean, corrupt, pair_id: str) -> Pair:
     return Pair(id=pair_id, relation=clean.relation, clean=clean.text, corrupt=corrupt.text,
                 clean_source=tuple(clean.source_span), corrupt_source=tuple(corrupt.source_span),
                 clean_target=tuple(clean.target_span), corrupt_target=tuple(corrupt.target_span),
-                group=str(clean.meta.get("group", clean.meta.get("template", pair_id))))
+                group=str(clean.meta.get("group", clean.meta.get("template", pair_id))),
+                predicate=None if clean.meta.get("predicate") is None else str(clean.meta["predicate"]))
 
 
 UNUSED_CONTRACTION = "the item's n't form: the item is patched with its 'not' form (n't changes the piece count)"
@@ -368,7 +370,7 @@ def control_pairs(pairs: list[Pair], loaded: LoadedModel) -> PairSet:
             text = pair.corrupt[:start] + other + pair.corrupt[end:]
             candidate = Pair(id=f"{pair.id}:control", relation="control", clean=pair.corrupt, corrupt=text,
                              clean_source=(start, end), corrupt_source=(start, start + len(other)),
-                             clean_target=None, group=pair.group, answers=pair.answers)
+                             clean_target=None, group=pair.group, predicate=pair.predicate, answers=pair.answers)
             if usable(loaded, candidate)[0]:
                 controls.append(candidate)
                 break
@@ -424,7 +426,7 @@ def _twin_control(pair: Pair, loaded: LoadedModel, control: tuple[str, str]) -> 
     candidate = Pair(id=f"{pair.id}:control", relation="control", clean=pair.clean, corrupt=text,
                      clean_source=pair.clean_source,
                      corrupt_source=(pair.clean_source[0] + shift, pair.clean_source[1] + shift),
-                     clean_target=pair.clean_target, group=pair.group, answers=pair.answers)
+                     clean_target=pair.clean_target, group=pair.group, predicate=pair.predicate, answers=pair.answers)
     ok, reason, _info = usable(loaded, candidate)
     return (candidate, "") if ok else (None, f"control pair unusable: {reason}")
 

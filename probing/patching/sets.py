@@ -33,6 +33,7 @@ from probing.models import as_loaded
 from probing.patching.engine import patch_set_ids
 from probing.patching.pairs import usable
 from probing.patching.readouts import LogitReadout, normalise_all
+import probing.patching.units as design
 from probing.patching.results import PairRun
 from probing.patching.study import PatchingResult, pairs_to_run, patch_heads, sanity_summary
 
@@ -240,7 +241,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
             if ok:
                 pairs.append(pair)
                 infos.append(info)
-    groups = [p.group or p.id for p in pairs]
+    groups = design.pair_units(pairs)     # frames, crossed with predicates where every pair has one
     # A screened result has exact effects only for the heads it patched (NaN elsewhere): the effect sets are
     # chosen among those, which include the screen's top heads by estimate.
     effects = {kind: np.nan_to_num(result.table[kind].to_numpy(), nan=-np.inf) for kind in SET_KINDS}

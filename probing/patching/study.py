@@ -27,6 +27,7 @@ from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERA
 from probing.patching.gates import choose_gate
 from probing.patching.pairs import PairSet, coarse_counts, relation_controls, row_accounting
 from probing.patching.readouts import READOUTS, choose_readout, normalise, normalise_all
+import probing.patching.units as design
 from probing.patching.results import PairRun
 
 
@@ -159,7 +160,7 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     per_pair = {kind: np.stack([o.effects[kind].reshape(-1) for o in outs]) for kind in kinds}
     table = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)})
     for index, kind in enumerate(kinds):
-        low, high, method = _tested(per_pair[kind], lambda v: stats.cluster_ci(v, n_boot, seed=seed, groups=groups))
+        low, high, method = _tested(per_pair[kind], lambda v: design.ci(v, n_boot, seed, groups))
         p_fwer = _tested(per_pair[kind], lambda v: stats.sign_flip_tests(v, n_perm, seed + index, groups=groups))[1]
         table[kind], table[f"{kind}_ci_low"], table[f"{kind}_ci_high"] = per_pair[kind].mean(0), low, high
         table[f"{kind}_p_fwer"] = p_fwer
@@ -198,7 +199,7 @@ def _specificity(table, per_pair, control_outs, kinds, groups, n_perm, seed) -> 
     matched = [i for i, c in enumerate(control_outs) if c is not None]
     if not matched:
         return 0
-    matched_groups = [groups[i] for i in matched]
+    matched_groups = design.take(groups, matched)
     for index, kind in enumerate(kinds):
         ctrl = np.stack([control_outs[i].effects[kind].reshape(-1) for i in matched])
         diff = per_pair[kind][matched] - ctrl
@@ -247,7 +248,8 @@ def sanity_summary(outs, scale, logit_readout: bool) -> dict:
     return sanity
 
 
-def _notes(readout_text, scale, alpha, control, ci_method: str, units: int) -> list[str]:
+def _notes(readout_text, scale, alpha, control, ci_method: str, groups) -> list[str]:
+    units = stats.n_units(list(groups), len(groups))
     notes = [f"readout: {readout_text}; "
              + ("each pair's effects divided by its own clean - corrupt difference (clean = 1, corrupt = 0)"
                 if scale is None else f"effects divided by the mean clean - corrupt difference over pairs "
@@ -257,6 +259,11 @@ def _notes(readout_text, scale, alpha, control, ci_method: str, units: int) -> l
              f"{stats.MIN_UNITS} units; none when the behavioural gate fails",
              f"CIs: {ci_method}" + (" (small sample: t-based rather than the percentile bootstrap, which "
                                     "undercovers with few clusters)" if units < stats.SMALL_SAMPLE_UNITS else ""),
+             f"resampling units: {design.in_words(groups, len(groups))}"
+             + ("; the tests (p_fwer, relation > control) flip frames and predicates independently (crossed "
+                "sign-flip, maxT over heads) and each CI (the gate's too) is the wider of the frame-clustered and "
+                "the two-way interval; the attention-effect correlations resample frames only"
+                if design.is_crossed(groups) else ""),
              "single-head patching: a head without an effect here has shown no single-head effect with this "
              "readout; other heads can compensate, so this does not show the head is unused"]
     if not control:
@@ -302,7 +309,7 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     if method == "screen":
         outs, heads, screen = confirm_screen(loaded, kept, outs, kinds, max_rows, progress, lm, layout.n_heads,
                                              seed, all_positions=all_positions)
-    groups = [p.group or p.id for p in kept]
+    groups = design.pair_units(kept)      # frames, crossed with predicates where every pair has one
     table, per_pair, ci_method = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot,
                                                 n_perm, seed)
     control, control_outs = ({}, None) if not controls else _run_controls(loaded, kept, kinds, max_rows, lm,
@@ -335,5 +342,5 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
         named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution", control_units),
         control=control, seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
         norm_correlation=norm_correlation, rows=row_accounting(pair_set, kept) or {},
-        notes=_notes(readout_text, scale, alpha, control, ci_method, stats.n_units(groups, len(groups)))
+        notes=_notes(readout_text, scale, alpha, control, ci_method, groups)
         + method_notes(method))
