@@ -12,11 +12,14 @@ from analysis import options
 from probing import defaults
 
 SETS_FILE = "sets.csv"
+# probing.patching.readouts.READOUTS, spelt out so that parsing loads no torch (tests/test_cli.py checks they agree)
+READOUT_CHOICES = defaults.READOUTS + ("sentence", "probe")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.data(parser, "a JSONL file or a dataset name with paired rows (builtin-negation; twins with meta.twin / "
-                 "meta.twin_role)", required=True)
+                 "meta.twin_role; NEG-136; Winogender for a decoder); repeat it to patch several sets as one "
+                 "(e.g. --data neg136-simp --data neg136-nat)", required=True, action="append")
     options.model(parser)
     options.out(parser)
     options.data_root(parser)
@@ -24,10 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.n_boot(parser)
     options.n_perm(parser, "sign flips for the maxT tests")
     options.seed(parser)
-    parser.add_argument("--readout", choices=defaults.READOUTS, default=defaults.READOUTS[0],
-                        help="auto (default): the LM's logit difference for NEG-136-style rows when the model has a "
-                        "trained LM head, else the sentence embedding over the pieces both texts share; "
-                        "all-positions: the embedding over every piece, the swapped word included")
+    parser.add_argument("--readout", choices=READOUT_CHOICES, default=READOUT_CHOICES[0],
+                        help="auto (default): the LM's logit difference for NEG-136-style rows and, for a decoder, "
+                        "Winogender's profession -> pronoun contexts (Vig et al. 2020), when the model has a trained "
+                        "LM head, else the embedding over the pieces both texts share; all-positions: the embedding "
+                        "over every piece; sentence: the model's normalised output (mean over every piece, length "
+                        "1); probe: the mean over every piece projected on a negation direction, a linear probe "
+                        "trained on CD-SCO sentences (--probe-split), disjoint from the patched pairs")
+    parser.add_argument("--probe-split", choices=("train", "dev", "test"), default="train",
+                        help="the CD-SCO split the probe readout's negation direction is trained on (default: train; "
+                        "read under --data-root)")
+    parser.add_argument("--no-paths", action="store_true",
+                        help="skip path patching: by default the named heads and the top 3 per kind (noising, "
+                        "denoising) get their direct effect (later heads and MLPs frozen, so the change reaches the "
+                        "readout only along the residual stream) and their indirect effect through later layers")
     parser.add_argument("--kinds", type=options.comma_choices(defaults.PATCH_KINDS), default=None,
                         help=f"comma-separated subset of {', '.join(defaults.PATCH_KINDS)} (default: all)")
     parser.add_argument("--method", choices=defaults.PATCH_METHODS, default=defaults.PATCH_METHODS[0],
@@ -55,6 +68,10 @@ def _attention_scores(loaded, examples, relation: str, n_boot: int):
     return table
 
 
+def _data_name(names: list[str]) -> str:
+    return " + ".join(names)
+
+
 def _pair_key(example) -> str:
     """The pair a row belongs to: meta.twin, else meta.pair; an unpaired row is its own pair."""
     meta = example.meta or {}
@@ -79,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                   publish_result=main_process)
     if not main_process:
         return 0
-    _print_summary(result, args.data, sets)
+    _print_summary(result, _data_name(args.data), sets)
     print(f"took {result.seconds:.0f} s; wrote {', '.join(str(out / f) for f in files)}", file=sys.stderr)
     return 0
 
@@ -91,25 +108,34 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
     from probing.report.patching import write_patching_outputs
-    examples = load_examples(args.data, data_root=args.data_root)
+    examples = [e for name in args.data for e in load_examples(name, data_root=args.data_root)]
     loaded = load_model(args.model)
     examples = first_keeping_partners(examples, args.limit, unit=_pair_key)     # the first N pairs, each whole
     kinds = KINDS if args.kinds is None else args.kinds
     relation = examples[0].relation if examples else "negation"
+    direction = None
+    if args.readout == "probe":
+        from probing.patching.direction import cdsco_direction
+        direction = cdsco_direction(loaded, data_root=args.data_root, split=args.probe_split)
+        print(f"probe direction: {direction.source}; held-out accuracy {direction.accuracy:.3f}", file=sys.stderr)
     scores = _attention_scores(loaded, examples, relation, args.n_boot)
     # the correlation uses the attention on the patched pairs themselves (same items); the heads-table score
     # is kept beside it in effects.csv
     result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, n_boot=args.n_boot,
-                         n_perm=args.n_perm, seed=args.seed, progress=True, method=args.method)
+                         n_perm=args.n_perm, seed=args.seed, progress=True, method=args.method,
+                         direction=direction, paths=not args.no_paths)
+    if direction is not None:
+        result.notes.append(f"probe direction: {direction.source}; held-out accuracy {direction.accuracy:.3f}")
     result.table["attention_score"] = scores["attention_score"].to_numpy()
-    write_patching_outputs(result, staging, args.data)
+    write_patching_outputs(result, staging, _data_name(args.data))
     if not args.sets:
         return result, None
     from probing.outputs import atomic_write, write_text
     from probing.patching.sets import patch_head_sets
     from probing.report.patching import head_sets_markdown
     sets = patch_head_sets(loaded, examples, k=sizes, n_random=args.n_random, seed=args.seed, result=result,
-                           attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True)
+                           attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True,
+                           direction=None if direction is None else direction.vector)
     atomic_write(staging / SETS_FILE, lambda tmp: sets.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_text(staging / "report.md", (staging / "report.md").read_text() + "\n" + head_sets_markdown(sets))
     return result, sets

@@ -135,6 +135,7 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     pair_limit = [] if model == DEFAULT_MODEL or quick else ["--limit", "132"]
     steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds + sets
                       + pair_limit + patch_quick, ["builtin-negation"]))
+    steps += readout_steps(model, common, kinds, pair_limit, patch_quick, data_root)
     if available("wsc273", data_root):
         # Winograd twins: the special word flips the referent ("too large" / "too small"), the pronoun stays
         steps.append(Step("patching/wsc273", "patch", ["--data", "wsc273"] + common + kinds + patch_quick,
@@ -145,6 +146,35 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     steps.append(Step("ablation", "ablate", common + ablate_quick,
                       ["builtin-negation", "builtin-coref"] + [n for n in ("neg136-simp", "neg136-nat")
                                                                 if available(n, data_root)]))
+    return steps
+
+
+DECODERS = ("gemma-270m",)     # the short names that are decoders: they get the task (logit) readouts
+
+
+def readout_steps(model: str, common, kinds, pair_limit, patch_quick, data_root) -> list[Step]:
+    """Patching under the other readouts, each its own step with its own gate. An encoder: the model's
+    normalised output (`sentence`) and a negation direction (`probe`, trained on CD-SCO's training story) on
+    the built-in negation pairs. A decoder: its next-token logit difference on NEG-136 (both parts as one set,
+    Ettinger 2020) and on Winogender's profession -> pronoun contexts (Vig et al. 2020). Head sets are not
+    repeated per readout; path patching is (the named and top heads)."""
+    z_kinds = ["--kinds", "noising,denoising"] + kinds[2:]        # a screened model keeps --method screen
+    steps = []
+    if model in DECODERS:
+        neg136 = [n for n in ("neg136-simp", "neg136-nat") if available(n, data_root)]
+        if neg136:
+            steps.append(Step("patching/neg136", "patch", _data_flags(neg136) + common + ["--readout", "logits"]
+                              + ["--kinds", "noising,denoising"] + patch_quick, neg136))
+        if available("winogender", data_root):
+            steps.append(Step("patching/winogender", "patch", ["--data", "winogender"] + common
+                              + ["--readout", "logits"] + z_kinds + patch_quick, ["winogender"]))
+        return steps
+    steps.append(Step("patching/builtin-negation-sentence", "patch", ["--data", "builtin-negation"] + common
+                      + ["--readout", "sentence"] + z_kinds + pair_limit + patch_quick, ["builtin-negation"]))
+    if available("cd-sco-train", data_root):
+        steps.append(Step("patching/builtin-negation-probe", "patch", ["--data", "builtin-negation"] + common
+                          + ["--readout", "probe"] + z_kinds + pair_limit + patch_quick,
+                          ["builtin-negation", "cd-sco-train"]))
     return steps
 
 
@@ -258,6 +288,9 @@ def _cdsco_files(name: str, data_root) -> list[Path]:
     """The CD-SCO files behind a part's name ("cd-sco-dev", "cd-sco-test"); its loader lives apart from the
     dataset registry (`probing.examples.cdsco`), read only by the negated-word confirmation."""
     from probing.examples import cdsco
+    if name == "cd-sco-train":      # the training story: read only to train the probe readout's direction
+        from probing.patching.direction import cdsco_files
+        return cdsco_files("train", data_root)
     return cdsco.files(name, data_root)
 
 

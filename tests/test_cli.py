@@ -404,3 +404,9 @@ def test_the_line_reader_is_linear_on_blank_lines(tmp_path):
     started = time.process_time()
     examples, _ = read_jsonl(path)
     assert len(examples) == 2 and time.process_time() - started < 3.0
+
+
+def test_the_patch_commands_readout_choices_are_the_librarys():
+    from analysis.patch import READOUT_CHOICES
+    from probing.patching.readouts import READOUTS
+    assert READOUT_CHOICES == READOUTS

@@ -5,7 +5,7 @@ finite differences on a float64 model, to 1e-4), it ranks heads as exact patchin
 import numpy as np
 import pytest
 
-from probing.patching.readouts import pooled_positions
+from probing.patching.readouts import SHARED
 import torch
 from scipy.stats import spearmanr
 
@@ -44,7 +44,7 @@ def test_estimate_is_the_finite_difference_derivative(tiny_masked_path):
     out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, pieces.swapped, [],
                         ("noising", "denoising", "pattern_noising", "pattern_denoising"))
     # the readout the estimate used: the embedding over the pieces both texts share
-    base, value, base_values, *_ = _gradient_run(module, ids, None, pooled_positions(pieces.clean_ids, pieces.corrupt_ids))
+    base, value, base_values, *_ = _gradient_run(module, ids, None, SHARED, pieces.clean_ids, pieces.corrupt_ids)
     worst, scale = 0.0, 0.0
     for kind, values in out.values.items():
         run, pattern = (1 if kind.endswith("denoising") else 0), kind.startswith("pattern")

@@ -10,7 +10,7 @@ from probing import hooks
 from probing.models import load_model
 from probing.patching import pairs as pairs_module, patch_heads
 from probing.patching.engine import patch_ids, patch_set_ids
-from probing.patching.readouts import normalise, run_readout, value_function
+from probing.patching.readouts import normalise, run_readout
 from probing.patching.sets import (distinct_sets, holm_over_sets, layer_matched_sets, patch_head_sets,
                                    random_set_test, rank_in_layer, top_heads)
 from tests.patching_cases import CLEAN, CORRUPT, _neg
@@ -58,7 +58,10 @@ def _all_patched_by_hand(loaded, clean_ids, corrupt_ids, heads):
     ids = torch.tensor([clean_ids, corrupt_ids])
     base = run_readout(module, ids, None)
     shared = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a == b]
-    value, base_values, _ = value_function(base, None, shared)
+    keep = torch.tensor(shared)
+    direction = base.double()[0, keep].mean(0) - base.double()[1, keep].mean(0)
+    value = lambda hidden: hidden.double()[:, keep].mean(1) @ direction       # noqa: E731
+    base_values = value(base)
     with hooks.cache_z(module) as z:
         run_readout(module, ids[1:], None)
     with hooks.replace_z(module, {(l, h): z[l][0, :, h] for l, h in heads}):

@@ -33,7 +33,7 @@ from probing.defaults import PATCH_METHODS, SEED
 from probing import attention as attention_function, hooks
 from probing.patching.results import PairRun, SanityReadings
 from probing.patching.runs import BaseRun, clean_attention, patched_values, plan_rows, sanity_readings
-from probing.patching.readouts import LogitReadout, pooled_positions, value_function
+from probing.patching.readouts import SHARED, LogitReadout, Pooling, value_function
 
 METHODS = PATCH_METHODS        # (probing.defaults)
 
@@ -66,7 +66,8 @@ def _shifted(store: dict, layer: int):
     return fn
 
 
-def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, positions: list[int] | None = None):
+def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, pooling: Pooling = SHARED,
+                  clean_ids=None, corrupt_ids=None):
     """(base run as `runs.BaseRun`, readout value fn, base values [2], distance, dm/dz per layer
     [2, pos, head, d_head], dm/dpattern per layer [2, head, q, k]): one forward of both texts with gradients and
     one backward pass of the sum of both rows' values."""
@@ -79,7 +80,7 @@ def _gradient_run(module, ids: torch.Tensor, readout: LogitReadout | None, posit
             hooks.cache_layer_inputs(module) as layer_inputs, \
             attention_function.measuring_norms(grams, module) as norms:
         output = _readout_with_grad(module, ids, readout)
-        value, base_values, distance = value_function(output.detach(), readout, positions)
+        value, base_values, distance = value_function(output.detach(), readout, pooling, clean_ids, corrupt_ids)
         leaves = [z_store[l][1] for l in range(layout.n_layers)] + \
                  [pattern_store[l][1] for l in range(layout.n_layers)]
         grads = torch.autograd.grad(value(output).sum(), leaves)
@@ -112,7 +113,7 @@ def _estimates(kind: str, base: BaseRun, z_grads, pattern_grads, source: list[in
 
 def attribute_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
                   kinds, max_rows: int = 512, readout: LogitReadout | None = None, check: bool = True,
-                  all_positions: bool = False) -> PairRun:
+                  pooling: Pooling = SHARED) -> PairRun:
     """`engine.patch_ids`'s output (same fields, raw readout values) with the patched runs' values estimated
     to first order instead of run; the sanity rows run exactly. check=False skips them (their values are NaN):
     they cost as much again as the gradient run, and the demo's quick first answer leaves them to the exact
@@ -120,7 +121,7 @@ def attribute_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: 
     started = time.perf_counter()
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base, value, base_values, distance, z_grads, pattern_grads = _gradient_run(
-        module, ids, readout, pooled_positions(clean_ids, corrupt_ids, all_positions))
+        module, ids, readout, pooling, clean_ids, corrupt_ids)
     by_kind = {kind: _estimates(kind, base, z_grads, pattern_grads, source, base_values) for kind in kinds}
     layout = hooks.head_layout(module)
     sanity_rows = plan_rows(layout.n_layers, layout.n_heads, ())     # the sanity rows alone

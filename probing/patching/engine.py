@@ -26,7 +26,7 @@ from probing import hooks
 from probing.defaults import PATCH_KINDS
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, span_pieces, minimal_pair, usable
-from probing.patching.readouts import LogitReadout, language_model, normalise, pooled_positions, value_function
+from probing.patching.readouts import ALL, SHARED, LogitReadout, Pooling, language_model, normalise, value_function
 from probing.patching.results import PairRun
 from probing.patching.runs import (PatchRow, all_heads, base_run, clean_attention, patched_values, plan_rows,
                                    sanity_readings)
@@ -46,7 +46,7 @@ def check_kinds(kinds) -> tuple[str, ...]:
 
 def patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list[int], target: list[int],
               kinds, max_rows: int, readout: LogitReadout | None = None, heads=None,
-              all_positions: bool = False) -> PairRun:
+              pooling: Pooling = SHARED) -> PairRun:
     """The batched core: one base run of both texts (caching z, patterns and layer inputs), then every head's
     patched runs.
 
@@ -58,8 +58,7 @@ def patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list
     layout = hooks.head_layout(module)
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout,
-                                                  pooled_positions(clean_ids, corrupt_ids, all_positions))
+    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
     heads = all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
     rows = plan_rows(layout.n_layers, layout.n_heads, kinds, heads)
     values = patched_values(module, ids, rows, base, source, max_rows, readout, value)
@@ -92,7 +91,7 @@ def set_rows(head_sets, kinds=("noising", "denoising")) -> list[PatchRow]:
 
 
 def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_sets, kinds=("noising", "denoising"),
-                  max_rows: int = 512, readout: LogitReadout | None = None, all_positions: bool = False) -> PairRun:
+                  max_rows: int = 512, readout: LogitReadout | None = None, pooling: Pooling = SHARED) -> PairRun:
     """As `patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
     takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
     effects, and a one-head set gives exactly that head's single-head number."""
@@ -101,8 +100,7 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
     head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
     ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
     base = base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout,
-                                                  pooled_positions(clean_ids, corrupt_ids, all_positions))
+    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
     rows = set_rows(head_sets, kinds)
     values = patched_values(module, ids, rows, base, [], max_rows, readout, value)
     n = len(head_sets)
@@ -113,20 +111,21 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
-              method: str = "exact", heads=None, all_positions: bool = False) -> tuple[list, list, PairSet]:
+              method: str = "exact", heads=None, pooling: Pooling = SHARED) -> tuple[list, list, PairSet]:
     """Patch every usable pair (through `lm` with the logit readout when given; the embedding readout leaves the
-    swapped pieces out unless `all_positions`), exactly or (method "attribution") by the first-order estimate
+    swapped pieces out unless the pooling says otherwise), exactly or (method "attribution") by the first-order estimate
     of `attribution.py`; unusable ones join the skipped list with their reason. Effects are not normalised yet
-    (see `readouts.normalise_all`). heads: patch only these (layer, head)s exactly (others NaN)."""
+    (see `readouts.normalise_all`). heads: patch only these (layer, head)s exactly (others NaN). pooling: how
+    a readout without an LM head pools the final states (`readouts.Pooling`)."""
     from probing.parallel import launched_in_parallel, map_shards
     if not launched_in_parallel():
         outs, kept, skipped = _run_shard(loaded, pair_set.pairs, kinds, max_rows, progress, lm, method, heads,
-                                              all_positions)
+                                         pooling)
         return outs, kept, pair_set.with_pairs(kept, list(pair_set.skipped) + skipped)
     # Under `accelerate launch`: each process patches its contiguous shard of pairs; every process gets all
     # shards back in rank order, i.e. the original order, so everything downstream sees one process's lists.
     parts = map_shards(lambda shard, show: _run_shard(loaded, shard, kinds, max_rows, show, lm, method, heads,
-                                                        all_positions),
+                                                        pooling),
                        pair_set.pairs, progress)
     outs = [o for part in parts for o in part[0]]
     kept = [p for part in parts for p in part[1]]
@@ -134,7 +133,7 @@ def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,
     return outs, kept, pair_set.with_pairs(kept, list(pair_set.skipped) + skipped)
 
 
-def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads, all_positions):
+def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method, heads, pooling):
     """(outputs, kept pairs, skipped (id, reason)) of `pairs` in this process."""
     from tqdm import tqdm
     from probing.patching.attribution import attribute_ids
@@ -148,7 +147,7 @@ def _run_shard(loaded, pairs: list[Pair], kinds, max_rows, progress, lm, method,
             continue
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         outs.append(patch_one(loaded.model if lm is None else lm, *info["ids"], info["source"], info["target"],
-                              kinds, max_rows, readout, all_positions=all_positions))
+                              kinds, max_rows, readout, pooling=pooling))
         kept.append(pair)
     return outs, kept, skipped
 
@@ -287,6 +286,7 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
     check=False (method "attribution" only): skip the sanity runs; `sanity` is then {"passed": None}."""
     from probing.patching.attribution import attribute_ids, check_method
     check_method(method, ("exact", "attribution"))
+    pooling = ALL if all_positions else SHARED
     loaded = as_loaded(model)
     kinds = check_kinds(kinds)
     for name, text in (("clean", clean_text), ("corrupt", corrupt_text)):
@@ -301,11 +301,11 @@ def patch_pair(model, clean_text: str, corrupt_text: str, *, source: tuple[int, 
                                          answers, relation)
     if method == "attribution":
         out = attribute_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
-                            max_rows, readout, check, all_positions=all_positions)
+                            max_rows, readout, check, pooling=pooling)
     else:
         heads = None if heads is None else hooks.check_heads(heads, *_layout_size(module))
         out = patch_ids(module, pieces.clean_ids, pieces.corrupt_ids, source_pieces, target_pieces, kinds,
-                         max_rows, readout, heads, all_positions)
+                         max_rows, readout, heads, pooling)
     scale = out.difference
     if abs(scale) < 1e-9:
         raise ValueError("the two texts give the same readout: there is nothing to patch")

@@ -20,9 +20,13 @@ from probing.patching.results import PairRun
 
 EMBEDDING_MEASURE = ("readout difference v(clean) - v(corrupt) = ||e(clean) - e(corrupt)||^2 (the embedding "
                      "the effects are fractions of)")
+POOLING_MEASURE = {"sentence": "readout difference v(clean) - v(corrupt) = ||n(clean) - n(corrupt)||^2 (the model's "
+                               "normalised output the effects are fractions of)",
+                   "probe": "readout difference v(clean) - v(corrupt): the pooled final states' value along the "
+                            "negation direction, clean minus corrupt"}
 LOGIT_MEASURE = {"negation": "logit difference (target_neg - target_aff), clean (negated) minus corrupt (adverb)",
-                 "coreference": "logit difference (clean answer - corrupt answer) at the masked pronoun, clean "
-                                "twin minus corrupt twin"}
+                 "coreference": "logit difference (answers[0] - answers[1]) at the readout position (a masked LM's "
+                                "masked pronoun; a decoder's last position before the pronoun), clean minus corrupt"}
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,12 @@ def controlled_gate(relation: np.ndarray, control: np.ndarray | None, measure: s
 
 
 def choose_gate(relation: str, outs: list[PairRun], control_outs: list[PairRun | None] | None, *,
-                logit_readout: bool, n_boot: int, seed: int, groups: list[str]) -> Gate:
+                logit_readout: bool, n_boot: int, seed: int, groups: list[str], pooling: str = "shared") -> Gate:
     """The one place where a run's gate is decided. `outs`: each kept pair's raw patching output (`clean`,
     `corrupt`: the unpatched readout values); `control_outs`: per kept pair its control pair's output (None
     where it has none), or None when the run has no control pairs."""
-    measure = (LOGIT_MEASURE.get(relation, LOGIT_MEASURE["coreference"]) if logit_readout else EMBEDDING_MEASURE)
+    measure = (LOGIT_MEASURE.get(relation, LOGIT_MEASURE["coreference"]) if logit_readout
+               else POOLING_MEASURE.get(pooling, EMBEDDING_MEASURE))
     relation_diff = np.array([o.difference for o in outs])
     control_diff = None if control_outs is None else np.array(
         [np.nan if c is None else c.difference for c in control_outs])

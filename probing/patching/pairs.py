@@ -271,12 +271,27 @@ def row_accounting(pair_set: PairSet, kept: list[Pair]) -> dict | None:
     return {"rows": pair_set.n_rows, "patched": patched, "not_patched": not_patched}
 
 
+_IRREGULAR_NT = {"ca": "can", "wo": "will", "sha": "shall", "ai": "is"}    # the stem before "n't"
+
+
+def expand_contraction(context: str) -> str | None:
+    """The context with its first "n't" written out ("isn't very" -> "is not very", "can't" -> "can not",
+    "won't" -> "will not"), or None when it has none. An adverb can then swap "not" piece for piece, which no
+    word can do for "isn't" (NEG-136-NAT's cues are contractions)."""
+    match = re.search(r"\b(\w+?)n['’]t\b", context)
+    if match is None:
+        return None
+    stem = match.group(1)
+    return context[:match.start()] + _IRREGULAR_NT.get(stem.lower(), stem) + " not" + context[match.end():]
+
+
 def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
     """NEG-136-style pairs for a language-model readout, from negated rows whose meta has `context_neg`,
     `target_aff` and `target_neg`: clean = the negated context ("A trout is not a"), corrupt = the same with the
     cue swapped for the first adverb of as many pieces ("A trout is really a"); the answers are (target_neg,
     target_aff), so a model that reads "not" favours the first after the clean context. A masked LM reads a
-    mask after the context ("A trout is not a [MASK]."); a decoder reads its last position."""
+    mask after the context ("A trout is not a [MASK]."); a decoder reads its last position. A contracted cue
+    is written out first ("isn't" -> "is not", `expand_contraction`): the clean text is then the expanded one."""
     mask = loaded.tokenizer.mask_token if masked else None
     if masked and mask is None:
         raise ValueError("this tokenizer has no mask token: a masked-LM readout is impossible")
@@ -292,9 +307,11 @@ def completion_pairs(examples, loaded: LoadedModel, masked: bool) -> PairSet:
             continue
         rows_of[pair_id] = (example.id,)
         cue = re.search(r"\bnot\b", context)
+        if cue is None and (expanded := expand_contraction(context)) is not None:
+            context = expanded
+            cue = re.search(r"\bnot\b", context)
         if cue is None:
-            skipped.append((pair_id, "the cue is a contraction (n't): no adverb swaps it piece for piece"
-                            if "n't" in context or "n’t" in context else "no 'not' in the context"))
+            skipped.append((pair_id, "no 'not' in the context"))
             continue
         suffix = f" {mask}." if masked else ""
         clean = context + suffix

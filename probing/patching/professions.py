@@ -209,6 +209,16 @@ def profession_pairs(examples, loaded: LoadedModel, *, stats_path: str | Path | 
     return PairSet(pairs, skipped, n_rows=len(examples), unused_rows=unused, rows_of=rows_of)
 
 
+CONTROLS_BUILT_FROM = ("each profession context against the same context with the nearest occupation of the "
+                       "same majority gender (by BLS share of women) of as many pieces")
+
+
+def are_profession_pairs(pairs: list[Pair], loaded: LoadedModel) -> bool:
+    """Whether these are a decoder's coreference pairs with answers: `profession_pairs`' (Winograd twins are
+    read by an encoder's masked LM)."""
+    return bool(pairs) and loaded.is_causal and all(p.relation == "coreference" and p.answers for p in pairs)
+
+
 def control_occupations(occupation: str, stats: dict[str, float]) -> list[str]:
     """The other occupations of the same majority gender, nearest in bls_pct_female first, ties by name."""
     pct = stats[occupation.lower()]

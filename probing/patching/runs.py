@@ -20,7 +20,7 @@ from probing.patching.results import CleanAttention, SanityReadings
 
 @dataclass(frozen=True)
 class PatchRow:
-    kind: str         # one of KINDS, or a sanity row
+    kind: str         # one of KINDS, a path kind (DIRECT_KINDS), or a sanity row
     layer: int        # the layer the row edits (a set's: its first layer, where the row starts)
     head: int
     run: int          # the run the row starts from: 0 clean, 1 corrupt; its patches take the other run's values
@@ -30,6 +30,13 @@ class PatchRow:
         """The (layer, head)s whose z this row takes from the other run: its set, or its one head."""
         return self.heads if self.heads is not None else ((self.layer, self.head),)
 
+
+# Path patching (Wang et al. 2022): the head takes the other run's z as in noising / denoising, while every
+# later head's z stays at the row's own run's values; MLPs and layer norms are recomputed (Wang et al.'s
+# convention: they are part of the path to the output), so the change reaches the readout without passing
+# through any later attention head: the head's direct effect. Its total minus that is the effect through later
+# heads (indirect).
+DIRECT_KINDS = {"noising": "direct_noising", "denoising": "direct_denoising"}
 
 SANITY_ROWS = 3      # own activations from clean, own activations from corrupt, clean embeddings in corrupt
 OWN_CLEAN = PatchRow("sanity_own", -1, -1, 0)           # the clean run with its own z and patterns everywhere
@@ -47,6 +54,16 @@ def plan_rows(n_layers: int, n_heads: int, kinds, heads=None) -> list[PatchRow]:
     clean, denoising from corrupt; the own-run rows from each run; the embedding check from corrupt."""
     heads = all_heads(n_layers, n_heads) if heads is None else heads
     rows = [PatchRow(kind, layer, head, 1 if kind.endswith("denoising") else 0)
+            for kind in kinds for layer, head in heads]
+    return rows + [OWN_CLEAN, OWN_CORRUPT, EMBEDDING_CHECK]
+
+
+def direct_rows(heads, kinds) -> list[PatchRow]:
+    """One direct-path row per (kind, head) for kinds among noising / denoising, then the sanity rows."""
+    bad = [k for k in kinds if k not in DIRECT_KINDS]
+    if bad:
+        raise ValueError(f"path patching takes the z kinds (noising, denoising), got {bad}")
+    rows = [PatchRow(DIRECT_KINDS[kind], layer, head, 1 if kind == "denoising" else 0)
             for kind in kinds for layer, head in heads]
     return rows + [OWN_CLEAN, OWN_CORRUPT, EMBEDDING_CHECK]
 
@@ -83,7 +100,8 @@ def _as_patch(layer: int, items: list, query=None) -> hooks.HeadPatch:
 
 def _chunk_patches(rows: list[PatchRow], z: dict, patterns: dict, source: torch.Tensor, n_layers: int, n_heads: int):
     """(z patches, pattern patches) for one chunk of rows: z [2, pos, head, d_head] and patterns [2, head, q, k]
-    per layer are the unpatched runs'; pattern patches are whole patterns or the source word's query rows."""
+    per layer are the unpatched runs'; pattern patches are whole patterns or the source word's query rows; a
+    direct-path row also freezes every later head's z at its own run's."""
     z_rows: dict[int, list] = {}
     pattern_rows: dict[tuple[int, bool], list] = {}      # (layer, source rows only) -> items
     for local, row in enumerate(rows):
@@ -91,6 +109,11 @@ def _chunk_patches(rows: list[PatchRow], z: dict, patterns: dict, source: torch.
         if row.kind in ("noising", "denoising"):
             for layer, head in row.patched():
                 z_rows.setdefault(layer, []).append((local, head, z[layer][other, :, head]))
+        elif row.kind in DIRECT_KINDS.values():
+            z_rows.setdefault(row.layer, []).append((local, row.head, z[row.layer][other, :, row.head]))
+            for layer in range(row.layer + 1, n_layers):      # later heads frozen at the row's own run
+                z_rows.setdefault(layer, []).extend((local, head, z[layer][row.run, :, head])
+                                                    for head in range(n_heads))
         elif row.kind in ("pattern_noising", "pattern_denoising"):
             pattern_rows.setdefault((row.layer, False), []).append(
                 (local, row.head, patterns[row.layer][other, row.head]))

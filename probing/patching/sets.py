@@ -32,7 +32,7 @@ from probing import hooks, stats
 from probing.models import as_loaded
 from probing.patching.engine import patch_set_ids
 from probing.patching.pairs import usable
-from probing.patching.readouts import LogitReadout, normalise_all
+from probing.patching.readouts import SHARED, LogitReadout, Pooling, normalise_all, pooling_for
 import probing.patching.units as design
 from probing.patching.results import PairRun
 from probing.patching.study import PatchingResult, pairs_to_run, patch_heads, sanity_summary
@@ -136,14 +136,14 @@ def distinct_sets(sets: list[dict]) -> tuple[list[tuple], list[tuple[int, list[i
     return list(column), layout
 
 
-def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, all_positions: bool = False) -> list[PairRun]:
+def _run_kind(loaded, pairs_info, lm, kind: str, head_sets, max_rows: int, pooling: Pooling = SHARED) -> list[PairRun]:
     """Every pair's raw set values for one kind (see `engine.patch_set_ids`), read out as the single-head
-    study reads (the embedding over the pieces both texts share unless `all_positions`)."""
+    study reads (`pooling`: how a readout without an LM head pools the final states)."""
     outs = []
     for info in pairs_info:
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         outs.append(patch_set_ids(loaded.model if lm is None else lm, *info["ids"], head_sets, (kind,), max_rows,
-                                  readout, all_positions=all_positions))
+                                  readout, pooling=pooling))
     return outs
 
 
@@ -203,14 +203,15 @@ def holm_over_sets(table: pd.DataFrame) -> pd.DataFrame:
 def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, seed: int = SEED,
                     result: PatchingResult | None = None, attention_scores=None, readout: str = "auto",
                     n_boot: int = N_BOOT, max_pairs: int | None = None, max_rows: int = 512,
-                    progress: bool = False) -> HeadSetResult:
+                    progress: bool = False, direction=None) -> HeadSetResult:
     """Patch head sets together on the usable pairs of `examples` (see the module docstring).
 
     result: the single-head study on the same examples (`patch_heads`), whose effects rank heads for (b) and
     whose pairs are used; computed here (noising and denoising only) when not given. attention_scores: as for
     `patch_heads` (a heads table with attrs["score"], or a [layers, heads] array); default: the single-head
-    study's clean-run attention source -> target."""
+    study's clean-run attention source -> target. direction: the probe readout's negation direction [d_model]."""
     ks = tuple(k)
+    pooling = pooling_for(readout, direction, getattr(result, "readout", ""))
     if not ks or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in ks):
         raise ValueError(f"k must be positive whole numbers (set sizes), got {list(ks)}")
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1:
@@ -222,7 +223,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     if result is None:
         result = patch_heads(loaded, examples, kinds=SET_KINDS, readout=readout, attention_scores=attention_scores,
                              n_boot=n_boot, n_perm=1000, seed=seed, max_pairs=max_pairs, max_rows=max_rows,
-                             progress=progress)
+                             progress=progress, direction=direction)
     if result.method == "attribution":
         raise ValueError("head sets rank heads by their exact single-head effects; the result has estimates only "
                          "(method='attribution'): use method='exact' or 'screen'")
@@ -251,8 +252,8 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     for kind, sets in plans.items():
         head_sets, layout_of_sets = distinct_sets(sets)
         n_distinct[kind] = len(head_sets)
-        outs = _run_kind(loaded, infos, lm, kind, [list(h) for h in head_sets], max_rows, readout == "all-positions")
-        scale = normalise_all(outs, per_pair_scale=lm is None)
+        outs = _run_kind(loaded, infos, lm, kind, [list(h) for h in head_sets], max_rows, pooling)
+        scale = normalise_all(outs, per_pair_scale=lm is None and pooling.per_pair_scale)
         sanity_outs += outs
         per_pair = np.stack([o.effects[kind] for o in outs])                  # [pairs, distinct sets]
         rows += _set_rows(kind, sets, layout_of_sets, per_pair, result.table[kind].to_numpy(), layout.n_heads,

@@ -26,9 +26,18 @@ from probing.models import as_loaded
 from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
 from probing.patching.gates import choose_gate
 from probing.patching.pairs import PairSet, coarse_counts, relation_controls, row_accounting
-from probing.patching.readouts import READOUTS, choose_readout, normalise, normalise_all
+from probing.patching.paths import PATH_KINDS, heads_to_trace, trace_paths
+from probing.patching.professions import CONTROLS_BUILT_FROM, are_profession_pairs, profession_controls
+from probing.patching.readouts import READOUTS, Pooling, SHARED, choose_readout, describe_pooling, normalise, \
+    normalise_all, pooling_for
 import probing.patching.units as design
 from probing.patching.results import PairRun
+
+
+# A head is named only when its mean effect is at least this share of the clean - corrupt difference: with
+# hundreds of pairs, maxT can make an effect of 0.001 significant, and such a head explains nothing.
+# (Belongs in probing.defaults, where it moves at the next full regeneration: editing defaults re-keys every report.)
+MIN_EFFECT = 0.02
 
 
 @dataclass
@@ -58,6 +67,7 @@ class PatchingResult:
     screen: dict = field(default_factory=dict)   # screen: estimate vs exact on the heads patched exactly
     norm_correlation: dict = field(default_factory=dict)   # as `correlation`, for the norm-based attention
     rows: dict = field(default_factory=dict)   # every data row patched or counted unused (`pairs.row_accounting`)
+    paths: dict = field(default_factory=dict)  # direct and indirect effects of the traced heads (`paths.PathResult`)
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k heads with the largest mean effect `by` (default: the first kind run): layer, head, the
@@ -83,14 +93,15 @@ class PatchingResult:
             "named": {k: [list(h) for h in v] for k, v in self.named.items()},
             "top": {kind: [list(t) for t in self.ranked(kind)] for kind in self.per_pair},
             "control": self.control, "seconds": self.seconds, "notes": self.notes, "method": self.method,
-            "screen": self.screen, "norm_correlation": self.norm_correlation, "rows": self.rows})
+            "screen": self.screen, "norm_correlation": self.norm_correlation, "rows": self.rows,
+            "paths": self.paths})
 
 
 # ---- The steps of patch_heads -----------------------------------------------------------------------------
 
 def confirm_screen(loaded, kept: list, estimate_outs: list[PairRun], kinds, max_rows: int, progress: bool, lm,
                    n_heads: int, seed: int = SEED, top_k: int = SCREEN_TOP_K, n_random: int = SCREEN_RANDOM,
-                   all_positions: bool = False):
+                   pooling: Pooling = SHARED):
     """Exact patching of the heads the estimates pick (`screened_heads`) on the same pairs. Returns (the exact
     runs' outputs, normalised, NaN for heads not patched, each with its pair's `estimates`; the heads patched;
     the screen's summary: per kind the agreement of estimate and exact over those heads, and the largest exact
@@ -98,10 +109,10 @@ def confirm_screen(loaded, kept: list, estimate_outs: list[PairRun], kinds, max_
     estimates = {kind: np.stack([o.effects[kind].reshape(-1) for o in estimate_outs]) for kind in kinds}
     heads, drawn = screened_heads(estimates, n_heads, top_k, n_random, seed)
     outs, confirmed, _ = run_pairs(loaded, PairSet(kept, []), kinds, max_rows, progress, lm, heads=heads,
-                                   all_positions=all_positions)
+                                   pooling=pooling)
     if [p.id for p in confirmed] != [p.id for p in kept]:
         raise RuntimeError("the screen's exact runs did not keep the same pairs as its estimates")
-    normalise_all(outs, per_pair_scale=lm is None)
+    normalise_all(outs, per_pair_scale=lm is None and pooling.per_pair_scale)
     for out, estimate in zip(outs, estimate_outs):
         out.estimates = estimate.effects
     summary = {"top_k": top_k, "n_random": len(drawn), "heads_patched_exactly": [list(h) for h in heads],
@@ -173,18 +184,19 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     return table, per_pair, method
 
 
-def _run_controls(loaded, kept, kinds, max_rows, lm, all_positions: bool, scale, method="exact", heads=None):
+def _run_controls(loaded, kept, kinds, max_rows, lm, pooling: Pooling, scale, method="exact", heads=None):
     """Runs the relation-free control pairs of the kept pairs (negation: adverb <-> adverb; twins: a swap that
     keeps the referent) through every kind. Returns (the control summary, per kept pair its control pair's
     output or None), or ({}, None) for a relation without controls. Control effects are in the same units as the
     relation's: each control pair's own difference (embedding), or the relation pairs' mean difference (logits,
     where a control's own difference is ~0 by design)."""
-    built = relation_controls(kept, loaded)
+    built = ((profession_controls(kept, loaded), CONTROLS_BUILT_FROM) if are_profession_pairs(kept, loaded)
+             else relation_controls(kept, loaded))
     if built is None:
         return {}, None
     control_set, how = built
     control_outs, control_kept, control_set = run_pairs(loaded, control_set, kinds, max_rows, False, lm,
-                                                        method=method, heads=heads, all_positions=all_positions)
+                                                        method=method, heads=heads, pooling=pooling)
     for out in control_outs:
         out.effects, out.sanity = normalise(out, out.difference if scale is None else scale)
     control = {"built_from": how, "n_pairs": len(control_outs), "skipped": coarse_counts(control_set.skipped),
@@ -212,15 +224,18 @@ def _specificity(table, per_pair, control_outs, kinds, groups, n_perm, seed) -> 
 
 
 def _named_heads(table, kinds, alpha: float, gate_passed: bool, control_units: int) -> dict[str, list[tuple[int, int]]]:
-    """Per kind, the heads whose effect is significant (p_fwer < alpha) AND beats the same head's effect on the
-    control pairs (specific p_fwer < alpha, maxT over heads), largest effect first. None when the gate fails,
-    without control pairs, or with fewer than MIN_UNITS units: nothing is named from p_fwer alone."""
+    """Per kind, the heads whose effect is significant AND beats the same head's effect on the control pairs
+    (maxT over heads for each), both at alpha / (number of kinds) (Bonferroni over the kinds run), and whose
+    mean effect is at least MIN_EFFECT, largest effect first. None when the gate fails, without control pairs,
+    or with fewer than MIN_UNITS units: nothing is named from p_fwer alone."""
     named = {}
+    alpha = alpha / len(kinds)
     for kind in kinds:
         if not gate_passed or control_units < stats.MIN_UNITS or f"{kind}_specific_p_fwer" not in table:
             named[kind] = []
             continue
-        significant = table[(table[f"{kind}_p_fwer"] < alpha) & (table[f"{kind}_specific_p_fwer"] < alpha)]
+        significant = table[(table[f"{kind}_p_fwer"] < alpha) & (table[f"{kind}_specific_p_fwer"] < alpha)
+                            & (table[kind] >= MIN_EFFECT)]
         named[kind] = [(int(r.layer), int(r.head)) for r in significant.sort_values(kind, ascending=False).itertuples()]
     return named
 
@@ -248,15 +263,17 @@ def sanity_summary(outs, scale, logit_readout: bool) -> dict:
     return sanity
 
 
-def _notes(readout_text, scale, alpha, control, ci_method: str, groups) -> list[str]:
+def _notes(readout_text, scale, alpha, control, ci_method: str, groups, n_kinds: int = 1) -> list[str]:
     units = stats.n_units(list(groups), len(groups))
     notes = [f"readout: {readout_text}; "
              + ("each pair's effects divided by its own clean - corrupt difference (clean = 1, corrupt = 0)"
                 if scale is None else f"effects divided by the mean clean - corrupt difference over pairs "
                 f"({scale:.4g}), so clean = 1 and corrupt = 0 on average"),
-             f"named heads: p_fwer < {alpha} (maxT over all heads, one-sided effect > 0) and effect on the relation "
-             f"pairs > effect on their control pairs at p_fwer < {alpha} (paired by item, maxT); at least "
-             f"{stats.MIN_UNITS} units; none when the behavioural gate fails",
+             f"named heads: p_fwer < {alpha}/{n_kinds} (maxT over all heads, one-sided effect > 0; Bonferroni over "
+             f"the {n_kinds} kinds run) and effect on the relation pairs > effect on their control pairs at the same "
+             f"level (paired by item, maxT), and a mean effect of at least {MIN_EFFECT} (a {MIN_EFFECT:.0%} share of "
+             f"the clean - corrupt difference); at least {stats.MIN_UNITS} units; none when the behavioural gate "
+             "fails",
              f"CIs: {ci_method}" + (" (small sample: t-based rather than the percentile bootstrap, which "
                                     "undercovers with few clusters)" if units < stats.SMALL_SAMPLE_UNITS else ""),
              f"resampling units: {design.in_words(groups, len(groups))}"
@@ -274,7 +291,7 @@ def _notes(readout_text, scale, alpha, control, ci_method: str, groups) -> list[
 def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attention_scores=None,
                 controls: bool = True, n_boot: int = N_BOOT, n_perm: int = N_PERM, alpha: float = ALPHA, seed: int = SEED,
                 max_pairs: int | None = None, max_rows: int = 512, progress: bool = False,
-                method: str = "exact") -> PatchingResult:
+                method: str = "exact", direction=None, paths: bool = True) -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal
     pairs in `examples` and on their relation-free control pairs, with CIs, maxT p_fwer, the behavioural gate and
     the within-layer attention-vs-effect correlation.
@@ -289,7 +306,11 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     method: "exact" (every head patched), "attribution" (first-order estimates for every head, no head named:
     `attribution.py`) or "screen" (estimates for every head, then exact patching of the top heads by estimate
     plus a random sample of the rest; only those are tested and named; `{kind}_estimate` columns and `screen`
-    hold estimate vs exact)."""
+    hold estimate vs exact).
+    direction: the probe readout's negation direction ([d_model], or a `direction.Direction`); readout "probe"
+    needs it, "sentence" reads the model's normalised output (both: encoders without an LM head).
+    paths: trace the direct and indirect effects of the named heads and of the top heads per kind
+    (`paths.py`; noising and denoising only)."""
     started = time.perf_counter()
     kinds = check_kinds(kinds)
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
@@ -297,27 +318,29 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
     pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs)
     relation = pair_set.pairs[0].relation
-    all_positions = readout == "all-positions"
+    pooling = pooling_for(readout, getattr(direction, "vector", direction), getattr(direction, "source", ""))
+    if lm is None and readout in ("sentence", "probe"):
+        readout_text = describe_pooling(pooling)
     method = check_method(method)
     run_method = "exact" if method == "exact" else "attribution"
     outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm, method=run_method,
-                                     all_positions=all_positions)
+                                     pooling=pooling)
     if not outs:
         raise ValueError(f"none of the {len(pair_set.skipped)} pairs is usable: {pair_set.skipped_counts()}")
-    scale = normalise_all(outs, per_pair_scale=lm is None)
+    scale = normalise_all(outs, per_pair_scale=lm is None and pooling.per_pair_scale)
     heads, screen = None, {}
     if method == "screen":
         outs, heads, screen = confirm_screen(loaded, kept, outs, kinds, max_rows, progress, lm, layout.n_heads,
-                                             seed, all_positions=all_positions)
+                                             seed, pooling=pooling)
     groups = design.pair_units(kept)      # frames, crossed with predicates where every pair has one
     table, per_pair, ci_method = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot,
                                                 n_perm, seed)
     control, control_outs = ({}, None) if not controls else _run_controls(loaded, kept, kinds, max_rows, lm,
-                                                                          all_positions, scale, run_method, heads)
+                                                                          pooling, scale, run_method, heads)
     control_units = 0 if control_outs is None else _specificity(table, per_pair, control_outs, kinds, groups,
                                                                 n_perm, seed)
     gate = choose_gate(relation, outs, control_outs, logit_readout=lm is not None, n_boot=n_boot, seed=seed,
-                       groups=groups)
+                       groups=groups, pooling=pooling.name)
     # screen: the correlation needs every head, so it is over the estimates (said in the notes)
     effects_over_all_heads = estimate_columns(table, outs, kinds) if method == "screen" else per_pair
     on = "exact effects" if method == "exact" else "on estimates (first-order attribution effects)"
@@ -334,13 +357,20 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
                "effects": on, **score_vs_effect(np.stack(norms), effects_over_all_heads[kind], layout.n_layers,
                                                 layout.n_heads, n_boot, seed, groups, n_perm)}
         for kind in kinds}
+    named = _named_heads(table, kinds, alpha, gate.passed and method != "attribution", control_units)
+    traced = {}
+    if paths and method != "attribution" and any(k in per_pair for k in PATH_KINDS):
+        traced = trace_paths(loaded, kept, per_pair, heads_to_trace(named, table, [k for k in PATH_KINDS
+                                                                                   if k in per_pair]),
+                             lm=lm, pooling=pooling, scale=scale, groups=groups, n_boot=n_boot, n_perm=n_perm,
+                             seed=seed, alpha=alpha, max_rows=max_rows, n_heads=layout.n_heads,
+                             n_layers=layout.n_layers).to_dict()
     return PatchingResult(
         model=loaded.name, relation=relation, readout=readout_text, n_layers=layout.n_layers,
         n_heads=layout.n_heads, pair_ids=[p.id for p in kept], table=table, per_pair=per_pair, gate=gate.to_dict(),
         skipped=coarse_counts(pair_set.skipped), skipped_pairs=pair_set.skipped,
         sanity=sanity_summary(outs, scale, lm is not None), correlation=correlation,
-        named=_named_heads(table, kinds, alpha, gate.passed and method != "attribution", control_units),
-        control=control, seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
-        norm_correlation=norm_correlation, rows=row_accounting(pair_set, kept) or {},
-        notes=_notes(readout_text, scale, alpha, control, ci_method, groups)
+        named=named, control=control, seconds=round(time.perf_counter() - started, 1), method=method, screen=screen,
+        norm_correlation=norm_correlation, rows=row_accounting(pair_set, kept) or {}, paths=traced,
+        notes=_notes(readout_text, scale, alpha, control, ci_method, groups, len(kinds))
         + method_notes(method))

@@ -171,6 +171,28 @@ def _screen_lines(result: PatchingResult) -> list[str]:
     return lines
 
 
+def path_lines(paths: dict) -> list[str]:
+    """Direct and indirect effects of the traced heads (`probing.patching.paths`), one row per kind and head."""
+    if not paths or not paths.get("rows"):
+        return []
+    lines = ["", "## Direct and indirect effects (path patching)", "",
+             "For the named heads and the top 3 per kind: the head's *direct* effect is its patch with every later "
+             "head and the MLPs of its own and later layers frozen at the run's own values, so the change reaches "
+             "the readout only along the residual stream; *indirect* = total - direct, what flows through later "
+             "layers (Wang et al. 2022; Goldowsky-Dill et al. 2023). A head whose effect is all direct moves the "
+             "readout by what it writes there (it can carry a word to the output); an indirect effect is read and "
+             "used by later layers. 95% CIs over pairs, clustered; the tests flip signs with maxT over every "
+             f"head, part and sign ({paths['n_pairs']} pairs, {paths['units']}).", "",
+             "| effect | head | total [95% CI] | direct [95% CI] | indirect [95% CI] | where the effect goes |",
+             "|---|---|---|---|---|---|"]
+    for row in paths["rows"]:
+        cell = lambda name: (f"{row[name]:+.3f} [{row[name + '_ci_low']:+.3f}, "      # noqa: E731
+                             f"{row[name + '_ci_high']:+.3f}]")
+        lines.append(f"| {row['kind']} | {row['layer']}-{row['head']} | {cell('total')} | {cell('direct')} | "
+                     f"{cell('indirect')} | {row['where']} |")
+    return lines
+
+
 def patching_markdown(result: PatchingResult, data: str) -> str:
     """The result in words: gate first (with its control), sanity checks, named heads, top heads, attention vs
     effect within layers, the control pairs, what was skipped."""
@@ -201,6 +223,7 @@ def patching_markdown(result: PatchingResult, data: str) -> str:
               "|---|---|---|---|---|---|"]
     for kind in result.per_pair:
         lines += _top_rows(result, kind)
+    lines += path_lines(getattr(result, "paths", None) or {})
     lines += ["", "## Attention vs effect (within layers)", "",
               "Effects grow with depth, so heads are ranked within each layer and the ranks pooled; the score "
               "and the effect come from the same pairs and the CIs resample both.", ""]
