@@ -612,6 +612,38 @@ def effects_label(summary: dict) -> str:
     return "; ".join(sorted(labels)) or "n/a"
 
 
+READOUT_LABELS = (("embedding", "embedding (pieces both share)"), ("sentence", "normalised output"),
+                  ("probe", "negation direction (probe)"), ("logit", "next-word logits"))
+
+
+def readout_label(summary: dict) -> str:
+    """The readout a step's effects rest on, in two or three words, from the step's own description."""
+    text = str(summary.get("readout", ""))
+    if text.startswith("embedding") and "every position" in text:
+        return "embedding (every piece)"
+    return next((label for prefix, label in READOUT_LABELS if text.startswith(prefix)), text or "n/a")
+
+
+def path_rows(model: str, folder: Path) -> list[list[str]]:
+    """Direct and indirect effects of the heads a step traced (its named heads and its top 3 per kind), each
+    marked named or not; none where the step predates path patching."""
+    where = folder / "summary.json"
+    summary = read_json(where)
+    paths = summary.get("paths") or {}
+    gate_numbers, _verdict, may_name = gate_text(need(summary, "gate", where), where)
+    named = need(summary, "named", where) if may_name else {}
+    rows = []
+    for row in paths.get("rows") or []:
+        name = head_name(need(row, "layer", where), need(row, "head", where))
+        is_named = any(as_head(item, where)[0] == name for item in named.get(row.get("kind"), []))
+        cell = lambda key: (f"{fmt(number(need(row, key, where), where, key), sign=True)} "      # noqa: E731
+                            f"{fmt_ci(number(row.get(key + '_ci_low'), where, key), number(row.get(key + '_ci_high'), where, key), sign=True)}")
+        rows.append([model, summary.get("data", folder.name), readout_label(summary), row.get("kind", "?"), name,
+                     "yes" if is_named else "no", cell("total"), cell("direct"), cell("indirect"),
+                     str(row.get("where", "n/a"))])
+    return rows
+
+
 def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str], list[str] | None]:
     """(the gate-and-names row, the attention-vs-effect row, the rows-accounting row or None where the file
     predates it) of one patching step."""
@@ -633,7 +665,8 @@ def patching_rows(model: str, folder: Path) -> tuple[list[str], list[str], list[
               if kind not in ("noising", "denoising")]
     method = summary.get("method", "exact")
     data = f"{summary.get('data', folder.name)}"
-    gate_row = [model, data, f"{need(summary, 'n_pairs', where)}", method, gate_numbers, gate_verdict,
+    gate_row = [model, data, readout_label(summary), f"{need(summary, 'n_pairs', where)}", method, gate_numbers,
+                gate_verdict,
                 named_text(named.get("noising", []), "noising", effects, folder / "effects.csv"),
                 named_text(named.get("denoising", []), "denoising", effects, folder / "effects.csv"),
                 largest_text, ", ".join(others) or "none"]
@@ -736,7 +769,7 @@ def sets_rows(model: str, folder: Path) -> list[list[str]]:
 
 
 def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
-    gates, correlations, accounting, screens, sets = [], [], [], [], []
+    gates, correlations, accounting, screens, sets, paths = [], [], [], [], [], []
     for model in models:
         for folder in step_folders(model, "patching", "summary.json", left_out):
             gate_row, correlation_row, rows_row = patching_rows(model.name, folder)
@@ -745,6 +778,7 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
             if rows_row:
                 accounting.append(rows_row)
             screens += screen_rows(model.name, folder)
+            paths += path_rows(model.name, folder)
             sets += [[row[0], folder.name, *row[1:]] for row in sets_rows(model.name, folder)]
     lines = ["## 3. Does the model use the heads? Activation patching", "",
              "Each pair is two sentences that differ in one word (negation: *not* ↔ an adverb; WSC273: the word "
@@ -755,13 +789,23 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
              "first the **gate**: the relation swap must move the model's readout more than the control swap "
              f"(paired by item, clustered CI above 0, at least {MIN_UNITS} units); if it does not, no head is named. "
              "Then a head is **named** only when its effect is significant after correction over all heads "
-             f"patched (maxT p < {ALPHA}) **and** beats its own effect on the control pairs (also corrected). Each named head "
-             "is shown with its effect and its effect on the control pairs. A head not named has shown no "
+             f"patched and over the kinds run (maxT p < {ALPHA} / kinds) **and** beats its own effect on the control "
+             "pairs (corrected alike), **and** its mean effect is at least 0.02 (2% of the difference). Each named "
+             "head is shown with its effect and its effect on the control pairs. A head not named has shown no "
              "single-head effect with this readout; it may still be used, because other heads can compensate "
-             "(section 4).", ""]
+             "(section 4).", "",
+             "**Readouts.** An effect is a share of what the swap does to a *readout*, and a head can matter for "
+             "one readout and not another, so each step names its readout, with its own gate: the *embedding* "
+             "(the final states averaged over the pieces both sentences share, projected on the pair's own "
+             "clean − corrupt direction), the encoder's *normalised output* (what a sentence-embedding model "
+             "returns: the mean over every piece, scaled to length 1), a *negation direction* (the weights of a "
+             "linear probe trained to tell CD-SCO sentences with a negation cue from those without, disjoint from "
+             "the patched pairs), and for a decoder its *next-word logits* (NEG-136: the logit of the negated "
+             "ending minus the affirmative one; Winogender: the stereotypical pronoun minus the other, after Vig et "
+             "al. 2020).", ""]
     if not gates:
         return lines + ["No patching in these reports.", ""]
-    lines += table(["model", "pairs from", "pairs", "method", "gate: relation swap vs control swap",
+    lines += table(["model", "pairs from", "readout", "pairs", "method", "gate: relation swap vs control swap",
                     "gate", "named, noising (effect)", "named, denoising (effect)",
                     "largest single-head noising effect", "named in other kinds (count)"], gates) + [""]
     if accounting:
@@ -779,6 +823,19 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
               "first-order **estimates**, not exact effects (the column says which).", ""]
     lines += table(["model", "pairs from", "effects", "noising: attention", "noising: norm-based",
                     "denoising: attention", "denoising: norm-based"], correlations) + [""]
+    if paths:
+        lines += ["**Where a head's effect goes: direct and indirect (path patching).** For each named head and "
+                  "the top 3 per kind, the *direct* effect is the same patch with every later attention head "
+                  "frozen at its own run's value, so the change reaches the readout without passing through a "
+                  "later head (MLPs and layer norms recomputed, as Wang et al. 2022 do); the *indirect* effect is "
+                  "the rest, what later heads make of it. A head whose effect is all direct **carries** something "
+                  "to the output (a head that copies the cue into every position would); an indirect effect is "
+                  "**used by later heads**. *The rule:* each part's sign is tested by clustered sign flips with "
+                  "maxT over every head, part and sign of the step; a part whose corrected p is at or above "
+                  f"{ALPHA} is not distinguishable from 0. A head of the last layer has no later head, so its effect "
+                  "is direct by definition.", ""]
+        lines += table(["model", "pairs from", "readout", "kind", "head", "named", "total [95% CI]",
+                        "direct [95% CI]", "indirect [95% CI]", "where the effect goes"], paths) + [""]
     if screens:
         lines += ["**The attribution screen.** For the larger models a first-order estimate (one forward and one "
                   "backward pass) picks the heads to patch exactly; only exact patching names heads. How far the "
