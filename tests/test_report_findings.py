@@ -12,7 +12,7 @@ import pytest
 
 from analysis.__main__ import main
 from probing import defaults
-from probing.report.findings import FINDINGS_FILE, FindingsError, findings_markdown, write_findings
+from probing.report.findings import FINDINGS_FILE, FindingsError, findings_markdown, readout_label, write_findings
 from tests.report_numbers import REPORTS, strip_code, unrecorded_heads, unrecorded_values
 
 STEPS = ("heads/builtin-negation", "confirm/builtin-negation", "patching/builtin-negation")
@@ -183,7 +183,8 @@ def test_a_passing_gate_names_heads_with_their_control_effects(tmp_path):
     with (folder / "effects.csv").open() as handle:
         effects = {f"{r['layer']}-{r['head']}": r for r in csv.DictReader(handle)}
     page = findings_markdown(root)
-    row = _row(page, "toy", "builtin-negation", str(summary["n_pairs"]), summary.get("method", "exact"))
+    row = _row(page, "toy", "builtin-negation", readout_label(summary), str(summary["n_pairs"]),
+               summary.get("method", "exact"))
     assert f"passes ({summary['gate']['n_units']} units)" in row
     for kind in ("noising", "denoising"):
         for layer, head in summary["named"].get(kind, [])[:3]:
@@ -275,3 +276,23 @@ def test_findings_only_writes_the_page_and_runs_no_model(tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(FindingsError, match="no model reports"):
         findings_markdown(empty)
+
+
+def test_each_step_says_its_readout_and_the_traced_heads_say_where_their_effect_goes(tmp_path):
+    path_row = {"kind": "noising", "layer": 5, "head": 9, "total": 0.61, "total_ci_low": 0.55, "total_ci_high": 0.67,
+                "direct": 0.61, "direct_ci_low": 0.55, "direct_ci_high": 0.67, "indirect": 0.0,
+                "indirect_ci_low": 0.0, "indirect_ci_high": 0.0,
+                "where": "last layer: no later head, so all of its effect is direct by definition"}
+
+    def edit(step, data):
+        if step.startswith("patching"):
+            data["readout"] = "sentence: the model's normalised output (...), projected on clean - corrupt"
+            data["gate"].update(passed=True)
+            data["named"]["noising"] = [[5, 9]]
+            data["paths"] = {"rows": [path_row], "n_pairs": 204, "units": "68 frames x 38 predicates (crossed)"}
+    page = findings_markdown(_toy(tmp_path, edit))
+    row = _row(page, "toy", "builtin-negation", "normalised output", "noising", "5-9", "yes")
+    assert "+0.610 [+0.550, +0.670]" in row and row.endswith("direct by definition |")
+    assert readout_label({"readout": "logit difference target_neg - target_aff"}) == "next-word logits"
+    assert readout_label({"readout": "embedding: final hidden states averaged over every position, ..."}) == \
+        "embedding (every piece)"
