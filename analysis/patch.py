@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "read under --data-root)")
     parser.add_argument("--no-paths", action="store_true",
                         help="skip path patching: by default the named heads and the top 3 per kind (noising, "
-                        "denoising) get their direct effect (later heads and MLPs frozen, so the change reaches the "
-                        "readout only along the residual stream) and their indirect effect through later layers")
+                        "denoising) get their direct effect (every later attention head frozen at its own run's "
+                        "value, MLPs recomputed, as in Wang et al. 2022) and their indirect effect through later "
+                        "heads")
     parser.add_argument("--kinds", type=options.comma_choices(defaults.PATCH_KINDS), default=None,
                         help=f"comma-separated subset of {', '.join(defaults.PATCH_KINDS)} (default: all)")
     parser.add_argument("--method", choices=defaults.PATCH_METHODS, default=defaults.PATCH_METHODS[0],

@@ -91,11 +91,11 @@ def where_it_goes(direct_p: tuple[float, float], indirect_p: tuple[float, float]
     """In words, from the corrected p-values of (part > 0, part < 0) for each part."""
     direct, indirect = min(direct_p) < alpha, min(indirect_p) < alpha
     if direct and indirect:
-        return "both: directly and through later layers"
+        return "both: directly and through later heads"
     if direct:
-        return "direct: it moves the readout itself (later layers add nothing distinguishable)"
+        return "direct: it moves the readout itself (what later heads add is not distinguishable from 0)"
     if indirect:
-        return "indirect: through later layers (its direct part is not distinguishable from 0)"
+        return "indirect: through later heads (its direct part is not distinguishable from 0)"
     return "neither part distinguishable from 0"
 
 

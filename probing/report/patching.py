@@ -177,12 +177,13 @@ def path_lines(paths: dict) -> list[str]:
         return []
     lines = ["", "## Direct and indirect effects (path patching)", "",
              "For the named heads and the top 3 per kind: the head's *direct* effect is its patch with every later "
-             "head and the MLPs of its own and later layers frozen at the run's own values, so the change reaches "
-             "the readout only along the residual stream; *indirect* = total - direct, what flows through later "
-             "layers (Wang et al. 2022; Goldowsky-Dill et al. 2023). A head whose effect is all direct moves the "
-             "readout by what it writes there (it can carry a word to the output); an indirect effect is read and "
-             "used by later layers. 95% CIs over pairs, clustered; the tests flip signs with maxT over every "
-             f"head, part and sign ({paths['n_pairs']} pairs, {paths['units']}).", "",
+             "attention head frozen at the run's own value, so the change reaches the readout without passing "
+             "through a later head (MLPs and layer norms recomputed, as in Wang et al. 2022's path patching; "
+             "Goldowsky-Dill et al. 2023); *indirect* = total - direct, what later heads make of it. A head whose "
+             "effect is all direct moves the readout by what it writes there (it can carry a word to the "
+             "output); an indirect effect is used by later heads. A head of the last layer has no later head: all "
+             "of its effect is direct by definition. 95% CIs over pairs, clustered; the tests flip signs with maxT "
+             f"over every head, part and sign ({paths['n_pairs']} pairs, {paths['units']}).", "",
              "| effect | head | total [95% CI] | direct [95% CI] | indirect [95% CI] | where the effect goes |",
              "|---|---|---|---|---|---|"]
     for row in paths["rows"]:
