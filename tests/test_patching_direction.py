@@ -164,3 +164,15 @@ def test_cdsco_training_story_direction(minilm):
     assert direction.accuracy > direction.majority_baseline + 0.05
     assert direction.balanced_accuracy > 0.78
     assert np.isclose(np.linalg.norm(direction.vector), 1.0)
+
+
+def test_a_constant_feature_gets_no_weight():
+    """A dead unit (constant up to float noise) would take the whole unit vector once its standardised weight is
+    divided by its tiny scale; it is left out, and the vector lies along the informative coordinate."""
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = np.arange(n) % 2 == 0
+    informative = np.where(labels, 1.0, -1.0) * 0.5 + rng.normal(0, 0.3, n)
+    dead = 0.7 + rng.normal(0, 1e-9, n)
+    vector, accuracy = fit_direction(np.column_stack([informative, dead, rng.normal(0, 1.0, n)]), labels)
+    assert vector[1] == 0.0 and vector[0] > 0.9 and accuracy > 0.8

@@ -39,6 +39,7 @@ from probing.defaults import BATCH_TOKENS, N_BOOT, SEED
 from probing.probes import estimate, single_threaded_blas
 
 MIN_PER_CLASS = 20      # fewer sentences of either class than this: no direction (ValueError)
+DEAD_SPREAD = 1e-3      # a feature this many times less spread than the median feature is constant (weight 0)
 POOLING = "mean over every position of the final hidden states"
 CDSCO_TRAIN_FILE = "SEM-2012-SharedTask-CD-SCO-training-09032012.txt"
 CDSCO_SPLITS = ("train", "dev", "test")
@@ -115,10 +116,15 @@ def _splits(labels: np.ndarray, groups, folds: int, seed: int) -> list[tuple[np.
 
 def _fit_raw(X: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
     """One probe on standardised features; its weight and intercept mapped back to raw-feature space.
-    decision = w_std . (x - mean) / scale + b = (w_std / scale) . x + (b - w_std . mean / scale)."""
+    decision = w_std . (x - mean) / scale + b = (w_std / scale) . x + (b - w_std . mean / scale).
+    A feature whose spread is below DEAD_SPREAD times the median feature's is left out (weight 0): a dead
+    LayerNorm unit (gain ~0) is constant up to float noise, and dividing its standardised weight by that tiny
+    scale would put the whole unit vector on it, so that no real state moves the readout (MiniLM has such units)."""
     scaler = StandardScaler().fit(X)
-    probe = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(scaler.transform(X), y)
-    w_raw = probe.coef_[0] / scaler.scale_                      # the raw-space weight: w_raw = w_std / scale
+    live = scaler.scale_ >= DEAD_SPREAD * np.median(scaler.scale_)
+    probe = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(scaler.transform(X)[:, live], y)
+    w_raw = np.zeros(X.shape[1])
+    w_raw[live] = probe.coef_[0] / scaler.scale_[live]          # the raw-space weight: w_raw = w_std / scale
     b_raw = float(probe.intercept_[0] - w_raw @ scaler.mean_)
     return w_raw, b_raw
 

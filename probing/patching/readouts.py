@@ -99,8 +99,8 @@ def value_function(base: torch.Tensor, readout: LogitReadout | None, pooling: Po
     if readout is not None:
         return (lambda out: out), base, float(base[0] - base[1])
     if pooling.name == "probe":
-        direction = torch.as_tensor(pooling.direction, dtype=torch.float64, device=base.device)
-        value = lambda hidden: hidden.double().mean(1) @ direction                 # noqa: E731
+        from probing.patching.direction import pooled_projection
+        value = lambda hidden: pooled_projection(hidden, pooling.direction)        # noqa: E731
         values = value(base)
         return value, values, float(abs(values[0] - values[1]))
     if pooling.name == "sentence":
@@ -161,11 +161,13 @@ def _has_masked_twins(examples) -> bool:
     return any(e.relation == "coreference" and "twin" in (e.meta or {}) for e in examples)
 
 
-def choose_readout(loaded, examples, readout: str) -> tuple[PairSet, nn.Module | None, str]:
+def choose_readout(loaded, examples, readout: str, pooling: Pooling | None = None
+                   ) -> tuple[PairSet, nn.Module | None, str]:
     """(pairs, the LM for a logit readout or None, the readout's description). `auto` takes the logit readout
     when the model has a trained language-modelling head and the rows allow one: NEG-136-style answers
     (decoders and masked LMs), coreference twins (masked LMs: the pronoun masked, Kocijan-style), or Winogender's
-    profession contexts (decoders: `professions.py`, Vig et al. 2020)."""
+    profession contexts (decoders: `professions.py`, Vig et al. 2020). pooling: the pooling of a readout
+    without an LM head, when the caller has built it (the probe's needs its direction); else from `readout`."""
     if loaded.is_causal and readout in ("auto", "logits") and _has_professions(examples):
         from probing.patching.professions import profession_pairs
         lm, problem = load_lm_model(loaded)
@@ -194,7 +196,7 @@ def choose_readout(loaded, examples, readout: str) -> tuple[PairSet, nn.Module |
     pair_set = collect_pairs(examples)
     if not pair_set.pairs and completions:
         pair_set = completion_pairs(examples, loaded, masked=False)
-    return pair_set, None, describe_pooling(pooling_for(readout))
+    return pair_set, None, describe_pooling(pooling or pooling_for(readout))
 
 
 def pooling_for(readout: str, direction=None, about: str = "") -> Pooling:

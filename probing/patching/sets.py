@@ -233,7 +233,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     score, score_name = _ranking_score(attention_scores, result.table, layout.n_layers, layout.n_heads)
     if score is None:
         raise ValueError("no attention score to rank heads by: the pairs have no target word; pass attention_scores")
-    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling)
     kept = set(result.pair_ids)
     pairs, infos = [], []
     for pair in pair_set.pairs:

@@ -28,7 +28,7 @@ from probing.patching.gates import choose_gate
 from probing.patching.pairs import PairSet, coarse_counts, relation_controls, row_accounting
 from probing.patching.paths import PATH_KINDS, heads_to_trace, trace_paths
 from probing.patching.professions import CONTROLS_BUILT_FROM, are_profession_pairs, profession_controls
-from probing.patching.readouts import READOUTS, Pooling, SHARED, choose_readout, describe_pooling, normalise, \
+from probing.patching.readouts import READOUTS, Pooling, SHARED, choose_readout, normalise, \
     normalise_all, pooling_for
 import probing.patching.units as design
 from probing.patching.results import PairRun
@@ -138,9 +138,9 @@ def _check_options(n_boot, n_perm, alpha, max_pairs, readout):
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
-def pairs_to_run(loaded, examples, readout: str, max_pairs):
+def pairs_to_run(loaded, examples, readout: str, max_pairs, pooling: Pooling | None = None):
     """(pairs, the LM or None, the readout's description); ValueError when there is no pair at all."""
-    pair_set, lm, readout_text = choose_readout(loaded, examples, readout)
+    pair_set, lm, readout_text = choose_readout(loaded, examples, readout, pooling)
     if max_pairs is not None:
         beyond = [(row, f"in a pair beyond max_pairs={max_pairs}") for pair in pair_set.pairs[max_pairs:]
                   for row in pair.rows]
@@ -316,11 +316,9 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
     loaded = as_loaded(model)
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
-    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs)
-    relation = pair_set.pairs[0].relation
     pooling = pooling_for(readout, getattr(direction, "vector", direction), getattr(direction, "source", ""))
-    if lm is None and readout in ("sentence", "probe"):
-        readout_text = describe_pooling(pooling)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling)
+    relation = pair_set.pairs[0].relation
     method = check_method(method)
     run_method = "exact" if method == "exact" else "attribution"
     outs, kept, pair_set = run_pairs(loaded, pair_set, kinds, max_rows, progress, lm, method=run_method,
