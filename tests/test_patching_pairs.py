@@ -117,3 +117,12 @@ def test_every_written_twin_control_swaps_one_word_for_another():
     assert len(controls) == 88
     assert all(word.isalpha() and other.isalpha() and word.lower() != other.lower()
                for word, other in controls.values())
+
+
+def test_a_contracted_cue_is_written_out_so_an_adverb_can_swap_it():
+    from probing.patching.pairs import expand_contraction
+    assert expand_contraction("With proper equipment, scuba-diving isn't very") == \
+        "With proper equipment, scuba-diving is not very"
+    assert expand_contraction("I can't be") == "I can not be" and expand_contraction("It won't go") == "It will not go"
+    assert expand_contraction("They don’t eat") == "They do not eat"
+    assert expand_contraction("A robin is not a") is None

@@ -173,3 +173,36 @@ def test_wsc273_twins_report_their_controls_and_name_only_heads_that_beat_them(m
     text = patching_markdown(result, "wsc273")
     assert "## Control pairs" in text and "10 pairs, each twin's clean text" in text
     assert "wsc273_controls.jsonl" in text and "not used" not in text
+
+
+def test_naming_needs_the_minimum_effect_and_is_corrected_over_the_kinds():
+    import pandas as pd
+    from probing.patching.study import MIN_EFFECT, _named_heads
+    table = pd.DataFrame({"layer": [0, 0], "head": [0, 1], "noising": [0.3, MIN_EFFECT / 2],
+                          "noising_p_fwer": [0.001, 0.001], "noising_specific_p_fwer": [0.001, 0.001],
+                          "denoising": [0.3, 0.3], "denoising_p_fwer": [0.03, 0.001],
+                          "denoising_specific_p_fwer": [0.001, 0.001]})
+    assert _named_heads(table, ["noising"], 0.05, True, 40) == {"noising": [(0, 0)]}     # 0-1 is too small
+    # 0.03 < 0.05 alone, but not below 0.05 / 2 once two kinds are run
+    assert _named_heads(table, ["noising", "denoising"], 0.05, True, 40)["denoising"] == [(0, 1)]
+    assert _named_heads(table, ["denoising"], 0.05, True, 40)["denoising"] == [(0, 0), (0, 1)]
+
+
+def test_the_pooled_readouts_run_through_patch_heads_with_paths(tiny_causal_path):
+    """sentence and probe readouts on the five pairs: each says its readout, the probe's effects are in units of
+    the mean difference (clean = 1 on average), and the traced heads' direct + indirect equal their totals."""
+    import numpy as np
+    tiny = load_model(tiny_causal_path)
+    sentence = patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising", "denoising"), readout="sentence",
+                                    n_boot=20, n_perm=20)
+    assert sentence.readout.startswith("sentence: the model's normalised output")
+    rows = sentence.paths["rows"]
+    assert rows and all(abs(r["direct"] + r["indirect"] - r["total"]) < 1e-9 for r in rows)
+    d_model = tiny.model.config.n_embd
+    direction = np.random.default_rng(0).normal(size=d_model)
+    probe = patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising",), readout="probe",
+                                 direction=direction / np.linalg.norm(direction), n_boot=20, n_perm=20, paths=False)
+    assert probe.readout.startswith("probe:") and probe.paths == {}
+    assert any("mean clean - corrupt difference over pairs" in note for note in probe.notes)
+    with pytest.raises(ValueError, match="needs a negation direction"):
+        patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising",), readout="probe", n_boot=20, n_perm=20)
