@@ -17,7 +17,8 @@ def test_completion_pairs_and_logit_gate(tiny_causal_path, tiny_masked_path, min
     rows = _neg136_rows(6)
     causal = load_model(tiny_causal_path)
     pairs = patching.completion_pairs(rows, causal, masked=False)
-    assert len(pairs.pairs) == 6 and "contraction" in pairs.skipped[0][1]
+    # the "weren't" row's contraction is written out, so an adverb can swap its "not" piece for piece
+    assert len(pairs.pairs) == 7 and not pairs.skipped and pairs.pairs[-1].clean == "The dogs were not"
     assert (pairs.pairs[0].clean, pairs.pairs[0].corrupt) == ("A trout is not a", "A trout is really a")
     assert pairs.pairs[0].answers == ("tool", "fish")
     masked = patching.completion_pairs(rows, load_model(tiny_masked_path), masked=True)
@@ -25,7 +26,7 @@ def test_completion_pairs_and_logit_gate(tiny_causal_path, tiny_masked_path, min
     result = patching.patch_heads(causal, rows, kinds=("noising", "denoising"), n_boot=200, n_perm=200)
     assert result.readout.startswith("logit difference") and result.sanity["passed"]
     gate = result.gate
-    assert len(result.pair_ids) == 6 and gate["ci"][0] <= gate["clean_minus_corrupt"] <= gate["ci"][1]
+    assert len(result.pair_ids) == 7 and gate["ci"][0] <= gate["clean_minus_corrupt"] <= gate["ci"][1]
     # the gate's measure by a plain forward pass: logit(target_neg) - logit(target_aff) at the last piece,
     # clean minus corrupt, mean over the pairs
     lm, _ = patching.load_lm_model(causal)
@@ -62,7 +63,7 @@ def test_masked_lm_reads_coreference_twins_kocijan_style(tiny_masked_path, minil
     assert "same answer" in pairs.skipped[0][1]
     result = patching.patch_heads(masked, rows, kinds=("noising", "denoising"), n_boot=100, n_perm=100)
     assert result.readout.endswith("at the masked pronoun") and result.sanity["passed"]
-    assert len(result.pair_ids) == 3 and "clean twin minus corrupt twin" in result.gate["measure"]
+    assert len(result.pair_ids) == 3 and "masked pronoun" in result.gate["measure"]
     # the gate's measure, and one pair's numbers, by the plain one-head-at-a-time loop
     lm, _ = patching.load_lm_model(masked)
     scales = []

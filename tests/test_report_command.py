@@ -112,7 +112,8 @@ def test_stale_steps_is_empty_for_current_keys_and_names_each_difference(tmp_pat
     data_root.mkdir()
     steps = _fresh_report(out, data_root)
     assert [s.name for s in steps] == ["heads/builtin-coref", "heads/builtin-negation", "probe/coref",
-                                       "probe/negation", "probe/layers", "patching/builtin-negation", "ablation"]
+                                       "probe/negation", "probe/layers", "patching/builtin-negation",
+                                       "patching/builtin-negation-sentence", "ablation"]
     assert report.stale_steps(out, "minilm", data_root) == []
 
     marker = out / "heads/builtin-negation" / report.DONE

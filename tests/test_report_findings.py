@@ -100,10 +100,11 @@ def test_the_claim_rules_are_applied_to_the_recorded_numbers(tmp_path):
     assert f"{second} (" in cells[-3] and "p 0.5; could detect >= 0.012)" in cells[-3]
     assert "not confirmed (not distinguishable)" in page
     patching = json.loads((REPORTS / "minilm" / "patching" / "builtin-negation" / "summary.json").read_text())
-    step = ("toy", "builtin-negation", str(patching["n_pairs"]), patching.get("method", "exact"))
+    step = ("toy", "builtin-negation", readout_label(patching), str(patching["n_pairs"]),
+            patching.get("method", "exact"))
     gate = _row(page, *step).split("|")
-    assert "fails: nothing named (not distinguishable from the control swap with" in gate[6]
-    assert gate[7].strip() == gate[8].strip() == "none"
+    assert "fails: nothing named (not distinguishable from the control swap with" in gate[7]
+    assert gate[8].strip() == gate[9].strip() == "none"
     below = findings_markdown(_toy(tmp_path / "below", lambda step, data: data["gate"].update(
         passed=False, relation_minus_control_ci=[-0.5, -0.25]) if step.startswith("patching") else None))
     assert "fails: nothing named (below the control swap)" in _row(below, *step)

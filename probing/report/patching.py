@@ -186,9 +186,10 @@ def path_lines(paths: dict) -> list[str]:
              f"over every head, part and sign ({paths['n_pairs']} pairs, {paths['units']}).", "",
              "| effect | head | total [95% CI] | direct [95% CI] | indirect [95% CI] | where the effect goes |",
              "|---|---|---|---|---|---|"]
+    signed = lambda value: "n/a" if value is None else f"{value:+.3f}"     # noqa: E731 (NaN is None in JSON)
     for row in paths["rows"]:
-        cell = lambda name: (f"{row[name]:+.3f} [{row[name + '_ci_low']:+.3f}, "      # noqa: E731
-                             f"{row[name + '_ci_high']:+.3f}]")
+        cell = lambda name: (f"{signed(row[name])} [{signed(row[name + '_ci_low'])}, "      # noqa: E731
+                             f"{signed(row[name + '_ci_high'])}]")
         lines.append(f"| {row['kind']} | {row['layer']}-{row['head']} | {cell('total')} | {cell('direct')} | "
                      f"{cell('indirect')} | {row['where']} |")
     return lines
