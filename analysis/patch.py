@@ -124,7 +124,7 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     # is kept beside it in effects.csv
     result = patch_heads(loaded, examples, kinds=kinds, readout=args.readout, n_boot=args.n_boot,
                          n_perm=args.n_perm, seed=args.seed, progress=True, method=args.method,
-                         direction=direction, paths=not args.no_paths)
+                         direction=direction, paths=not args.no_paths, data_root=args.data_root)
     if direction is not None:
         result.notes.append(f"probe direction: {direction.source}; held-out accuracy {direction.accuracy:.3f}")
     result.table["attention_score"] = scores["attention_score"].to_numpy()
@@ -136,7 +136,7 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     from probing.report.patching import head_sets_markdown
     sets = patch_head_sets(loaded, examples, k=sizes, n_random=args.n_random, seed=args.seed, result=result,
                            attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True,
-                           direction=None if direction is None else direction.vector)
+                           direction=None if direction is None else direction.vector, data_root=args.data_root)
     atomic_write(staging / SETS_FILE, lambda tmp: sets.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_text(staging / "report.md", (staging / "report.md").read_text() + "\n" + head_sets_markdown(sets))
     return result, sets

@@ -199,3 +199,21 @@ def test_real_winogender_counts_gemma_tokenizer():
     assert {p_id.split(":")[1].split(".")[0] for p_id, _ in pairs.skipped} == {
         "janitor", "appraiser", "paralegal", "hygienist"}
     assert len(professions.profession_controls(pairs.pairs, loaded).pairs) == 112
+
+
+def test_occupation_statistics_follow_the_data_root(tmp_path, monkeypatch, causal):
+    """`data_root` (the command line's --data-root) is where the statistics are read, not the default root: with
+    PROBING_DATA_ROOT pointing at an empty folder, the pairs and controls still come from the given root."""
+    root = tmp_path / "root"
+    root.mkdir()
+    folder = _winogender_folder(root / "winogender-schemas")
+    monkeypatch.setenv("PROBING_DATA_ROOT", str(tmp_path / "empty"))
+    assert professions.default_stats_path(root) == folder / "occupations-stats.tsv"
+    assert professions.load_occupation_stats(data_root=root)["nurse"] == 90.0
+    with pytest.raises(FileNotFoundError):
+        professions.load_occupation_stats()
+    examples, _ = load_winogender(folder)
+    pairs = professions.profession_pairs(examples, causal, data_root=root)
+    assert pairs.pairs == professions.profession_pairs(examples, causal, stats_path=folder / "occupations-stats.tsv").pairs
+    controls = professions.profession_controls(pairs.pairs, causal, data_root=root)
+    assert len(controls.pairs) == len(pairs.pairs)

@@ -104,6 +104,8 @@ def test_the_claim_rules_are_applied_to_the_recorded_numbers(tmp_path):
             patching.get("method", "exact"))
     gate = _row(page, *step).split("|")
     assert "fails: nothing named (not distinguishable from the control swap with" in gate[7]
+    # its power: (z_0.975 + z_0.80) x the CI's half-width / z_0.975 = 2.80 x 0.375 / 1.96 = 0.536
+    assert "units (could detect >= 0.536))" in gate[7]
     assert gate[8].strip() == gate[9].strip() == "none"
     below = findings_markdown(_toy(tmp_path / "below", lambda step, data: data["gate"].update(
         passed=False, relation_minus_control_ci=[-0.5, -0.25]) if step.startswith("patching") else None))

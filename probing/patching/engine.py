@@ -20,16 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from probing import hooks
 from probing.defaults import PATCH_KINDS
 from probing.models import as_loaded
 from probing.patching.pairs import Pair, PairSet, span_pieces, minimal_pair, usable
-from probing.patching.readouts import ALL, SHARED, LogitReadout, Pooling, language_model, normalise, value_function
+from probing.patching.readouts import ALL, SHARED, LogitReadout, Pooling, language_model, normalise
 from probing.patching.results import PairRun
-from probing.patching.runs import (PatchRow, all_heads, base_run, clean_attention, patched_values, plan_rows,
-                                   sanity_readings)
+from probing.patching.runs import (PatchRow, all_heads, clean_attention, plan_rows, run_flat_rows,
+                                   run_pair_rows, sanity_readings)
 
 KINDS = PATCH_KINDS            # one list for the library and the command line (probing.defaults)
 SANITY_TOLERANCE = 1e-5
@@ -56,21 +55,19 @@ def patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list
     (the screen's confirmation); the others' values are NaN."""
     started = time.perf_counter()
     layout = hooks.head_layout(module)
-    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base = base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
     heads = all_heads(layout.n_layers, layout.n_heads) if heads is None else list(heads)
     rows = plan_rows(layout.n_layers, layout.n_heads, kinds, heads)
-    values = patched_values(module, ids, rows, base, source, max_rows, readout, value)
+    run = run_pair_rows(module, clean_ids, corrupt_ids, rows, source, max_rows, readout, pooling)
+    values = run.values
     n, where = len(heads), tuple(np.array(heads, dtype=int).reshape(-1, 2).T)
     by_kind = {}
     for i, kind in enumerate(kinds):
         by_kind[kind] = np.full((layout.n_layers, layout.n_heads), np.nan)
         by_kind[kind][where] = values[i * n:(i + 1) * n].numpy()
-    return PairRun(values=by_kind, clean=float(base_values[0]), corrupt=float(base_values[1]),
-                   sanity_readings=sanity_readings(rows, values), distance=distance,
+    return PairRun(values=by_kind, clean=float(run.base_values[0]), corrupt=float(run.base_values[1]),
+                   sanity_readings=sanity_readings(rows, values), distance=run.distance,
                    seconds=time.perf_counter() - started, method="exact",
-                   summary=clean_attention(base, source, target, layout.n_layers))
+                   summary=clean_attention(run.base, source, target, layout.n_layers))
 
 
 def _layout_size(module) -> tuple[int, int]:
@@ -95,19 +92,10 @@ def patch_set_ids(module, clean_ids: list[int], corrupt_ids: list[int], head_set
     """As `patch_ids`, with one row per head set: `values[kind]` [sets] of the runs where every head of a set
     takes the other run's z at once (sets: lists of (layer, head)); `readouts.normalise` turns them into
     effects, and a one-head set gives exactly that head's single-head number."""
-    started = time.perf_counter()
     layout = hooks.head_layout(module)
     head_sets = [tuple(hooks.check_heads(heads, layout.n_layers, layout.n_heads)) for heads in head_sets]
-    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base = base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
-    rows = set_rows(head_sets, kinds)
-    values = patched_values(module, ids, rows, base, [], max_rows, readout, value)
-    n = len(head_sets)
-    return PairRun(values={kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
-                   clean=float(base_values[0]), corrupt=float(base_values[1]),
-                   sanity_readings=sanity_readings(rows, values), distance=distance,
-                   seconds=time.perf_counter() - started)
+    return run_flat_rows(module, clean_ids, corrupt_ids, set_rows(head_sets, kinds), len(head_sets), kinds,
+                         max_rows, readout, pooling)
 
 
 def run_pairs(loaded, pair_set: PairSet, kinds, max_rows, progress, lm=None,

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from probing import hooks, stats
 from probing.defaults import ALPHA, N_BOOT, N_PERM, SEED
 import probing.patching.units as design
 from probing.patching.pairs import usable
-from probing.patching.readouts import SHARED, LogitReadout, Pooling, normalise, value_function
+from probing.patching.readouts import SHARED, LogitReadout, Pooling, normalise
 from probing.patching.results import PairRun
-from probing.patching.runs import DIRECT_KINDS, base_run, direct_rows, patched_values, sanity_readings
+from probing.patching.runs import DIRECT_KINDS, direct_rows, run_flat_rows
 
 PATH_KINDS = tuple(DIRECT_KINDS)       # noising, denoising: path patching patches z
 TOP_PER_KIND = 3                       # besides the named heads, the top heads by total effect get their paths
@@ -44,19 +43,10 @@ def direct_ids(module, clean_ids: list[int], corrupt_ids: list[int], heads, kind
                readout: LogitReadout | None = None, pooling: Pooling = SHARED) -> PairRun:
     """One pair's direct-path runs: `values[kind]` [len(heads)] (raw readout values, as `engine.patch_ids`'s),
     for kinds among noising / denoising; `readouts.normalise` turns them into effects."""
-    started = time.perf_counter()
     layout = hooks.head_layout(module)
     heads = hooks.check_heads(heads, layout.n_layers, layout.n_heads)
-    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
-    base = base_run(module, ids, readout)
-    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
-    rows = direct_rows(heads, kinds)
-    values = patched_values(module, ids, rows, base, [], max_rows, readout, value)
-    n = len(heads)
-    return PairRun(values={kind: values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
-                   clean=float(base_values[0]), corrupt=float(base_values[1]),
-                   sanity_readings=sanity_readings(rows, values), distance=distance,
-                   seconds=time.perf_counter() - started)
+    return run_flat_rows(module, clean_ids, corrupt_ids, direct_rows(heads, kinds), len(heads), kinds, max_rows,
+                         readout, pooling)
 
 
 def heads_to_trace(named: dict, table: pd.DataFrame, kinds, top: int = TOP_PER_KIND) -> list[tuple[int, int]]:

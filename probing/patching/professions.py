@@ -64,13 +64,16 @@ SKIP_NO_CONTROL = "no other occupation of the same majority gender with as many 
 FEMALE_MAJORITY = 50.0     # bls_pct_female >= this: a female-majority occupation
 
 
-def default_stats_path() -> Path:
-    return default_data_root() / "winogender-schemas" / "occupations-stats.tsv"
+def default_stats_path(data_root: str | Path | None = None) -> Path:
+    """<data root>/winogender-schemas/occupations-stats.tsv (data_root: as the loaders', default theirs)."""
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    return root / "winogender-schemas" / "occupations-stats.tsv"
 
 
-def load_occupation_stats(path: str | Path | None = None) -> dict[str, float]:
-    """occupation (lower case) -> bls_pct_female, from Winogender's occupations-stats.tsv."""
-    path = Path(path) if path is not None else default_stats_path()
+def load_occupation_stats(path: str | Path | None = None, data_root: str | Path | None = None) -> dict[str, float]:
+    """occupation (lower case) -> bls_pct_female, from Winogender's occupations-stats.tsv (`path`, else the one
+    under `data_root`)."""
+    path = Path(path) if path is not None else default_stats_path(data_root)
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if not rows or not {"occupation", "bls_pct_female"} <= set(rows[0]):
@@ -171,16 +174,17 @@ def _first_usable(loaded: LoadedModel, template: Pair, words, check_answers: boo
     return None
 
 
-def profession_pairs(examples, loaded: LoadedModel, *, stats_path: str | Path | None = None) -> PairSet:
+def profession_pairs(examples, loaded: LoadedModel, *, stats_path: str | Path | None = None,
+                     data_root: str | Path | None = None) -> PairSet:
     """Vig et al. (2020)-style pairs from Winogender rows (see the module docstring): clean = the context before
     an occupation-referring pronoun, corrupt = the occupation swapped for the first word of MAN_WORDS /
     WOMAN_WORDS (opposite to its majority) with as many pieces, answers = (stereotypical, anti-stereotypical)
     pronoun. One pair per distinct context; group = the occupation (its pairs are not independent), predicate =
     the template's participant, rows = the row the pair was built from. `stats_path` defaults to
-    <data root>/winogender-schemas/occupations-stats.tsv."""
+    <data_root>/winogender-schemas/occupations-stats.tsv."""
     if not loaded.is_causal:
         raise ValueError("profession pairs are read at a decoder's last position: this model is not causal")
-    stats = load_occupation_stats(stats_path)
+    stats = load_occupation_stats(stats_path, data_root)
     pairs, skipped, unused, rows_of = [], [], [], {}
     for context, rows in _contexts(examples, unused).items():
         first = rows[0]
@@ -227,12 +231,12 @@ def control_occupations(occupation: str, stats: dict[str, float]) -> list[str]:
 
 
 def profession_controls(pairs: list[Pair], loaded: LoadedModel, *,
-                        stats_path: str | Path | None = None) -> PairSet:
+                        stats_path: str | Path | None = None, data_root: str | Path | None = None) -> PairSet:
     """Relation-free controls: each pair's clean context against the same context with its occupation swapped
     for the nearest other occupation of the same majority gender (`control_occupations`) with as many pieces;
     same answers, id "<pair id>:control" (as `pairs.control_pairs`). A model that reads only the gender the
     occupation implies shows ~0 clean - corrupt difference here."""
-    stats = load_occupation_stats(stats_path)
+    stats = load_occupation_stats(stats_path, data_root)
     controls, skipped = [], []
     for pair in pairs:
         if pair.group.lower() not in stats:

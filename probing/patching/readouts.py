@@ -161,18 +161,19 @@ def _has_masked_twins(examples) -> bool:
     return any(e.relation == "coreference" and "twin" in (e.meta or {}) for e in examples)
 
 
-def choose_readout(loaded, examples, readout: str, pooling: Pooling | None = None
+def choose_readout(loaded, examples, readout: str, pooling: Pooling | None = None, data_root=None
                    ) -> tuple[PairSet, nn.Module | None, str]:
     """(pairs, the LM for a logit readout or None, the readout's description). `auto` takes the logit readout
     when the model has a trained language-modelling head and the rows allow one: NEG-136-style answers
     (decoders and masked LMs), coreference twins (masked LMs: the pronoun masked, Kocijan-style), or Winogender's
     profession contexts (decoders: `professions.py`, Vig et al. 2020). pooling: the pooling of a readout
-    without an LM head, when the caller has built it (the probe's needs its direction); else from `readout`."""
+    without an LM head, when the caller has built it (the probe's needs its direction); else from `readout`.
+    data_root: where Winogender's occupation statistics are (default: the loaders' data root)."""
     if loaded.is_causal and readout in ("auto", "logits") and _has_professions(examples):
         from probing.patching.professions import profession_pairs
         lm, problem = load_lm_model(loaded)
         if lm is not None:
-            return (profession_pairs(examples, loaded), lm,
+            return (profession_pairs(examples, loaded, data_root=data_root), lm,
                     "logit difference stereotypical - anti-stereotypical pronoun (first pieces) at the last position "
                     "of the context before an occupation's pronoun; corrupt: the occupation swapped for 'man' or "
                     "'woman', the gender against its majority (Vig et al. 2020)")

@@ -7,14 +7,15 @@ Shapes: z [batch, pos, head, d_head]; patterns [batch, head, q, k]; hidden state
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from probing import attention as attention_function, hooks
-from probing.patching.readouts import LogitReadout, run_readout
-from probing.patching.results import CleanAttention, SanityReadings
+from probing.patching.readouts import SHARED, LogitReadout, Pooling, run_readout, value_function
+from probing.patching.results import CleanAttention, PairRun, SanityReadings
 
 # ---- Which rows one pair's batch holds ------------------------------------------------------------------
 
@@ -190,6 +191,38 @@ def patched_values(module, ids, rows: list[PatchRow], base: BaseRun, source: lis
                 _start(module, layer, chunk, base):
             values[indices] = value(run_readout(module, ids[[r.run for r in chunk]], readout)).cpu()
     return values
+
+
+@dataclass
+class PairRows:
+    """One pair's unpatched base run and every planned row patched from it."""
+    values: torch.Tensor          # [rows] raw readout values (float64), in `rows`' order
+    base: BaseRun
+    base_values: np.ndarray       # [2] the unpatched clean and corrupt runs' values
+    distance: float               # the pair's clean - corrupt distance (see `readouts.value_function`)
+
+
+def run_pair_rows(module, clean_ids: list[int], corrupt_ids: list[int], rows: list[PatchRow], source: list[int],
+                  max_rows: int, readout: LogitReadout | None, pooling: Pooling = SHARED) -> PairRows:
+    """The batched core every exact run shares: one base run of (clean, corrupt) caching what the rows take,
+    the value function it defines, then every row's patched value."""
+    ids = torch.tensor([clean_ids, corrupt_ids], device=next(module.parameters()).device)
+    base = base_run(module, ids, readout)
+    value, base_values, distance = value_function(base.output, readout, pooling, clean_ids, corrupt_ids)
+    values = patched_values(module, ids, rows, base, source, max_rows, readout, value)
+    return PairRows(values, base, base_values, distance)
+
+
+def run_flat_rows(module, clean_ids: list[int], corrupt_ids: list[int], rows: list[PatchRow], n: int, kinds,
+                  max_rows: int, readout: LogitReadout | None, pooling: Pooling = SHARED) -> PairRun:
+    """`run_pair_rows` for rows planned as `n` per kind, kind by kind, then the sanity rows (head sets, direct
+    paths): `values[kind]` [n] raw readout values; `readouts.normalise` turns them into effects."""
+    started = time.perf_counter()
+    run = run_pair_rows(module, clean_ids, corrupt_ids, rows, [], max_rows, readout, pooling)
+    return PairRun(values={kind: run.values[i * n:(i + 1) * n].numpy() for i, kind in enumerate(kinds)},
+                   clean=float(run.base_values[0]), corrupt=float(run.base_values[1]),
+                   sanity_readings=sanity_readings(rows, run.values), distance=run.distance,
+                   seconds=time.perf_counter() - started)
 
 
 def clean_attention(base: BaseRun, source: list[int], target: list[int], n_layers: int) -> CleanAttention:

@@ -203,13 +203,14 @@ def holm_over_sets(table: pd.DataFrame) -> pd.DataFrame:
 def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, seed: int = SEED,
                     result: PatchingResult | None = None, attention_scores=None, readout: str = "auto",
                     n_boot: int = N_BOOT, max_pairs: int | None = None, max_rows: int = 512,
-                    progress: bool = False, direction=None) -> HeadSetResult:
+                    progress: bool = False, direction=None, data_root=None) -> HeadSetResult:
     """Patch head sets together on the usable pairs of `examples` (see the module docstring).
 
     result: the single-head study on the same examples (`patch_heads`), whose effects rank heads for (b) and
     whose pairs are used; computed here (noising and denoising only) when not given. attention_scores: as for
     `patch_heads` (a heads table with attrs["score"], or a [layers, heads] array); default: the single-head
-    study's clean-run attention source -> target. direction: the probe readout's negation direction [d_model]."""
+    study's clean-run attention source -> target. direction: the probe readout's negation direction [d_model].
+    data_root: as `patch_heads`'."""
     ks = tuple(k)
     pooling = pooling_for(readout, direction, getattr(result, "readout", ""))
     if not ks or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in ks):
@@ -223,7 +224,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     if result is None:
         result = patch_heads(loaded, examples, kinds=SET_KINDS, readout=readout, attention_scores=attention_scores,
                              n_boot=n_boot, n_perm=1000, seed=seed, max_pairs=max_pairs, max_rows=max_rows,
-                             progress=progress, direction=direction)
+                             progress=progress, direction=direction, data_root=data_root)
     if result.method == "attribution":
         raise ValueError("head sets rank heads by their exact single-head effects; the result has estimates only "
                          "(method='attribution'): use method='exact' or 'screen'")
@@ -233,7 +234,7 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     score, score_name = _ranking_score(attention_scores, result.table, layout.n_layers, layout.n_heads)
     if score is None:
         raise ValueError("no attention score to rank heads by: the pairs have no target word; pass attention_scores")
-    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling, data_root)
     kept = set(result.pair_ids)
     pairs, infos = [], []
     for pair in pair_set.pairs:

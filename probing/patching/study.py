@@ -138,9 +138,9 @@ def _check_options(n_boot, n_perm, alpha, max_pairs, readout):
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
-def pairs_to_run(loaded, examples, readout: str, max_pairs, pooling: Pooling | None = None):
+def pairs_to_run(loaded, examples, readout: str, max_pairs, pooling: Pooling | None = None, data_root=None):
     """(pairs, the LM or None, the readout's description); ValueError when there is no pair at all."""
-    pair_set, lm, readout_text = choose_readout(loaded, examples, readout, pooling)
+    pair_set, lm, readout_text = choose_readout(loaded, examples, readout, pooling, data_root)
     if max_pairs is not None:
         beyond = [(row, f"in a pair beyond max_pairs={max_pairs}") for pair in pair_set.pairs[max_pairs:]
                   for row in pair.rows]
@@ -184,13 +184,14 @@ def _effects_table(outs, kinds, n_layers, n_heads, groups, n_boot, n_perm, seed)
     return table, per_pair, method
 
 
-def _run_controls(loaded, kept, kinds, max_rows, lm, pooling: Pooling, scale, method="exact", heads=None):
+def _run_controls(loaded, kept, kinds, max_rows, lm, pooling: Pooling, scale, method="exact", heads=None,
+                  data_root=None):
     """Runs the relation-free control pairs of the kept pairs (negation: adverb <-> adverb; twins: a swap that
     keeps the referent) through every kind. Returns (the control summary, per kept pair its control pair's
     output or None), or ({}, None) for a relation without controls. Control effects are in the same units as the
     relation's: each control pair's own difference (embedding), or the relation pairs' mean difference (logits,
     where a control's own difference is ~0 by design)."""
-    built = ((profession_controls(kept, loaded), CONTROLS_BUILT_FROM) if are_profession_pairs(kept, loaded)
+    built = ((profession_controls(kept, loaded, data_root=data_root), CONTROLS_BUILT_FROM) if are_profession_pairs(kept, loaded)
              else relation_controls(kept, loaded))
     if built is None:
         return {}, None
@@ -291,7 +292,7 @@ def _notes(readout_text, scale, alpha, control, ci_method: str, groups, n_kinds:
 def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attention_scores=None,
                 controls: bool = True, n_boot: int = N_BOOT, n_perm: int = N_PERM, alpha: float = ALPHA, seed: int = SEED,
                 max_pairs: int | None = None, max_rows: int = 512, progress: bool = False,
-                method: str = "exact", direction=None, paths: bool = True) -> PatchingResult:
+                method: str = "exact", direction=None, paths: bool = True, data_root=None) -> PatchingResult:
     """Noising and denoising effects of every head (and of its pattern, and of its source rows) on the minimal
     pairs in `examples` and on their relation-free control pairs, with CIs, maxT p_fwer, the behavioural gate and
     the within-layer attention-vs-effect correlation.
@@ -310,14 +311,15 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     direction: the probe readout's negation direction ([d_model], or a `direction.Direction`); readout "probe"
     needs it, "sentence" reads the model's normalised output (both: encoders without an LM head).
     paths: trace the direct and indirect effects of the named heads and of the top heads per kind
-    (`paths.py`; noising and denoising only)."""
+    (`paths.py`; noising and denoising only). data_root: where Winogender's occupation statistics are, for its
+    profession pairs (default: the loaders' data root)."""
     started = time.perf_counter()
     kinds = check_kinds(kinds)
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
     loaded = as_loaded(model)
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
     pooling = pooling_for(readout, getattr(direction, "vector", direction), getattr(direction, "source", ""))
-    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling)
+    pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling, data_root)
     relation = pair_set.pairs[0].relation
     method = check_method(method)
     run_method = "exact" if method == "exact" else "attribution"
@@ -334,7 +336,8 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     table, per_pair, ci_method = _effects_table(outs, kinds, layout.n_layers, layout.n_heads, groups, n_boot,
                                                 n_perm, seed)
     control, control_outs = ({}, None) if not controls else _run_controls(loaded, kept, kinds, max_rows, lm,
-                                                                          pooling, scale, run_method, heads)
+                                                                          pooling, scale, run_method, heads,
+                                                                          data_root)
     control_units = 0 if control_outs is None else _specificity(table, per_pair, control_outs, kinds, groups,
                                                                 n_perm, seed)
     gate = choose_gate(relation, outs, control_outs, logit_readout=lm is not None, n_boot=n_boot, seed=seed,

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from probing.defaults import ALPHA, MIN_UNITS
 from probing.outputs import is_complete
+from probing.report.heads import detectable_difference
 
 FINDINGS_FILE = "FINDINGS.md"
 # Models in the order the page shows them (the default model first); others follow by name.
@@ -584,8 +585,10 @@ def gate_text(gate: dict, where: Path) -> tuple[str, str, bool]:
         return numbers, f"passes ({units} units)", True
     # not rejected: a CI below 0 says the control swap moves the readout more; otherwise the two are not told apart
     below = math.isfinite(number(high, where, "ci")) and number(high, where, "ci") < 0
+    # a gate that is not rejected states its power: the difference its CI could have told from 0
+    power = could_detect(detectable_difference(number(low, where, "ci"), number(high, where, "ci")))
     return numbers, ("fails: nothing named (" + ("below the control swap" if below else
-                     f"not distinguishable from the control swap with {units} units") + ")"), False
+                     f"not distinguishable from the control swap with {units} units{power}") + ")"), False
 
 
 def correlation_text(summary: dict, key: str, kind: str) -> str:
