@@ -108,6 +108,7 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     from probing.examples import first_keeping_partners, load_examples
     from probing.models import load_model
     from probing.patching import KINDS, patch_heads
+    from probing.patching.readouts import check_probe_readout
     from probing.report.patching import write_patching_outputs
     examples = [e for name in args.data for e in load_examples(name, data_root=args.data_root)]
     loaded = load_model(args.model)
@@ -115,6 +116,7 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     kinds = KINDS if args.kinds is None else args.kinds
     relation = examples[0].relation if examples else "negation"
     direction = None
+    check_probe_readout(examples, args.readout)       # before the probe's direction is fitted
     if args.readout == "probe":
         from probing.patching.direction import cdsco_direction
         direction = cdsco_direction(loaded, data_root=args.data_root, split=args.probe_split)
@@ -136,7 +138,7 @@ def _patch(args: argparse.Namespace, staging, sizes: tuple[int, ...]):
     from probing.report.patching import head_sets_markdown
     sets = patch_head_sets(loaded, examples, k=sizes, n_random=args.n_random, seed=args.seed, result=result,
                            attention_scores=scores, readout=args.readout, n_boot=args.n_boot, progress=True,
-                           direction=None if direction is None else direction.vector, data_root=args.data_root)
+                           direction=direction, data_root=args.data_root)
     atomic_write(staging / SETS_FILE, lambda tmp: sets.table.to_csv(tmp, index=False, float_format="%.6g"))
     write_text(staging / "report.md", (staging / "report.md").read_text() + "\n" + head_sets_markdown(sets))
     return result, sets

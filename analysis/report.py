@@ -129,8 +129,8 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     # Head sets (compensation): every model's negation pairs, against layer-matched random sets (a screened
     # model's effect sets are chosen among the heads its screen patched exactly). The default model gets the
     # library's 1,000 (p >= 1/1001). The screened models get 250: their exact patching costs about five times
-    # MiniLM's per pair on a 2-core CPU; 250 is the fewest that still lets Holm over 8 comparisons pass the 5%
-    # level (8/251 = 0.032; with 100 it could not fall below 8/101 = 0.079, a test that could never succeed).
+    # MiniLM's per pair on a 2-core CPU. Holm over 8 comparisons can pass the 5% level only when 8/(1 + n) <
+    # 0.05, i.e. n > 159 (with the 100 used before it could not: a test that could never succeed).
     sets = ["--sets"] + ([] if model == DEFAULT_MODEL else ["--n-random", str(SCREENED_N_RANDOM)])
     # The screened models patch the first 132 "not" pairs (as many as the report patched before the held-out
     # split added frames): their exact patching costs about five times MiniLM's per pair on a 2-core CPU.

@@ -99,8 +99,25 @@ def test_traced_heads_are_the_named_ones_and_the_top_per_kind():
 
 
 def test_a_last_layer_head_is_said_to_be_all_direct_not_tested():
+    """A last-layer head's direct part is its total and its indirect part exactly 0 (the runs differ by
+    rounding), with no p-value; it stays out of the maxT family, so the earlier head's p-values are those of a
+    table without it."""
     rng = np.random.default_rng(1)
-    total = rng.normal(0.3, 0.1, (30, 1))
-    table = path_table({"noising": total}, {"noising": total}, [(1, 0)], [f"f{i}" for i in range(30)],
-                       n_boot=100, n_perm=500, seed=0, n_layers=2)
-    assert table.loc[0, "where"].startswith("last layer") and table.loc[0, "indirect"] == 0
+    n = 30
+    total = rng.normal(0.3, 0.1, (n, 1))
+    rounding = total + rng.normal(0, 1e-9, (n, 1))      # what the direct runs give a last-layer head
+    earlier = rng.normal(0.2, 0.1, (n, 1))
+    groups = [f"f{i}" for i in range(n)]
+    both = path_table({"noising": np.hstack([earlier, total])}, {"noising": np.hstack([earlier * 0.5, rounding])},
+                      [(0, 1), (1, 0)], groups, n_boot=100, n_perm=500, seed=0, n_layers=2)
+    last = both.loc[1]
+    assert last["where"].startswith("last layer") and last["indirect"] == 0 and last["direct"] == last["total"]
+    assert all(np.isnan(last[f"{part}_p_fwer_{sign}"]) for part in ("direct", "indirect")
+               for sign in ("positive", "negative"))
+    alone = path_table({"noising": earlier}, {"noising": earlier * 0.5}, [(0, 1)], groups, n_boot=100,
+                       n_perm=500, seed=0, n_layers=2)
+    for column in ("direct_p_fwer_positive", "indirect_p_fwer_positive", "indirect_p_fwer_negative"):
+        assert both.loc[0, column] == alone.loc[0, column]
+    only_last = path_table({"noising": total}, {"noising": rounding}, [(1, 0)], groups, n_boot=100, n_perm=500,
+                           seed=0, n_layers=2)
+    assert only_last.loc[0, "where"].startswith("last layer") and np.isnan(only_last.loc[0, "direct_p_fwer_positive"])

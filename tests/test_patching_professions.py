@@ -3,7 +3,7 @@
 in order, skips with reasons) and their same-gender occupation controls."""
 import pytest
 
-from probing.examples import Example
+from probing.examples import Example, ExampleError
 from probing.examples.loaders import default_data_root, load_winogender
 from probing.install_models import local_model_path
 from probing.models import LoadedModel, load_model, resolve_path
@@ -210,7 +210,7 @@ def test_occupation_statistics_follow_the_data_root(tmp_path, monkeypatch, causa
     monkeypatch.setenv("PROBING_DATA_ROOT", str(tmp_path / "empty"))
     assert professions.default_stats_path(root) == folder / "occupations-stats.tsv"
     assert professions.load_occupation_stats(data_root=root)["nurse"] == 90.0
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ExampleError, match="occupations-stats.tsv.*--data-root"):
         professions.load_occupation_stats()
     examples, _ = load_winogender(folder)
     pairs = professions.profession_pairs(examples, causal, data_root=root)

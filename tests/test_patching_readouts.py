@@ -46,3 +46,17 @@ def test_default_readout_leaves_the_swapped_word_out_against_plain_hooks(minilm)
 def test_pooled_positions_by_hand():
     assert patching.readouts.pooled_positions([1, 5, 7, 2], [1, 6, 7, 2]) == [0, 2, 3]
     assert patching.readouts.pooled_positions([1, 5], [1, 6], all_positions=True) is None
+
+
+def test_the_probe_readout_refuses_relations_other_than_negation():
+    """The probe's direction is a negation direction: other relations are refused before any direction is
+    fitted, in words that name the way out; the other readouts are not its business."""
+    from probing.examples import Example
+    from probing.patching.readouts import check_probe_readout
+    negation = [Example(text="It was not late.", relation="negation", source_span=(7, 10), target_span=(11, 15))]
+    coref = [Example(text="Ann said she won.", relation="coreference", source_span=(9, 12), target_span=(0, 3))]
+    check_probe_readout(negation, "probe")
+    with pytest.raises(ValueError, match="negation pairs only; these examples include coreference: use --readout"):
+        check_probe_readout(negation + coref, "probe")
+    for readout in ("auto", "embedding", "sentence", "logits", "all-positions"):
+        check_probe_readout(coref, readout)

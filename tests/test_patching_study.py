@@ -199,6 +199,8 @@ def test_the_pooled_readouts_run_through_patch_heads_with_paths(tiny_causal_path
     assert sentence.readout.startswith("sentence: the model's normalised output")
     rows = sentence.paths["rows"]
     assert rows and all(abs(r["direct"] + r["indirect"] - r["total"]) < 1e-9 for r in rows)
+    # the direct-path runs check themselves as the study's do (own activations give 0)
+    assert sentence.paths["sanity"]["passed"] and sentence.paths["sanity"]["own_activations_max_abs"] < 1e-5
     d_model = tiny.model.config.n_embd
     direction = np.random.default_rng(0).normal(size=d_model)
     probe = patching.patch_heads(tiny, _five_negation_pairs(), kinds=("noising",), readout="probe",

@@ -70,6 +70,29 @@ def patch_ids(module, clean_ids: list[int], corrupt_ids: list[int], source: list
                    summary=clean_attention(run.base, source, target, layout.n_layers))
 
 
+def sanity_summary(outs, scale, logit_readout: bool) -> dict:
+    """The sanity checks over all pairs; RuntimeError when they fail (the hooks do not patch what they should)."""
+    sanity = {"own_activations_max_abs": float(max(max(o.sanity["own_noising_max_abs"],
+                                                        o.sanity["own_denoising_max_abs"]) for o in outs)),
+              "embedding_denoising_max_error": float(max(abs(o.sanity["embedding_denoising"] - 1) for o in outs))}
+    if scale is not None and abs(scale) <= 1e-12:
+        sanity["note"] = "the mean clean - corrupt difference is 0: effects are not meaningful"
+    if not logit_readout:
+        sanity["passed"] = bool(sanity["own_activations_max_abs"] <= SANITY_TOLERANCE
+                                and sanity["embedding_denoising_max_error"] <= SANITY_TOLERANCE)
+    else:
+        # float32 logits of a large vocabulary differ by ~1e-5 between batch sizes (other GEMM kernels): the
+        # check is on the raw logit difference, in logits
+        sanity["max_abs_error_logits"] = float(max(max(abs(o.clean - o.sanity_readings.own_clean),
+                                                       abs(o.sanity_readings.own_corrupt - o.corrupt),
+                                                       abs(o.sanity_readings.embedding - o.clean)) for o in outs))
+        sanity["tolerance_logits"] = LOGIT_SANITY_TOLERANCE
+        sanity["passed"] = bool(sanity["max_abs_error_logits"] <= LOGIT_SANITY_TOLERANCE)
+    if not sanity["passed"]:
+        raise RuntimeError(f"patching sanity checks failed: {sanity}; the hooks do not patch what they should")
+    return sanity
+
+
 def _layout_size(module) -> tuple[int, int]:
     layout = hooks.head_layout(module)
     return layout.n_layers, layout.n_heads

@@ -30,6 +30,7 @@ import pandas as pd
 from probing import hooks, stats
 from probing.defaults import ALPHA, N_BOOT, N_PERM, SEED
 import probing.patching.units as design
+from probing.patching.engine import sanity_summary
 from probing.patching.pairs import usable
 from probing.patching.readouts import SHARED, LogitReadout, Pooling, normalise
 from probing.patching.results import PairRun
@@ -70,10 +71,11 @@ class PathResult:
     n_pairs: int
     units: str
     seconds: float
+    sanity: dict          # the direct-path runs' own sanity checks (`engine.sanity_summary`)
 
     def to_dict(self) -> dict:
         return stats.strict_json({"heads": [list(h) for h in self.heads], "n_pairs": self.n_pairs,
-                                  "units": self.units, "seconds": self.seconds,
+                                  "units": self.units, "seconds": self.seconds, "sanity": self.sanity,
                                   "rows": self.table.to_dict(orient="records")})
 
 
@@ -92,13 +94,20 @@ def where_it_goes(direct_p: tuple[float, float], indirect_p: tuple[float, float]
 def path_table(total: dict[str, np.ndarray], direct: dict[str, np.ndarray], heads, groups, n_boot: int,
                n_perm: int, seed: int, alpha: float = ALPHA, n_layers: int | None = None) -> pd.DataFrame:
     """total[kind], direct[kind]: per-pair effects [pairs, heads] (same pairs, same units). One maxT family
-    over every (kind, head, part, sign). A head of the last layer (`n_layers` - 1) has no later head, so its
-    effect is all direct by definition: said so, not tested."""
+    over every (kind, head, part, sign) of the heads before the last layer. A head of the last layer
+    (`n_layers` - 1) has no later head, so its effect is all direct by definition: direct = its total and
+    indirect = 0 exactly (what the runs give up to rounding), with no test, and it stays out of the family (its
+    rounding-sized "indirect" would otherwise be tested and cost the other heads power)."""
     kinds = list(direct)
+    last = np.array([n_layers is not None and layer == n_layers - 1 for layer, _ in heads], dtype=bool)
+    direct = {kind: np.where(last, total[kind], direct[kind]) for kind in kinds}
     parts = {kind: {"direct": direct[kind], "indirect": total[kind] - direct[kind]} for kind in kinds}
-    columns = [sign * parts[kind][part] for kind in kinds for part in ("direct", "indirect") for sign in (1, -1)]
-    p_fwer = stats.sign_flip_tests(np.concatenate(columns, axis=1), n_perm, seed, groups=groups)[1]
-    p_fwer = p_fwer.reshape(len(kinds), 2, 2, len(heads))          # kind, part, sign, head
+    p_fwer = np.full((len(kinds), 2, 2, len(heads)), np.nan)      # kind, part, sign, head
+    if (~last).any():
+        columns = [sign * parts[kind][part][:, ~last] for kind in kinds for part in ("direct", "indirect")
+                   for sign in (1, -1)]
+        tested = stats.sign_flip_tests(np.concatenate(columns, axis=1), n_perm, seed, groups=groups)[1]
+        p_fwer[..., ~last] = tested.reshape(len(kinds), 2, 2, int((~last).sum()))
     rows = []
     for k, kind in enumerate(kinds):
         cis = {name: design.ci(values, n_boot, seed, groups) for name, values in
@@ -111,9 +120,8 @@ def path_table(total: dict[str, np.ndarray], direct: dict[str, np.ndarray], head
             for j, part in enumerate(("direct", "indirect")):
                 row[f"{part}_p_fwer_positive"] = float(p_fwer[k, j, 0, i])
                 row[f"{part}_p_fwer_negative"] = float(p_fwer[k, j, 1, i])
-            row["where"] = where_it_goes(tuple(p_fwer[k, 0, :, i]), tuple(p_fwer[k, 1, :, i]), alpha)
-            if n_layers is not None and layer == n_layers - 1:
-                row["where"] = "last layer: no later head, so all of its effect is direct by definition"
+            row["where"] = ("last layer: no later head, so all of its effect is direct by definition" if last[i]
+                            else where_it_goes(tuple(p_fwer[k, 0, :, i]), tuple(p_fwer[k, 1, :, i]), alpha))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -126,18 +134,20 @@ def trace_paths(loaded, kept, per_pair_total: dict[str, np.ndarray], heads, *, l
     started = time.perf_counter()
     kinds = [kind for kind in PATH_KINDS if kind in per_pair_total]
     columns = [layer * n_heads + head for layer, head in heads]
-    direct = {kind: [] for kind in kinds}
+    direct, outs = {kind: [] for kind in kinds}, []
     for pair in kept:
         ok, reason, info = usable(loaded, pair, check_answers=lm is not None)
         if not ok:       # the study kept it, so this cannot happen unless the pair changed
             raise RuntimeError(f"pair {pair.id} was patched but is not usable for path patching: {reason}")
         readout = None if lm is None else LogitReadout(lm, info["answer_ids"], info["position"])
         out = direct_ids(loaded.model if lm is None else lm, *info["ids"], heads, kinds, max_rows, readout, pooling)
-        effects, _ = normalise(out, out.difference if scale is None else scale)
+        out.effects, out.sanity = normalise(out, out.difference if scale is None else scale)
+        outs.append(out)
         for kind in kinds:
-            direct[kind].append(effects[kind])
+            direct[kind].append(out.effects[kind])
     direct = {kind: np.stack(values) for kind, values in direct.items()}
     total = {kind: per_pair_total[kind][:, columns] for kind in kinds}
     table = path_table(total, direct, heads, groups, n_boot, n_perm, seed, alpha, n_layers)
     return PathResult(heads=list(heads), table=table, per_pair=direct, n_pairs=len(kept),
-                      units=design.in_words(groups, len(kept)), seconds=round(time.perf_counter() - started, 1))
+                      units=design.in_words(groups, len(kept)), seconds=round(time.perf_counter() - started, 1),
+                      sanity=sanity_summary(outs, scale, lm is not None))

@@ -19,8 +19,9 @@ read from the pronouns of all gendered variants of a context (he/she/they, him/t
 only with "her" (accusative or possessive) is skipped with the reason.
 
 Vig et al. call setting a head to its value under this intervention while the input stays the original the
-head's natural indirect effect: the engine's "noising" kind. `profession_controls` gives each pair its
-relation-free control: the clean context against the same context with another occupation of the same
+head's natural indirect effect; the engine's "noising" kind is its analogue here (the logit difference in units
+of the mean clean - corrupt difference, where Vig et al. take a relative change in the ratio of the pronouns'
+probabilities). `profession_controls` gives each pair its relation-free control: the clean context against the same context with another occupation of the same
 majority gender, where a model that reads only gender should show ~0 clean - corrupt difference.
 
 Row accounting (`pairs.row_accounting`): the male/female/neutral sentences of one template give the same
@@ -34,6 +35,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from probing.examples import ExampleError
 from probing.examples.loaders import default_data_root
 from probing.models import LoadedModel
 from probing.patching.pairs import Pair, PairSet, usable
@@ -74,6 +76,11 @@ def load_occupation_stats(path: str | Path | None = None, data_root: str | Path 
     """occupation (lower case) -> bls_pct_female, from Winogender's occupations-stats.tsv (`path`, else the one
     under `data_root`)."""
     path = Path(path) if path is not None else default_stats_path(data_root)
+    if not path.is_file():
+        raise ExampleError(f"{path}: Winogender's occupation statistics (occupations-stats.tsv, each occupation's "
+                           "BLS share of women) are missing, and profession pairs need them to orient each pair; "
+                           "put the file there, or point --data-root (data_root=) at the folder holding "
+                           "winogender-schemas/")
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if not rows or not {"occupation", "bls_pct_female"} <= set(rows[0]):

@@ -186,7 +186,8 @@ def choose_readout(loaded, examples, readout: str, pooling: Pooling | None = Non
     if readout in ("auto", "logits") and (completions or twins):
         lm, problem = load_lm_model(loaded)
     if readout == "logits" and lm is None:
-        raise ValueError(f"the logit readout is impossible here: {problem}; use readout='embedding'")
+        raise ValueError(f"the logit readout is impossible here: {problem}; use --readout embedding "
+                         "(readout='embedding')")
     if lm is not None and twins:
         return (masked_twin_pairs(examples, loaded), lm,
                 "logit difference clean answer - corrupt answer (first pieces) at the masked pronoun")
@@ -198,6 +199,15 @@ def choose_readout(loaded, examples, readout: str, pooling: Pooling | None = Non
     if not pair_set.pairs and completions:
         pair_set = completion_pairs(examples, loaded, masked=False)
     return pair_set, None, describe_pooling(pooling or pooling_for(readout))
+
+
+def check_probe_readout(examples, readout: str) -> None:
+    """ValueError, in words, when the probe readout does not fit the examples: its direction is a negation
+    direction, so it reads negation pairs only. Cheap: callers run it before fitting a direction."""
+    other = sorted({e.relation for e in examples} - {"negation"})
+    if readout == "probe" and other:
+        raise ValueError(f"--readout probe projects on a negation direction, so it reads negation pairs only; "
+                         f"these examples include {', '.join(other)}: use --readout sentence or embedding")
 
 
 def pooling_for(readout: str, direction=None, about: str = "") -> Pooling:

@@ -35,7 +35,8 @@ from probing.patching.pairs import usable
 from probing.patching.readouts import SHARED, LogitReadout, Pooling, normalise_all, pooling_for
 import probing.patching.units as design
 from probing.patching.results import PairRun
-from probing.patching.study import PatchingResult, pairs_to_run, patch_heads, sanity_summary
+from probing.patching.engine import sanity_summary
+from probing.patching.study import PatchingResult, pairs_to_run, patch_heads
 
 SET_KINDS = ("noising", "denoising")
 
@@ -209,10 +210,12 @@ def patch_head_sets(model, examples, *, k=(1, 3, 5), n_random: int = N_RANDOM, s
     result: the single-head study on the same examples (`patch_heads`), whose effects rank heads for (b) and
     whose pairs are used; computed here (noising and denoising only) when not given. attention_scores: as for
     `patch_heads` (a heads table with attrs["score"], or a [layers, heads] array); default: the single-head
-    study's clean-run attention source -> target. direction: the probe readout's negation direction [d_model].
+    study's clean-run attention source -> target. direction: the probe readout's negation direction ([d_model],
+    or a `direction.Direction`).
     data_root: as `patch_heads`'."""
     ks = tuple(k)
-    pooling = pooling_for(readout, direction, getattr(result, "readout", ""))
+    # a direction.Direction (its source names it) or a bare vector [d_model]
+    pooling = pooling_for(readout, getattr(direction, "vector", direction), getattr(direction, "source", ""))
     if not ks or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in ks):
         raise ValueError(f"k must be positive whole numbers (set sizes), got {list(ks)}")
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1:

@@ -23,13 +23,13 @@ from probing.patching.attribution import (SCREEN_RANDOM, SCREEN_TOP_K, agreement
                                           estimate_columns, method_notes, screened_heads)
 from probing.patching.correlation import attention_scores as comparison_score, score_vs_effect
 from probing.models import as_loaded
-from probing.patching.engine import KINDS, LOGIT_SANITY_TOLERANCE, SANITY_TOLERANCE, check_kinds, run_pairs
+from probing.patching.engine import KINDS, check_kinds, run_pairs, sanity_summary
 from probing.patching.gates import choose_gate
 from probing.patching.pairs import PairSet, coarse_counts, relation_controls, row_accounting
 from probing.patching.paths import PATH_KINDS, heads_to_trace, trace_paths
 from probing.patching.professions import CONTROLS_BUILT_FROM, are_profession_pairs, profession_controls
-from probing.patching.readouts import READOUTS, Pooling, SHARED, choose_readout, normalise, \
-    normalise_all, pooling_for
+from probing.patching.readouts import (READOUTS, Pooling, SHARED, check_probe_readout, choose_readout, normalise,
+                                       normalise_all, pooling_for)
 import probing.patching.units as design
 from probing.patching.results import PairRun
 
@@ -241,29 +241,6 @@ def _named_heads(table, kinds, alpha: float, gate_passed: bool, control_units: i
     return named
 
 
-def sanity_summary(outs, scale, logit_readout: bool) -> dict:
-    """The sanity checks over all pairs; RuntimeError when they fail (the hooks do not patch what they should)."""
-    sanity = {"own_activations_max_abs": float(max(max(o.sanity["own_noising_max_abs"],
-                                                        o.sanity["own_denoising_max_abs"]) for o in outs)),
-              "embedding_denoising_max_error": float(max(abs(o.sanity["embedding_denoising"] - 1) for o in outs))}
-    if scale is not None and abs(scale) <= 1e-12:
-        sanity["note"] = "the mean clean - corrupt difference is 0: effects are not meaningful"
-    if not logit_readout:
-        sanity["passed"] = bool(sanity["own_activations_max_abs"] <= SANITY_TOLERANCE
-                                and sanity["embedding_denoising_max_error"] <= SANITY_TOLERANCE)
-    else:
-        # float32 logits of a large vocabulary differ by ~1e-5 between batch sizes (other GEMM kernels): the
-        # check is on the raw logit difference, in logits
-        sanity["max_abs_error_logits"] = float(max(max(abs(o.clean - o.sanity_readings.own_clean),
-                                                       abs(o.sanity_readings.own_corrupt - o.corrupt),
-                                                       abs(o.sanity_readings.embedding - o.clean)) for o in outs))
-        sanity["tolerance_logits"] = LOGIT_SANITY_TOLERANCE
-        sanity["passed"] = bool(sanity["max_abs_error_logits"] <= LOGIT_SANITY_TOLERANCE)
-    if not sanity["passed"]:
-        raise RuntimeError(f"patching sanity checks failed: {sanity}; the hooks do not patch what they should")
-    return sanity
-
-
 def _notes(readout_text, scale, alpha, control, ci_method: str, groups, n_kinds: int = 1) -> list[str]:
     units = stats.n_units(list(groups), len(groups))
     notes = [f"readout: {readout_text}; "
@@ -318,6 +295,7 @@ def patch_heads(model, examples, *, kinds=KINDS, readout: str = "auto", attentio
     _check_options(n_boot, n_perm, alpha, max_pairs, readout)
     loaded = as_loaded(model)
     layout = hooks.head_layout(loaded)   # fail early on an unsupported architecture
+    check_probe_readout(examples, readout)
     pooling = pooling_for(readout, getattr(direction, "vector", direction), getattr(direction, "source", ""))
     pair_set, lm, readout_text = pairs_to_run(loaded, examples, readout, max_pairs, pooling, data_root)
     relation = pair_set.pairs[0].relation

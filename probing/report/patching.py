@@ -182,8 +182,9 @@ def path_lines(paths: dict) -> list[str]:
              "Goldowsky-Dill et al. 2023); *indirect* = total - direct, what later heads make of it. A head whose "
              "effect is all direct moves the readout by what it writes there (it can carry a word to the "
              "output); an indirect effect is used by later heads. A head of the last layer has no later head: all "
-             "of its effect is direct by definition. 95% CIs over pairs, clustered; the tests flip signs with maxT "
-             f"over every head, part and sign ({paths['n_pairs']} pairs, {paths['units']}).", "",
+             "of its effect is direct by definition (direct = total, indirect = 0, not tested). 95% CIs over pairs, "
+             "clustered; the tests flip signs with maxT over every part and sign of every traced head before the "
+             f"last layer ({paths['n_pairs']} pairs, {paths['units']}).", "",
              "| effect | head | total [95% CI] | direct [95% CI] | indirect [95% CI] | where the effect goes |",
              "|---|---|---|---|---|---|"]
     signed = lambda value: "n/a" if value is None else f"{value:+.3f}"     # noqa: E731 (NaN is None in JSON)
