@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import importlib
 import json
@@ -229,10 +230,16 @@ def _module_file(module: str, root: Path) -> Path | None:
 
 def _imported_modules(path: Path, root: Path) -> set[str]:
     """Dotted names this file imports anywhere (top level or inside functions), its package's parents included."""
-    module_parts = path.relative_to(root).with_suffix("").parts
-    package = module_parts[:-1]           # for a package's __init__.py, the package itself
+    package = path.relative_to(root).with_suffix("").parts[:-1]   # for a package's __init__.py, the package itself
+    return set(_imports_in_source(path.read_text(encoding="utf-8"), package))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports_in_source(source: str, package: tuple[str, ...]) -> frozenset[str]:
+    """`_imported_modules` of one file's text; cached on the text itself (a changed file is parsed again), since
+    every step's key walks the same files and parsing them is most of a key's cost."""
     names = {".".join(package[:i]) for i in range(1, len(package) + 1)}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
@@ -243,7 +250,7 @@ def _imported_modules(path: Path, root: Path) -> set[str]:
             parts = base.split(".")
             names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
             names.update(f"{base}.{alias.name}" for alias in node.names)   # `from probing import stats`
-    return names
+    return frozenset(names)
 
 
 def code_files(command: str, root: Path = ROOT) -> list[Path]:
