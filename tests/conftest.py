@@ -15,18 +15,6 @@ import pytest  # noqa: E402
 from probing.examples import Example, find_span
 from probing.examples.loaders import DATA_ROOT_ENV, default_data_root
 
-
-def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests first (order within a file kept): the two workers (pytest.ini) take whole
-    files in this order, so the long files start early and the short ones fill in at the end, instead of one
-    worker finishing a long file alone."""
-    slow = {}
-    for item in items:
-        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
-    first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
-    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
-
-
 # Tests that read the real datasets (../shared/data, or $PROBING_DATA_ROOT) skip in a bare clone, and say why.
 needs_datasets = pytest.mark.skipif(
     not default_data_root().is_dir(),

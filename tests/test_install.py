@@ -3,10 +3,10 @@ and no `nvidia-*`, `cuda-*` or `triton` package may be in what it would install.
 
 "The public index configuration the README describes" is PyPI plus PyTorch's CPU index. Each test passes the
 CPU index itself and keeps the machine's own pip configuration (a machine without internet may name a local
-copy of the CPU wheel there, as pip's `find-links`). `--retries 0`: where the CPU index's host cannot be
-reached, pip asks it for every package, and each retry waits (the default 5 retries: over 15 minutes in all;
-1 retry: 21 s against 9 s with none for requirements-dev.txt). A resolution that cannot reach an index (or
-misses the CPU wheel through a passing network error) is skipped and says why; one that finds CUDA fails.
+copy of the CPU wheel there, as pip's `find-links`). `--retries 1`: where the CPU index's host cannot be
+reached, pip asks it for every package and the default 5 retries cost ~8 s each (over 15 minutes in all);
+none at all would let one dropped connection to a reachable CPU index send pip to PyPI's CUDA build.
+A resolution that cannot reach an index is skipped and says why; a resolution that finds CUDA fails.
 """
 import json
 import os
@@ -40,7 +40,7 @@ def cuda_packages(installs: dict[str, str]) -> list[str]:
 def resolve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`pip install --dry-run --ignore-installed --report -` with `args`; the report (JSON) is on stdout."""
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--retries", "0", "--report", "-", *args]
+               "--retries", "1", "--report", "-", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -112,6 +112,8 @@ def test_requirements_without_the_cpu_index_refuse_rather_than_pull_cuda():
     env = {key: value for key, value in os.environ.items() if key not in sources}   # PIP_CERT etc. stay
     env["PIP_CONFIG_FILE"] = os.devnull                  # pip then reads no configuration file
     done = resolve("-r", "requirements.txt", env=env)
+    if done.returncode != 0 and "from versions: none" in done.stderr:
+        pytest.skip("PyPI could not be reached (pip saw no torch at all): " + done.stderr.strip().splitlines()[-1])
     if done.returncode != 0 and "torch==2.13.0+cpu" in done.stderr:
         return                                           # refused, naming the CPU build it needs
     installs = installs_of(done, "requirements.txt from PyPI alone")
