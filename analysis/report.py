@@ -48,7 +48,7 @@ CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose im
 PRESENTATION_ONLY = frozenset({"probing/outputs.py"})
 HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
-SCREENED_N_RANDOM = 250      # random head sets per chosen set for a screened encoder, MPNet (see `plan`)
+LARGER_N_RANDOM = 250      # random head sets per chosen set for the larger encoder, MPNet (see `plan`)
 
 
 @dataclass
@@ -123,25 +123,24 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     # Every patched copy of a pair is one forward pass: the pattern-only kinds triple the work, so models
     # other than the default get the head-output kinds and the source-row kind that asks "does it matter
     # where this head looks from the cue / the pronoun?".
-    # Larger models are screened: every head estimated by attribution patching, then the top heads by estimate
-    # and a random sample of the rest patched exactly (only those are tested and named; the report shows
-    # estimate beside exact).
-    kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising", "--method", "screen"]
-    # Head sets (compensation): the encoders' negation pairs, against layer-matched random sets (a screened
-    # model's effect sets are chosen among the heads its screen patched exactly). The default model gets the
+    # Every head of every model is patched exactly on the negation pairs and the Winograd twins: the maxT family
+    # is every head, chosen on nothing. (A screen, which tests only the heads its estimates pick on the same
+    # pairs, is left to the one step whose exact run would cost too much: Gemma's Winogender contexts.)
+    kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising"]
+    # Head sets (compensation): the encoders' negation pairs, against layer-matched random sets. The default model gets the
     # library's 1,000 (p >= 1/1001); MPNet gets 250: its exact patching costs about five times MiniLM's per
     # pair on a 2-core CPU (250 sets took about half an hour). Holm over 8 comparisons can pass the 5% level
     # only when 8/(1 + n) < 0.05, i.e. n > 159 (with the 100 used before it could not: a test that could never
     # succeed). The decoders get none in the committed reports: 250 sets would cost them more than an hour of
     # that CPU, and fewer than 160 would be a test that cannot pass; `analysis patch --sets` runs them.
     sets = ([] if model in DECODERS else
-            ["--sets"] + ([] if model == DEFAULT_MODEL else ["--n-random", str(SCREENED_N_RANDOM)]))
-    # The screened models patch the first 132 "not" pairs (as many as the report patched before the held-out
+            ["--sets"] + ([] if model == DEFAULT_MODEL else ["--n-random", str(LARGER_N_RANDOM)]))
+    # The larger models patch the first 132 "not" pairs (as many as the report patched before the held-out
     # split added frames): their exact patching costs about five times MiniLM's per pair on a 2-core CPU.
     pair_limit = [] if model == DEFAULT_MODEL or quick else ["--limit", "132"]
     steps.append(Step("patching/builtin-negation", "patch", ["--data", "builtin-negation"] + common + kinds + sets
                       + pair_limit + patch_quick, ["builtin-negation"]))
-    steps += readout_steps(model, common, kinds, pair_limit, patch_quick, data_root)
+    steps += readout_steps(model, common, pair_limit, patch_quick, data_root)
     if available("wsc273", data_root):
         # Winograd twins: the special word flips the referent ("too large" / "too small"), the pronoun stays
         steps.append(Step("patching/wsc273", "patch", ["--data", "wsc273"] + common + kinds + patch_quick,
@@ -158,13 +157,13 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
 DECODERS = ("gemma-270m",)     # the short names that are decoders: they get the task (logit) readouts
 
 
-def readout_steps(model: str, common, kinds, pair_limit, patch_quick, data_root) -> list[Step]:
+def readout_steps(model: str, common, pair_limit, patch_quick, data_root) -> list[Step]:
     """Patching under the other readouts, each its own step with its own gate. An encoder: the model's
     normalised output (`sentence`) and a negation direction (`probe`, trained on CD-SCO's training story) on
     the built-in negation pairs. A decoder: its next-token logit difference on NEG-136 (both parts as one set,
     Ettinger 2020) and on Winogender's profession -> pronoun contexts (Vig et al. 2020). Head sets are not
     repeated per readout; path patching is (the named and top heads)."""
-    z_kinds = ["--kinds", "noising,denoising"] + kinds[2:]        # a screened model keeps --method screen
+    z_kinds = ["--kinds", "noising,denoising"]
     steps = []
     if model in DECODERS:
         neg136 = [n for n in ("neg136-simp", "neg136-nat") if available(n, data_root)]
@@ -172,8 +171,11 @@ def readout_steps(model: str, common, kinds, pair_limit, patch_quick, data_root)
             steps.append(Step("patching/neg136", "patch", _data_flags(neg136) + common + ["--readout", "logits"]
                               + ["--kinds", "noising,denoising"] + patch_quick, neg136))
         if available("winogender", data_root):
+            # Screened: exact patching of all 72 heads on its 720 rows would take about 45 minutes on a 2-core
+            # CPU; the screen's candidates are chosen on the pairs it tests, and its report says so.
             steps.append(Step("patching/winogender", "patch", ["--data", "winogender"] + common
-                              + ["--readout", "logits"] + z_kinds + patch_quick, ["winogender"]))
+                              + ["--readout", "logits"] + z_kinds + ["--method", "screen"] + patch_quick,
+                              ["winogender"]))
         return steps
     steps.append(Step("patching/builtin-negation-sentence", "patch", ["--data", "builtin-negation"] + common
                       + ["--readout", "sentence"] + z_kinds + pair_limit + patch_quick, ["builtin-negation"]))
@@ -231,7 +233,10 @@ def _module_file(module: str, root: Path) -> Path | None:
 def _imported_modules(path: Path, root: Path) -> set[str]:
     """Dotted names this file imports anywhere (top level or inside functions), its package's parents included."""
     package = path.relative_to(root).with_suffix("").parts[:-1]   # for a package's __init__.py, the package itself
-    return set(_imports_in_source(path.read_text(encoding="utf-8"), package))
+    try:
+        return set(_imports_in_source(path.read_text(encoding="utf-8"), package))
+    except SyntaxError as error:
+        raise SyntaxError(f"{path}: {error.msg}", (str(path), error.lineno, error.offset, error.text)) from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -840,8 +840,9 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
         lines += table(["model", "pairs from", "readout", "kind", "head", "named", "total [95% CI]",
                         "direct [95% CI]", "indirect [95% CI]", "where the effect goes"], paths) + [""]
     if screens:
-        lines += ["**The attribution screen.** For the larger models a first-order estimate (one forward and one "
-                  "backward pass) picks the heads to patch exactly; only exact patching names heads. How far the "
+        lines += ["**The attribution screen.** Where a step was screened, a first-order estimate (one forward and "
+                  "one backward pass) picked the heads to patch exactly, on the same pairs it then tested (an "
+                  "in-sample choice of the maxT family); only exact patching names heads. How far the "
                   "estimate agreed with exact patching on the heads patched exactly (rank correlation, how many "
                   "of exact's top 5 were in the estimate's top 10, and which it missed):", ""]
         lines += table(["model", "pairs from", "kind", "heads patched exactly", "Spearman", "exact top 5 in estimate's "
