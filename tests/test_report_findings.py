@@ -236,7 +236,16 @@ def test_head_sets_correlations_and_rows_are_read_by_their_rules(tmp_path):
         "| 0.048 (of 20) | 0.095 | not distinguishable from random sets: with 20 random sets, Holm over 2 "
         "comparisons cannot fall below 0.05 |")
     row = _row(page, "toy", "builtin-negation", "exact effects")
-    assert ", p 0.012 |" in row and ", p 0.31: not distinguishable from 0 with 72 heads |" in row
+    assert ", p 0.012: the permutation test rejects 0 but the bootstrap CI holds it; not claimed |" in row   # CI [-0.11, +0.41]
+    assert ", p 0.31: not distinguishable from 0 with 72 heads |" in row
+    # the two tests disagree (p below ALPHA, the CI across 0): said so, and not claimed
+    from probing.report.findings import correlation_text
+    both = {"correlation": {"noising": {"spearman": 0.18, "ci_low": -0.02, "ci_high": 0.32, "p_permutation": 0.033,
+                                        "n_heads": 144}}}
+    assert correlation_text(both, "correlation", "noising") == (
+        "+0.18 [-0.02, +0.32], p 0.033: the permutation test rejects 0 but the bootstrap CI holds it; not claimed")
+    both["correlation"]["noising"]["ci_low"] = 0.01
+    assert correlation_text(both, "correlation", "noising") == "+0.18 [+0.01, +0.32], p 0.033"
     assert "| toy | builtin-negation | 300 | 264 | 36 | in a pair that was skipped: no control: 36 |" in page
 
 

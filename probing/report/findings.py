@@ -593,7 +593,8 @@ def gate_text(gate: dict, where: Path) -> tuple[str, str, bool]:
 
 def correlation_text(summary: dict, key: str, kind: str) -> str:
     """One correlation: rho [95% CI], and where the file has it the within-layer head-permutation p; a p at or
-    above ALPHA says the correlation is not distinguishable from 0 with the heads compared."""
+    above ALPHA says the correlation is not distinguishable from 0 with the heads compared, and a p below ALPHA
+    whose bootstrap CI still holds 0 says the two tests disagree, so nothing is claimed."""
     part = (summary.get(key) or {}).get(kind)
     if not part or "spearman" not in part:
         return "n/a"
@@ -604,7 +605,16 @@ def correlation_text(summary: dict, key: str, kind: str) -> str:
     text += f", p {fmt_p(float(p))}"
     if float(p) >= ALPHA:
         text += f": not distinguishable from 0 with {part.get('n_heads', '?')} heads"
+    elif _holds_zero(part.get("ci_low"), part.get("ci_high")):
+        text += ": the permutation test rejects 0 but the bootstrap CI holds it; not claimed"
     return text
+
+
+def _holds_zero(low, high) -> bool:
+    try:
+        return float(low) <= 0 <= float(high)
+    except (TypeError, ValueError):
+        return False
 
 
 def effects_label(summary: dict) -> str:
@@ -822,7 +832,8 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
               "each layer); the norm-based attention (the weight times the size of what the head moves, "
               "Kobayashi et al. 2020) beside it. *The rule:* p is two-sided, from shuffling the attention "
               f"scores among the heads of each layer; at p >= {ALPHA} the correlation is **not distinguishable "
-              "from 0** with the heads compared. Where the screen made the effects, the correlation is over "
+              "from 0** with the heads compared, and it is claimed only where p < "
+              f"{ALPHA} and the CI excludes 0 as well. Where the screen made the effects, the correlation is over "
               "first-order **estimates**, not exact effects (the column says which).", ""]
     lines += table(["model", "pairs from", "effects", "noising: attention", "noising: norm-based",
                     "denoising: attention", "denoising: norm-based"], correlations) + [""]
