@@ -72,7 +72,12 @@ APP = ROOT / "app.py"
 
 # ---- a server to test --------------------------------------------------------------------------------
 
+class _StartAgain(RuntimeError):
+    """app.py could not start on its port for a reason another port would cure."""
+
+
 def free_port() -> int:
+    """A port no one is listening on now on 127.0.0.1 (it can be taken before the caller binds it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -100,37 +105,51 @@ class AppServer:
         return "\n".join(self.log_text().splitlines()[-n:])
 
     def __enter__(self) -> "AppServer":
-        try:
-            return self._start()
-        except RuntimeError as err:
-            # Gradio's launch gives up when its own first request to the page takes over 3 s, which a machine
-            # under heavy load can cause: one more try, said out loud.
-            if "localhost is not accessible" not in str(err):
-                raise
-            print("app.py did not answer Gradio's own start-up check within its 3 s (a loaded machine); "
-                  "starting it once more", file=sys.stderr)
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}/"
-            return self._start()
+        for _ in range(3):
+            try:
+                return self._start()
+            except _StartAgain as why:
+                # A port picked free can be taken before app.py binds it (another test process picked it too),
+                # and Gradio's launch gives up when its own first request to the page takes over 3 s (a loaded
+                # machine): a new port, said out loud.
+                print(f"app.py did not start on port {self.port} ({why}); starting it again on another port",
+                      file=sys.stderr)
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}/"
+        return self._start()
 
     def _start(self) -> "AppServer":
         env = {key: value for key, value in os.environ.items() if key not in NOT_A_SPACE}   # a Space if asked
         env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(self.port),
                    GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **self.env)
+        self.log.seek(0)
+        self.log.truncate()                  # this attempt's log only
         self.process = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {self.process.returncode}:\n{self.log_tail()}")
+                log = self.log_tail()
+                if "localhost is not accessible" in log or "Cannot find empty port" in log:
+                    raise _StartAgain(log.strip().splitlines()[-1])
+                raise RuntimeError(f"app.py exited with {self.process.returncode}:\n{log}")
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as response:
                     if response.status == 200:
-                        return self
+                        break
             except OSError:
                 time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"app.py did not serve {self.url} within {self.startup_timeout:.0f}s:\n{self.log_tail()}")
+        else:
+            self.stop()
+            raise RuntimeError(f"app.py did not serve {self.url} within {self.startup_timeout:.0f}s:\n"
+                               f"{self.log_tail()}")
+        # The page answered, but whose page? Under parallel test processes another process's server can hold
+        # the port this one was told to use; every request would then go to the wrong server.
+        listener = server_pid(self.url)
+        if listener != self.process.pid:
+            self.stop()
+            raise _StartAgain(f"the port is served by pid {listener}, not by app.py's pid {self.process.pid}")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -21,6 +21,15 @@ needs_datasets = pytest.mark.skipif(
     reason=f"the datasets are not at {default_data_root()} (a bare clone; set {DATA_ROOT_ENV} to run these)")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (`item.report_call`), so that a fixture's teardown can tell
+    whether its test failed (the browser tests then print the demo server's log)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from probing.models import load_model

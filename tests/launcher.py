@@ -1,11 +1,12 @@
 """Shared by the two-process tests: `accelerate launch --cpu --num_processes 2 -m analysis ...` on a free port."""
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from analysis.loadtest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
@@ -13,15 +14,9 @@ needs_accelerate = pytest.mark.skipif(not Path(ACCELERATE).exists() and shutil.w
                                       reason="accelerate's launcher is not installed")
 
 
-def free_port() -> int:
-    """A port no one is listening on now (accelerate's default, 29500, may be taken by another run)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_two_processes(argv: list[str], out: Path, timeout: int) -> None:
     """`analysis <argv> --out <out>` under two CPU processes; fails the test with the launcher's stderr."""
+    # A free port, not accelerate's default 29500, which another run may hold.
     result = subprocess.run([ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
                              "--mixed_precision", "no", "--dynamo_backend", "no",
                              "--main_process_port", str(free_port()), "-m", "analysis", *argv,

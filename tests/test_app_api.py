@@ -407,3 +407,25 @@ def test_the_page_s_own_events_answer_bad_values_in_words_and_log_one_line(serve
             answer = _json.loads(text)
             assert answer.get("error", "") is not None, (index, data, text)
     assert "Traceback" not in server.log_tail(400)
+
+
+def test_a_server_started_on_a_port_someone_else_serves_moves_to_its_own_port():
+    """The port AppServer was told is already served (as when two test processes picked the same free port):
+    Gradio moves to the next port and the old one still answers 200, from the other server. AppServer must
+    notice that the answer is not its app's and start on another port, saying so."""
+    import http.server
+    from analysis.loadtest import free_port, server_pid
+
+    squatter = http.server.HTTPServer(("127.0.0.1", free_port()), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=squatter.serve_forever, daemon=True)
+    thread.start()
+    try:
+        taken = squatter.server_address[1]
+        with AppServer(port=taken) as running:
+            assert running.port != taken
+            assert server_pid(running.url) == running.pid
+            with urllib.request.urlopen(running.url, timeout=30) as response:
+                assert "gradio" in response.read().decode().lower()
+    finally:
+        squatter.shutdown()
+        squatter.server_close()

@@ -84,10 +84,14 @@ class Watched:
 
 
 @pytest.fixture
-def watched(browser, server):
+def watched(browser, server, request):
     page = Watched(browser, server)
     yield page
     page.context.close()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        # What the server was doing when the page waited in vain (refusals, errors, a stall).
+        print(f"--- the demo server's log (pid {server.pid}, {server.url}), last 80 lines ---\n{server.log_tail(80)}")
 
 
 def head_of(page, key):
