@@ -4,6 +4,7 @@ per-address queue cap, patching's own lane, the body limit, and the policy kept 
 import asyncio
 import re
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -589,6 +590,22 @@ def _answer(port: int, request: bytes) -> bytes:
         return data
 
 
+def _answer_in_pieces(port: int, pieces: list[bytes], pause_s: float = 0.3) -> bytes:
+    """Like `_answer`, with a pause between the pieces (so the server reads them apart)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(pause_s)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < 200:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
 def test_a_request_head_too_long_to_read_gets_a_worded_431_not_a_reset():
     from probing.demo.guard import MAX_HEAD_BYTES, request_deadline_protocol
     server, port = _bare_server(request_deadline_protocol())
@@ -597,9 +614,26 @@ def test_a_request_head_too_long_to_read_gets_a_worded_431_not_a_reset():
         assert fine.startswith(b"HTTP/1.1 200")
         # 168 KB of address: h11 alone answered a bare "Invalid HTTP request" and the socket reset under the
         # client's unsent bytes; now the client reads a worded refusal
-        huge = _answer(port, b"GET /?q=" + b"a" * (168 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        huge = _answer(port, b"GET /gradio_api/info?q=" + b"a" * (168 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert huge.startswith(b"HTTP/1.1 431"), huge[:80]
         assert f"longer than this demo reads ({MAX_HEAD_BYTES:,} bytes)".encode() in huge
         assert _answer(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+
+
+@pytest.mark.parametrize("pieces", [1, 2], ids=["one read", "two reads"])
+def test_a_link_to_the_page_too_long_to_read_goes_back_to_the_page_however_it_arrives(pieces):
+    """A 70 KB share link: whether the server reads its head in one piece (complete, over the limit) or in
+    two (the first over the limit, no end yet), the answer is the same redirect to the page's too-long note.
+    (It used to depend on the network: one read went on to the page, two got a JSON 431.)"""
+    from probing.demo.guard import MAX_HEAD_BYTES, TOO_LONG_LINK, request_deadline_protocol
+    server, port = _bare_server(request_deadline_protocol())
+    request = b"GET /?text=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    cut = MAX_HEAD_BYTES + 10 if pieces == 2 else len(request)
+    try:
+        answer = _answer_in_pieces(port, [request[:cut], request[cut:]] if pieces == 2 else [request])
+        assert answer.startswith(b"HTTP/1.1 303"), answer[:80]
+        assert f"location: ?link={TOO_LONG_LINK}\r\n".encode() in answer
     finally:
         server.should_exit = True

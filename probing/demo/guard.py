@@ -86,6 +86,9 @@ MAX_CONNECTIONS_PER_PEER = int(os.environ.get("PROBING_MAX_CONNECTIONS_PER_PEER"
 # A request's line and headers: room for the longest share link (32,700 characters) and ordinary headers; past
 # this h11 would answer a bare "Invalid HTTP request" and the socket would reset under the client's unsent bytes.
 MAX_HEAD_BYTES = 64 * 1024
+# A link to the page too long to read is sent back to the page with this value (`?link=too-long`), which opens
+# it with a note (share_link.READ_JS), whichever part of the server caught it.
+TOO_LONG_LINK = "too-long"
 STREAM_LIFETIME_S = float(os.environ.get("PROBING_STREAM_LIFETIME_S", "1800"))           # then a stream is closed
 
 
@@ -499,12 +502,18 @@ def framing_problem(head: bytes) -> str | None:
     return None
 
 
-def _raw_refusal(status: str, message: str) -> bytes:
-    """A whole HTTP answer, for a connection refused before uvicorn builds a request."""
+def _raw_refusal(status: str, message: str, location: str | None = None) -> bytes:
+    """A whole HTTP answer, for a connection refused before uvicorn builds a request (`location`: a redirect's)."""
     import json
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    where = f"location: {location}\r\n" if location else ""
+    return (f"HTTP/1.1 {status}\r\n{where}content-type: application/json\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n\r\n").encode() + body
+
+
+def asks_for_the_page(head: bytes) -> bool:
+    """Whether a raw request head (or its first bytes) is a GET or HEAD of the page itself, `/` or `/?...`."""
+    return re.match(rb"(GET|HEAD) /(\?| )", head) is not None
 
 
 def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
@@ -551,11 +560,18 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
             if self._head is not None or self.conn.their_state is h11.IDLE:
                 head = (self._head or b"") + data
                 end = head.find(b"\r\n\r\n")
-                if end < 0 and len(head) >= MAX_HEAD_BYTES:
-                    log_refusal(f"a request head over {MAX_HEAD_BYTES} bytes")
-                    self._refuse_and_drain("431 Request Header Fields Too Large",
-                                           f"The request's address and headers are longer than this demo reads "
-                                           f"({MAX_HEAD_BYTES:,} bytes); a share link is at most 32,700 characters.")
+                # Too long whether it came in one read or in several (the same request gets the same answer
+                # however the network cut it): a link to the page goes back to the page, with a note.
+                if end >= MAX_HEAD_BYTES or (end < 0 and len(head) >= MAX_HEAD_BYTES):
+                    message = (f"The request's address and headers are longer than this demo reads "
+                               f"({MAX_HEAD_BYTES:,} bytes); a share link is at most 32,700 characters.")
+                    if asks_for_the_page(head):
+                        log_refusal(f"a link to the page over {MAX_HEAD_BYTES} bytes: sent to ?link={TOO_LONG_LINK}")
+                        # relative, so that it stays under whatever path prefix a proxy serves the page at
+                        self._refuse_and_drain("303 See Other", message, location=f"?link={TOO_LONG_LINK}")
+                    else:
+                        log_refusal(f"a request head over {MAX_HEAD_BYTES} bytes")
+                        self._refuse_and_drain("431 Request Header Fields Too Large", message)
                     return
                 self._head = head if end < 0 else None
                 problem = framing_problem(head[:end]) if end >= 0 else None
@@ -577,11 +593,11 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
             super().on_response_complete()
             self._arm()
 
-        def _refuse_and_drain(self, status: str, message: str):
+        def _refuse_and_drain(self, status: str, message: str, location: str | None = None):
             """Answer, end our side, and read (and drop) what the client is still sending for a moment before
             closing: closing a socket with unread bytes resets it, and the client would never see the answer."""
             self.data_received = lambda data: None          # the rest of this request is not read
-            self.transport.write(_raw_refusal(status, message))
+            self.transport.write(_raw_refusal(status, message, location))
             if self.transport.can_write_eof():
                 self.transport.write_eof()
             self.loop.call_later(2.0, self.transport.close)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from probing.demo.explore import MAX_TEXT_CHARS
+from probing.demo.guard import TOO_LONG_LINK
 
 TABS = ("coreference", "negation", "patching", "model-view", "report", "about")
 # What each URL key may hold, at most: the sentence and twin as the text boxes take them; words and models short.
@@ -25,9 +26,10 @@ MAX_QUERY_CHARS = 3 * (2 * MAX_TEXT_CHARS + 4 * 200 + 100)
 MAX_LINK_JSON_CHARS = 2 * MAX_TEXT_CHARS + 4 * 200 + 400
 HEAD = re.compile(r"(\d{1,3})-(\d{1,3})")
 
-# A query string longer than this (as sent, percent-encoded) is never parsed: the page is answered with a
-# redirect to itself that says so (`LongLinkRedirect`), every other route with a worded 414.
-TOO_LONG = "too-long"
+# A query string longer than MAX_QUERY_CHARS (as sent, percent-encoded) is never parsed: the page is answered
+# with a redirect to itself that says so (`LongLinkRedirect`, or guard's protocol when the whole request head
+# is over its limit), every other route with a worded 414 (431).
+TOO_LONG = TOO_LONG_LINK
 
 READ_JS = f"""(ignored) => {{
   const full = window.location.search;
