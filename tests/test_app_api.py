@@ -416,7 +416,17 @@ def test_a_server_started_on_a_port_someone_else_serves_moves_to_its_own_port():
     import http.server
     from analysis.loadtest import free_port, server_pid
 
-    squatter = http.server.HTTPServer(("127.0.0.1", free_port()), http.server.SimpleHTTPRequestHandler)
+    class Squatter(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-length", "8")
+            self.end_headers()
+            self.wfile.write(b"squatter")
+
+        def log_message(self, *args):
+            pass
+
+    squatter = http.server.HTTPServer(("127.0.0.1", free_port()), Squatter)
     thread = threading.Thread(target=squatter.serve_forever, daemon=True)
     thread.start()
     try:
