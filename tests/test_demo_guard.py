@@ -576,22 +576,9 @@ def _bare_server(protocol):
     return server, port
 
 
-def _answer(port: int, request: bytes) -> bytes:
-    """Send a request and read the answer's first bytes (until the server ends or 5 s pass)."""
-    import socket
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < 200:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
 def _answer_in_pieces(port: int, pieces: list[bytes], pause_s: float = 0.3) -> bytes:
-    """Like `_answer`, with a pause between the pieces (so the server reads them apart)."""
+    """Send a request in pieces, with a pause after each (so the server reads them apart), and read the
+    answer's first bytes (until the server ends or 5 s pass)."""
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         for piece in pieces:
@@ -604,6 +591,11 @@ def _answer_in_pieces(port: int, pieces: list[bytes], pause_s: float = 0.3) -> b
                 break
             data += chunk
         return data
+
+
+def _answer(port: int, request: bytes) -> bytes:
+    """Send a request in one write and read the answer's first bytes."""
+    return _answer_in_pieces(port, [request], pause_s=0)
 
 
 def test_a_request_head_too_long_to_read_gets_a_worded_431_not_a_reset():
