@@ -144,11 +144,11 @@ class AppServer:
             raise RuntimeError(f"app.py did not serve {self.url} within {self.startup_timeout:.0f}s:\n"
                                f"{self.log_tail()}")
         # The page answered, but whose page? Under parallel test processes another process's server can hold
-        # the port this one was told to use; every request would then go to the wrong server.
-        listener = server_pid(self.url)
-        if listener != self.process.pid:
+        # the port this one was told to use (Gradio then moves to the next port without a word); every request
+        # would go to the wrong server.
+        if not listens_on(self.process.pid, self.port):
             self.stop()
-            raise _StartAgain(f"the port is served by pid {listener}, not by app.py's pid {self.process.pid}")
+            raise _StartAgain(f"the port is served by another process than app.py (pid {self.process.pid})")
         return self
 
     def stop(self) -> None:
@@ -164,6 +164,16 @@ class AppServer:
         self.stop()
         self.log.close()
         os.unlink(self.log.name)
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` listens on TCP `port` (its own sockets only: no root needed, macOS included)."""
+    import psutil
+    try:
+        return any(conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
+                   for conn in psutil.Process(pid).net_connections(kind="tcp"))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def server_pid(url: str) -> int | None:

@@ -414,7 +414,7 @@ def test_a_server_started_on_a_port_someone_else_serves_moves_to_its_own_port():
     Gradio moves to the next port and the old one still answers 200, from the other server. AppServer must
     notice that the answer is not its app's and start on another port, saying so."""
     import http.server
-    from analysis.loadtest import free_port, server_pid
+    from analysis.loadtest import free_port, listens_on
 
     class Squatter(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -433,7 +433,7 @@ def test_a_server_started_on_a_port_someone_else_serves_moves_to_its_own_port():
         taken = squatter.server_address[1]
         with AppServer(port=taken) as running:
             assert running.port != taken
-            assert server_pid(running.url) == running.pid
+            assert listens_on(running.pid, running.port) and not listens_on(running.pid, taken)
             with urllib.request.urlopen(running.url, timeout=30) as response:
                 assert "gradio" in response.read().decode().lower()
     finally:
