@@ -226,6 +226,10 @@ def test_head_sets_correlations_and_rows_are_read_by_their_rules(tmp_path):
         "| 3-6 (1/12), 3-7 (2/12), 5-9 (1/12) | 0.660 [0.620, 0.700] | 0.110 [0.050, 0.200] | 0.001 (of 1000) | "
         "0.004 | above random sets |")
     assert "| toy | builtin-negation | noising | layer |" not in page and "no more than" not in page
+    assert "Head sets were not run" not in page
+    (root / "toy" / "patching" / "builtin-negation" / "sets.csv").unlink()     # a model whose report has no sets
+    assert ("## 4. Heads together: head sets against random sets\n\n**Head sets were not run** for toy: no patching "
+            "step in its report used `analysis patch --sets`, so no report here has any.") in findings_markdown(root)
     few = SETS_CSV.replace(",1000,", ",100,")       # 2 comparisons, 100 random sets: Holm can still reach 0.05
     (root / "toy" / "patching" / "builtin-negation" / "sets.csv").write_text(few)
     assert "comparisons cannot fall below" not in findings_markdown(root)

@@ -783,8 +783,12 @@ def sets_rows(model: str, folder: Path) -> list[list[str]]:
 
 def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
     gates, correlations, accounting, screens, sets, paths = [], [], [], [], [], []
+    without_sets = []          # models with patching steps but no head sets in any of them
     for model in models:
-        for folder in step_folders(model, "patching", "summary.json", left_out):
+        folders = step_folders(model, "patching", "summary.json", left_out)
+        if folders and not any((folder / "sets.csv").is_file() for folder in folders):
+            without_sets.append(model.name)
+        for folder in folders:
             gate_row, correlation_row, rows_row = patching_rows(model.name, folder)
             gates.append(gate_row)
             correlations.append(correlation_row)
@@ -858,9 +862,15 @@ def patching_section(models: list[Path], left_out: list[str]) -> list[str]:
                   "of exact's top 5 were in the estimate's top 10, and which it missed):", ""]
         lines += table(["model", "pairs from", "kind", "heads patched exactly", "Spearman", "exact top 5 in estimate's "
                         "top 10", "missed by the estimate"], screens) + [""]
+    if sets or without_sets:
+        lines += ["## 4. Heads together: head sets against random sets", ""]
+    if without_sets:
+        covered = "the table below covers only the other models" if sets else "no report here has any"
+        reports = "its report" if len(without_sets) == 1 else "their reports"
+        lines += [f"**Head sets were not run** for {', '.join(without_sets)}: no patching step in {reports} used "
+                  f"`analysis patch --sets`, so {covered}.", ""]
     if sets:
-        lines += ["## 4. Heads together: head sets against random sets", "",
-                  "Single heads can hide a shared effect, so the top k heads by attention score and the top k by "
+        lines += ["Single heads can hide a shared effect, so the top k heads by attention score and the top k by "
                   "single-head effect are patched together and compared with random sets of k heads from the "
                   "same layers (as many per layer as the chosen set). *The rules:* p_random = (1 + b) / (1 + n), "
                   "with b the random sets whose effect is at least the chosen set's; a set of k > 1 heads is "
