@@ -614,6 +614,19 @@ def test_a_request_head_too_long_to_read_gets_a_worded_431_not_a_reset():
         server.should_exit = True
 
 
+def test_a_long_share_link_cut_into_several_reads_is_read_whole():
+    """A 32 KB link (the longest the demo writes) that arrives in four reads: h11 alone refused a part over
+    16 KB with a bare 400 and a reset; the protocol holds the head until it is whole."""
+    from probing.demo.guard import request_deadline_protocol
+    server, port = _bare_server(request_deadline_protocol())
+    request = b"GET /?text=" + b"a" * 32_700 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    try:
+        answer = _answer_in_pieces(port, [request[i:i + 9000] for i in range(0, len(request), 9000)], pause_s=0.1)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    finally:
+        server.should_exit = True
+
+
 @pytest.mark.parametrize("pieces", [1, 2], ids=["one read", "two reads"])
 def test_a_link_to_the_page_too_long_to_read_goes_back_to_the_page_however_it_arrives(pieces):
     """A 70 KB share link: whether the server reads its head in one piece (complete, over the limit) or in

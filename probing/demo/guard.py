@@ -526,6 +526,9 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
     - one peer address may hold at most `connections_per_peer` open connections (trusted proxies, which carry
       everyone's, excepted): past that a connection is answered 429 and closed at once, so one address
       cannot use up the server's file descriptors;
+    - a request's head is held until it is whole and handed to h11 in one piece (h11 refuses a part over its
+      16 KB incomplete-event limit), and one over `MAX_HEAD_BYTES` is answered in words: a link to the page
+      with a redirect to its too-long note, anything else with 431;
     - a request whose framing is ambiguous (`framing_problem`: two Content-Lengths, `N, N`, or Content-Length
       with Transfer-Encoding) is refused (400) from its raw header bytes, before h11 parses it (the first
       request of each read; one pipelined behind another in the same read is left to h11 and `BodyLimit`);
@@ -573,15 +576,21 @@ def request_deadline_protocol(header_timeout_s: float = HEADER_TIMEOUT_S,
                         log_refusal(f"a request head over {MAX_HEAD_BYTES} bytes")
                         self._refuse_and_drain("431 Request Header Fields Too Large", message)
                     return
-                self._head = head if end < 0 else None
-                problem = framing_problem(head[:end]) if end >= 0 else None
+                if end < 0:
+                    # Held until the head is whole (or over the limit): h11 given part of a head longer than
+                    # its 16 KB incomplete-event limit answers a bare 400 and resets the socket, so a long share
+                    # link that the network cut into several reads would fail.
+                    self._head = head
+                    self._unset_keepalive_if_required()        # bytes arrived: not an idle kept-alive socket
+                    return
+                self._head, data = None, head
+                problem = framing_problem(head[:end])
                 if problem is not None:
                     log_refusal(f"a request's framing: {problem}")
                     self.transport.write(_raw_refusal("400 Bad Request", problem))
                     self.transport.close()
                     return
-                busy = gate.refusal_from_head(self._peer or self._peer_seen, head[:end]) \
-                    if end >= 0 and gate is not None else None
+                busy = gate.refusal_from_head(self._peer or self._peer_seen, head[:end]) if gate is not None else None
                 if busy is not None:
                     log_refusal(f"a stream request: {busy.split(';')[0]}")
                     self.transport.write(_raw_refusal("429 Too Many Requests", busy))
@@ -646,6 +655,7 @@ def server_timeouts(header_timeout_s: float = HEADER_TIMEOUT_S, keep_alive_s: fl
                 gate = kwargs["app"] = RouteGate(kwargs["app"])
             kwargs.setdefault("http", request_deadline_protocol(header_timeout_s, gate=gate))
             kwargs.setdefault("timeout_keep_alive", keep_alive_s)
+            kwargs.setdefault("h11_max_incomplete_event_size", MAX_HEAD_BYTES)    # a head as long as the protocol reads
             kwargs["proxy_headers"] = False
             super().__init__(*args, **kwargs)
             rate_limit_logs()                      # uvicorn has configured its loggers by now
@@ -843,11 +853,13 @@ def missing_gradio_internals(blocks) -> list[str]:
         problems.append("Blocks.api_open = False (the direct run routes closed to queued functions)")
     import uvicorn
     parameters = inspect.signature(uvicorn.Config.__init__).parameters
-    problems += [f"uvicorn.Config({name}=)" for name in ("http", "timeout_keep_alive", "proxy_headers")
+    problems += [f"uvicorn.Config({name}=)" for name in ("http", "timeout_keep_alive", "proxy_headers",
+                                                          "h11_max_incomplete_event_size")
                  if name not in parameters]
     try:
         from uvicorn.protocols.http.h11_impl import H11Protocol
-        problems += [f"H11Protocol.{name}" for name in ("connection_made", "connection_lost", "on_response_complete")
+        problems += [f"H11Protocol.{name}" for name in ("connection_made", "connection_lost", "on_response_complete",
+                                                        "_unset_keepalive_if_required")
                      if not hasattr(H11Protocol, name)]
     except ImportError:
         problems.append("uvicorn.protocols.http.h11_impl.H11Protocol")
