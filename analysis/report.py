@@ -48,7 +48,6 @@ CODE_PACKAGES = ("probing", "analysis")       # the project's own code, whose im
 PRESENTATION_ONLY = frozenset({"probing/outputs.py"})
 HEADS_DATA = ["builtin-coref", "builtin-negation", "gap-dev", "blimp-npi-licensing", "winobias", "winogender", "wsc273"]
 DONE = ".done.json"
-LARGER_N_RANDOM = 250        # random head sets per chosen set for the larger encoder, MPNet (see `plan`)
 
 
 @dataclass
@@ -127,14 +126,12 @@ def plan(model: str, data_root, quick: bool) -> list[Step]:
     # is every head, chosen on nothing. (A screen, which tests only the heads its estimates pick on the same
     # pairs, is left to the one step whose exact run would cost too much: Gemma's Winogender contexts.)
     kinds = [] if model == DEFAULT_MODEL else ["--kinds", "noising,denoising,row_noising"]
-    # Head sets (compensation): the encoders' negation pairs, against layer-matched random sets. The default
-    # model gets the library's 1,000 (p >= 1/1001); MPNet gets 250: its exact patching costs about five times
-    # MiniLM's per pair on a 2-core CPU (250 sets took about 25 minutes). Holm over 8 comparisons can pass the 5% level
-    # only when 8/(1 + n) < 0.05, i.e. n > 159 (with the 100 used before it could not: a test that could never
-    # succeed). The decoders get none in the committed reports: 250 sets would cost them more than an hour of
-    # that CPU, and fewer than 160 would be a test that cannot pass; `analysis patch --sets` runs them.
-    sets = ([] if model in DECODERS else
-            ["--sets"] + ([] if model == DEFAULT_MODEL else ["--n-random", str(LARGER_N_RANDOM)]))
+    # Head sets (compensation): the encoders' negation pairs, each chosen set against the library's 1,000
+    # layer-matched random sets (p >= 1/1001; Holm over 8 comparisons can pass the 5% level only when
+    # 8/(1 + n) < 0.05). MPNet's cost about 100 minutes of a 2-core CPU. The decoders get none in the committed
+    # reports: Gemma's would cost hours of that CPU, and fewer than 160 would be a test that cannot pass;
+    # `analysis patch --sets` runs them.
+    sets = [] if model in DECODERS else ["--sets"]
     # The larger models patch the first 132 "not" pairs (as many as the report patched before the held-out
     # split added frames): their exact patching costs about five times MiniLM's per pair on a 2-core CPU.
     pair_limit = [] if model == DEFAULT_MODEL or quick else ["--limit", "132"]
